@@ -1,0 +1,81 @@
+"""Stamps that make every artifact traceable: data hash, config, seed, code version and software versions."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from finmlops import __version__
+
+_TRACKED_PACKAGES = ("numpy", "pandas", "ta-lib", "torch", "scikit-learn", "lightgbm", "mlflow", "onnxruntime")
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """The current git commit (with ``-dirty`` when the tree has changes), or None outside a checkout."""
+    try:
+        run = lambda *args: subprocess.run(  # noqa: E731
+            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        commit = run("rev-parse", "HEAD")
+        return commit + ("-dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of Python and of the installed packages that decide a result."""
+    versions = {"python": platform.python_version(), "finmlops": __version__}
+    for name in _TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def stamp(*, data_hash: str | None, config: dict[str, Any] | None = None, seed: int | None = None) -> dict[str, Any]:
+    """The provenance block that every result JSON carries under the key ``provenance``."""
+    return {
+        "data_hash": data_hash,
+        "config": config or {},
+        "seed": seed,
+        "git_commit": git_commit(Path(__file__).parent),
+        "versions": software_versions(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": platform.node(),
+    }
+
+
+def json_safe(value: Any) -> Any:
+    """Replace NaN and infinities (not valid JSON) by None, recursively; numpy scalars become Python numbers."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", None) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json_atomic(path: Path, payload: Any) -> Path:
+    """Write JSON to ``path`` through a temporary file and a rename, so a reader never sees half a file.
+
+    NaN and infinities are written as null.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
