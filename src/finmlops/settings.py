@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -39,27 +40,28 @@ class Settings(BaseSettings):
     home: Path = Field(
         default=Path(".finmlops"),
         description="Workspace: data store, features, MLflow database, models and reports.",
-        validation_alias=AliasChoices("home", "FINMLOPS_HOME"),
+        validation_alias=AliasChoices("FINMLOPS_HOME"),
     )
-    tickers: list[str] = Field(
+    # NoDecode: the environment gives a comma-separated string, not JSON.
+    tickers: Annotated[list[str], NoDecode] = Field(
         default=list(DEFAULT_TICKERS),
         description="Universe of tickers, upper case.",
-        validation_alias=AliasChoices("tickers", "FINMLOPS_TICKERS", "TICKERS"),
+        validation_alias=AliasChoices("FINMLOPS_TICKERS", "TICKERS"),
     )
     start: date = Field(
         default=date(2018, 1, 1),
         description="First date to ingest (inclusive).",
-        validation_alias=AliasChoices("start", "FINMLOPS_START", "INGESTION_START_DATE"),
+        validation_alias=AliasChoices("FINMLOPS_START", "INGESTION_START_DATE"),
     )
     end: date = Field(
         default=date(2023, 12, 31),
         description="Last date to ingest (inclusive).",
-        validation_alias=AliasChoices("end", "FINMLOPS_END", "INGESTION_END_DATE"),
+        validation_alias=AliasChoices("FINMLOPS_END", "INGESTION_END_DATE"),
     )
     raw_data_dir: Path | None = Field(
         default=None,
         description="Folder of Yahoo-format CSVs for `ingest --source csv`.",
-        validation_alias=AliasChoices("raw_data_dir", "FINMLOPS_RAW_DATA_DIR", "RAW_DATA_DIR"),
+        validation_alias=AliasChoices("FINMLOPS_RAW_DATA_DIR", "RAW_DATA_DIR"),
     )
     feature_set: str = Field(default="basic", description="Default feature set: basic, enhanced or advanced.")
     seed: int = Field(default=42, description="Seed for every random choice in a run.")
@@ -67,7 +69,7 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         default=None,
         description="MLflow tracking URI; default sqlite:///<home>/mlflow.db. MLFLOW_TRACKING_URI also works.",
-        validation_alias=AliasChoices("mlflow_tracking_uri", "FINMLOPS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        validation_alias=AliasChoices("FINMLOPS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
     )
 
     @field_validator("tickers", mode="before")

@@ -1,0 +1,37 @@
+"""Suite-wide test options: slow tests run only with --runslow or FINMLOPS_SLOW=1 (CI sets it when needed)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow") or os.environ.get("FINMLOPS_SLOW") == "1":
+        return
+    skip_slow = pytest.mark.skip(reason="slow: run with --runslow or FINMLOPS_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test reads the developer's finmlops.yaml, environment or workspace by accident."""
+    for name in list(os.environ):
+        if (name.startswith("FINMLOPS_") and name != "FINMLOPS_SLOW") or name in {
+            "TICKERS",
+            "INGESTION_START_DATE",
+            "INGESTION_END_DATE",
+            "RAW_DATA_DIR",
+            "MLFLOW_TRACKING_URI",
+        }:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FINMLOPS_CONFIG", str(tmp_path_factory.mktemp("cfg") / "finmlops.yaml"))
+    monkeypatch.setenv("FINMLOPS_HOME", str(tmp_path_factory.mktemp("home")))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")

@@ -1,0 +1,52 @@
+"""The install is complete and the README's commands are the ones CI runs."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def readme_commands() -> list[str]:
+    """The set-up commands: the first two fenced bash blocks of README.md, one line each."""
+    blocks = re.findall(r"```bash\n(.*?)\n```", (ROOT / "README.md").read_text(), flags=re.S)
+    return [b.strip() for b in blocks[:2]]
+
+
+def test_readme_opens_with_two_commands() -> None:
+    install_and_run, install_and_test = readme_commands()
+    assert "\n" not in install_and_run and "\n" not in install_and_test
+    assert install_and_run.split(" && ")[-1].startswith("finmlops ")
+    assert "pytest" in install_and_test
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = (ROOT / ".ci" / "run").read_text()
+    _, install_and_test = readme_commands()
+    assert install_and_test.replace("pip install -e", "pip install -q -e") in ci
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["talib", "pandas", "pyarrow", "torch", "mlflow", "onnxruntime", "lightgbm", "sklearn", "optuna", "yfinance"],
+)
+def test_dependency_importable(module: str) -> None:
+    importlib.import_module(module)
+
+
+def test_torch_is_the_pinned_cpu_build() -> None:
+    import torch
+
+    assert torch.__version__.startswith("2.13.0"), torch.__version__
+    assert not torch.cuda.is_available() or torch.version.cuda
+
+
+def test_pip_check_is_clean() -> None:
+    result = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

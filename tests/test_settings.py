@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from finmlops.settings import DEFAULT_TICKERS, load_settings
+
+
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FINMLOPS_HOME")
+    s = load_settings()
+    assert s.tickers == list(DEFAULT_TICKERS)
+    assert (s.start, s.end) == (date(2018, 1, 1), date(2023, 12, 31))
+    assert s.home == Path(".finmlops")
+    assert s.tracking_uri == f"sqlite:///{Path('.finmlops').resolve() / 'mlflow.db'}"
+
+
+def test_yaml_then_env_then_overrides(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tmp_path / "finmlops.yaml"
+    cfg.write_text("tickers: [aapl, msft]\nstart: 2015-01-01\nseed: 7\n")
+    monkeypatch.setenv("FINMLOPS_CONFIG", str(cfg))
+    assert load_settings().tickers == ["AAPL", "MSFT"]
+    assert load_settings().seed == 7
+    monkeypatch.setenv("FINMLOPS_SEED", "11")
+    assert load_settings().seed == 11
+    assert load_settings(seed=3).seed == 3
+    assert load_settings(seed=None).seed == 11  # an unset CLI flag does not override
+
+
+def test_original_system_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TICKERS", "AAPL, nvda")
+    monkeypatch.setenv("INGESTION_START_DATE", "2019-01-02")
+    monkeypatch.setenv("INGESTION_END_DATE", "2020-06-30")
+    monkeypatch.setenv("RAW_DATA_DIR", str(tmp_path))
+    s = load_settings()
+    assert s.tickers == ["AAPL", "NVDA"]
+    assert (s.start, s.end) == (date(2019, 1, 2), date(2020, 6, 30))
+    assert s.raw_data_dir == tmp_path
+    monkeypatch.setenv("FINMLOPS_TICKERS", "JPM")  # the finmlops name wins over the original's
+    assert load_settings().tickers == ["JPM"]
+
+
+def test_workspace_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINMLOPS_HOME", str(tmp_path))
+    s = load_settings()
+    assert s.data_dir == tmp_path / "data"
+    assert s.tracking_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+
+def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tmp_path / "finmlops.yaml"
+    cfg.write_text("start: 2020-01-01\nend: 2019-01-01\n")
+    monkeypatch.setenv("FINMLOPS_CONFIG", str(cfg))
+    with pytest.raises(ValidationError, match="before start"):
+        load_settings()
+    cfg.write_text("tickerz: [AAPL]\n")
+    with pytest.raises(ValidationError, match="tickerz"):
+        load_settings()
+    cfg.write_text("- just\n- a list\n")
+    with pytest.raises(ValueError, match="expected a mapping"):
+        load_settings()
