@@ -1,1 +1,49 @@
-"""finmlops.models"""
+"""finmlops.models: deep variant presets and networks (output logits), and the honest baselines.
+
+The networks import torch, so they load on first use: ``from finmlops.models import build_network``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from finmlops.models.base import Predictor, WindowsLike, check_windows
+from finmlops.models.baselines import (
+    BASELINES,
+    LightGBMBaseline,
+    LogisticBaseline,
+    MajorityBaseline,
+    MomentumBaseline,
+    make_baseline,
+)
+from finmlops.models.variants import VARIANTS, VariantConfig, get_variant
+
+_LAZY = {"build_network", "forward_flops", "LSTMNet", "MultiScaleLSTMNet", "TransformerNet"}
+
+__all__ = [
+    "BASELINES",
+    "VARIANTS",
+    "LSTMNet",
+    "LightGBMBaseline",
+    "LogisticBaseline",
+    "MajorityBaseline",
+    "MomentumBaseline",
+    "MultiScaleLSTMNet",
+    "Predictor",
+    "TransformerNet",
+    "VariantConfig",
+    "WindowsLike",
+    "build_network",
+    "check_windows",
+    "forward_flops",
+    "get_variant",
+    "make_baseline",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from finmlops.models import networks
+
+        return getattr(networks, name)
+    raise AttributeError(f"module 'finmlops.models' has no attribute {name!r}")

@@ -1,0 +1,147 @@
+"""Honest baselines, scored on exactly the same windows as the deep variants.
+
+A deep model is only worth its cost if it beats these: the majority class, yesterday's direction (momentum), and
+logistic regression and LightGBM on the last day's features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from finmlops.models.base import WindowsLike, check_windows
+
+BASELINES: tuple[str, ...] = ("majority", "momentum", "logistic", "lightgbm")
+
+
+def _labels(windows: WindowsLike, what: str) -> np.ndarray:
+    check_windows(windows, what)
+    y = np.asarray(windows.y, dtype=np.float64)
+    if not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError(f"{what}: labels must be 0 or 1")
+    return y
+
+
+def _last_day(windows: WindowsLike) -> np.ndarray:
+    """The decision day's features, ``[n, n_features]`` float64."""
+    return np.asarray(windows.X[:, -1, :], dtype=np.float64)
+
+
+class MajorityBaseline:
+    """Always the training set's up-rate: its argmax is the majority class of the training labels."""
+
+    name = "majority"
+
+    def __init__(self) -> None:
+        self.p_up: float | None = None
+
+    def fit(self, train: WindowsLike, val: WindowsLike) -> MajorityBaseline:
+        self.p_up = float(_labels(train, "train").mean())
+        return self
+
+    def predict_proba(self, windows: WindowsLike) -> np.ndarray:
+        if self.p_up is None:
+            raise RuntimeError("majority baseline used before fit")
+        return np.full(len(windows.dates), self.p_up)
+
+
+class MomentumBaseline:
+    """Yesterday's direction: P(up) = 1 when the ticker's ``adj_close`` rose from t-1 to t, else 0.
+
+    Read from the price data itself (not from any feature column), so it works with every feature set.
+    """
+
+    name = "momentum"
+
+    def __init__(self, universe: Mapping[str, pd.DataFrame]) -> None:
+        returns = {t: frame["adj_close"].pct_change(fill_method=None) for t, frame in universe.items()}
+        self._returns = pd.concat(returns, names=["ticker", "date"]).swaplevel().sort_index()
+
+    def fit(self, train: WindowsLike, val: WindowsLike) -> MomentumBaseline:
+        return self
+
+    def predict_proba(self, windows: WindowsLike) -> np.ndarray:
+        keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), np.asarray(windows.tickers)])
+        ret = self._returns.reindex(keys).to_numpy()
+        if np.isnan(ret).any():
+            i = int(np.flatnonzero(np.isnan(ret))[0])
+            raise ValueError(
+                f"momentum: no return from t-1 to t for {keys[i][1]} on {keys[i][0].date()} "
+                "(date missing from the universe or first row of the ticker)"
+            )
+        return (ret > 0).astype(np.float64)
+
+
+class LogisticBaseline:
+    """Standardised L2 logistic regression on the last day's features (scaler fit on the training windows)."""
+
+    name = "logistic"
+
+    def __init__(self, seed: int = 0) -> None:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        self.model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000, random_state=seed))
+
+    def fit(self, train: WindowsLike, val: WindowsLike) -> LogisticBaseline:
+        y = _labels(train, "train")
+        if len(np.unique(y)) < 2:
+            raise ValueError("train: logistic regression needs both classes in the training labels")
+        self.model.fit(_last_day(train), y.astype(int))
+        return self
+
+    def predict_proba(self, windows: WindowsLike) -> np.ndarray:
+        return self.model.predict_proba(_last_day(windows))[:, 1]
+
+
+class LightGBMBaseline:
+    """Gradient-boosted trees on the last day's features; deterministic, early-stopped on the validation windows.
+
+    Shallow trees, strong row/column subsampling and a large leaf minimum: daily direction is mostly noise.
+    """
+
+    name = "lightgbm"
+
+    def __init__(self, seed: int = 0, threads: int = 1, n_estimators: int = 400, patience: int = 30) -> None:
+        import lightgbm as lgb
+
+        self.patience = patience
+        self.model = lgb.LGBMClassifier(
+            n_estimators=n_estimators, learning_rate=0.03, num_leaves=15, min_child_samples=100,
+            subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0,
+            n_jobs=threads, random_state=seed, deterministic=True, force_row_wise=True, verbose=-1,
+        )  # fmt: skip
+
+    def fit(self, train: WindowsLike, val: WindowsLike) -> LightGBMBaseline:
+        import lightgbm as lgb
+
+        y = _labels(train, "train").astype(int)
+        y_val = _labels(val, "val").astype(int)
+        self.model.fit(
+            _last_day(train), y, eval_X=(_last_day(val),), eval_y=(y_val,), eval_metric="binary_logloss",
+            callbacks=[lgb.early_stopping(self.patience, verbose=False)],
+        )  # fmt: skip
+        return self
+
+    def predict_proba(self, windows: WindowsLike) -> np.ndarray:
+        return self.model.predict_proba(_last_day(windows))[:, 1]
+
+
+def make_baseline(
+    name: str, *, universe: Mapping[str, pd.DataFrame] | None = None, seed: int = 0, threads: int = 1
+) -> MajorityBaseline | MomentumBaseline | LogisticBaseline | LightGBMBaseline:
+    """A fresh, unfitted baseline by name (``momentum`` needs the ``universe`` whose prices it reads)."""
+    if name == "majority":
+        return MajorityBaseline()
+    if name == "momentum":
+        if universe is None:
+            raise ValueError("the momentum baseline needs the universe (it reads adj_close)")
+        return MomentumBaseline(universe)
+    if name == "logistic":
+        return LogisticBaseline(seed=seed)
+    if name == "lightgbm":
+        return LightGBMBaseline(seed=seed, threads=threads)
+    raise KeyError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")

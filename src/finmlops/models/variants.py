@@ -1,0 +1,76 @@
+"""Named model presets: architecture, size, optimiser and the window length and feature set each one reads."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Architecture = Literal["lstm", "multiscale_lstm", "transformer"]
+
+
+class VariantConfig(BaseModel):
+    """Hyperparameters of one deep model variant. Frozen: derive changed copies with :func:`get_variant`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    architecture: Architecture
+    hidden_size: int = Field(gt=0, description="LSTM hidden units, or d_model of the transformer.")
+    num_layers: int = Field(ge=1, description="Stacked layers (multiscale LSTM: depth of its deeper branch).")
+    dropout: float = Field(ge=0.0, lt=1.0)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = Field(gt=0.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+    scheduler: Literal["none", "cosine"] = "none"
+    seq_len: int = Field(ge=1, description="Trading days per input window.")
+    feature_set: Literal["basic", "enhanced", "advanced"]
+    n_heads: int = Field(default=4, ge=1, description="Attention heads (transformer only).")
+    ff_size: int = Field(default=128, ge=1, description="Feed-forward width (transformer only).")
+
+
+VARIANTS: dict[str, VariantConfig] = {
+    v.name: v
+    for v in (
+        VariantConfig(
+            name="baseline", architecture="lstm", hidden_size=32, num_layers=1, dropout=0.1, lr=0.002,
+            seq_len=10, feature_set="basic",
+        ),
+        VariantConfig(
+            name="lightweight", architecture="lstm", hidden_size=32, num_layers=1, dropout=0.1, lr=0.001,
+            seq_len=10, feature_set="basic",
+        ),
+        VariantConfig(
+            name="enhanced", architecture="lstm", hidden_size=96, num_layers=2, dropout=0.25, lr=0.0008,
+            seq_len=10, feature_set="enhanced",
+        ),
+        VariantConfig(
+            name="advanced", architecture="multiscale_lstm", hidden_size=96, num_layers=2, dropout=0.3,
+            optimizer="adamw", lr=1e-3, weight_decay=1e-4, scheduler="cosine", seq_len=15, feature_set="advanced",
+        ),
+        # Transformers want a smaller step, weight decay and a decaying schedule to train stably on noisy labels.
+        VariantConfig(
+            name="transformer", architecture="transformer", hidden_size=64, num_layers=2, dropout=0.1,
+            optimizer="adamw", lr=5e-4, weight_decay=1e-4, scheduler="cosine", seq_len=30, feature_set="advanced",
+            n_heads=4, ff_size=128,
+        ),
+    )
+}  # fmt: skip
+
+
+def get_variant(name: str, **overrides: Any) -> VariantConfig:
+    """The preset ``name`` with ``overrides`` applied (validated); ``None`` overrides are ignored.
+
+    Raises ``KeyError`` naming the known variants, or ``ValueError`` naming the bad field.
+    """
+    try:
+        base = VARIANTS[name]
+    except KeyError:
+        raise KeyError(f"unknown variant {name!r}; known: {', '.join(VARIANTS)}") from None
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    if "name" in updates:
+        raise ValueError("the variant name cannot be overridden")
+    try:
+        return VariantConfig.model_validate({**base.model_dump(), **updates})
+    except ValidationError as exc:
+        raise ValueError(f"invalid override for variant {name!r}: {exc}") from exc
