@@ -1,0 +1,46 @@
+"""Shared fixtures: synthetic predictions frames with a known structure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def synthetic_predictions(
+    *, n_dates: int = 300, tickers: tuple[str, ...] = ("AAA", "BBB", "CCC", "DDD"), skill: float = 0.1, seed: int = 0
+) -> pd.DataFrame:
+    """A predictions frame with one informative model ("net"), and "majority" and "momentum" baselines.
+
+    ``ret_next`` is Gaussian; "net" sees ``ret_next`` through noise (more skill, more signal); "majority" always
+    says up with probability 0.55; "momentum" is noise. Two yearly folds split the dates in half.
+    """
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2020-01-01", periods=n_dates)
+    grid = pd.MultiIndex.from_product([dates, tickers], names=["date", "ticker"]).to_frame(index=False)
+    ret = rng.normal(0.0005, 0.01, len(grid))
+    y = (ret > 0).astype(int)
+    fold = np.where(grid["date"] < dates[n_dates // 2], 2020, 2021)
+    logits = {
+        "net": skill * ret / 0.01 * 5 + rng.normal(0, 1, len(grid)),
+        "majority": np.full(len(grid), np.log(0.55 / 0.45)),
+        "momentum": rng.normal(0, 1, len(grid)),
+    }
+    frames = [
+        grid.assign(fold=fold, model=name, prob_up=1 / (1 + np.exp(-z)), y_true=y, ret_next=ret)
+        for name, z in logits.items()
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+@pytest.fixture
+def make_predictions() -> Callable[..., pd.DataFrame]:
+    """The :func:`synthetic_predictions` factory (test modules cannot import conftest under importlib mode)."""
+    return synthetic_predictions
+
+
+@pytest.fixture
+def preds() -> pd.DataFrame:
+    return synthetic_predictions()

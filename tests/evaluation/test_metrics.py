@@ -1,0 +1,200 @@
+"""Metrics against scikit-learn and scipy; bootstrap mechanics; paired tests; calibration bins."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
+
+from finmlops.evaluation.metrics import (
+    BootstrapConfig,
+    block_bootstrap_weights,
+    calibration_bins,
+    evaluate_predictions,
+    mcnemar_exact,
+    metrics_with_ci,
+    paired_accuracy_test,
+    paired_rows,
+    prepare,
+    validate_predictions,
+    weighted_metrics,
+)
+from finmlops.provenance import json_safe
+
+
+def _sklearn_metrics(rows: pd.DataFrame) -> dict[str, float]:
+    y, p = rows["y_true"].to_numpy(), rows["prob_up"].to_numpy()
+    pred = (p > 0.5).astype(int)
+    return {
+        "accuracy": skm.accuracy_score(y, pred),
+        "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
+        "roc_auc": skm.roc_auc_score(y, p),
+        "log_loss": skm.log_loss(y, p, labels=[0, 1]),
+        "brier": skm.brier_score_loss(y, p),
+        "f1": skm.f1_score(y, pred, zero_division=0),
+        "mcc": skm.matthews_corrcoef(y, pred),
+        "up_share": pred.mean(),
+    }
+
+
+def _per_date(rows: pd.DataFrame, corr: Callable[..., Any]) -> pd.Series:
+    return rows.groupby("date")[["prob_up", "ret_next"]].apply(lambda g: corr(g["prob_up"], g["ret_next"])[0])
+
+
+def _scipy_ic(rows: pd.DataFrame) -> dict[str, float]:
+    pearson = rows.groupby("date")[["prob_up", "ret_next"]].apply(
+        lambda g: stats.pearsonr(g["prob_up"], g["ret_next"])[0]
+    )
+    spearman = rows.groupby("date")[["prob_up", "ret_next"]].apply(
+        lambda g: stats.spearmanr(g["prob_up"], g["ret_next"])[0]
+    )
+    return {
+        "ic": pearson.mean(),
+        "rank_ic": spearman.mean(),
+        "icir": pearson.mean() / pearson.std(ddof=1),
+        "rank_icir": spearman.mean() / spearman.std(ddof=1),
+    }
+
+
+def _net_rows(preds: pd.DataFrame) -> pd.DataFrame:
+    rows = validate_predictions(preds)
+    rows = rows.loc[rows["model"] == "net"].reset_index(drop=True)
+    # Rounding creates tied scores, which AUC and rank IC must handle like scikit-learn and scipy.
+    return rows.assign(prob_up=rows["prob_up"].round(2))
+
+
+def test_point_metrics_match_sklearn_and_scipy(preds: pd.DataFrame) -> None:
+    rows = _net_rows(preds)
+    ours = weighted_metrics(prepare(rows))
+    expected = _sklearn_metrics(rows) | _scipy_ic(rows)
+    for name, value in expected.items():
+        assert ours[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+
+
+def test_date_weights_equal_explicit_resampling(preds: pd.DataFrame) -> None:
+    rows = _net_rows(preds)
+    p = prepare(rows)
+    w = block_bootstrap_weights(p.n_dates, n_boot=1, block_len=7, seed=3)[0]
+    # Expand the resample explicitly: each date's rows repeated as often as the date was drawn.
+    dates = pd.Series(p.dates)
+    drawn = dates.repeat(w.astype(int)).reset_index(drop=True)
+    parts = [rows.loc[rows["date"] == d].assign(copy=i) for i, d in enumerate(drawn)]
+    expanded = pd.concat(parts, ignore_index=True)
+    ours = weighted_metrics(p, w)
+    expected = _sklearn_metrics(expanded)
+    for name, value in expected.items():
+        assert ours[name] == pytest.approx(value, rel=1e-9), name
+    per_date = rows.groupby("date")[["prob_up", "ret_next"]].apply(
+        lambda g: stats.pearsonr(g["prob_up"], g["ret_next"])[0]
+    )
+    ic_draws = per_date.loc[drawn.to_numpy()]
+    assert ours["ic"] == pytest.approx(ic_draws.mean(), rel=1e-9)
+    assert ours["icir"] == pytest.approx(ic_draws.mean() / ic_draws.std(ddof=1), rel=1e-9)
+
+
+def test_block_bootstrap_weights_are_contiguous_blocks_and_seeded() -> None:
+    w = block_bootstrap_weights(50, n_boot=200, block_len=5, seed=1)
+    assert w.shape == (200, 50)
+    assert (w.sum(axis=1) == 50).all()
+    np.testing.assert_array_equal(w, block_bootstrap_weights(50, n_boot=200, block_len=5, seed=1))
+    assert not np.array_equal(w, block_bootstrap_weights(50, n_boot=200, block_len=5, seed=2))
+    # One block as long as the series is a rotation of it: every date exactly once.
+    assert (block_bootstrap_weights(50, n_boot=10, block_len=50, seed=0) == 1).all()
+    # Circular blocks: every date is drawn once per resample on average.
+    assert block_bootstrap_weights(50, n_boot=4000, block_len=5, seed=0).mean(axis=0) == pytest.approx(
+        np.ones(50), abs=0.1
+    )
+    with pytest.raises(ValueError, match="block_len"):
+        block_bootstrap_weights(50, n_boot=10, block_len=0, seed=0)
+
+
+def test_ci_reflects_dates_not_rows_when_tickers_move_together() -> None:
+    # Four tickers that are always all right or all wrong on a day carry one date's worth of information.
+    rng = np.random.default_rng(0)
+    n_dates, tickers = 400, ["A", "B", "C", "D"]
+    dates = pd.bdate_range("2021-01-01", periods=n_dates)
+    day_correct = rng.random(n_dates) < 0.5
+    rows = pd.DataFrame(
+        {
+            "date": np.repeat(dates, 4),
+            "ticker": tickers * n_dates,
+            "fold": 2021,
+            "model": "m",
+            "prob_up": 0.7,
+            "y_true": np.repeat(day_correct.astype(int), 4),
+            "ret_next": rng.normal(0, 0.01, 4 * n_dates),
+        }
+    )
+    ci = metrics_with_ci(prepare(rows), BootstrapConfig(n_boot=2000, block_len=1, seed=0))["accuracy"]
+    width = ci["ci_high"] - ci["ci_low"]
+    by_dates = 2 * 1.96 * np.sqrt(0.25 / n_dates)
+    assert width == pytest.approx(by_dates, rel=0.15)  # an iid-row bootstrap would give half this width
+    assert ci["ci_low"] < ci["value"] < ci["ci_high"]
+
+
+def test_paired_test_detects_skill_and_not_its_absence(preds: pd.DataFrame) -> None:
+    v = validate_predictions(preds)
+    boot = BootstrapConfig(n_boot=500, block_len=5, seed=0)
+    better = paired_accuracy_test(paired_rows(v, "net", "momentum"), boot)
+    assert better["accuracy_diff"] > 0.05
+    assert better["ci_low"] > 0 and better["p_value_bootstrap"] < 0.01
+    assert better["mcnemar"]["p_value"] < 0.01
+    same = paired_accuracy_test(paired_rows(v, "net", "net"), boot)
+    assert same["accuracy_diff"] == 0 and same["p_value_bootstrap"] == 1.0
+    assert same["mcnemar"]["p_value"] == 1.0
+
+
+def test_mcnemar_matches_binomial_test_on_discordant_pairs() -> None:
+    a = np.array([1] * 30 + [0] * 12 + [1] * 50 + [0] * 8)
+    b = np.array([0] * 30 + [1] * 12 + [1] * 50 + [0] * 8)
+    result = mcnemar_exact(a, b)
+    assert (result["only_model_correct"], result["only_baseline_correct"]) == (30, 12)
+    assert result["p_value"] == pytest.approx(stats.binomtest(30, 42, 0.5).pvalue)
+
+
+def test_calibration_bins_match_sklearn(preds: pd.DataFrame) -> None:
+    rows = _net_rows(preds)
+    bins = calibration_bins(rows["prob_up"].to_numpy(), rows["y_true"].to_numpy(), n_bins=10)
+    freq, mean_p = calibration_curve(rows["y_true"], rows["prob_up"], n_bins=10, strategy="uniform")
+    np.testing.assert_allclose(bins["observed_up"], freq)
+    np.testing.assert_allclose(bins["mean_predicted"], mean_p)
+    assert sum(bins["count"]) == len(rows)
+
+
+def test_evaluate_predictions_structure_and_reproducibility(make_predictions: Callable[..., pd.DataFrame]) -> None:
+    preds = make_predictions(n_dates=120)
+    boot = BootstrapConfig(n_boot=100, block_len=5, seed=7)
+    first = evaluate_predictions(preds, baselines=["majority", "momentum"], boot=boot)
+    again = evaluate_predictions(preds.sample(frac=1.0, random_state=1), baselines=["majority", "momentum"], boot=boot)
+    assert json_safe(first) == json_safe(again)  # row order does not matter; the seed fixes the resamples
+    net = first["models"]["net"]
+    assert set(net["folds"]) == {"2020", "2021"}
+    assert set(net["vs_baselines"]) == {"majority", "momentum"}
+    assert set(first["models"]["majority"]["vs_baselines"]) == {"momentum"}
+    assert first["models"]["majority"]["pooled"]["up_share"]["value"] == 1.0
+    assert np.isnan(first["models"]["majority"]["pooled"]["ic"]["value"])  # constant forecast: IC undefined
+    assert set(net["per_ticker"]) == {"AAA", "BBB", "CCC", "DDD"}
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "match"),
+    [("prob_up", 1.5, "prob_up"), ("y_true", 2, "y_true"), ("ret_next", np.nan, "ret_next")],
+)
+def test_bad_predictions_name_column_and_row(preds: pd.DataFrame, column: str, value: float, match: str) -> None:
+    bad = preds.copy()
+    bad.loc[5, column] = value
+    with pytest.raises(ValueError, match=rf"{match}.*model net, date 2020-01-02, ticker BBB"):
+        validate_predictions(bad, source="p.parquet")
+
+
+def test_missing_columns_and_duplicates_are_rejected(preds: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="missing columns"):
+        validate_predictions(preds.drop(columns="ret_next"))
+    with pytest.raises(ValueError, match="duplicate row"):
+        validate_predictions(pd.concat([preds, preds.iloc[:1]]))
