@@ -1,1 +1,35 @@
-"""finmlops.data"""
+"""finmlops.data: validated, versioned daily OHLCV (bundled snapshot, Yahoo Finance or CSV) in a Parquet store."""
+
+from finmlops.data.csv_source import load_csv_folder, parse_ohlcv_csv
+from finmlops.data.errors import DataError, DataSourceError, DataStoreError, DataValidationError
+from finmlops.data.ingest import SOURCES, IngestReport, TickerReport, ingest
+from finmlops.data.snapshot import load_snapshot, snapshot_tickers
+from finmlops.data.store import DataStore, Manifest, TickerEntry, WriteResult, content_hash, dataset_hash_of
+from finmlops.data.validation import OHLCV_COLUMNS, PRICE_COLUMNS, validate_ohlcv
+from finmlops.data.yahoo import fetch_yahoo, normalise_yahoo
+
+__all__ = [
+    "OHLCV_COLUMNS",
+    "PRICE_COLUMNS",
+    "SOURCES",
+    "DataError",
+    "DataSourceError",
+    "DataStore",
+    "DataStoreError",
+    "DataValidationError",
+    "IngestReport",
+    "Manifest",
+    "TickerEntry",
+    "TickerReport",
+    "WriteResult",
+    "content_hash",
+    "dataset_hash_of",
+    "fetch_yahoo",
+    "ingest",
+    "load_csv_folder",
+    "load_snapshot",
+    "normalise_yahoo",
+    "parse_ohlcv_csv",
+    "snapshot_tickers",
+    "validate_ohlcv",
+]

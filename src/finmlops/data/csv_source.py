@@ -1,0 +1,157 @@
+"""Yahoo-format CSV files: one ticker per file, as Yahoo exports them or as the original system flattened them.
+
+Accepted headers (case-insensitive, any column order):
+
+* Yahoo: ``Date,Open,High,Low,Close,Adj Close,Volume`` (``Dividends``/``Stock Splits`` are ignored);
+* flattened yfinance columns: ``Date,Adj Close_AAPL,Close_AAPL,...`` where the first column may also be called
+  ``Price``, and yfinance's extra header rows ``Ticker,AAPL,...`` / ``Date,,,...`` may follow the header.
+
+Accepted file names: ``AAPL.csv`` and ``AAPL_raw_2018-01-01_2023-12-31.csv`` (the ticker is the prefix).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from finmlops.data.errors import DataSourceError, DataValidationError
+from finmlops.data.frames import IGNORED_FIELDS, RawFrame, build_ohlcv, canonical_field, validate_batch
+from finmlops.data.validation import OHLCV_COLUMNS
+
+_FILE_NAME = re.compile(r"^(?P<ticker>[A-Za-z0-9.\-^=]+?)(?:_raw_.*)?\.csv$", re.IGNORECASE)
+_DATE_HEADERS = frozenset({"date", "datetime", "date_", "price", ""})
+_LABEL_ROWS = frozenset({"ticker", "date"})
+
+
+def ticker_from_filename(path: Path) -> str | None:
+    """``AAPL.csv`` or ``AAPL_raw_2018-01-01_2023-12-31.csv`` -> ``'AAPL'``; None for other names."""
+    match = _FILE_NAME.match(path.name)
+    return match["ticker"].upper() if match else None
+
+
+def find_csv_files(folder: Path) -> dict[str, list[Path]]:
+    """Map each ticker to the CSV files in ``folder`` that hold it (sorted), by file name."""
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.glob("*.csv")):
+        if (ticker := ticker_from_filename(path)) is not None:
+            found.setdefault(ticker, []).append(path)
+    return found
+
+
+def _split_header_cell(cell: str) -> tuple[str | None, str | None]:
+    """``'Adj Close_AAPL'`` -> (``'adj_close'``, ``'AAPL'``); ``'Close'`` -> (``'close'``, None)."""
+    if (field := canonical_field(cell)) is not None:
+        return field, None
+    base, sep, suffix = cell.rpartition("_")
+    if sep and suffix and (field := canonical_field(base)) is not None:
+        return field, suffix.strip().upper()
+    return None, None
+
+
+def _ignored(name: str) -> bool:
+    """Yahoo's non-OHLCV columns (``Dividends``, ``Stock Splits_AAPL``, ...), which the store does not keep."""
+    key = name.lower().replace(" ", "_")
+    return key in IGNORED_FIELDS or key.rpartition("_")[0] in IGNORED_FIELDS
+
+
+def _parse_header(cells: list[str], source: str) -> tuple[int, dict[str, int], set[str]]:
+    """Find the date column, the column of each OHLCV field and the tickers named in column suffixes."""
+    names = [c.strip() for c in cells]
+    date_col = next((i for i, c in enumerate(names) if c.lower() in ("date", "datetime", "date_")), None)
+    if date_col is None and names[0].lower() in _DATE_HEADERS:
+        date_col = 0
+    if date_col is None:
+        raise DataValidationError(source, 1, "schema", f"no Date column in header {names}")
+    fields: dict[str, int] = {}
+    tickers: set[str] = set()
+    unknown: list[str] = []
+    for i, name in enumerate(names):
+        if i == date_col:
+            continue
+        field, ticker = _split_header_cell(name)
+        if field is None:
+            if not _ignored(name):
+                unknown.append(name)
+            continue
+        if field in fields:
+            raise DataValidationError(source, 1, "schema", f"column {field!r} appears twice in header {names}")
+        fields[field] = i
+        if ticker:
+            tickers.add(ticker)
+    missing = [f for f in OHLCV_COLUMNS if f not in fields]
+    if missing or unknown:
+        raise DataValidationError(
+            source, 1, "schema", f"header {names}: missing columns {missing}, unknown columns {unknown}"
+        )
+    return date_col, fields, tickers
+
+
+def _read_cells(path: Path, source: str) -> pd.DataFrame:
+    """Every cell as text, one frame row per file line (blank lines included, so positions map to lines)."""
+    try:
+        return pd.read_csv(path, header=None, dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False)
+    except pd.errors.EmptyDataError:
+        raise DataValidationError(source, None, "empty", "the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise DataValidationError(source, None, "schema", f"not a readable CSV: {exc}") from None
+
+
+def parse_ohlcv_csv(path: Path, ticker: str | None = None, source: str | None = None) -> RawFrame:
+    """Parse one CSV into a ``RawFrame`` (not yet validated) that remembers each row's CSV line.
+
+    ``ticker`` defaults to the one in the file name or column suffixes; when several are given they must agree.
+    """
+    source = source or str(path)
+    cells = _read_cells(path, source)
+    date_col, fields, header_tickers = _parse_header(list(cells.iloc[0]), source)
+    first = 1
+    while first < len(cells) and str(cells.iat[first, date_col]).strip().lower() in _LABEL_ROWS:
+        if str(cells.iat[first, date_col]).strip().lower() == "ticker":
+            header_tickers |= {str(cells.iat[first, i]).strip().upper() for i in fields.values()} - {""}
+        first += 1
+    named = {t for t in (ticker and ticker.upper(), ticker_from_filename(path)) if t} | header_tickers
+    if len(named) != 1:
+        what = f"names several tickers {sorted(named)}" if named else "names no ticker"
+        raise DataValidationError(source, 1, "schema", f"file name and header {what}; expected exactly one")
+    body = cells.iloc[first:]
+    rows = list(range(first + 1, len(cells) + 1))
+    text_dates = body.iloc[:, date_col].astype(str).str.strip()
+    dates = pd.to_datetime(text_dates.str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
+    if (bad := dates.isna().to_numpy()).any():
+        i = int(bad.argmax())
+        raise DataValidationError(
+            source, rows[i], "date_format", f"date {text_dates.iloc[i]!r} is not an ISO date (YYYY-MM-DD)"
+        )
+    columns = {field: body.iloc[:, col] for field, col in fields.items()}
+    frame = build_ohlcv(pd.DatetimeIndex(dates), columns, source, rows)
+    return RawFrame(ticker=named.pop(), frame=frame, source=source, rows=rows)
+
+
+def read_csv_folder(folder: Path, tickers: Iterable[str]) -> list[RawFrame]:
+    """Parse the file of each ticker in ``folder``; missing or ambiguous files are one clear error."""
+    if not folder.is_dir():
+        raise DataSourceError(f"CSV folder {folder} does not exist or is not a directory")
+    found = find_csv_files(folder)
+    wanted = [t.upper() for t in tickers]
+    missing = [t for t in wanted if t not in found]
+    if missing:
+        raise DataSourceError(
+            f"{folder}: no CSV for {missing} (expected <TICKER>.csv or <TICKER>_raw_<start>_<end>.csv); "
+            f"found files for {sorted(found) or 'no ticker'}"
+        )
+    ambiguous = {t: [p.name for p in found[t]] for t in wanted if len(found[t]) > 1}
+    if ambiguous:
+        raise DataSourceError(f"{folder}: several files for one ticker, keep one each: {ambiguous}")
+    return [parse_ohlcv_csv(found[t][0], t) for t in wanted]
+
+
+def load_csv_folder(
+    folder: Path, tickers: Iterable[str], start: date | None = None, end: date | None = None
+) -> dict[str, pd.DataFrame]:
+    """The validated universe from a folder of Yahoo-format CSVs, restricted to ``start <= date <= end``."""
+    universe, _, _ = validate_batch(read_csv_folder(folder, tickers), start, end)
+    return universe

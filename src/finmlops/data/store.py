@@ -1,0 +1,275 @@
+"""The versioned market-data store: one Parquet file per ticker plus ``manifest.json``.
+
+Writes are validated, append only new dates, and are atomic per file (temporary file in the same folder, fsync,
+``os.replace``). The manifest is written last, so a reader sees either the old or the new version; if a write
+fails half way, the files already replaced are restored from the old bytes before the error propagates. Reads
+verify each file's content hash against the manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pydantic import BaseModel, Field, ValidationError
+
+from finmlops.data.errors import DataStoreError
+from finmlops.data.frames import select_dates
+from finmlops.data.validation import OHLCV_COLUMNS, PRICE_COLUMNS, validate_ohlcv
+
+MANIFEST_NAME = "manifest.json"
+STORE_FORMAT = "finmlops-store-v1"
+_HASH_FORMAT = b"finmlops-ohlcv-v1"
+# Yahoo serves float32 prices, so two downloads of the same bar differ by ~1e-7 relative; more is a revision.
+CONFLICT_RTOL = 1e-6
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """SHA-256 of an OHLCV frame's values: dates as int64 ns, prices as little-endian float64, volume as int64.
+
+    Independent of Parquet and pyarrow versions: it hashes the numbers, not a file's bytes.
+    """
+    digest = hashlib.sha256(_HASH_FORMAT)
+    digest.update(",".join(OHLCV_COLUMNS).encode())
+    digest.update(np.int64(len(frame)).tobytes())
+    digest.update(frame.index.to_numpy().astype("datetime64[ns]").astype("<i8").tobytes())
+    for column in PRICE_COLUMNS:
+        digest.update(frame[column].to_numpy(dtype="<f8").tobytes())
+    digest.update(frame["volume"].to_numpy(dtype="<i8").tobytes())
+    return digest.hexdigest()
+
+
+def combine_hashes(hashes: Mapping[str, str]) -> str:
+    """The dataset hash: SHA-256 over ``"<TICKER>:<hash>\\n"`` lines in ticker order."""
+    return hashlib.sha256("".join(f"{t}:{hashes[t]}\n" for t in sorted(hashes)).encode()).hexdigest()
+
+
+def dataset_hash_of(universe: Mapping[str, pd.DataFrame]) -> str:
+    """Hash an in-memory universe exactly as the store hashes its manifest (equal data, equal hash)."""
+    return combine_hashes({ticker: content_hash(frame) for ticker, frame in universe.items()})
+
+
+class TickerEntry(BaseModel):
+    """One ticker in the manifest."""
+
+    first_date: date
+    last_date: date
+    rows: int = Field(ge=1)
+    sha256: str
+    source: str = Field(description="Where the last added rows came from: snapshot, yahoo or a CSV path.")
+    ingested_at: datetime
+
+
+class Manifest(BaseModel):
+    """The store's table of contents; ``version`` grows by one on every write that changes data."""
+
+    format: str = STORE_FORMAT
+    version: int = Field(ge=1)
+    dataset_hash: str
+    updated_at: datetime
+    tickers: dict[str, TickerEntry]
+
+
+class WriteResult(BaseModel):
+    """What a write did: rows added per ticker (0 when nothing was new) and the manifest after it."""
+
+    changed: bool
+    added_rows: dict[str, int]
+    manifest: Manifest
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` through a synced temporary file in the same folder."""
+    tmp = _temp_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _stage_parquet(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` to a synced temporary file next to ``path`` and return the temporary path."""
+    tmp = _temp_path(path)
+    table = pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
+    pq.write_table(table, tmp)
+    _fsync_path(tmp)
+    return tmp
+
+
+def merge_new_dates(current: pd.DataFrame, incoming: pd.DataFrame, label: str) -> tuple[pd.DataFrame, int]:
+    """Add the dates of ``incoming`` that ``current`` lacks; returns (merged frame, rows added).
+
+    Dates both hold must agree (prices within ``CONFLICT_RTOL`` relative, volume exactly); otherwise this raises
+    rather than overwrite stored history.
+    """
+    shared = incoming.index.intersection(current.index)
+    if len(shared):
+        old, new = current.loc[shared], incoming.loc[shared]
+        for column in OHLCV_COLUMNS:
+            a, b = old[column].to_numpy(), new[column].to_numpy()
+            same = a == b if column == "volume" else np.isclose(a, b, rtol=CONFLICT_RTOL, atol=0.0)
+            if not same.all():
+                i = int(np.argmin(same))
+                raise DataStoreError(
+                    f"{label}: {column} on {shared[i].date()} is {b[i]} but the store holds {a[i]}; the store "
+                    "never overwrites a stored date. If the provider revised its history (Yahoo re-bases adj_close "
+                    "after every dividend), ingest into a fresh workspace (FINMLOPS_HOME)."
+                )
+    added = incoming.loc[~incoming.index.isin(current.index)]
+    if added.empty:
+        return current, 0
+    return pd.concat([current, added]).sort_index(), len(added)
+
+
+class DataStore:
+    """Parquet files ``<root>/<TICKER>.parquet`` and ``<root>/manifest.json``."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST_NAME
+
+    def path_for(self, ticker: str) -> Path:
+        return self.root / f"{ticker}.parquet"
+
+    def exists(self) -> bool:
+        """True once a first write has completed."""
+        return self.manifest_path.is_file()
+
+    def manifest(self) -> Manifest:
+        """The manifest; a missing store or unreadable manifest is a ``DataStoreError`` naming the file."""
+        if not self.exists():
+            raise DataStoreError(f"no market data in {self.root} (no {MANIFEST_NAME}); run `finmlops ingest` first")
+        try:
+            return Manifest.model_validate(json.loads(self.manifest_path.read_text()))
+        except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
+            raise DataStoreError(f"{self.manifest_path}: unreadable manifest: {exc}") from None
+
+    @property
+    def dataset_hash(self) -> str:
+        return self.manifest().dataset_hash
+
+    def read(
+        self, tickers: Iterable[str] | None = None, start: date | None = None, end: date | None = None
+    ) -> dict[str, pd.DataFrame]:
+        """The stored universe (all tickers when None), each file verified against its manifest hash."""
+        entries = self.manifest().tickers
+        wanted = list(entries) if tickers is None else [t.upper() for t in tickers]
+        unknown = [t for t in wanted if t not in entries]
+        if unknown:
+            raise DataStoreError(f"{self.root}: no data for {unknown}; the store holds {', '.join(entries)}")
+        return {t: select_dates(self._read_verified(t, entries[t]), start, end) for t in wanted}
+
+    def _read_verified(self, ticker: str, entry: TickerEntry) -> pd.DataFrame:
+        path = self.path_for(ticker)
+        try:
+            table = pq.read_table(path)
+            frame = table.to_pandas().set_index("date")
+            frame.index = pd.DatetimeIndex(frame.index.astype("datetime64[ns]"), name="date")
+            frame = frame[list(OHLCV_COLUMNS)].astype({c: np.float64 for c in PRICE_COLUMNS} | {"volume": np.int64})
+        except (OSError, pa.ArrowException, KeyError, ValueError, TypeError) as exc:
+            raise DataStoreError(f"{path}: cannot read {ticker}: {exc}; re-ingest into a fresh store") from None
+        actual = content_hash(frame)
+        if actual != entry.sha256:
+            raise DataStoreError(
+                f"{path}: content hash {actual[:16]}… does not match the manifest's {entry.sha256[:16]}…; the file "
+                "was modified or corrupted. Re-ingest into a fresh store."
+            )
+        return frame
+
+    def write(self, universe: Mapping[str, pd.DataFrame], sources: Mapping[str, str] | str) -> WriteResult:
+        """Validate ``universe`` and add its new dates; with nothing new, touch nothing (not even the manifest).
+
+        ``sources`` names where each ticker's data came from (one string for all). Raises before writing anything
+        when a frame breaks a rule or conflicts with stored dates.
+        """
+        if not universe:
+            raise ValueError("nothing to write: the universe is empty")
+        source_of = (lambda t: sources) if isinstance(sources, str) else sources.__getitem__
+        old = self.manifest() if self.exists() else None
+        entries = dict(old.tickers) if old else {}
+        changed: dict[str, pd.DataFrame] = {}
+        added: dict[str, int] = {}
+        for ticker in sorted(universe):
+            frame = universe[ticker]
+            validate_ohlcv(frame, f"{source_of(ticker)} ({ticker})")
+            if ticker in entries:
+                merged, n = merge_new_dates(self._read_verified(ticker, entries[ticker]), frame, ticker)
+            else:
+                merged, n = frame, len(frame)
+            added[ticker] = n
+            if n:
+                changed[ticker] = merged
+        if not changed and old is not None:
+            return WriteResult(changed=False, added_rows=added, manifest=old)
+        now = datetime.now(UTC)
+        for ticker, frame in changed.items():
+            entries[ticker] = TickerEntry(
+                first_date=frame.index[0].date(),
+                last_date=frame.index[-1].date(),
+                rows=len(frame),
+                sha256=content_hash(frame),
+                source=source_of(ticker),
+                ingested_at=now,
+            )
+        entries = dict(sorted(entries.items()))
+        manifest = Manifest(
+            version=(old.version if old else 0) + 1,
+            dataset_hash=combine_hashes({t: e.sha256 for t, e in entries.items()}),
+            updated_at=now,
+            tickers=entries,
+        )
+        self._commit(changed, manifest)
+        return WriteResult(changed=True, added_rows=added, manifest=manifest)
+
+    def _commit(self, frames: Mapping[str, pd.DataFrame], manifest: Manifest) -> None:
+        """Stage every file, then swap them in and write the manifest last; on failure restore the old files."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        staged: dict[Path, Path] = {}
+        try:
+            for ticker, frame in frames.items():
+                staged[self.path_for(ticker)] = _stage_parquet(frame, self.path_for(ticker))
+            previous = {path: path.read_bytes() if path.exists() else None for path in staged}
+            replaced: list[Path] = []
+            try:
+                for path, tmp in staged.items():
+                    os.replace(tmp, path)
+                    replaced.append(path)
+                write_bytes_atomic(self.manifest_path, (manifest.model_dump_json(indent=2) + "\n").encode())
+            except BaseException:
+                for path in replaced:
+                    if (data := previous[path]) is None:
+                        path.unlink(missing_ok=True)
+                    else:
+                        write_bytes_atomic(path, data)
+                raise
+        finally:
+            for tmp in staged.values():
+                tmp.unlink(missing_ok=True)
+        _fsync_path(self.root)

@@ -1,0 +1,143 @@
+"""Validation of one ticker's OHLCV frame before anything is written.
+
+Rules, checked in this order (the first failure raises one ``DataValidationError``):
+``schema`` (DatetimeIndex named ``date``, tz-naive, the six columns in order), ``empty``, ``nan`` (no NaN, NaT or
+infinity), ``dtype`` (prices float64, volume int64), ``duplicate_date``, ``date_order`` (ascending),
+``positive_price``, ``high_bound`` (high >= max(open, close)), ``low_bound`` (low <= min(open, close)),
+``volume_negative``. A gap of more than ``MAX_GAP_BUSINESS_DAYS`` business days between consecutive rows is a
+warning, not an error (exchanges close for storms and national mourning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from finmlops.data.errors import DataValidationError
+
+OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "adj_close", "volume")
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "adj_close")
+# Relative slack for the high/low bounds: Yahoo stores float32 and rounds, so a bound can miss by a few ulps.
+BOUND_REL_TOL = 1e-9
+MAX_GAP_BUSINESS_DAYS = 5
+
+RowLabel = Callable[[int], int | str]
+
+
+def validate_ohlcv(frame: pd.DataFrame, source: str, rows: Sequence[int] | None = None) -> list[str]:
+    """Check ``frame`` against the OHLCV convention; return warnings, raise ``DataValidationError`` on a rule.
+
+    ``source`` names the file or feed in messages. ``rows`` optionally gives, per frame row, the 1-based CSV line
+    it came from; without it, rows are named by their ISO date.
+    """
+    _check_schema(frame, source)
+    label = _row_labeler(frame.index, rows)
+    _check_values(frame, source, label)
+    _check_dates(frame.index, source, label)
+    _check_bounds(frame, source, label)
+    return gap_warnings(frame.index, source)
+
+
+def _row_labeler(index: pd.Index, rows: Sequence[int] | None) -> RowLabel:
+    if rows is not None:
+        if len(rows) != len(index):
+            raise ValueError(f"rows has {len(rows)} labels for {len(index)} frame rows")
+        return lambda i: int(rows[i])
+    return lambda i: "NaT" if pd.isna(index[i]) else index[i].date().isoformat()
+
+
+def _check_schema(frame: pd.DataFrame, source: str) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise DataValidationError(source, None, "schema", f"expected a pandas DataFrame, got {type(frame).__name__}")
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise DataValidationError(
+            source, None, "schema", f"index must be a DatetimeIndex, got {type(frame.index).__name__}"
+        )
+    if frame.index.tz is not None:
+        raise DataValidationError(source, None, "schema", f"index must be tz-naive, got tz={frame.index.tz}")
+    if frame.index.name != "date":
+        raise DataValidationError(source, None, "schema", f"index must be named 'date', got {frame.index.name!r}")
+    if list(frame.columns) != list(OHLCV_COLUMNS):
+        missing = [c for c in OHLCV_COLUMNS if c not in frame.columns]
+        extra = [str(c) for c in frame.columns if c not in OHLCV_COLUMNS]
+        raise DataValidationError(
+            source,
+            None,
+            "schema",
+            f"columns must be {list(OHLCV_COLUMNS)}; missing {missing}, unexpected {extra}, got {list(frame.columns)}",
+        )
+    if frame.empty:
+        raise DataValidationError(source, None, "empty", "no rows")
+
+
+def _first(mask: np.ndarray) -> int | None:
+    hits = np.flatnonzero(mask)
+    return int(hits[0]) if hits.size else None
+
+
+def _check_values(frame: pd.DataFrame, source: str, label: RowLabel) -> None:
+    if (i := _first(np.asarray(frame.index.isna()))) is not None:
+        raise DataValidationError(source, label(i), "nan", "missing or unparseable date")
+    bad: list[tuple[int, str]] = []
+    for col in OHLCV_COLUMNS:
+        values = frame[col].to_numpy()
+        missing = pd.isna(values) if values.dtype.kind not in "fiu" else ~np.isfinite(values.astype(float))
+        if (i := _first(np.asarray(missing))) is not None:
+            bad.append((i, col))
+    if bad:
+        i, col = min(bad)
+        raise DataValidationError(source, label(i), "nan", f"{col} is missing or not finite ({frame[col].iloc[i]!r})")
+    for col in PRICE_COLUMNS:
+        if frame[col].dtype != np.float64:
+            raise DataValidationError(source, None, "dtype", f"{col} must be float64, got {frame[col].dtype}")
+    if frame["volume"].dtype != np.int64:
+        raise DataValidationError(source, None, "dtype", f"volume must be int64, got {frame['volume'].dtype}")
+
+
+def _check_dates(index: pd.DatetimeIndex, source: str, label: RowLabel) -> None:
+    step = np.diff(index.asi8)
+    if (i := _first(step == 0)) is not None:
+        raise DataValidationError(source, label(i + 1), "duplicate_date", f"{index[i + 1].date()} appears twice")
+    if (i := _first(step < 0)) is not None:
+        raise DataValidationError(
+            source,
+            label(i + 1),
+            "date_order",
+            f"{index[i + 1].date()} comes after {index[i].date()}; dates must ascend",
+        )
+
+
+def _check_bounds(frame: pd.DataFrame, source: str, label: RowLabel) -> None:
+    prices = frame[list(PRICE_COLUMNS)].to_numpy()
+    if (i := _first((prices <= 0).any(axis=1))) is not None:
+        col = PRICE_COLUMNS[int(np.argmax(prices[i] <= 0))]
+        raise DataValidationError(
+            source, label(i), "positive_price", f"{col} = {prices[i][PRICE_COLUMNS.index(col)]} <= 0"
+        )
+    o, h, lo, c = (frame[k].to_numpy() for k in ("open", "high", "low", "close"))
+    top, bottom = np.maximum(o, c), np.minimum(o, c)
+    if (i := _first(h < top * (1 - BOUND_REL_TOL))) is not None:
+        raise DataValidationError(
+            source, label(i), "high_bound", f"high {h[i]} < max(open {o[i]}, close {c[i]}) on {frame.index[i].date()}"
+        )
+    if (i := _first(lo > bottom * (1 + BOUND_REL_TOL))) is not None:
+        raise DataValidationError(
+            source, label(i), "low_bound", f"low {lo[i]} > min(open {o[i]}, close {c[i]}) on {frame.index[i].date()}"
+        )
+    volume = frame["volume"].to_numpy()
+    if (i := _first(volume < 0)) is not None:
+        raise DataValidationError(source, label(i), "volume_negative", f"volume {volume[i]} < 0")
+
+
+def gap_warnings(index: pd.DatetimeIndex, source: str) -> list[str]:
+    """One warning per gap of more than ``MAX_GAP_BUSINESS_DAYS`` business days (Mon-Fri) between rows."""
+    days = index.to_numpy().astype("datetime64[D]")
+    if days.size < 2:
+        return []
+    missing = np.busday_count(days[:-1] + 1, days[1:])
+    return [
+        f"{source}: {int(missing[i])} business days missing between {days[i]} and {days[i + 1]}"
+        for i in np.flatnonzero(missing > MAX_GAP_BUSINESS_DAYS)
+    ]
