@@ -1,0 +1,143 @@
+"""Backtest arithmetic against a hand-computed three-day example, the deflated Sharpe ratio against the paper."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from finmlops.evaluation.backtest import (
+    BacktestConfig,
+    deflated_sharpe,
+    expected_max_sharpe,
+    open_to_open_returns,
+    performance,
+    run_backtest,
+    simulate,
+    target_weights,
+)
+from finmlops.evaluation.metrics import validate_predictions
+
+DATES = pd.to_datetime(["2023-01-03", "2023-01-04", "2023-01-05"])
+
+
+@pytest.fixture
+def three_days() -> pd.DataFrame:
+    """Two tickers, three decision dates. Hand-computed results below use 5 bps cost + 5 bps slippage."""
+    return pd.DataFrame(
+        {
+            "date": np.repeat(DATES, 2),
+            "ticker": ["A", "B"] * 3,
+            "fold": 2023,
+            "model": "m",
+            "prob_up": [0.7, 0.4, 0.6, 0.8, 0.3, 0.9],
+            "y_true": [1, 0, 0, 1, 1, 1],
+            "ret_next": [0.01, -0.02, -0.03, 0.02, 0.02, 0.01],
+        }
+    )
+
+
+def _path(frame: pd.DataFrame, strategy: str, top_k: int = 1) -> pd.DataFrame:
+    returns = frame.pivot(index="date", columns="ticker", values="ret_next")
+    return simulate(target_weights(frame, strategy, top_k), returns, cost_bps=5, slippage_bps=5)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "turnover", "net"),
+    [
+        # long_flat: weights A/B = (.5, 0), (.5, .5), (0, .5); gross .005, -.005, .005; cost 10 bps x turnover.
+        ("long_flat", [0.5, 0.5, 0.5], [0.0045, -0.0055, 0.0045]),
+        # long_short: (+.5, -.5), (+.5, +.5), (-.5, +.5); gross .015, -.005, -.005.
+        ("long_short", [1.0, 1.0, 1.0], [0.014, -0.006, -0.006]),
+        # top_k, k=1: long A short B, then long B short A twice; gross .015, .025, -.005.
+        ("top_k", [1.0, 2.0, 0.0], [0.014, 0.023, -0.005]),
+        # buy_hold: (.5, .5) throughout; only the entry costs.
+        ("buy_hold", [1.0, 0.0, 0.0], [-0.006, -0.005, 0.015]),
+    ],
+)
+def test_three_day_example_by_hand(
+    three_days: pd.DataFrame, strategy: str, turnover: list[float], net: list[float]
+) -> None:
+    path = _path(three_days, strategy)
+    np.testing.assert_allclose(path["turnover"], turnover, atol=1e-12)
+    np.testing.assert_allclose(path["cost"], np.array(turnover) * 0.001, atol=1e-12)
+    np.testing.assert_allclose(path["net"], net, atol=1e-12)
+
+
+def test_performance_summary_by_hand(three_days: pd.DataFrame) -> None:
+    perf = performance(_path(three_days, "long_flat"))
+    net = np.array([0.0045, -0.0055, 0.0045])
+    equity = np.cumprod(1 + net)
+    assert perf["total_return"] == pytest.approx(equity[-1] - 1)
+    assert perf["annual_return"] == pytest.approx(equity[-1] ** (252 / 3) - 1)
+    assert perf["sharpe"] == pytest.approx(net.mean() / net.std(ddof=1) * math.sqrt(252))
+    assert perf["sortino"] == pytest.approx(net.mean() / math.sqrt(0.0055**2 / 3) * math.sqrt(252))
+    assert perf["max_drawdown"] == pytest.approx(equity[1] / equity[0] - 1)
+    assert perf["hit_rate"] == pytest.approx(2 / 3)
+    assert perf["exposure"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)
+    assert perf["turnover_daily"] == pytest.approx(0.5)
+    assert perf["costs_paid"] == pytest.approx(0.0005 * (1 + equity[0] + equity[1]))
+
+
+def test_open_execution_uses_adjusted_next_opens() -> None:
+    dates = pd.bdate_range("2023-01-02", periods=5)
+    frame = pd.DataFrame(
+        {
+            "open": [10.0, 11.0, 12.0, 12.0, 15.0],
+            "close": [10.0, 11.0, 12.0, 12.0, 15.0],
+            # A dividend between day 2 and day 3: adj_close/close steps from 0.9 to 1.
+            "adj_close": [9.0, 9.9, 10.8, 12.0, 15.0],
+        },
+        index=pd.Index(dates, name="date"),
+    )
+    ret = open_to_open_returns({"A": frame}).loc[(slice(None), "A")]
+    adj_open = np.array([9.0, 9.9, 10.8, 12.0, 15.0])
+    expected = [adj_open[2] / adj_open[1] - 1, adj_open[3] / adj_open[2] - 1, adj_open[4] / adj_open[3] - 1]
+    np.testing.assert_allclose(ret.iloc[:3], expected)
+    assert ret.iloc[3:].isna().all()
+
+
+def test_deflated_sharpe_matches_bailey_lopez_de_prado_example() -> None:
+    # Their numerical example: 100 trials, V[SR] = 0.5 (annual), 1250 days, SR 2.5 (annual), skew -3, kurt 10.
+    sr0 = expected_max_sharpe(100, 0.5 / 250)
+    assert sr0 * math.sqrt(250) == pytest.approx(1.7899, abs=1e-3)  # 0.1132 per day
+    dsr = deflated_sharpe(2.5 / math.sqrt(250), n_obs=1250, skew=-3, kurtosis=10, n_trials=100, sharpe_variance=0.002)
+    assert dsr == pytest.approx(0.9004, abs=5e-4)
+
+
+def test_single_trial_is_the_probabilistic_sharpe_ratio() -> None:
+    dsr = deflated_sharpe(0.05, n_obs=500, skew=0.0, kurtosis=3.0, n_trials=1, sharpe_variance=0.0)
+    assert dsr == pytest.approx(stats.norm.cdf(0.05 * math.sqrt(499) / math.sqrt(1 + 0.5 * 0.05**2)))
+    more_trials = deflated_sharpe(0.05, n_obs=500, skew=0.0, kurtosis=3.0, n_trials=50, sharpe_variance=0.001)
+    assert more_trials < dsr
+
+
+def test_run_backtest_counts_trials_and_finds_the_informative_model(preds: pd.DataFrame) -> None:
+    config = BacktestConfig(cost_bps=5, slippage_bps=1, top_k=1)
+    result = run_backtest(validate_predictions(preds), config)
+    assert result["trials"]["this_run"] == 3 * 3  # models x strategies
+    net = result["results"]["net"]
+    # "net" sees ret_next through noise: its long/short book must beat the noise model's.
+    assert net["long_short"]["sharpe"] > result["results"]["momentum"]["long_short"]["sharpe"] + 1
+    assert 0 <= net["long_short"]["deflated_sharpe"] <= 1
+    # Earlier tries with widely spread Sharpe ratios raise the bar a lucky best try must clear.
+    prior = run_backtest(validate_predictions(preds), config, prior_trials=list(np.linspace(-0.3, 0.3, 20)))
+    assert prior["trials"]["total"] == 29
+    assert prior["trials"]["expected_max_sharpe_daily"] > result["trials"]["expected_max_sharpe_daily"]
+    assert prior["results"]["net"]["top_k"]["deflated_sharpe"] < net["top_k"]["deflated_sharpe"]
+    biz = result["business"]["by_config"]["net/long_short"]
+    assert biz["end_value"] == pytest.approx(100_000 * (1 + net["long_short"]["total_return"]))
+
+
+def test_bad_inputs_are_rejected(three_days: pd.DataFrame) -> None:
+    with pytest.raises(ValueError, match="unknown strategy"):
+        target_weights(three_days, "yolo")
+    returns = three_days.pivot(index="date", columns="ticker", values="ret_next")
+    returns.iloc[1, 0] = np.nan
+    with pytest.raises(ValueError, match="no return for held position A on 2023-01-04"):
+        simulate(target_weights(three_days, "long_flat"), returns, cost_bps=5, slippage_bps=0)
+    with pytest.raises(ValueError, match="needs open prices"):
+        run_backtest(validate_predictions(three_days), BacktestConfig(execution="open"))
