@@ -27,6 +27,9 @@ class VariantConfig(BaseModel):
     feature_set: Literal["basic", "enhanced", "advanced"]
     n_heads: int = Field(default=4, ge=1, description="Attention heads (transformer only).")
     ff_size: int = Field(default=128, ge=1, description="Feed-forward width (transformer only).")
+    batch_size: int = Field(
+        default=256, ge=1, description="Training batch; small networks need larger ones to keep CPU matmuls efficient."
+    )
 
 
 VARIANTS: dict[str, VariantConfig] = {
@@ -34,11 +37,11 @@ VARIANTS: dict[str, VariantConfig] = {
     for v in (
         VariantConfig(
             name="baseline", architecture="lstm", hidden_size=32, num_layers=1, dropout=0.1, lr=0.002,
-            seq_len=10, feature_set="basic",
+            seq_len=10, feature_set="basic", batch_size=512,
         ),
         VariantConfig(
             name="lightweight", architecture="lstm", hidden_size=32, num_layers=1, dropout=0.1, lr=0.001,
-            seq_len=10, feature_set="basic",
+            seq_len=10, feature_set="basic", batch_size=512,
         ),
         VariantConfig(
             name="enhanced", architecture="lstm", hidden_size=96, num_layers=2, dropout=0.25, lr=0.0008,

@@ -17,7 +17,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     epochs: int = Field(default=30, ge=1, description="Maximum epochs.")
-    batch_size: int = Field(default=256, ge=1)
+    batch_size: int | None = Field(default=None, ge=1, description="Overrides the variant's batch size.")
     patience: int = Field(default=4, ge=1, description="Epochs without validation-loss improvement before stopping.")
     min_delta: float = Field(default=1e-4, ge=0.0, description="Smallest validation-loss drop that counts.")
     grad_clip: float = Field(default=1.0, gt=0.0, description="Max global L2 norm of the gradients.")

@@ -173,6 +173,7 @@ def train_network(
     outcome = TrainOutcome(train_samples=len(x_train))
     best_state: dict[str, torch.Tensor] | None = None
     stale = 0
+    batch_size = config.batch_size or variant.batch_size
     started = time.perf_counter()
     with _Reporter(config.verbosity, label or variant.name, config.epochs) as reporter:
         for epoch in range(1, config.epochs + 1):
@@ -180,8 +181,8 @@ def train_network(
             net.train()
             order = torch.randperm(len(xt), generator=generator).to(device)
             total = 0.0
-            for start in range(0, len(order), config.batch_size):
-                idx = order[start : start + config.batch_size]
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
                 optimizer.zero_grad(set_to_none=True)
                 loss = loss_fn(net(xt[idx]), yt[idx])
                 loss.backward()
