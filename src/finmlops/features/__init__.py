@@ -1,1 +1,33 @@
-"""finmlops.features"""
+"""finmlops.features: leakage-safe features, the target, sliding windows, time splits and scaling.
+
+See docs/features.md (generated from the registry) for every feature's formula and warm-up window.
+"""
+
+from finmlops.features.compute import compute_features, market_returns
+from finmlops.features.registry import FEATURE_SETS, REGISTRY, Feature, feature_names, features_of
+from finmlops.features.scaling import FeatureScaler
+from finmlops.features.splits import Fold, chronological_split, min_gap, walk_forward_folds
+from finmlops.features.store import load_features, save_features
+from finmlops.features.target import forward_return, make_target
+from finmlops.features.windows import Windows, make_windows
+
+__all__ = [
+    "FEATURE_SETS",
+    "REGISTRY",
+    "Feature",
+    "FeatureScaler",
+    "Fold",
+    "Windows",
+    "chronological_split",
+    "compute_features",
+    "feature_names",
+    "features_of",
+    "forward_return",
+    "load_features",
+    "make_target",
+    "make_windows",
+    "market_returns",
+    "min_gap",
+    "save_features",
+    "walk_forward_folds",
+]

@@ -1,0 +1,87 @@
+"""``compute_features``: the long feature frame of a universe, per ticker, from data at or before each date."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from finmlops.features.registry import TickerInputs, features_of
+
+OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "adj_close", "volume")
+_PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
+
+
+def check_universe(universe: Mapping[str, pd.DataFrame]) -> None:
+    """Raise ValueError naming the ticker, row and field of the first frame that breaks the OHLCV convention.
+
+    Checked: the columns, an ascending unique DatetimeIndex, finite positive prices, finite non-negative volume.
+    TA-Lib silently corrupts everything after a NaN, so bad rows must stop here rather than be skipped.
+    """
+    if not universe:
+        raise ValueError("the universe is empty: no tickers to compute features for")
+    for ticker, frame in universe.items():
+        missing = [c for c in OHLCV_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{ticker}: missing column(s) {', '.join(missing)}")
+        index = frame.index
+        if not isinstance(index, pd.DatetimeIndex):
+            raise ValueError(f"{ticker}: index must be a DatetimeIndex named 'date', got {type(index).__name__}")
+        if not index.is_unique:
+            raise ValueError(f"{ticker}: row {index[index.duplicated()][0].date()}: duplicate date")
+        if not index.is_monotonic_increasing:
+            bad = int(np.argmax(np.diff(index.asi8) < 0)) + 1
+            raise ValueError(f"{ticker}: row {index[bad].date()}: dates are not ascending")
+        for column in OHLCV_COLUMNS:
+            values = frame[column].to_numpy(np.float64)
+            bad_rows = ~np.isfinite(values) | (values <= 0 if column in _PRICE_COLUMNS else values < 0)
+            if bad_rows.any():
+                row = int(np.argmax(bad_rows))
+                rule = "positive and finite" if column in _PRICE_COLUMNS else "non-negative and finite"
+                raise ValueError(f"{ticker}: row {index[row].date()}: field {column!r} = {values[row]} must be {rule}")
+
+
+def market_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
+    """The universe's equal-weight daily return on the union of its dates (``[n_dates]``, fraction).
+
+    On each date the mean of ``adj_close_t / adj_close_{t-1} - 1`` over the tickers that trade that day, each
+    return taken on the ticker's own previous row: same-day data or earlier only. NaN where no ticker has a return.
+    """
+    returns = pd.concat(
+        {t: f["adj_close"].astype(np.float64).pct_change(fill_method=None) for t, f in universe.items()}, axis=1
+    )
+    return returns.mean(axis=1, skipna=True)
+
+
+def compute_features(universe: Mapping[str, pd.DataFrame], feature_set: str) -> pd.DataFrame:
+    """Long feature frame ``[sum of rows, n_features]`` indexed by ``(date, ticker)``, float64, sorted.
+
+    Each ticker is computed on its own rows; only the cross-asset features read the other tickers, through the
+    same-day equal-weight market return. Warm-up rows and undefined values (a division by zero) are NaN.
+    """
+    features = features_of(feature_set)
+    check_universe(universe)
+    market = market_returns(universe) if any(f.cross_asset for f in features) else None
+    blocks: list[np.ndarray] = []
+    dates: list[np.ndarray] = []
+    tickers: list[np.ndarray] = []
+    for ticker, frame in universe.items():
+        n = len(frame)
+        m = market.reindex(frame.index).to_numpy() if market is not None else np.full(n, np.nan)
+        inputs = TickerInputs.from_frame(frame, m)
+        block = np.empty((n, len(features)), dtype=np.float64)
+        for j, feature in enumerate(features):
+            block[:, j] = feature.compute(inputs)
+        blocks.append(block)
+        dates.append(frame.index.to_numpy(dtype="datetime64[ns]"))
+        tickers.append(np.full(n, str(ticker).upper(), dtype=object))
+    values = np.concatenate(blocks)
+    values[~np.isfinite(values)] = np.nan
+    all_dates = np.concatenate(dates)
+    all_tickers = np.concatenate(tickers)
+    order = np.lexsort((all_tickers.astype(str), all_dates))
+    index = pd.MultiIndex.from_arrays(
+        [pd.DatetimeIndex(all_dates[order], name="date"), pd.Index(all_tickers[order], name="ticker")]
+    )
+    return pd.DataFrame(values[order], index=index, columns=[f.name for f in features])

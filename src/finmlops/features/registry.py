@@ -1,0 +1,129 @@
+"""The feature registry: every feature is declared once (name, formula text, window, function).
+
+``feature_names``, the ``finmlops features --list`` table and ``docs/features.md`` are all generated from it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+FEATURE_SETS: tuple[str, ...] = ("basic", "enhanced", "advanced")
+
+
+@dataclass
+class TickerInputs:
+    """One ticker's inputs as float64 arrays of length ``n`` (its own trading days, ascending).
+
+    ``open``/``high``/``low``/``close`` are dividend-adjusted (open, high and low scaled by ``adj_close / close``),
+    ``raw_close`` is Yahoo's split-adjusted close, ``volume`` is in split-adjusted shares and ``market_return`` is
+    the universe's equal-weight daily return on the same dates. ``memo`` shares intermediates (e.g. one MACD call
+    feeds three features).
+    """
+
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    raw_close: np.ndarray
+    volume: np.ndarray
+    market_return: np.ndarray
+    memo_cache: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, market_return: np.ndarray) -> TickerInputs:
+        """Build from an OHLCV frame (see docs/architecture.md); prices are adjusted here, once."""
+        close = frame["close"].to_numpy(np.float64)
+        adj = frame["adj_close"].to_numpy(np.float64)
+        factor = adj / close
+        return cls(
+            open=frame["open"].to_numpy(np.float64) * factor,
+            high=frame["high"].to_numpy(np.float64) * factor,
+            low=frame["low"].to_numpy(np.float64) * factor,
+            close=adj,
+            raw_close=close,
+            volume=frame["volume"].to_numpy(np.float64),
+            market_return=np.asarray(market_return, dtype=np.float64),
+        )
+
+    def memo(self, key: str, fn: Callable[[], Any]) -> Any:
+        """``fn()`` computed once per ticker under ``key``."""
+        if key not in self.memo_cache:
+            self.memo_cache[key] = fn()
+        return self.memo_cache[key]
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A declared feature.
+
+    ``window``: rows of history one value needs, the current row included; the first ``window - 1`` rows of a
+    ticker's series are NaN (warm-up). ``cross_asset``: it reads the universe, not only the ticker.
+    """
+
+    name: str
+    formula: str
+    window: int
+    compute: Callable[[TickerInputs], np.ndarray]
+    cross_asset: bool = False
+
+
+REGISTRY: dict[str, Feature] = {}
+_SETS: dict[str, list[str]] = {name: [] for name in FEATURE_SETS}
+
+
+def declare(feature: Feature, sets: tuple[str, ...]) -> None:
+    """Register ``feature`` (once) and append it to each of ``sets`` in declaration order."""
+    if feature.name in REGISTRY:
+        raise ValueError(f"feature {feature.name!r} is declared twice")
+    REGISTRY[feature.name] = feature
+    include(feature.name, sets)
+
+
+def include(name: str, sets: tuple[str, ...]) -> None:
+    """Append an already declared feature to more sets (so a set's column order is chosen where it is built)."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown feature {name!r}")
+    for set_name in sets:
+        check_set(set_name)
+        if name not in _SETS[set_name]:
+            _SETS[set_name].append(name)
+
+
+def check_set(feature_set: str) -> str:
+    """``feature_set`` if it is known, else a ValueError listing the known sets."""
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {feature_set!r}; choose one of {', '.join(FEATURE_SETS)}")
+    return feature_set
+
+
+def feature_names(feature_set: str) -> list[str]:
+    """The column names of ``feature_set``, in the order ``compute_features`` returns them."""
+    _ensure_declared()
+    return list(_SETS[check_set(feature_set)])
+
+
+def features_of(feature_set: str) -> list[Feature]:
+    """The ``Feature`` records of ``feature_set``, in column order."""
+    return [REGISTRY[name] for name in feature_names(feature_set)]
+
+
+def all_features() -> list[Feature]:
+    """Every declared feature, in declaration order."""
+    _ensure_declared()
+    return list(REGISTRY.values())
+
+
+def sets_of(name: str) -> list[str]:
+    """The feature sets that contain feature ``name``."""
+    _ensure_declared()
+    return [s for s in FEATURE_SETS if name in _SETS[s]]
+
+
+def _ensure_declared() -> None:
+    # The declarations live in indicators.py; importing it fills the registry exactly once.
+    from finmlops.features import indicators  # noqa: F401
