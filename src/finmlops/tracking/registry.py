@@ -1,0 +1,288 @@
+"""The model registry: one registered model per variant, ``champion``/``challenger`` aliases, and the promotion rule.
+
+Promotion rule: a candidate version takes an alias only if its pooled walk-forward accuracy beats the current
+holder's on the SAME ``(date, ticker)`` rows by more than ``margin``, with significance: a one-sided paired moving-block
+bootstrap over dates of the accuracy difference gives p = share of replicates <= margin, and p must be < ``alpha``.
+When nobody holds the alias, the reference is the majority class of those rows' outcomes (the best constant
+predictor in hindsight, so a conservative bar). ``force`` skips the test and is recorded as tags on the version.
+"""
+
+from __future__ import annotations
+
+import getpass
+import math
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+
+from finmlops.models import VARIANTS
+
+ALIASES: tuple[str, ...] = ("champion", "challenger")
+PREDICTIONS_ARTIFACT = "walk_forward/predictions.parquet"
+N_BOOT = 2000
+ALPHA = 0.05
+
+
+class PromotionRefused(RuntimeError):
+    """The candidate did not beat the alias holder (or the majority baseline) by the margin with significance."""
+
+
+def registered_name(variant: str) -> str:
+    """``<variant>-predictor``, e.g. ``baseline-predictor``; raises ``KeyError`` naming the known variants."""
+    if variant not in VARIANTS:
+        raise KeyError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    return f"{variant}-predictor"
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """Candidate minus reference pooled accuracy on ``n_rows`` shared rows over ``n_dates`` dates."""
+
+    reference: str
+    candidate_accuracy: float
+    reference_accuracy: float
+    difference: float
+    margin: float
+    p_value: float
+    n_rows: int
+    n_dates: int
+    block_len: int
+    n_boot: int
+
+    @property
+    def significant(self) -> bool:
+        return self.difference > self.margin and self.p_value < ALPHA
+
+
+def block_length(n_dates: int) -> int:
+    """Moving-block length ~ n^(1/3) (Hall, Horowitz and Jing 1995), at least 1."""
+    return max(1, round(n_dates ** (1 / 3)))
+
+
+def paired_block_bootstrap(
+    candidate_correct: np.ndarray,
+    reference_correct: np.ndarray,
+    dates: np.ndarray,
+    *,
+    margin: float,
+    reference: str,
+    n_boot: int = N_BOOT,
+    seed: int = 0,
+) -> PairedTest:
+    """One-sided test of H0: acc(candidate) - acc(reference) <= ``margin`` on the same rows.
+
+    Inputs are ``[n]`` 0/1 arrays (row correct) and the row's decision date. Rows are summed per date, whole dates
+    are resampled in moving blocks of consecutive dates (keeping cross-ticker and serial dependence), and each
+    replicate's pooled difference is sum(diff) / sum(rows). p = (1 + #{replicate <= margin}) / (1 + n_boot).
+    """
+    frame = pd.DataFrame(
+        {"date": dates, "diff": candidate_correct.astype(float) - reference_correct.astype(float)}
+    )
+    if frame.empty:
+        raise ValueError("no shared rows to compare")
+    daily = frame.groupby("date")["diff"].agg(["sum", "count"]).sort_index()
+    sums, counts = daily["sum"].to_numpy(), daily["count"].to_numpy()
+    n_dates, block = len(daily), block_length(len(daily))
+    rng = np.random.default_rng(seed)
+    n_blocks = math.ceil(n_dates / block)
+    starts = rng.integers(0, n_dates - block + 1, size=(n_boot, n_blocks))
+    idx = (starts[:, :, None] + np.arange(block)).reshape(n_boot, -1)[:, :n_dates]
+    replicates = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    return PairedTest(
+        reference=reference,
+        candidate_accuracy=float(candidate_correct.mean()),
+        reference_accuracy=float(reference_correct.mean()),
+        difference=float(sums.sum() / counts.sum()),
+        margin=margin,
+        p_value=float((1 + np.sum(replicates <= margin)) / (1 + n_boot)),
+        n_rows=int(counts.sum()),
+        n_dates=n_dates,
+        block_len=block,
+        n_boot=n_boot,
+    )
+
+
+def _client() -> mlflow.MlflowClient:
+    return mlflow.MlflowClient()
+
+
+def version_predictions(version: ModelVersion) -> pd.DataFrame:
+    """The version's own walk-forward test rows: ``date``, ``ticker``, ``prob_up``, ``y_true`` from its run."""
+    variant = version.name.removesuffix("-predictor")
+    label = f"{version.name} v{version.version}"
+    if not version.run_id:
+        raise PromotionRefused(f"{label} has no training run, so no walk-forward predictions to compare")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=PREDICTIONS_ARTIFACT, dst_path=tmp
+            )
+        except (MlflowException, OSError) as exc:
+            raise PromotionRefused(
+                f"{label}: run {version.run_id} has no {PREDICTIONS_ARTIFACT} ({exc})"
+            ) from None
+        frame = pd.read_parquet(path)
+    rows = frame[frame["model"] == variant] if "model" in frame else frame
+    if rows.empty:
+        raise PromotionRefused(f"{label}: {PREDICTIONS_ARTIFACT} has no rows of model {variant!r}")
+    return rows[["date", "ticker", "prob_up", "y_true"]]
+
+
+def _correct(rows: pd.DataFrame, prob: str = "prob_up") -> np.ndarray:
+    return ((rows[prob].to_numpy() >= 0.5) == (rows["y_true"].to_numpy() == 1)).astype(float)
+
+
+def compare(candidate: ModelVersion, holder: ModelVersion | None, margin: float, seed: int = 0) -> PairedTest:
+    """The paired test of ``candidate`` against ``holder``, or against the majority class when ``holder`` is None."""
+    rows = version_predictions(candidate)
+    if holder is None:
+        majority = float(rows["y_true"].mean() >= 0.5)
+        reference_correct = (rows["y_true"].to_numpy() == majority).astype(float)
+        return paired_block_bootstrap(
+            _correct(rows), reference_correct, rows["date"].to_numpy(), margin=margin,
+            reference=f"majority class ({int(majority)})", seed=seed,
+        )  # fmt: skip
+    shared = rows.merge(version_predictions(holder), on=["date", "ticker"], suffixes=("", "_ref"))
+    if shared.empty:
+        raise PromotionRefused(
+            f"{candidate.name} v{candidate.version} and v{holder.version} share no walk-forward rows; "
+            "retrain both on the same data to compare them"
+        )
+    return paired_block_bootstrap(
+        _correct(shared), _correct(shared, "prob_up_ref"), shared["date"].to_numpy(), margin=margin,
+        reference=f"{holder.name} v{holder.version}", seed=seed,
+    )  # fmt: skip
+
+
+def alias_holder(name: str, alias: str) -> ModelVersion | None:
+    """The version of ``name`` holding ``alias``, or None."""
+    model = _client().get_registered_model(name)
+    return _client().get_model_version(name, model.aliases[alias]) if alias in model.aliases else None
+
+
+def promote(
+    name: str,
+    version: int,
+    alias: str,
+    *,
+    margin: float = 0.005,
+    force: bool = False,
+    reason: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Give ``alias`` to ``name`` version ``version`` if it passes the promotion rule (module docstring).
+
+    Raises ``PromotionRefused`` with the measured numbers when it does not. ``force`` needs a ``reason`` and
+    records who, when and why as ``promotion.<alias>.*`` tags on the version. Returns what was decided.
+    """
+    if alias not in ALIASES:
+        raise ValueError(f"unknown alias {alias!r}; use one of {', '.join(ALIASES)}")
+    client = _client()
+    try:
+        candidate = client.get_model_version(name, str(version))
+    except MlflowException:
+        raise ValueError(f"registered model {name!r} has no version {version}") from None
+    holder = alias_holder(name, alias)
+    if holder is not None and holder.version == candidate.version:
+        raise PromotionRefused(f"{name} v{version} already holds {alias!r}")
+    prefix = f"promotion.{alias}"
+    if force:
+        if not reason:
+            raise ValueError("--force needs a --reason, recorded with the promotion")
+        tags = {"forced_by": getpass.getuser(), "forced_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        tags |= {"reason": reason, "replaced": holder.version if holder else "none"}
+        for key, value in tags.items():
+            client.set_model_version_tag(name, str(version), f"{prefix}.{key}", value)
+        client.set_registered_model_alias(name, alias, str(version))
+        return {"name": name, "version": version, "alias": alias, "forced": True, **tags}
+    test = compare(candidate, holder, margin, seed)
+    for key in ("reference", "difference", "p_value", "n_rows", "n_dates"):
+        client.set_model_version_tag(name, str(version), f"{prefix}.{key}", str(getattr(test, key)))
+    if not test.significant:
+        raise PromotionRefused(
+            f"{name} v{version} does not beat {test.reference}: accuracy {test.candidate_accuracy:.4f} vs "
+            f"{test.reference_accuracy:.4f} (difference {test.difference:+.4f}, margin {margin}, one-sided block "
+            f"bootstrap p = {test.p_value:.3f}, need < {ALPHA}) on {test.n_rows} rows over {test.n_dates} dates"
+        )
+    client.set_registered_model_alias(name, alias, str(version))
+    return {"name": name, "version": version, "alias": alias, "forced": False, **asdict(test)}
+
+
+def tag_version(name: str, version: str) -> dict[str, str]:
+    """Store the pooled walk-forward accuracy, its row count and the data hash on a model version (as tags)."""
+    client = _client()
+    model_version = client.get_model_version(name, version)
+    rows = version_predictions(model_version)
+    run = client.get_run(model_version.run_id)
+    tags = {
+        "wf_accuracy": f"{_correct(rows).mean():.6f}",
+        "wf_rows": str(len(rows)),
+        "wf_dates": str(rows["date"].nunique()),
+        "data_hash": run.data.tags.get("finmlops.data_hash", "unknown"),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    return tags
+
+
+def register_variant(variant: str, run_id: str | None = None) -> ModelVersion:
+    """Register the model of ``run_id`` (default: the newest finished training run of ``variant`` that logged one)
+    as a new version of ``<variant>-predictor``, tagged with its walk-forward accuracy."""
+    name = registered_name(variant)
+    if run_id is None:
+        runs = mlflow.search_runs(
+            experiment_names=["training"], output_format="list", max_results=1,
+            filter_string=f"tags.`finmlops.variant` = '{variant}' and attributes.status = 'FINISHED' "
+            "and tags.`finmlops.model_uri` != ''",
+            order_by=["attributes.start_time DESC"],
+        )  # fmt: skip
+        if not runs:
+            raise ValueError(
+                f"no finished training run of variant {variant!r} with a logged model; train it first"
+            )
+        run_id = runs[0].info.run_id
+    uri = _client().get_run(run_id).data.tags.get("finmlops.model_uri")
+    if not uri:
+        raise ValueError(f"run {run_id} logged no model (no finmlops.model_uri tag)")
+    version = mlflow.register_model(uri, name)
+    tag_version(name, version.version)
+    return _client().get_model_version(name, version.version)
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Every registered ``*-predictor`` with its versions (newest first), aliases and stored metrics."""
+    client = _client()
+    listing = []
+    for model in client.search_registered_models(filter_string="name LIKE '%-predictor'"):
+        by_version: dict[str, list[str]] = {}
+        for alias, version in model.aliases.items():
+            by_version.setdefault(str(version), []).append(alias)
+        versions = sorted(
+            client.search_model_versions(f"name = '{model.name}'"), key=lambda v: -int(v.version)
+        )
+        listing.append(
+            {
+                "name": model.name,
+                "aliases": dict(model.aliases),
+                "versions": [
+                    {
+                        "version": int(v.version),
+                        "aliases": sorted(by_version.get(str(v.version), [])),
+                        "run_id": v.run_id,
+                        "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(
+                            timespec="seconds"
+                        ),
+                        "tags": dict(v.tags),
+                    }
+                    for v in versions
+                ],
+            }
+        )
+    return listing

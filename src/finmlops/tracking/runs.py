@@ -1,0 +1,264 @@
+"""What each stage logs to MLflow, and the listing behind ``finmlops runs``.
+
+Experiments: ``ingestion`` (tickers, dates, source, dataset hash), ``training`` (every hyperparameter, features, data
+hash, code version, per-epoch losses, per-fold and pooled walk-forward metrics, the dataset, the predictions, the
+ONNX pyfunc model), ``tuning`` and ``evaluation`` (the result JSON and plots, headline metrics).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from finmlops.provenance import git_commit, json_safe, software_versions
+from finmlops.settings import Settings
+from finmlops.tracking.backend import EXPERIMENTS, TrackingError, configure_tracking, ensure_experiment
+from finmlops.tracking.contract import ScalerLike
+from finmlops.tracking.registry import PREDICTIONS_ARTIFACT
+
+MAX_PARAM_CHARS = 500  # MLflow's limit on a param value
+
+
+@dataclass(frozen=True)
+class TrainedNetwork:
+    """A trained torch network (windows -> logits) with its scaler, real windows for the export parity check and
+    the example, and the first and last decision dates it was trained on."""
+
+    network: Any  # torch.nn.Module; typed loosely so that importing this module does not import torch
+    scaler: ScalerLike
+    windows: np.ndarray
+    train_start: str | None = None
+    train_end: str | None = None
+    feature_set_version: str | None = None
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mappings become dotted keys; values become strings cut to MLflow's 500-character limit."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = str(value)[:MAX_PARAM_CHARS]
+    return flat
+
+
+def provenance_tags(data_hash: str | None) -> dict[str, str]:
+    """Code and data identity of a run: git commit, finmlops and key package versions, data hash."""
+    versions = software_versions()
+    tags = {f"finmlops.version.{name}": value for name, value in versions.items()}
+    tags |= {"finmlops.git_commit": git_commit(Path(__file__).parent) or "unknown"}
+    tags |= {
+        "finmlops.data_hash": data_hash or "unknown",
+        "mlflow.source.git.commit": tags["finmlops.git_commit"],
+    }
+    return tags
+
+
+@contextmanager
+def tracked_run(settings: Settings, experiment: str, run_name: str, tags: Mapping[str, str]) -> Iterator[str]:
+    """Start a run in ``experiment``; yields its id. Any MLflow failure becomes a ``TrackingError`` naming the URI."""
+    uri = configure_tracking(settings)
+    try:
+        experiment_id = ensure_experiment(settings, experiment)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
+            yield run.info.run_id
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow at {uri} failed: {exc.message}") from exc
+
+
+def _log_json(payload: Any, artifact_file: str) -> None:
+    mlflow.log_text(json.dumps(json_safe(payload), indent=2, default=str), artifact_file)
+
+
+def log_ingestion(
+    settings: Settings,
+    *,
+    tickers: Sequence[str],
+    start: Any,
+    end: Any,
+    source: str,
+    dataset_hash: str,
+    n_rows: int | None = None,
+    warnings: Sequence[str] = (),
+) -> str:
+    """Log one ingestion to the ``ingestion`` experiment; returns the run id."""
+    params = {
+        "tickers": ",".join(tickers),
+        "n_tickers": len(tickers),
+        "start": start,
+        "end": end,
+        "source": source,
+    }
+    with tracked_run(settings, "ingestion", f"ingest-{source}", provenance_tags(dataset_hash)) as run_id:
+        mlflow.log_params(flatten(params))
+        mlflow.log_metrics({"n_warnings": len(warnings)} | ({"n_rows": n_rows} if n_rows is not None else {}))
+        if warnings:
+            mlflow.log_text("\n".join(warnings), "validation_warnings.txt")
+    return run_id
+
+
+def log_training_run(
+    settings: Settings,
+    *,
+    variant: str,
+    params: Mapping[str, Any],
+    feature_set: str,
+    feature_names: Sequence[str],
+    data_hash: str | None,
+    epoch_losses: Mapping[str, Sequence[float]] | None = None,
+    fold_metrics: Sequence[Mapping[str, float]] = (),
+    metrics: Mapping[str, float] | None = None,
+    dataset: pd.DataFrame | None = None,
+    dataset_source: str | None = None,
+    predictions: pd.DataFrame | None = None,
+    artifacts: Sequence[Path] = (),
+    trained: TrainedNetwork | None = None,
+    register: bool = False,
+    experiment: str = "training",
+) -> str:
+    """Log one training (or tuning) run; returns its run id.
+
+    ``params``: every hyperparameter (nested mappings are flattened to dotted keys). ``epoch_losses``: name ->
+    per-epoch values, logged as ``epoch/<name>`` with step = epoch. ``fold_metrics``: one mapping per walk-forward
+    fold, logged as ``fold/<name>`` with step = fold. ``metrics``: pooled walk-forward metrics. ``dataset``: the
+    feature frame, logged with ``mlflow.data`` (digest included). ``predictions``: the walk-forward predictions frame
+    (architecture.md), which promotion compares on. ``trained``: exported to ONNX (parity-checked) and logged as
+    the pyfunc ``model``; with ``register`` it also becomes a new version of ``<variant>-predictor``.
+    """
+    if experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
+    tags = provenance_tags(data_hash) | {"finmlops.variant": variant, "finmlops.feature_set": feature_set}
+    with tracked_run(settings, experiment, variant, tags) as run_id:
+        mlflow.log_params(
+            flatten(params) | {"feature_set": feature_set, "n_features": str(len(feature_names))}
+        )
+        _log_json({"feature_set": feature_set, "feature_names": list(feature_names)}, "features.json")
+        for name, values in (epoch_losses or {}).items():
+            for epoch, value in enumerate(values):
+                mlflow.log_metric(f"epoch/{name}", float(value), step=epoch)
+        for fold, fold_values in enumerate(fold_metrics):
+            for name, value in fold_values.items():
+                mlflow.log_metric(f"fold/{name}", float(value), step=fold)
+        if metrics:
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if np.isfinite(v)})
+        if dataset is not None:
+            frame = dataset.reset_index() if isinstance(dataset.index, pd.MultiIndex) else dataset
+            name = f"{feature_set}-features-{(data_hash or 'unhashed')[:12]}"
+            mlflow.log_input(
+                mlflow.data.from_pandas(frame, source=dataset_source, name=name), context="training"
+            )
+        if predictions is not None:
+            _log_predictions(predictions)
+        for path in artifacts:
+            mlflow.log_artifact(str(path), "results")
+        if trained is not None:
+            card_fields = {
+                "variant": variant,
+                "feature_set": feature_set,
+                "feature_names": list(feature_names),
+            }
+            _log_trained(
+                trained, card_fields | {"data_hash": data_hash, "walk_forward": dict(metrics or {})}, register
+            )
+    return run_id
+
+
+def _log_predictions(predictions: pd.DataFrame) -> None:
+    missing = {"date", "ticker", "model", "prob_up", "y_true"} - set(predictions.columns)
+    if missing:
+        raise ValueError(f"predictions frame lacks columns {sorted(missing)}")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(PREDICTIONS_ARTIFACT).name
+        predictions.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), str(Path(PREDICTIONS_ARTIFACT).parent))
+
+
+def _log_trained(trained: TrainedNetwork, card_fields: dict[str, Any], register: bool) -> None:
+    from finmlops.tracking.onnx_export import export_onnx
+    from finmlops.tracking.packaging import ModelCard, log_onnx_model
+    from finmlops.tracking.registry import registered_name, tag_version
+
+    card = ModelCard(
+        seq_len=int(trained.windows.shape[1]),
+        train_start=trained.train_start,
+        train_end=trained.train_end,
+        feature_set_version=trained.feature_set_version,
+        **{
+            **card_fields,
+            "walk_forward": {k: v for k, v in card_fields["walk_forward"].items() if np.isfinite(v)},
+        },
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        exported = export_onnx(trained.network, trained.scaler, trained.windows, Path(tmp) / "model.onnx")
+        mlflow.log_metric("onnx_max_abs_diff", exported.max_abs_diff)
+        name = registered_name(card.variant) if register else None
+        info = log_onnx_model(exported, card, trained.windows, registered_model_name=name)
+    mlflow.set_tag("finmlops.model_uri", info.model_uri)
+    if name is not None and info.registered_model_version is not None:
+        tag_version(name, str(info.registered_model_version))
+
+
+def log_evaluation(
+    settings: Settings,
+    *,
+    name: str,
+    metrics: Mapping[str, float],
+    data_hash: str | None,
+    artifacts: Sequence[Path] = (),
+    params: Mapping[str, Any] | None = None,
+) -> str:
+    """Log an evaluation (or backtest) result to the ``evaluation`` experiment: headline metrics, and the result
+    JSON, backtest tables and plots in ``artifacts``. Returns the run id."""
+    with tracked_run(settings, "evaluation", name, provenance_tags(data_hash)) as run_id:
+        if params:
+            mlflow.log_params(flatten(params))
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+        for path in artifacts:
+            mlflow.log_artifact(str(path), "results")
+    return run_id
+
+
+def list_runs(settings: Settings, experiment: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """The ``limit`` most recent runs (of one experiment, or of all four), newest first, with their key metrics
+    (pooled ones; per-epoch and per-fold histories are left out)."""
+    if experiment is not None and experiment not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
+    uri = configure_tracking(settings)
+    client = mlflow.MlflowClient()
+    try:
+        experiments = {e.experiment_id: e.name for e in client.search_experiments() if e.name in EXPERIMENTS}
+        wanted = [i for i, n in experiments.items() if experiment in (None, n)]
+        runs = (
+            client.search_runs(wanted, max_results=limit, order_by=["attributes.start_time DESC"])
+            if wanted
+            else []
+        )
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow at {uri} failed: {exc.message}") from exc
+    return [
+        {
+            "run_id": run.info.run_id,
+            "experiment": experiments[run.info.experiment_id],
+            "name": run.info.run_name,
+            "status": run.info.status,
+            "started": datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(timespec="seconds"),
+            "data_hash": run.data.tags.get("finmlops.data_hash"),
+            "metrics": {
+                k: v for k, v in sorted(run.data.metrics.items()) if not k.startswith(("epoch/", "fold/"))
+            },
+        }
+        for run in runs
+    ]
