@@ -251,6 +251,9 @@ class DataStore:
     def _commit(self, frames: Mapping[str, pd.DataFrame], manifest: Manifest) -> None:
         """Stage every file, then swap them in and write the manifest last; on failure restore the old files."""
         self.root.mkdir(parents=True, exist_ok=True)
+        # Leftovers of a writer that was killed mid-write; one writer at a time is supported.
+        for leftover in self.root.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
         staged: dict[Path, Path] = {}
         try:
             for ticker, frame in frames.items():
