@@ -115,8 +115,12 @@ def _stage_parquet(frame: pd.DataFrame, path: Path) -> Path:
     """Write ``frame`` to a synced temporary file next to ``path`` and return the temporary path."""
     tmp = _temp_path(path)
     table = pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
-    pq.write_table(table, tmp)
-    _fsync_path(tmp)
+    try:
+        pq.write_table(table, tmp)
+        _fsync_path(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return tmp
 
 
