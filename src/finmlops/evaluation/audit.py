@@ -1,0 +1,428 @@
+"""Leakage audit: run the pipeline on markets whose answer is known and check that it reports that answer.
+
+Scenarios (see docs/evaluation.md):
+
+* ``random_walk``: geometric Brownian motion with zero log-drift, so P(up) = 0.5 and nothing is predictable.
+* ``shuffled``: the real snapshot's daily bars put in a random order per ticker; each day's direction is then a
+  random draw independent of the past (the label-shuffle control, done on prices so the pipeline is unchanged).
+* ``planted``: the sign of each daily return repeats the previous day's sign with probability ``q``; magnitudes are
+  i.i.d. So the Bayes accuracy of any forecaster that sees the past is exactly ``max(q, 1 - q)``.
+* ``leak``: the original system's flaw, a feature derived from the next day's return (``target_class``), must be
+  flagged by :func:`future_dependence` and by an accuracy above the planted Bayes rate.
+
+A model "finds no signal" when its accuracy and AUC confidence intervals contain 0.5; it "recovers" the planted
+signal when its accuracy CI contains the Bayes rate; it "leaks" when its accuracy CI lies above the Bayes rate.
+CIs are Bonferroni-corrected over the checks of a scenario, so an honest pipeline fails by chance < 5 % of runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from finmlops.evaluation.metrics import BootstrapConfig, metrics_with_ci, prepare, validate_predictions
+
+Universe = Mapping[str, pd.DataFrame]
+FeatureFn = Callable[[Universe], pd.DataFrame]
+Predictor = Callable[[Universe], pd.DataFrame]
+"""A universe in, a predictions frame (``docs/architecture.md``) out: the pipeline under audit."""
+
+LEAK_FEATURE = "target_class"
+# Models that by construction cannot use the past; they are exempt from "must recover the planted signal".
+NO_SIGNAL_MODELS: tuple[str, ...] = ("majority",)
+
+
+def _bars(
+    rng: np.random.Generator, log_ret: np.ndarray, daily_vol: float, start: str, ticker_price: float
+) -> pd.DataFrame:
+    """A valid OHLCV frame whose log close-to-close returns are ``log_ret`` (shape ``[n_days]``).
+
+    The day's move is split into an overnight gap (a fifth of its variance, a Brownian-bridge draw) and the
+    session; the high and low extend beyond max/min(open, close) by half-normal amounts, so
+    ``low <= min(open, close) <= max(open, close) <= high`` always holds. ``adj_close == close`` (no dividends).
+    """
+    n = len(log_ret)
+    close = ticker_price * np.exp(np.cumsum(log_ret))
+    prev = np.concatenate([[ticker_price], close[:-1]])
+    # Bridge: given the day's total move r, the gap is N(0.2 r, 0.16 var), so the close path stays exact.
+    gap = 0.2 * log_ret + rng.normal(0.0, 0.4 * daily_vol, n)
+    open_ = prev * np.exp(gap)
+    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0.0, 0.5 * daily_vol, n)))
+    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0.0, 0.5 * daily_vol, n)))
+    volume = np.round(np.exp(rng.normal(np.log(1e7), 0.3, n))).astype(np.int64)
+    index = pd.DatetimeIndex(pd.bdate_range(start, periods=n), name="date")
+    return pd.DataFrame(
+        {"open": open_, "high": high, "low": low, "close": close, "adj_close": close, "volume": volume}, index=index
+    )
+
+
+def snapshot_volatility(universe: Universe) -> dict[str, float]:
+    """Each ticker's daily standard deviation of log ``adj_close`` returns."""
+    return {t: float(np.log(f["adj_close"]).diff().std()) for t, f in universe.items()}
+
+
+def simulate_random_walk(
+    daily_vols: Sequence[float], n_days: int, *, seed: int, start: str = "2010-01-04"
+) -> dict[str, pd.DataFrame]:
+    """One GBM ticker per entry of ``daily_vols`` (``SYN00``, ``SYN01``, ...), zero log-drift, ``n_days`` days."""
+    rng = np.random.default_rng(seed)
+    return {
+        f"SYN{i:02d}": _bars(rng, rng.normal(0.0, vol, n_days), vol, start, 100.0) for i, vol in enumerate(daily_vols)
+    }
+
+
+def simulate_planted(
+    daily_vols: Sequence[float], n_days: int, *, persistence: float, seed: int, start: str = "2010-01-04"
+) -> dict[str, pd.DataFrame]:
+    """A market where sign(r_t) = sign(r_{t-1}) with probability ``persistence``; |r_t| i.i.d. half-normal.
+
+    The direction is a two-state Markov chain independent of the magnitudes, so given any history the best
+    forecast is "same as yesterday" (if ``persistence > 0.5``) and the Bayes accuracy is
+    ``max(persistence, 1 - persistence)``. Yesterday's return is feature ``return_1d`` of every feature set.
+    """
+    if not 0.0 <= persistence <= 1.0:
+        raise ValueError(f"persistence must be in [0, 1], got {persistence}")
+    rng = np.random.default_rng(seed)
+    universe = {}
+    for i, vol in enumerate(daily_vols):
+        flips = rng.random(n_days) >= persistence
+        sign = np.where(rng.random() < 0.5, 1.0, -1.0) * np.cumprod(np.where(flips, -1.0, 1.0))
+        # Half-normal magnitudes scaled so the return's standard deviation is the target volatility.
+        log_ret = sign * np.abs(rng.normal(0.0, vol, n_days))
+        universe[f"SYN{i:02d}"] = _bars(rng, log_ret, vol, start, 100.0)
+    return universe
+
+
+def bayes_accuracy(persistence: float) -> float:
+    """The best achievable accuracy in :func:`simulate_planted`."""
+    return max(persistence, 1.0 - persistence)
+
+
+def permute_bars(universe: Universe, *, seed: int) -> dict[str, pd.DataFrame]:
+    """Each ticker's daily bars in a random order, rebuilt into a valid price path on the original dates.
+
+    A bar is (open, high, low, close) of dividend-adjusted prices relative to the previous adjusted close, with
+    its volume; permuting bars keeps the real distribution of daily moves and destroys all dependence on the past.
+    Each bar is divided by the ticker's median close-to-close move, so that half the days are up (the real drift
+    would otherwise make "always up" beat 0.5 legitimately). ``close == adj_close`` afterwards.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for ticker, frame in universe.items():
+        factor = frame["adj_close"] / frame["close"]
+        adj = {c: (frame[c] * factor).to_numpy() for c in ("open", "high", "low")} | {
+            "close": frame["adj_close"].to_numpy()
+        }
+        prev = adj["close"][:-1]
+        median_move = np.median(adj["close"][1:] / prev)
+        rel = {c: adj[c][1:] / prev / median_move for c in adj}
+        order = rng.permutation(len(prev))
+        close = adj["close"][0] * np.concatenate([[1.0], np.cumprod(rel["close"][order])])
+        new = {c: np.concatenate([[adj[c][0]], close[:-1] * rel[c][order]]) for c in ("open", "high", "low")}
+        # Bars whose high equalled the close can come out an ulp apart after the re-basing; restore the bounds.
+        new["high"] = np.maximum.reduce([new["high"], new["open"], close])
+        new["low"] = np.minimum.reduce([new["low"], new["open"], close])
+        volume = np.concatenate([[frame["volume"].iloc[0]], frame["volume"].to_numpy()[1:][order]])
+        out[ticker] = pd.DataFrame(
+            {**new, "close": close, "adj_close": close, "volume": volume.astype(np.int64)}, index=frame.index
+        )
+    return out
+
+
+def check_ohlcv(universe: Universe) -> None:
+    """Raise ``ValueError`` naming ticker and date if a synthetic bar breaks low <= open, close <= high."""
+    for ticker, f in universe.items():
+        bad = (f["high"] < f[["open", "close"]].max(axis=1)) | (f["low"] > f[["open", "close"]].min(axis=1))
+        bad |= (f[["open", "high", "low", "close"]] <= 0).any(axis=1) | (f["volume"] <= 0)
+        if bad.any():
+            raise ValueError(f"{ticker}: invalid bar on {f.index[bad.to_numpy()][0]:%Y-%m-%d}")
+
+
+def perturb_after(universe: Universe, cut: pd.Timestamp, *, seed: int, jump: float = 1.0) -> dict[str, pd.DataFrame]:
+    """A copy of ``universe`` whose rows after ``cut`` follow a different random path (rows <= cut unchanged).
+
+    Every price of a later row is multiplied by the same factor, ``jump`` times a random walk, and volumes by a
+    random factor, so the bars stay valid.
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for ticker, frame in universe.items():
+        after = frame.index > cut
+        k = int(after.sum())
+        new = frame.copy()
+        scale = jump * np.exp(np.cumsum(rng.normal(0.0, 0.03, k)))
+        for column in ("open", "high", "low", "close", "adj_close"):
+            new.loc[after, column] = frame.loc[after, column].to_numpy() * scale
+        new.loc[after, "volume"] = np.maximum(
+            1, np.round(frame.loc[after, "volume"].to_numpy() * np.exp(rng.normal(0.0, 0.5, k)))
+        ).astype(np.int64)
+        out[ticker] = new
+    return out
+
+
+def future_dependence(
+    feature_fn: FeatureFn, universe: Universe, *, cut_quantiles: Sequence[float] = (0.3, 0.6, 0.9), seed: int = 0
+) -> dict[str, dict[str, Any]]:
+    """Features whose value at a date <= t changes when only prices after t change: they read the future.
+
+    For each cut date t (quantiles of the universe's dates), recompute ``feature_fn`` on :func:`perturb_after`
+    twice, with later prices jumping up by half and down by a third, so that even a feature that only sees the
+    sign of the next move changes in one of them; compare the rows dated <= t. Returns
+    ``{feature: {"changed_cells", "first": "date ticker"}}`` for the features that changed (NaN equals NaN;
+    relative tolerance 1e-9); empty when no feature looks ahead.
+    """
+    base = feature_fn(universe)
+    dates = np.unique(np.concatenate([f.index.to_numpy() for f in universe.values()]))
+    flagged: dict[str, dict[str, Any]] = {}
+    for i, (q, jump) in enumerate((q, jump) for q in cut_quantiles for jump in (1.5, 1 / 1.5)):
+        cut = pd.Timestamp(dates[int(q * (len(dates) - 1))])
+        moved = feature_fn(perturb_after(universe, cut, seed=seed + i, jump=jump))
+        past = base.index.get_level_values("date") <= cut
+        a, b = base.loc[past], moved.reindex(base.index[past])
+        same = np.isclose(a.to_numpy(), b.to_numpy(), rtol=1e-9, atol=1e-12, equal_nan=True)
+        for j in np.flatnonzero(~same.all(axis=0)):
+            name = str(base.columns[j])
+            entry = flagged.setdefault(name, {"changed_cells": 0, "first": None})
+            entry["changed_cells"] += int((~same[:, j]).sum())
+            if entry["first"] is None:
+                date, ticker = a.index[int(np.argmax(~same[:, j]))]
+                entry["first"] = f"{date:%Y-%m-%d} {ticker}"
+    return flagged
+
+
+def with_leak(feature_fn: FeatureFn) -> FeatureFn:
+    """``feature_fn`` plus the original system's ``target_class``: 1 if tomorrow's adj_close is higher, else 0."""
+    from finmlops.features import make_target
+
+    def leaky(universe: Universe) -> pd.DataFrame:
+        features = feature_fn(universe)
+        return features.assign(**{LEAK_FEATURE: make_target(universe).reindex(features.index)})
+
+    return leaky
+
+
+def probe_predictions(
+    universe: Universe, feature_fn: FeatureFn, *, test_years: Sequence[int], seed: int = 0
+) -> pd.DataFrame:
+    """Walk-forward predictions of a small gradient-boosted tree model on the rows of ``feature_fn``.
+
+    A cheap model for auditing a feature function, independent of the deep pipeline: shallow trees (depth 2, 50
+    rounds, learning rate 0.05) can represent a threshold such as "up if yesterday was up" and are too weak to
+    memorise noise. For each test year it trains on every earlier complete row, except the last date before the
+    year (its label is the test year's first move), and predicts the year. Returns a predictions frame with model
+    ``probe``.
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    from finmlops.features import forward_return, make_target
+
+    features = feature_fn(universe)
+    frame = features.assign(_y=make_target(universe).reindex(features.index))
+    frame = frame.assign(_r=forward_return(universe).reindex(features.index)).dropna()
+    dates = frame.index.get_level_values("date")
+    parts = []
+    for year in test_years:
+        train_dates = np.unique(dates[dates.year < year])
+        if len(train_dates) < 2:
+            raise ValueError(f"probe: no training data before test year {year}")
+        train, test = frame.loc[dates < train_dates[-1]], frame.loc[dates.year == year]
+        if test.empty:
+            raise ValueError(f"probe: no complete rows in test year {year}")
+        model = HistGradientBoostingClassifier(
+            max_iter=50, max_depth=2, learning_rate=0.05, early_stopping=False, random_state=seed
+        )
+        model.fit(train[features.columns].to_numpy(), train["_y"].to_numpy().astype(int))
+        prob = model.predict_proba(test[features.columns].to_numpy())[:, 1]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "date": test.index.get_level_values("date"),
+                    "ticker": test.index.get_level_values("ticker"),
+                    "fold": year,
+                    "model": "probe",
+                    "prob_up": prob,
+                    "y_true": test["_y"].to_numpy().astype(int),
+                    "ret_next": test["_r"].to_numpy(),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+@dataclass
+class Check:
+    """One row of the audit table."""
+
+    scenario: str
+    model: str
+    check: str
+    passed: bool
+    detail: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _pooled(preds: pd.DataFrame, boot: BootstrapConfig) -> dict[str, dict[str, Any]]:
+    preds = validate_predictions(preds)
+    return {
+        str(m): {k: v for k, v in metrics_with_ci(prepare(rows), boot).items() if k in ("accuracy", "roc_auc")}
+        for m, rows in preds.groupby("model", sort=True)
+    }
+
+
+def _contains(ci: Mapping[str, float], value: float) -> bool:
+    return bool(ci["ci_low"] <= value <= ci["ci_high"])
+
+
+def _fmt(ci: Mapping[str, float]) -> str:
+    return f"{ci['value']:.4f} [{ci['ci_low']:.4f}, {ci['ci_high']:.4f}]"
+
+
+def _boot(n_checks: int, boot: BootstrapConfig) -> BootstrapConfig:
+    """Bonferroni: each CI at level 1 - (1 - level) / n_checks, so the scenario's family-wise error stays small."""
+    return BootstrapConfig(
+        n_boot=boot.n_boot, block_len=boot.block_len, seed=boot.seed, level=1 - (1 - boot.level) / max(n_checks, 1)
+    )
+
+
+def no_signal_checks(scenario: str, preds: pd.DataFrame, boot: BootstrapConfig) -> list[Check]:
+    """Every model's accuracy CI, and AUC CI where AUC is defined, must contain 0.5."""
+    n_models = preds["model"].nunique()
+    pooled = _pooled(preds, _boot(2 * n_models, boot))
+    checks = []
+    for model, m in pooled.items():
+        acc, auc = m["accuracy"], m["roc_auc"]
+        auc_ok = not np.isfinite(auc["value"]) or _contains(auc, 0.5)  # a constant forecast has no AUC
+        checks.append(
+            Check(
+                scenario,
+                model,
+                "accuracy and AUC CIs contain 0.5",
+                _contains(acc, 0.5) and auc_ok,
+                f"acc {_fmt(acc)}; AUC {_fmt(auc) if np.isfinite(auc['value']) else 'undefined (constant)'}",
+                m,
+            )
+        )
+    return checks
+
+
+def planted_checks(scenario: str, preds: pd.DataFrame, bayes: float, boot: BootstrapConfig) -> list[Check]:
+    """Per model: not above the Bayes rate (else leakage); and, unless exempt, recovers it (CI contains it)."""
+    pooled = _pooled(preds, _boot(2 * preds["model"].nunique(), boot))
+    checks = []
+    for model, m in pooled.items():
+        acc = m["accuracy"]
+        checks.append(
+            Check(
+                scenario,
+                model,
+                f"accuracy not above Bayes {bayes:.3f}",
+                bool(acc["ci_low"] <= bayes),
+                f"acc {_fmt(acc)}",
+                m,
+            )
+        )
+        if model not in NO_SIGNAL_MODELS:
+            checks.append(
+                Check(
+                    scenario,
+                    model,
+                    f"recovers Bayes {bayes:.3f}",
+                    _contains(acc, bayes),
+                    f"acc {_fmt(acc)}",
+                    m,
+                )
+            )
+    return checks
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Sizes of the audit markets. ``n_tickers``/``n_days`` None: the snapshot's."""
+
+    n_tickers: int | None = None
+    n_days: int | None = None
+    test_years: int = 3
+    persistence: float = 0.6
+    seed: int = 42
+    boot: BootstrapConfig = field(default_factory=lambda: BootstrapConfig(n_boot=500, block_len=10))
+
+
+def _test_years(universe: Universe, n: int) -> list[int]:
+    """The last ``n`` calendar years present in every ticker, a full fold each."""
+    years = sorted(set.intersection(*(set(f.index.year) for f in universe.values())))
+    if len(years) < n + 2:
+        raise ValueError(f"need at least {n + 2} years of data for {n} test years, got {len(years)}")
+    return years[-n:]
+
+
+def run_audit(
+    snapshot: Universe,
+    predictor_for: Callable[[list[int]], Predictor],
+    feature_fn: FeatureFn,
+    config: AuditConfig,
+) -> dict[str, Any]:
+    """Run the four scenarios; ``predictor_for(test_years)`` returns the pipeline under audit.
+
+    ``snapshot`` supplies the volatilities, sizes and (shuffled) the real bars; ``feature_fn`` is the pipeline's
+    feature function, checked for future dependence with and without the planted leak.
+    Returns ``{"passed", "checks": [...], "config", "bayes_accuracy"}``.
+    """
+    vols = list(snapshot_volatility(snapshot).values())
+    n_tickers = config.n_tickers or len(vols)
+    vols = [vols[i % len(vols)] for i in range(n_tickers)]
+    n_days = config.n_days or max(len(f) for f in snapshot.values())
+    random_walk = simulate_random_walk(vols, n_days, seed=config.seed)
+    planted = simulate_planted(vols, n_days, persistence=config.persistence, seed=config.seed + 1)
+    shuffled = permute_bars({t: f.iloc[-n_days:] for t, f in list(snapshot.items())[:n_tickers]}, seed=config.seed + 2)
+    for market in (random_walk, planted, shuffled):
+        check_ohlcv(market)
+    bayes = bayes_accuracy(config.persistence)
+    checks: list[Check] = []
+    for name, market in (("random_walk", random_walk), ("shuffled", shuffled)):
+        checks += no_signal_checks(name, predictor_for(_test_years(market, config.test_years))(market), config.boot)
+    planted_years = _test_years(planted, config.test_years)
+    checks += planted_checks("planted", predictor_for(planted_years)(planted), bayes, config.boot)
+
+    clean = future_dependence(feature_fn, planted, seed=config.seed)
+    checks.append(
+        Check(
+            "future_dependence", "features", "no feature reads prices after its date", not clean, str(clean or "none")
+        )
+    )
+    leaked = future_dependence(with_leak(feature_fn), planted, seed=config.seed)
+    checks.append(
+        Check(
+            "leak",
+            "features+target_class",
+            "future-dependence check flags target_class",
+            set(leaked) == {LEAK_FEATURE},
+            f"flagged: {sorted(leaked)}",
+        )
+    )
+    probe_boot = _boot(2, config.boot)
+    for label, fn in (("features", feature_fn), ("features+target_class", with_leak(feature_fn))):
+        acc = _pooled(probe_predictions(planted, fn, test_years=planted_years, seed=config.seed), probe_boot)["probe"][
+            "accuracy"
+        ]
+        above = bool(acc["ci_low"] > bayes)
+        expect_leak = label != "features"
+        checks.append(
+            Check(
+                "leak",
+                f"probe({label})",
+                "accuracy above Bayes flagged" if expect_leak else f"accuracy not above Bayes {bayes:.3f}",
+                above == expect_leak,
+                f"acc {_fmt(acc)}",
+                {"accuracy": acc},
+            )
+        )
+    return {
+        "passed": all(c.passed for c in checks),
+        "bayes_accuracy": bayes,
+        "config": {**asdict(config), "n_tickers": n_tickers, "n_days": n_days},
+        "checks": [asdict(c) for c in checks],
+    }
