@@ -1,0 +1,60 @@
+"""The label: horizon, dead band, unknown future and gaps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from finmlops.features import forward_return, make_target
+
+
+def _universe(closes: dict[str, list[float]], drop: dict[str, list[int]] | None = None) -> dict[str, pd.DataFrame]:
+    """Tiny universe on consecutive business days with ``adj_close`` = ``closes``; ``drop`` removes rows."""
+    out = {}
+    for ticker, values in closes.items():
+        n = len(values)
+        frame = pd.DataFrame(
+            {"open": values, "high": values, "low": values, "close": values, "adj_close": values, "volume": [1] * n},
+            index=pd.bdate_range("2024-01-01", periods=n, name="date"),
+            dtype=float,
+        )
+        out[ticker] = frame.drop(frame.index[(drop or {}).get(ticker, [])])
+    return out
+
+
+def test_horizon_one_and_three() -> None:
+    u = _universe({"A": [100, 101, 100, 100.5, 102, 90]})
+    np.testing.assert_allclose(
+        forward_return(u, 1).to_numpy(), [0.01, 100 / 101 - 1, 0.005, 102 / 100.5 - 1, 90 / 102 - 1, np.nan]
+    )
+    np.testing.assert_array_equal(make_target(u, 1).to_numpy(), [1, 0, 1, 1, 0, np.nan])
+    np.testing.assert_array_equal(make_target(u, 3).to_numpy(), [1, 1, 0, np.nan, np.nan, np.nan])
+
+
+def test_dead_band_is_nan_and_strict() -> None:
+    u = _universe({"A": [100, 100.1, 100.4, 100.0, 100, 99.0]})
+    # moves: +0.1 %, +0.2996 %, -0.398 %, 0, -1 %
+    np.testing.assert_array_equal(make_target(u, 1, threshold=0.002).to_numpy(), [np.nan, 1, 0, np.nan, 0, np.nan])
+    # A move of exactly zero is neither up nor down, even without a band.
+    assert np.isnan(make_target(u, 1).to_numpy()[3])
+    with pytest.raises(ValueError, match="threshold"):
+        make_target(u, 1, threshold=-0.01)
+    with pytest.raises(ValueError, match="horizon"):
+        forward_return(u, 0)
+
+
+def test_gap_in_one_ticker_gives_nan_not_a_two_day_return() -> None:
+    """B misses the universe's third day: its return from day 2 is unknown, not a 2-day move."""
+    u = _universe({"A": [10, 11, 12, 13], "B": [20, 21, 22, 23]}, drop={"B": [2]})
+    ret = forward_return(u, 1)
+    assert list(ret.index.names) == ["date", "ticker"] and ret.index.is_monotonic_increasing
+    b = ret.xs("B", level="ticker")
+    np.testing.assert_allclose(b.to_numpy(), [0.05, np.nan, np.nan])
+    np.testing.assert_allclose(ret.xs("A", level="ticker").to_numpy(), [0.1, 1 / 11, 1 / 12, np.nan])
+
+
+def test_target_on_real_data_is_balanced(snapshot: dict[str, pd.DataFrame]) -> None:
+    y = make_target(snapshot, 1).dropna()
+    assert 0.5 < y.mean() < 0.56  # large caps rose on slightly more days than they fell in 2010-2023
+    assert y.isin([0.0, 1.0]).all()
