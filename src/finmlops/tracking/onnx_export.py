@@ -38,7 +38,8 @@ class ProbabilityModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.network((x - self.mean) / self.scale)
-        return torch.sigmoid(logits.reshape(-1, 1))
+        # unsqueeze (not reshape(-1, 1)) keeps the output's last dim a static 1 in the ONNX graph.
+        return torch.sigmoid(logits.reshape(-1)).unsqueeze(-1)
 
 
 def _check_scaler(scaler: ScalerLike, n_features: int) -> tuple[np.ndarray, np.ndarray]:

@@ -37,9 +37,7 @@ class OnnxProbabilityModel(PythonModel):
         x = np.asarray(model_input, dtype=np.float32)
         expected = self.input.shape[1:]
         if x.ndim != 3 or list(x.shape[1:]) != list(expected):
-            raise ValueError(
-                f"expected windows [batch, {expected[0]}, {expected[1]}], got shape {list(x.shape)}"
-            )
+            raise ValueError(f"expected windows [batch, {expected[0]}, {expected[1]}], got shape {list(x.shape)}")
         return self.session.run(None, {self.input.name: x})[0]
 
 

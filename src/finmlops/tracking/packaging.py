@@ -47,9 +47,7 @@ class ModelCard(BaseModel):
     variant: str
     feature_set: str
     feature_set_version: str | None = None
-    feature_names: list[str] = Field(
-        min_length=1, description="Input feature order (last axis of input_data)."
-    )
+    feature_names: list[str] = Field(min_length=1, description="Input feature order (last axis of input_data).")
     seq_len: int = Field(ge=1, description="Trading days per window (middle axis of input_data).")
     data_hash: str | None = None
     train_start: str | None = Field(default=None, description="First decision date the model was trained on.")
@@ -87,9 +85,7 @@ def log_onnx_model(
         )
     x = np.asarray(example, dtype=np.float32)
     if x.ndim != 3 or x.shape[0] < 2:
-        raise ModelError(
-            f"input example needs >= 2 windows so the batch axis stays dynamic, got shape {x.shape}"
-        )
+        raise ModelError(f"input example needs >= 2 windows so the batch axis stays dynamic, got shape {x.shape}")
     with warnings.catch_warnings():
         # MLflow asks for type hints on predict, but derives a schema from them; the signature here is explicit.
         warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
@@ -117,9 +113,7 @@ def onnx_path(model_dir: Path) -> Path:
         flavor = Model.load(str(model_dir)).flavors["python_function"]
         path = model_dir / flavor["artifacts"]["onnx_model"]["path"]
     except (OSError, MlflowException, KeyError, TypeError) as exc:
-        raise ModelError(
-            f"{model_dir}: not a finmlops ONNX pyfunc model ({type(exc).__name__}: {exc})"
-        ) from None
+        raise ModelError(f"{model_dir}: not a finmlops ONNX pyfunc model ({type(exc).__name__}: {exc})") from None
     check_onnx(path)
     return path
 
@@ -134,9 +128,7 @@ def check_onnx(path: Path) -> None:
     inputs = [i.name for i in graph.graph.input]
     outputs = [o.name for o in graph.graph.output]
     if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
-        raise ModelError(
-            f"{path}: expects input {[INPUT_NAME]} and output {[OUTPUT_NAME]}, has {inputs} -> {outputs}"
-        )
+        raise ModelError(f"{path}: expects input {[INPUT_NAME]} and output {[OUTPUT_NAME]}, has {inputs} -> {outputs}")
 
 
 def read_card(model_dir: Path) -> ModelCard:
@@ -145,9 +137,7 @@ def read_card(model_dir: Path) -> ModelCard:
         raw = (Model.load(str(model_dir)).metadata or {})["finmlops"]
         return ModelCard.model_validate(raw)
     except (OSError, MlflowException, KeyError, ValidationError) as exc:
-        raise ModelError(
-            f"{model_dir}: no valid finmlops metadata in MLmodel ({type(exc).__name__}: {exc})"
-        ) from None
+        raise ModelError(f"{model_dir}: no valid finmlops metadata in MLmodel ({type(exc).__name__}: {exc})") from None
 
 
 def model_uri(ref: str) -> str:
@@ -158,15 +148,9 @@ def model_uri(ref: str) -> str:
     client = mlflow.MlflowClient()
     name = ref if ref.endswith("-predictor") else f"{ref}-predictor"
     try:
-        return (
-            f"models:/{name}@champion"
-            if "champion" in client.get_registered_model(name).aliases
-            else _latest(name)
-        )
+        return f"models:/{name}@champion" if "champion" in client.get_registered_model(name).aliases else _latest(name)
     except MlflowException as exc:
-        raise ModelError(
-            f"no registered model {name!r} for {ref!r} and no such path ({exc.error_code})"
-        ) from None
+        raise ModelError(f"no registered model {name!r} for {ref!r} and no such path ({exc.error_code})") from None
 
 
 def _latest(name: str) -> str:

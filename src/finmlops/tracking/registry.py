@@ -82,9 +82,7 @@ def paired_block_bootstrap(
     are resampled in moving blocks of consecutive dates (keeping cross-ticker and serial dependence), and each
     replicate's pooled difference is sum(diff) / sum(rows). p = (1 + #{replicate <= margin}) / (1 + n_boot).
     """
-    frame = pd.DataFrame(
-        {"date": dates, "diff": candidate_correct.astype(float) - reference_correct.astype(float)}
-    )
+    frame = pd.DataFrame({"date": dates, "diff": candidate_correct.astype(float) - reference_correct.astype(float)})
     if frame.empty:
         raise ValueError("no shared rows to compare")
     daily = frame.groupby("date")["diff"].agg(["sum", "count"]).sort_index()
@@ -125,9 +123,7 @@ def version_predictions(version: ModelVersion) -> pd.DataFrame:
                 run_id=version.run_id, artifact_path=PREDICTIONS_ARTIFACT, dst_path=tmp
             )
         except (MlflowException, OSError) as exc:
-            raise PromotionRefused(
-                f"{label}: run {version.run_id} has no {PREDICTIONS_ARTIFACT} ({exc})"
-            ) from None
+            raise PromotionRefused(f"{label}: run {version.run_id} has no {PREDICTIONS_ARTIFACT} ({exc})") from None
         frame = pd.read_parquet(path)
     rows = frame[frame["model"] == variant] if "model" in frame else frame
     if rows.empty:
@@ -244,9 +240,7 @@ def register_variant(variant: str, run_id: str | None = None) -> ModelVersion:
             order_by=["attributes.start_time DESC"],
         )  # fmt: skip
         if not runs:
-            raise ValueError(
-                f"no finished training run of variant {variant!r} with a logged model; train it first"
-            )
+            raise ValueError(f"no finished training run of variant {variant!r} with a logged model; train it first")
         run_id = runs[0].info.run_id
     uri = _client().get_run(run_id).data.tags.get("finmlops.model_uri")
     if not uri:
@@ -264,9 +258,7 @@ def list_models() -> list[dict[str, Any]]:
         by_version: dict[str, list[str]] = {}
         for alias, version in model.aliases.items():
             by_version.setdefault(str(version), []).append(alias)
-        versions = sorted(
-            client.search_model_versions(f"name = '{model.name}'"), key=lambda v: -int(v.version)
-        )
+        versions = sorted(client.search_model_versions(f"name = '{model.name}'"), key=lambda v: -int(v.version))
         listing.append(
             {
                 "name": model.name,

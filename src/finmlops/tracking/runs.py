@@ -142,9 +142,7 @@ def log_training_run(
         raise ValueError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
     tags = provenance_tags(data_hash) | {"finmlops.variant": variant, "finmlops.feature_set": feature_set}
     with tracked_run(settings, experiment, variant, tags) as run_id:
-        mlflow.log_params(
-            flatten(params) | {"feature_set": feature_set, "n_features": str(len(feature_names))}
-        )
+        mlflow.log_params(flatten(params) | {"feature_set": feature_set, "n_features": str(len(feature_names))})
         _log_json({"feature_set": feature_set, "feature_names": list(feature_names)}, "features.json")
         for name, values in (epoch_losses or {}).items():
             for epoch, value in enumerate(values):
@@ -157,9 +155,7 @@ def log_training_run(
         if dataset is not None:
             frame = dataset.reset_index() if isinstance(dataset.index, pd.MultiIndex) else dataset
             name = f"{feature_set}-features-{(data_hash or 'unhashed')[:12]}"
-            mlflow.log_input(
-                mlflow.data.from_pandas(frame, source=dataset_source, name=name), context="training"
-            )
+            mlflow.log_input(mlflow.data.from_pandas(frame, source=dataset_source, name=name), context="training")
         if predictions is not None:
             _log_predictions(predictions)
         for path in artifacts:
@@ -170,9 +166,7 @@ def log_training_run(
                 "feature_set": feature_set,
                 "feature_names": list(feature_names),
             }
-            _log_trained(
-                trained, card_fields | {"data_hash": data_hash, "walk_forward": dict(metrics or {})}, register
-            )
+            _log_trained(trained, card_fields | {"data_hash": data_hash, "walk_forward": dict(metrics or {})}, register)
     return run_id
 
 
@@ -241,11 +235,7 @@ def list_runs(settings: Settings, experiment: str | None = None, limit: int = 20
     try:
         experiments = {e.experiment_id: e.name for e in client.search_experiments() if e.name in EXPERIMENTS}
         wanted = [i for i, n in experiments.items() if experiment in (None, n)]
-        runs = (
-            client.search_runs(wanted, max_results=limit, order_by=["attributes.start_time DESC"])
-            if wanted
-            else []
-        )
+        runs = client.search_runs(wanted, max_results=limit, order_by=["attributes.start_time DESC"]) if wanted else []
     except MlflowException as exc:
         raise TrackingError(f"MLflow at {uri} failed: {exc.message}") from exc
     return [
@@ -256,9 +246,7 @@ def list_runs(settings: Settings, experiment: str | None = None, limit: int = 20
             "status": run.info.status,
             "started": datetime.fromtimestamp(run.info.start_time / 1000, UTC).isoformat(timespec="seconds"),
             "data_hash": run.data.tags.get("finmlops.data_hash"),
-            "metrics": {
-                k: v for k, v in sorted(run.data.metrics.items()) if not k.startswith(("epoch/", "fold/"))
-            },
+            "metrics": {k: v for k, v in sorted(run.data.metrics.items()) if not k.startswith(("epoch/", "fold/"))},
         }
         for run in runs
     ]

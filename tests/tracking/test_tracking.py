@@ -1,0 +1,115 @@
+"""MLflow tracking on a real sqlite backend: experiments, what a training run records, listing, unreachable URIs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from finmlops.cli import app
+from finmlops.settings import Settings
+from finmlops.tracking import (
+    TrackingError,
+    TrainedNetwork,
+    configure_tracking,
+    ensure_experiment,
+    list_runs,
+    log_evaluation,
+    log_ingestion,
+    log_training_run,
+)
+
+
+def test_default_backend_is_the_workspace(settings: Settings) -> None:
+    assert configure_tracking(settings) == f"sqlite:///{settings.home.resolve() / 'mlflow.db'}"
+    experiment = mlflow.get_experiment(ensure_experiment(settings, "training"))
+    assert experiment.artifact_location == (settings.home.resolve() / "mlartifacts" / "training").as_uri()
+    assert ensure_experiment(settings, "training") == experiment.experiment_id
+    with pytest.raises(ValueError, match="unknown experiment 'nope'"):
+        ensure_experiment(settings, "nope")
+
+
+def test_training_run_records_everything(
+    settings: Settings, trained: Any, predictions: Callable[..., pd.DataFrame], tmp_path: Path
+) -> None:
+    windows = trained.windows
+    result = tmp_path / "evaluation.json"
+    result.write_text(json.dumps({"accuracy": 0.51}))
+    run_id = log_training_run(
+        settings, variant="baseline", params={"variant": {"hidden_size": 8, "lr": 0.002}, "train": {"epochs": 3}},
+        feature_set="basic", feature_names=list(windows.feature_names), data_hash="d" * 64,
+        epoch_losses={"train_loss": [0.70, 0.69, 0.68], "val_loss": [0.70, 0.695, 0.697]},
+        fold_metrics=[{"accuracy": 0.50}, {"accuracy": 0.53}], metrics={"accuracy": 0.515, "auc": float("nan")},
+        dataset=pd.DataFrame(windows.X[:, -1, :], columns=list(windows.feature_names)),
+        predictions=predictions(windows, "baseline", 0.55, seed=1), artifacts=[result],
+        trained=TrainedNetwork(trained.network, trained.scaler, windows.X[:64], "2021-01-15", "2022-12-30"),
+    )  # fmt: skip
+    client = mlflow.MlflowClient()
+    run = client.get_run(run_id)
+    assert run.data.params["variant.hidden_size"] == "8" and run.data.params["train.epochs"] == "3"
+    assert run.data.params["feature_set"] == "basic"
+    assert run.data.metrics["accuracy"] == 0.515 and "auc" not in run.data.metrics  # NaN is not logged
+    assert [m.value for m in client.get_metric_history(run_id, "epoch/val_loss")] == [0.70, 0.695, 0.697]
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "fold/accuracy")] == [(0, 0.5), (1, 0.53)]
+    assert run.data.tags["finmlops.data_hash"] == "d" * 64 and run.data.tags["finmlops.version.finmlops"]
+    assert run.data.tags["finmlops.git_commit"] != ""
+    (dataset_input,) = run.inputs.dataset_inputs
+    assert dataset_input.dataset.digest and dataset_input.dataset.name == "basic-features-dddddddddddd"
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {
+        a.path for d in ("results", "walk_forward") for a in client.list_artifacts(run_id, d)
+    }
+    assert {"features.json", "results/evaluation.json", "walk_forward/predictions.parquet"} <= artifacts
+    card = mlflow.models.get_model_info(run.data.tags["finmlops.model_uri"]).metadata["finmlops"]
+    assert card["feature_names"] == list(windows.feature_names) and card["seq_len"] == 10
+    assert card["train_start"] == "2021-01-15" and card["walk_forward"] == {"accuracy": 0.515}
+
+
+def test_list_runs_newest_first(settings: Settings) -> None:
+    log_ingestion(
+        settings, tickers=["AAPL", "MSFT"], start="2021-01-01", end="2022-12-31", source="snapshot",
+        dataset_hash="a" * 64, n_rows=1000, warnings=["AAPL: 1 zero-volume day"],
+    )  # fmt: skip
+    log_evaluation(settings, name="evaluate-baseline", metrics={"accuracy": 0.52, "brier": 0.249}, data_hash="a" * 64)
+    runs = list_runs(settings)
+    assert [r["experiment"] for r in runs] == ["evaluation", "ingestion"]
+    assert runs[0]["metrics"] == {"accuracy": 0.52, "brier": 0.249} and runs[1]["data_hash"] == "a" * 64
+    assert [r["name"] for r in list_runs(settings, "ingestion", limit=5)] == ["ingest-snapshot"]
+    cli = CliRunner().invoke(app, ["runs", "--experiment", "evaluation", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert [r["metrics"]["accuracy"] for r in json.loads(cli.stdout)["runs"]] == [0.52]
+
+
+def test_unreachable_server_fails_fast_naming_the_uri(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    uri = f"http://127.0.0.1:{port}"
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match=f"{uri} is unreachable"):
+        configure_tracking(Settings(mlflow_tracking_uri=uri))
+    assert time.monotonic() - start < 5
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    start = time.monotonic()
+    cli = CliRunner().invoke(app, ["runs"])
+    assert cli.exit_code == 1 and time.monotonic() - start < 5
+    assert uri in cli.output and "Traceback" not in cli.output
+
+
+def test_uncreatable_sqlite_folder_is_named(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(TrackingError, match="cannot create"):
+        configure_tracking(Settings(mlflow_tracking_uri=f"sqlite:///{blocker}/sub/mlflow.db"))
+
+
+def test_predictions_frame_is_checked(settings: Settings) -> None:
+    with pytest.raises(ValueError, match=r"lacks columns \['prob_up'"):
+        log_training_run(
+            settings, variant="baseline", params={}, feature_set="basic", feature_names=["a"], data_hash=None,
+            predictions=pd.DataFrame({"date": [], "ticker": [], "model": [], "y_true": np.array([])}),
+        )  # fmt: skip
