@@ -7,6 +7,8 @@ Accepted headers (case-insensitive, any column order):
   ``Price``, and yfinance's extra header rows ``Ticker,AAPL,...`` / ``Date,,,...`` may follow the header.
 
 Accepted file names: ``AAPL.csv`` and ``AAPL_raw_2018-01-01_2023-12-31.csv`` (the ticker is the prefix).
+Parsing raises ``DataValidationError`` naming the file and line for ``schema`` (header), ``date_format`` (not
+YYYY-MM-DD) and ``dtype`` (text in a number cell, fractional volume); the rest is ``validate_ohlcv``'s job.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from pathlib import Path
 import pandas as pd
 
 from finmlops.data.errors import DataSourceError, DataValidationError
-from finmlops.data.frames import IGNORED_FIELDS, RawFrame, build_ohlcv, canonical_field, validate_batch
+from finmlops.data.frames import RawFrame, build_ohlcv, canonical_field, is_ignored_field, validate_batch
 from finmlops.data.validation import OHLCV_COLUMNS
 
 _FILE_NAME = re.compile(r"^(?P<ticker>[A-Za-z0-9.\-^=]+?)(?:_raw_.*)?\.csv$", re.IGNORECASE)
-_DATE_HEADERS = frozenset({"date", "datetime", "date_", "price", ""})
+_DATE_HEADERS = frozenset({"date", "datetime", "date_"})
+# yfinance's own CSV header names the index column "Price" (or nothing) and puts the dates in column one.
+_FIRST_COLUMN_HEADERS = frozenset({"price", ""})
 _LABEL_ROWS = frozenset({"ticker", "date"})
 
 
@@ -52,17 +56,11 @@ def _split_header_cell(cell: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _ignored(name: str) -> bool:
-    """Yahoo's non-OHLCV columns (``Dividends``, ``Stock Splits_AAPL``, ...), which the store does not keep."""
-    key = name.lower().replace(" ", "_")
-    return key in IGNORED_FIELDS or key.rpartition("_")[0] in IGNORED_FIELDS
-
-
 def _parse_header(cells: list[str], source: str) -> tuple[int, dict[str, int], set[str]]:
     """Find the date column, the column of each OHLCV field and the tickers named in column suffixes."""
     names = [c.strip() for c in cells]
-    date_col = next((i for i, c in enumerate(names) if c.lower() in ("date", "datetime", "date_")), None)
-    if date_col is None and names[0].lower() in _DATE_HEADERS:
+    date_col = next((i for i, c in enumerate(names) if c.lower() in _DATE_HEADERS), None)
+    if date_col is None and names[0].lower() in _FIRST_COLUMN_HEADERS:
         date_col = 0
     if date_col is None:
         raise DataValidationError(source, 1, "schema", f"no Date column in header {names}")
@@ -74,7 +72,7 @@ def _parse_header(cells: list[str], source: str) -> tuple[int, dict[str, int], s
             continue
         field, ticker = _split_header_cell(name)
         if field is None:
-            if not _ignored(name):
+            if not is_ignored_field(name):
                 unknown.append(name)
             continue
         if field in fields:

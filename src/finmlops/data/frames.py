@@ -24,6 +24,12 @@ def canonical_field(name: object) -> str | None:
     return key if key in OHLCV_COLUMNS else None
 
 
+def is_ignored_field(name: object) -> bool:
+    """Yahoo's non-OHLCV columns (``Dividends``, ``Stock Splits_AAPL``, ...), which the store does not keep."""
+    key = str(name).strip().lower().replace(" ", "_")
+    return key in IGNORED_FIELDS or key.rpartition("_")[0] in IGNORED_FIELDS
+
+
 @dataclass(frozen=True)
 class RawFrame:
     """One ticker's data as parsed from a source, normalised to the OHLCV layout but not yet validated.

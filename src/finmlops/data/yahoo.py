@@ -15,19 +15,17 @@ from datetime import date, timedelta
 import pandas as pd
 
 from finmlops.data.errors import DataSourceError
-from finmlops.data.frames import IGNORED_FIELDS, RawFrame, build_ohlcv, canonical_field
+from finmlops.data.frames import RawFrame, build_ohlcv, canonical_field, is_ignored_field
+from finmlops.data.validation import OHLCV_COLUMNS
 
 YAHOO_SOURCE = "yahoo"
 
 
-def _ticker_level(columns: pd.MultiIndex, ticker: str) -> int:
+def _ticker_level(columns: pd.MultiIndex, ticker: str) -> int | None:
     """The level of yfinance's (Price, Ticker) or (Ticker, Price) columns that holds tickers."""
     if "Ticker" in columns.names:
         return columns.names.index("Ticker")
-    for level in range(columns.nlevels):
-        if ticker in columns.get_level_values(level):
-            return level
-    raise DataSourceError(f"yahoo: {ticker} is not among the downloaded columns {list(columns)}")
+    return next((lvl for lvl in range(columns.nlevels) if ticker in columns.get_level_values(lvl)), None)
 
 
 def normalise_yahoo(raw: pd.DataFrame, ticker: str) -> RawFrame:
@@ -40,22 +38,18 @@ def normalise_yahoo(raw: pd.DataFrame, ticker: str) -> RawFrame:
     frame = raw
     if isinstance(frame.columns, pd.MultiIndex):
         level = _ticker_level(frame.columns, ticker)
-        if ticker not in frame.columns.get_level_values(level):
+        if level is None or ticker not in frame.columns.get_level_values(level):
             raise DataSourceError(f"{source}: {ticker} is not among the downloaded columns {list(frame.columns)}")
         frame = frame.xs(ticker, axis=1, level=level)
-    fields = {canonical_field(c): c for c in frame.columns}
-    extra = [
-        str(c)
-        for c in frame.columns
-        if canonical_field(c) is None and str(c).lower().replace(" ", "_") not in IGNORED_FIELDS
-    ]
-    missing = [f for f in ("open", "high", "low", "close", "adj_close", "volume") if f not in fields]
+    fields = {field: c for c in frame.columns if (field := canonical_field(c)) is not None}
+    extra = [str(c) for c in frame.columns if canonical_field(c) is None and not is_ignored_field(c)]
+    missing = [f for f in OHLCV_COLUMNS if f not in fields]
     if missing or extra:
         raise DataSourceError(
             f"{source}: unexpected yfinance columns {list(frame.columns)} (missing {missing}, unknown {extra}); "
             "was auto_adjust=False?"
         )
-    columns = {field: frame[name] for field, name in fields.items() if field is not None}
+    columns = {field: frame[name] for field, name in fields.items()}
     return RawFrame(ticker=ticker, frame=build_ohlcv(frame.index, columns, source), source=source)
 
 
