@@ -1,0 +1,286 @@
+"""Workspace runners behind ``finmlops evaluate``, ``backtest`` and ``audit``: read the store, run, write results.
+
+Files in ``settings.results_dir``: ``predictions.parquet`` (the walk-forward predictions frame),
+``evaluation.json`` + ``evaluation.md``, ``backtest.json`` + ``backtest_trials.json`` (every backtest
+configuration ever tried on the current predictions, for the deflated Sharpe ratio) and ``audit.json``.
+Every JSON carries ``provenance`` from :func:`finmlops.provenance.stamp`; writes go through a temporary file and
+a rename, so a failed run leaves the previous results intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from finmlops.evaluation.backtest import BacktestConfig, open_to_open_returns, run_backtest
+from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
+from finmlops.provenance import stamp, write_json_atomic
+from finmlops.settings import Settings
+
+PAIRED_BASELINES: tuple[str, ...] = ("majority", "momentum")
+PREDICTIONS_FILE = "predictions.parquet"
+
+
+def _num(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec``, or a dash when undefined (NaN, or None after a JSON round trip)."""
+    return "–" if value is None or value != value else format(value, spec)
+
+
+def _fmt_ci(entry: dict[str, float], digits: int = 3) -> str:
+    if _num(entry["value"], "f") == "–":
+        return "–"
+    spec = f".{digits}f"
+    return f"{_num(entry['value'], spec)} [{_num(entry['ci_low'], spec)}, {_num(entry['ci_high'], spec)}]"
+
+
+def _fmt_p(test: dict[str, Any] | None) -> str:
+    if test is None:
+        return "–"
+    return f"{test['accuracy_diff']:+.3f} (p={test['p_value_bootstrap']:.3f})"
+
+
+def markdown_table(evaluation: dict[str, Any]) -> str:
+    """Every model and baseline side by side: pooled metrics with 95 % CIs, and the paired tests."""
+    level = evaluation["bootstrap"]["level"]
+    header = [
+        "model",
+        f"accuracy [{level:.0%} CI]",
+        "balanced acc.",
+        "ROC AUC [CI]",
+        "log loss",
+        "Brier",
+        "MCC",
+        "up share",
+        "IC [CI]",
+        "rank IC",
+        "ICIR",
+        *(f"Δacc vs {b} (p)" for b in PAIRED_BASELINES),
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, m in evaluation["models"].items():
+        p = m["pooled"]
+        cells = [
+            name + (" (baseline)" if m["is_baseline"] else ""),
+            _fmt_ci(p["accuracy"]),
+            _num(p["balanced_accuracy"]["value"], ".3f"),
+            _fmt_ci(p["roc_auc"]),
+            _num(p["log_loss"]["value"], ".4f"),
+            _num(p["brier"]["value"], ".4f"),
+            _num(p["mcc"]["value"], "+.3f"),
+            _num(p["up_share"]["value"], ".2f"),
+            _fmt_ci(p["ic"]),
+            _num(p["rank_ic"]["value"], "+.4f"),
+            _num(p["icir"]["value"], "+.3f"),
+            *(_fmt_p(m["vs_baselines"].get(b)) for b in PAIRED_BASELINES),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    boot = evaluation["bootstrap"]
+    lines.append("")
+    lines.append(
+        f"CIs: circular block bootstrap over dates, {boot['n_boot']} resamples of {boot['block_len']}-day blocks, "
+        f"seed {boot['seed']}. p: paired block-bootstrap p-value of the accuracy difference on the same rows."
+    )
+    return "\n".join(lines) + "\n"
+
+
+def fold_table(evaluation: dict[str, Any]) -> str:
+    """Accuracy per test fold (rows) and model (columns)."""
+    models = list(evaluation["models"])
+    folds = sorted({f for m in evaluation["models"].values() for f in m["folds"]})
+    lines = ["| fold | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
+    for fold in folds:
+        cells = [_num(evaluation["models"][m]["folds"][fold]["accuracy"]["value"], ".3f") for m in models]
+        lines.append(f"| {fold} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def evaluate_and_write(
+    preds: pd.DataFrame, results_dir: Path, *, data_hash: str | None, config: dict[str, Any], boot: BootstrapConfig
+) -> dict[str, Any]:
+    """Score a predictions frame, then write the predictions, ``evaluation.json`` and ``evaluation.md``."""
+    evaluation = evaluate_predictions(preds, baselines=PAIRED_BASELINES, boot=boot)
+    pred_path = write_parquet_atomic(validate_predictions(preds), results_dir / PREDICTIONS_FILE)
+    payload = {
+        "provenance": stamp(data_hash=data_hash, config=config, seed=boot.seed),
+        "predictions": {"file": PREDICTIONS_FILE, "sha256": file_sha256(pred_path)},
+        **evaluation,
+    }
+    write_json_atomic(results_dir / "evaluation.json", payload)
+    markdown = (
+        f"# Walk-forward evaluation\n\n{markdown_table(evaluation)}\n## Accuracy per fold\n\n{fold_table(evaluation)}"
+    )
+    _write_text_atomic(results_dir / "evaluation.md", markdown)
+    return payload
+
+
+def run_evaluation(
+    settings: Settings,
+    *,
+    variants: Sequence[str],
+    epochs: int,
+    seed: int,
+    test_years: Sequence[int],
+    boot: BootstrapConfig,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Walk-forward over the whole store (every baseline, the given ``variants``) and score it."""
+    from finmlops.data import DataStore
+    from finmlops.models import BASELINES
+    from finmlops.training.walkforward import walk_forward_predictions
+
+    store = DataStore(settings.data_dir)
+    universe = store.read()
+    preds = walk_forward_predictions(
+        universe,
+        variants=variants,
+        baselines=BASELINES,
+        test_years=test_years,
+        epochs=epochs,
+        seed=seed,
+        threads=settings.threads,
+        device="auto",
+        progress=progress,
+    )
+    config = {
+        "variants": list(variants),
+        "baselines": list(BASELINES),
+        "epochs": epochs,
+        "test_years": list(test_years),
+        "tickers": sorted(universe),
+        "bootstrap": asdict(boot),
+    }
+    return evaluate_and_write(preds, settings.results_dir, data_hash=store.dataset_hash, config=config, boot=boot)
+
+
+def load_predictions(results_dir: Path) -> tuple[pd.DataFrame, str]:
+    """The saved predictions frame (validated) and its SHA-256; a clear error when ``evaluate`` has not run."""
+    path = results_dir / PREDICTIONS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no predictions; run `finmlops evaluate` first")
+    return validate_predictions(pd.read_parquet(path), source=str(path)), file_sha256(path)
+
+
+def _trial_key(model: str, strategy: str, config: BacktestConfig) -> str:
+    return json.dumps([model, strategy, config.cost_bps, config.slippage_bps, config.execution, config.top_k])
+
+
+def run_backtest_workspace(settings: Settings, config: BacktestConfig) -> dict[str, Any]:
+    """Backtest the saved predictions; records every configuration tried on them in ``backtest_trials.json``.
+
+    The deflated Sharpe ratio counts all configurations ever tried on the same predictions file (identified by its
+    SHA-256), not only this run's, so re-running with other settings until something looks good is paid for.
+    """
+    preds, pred_sha = load_predictions(settings.results_dir)
+    eval_path = settings.results_dir / "evaluation.json"
+    data_hash = json.loads(eval_path.read_text())["provenance"]["data_hash"] if eval_path.exists() else None
+    open_returns = None
+    if config.execution == "open":
+        from finmlops.data import DataStore
+
+        open_returns = open_to_open_returns(DataStore(settings.data_dir).read(tickers=sorted(preds["ticker"].unique())))
+    ledger_path = settings.results_dir / "backtest_trials.json"
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
+    trials: dict[str, float | None] = ledger.get("trials", {}) if ledger.get("predictions_sha256") == pred_sha else {}
+    this_keys = {_trial_key(m, s, config) for m in preds["model"].unique() for s in config.strategies}
+    prior = [v if v is not None else float("nan") for k, v in trials.items() if k not in this_keys]
+    result = run_backtest(preds, config, open_returns=open_returns, prior_trials=prior)
+    for model, by_s in result["results"].items():
+        for strategy, perf in by_s.items():
+            trials[_trial_key(model, strategy, config)] = perf["sharpe_daily"]
+    write_json_atomic(ledger_path, {"predictions_sha256": pred_sha, "trials": trials})
+    payload = {
+        "provenance": stamp(
+            data_hash=data_hash, config={**result["config"], "predictions_sha256": pred_sha}, seed=None
+        ),
+        "timing": EXECUTION_NOTE[config.execution],
+        **result,
+    }
+    write_json_atomic(settings.results_dir / "backtest.json", payload)
+    return payload
+
+
+EXECUTION_NOTE = {
+    "close": "decided on data to the close of t, entered at the close of t, held to the close of t+1 (adj_close)",
+    "open": "decided on data to the close of t, entered at the open of t+1, held to the open of t+2 (adjusted opens)",
+}
+
+
+def run_audit_workspace(
+    settings: Settings, *, quick: bool, variants: Sequence[str], epochs: int, seed: int, boot: BootstrapConfig
+) -> dict[str, Any]:
+    """The leakage audit with the real pipeline (``walk_forward_predictions``) on the bundled snapshot's sizes.
+
+    ``quick`` shrinks the markets (4 tickers, 1000 days, 2 test years) for a run of minutes on a laptop.
+    """
+    from finmlops.data import dataset_hash_of, load_snapshot
+    from finmlops.evaluation.audit import AuditConfig, Predictor, run_audit
+    from finmlops.features import FEATURE_SETS, compute_features
+    from finmlops.models import BASELINES
+    from finmlops.training.walkforward import walk_forward_predictions
+
+    snapshot = load_snapshot()
+    config = AuditConfig(seed=seed, boot=boot)
+    if quick:
+        config = replace(config, n_tickers=4, n_days=1000, test_years=2)
+
+    def predictor_for(years: list[int]) -> Predictor:
+        run: Callable[[Any], pd.DataFrame] = lambda universe: walk_forward_predictions(  # noqa: E731
+            universe,
+            variants=variants,
+            baselines=BASELINES,
+            test_years=years,
+            epochs=epochs,
+            seed=seed,
+            threads=settings.threads,
+            device="auto",
+            progress=False,
+        )
+        return run
+
+    def all_features(universe: Any) -> pd.DataFrame:
+        frame = pd.concat([compute_features(universe, s) for s in FEATURE_SETS], axis=1)
+        return frame.loc[:, ~frame.columns.duplicated()]
+
+    result = run_audit(snapshot, predictor_for, all_features, config)
+    payload = {
+        "provenance": stamp(
+            data_hash=dataset_hash_of(snapshot),
+            config={"quick": quick, "variants": list(variants), "epochs": epochs, **result["config"]},
+            seed=seed,
+        ),
+        **result,
+    }
+    write_json_atomic(settings.results_dir / "audit.json", payload)
+    return payload

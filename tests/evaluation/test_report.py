@@ -1,0 +1,64 @@
+"""Workspace runners and CLI: files written with provenance, reproducible, trial ledger for the DSR."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from finmlops.cli import app
+from finmlops.evaluation.metrics import BootstrapConfig
+from finmlops.evaluation.report import evaluate_and_write, markdown_table
+
+BOOT = BootstrapConfig(n_boot=100, block_len=5, seed=3)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preds: pd.DataFrame) -> Path:
+    monkeypatch.setenv("FINMLOPS_HOME", str(tmp_path))
+    evaluate_and_write(preds, tmp_path / "results", data_hash="abc", config={"k": 1}, boot=BOOT)
+    return tmp_path
+
+
+def test_evaluation_files_are_stamped_and_reproducible(home: Path, preds: pd.DataFrame) -> None:
+    results = home / "results"
+    first = json.loads((results / "evaluation.json").read_text())
+    assert first["provenance"]["data_hash"] == "abc" and first["provenance"]["seed"] == 3
+    evaluate_and_write(preds, results, data_hash="abc", config={"k": 1}, boot=BOOT)
+    again = json.loads((results / "evaluation.json").read_text())
+    assert first["models"] == again["models"]
+    assert first["predictions"]["sha256"] == again["predictions"]["sha256"]
+    table = (results / "evaluation.md").read_text()
+    assert "| net |" in table and "majority (baseline)" in table and "Δacc vs momentum" in table
+    assert markdown_table(first).count("\n| ") == 3  # one row per model below the header
+
+
+def test_backtest_cli_writes_json_and_counts_every_trial(home: Path) -> None:
+    runner = CliRunner()
+    out = runner.invoke(app, ["backtest", "--json", "--top-k", "1"])
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.stdout)
+    assert result["trials"] == result["trials"] | {"this_run": 9, "prior": 0, "total": 9}
+    assert "close of t" in result["timing"]
+    saved = json.loads((home / "results" / "backtest.json").read_text())
+    assert saved["provenance"]["config"]["cost_bps"] == 5.0
+    # Other costs are other configurations: the second run's DSR must account for the first run's nine.
+    out = runner.invoke(app, ["backtest", "--json", "--top-k", "1", "--cost-bps", "20"])
+    assert json.loads(out.stdout)["trials"]["total"] == 18
+    # Re-running a configuration already tried does not count it twice.
+    out = runner.invoke(app, ["backtest", "--json", "--top-k", "1"])
+    assert json.loads(out.stdout)["trials"]["total"] == 18
+    table = runner.invoke(app, ["backtest", "--strategy", "long_flat"])
+    assert table.exit_code == 0 and "bps per unit turnover" in table.stdout
+
+
+def test_backtest_cli_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINMLOPS_HOME", str(tmp_path))
+    runner = CliRunner()
+    missing = runner.invoke(app, ["backtest"])
+    assert missing.exit_code == 1 and "run `finmlops evaluate` first" in missing.stderr
+    bad = runner.invoke(app, ["backtest", "--strategy", "yolo"])
+    assert bad.exit_code == 2
