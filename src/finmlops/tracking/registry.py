@@ -186,14 +186,14 @@ def promote(
     except MlflowException:
         raise ValueError(f"registered model {name!r} has no version {version}") from None
     holder = alias_holder(name, alias)
-    if holder is not None and holder.version == candidate.version:
+    if holder is not None and str(holder.version) == str(candidate.version):
         raise PromotionRefused(f"{name} v{version} already holds {alias!r}")
     prefix = f"promotion.{alias}"
     if force:
         if not reason:
             raise ValueError("--force needs a --reason, recorded with the promotion")
         tags = {"forced_by": getpass.getuser(), "forced_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        tags |= {"reason": reason, "replaced": holder.version if holder else "none"}
+        tags |= {"reason": reason, "replaced": str(holder.version) if holder else "none"}
         for key, value in tags.items():
             client.set_model_version_tag(name, str(version), f"{prefix}.{key}", value)
         client.set_registered_model_alias(name, alias, str(version))
@@ -262,7 +262,7 @@ def list_models() -> list[dict[str, Any]]:
         listing.append(
             {
                 "name": model.name,
-                "aliases": dict(model.aliases),
+                "aliases": {alias: int(v) for alias, v in model.aliases.items()},
                 "versions": [
                     {
                         "version": int(v.version),

@@ -1,0 +1,118 @@
+"""Registry and promotion: the paired block bootstrap, refusals, promotions and the recorded --force."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from finmlops.cli import app
+from finmlops.settings import Settings
+from finmlops.tracking import (
+    PromotionRefused,
+    TrainedNetwork,
+    log_training_run,
+    paired_block_bootstrap,
+    promote,
+    registered_name,
+)
+
+NAME = "baseline-predictor"
+
+
+def test_bootstrap_p_value_tracks_the_evidence() -> None:
+    rng = np.random.default_rng(0)
+    dates = np.repeat(pd.bdate_range("2020-01-01", periods=400).to_numpy(), 5)
+    reference = (rng.random(len(dates)) < 0.52).astype(float)
+    better = np.where(rng.random(len(dates)) < 0.15, 1.0, reference)  # flips ~7% of the misses to hits
+    strong = paired_block_bootstrap(better, reference, dates, margin=0.005, reference="r")
+    assert strong.difference > 0.05 and strong.p_value < 0.01 and strong.significant
+    assert strong.n_rows == 2000 and strong.n_dates == 400 and strong.block_len == 7
+    same = paired_block_bootstrap(reference, reference, dates, margin=0.005, reference="r")
+    assert same.difference == 0 and same.p_value == 1.0 and not same.significant
+    # A real but small edge does not clear a margin above it.
+    assert not paired_block_bootstrap(better, reference, dates, margin=0.2, reference="r").significant
+
+
+def test_registered_names() -> None:
+    assert registered_name("transformer") == "transformer-predictor"
+    with pytest.raises(KeyError, match="unknown variant 'huge'"):
+        registered_name("huge")
+
+
+@pytest.fixture
+def versions(settings: Settings, trained: Any, predictions: Callable[..., pd.DataFrame]) -> Callable[[float], int]:
+    """Log and register a baseline-predictor version whose walk-forward calls are right with probability ``acc``."""
+
+    def make(accuracy: float) -> int:
+        run_id = log_training_run(
+            settings, variant="baseline", params={}, feature_set="basic",
+            feature_names=list(trained.windows.feature_names), data_hash="f" * 64,
+            predictions=pd.concat(
+                [
+                    predictions(trained.windows, "baseline", accuracy, seed=int(accuracy * 1000)),
+                    predictions(trained.windows, "majority", 0.5, seed=7),
+                ]
+            ),
+            trained=TrainedNetwork(trained.network, trained.scaler, trained.windows.X[:8]), register=True,
+        )  # fmt: skip
+        (version,) = mlflow.MlflowClient().search_model_versions(f"run_id = '{run_id}'")
+        return int(version.version)
+
+    return make
+
+
+def test_promotion_rules(versions: Callable[[float], int], trained: Any) -> None:
+    coin = versions(0.5)
+    client = mlflow.MlflowClient()
+    tags = client.get_model_version(NAME, str(coin)).tags
+    assert tags["wf_rows"] == str(len(trained.windows.y)) and abs(float(tags["wf_accuracy"]) - 0.5) < 0.05
+    with pytest.raises(PromotionRefused, match=r"does not beat majority class"):
+        promote(NAME, coin, "champion")
+    assert "champion" not in client.get_registered_model(NAME).aliases
+
+    good = versions(0.65)
+    decision = promote(NAME, good, "champion")
+    assert decision["p_value"] < 0.05 and decision["difference"] > 0.005 and not decision["forced"]
+    assert int(client.get_registered_model(NAME).aliases["champion"]) == good
+
+    slightly = versions(0.655)  # about as good as the champion: no significant gain
+    with pytest.raises(PromotionRefused, match=rf"does not beat {NAME} v{good}"):
+        promote(NAME, slightly, "champion")
+    with pytest.raises(PromotionRefused, match="already holds"):
+        promote(NAME, good, "champion")
+
+    with pytest.raises(ValueError, match="needs a --reason"):
+        promote(NAME, coin, "champion", force=True)
+    forced = promote(NAME, coin, "champion", force=True, reason="rollback drill")
+    assert forced["forced"] and int(client.get_registered_model(NAME).aliases["champion"]) == coin
+    tags = client.get_model_version(NAME, str(coin)).tags
+    assert tags["promotion.champion.reason"] == "rollback drill" and tags["promotion.champion.replaced"] == str(good)
+    assert tags["promotion.champion.forced_by"] and tags["promotion.champion.forced_at"]
+    with pytest.raises(ValueError, match="unknown alias"):
+        promote(NAME, good, "production")
+
+
+def test_cli_register_promote_models(versions: Callable[[float], int]) -> None:
+    versions(0.5)
+    runner = CliRunner()
+    registered = runner.invoke(app, ["register", "--variant", "baseline", "--json"])
+    assert registered.exit_code == 0, registered.output
+    new = json.loads(registered.stdout)
+    assert new["version"] == 2 and new["name"] == NAME and "wf_accuracy" in new
+    refused = runner.invoke(app, ["promote", "--model", NAME, "--version", "2", "--alias", "challenger"])
+    assert refused.exit_code == 1 and "promotion refused" in refused.output and "p =" in refused.output
+    forced = runner.invoke(
+        app, ["promote", "--model", NAME, "--version", "2", "--alias", "challenger", "--force", "--reason", "demo"]
+    )
+    assert forced.exit_code == 0, forced.output
+    listing = runner.invoke(app, ["models", "--json"])
+    (model,) = json.loads(listing.stdout)
+    assert model["aliases"] == {"challenger": 2} and [v["version"] for v in model["versions"]] == [2, 1]
+    assert runner.invoke(app, ["register", "--variant", "huge"]).exit_code == 2
