@@ -108,10 +108,14 @@ def test_training_pipeline_order_and_references(rendered: dict[str, str]) -> Non
         "train",
         "evaluate",
     ]
-    assert tasks["train"]["withParam"] == "{{workflow.parameters.variants}}"
+    for fan_out in ("train", "register", "promote"):
+        assert tasks[fan_out]["withParam"] == "{{workflow.parameters.variants}}", fan_out
+    assert tasks["promote"]["continueOn"] == {"failed": True}  # a refused promotion is a verdict, not a crash
     assert "register" in tasks["promote"]["depends"] and "approve" in tasks["promote"]["depends"]
     steps = {t["name"]: t for t in template["spec"]["templates"]}
     assert steps["train"]["container"]["args"] == ["train", "--variant", "{{inputs.parameters.variant}}"]
+    assert steps["register"]["container"]["args"] == ["register", "--variant", "{{inputs.parameters.variant}}"]
+    assert '"promote", "--model", name' in steps["promote"]["script"]["source"]
     assert all(
         s["container"]["image"].startswith("ghcr.io/finmlops/finmlops-train:")
         for s in steps.values()
