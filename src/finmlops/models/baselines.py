@@ -56,7 +56,7 @@ class MomentumBaseline:
     name = "momentum"
 
     def __init__(self, universe: Mapping[str, pd.DataFrame]) -> None:
-        returns = {t: frame["adj_close"].pct_change(fill_method=None) for t, frame in universe.items()}
+        returns = {str(t).upper(): frame["adj_close"].pct_change(fill_method=None) for t, frame in universe.items()}
         self._returns = pd.concat(returns, names=["ticker", "date"]).swaplevel().sort_index()
 
     def fit(self, train: WindowsLike, val: WindowsLike) -> MomentumBaseline:

@@ -51,10 +51,11 @@ VARIANTS: dict[str, VariantConfig] = {
             name="advanced", architecture="multiscale_lstm", hidden_size=96, num_layers=2, dropout=0.3,
             optimizer="adamw", lr=1e-3, weight_decay=1e-4, scheduler="cosine", seq_len=15, feature_set="advanced",
         ),
-        # Transformers want a smaller step, weight decay and a decaying schedule to train stably on noisy labels.
+        # Transformers want a smaller step and a decaying schedule to train stably on noisy labels. No dropout:
+        # on CPU its mask sampling was 35% of the training time; AdamW weight decay and early stopping regularise.
         VariantConfig(
-            name="transformer", architecture="transformer", hidden_size=64, num_layers=2, dropout=0.1,
-            optimizer="adamw", lr=5e-4, weight_decay=1e-4, scheduler="cosine", seq_len=30, feature_set="advanced",
+            name="transformer", architecture="transformer", hidden_size=64, num_layers=2, dropout=0.0,
+            optimizer="adamw", lr=5e-4, weight_decay=1e-2, scheduler="cosine", seq_len=30, feature_set="advanced",
             n_heads=4, ff_size=128,
         ),
     )

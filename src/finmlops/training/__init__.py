@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from finmlops.training.config import TrainConfig
+from finmlops.training.pipeline import classification_metrics, load_model, run_training, save_model, train_variant
 from finmlops.training.trainer import (
     DeepModel,
     TrainOutcome,
@@ -12,14 +13,22 @@ from finmlops.training.trainer import (
     resolve_device,
     train_network,
 )
+from finmlops.training.walkforward import PREDICTION_COLUMNS, walk_forward_predictions
 
 __all__ = [
+    "PREDICTION_COLUMNS",
     "DeepModel",
     "TrainConfig",
     "TrainOutcome",
+    "classification_metrics",
     "deterministic",
+    "load_model",
     "pos_weight_for",
     "predict_logits",
     "resolve_device",
+    "run_training",
+    "save_model",
     "train_network",
+    "train_variant",
+    "walk_forward_predictions",
 ]
