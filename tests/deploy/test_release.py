@@ -52,8 +52,10 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Any:
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    mlflow.set_experiment("deploy-tests")
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    # An explicit artifact location: the default would be ./mlruns in the current directory.
+    client.create_experiment("deploy-tests", artifact_location=(root / "artifacts").as_uri())
+    mlflow.set_experiment("deploy-tests")
     for name in MODEL_NAMES:
         client.set_registered_model_alias(name, "champion", register(name, COMMIT))
     client.set_registered_model_alias("enhanced-predictor", "challenger", register("enhanced-predictor", NEW_COMMIT))
