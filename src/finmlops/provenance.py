@@ -18,7 +18,12 @@ _TRACKED_PACKAGES = ("numpy", "pandas", "ta-lib", "torch", "scikit-learn", "ligh
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
-    """The current git commit (with ``-dirty`` when the tree has changes), or None outside a checkout."""
+    """The current git commit (with ``-dirty`` when the tree has changes), or None outside a checkout.
+
+    Inside an image there is no ``.git``: the build passes the commit as ``FINMLOPS_GIT_COMMIT``.
+    """
+    if baked := os.environ.get("FINMLOPS_GIT_COMMIT"):
+        return baked
     try:
         run = lambda *args: subprocess.run(  # noqa: E731
             ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
