@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,8 @@ def resolve_device(device: str) -> torch.device:
 @contextlib.contextmanager
 def deterministic(seed: int, threads: int) -> Iterator[None]:
     """Seed torch and numpy, fix the thread count and force deterministic kernels; restore the previous mode after."""
+    # cuBLAS needs a fixed workspace to be deterministic; it reads this when CUDA first initialises.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     previous = torch.are_deterministic_algorithms_enabled()
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
@@ -193,7 +196,13 @@ def train_network(
             if scheduler is not None:
                 scheduler.step()
             val_logits = predict_logits(net, x_val, device, config.eval_batch_size)
-            val_loss = float(loss_fn(torch.from_numpy(val_logits), torch.from_numpy(y_val.astype(np.float32))))
+            val_loss = float(
+                nn.functional.binary_cross_entropy_with_logits(
+                    torch.from_numpy(val_logits),
+                    torch.from_numpy(y_val.astype(np.float32)),
+                    pos_weight=pos_weight.cpu(),
+                )
+            )
             record = {
                 "epoch": epoch,
                 "train_loss": total / len(xt),
