@@ -86,9 +86,13 @@ def test_saved_model_reloads_to_identical_predictions(
 
 
 def test_walk_forward_scores_every_model_on_the_same_rows(small_universe: dict) -> None:
+    # A trading day missing from one ticker costs long windows more rows than short ones: the runner must drop
+    # them from every model and say so.
+    universe = dict(small_universe)
+    universe["JPM"] = universe["JPM"].drop(pd.Timestamp("2019-06-04"))
     variants = [get_variant("baseline", hidden_size=8), get_variant("transformer", seq_len=12, hidden_size=16)]
     preds = walk_forward_predictions(
-        small_universe, variants=variants, test_years=[2018, 2019], epochs=1, threads=1, device="cpu",
+        universe, variants=variants, test_years=[2018, 2019], epochs=1, threads=1, device="cpu",
         progress=False,
     )  # fmt: skip
     assert list(preds.columns) == list(PREDICTION_COLUMNS)
@@ -100,8 +104,11 @@ def test_walk_forward_scores_every_model_on_the_same_rows(small_universe: dict) 
     assert all(k == keys[0] for k in keys)
     assert preds["prob_up"].between(0, 1).all() and set(preds["y_true"]) <= {0, 1}
     index = pd.MultiIndex.from_arrays([pd.DatetimeIndex(preds["date"]), preds["ticker"]])
-    assert np.array_equal(preds["y_true"], make_target(small_universe).reindex(index).to_numpy())
-    assert np.allclose(preds["ret_next"], forward_return(small_universe).reindex(index).to_numpy())
+    assert np.array_equal(preds["y_true"], make_target(universe).reindex(index).to_numpy())
+    assert np.allclose(preds["ret_next"], forward_return(universe).reindex(index).to_numpy())
     report = preds.attrs["row_report"]
     assert [r["fold"] for r in report] == ["2018", "2019"]
     assert all(r["rows"] * 6 == (preds["fold"] == r["fold"]).sum() for r in report)
+    assert report[0]["dropped"]["majority"] == 0 and report[1]["dropped"]["majority"] > 0
+    assert "warm-up" in report[1]["reason"]
+    assert not ((preds["ticker"] == "JPM") & (preds["date"] == pd.Timestamp("2019-06-05"))).any()
