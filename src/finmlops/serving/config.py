@@ -1,0 +1,160 @@
+"""``serving.yaml``: which models to serve, the experiments, batching, limits, reloads and auth.
+
+A model ``source`` is a registry reference (``models:/<name>@<alias>``, ``models:/<name>/<version>``, or the
+short ``<name>@<alias>``) or a local path (an MLflow model folder, an ``finmlops export`` folder of any format, or an
+``.onnx`` file). ``experiments`` is passed as is to ``finmlops.serving.experiments.ExperimentSet.from_yaml``.
+Tokens may be written as ``${ENV_VAR}`` so that secrets stay out of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_EXPERIMENT = "financial-ab-test-experiment"
+_ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class ServingConfigError(ValueError):
+    """The serving configuration is invalid; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSource(_Strict):
+    """One served model: the V2 model ``name`` clients call, and where its graph comes from."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="V2 model name, e.g. baseline-predictor.")
+    source: str = Field(min_length=1, description="models:/<name>@<alias>, models:/<name>/<version> or a path.")
+    version: str | None = Field(default=None, description="Version label of a local path (default 1).")
+
+    @property
+    def registry_ref(self) -> tuple[str, str | None, str | None] | None:
+        """``(registered name, alias, version)`` for a registry source, None for a local path."""
+        text = self.source.removeprefix("models:/")
+        if self.source.startswith("models:/"):
+            if "@" in text:
+                name, alias = text.split("@", 1)
+                return name, alias, None
+            name, _, version = text.partition("/")
+            return name, None, version or None
+        if "@" in text and not Path(text).exists() and "/" not in text:
+            name, alias = text.split("@", 1)
+            return name, alias, None
+        return None
+
+
+class ServerOptions(_Strict):
+    """Batching, limits, reloads and the request log."""
+
+    max_batch_size: int = Field(default=64, ge=1, le=4096, description="Most rows scored in one onnxruntime run.")
+    max_wait_ms: float = Field(
+        default=1.0, ge=0, le=100, description="Longest a request waits for companions still being read."
+    )
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    reload_interval_s: float = Field(default=30.0, ge=0, description="Registry alias poll period; 0 disables.")
+    intra_op_threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads per session.")
+    request_log: Path | None = Field(default=None, description="SQLite file (default <home>/serving/requests.db).")
+    request_log_enabled: bool = True
+    model_cache: Path | None = Field(default=None, description="Download folder (default <home>/serving/models).")
+    drift_window: int = Field(default=500, ge=10, description="Recent requests the online PSI is computed over.")
+
+
+class AuthOptions(_Strict):
+    """Bearer tokens by holder name: the name is what ``admin_log.who`` records."""
+
+    admin_tokens: dict[str, str] = Field(default_factory=dict, description="Required on /admin/* when set.")
+    infer_tokens: dict[str, str] = Field(default_factory=dict, description="Required on infer/feedback when set.")
+
+    @field_validator("admin_tokens", "infer_tokens")
+    @classmethod
+    def _expand(cls, value: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for who, token in value.items():
+            match = _ENV_REF.match(str(token))
+            if match:
+                token = os.environ.get(match.group(1), "")
+                if not token:
+                    raise ValueError(f"token of {who!r}: environment variable {match.group(1)} is not set")
+            if len(token) < 16:
+                raise ValueError(f"token of {who!r}: use at least 16 characters")
+            out[who] = token
+        return out
+
+
+class ServingConfig(_Strict):
+    """The whole ``serving.yaml``."""
+
+    models: list[ModelSource] = Field(min_length=1)
+    experiments: Any = Field(default_factory=list, description="Experiments (see docs/experiments.md).")
+    server: ServerOptions = Field(default_factory=ServerOptions)
+    auth: AuthOptions = Field(default_factory=AuthOptions)
+
+    @model_validator(mode="after")
+    def _unique(self) -> ServingConfig:
+        seen: set[tuple[str, str | None]] = set()
+        for m in self.models:
+            key = (m.name, m.source)
+            if key in seen:
+                raise ValueError(f"models: {m.name!r} from {m.source!r} is listed twice")
+            seen.add(key)
+        return self
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+
+
+def parse_config(raw: Any, where: str = "serving config") -> ServingConfig:
+    """Validate a parsed YAML document; ``ServingConfigError`` names ``where`` and the field."""
+    if not isinstance(raw, dict):
+        raise ServingConfigError(f"{where}: expected a mapping with 'models', got {type(raw).__name__}")
+    try:
+        return ServingConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ServingConfigError(f"{where}: {_errors(exc)}") from None
+
+
+def load_config(path: Path) -> ServingConfig:
+    """Read and validate ``serving.yaml`` at ``path``."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ServingConfigError(f"{path}: cannot read: {exc}") from None
+    return parse_config(raw, str(path))
+
+
+def default_config(registered: list[str]) -> ServingConfig:
+    """Serve ``<name>@champion`` of every registered ``*-predictor`` that has a champion, plus the original A/B test
+    (baseline 70 / enhanced 30) when both of its models are served."""
+    names = sorted(n for n in registered if n.endswith("-predictor"))
+    if not names:
+        raise ServingConfigError(
+            "no *-predictor model with a champion alias in the registry: register and promote one "
+            "(finmlops register / finmlops promote), or pass --config serving.yaml"
+        )
+    experiments = []
+    if {"baseline-predictor", "enhanced-predictor"} <= set(names):
+        experiments = [
+            {
+                "name": DEFAULT_EXPERIMENT,
+                "default": "baseline-predictor",
+                "candidates": [
+                    {"name": "baseline-predictor", "weight": 70},
+                    {"name": "enhanced-predictor", "weight": 30},
+                ],
+            }
+        ]
+    return ServingConfig(
+        models=[ModelSource(name=n, source=f"models:/{n}@champion") for n in names], experiments=experiments
+    )

@@ -1,0 +1,329 @@
+"""Load served models (registry or local path) into onnxruntime sessions, and swap them when an alias moves.
+
+Each model is loaded once, with one intra-op thread, and shared by every request. The graph takes one float32
+input ``[batch, seq_len, n_features]`` and gives ``[batch, 1]`` = P(up). The ``ModelCard`` (feature names and
+order, feature set, seq_len, data hash) comes from the MLflow model's metadata or the ``finmlops-model.json`` of an
+export; a bare ``.onnx`` file has none and then takes only ``input_data`` tensors (no raw OHLCV).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import yaml
+
+from finmlops.serving.batching import ArrivalGate, MicroBatcher
+from finmlops.serving.config import ModelSource, ServerOptions
+
+log = logging.getLogger("finmlops.serving")
+CARD_FILE = "finmlops-model.json"
+DRIFT_REFERENCE_FILE = "drift_reference.json"
+
+
+class ModelLoadError(RuntimeError):
+    """A model cannot be found, downloaded or loaded; the message names the source."""
+
+
+@dataclass
+class LoadedModel:
+    """A ready onnxruntime session with what requests are checked against."""
+
+    name: str
+    version: str
+    source: str
+    path: Path
+    session: ort.InferenceSession
+    input_name: str
+    output_name: str
+    seq_len: int
+    n_features: int
+    card: dict[str, Any] = field(default_factory=dict)
+    drift_reference: dict[str, Any] | None = None
+    batcher: MicroBatcher | None = None
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def feature_names(self) -> list[str] | None:
+        return self.card.get("feature_names")
+
+    @property
+    def feature_set(self) -> str | None:
+        return self.card.get("feature_set")
+
+    @property
+    def data_hash(self) -> str:
+        return str(self.card.get("data_hash") or "")
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """``[n, seq_len, n_features]`` float32 -> ``[n, 1]`` float32 P(up)."""
+        return self.session.run([self.output_name], {self.input_name: x})[0]
+
+    def metadata(self) -> dict[str, Any]:
+        """V2 model metadata, with the feature order and window length as ``parameters``."""
+        params: dict[str, Any] = {"seq_len": self.seq_len, "n_features": self.n_features, "source": self.source}
+        for key in ("feature_names", "feature_set", "feature_set_version", "data_hash", "variant"):
+            if self.card.get(key) is not None:
+                params[key] = self.card[key]
+        return {
+            "name": self.name,
+            "versions": [self.version],
+            "platform": "onnxruntime_onnx",
+            "inputs": [{"name": self.input_name, "datatype": "FP32", "shape": [-1, self.seq_len, self.n_features]}],
+            "outputs": [{"name": self.output_name, "datatype": "FP32", "shape": [-1, 1]}],
+            "parameters": params,
+        }
+
+
+def session_for(path: Path, threads: int) -> ort.InferenceSession:
+    """An onnxruntime CPU session with ``threads`` intra-op threads and no inter-op pool."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def locate(path: Path) -> tuple[Path, dict[str, Any], dict[str, Any] | None]:
+    """``(onnx file, card, drift reference)`` of a local model: an ``.onnx`` file, an MLflow model folder
+    (``MLmodel``), or a ``finmlops export`` folder (``model.onnx`` or Triton's ``1/model.onnx``)."""
+    if path.is_file():
+        return path, {}, None
+    if not path.is_dir():
+        raise ModelLoadError(f"{path}: no such model file or folder")
+    card: dict[str, Any] = {}
+    graph: Path | None = None
+    mlmodel = path / "MLmodel"
+    if mlmodel.is_file():
+        try:
+            spec = yaml.safe_load(mlmodel.read_text()) or {}
+            graph = path / spec["flavors"]["python_function"]["artifacts"]["onnx_model"]["path"]
+            card = dict((spec.get("metadata") or {}).get("finmlops") or {})
+        except (yaml.YAMLError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"{mlmodel}: not a finmlops ONNX pyfunc model ({type(exc).__name__}: {exc})") from None
+    else:
+        graph = next((p for p in (path / "model.onnx", path / "1" / "model.onnx") if p.is_file()), None)
+        if graph is None:
+            raise ModelLoadError(f"{path}: no MLmodel, model.onnx or 1/model.onnx inside")
+        if (path / CARD_FILE).is_file():
+            try:
+                card = json.loads((path / CARD_FILE).read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ModelLoadError(f"{path / CARD_FILE}: unreadable card: {exc}") from None
+    drift = _drift_reference(path)
+    return graph, card, drift
+
+
+def _drift_reference(folder: Path) -> dict[str, Any] | None:
+    for candidate in (folder / DRIFT_REFERENCE_FILE, folder / "artifacts" / DRIFT_REFERENCE_FILE):
+        if candidate.is_file():
+            try:
+                return json.loads(candidate.read_text())
+            except (OSError, json.JSONDecodeError):
+                log.warning("%s: unreadable drift reference; the PSI gauge is off for this model", candidate)
+    return None
+
+
+def load_local(name: str, version: str, source: str, path: Path, threads: int) -> LoadedModel:
+    """Load and check a local model; the graph must take ``[batch, seq_len, n_features]`` and give ``[batch, 1]``."""
+    graph, card, drift = locate(path)
+    try:
+        session = session_for(graph, threads)
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
+        raise ModelLoadError(f"{graph}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ModelLoadError(f"{graph}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
+    shape = inputs[0].shape
+    if inputs[0].type != "tensor(float)" or len(shape) != 3 or not all(isinstance(d, int) for d in shape[1:]):
+        raise ModelLoadError(
+            f"{graph}: input must be float32 [batch, seq_len, n_features], got {inputs[0].type} {shape}"
+        )
+    seq_len, n_features = int(shape[1]), int(shape[2])
+    names = card.get("feature_names")
+    if names is not None and (len(names) != n_features or card.get("seq_len", seq_len) != seq_len):
+        raise ModelLoadError(
+            f"{path}: card says {card.get('seq_len')} x {len(names)} features, graph takes {seq_len} x {n_features}"
+        )
+    model = LoadedModel(
+        name=name,
+        version=version,
+        source=source,
+        path=path,
+        session=session,
+        input_name=inputs[0].name,
+        output_name=outputs[0].name,
+        seq_len=seq_len,
+        n_features=n_features,
+        card=card,
+        drift_reference=drift,
+    )
+    out = model.run(np.zeros((2, seq_len, n_features), np.float32))  # warm-up, and the output contract
+    if out.shape != (2, 1):
+        raise ModelLoadError(f"{graph}: output must be [batch, 1], got {list(out.shape)} for a batch of 2")
+    return model
+
+
+class Registry:
+    """The MLflow model registry, through mlflow-skinny's client (no torch)."""
+
+    def __init__(self, tracking_uri: str, cache: Path) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.cache = cache
+        self.uri = tracking_uri
+
+    def champions(self) -> list[str]:
+        """Registered model names that have a ``champion`` alias."""
+        return [m.name for m in self.client.search_registered_models() if "champion" in (m.aliases or {})]
+
+    def resolve(self, name: str, alias: str | None, version: str | None) -> str:
+        """The version number an alias (or an explicit version) names now."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            if alias is not None:
+                return str(self.client.get_model_version_by_alias(name, alias).version)
+            return str(self.client.get_model_version(name, str(version)).version)
+        except MlflowException as exc:
+            raise ModelLoadError(
+                f"models:/{name}@{alias or version}: not in the registry at {self.uri}: {exc}"
+            ) from None
+
+    def download(self, name: str, version: str) -> Path:
+        """The local folder of ``models:/name/version`` (downloaded once into the cache, atomically)."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        target = self.cache / name / version
+        if (target / "MLmodel").is_file():
+            return target
+        staging = self.cache / name / f".{version}.{threading.get_ident()}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            got = Path(
+                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(staging))
+            )
+            got.rename(target) if got != staging else staging.rename(target)
+        except (MlflowException, OSError) as exc:
+            raise ModelLoadError(f"cannot download models:/{name}/{version}: {exc}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+
+@dataclass
+class Entry:
+    """A configured model and the version being served now."""
+
+    spec: ModelSource
+    current: LoadedModel
+
+
+class ModelStore:
+    """Every served model, by V2 name and version. ``poll`` reloads registry aliases that moved."""
+
+    def __init__(self, options: ServerOptions, registry: Registry | None, gate: ArrivalGate) -> None:
+        self.options = options
+        self.registry = registry
+        self.gate = gate
+        self.entries: list[Entry] = []
+        self._by_name: dict[str, list[Entry]] = {}
+        self.reloads = 0
+
+    def load_all(self, specs: list[ModelSource]) -> None:
+        """Load every configured model; the first failure raises ``ModelLoadError`` naming it."""
+        for spec in specs:
+            self.entries.append(Entry(spec, self._load(spec)))
+        self._index()
+
+    def _index(self) -> None:
+        by_name: dict[str, list[Entry]] = {}
+        for entry in self.entries:
+            by_name.setdefault(entry.spec.name, []).append(entry)
+        self._by_name = by_name
+
+    def _load(self, spec: ModelSource, version: str | None = None) -> LoadedModel:
+        ref = spec.registry_ref
+        if ref is None:
+            path = Path(spec.source)
+            model = load_local(spec.name, spec.version or "1", spec.source, path, self.options.intra_op_threads)
+        else:
+            if self.registry is None:
+                raise ModelLoadError(f"{spec.source}: a registry source but no MLflow registry is configured")
+            name, alias, pinned = ref
+            version = version or self.registry.resolve(name, alias, pinned)
+            folder = self.registry.download(name, version)
+            model = load_local(spec.name, version, spec.source, folder, self.options.intra_op_threads)
+        model.batcher = MicroBatcher(model.run, self.options.max_batch_size, self.options.max_wait_ms / 1000, self.gate)
+        return model
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def get(self, name: str, version: str | None = None) -> LoadedModel | None:
+        """The model ``name`` (its first configured entry), or the entry serving ``version``; None if absent."""
+        entries = self._by_name.get(name)
+        if not entries:
+            return None
+        if version is None:
+            return entries[0].current
+        for entry in entries:
+            if entry.current.version == version:
+                return entry.current
+        return None
+
+    def resolve(self, ref: str) -> LoadedModel | None:
+        """An experiment's model reference: ``name``, ``name@version`` or ``name@alias``."""
+        if "@" not in ref:
+            return self.get(ref)
+        name, tag = ref.split("@", 1)
+        found = self.get(name, tag)
+        if found is not None:
+            return found
+        for entry in self._by_name.get(name, []):
+            r = entry.spec.registry_ref
+            if r is not None and r[1] == tag:
+                return entry.current
+        return None
+
+    def poll(self) -> list[tuple[str, str, str]]:
+        """Reload every alias source whose alias now names another version; returns ``(name, old, new)`` swaps.
+
+        The new session is loaded and warmed up before the swap; requests already holding the old model finish
+        on it, so no request fails. Called from a worker thread; the swap is one attribute assignment.
+        """
+        swaps = []
+        for entry in self.entries:
+            ref = entry.spec.registry_ref
+            if ref is None or ref[1] is None or self.registry is None:
+                continue
+            try:
+                version = self.registry.resolve(ref[0], ref[1], None)
+                if version == entry.current.version:
+                    continue
+                new = self._load(entry.spec, version)
+            except ModelLoadError as exc:
+                log.warning(
+                    "reload of %s skipped, still serving version %s: %s", entry.spec.name, entry.current.version, exc
+                )
+                continue
+            old = entry.current.version
+            entry.current = new
+            self.reloads += 1
+            swaps.append((entry.spec.name, old, version))
+            log.info("%s: alias %s moved, now serving version %s (was %s)", entry.spec.name, ref[1], version, old)
+        return swaps

@@ -1,0 +1,186 @@
+"""The serving request log: SQLite (WAL) at ``<workspace>/serving/requests.db``, written off the hot path.
+
+``RequestLog.append`` only puts a tuple on a list (about a microsecond); a background thread writes the buffered
+rows in one transaction every ``flush_interval_s`` seconds, or sooner once ``batch_rows`` are waiting.
+Tables (the shared contract): ``requests`` (one row per scored request and model, PRIMARY KEY (id, model)),
+``feedback`` (one outcome per id) and ``admin_log`` (who changed which experiment, and how).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import deque
+from dataclasses import astuple, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT NOT NULL, model TEXT NOT NULL, ts REAL NOT NULL, experiment TEXT, arm TEXT, model_version TEXT,
+    shadow INTEGER NOT NULL DEFAULT 0, inputs_digest TEXT, prob_up REAL, latency_ms REAL, status INTEGER NOT NULL,
+    context TEXT, last_features BLOB, PRIMARY KEY (id, model)
+);
+CREATE TABLE IF NOT EXISTS feedback (id TEXT PRIMARY KEY, ts REAL NOT NULL, outcome INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS admin_log (ts REAL NOT NULL, who TEXT NOT NULL, experiment TEXT, change TEXT);
+"""
+REQUEST_COLUMNS: tuple[str, ...] = (
+    "id",
+    "model",
+    "ts",
+    "experiment",
+    "arm",
+    "model_version",
+    "shadow",
+    "inputs_digest",
+    "prob_up",
+    "latency_ms",
+    "status",
+    "context",
+    "last_features",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One row of ``requests``: ``ts`` in unix seconds, ``latency_ms`` in milliseconds, ``prob_up`` in [0, 1]
+    (None for a failed request), ``last_features`` the float32 bytes of the last timestep's features."""
+
+    id: str
+    model: str
+    ts: float
+    experiment: str | None
+    arm: str | None
+    model_version: str | None
+    shadow: int
+    inputs_digest: str | None
+    prob_up: float | None
+    latency_ms: float
+    status: int
+    context: str | None = None
+    last_features: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """One row of ``feedback``: the realised outcome (1 = up, 0 = down) of request ``id``."""
+
+    id: str
+    ts: float
+    outcome: int
+
+
+@dataclass(frozen=True, slots=True)
+class AdminRecord:
+    """One row of ``admin_log``: ``change`` is the JSON text of the patch that was applied."""
+
+    ts: float
+    who: str
+    experiment: str | None
+    change: str
+
+
+_INSERT = {
+    RequestRecord: f"INSERT OR REPLACE INTO requests VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})",
+    FeedbackRecord: "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?)",
+    AdminRecord: "INSERT INTO admin_log VALUES (?, ?, ?, ?)",
+}
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the request database in WAL mode with the contract's tables."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(SCHEMA)
+    return db
+
+
+class RequestLog:
+    """Buffered writer of ``RequestRecord``/``FeedbackRecord``/``AdminRecord`` rows to the SQLite file ``path``.
+
+    ``append`` is safe from any thread and never touches the disk. ``flush`` writes what is buffered now;
+    ``close`` stops the writer thread after a final flush. A failed write keeps the rows for the next try.
+    """
+
+    def __init__(self, path: Path, *, flush_interval_s: float = 0.5, batch_rows: int = 2000) -> None:
+        self.path = Path(path)
+        self._db = connect(self.path)
+        self._buffer: deque[Any] = deque()
+        self._write_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._interval = flush_interval_s
+        self._batch_rows = batch_rows
+        self.write_errors = 0
+        self._thread = threading.Thread(target=self._run, name="finmlops-requestlog", daemon=True)
+        self._thread.start()
+
+    def append(self, record: RequestRecord | FeedbackRecord | AdminRecord) -> None:
+        """Buffer one record (deque.append is atomic, so no lock on the hot path)."""
+        self._buffer.append(record)
+        if len(self._buffer) >= self._batch_rows:
+            self._wake.set()
+
+    def flush(self) -> int:
+        """Write every buffered record in one transaction; returns how many were written."""
+        with self._write_lock:
+            rows = [self._buffer.popleft() for _ in range(len(self._buffer))]
+            if not rows:
+                return 0
+            try:
+                with self._db:
+                    for kind, statement in _INSERT.items():
+                        batch = [astuple(r) for r in rows if type(r) is kind]
+                        if batch:
+                            self._db.executemany(statement, batch)
+            except sqlite3.Error:
+                self.write_errors += 1
+                self._buffer.extendleft(reversed(rows))  # keep them, oldest first, for the next flush
+                raise
+            return len(rows)
+
+    def close(self) -> None:
+        """Flush what is left and stop the writer thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self.flush()
+        self._db.close()
+
+    def _run(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except sqlite3.Error:
+                time.sleep(self._interval)  # the disk is busy or full: retry later, never lose the server
+
+
+def _read(path: Path, query: str) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{path}: no request log (start `finmlops serve` first)")
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        return pd.read_sql_query(query, db)
+
+
+def read_requests(path: Path) -> pd.DataFrame:
+    """Every row of ``requests``, oldest first: the contract's columns (``last_features`` as bytes or None)."""
+    return _read(path, f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests ORDER BY ts, id")
+
+
+def read_feedback(path: Path) -> pd.DataFrame:
+    """Every row of ``feedback`` (``id``, ``ts``, ``outcome``), oldest first."""
+    return _read(path, "SELECT id, ts, outcome FROM feedback ORDER BY ts, id")
+
+
+def read_admin_log(path: Path) -> pd.DataFrame:
+    """Every row of ``admin_log`` (``ts``, ``who``, ``experiment``, ``change`` as JSON text), oldest first."""
+    return _read(path, "SELECT ts, who, experiment, change FROM admin_log ORDER BY ts")
