@@ -1,0 +1,569 @@
+"""Explanations: Integrated Gradients for one prediction, and permutation importance over walk-forward test folds.
+
+Every attribution explains the exported model's output, P(up) in [0, 1], in terms of the UNSCALED input window
+``[seq_len, n_features]`` in the card's feature order, relative to a stated baseline window:
+
+- ``training_mean`` (the CLI default): every feature at its training mean on every day, i.e. zero in the scaled
+  space the network sees. IG is invariant to per-feature affine rescaling, so this equals IG on the scaled input
+  with a zero baseline.
+- ``window_mean`` (the server default when it has no training statistics): every feature held at its own average
+  over the window's days; the attributions then say which days' deviations mattered, not which levels.
+
+Completeness: the attributions sum to ``f(x) - f(baseline)`` up to the quadrature error, reported as the
+convergence delta ``sum(attributions) - (f(x) - f(baseline))`` (Captum's definition).
+
+Two implementations of the same integral, with the same quadrature nodes and weights as Captum:
+:func:`integrated_gradients_torch` (Captum's autograd, on the CPU in float64: Captum's backward fails on cuDNN LSTMs
+in eval mode) and :func:`integrated_gradients_onnx` (numpy + onnxruntime, central finite differences; the server
+uses it and never imports torch). This module imports neither torch nor captum at import time.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+import pandas as pd
+
+Quadrature = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
+QUADRATURES: tuple[str, ...] = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
+DEFAULT_STEPS = 50  # Captum's default
+# Central-difference step as a fraction of each coordinate's displacement x_j - b_j. Float32 outputs carry ~1e-7
+# of rounding noise, which a step this size turns into ~1e-5 of attribution noise; the truncation error (~step^2)
+# is smaller still. Measured against Captum in tests/monitoring/test_explain.py.
+FD_REL_STEP = 5e-3
+FD_CHUNK = 4096  # perturbed windows per onnxruntime call (about 25 MB of float32 for 1500 inputs)
+
+
+class OnnxSession(Protocol):
+    """What :func:`integrated_gradients_onnx` needs from ``onnxruntime.InferenceSession``."""
+
+    def run(self, output_names: Sequence[str] | None, input_feed: Mapping[str, np.ndarray]) -> list[Any]: ...
+
+    def get_inputs(self) -> Sequence[Any]: ...
+
+    def get_outputs(self) -> Sequence[Any]: ...
+
+
+# --- the path integral -----------------------------------------------------------------------------------------------
+
+
+def path_weights(steps: int, method: Quadrature = "gausslegendre") -> tuple[np.ndarray, np.ndarray]:
+    """Quadrature nodes ``alphas`` ``[steps]`` in [0, 1] and weights ``[steps]`` for the IG path integral.
+
+    The same rules as ``captum.attr._utils.approximation_methods``: Gauss-Legendre nodes rescaled from [-1, 1], or
+    left/right/middle/trapezoid Riemann sums.
+    """
+    if method == "gausslegendre":
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        nodes, weights = np.polynomial.legendre.leggauss(steps)
+        return 0.5 * (1.0 + nodes), 0.5 * weights
+    if method not in QUADRATURES:
+        raise ValueError(f"unknown quadrature {method!r}; known: {', '.join(QUADRATURES)}")
+    if steps < 2:
+        raise ValueError(f"Riemann quadrature needs steps >= 2, got {steps}")
+    weights = np.full(steps, 1.0 / steps)
+    if method == "riemann_trapezoid":
+        weights[[0, -1]] /= 2
+        return np.linspace(0.0, 1.0, steps), weights
+    lo, hi = {"riemann_left": (0.0, 1 - 1 / steps), "riemann_right": (1 / steps, 1.0)}.get(
+        method, (1 / (2 * steps), 1 - 1 / (2 * steps))
+    )
+    return np.linspace(lo, hi, steps), weights
+
+
+def _window_pair(x: np.ndarray, baseline: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` ``[seq, f]`` and the baseline broadcast to it (``[f]`` means the same values every day), float64."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"explain one window [seq_len, n_features], got shape {x.shape}")
+    if not np.isfinite(x).all():
+        day, feature = np.argwhere(~np.isfinite(x))[0]
+        raise ValueError(f"the window has a non-finite value on day {day}, feature {feature}")
+    b = x.mean(axis=0) if baseline is None else np.asarray(baseline, dtype=np.float64)
+    try:
+        b = np.broadcast_to(b, x.shape)
+    except ValueError:
+        raise ValueError(f"baseline of shape {b.shape} does not fit the window {x.shape}") from None
+    if not np.isfinite(b).all():
+        raise ValueError("the baseline has non-finite values")
+    return x, b
+
+
+def integrated_gradients_onnx(
+    session: OnnxSession,
+    x: np.ndarray,
+    baseline: np.ndarray | None,
+    steps: int = DEFAULT_STEPS,
+    *,
+    method: Quadrature = "gausslegendre",
+    rel_step: float = FD_REL_STEP,
+    chunk: int = FD_CHUNK,
+) -> np.ndarray:
+    """Integrated Gradients of an ONNX model's P(up) for one window, with numpy and onnxruntime only.
+
+    ``session``: input float32 ``[batch, seq, f]``, output ``[batch, 1]`` (the finmlops contract); ``x``: the
+    unscaled window ``[seq, f]``; ``baseline``: ``[seq, f]`` or ``[f]``, or None for the window's own per-feature
+    mean. Returns attributions ``[seq, f]`` float64, in units of P(up).
+
+    For each node ``alpha_k`` of :func:`path_weights` and each coordinate ``j`` with a nonzero displacement
+    ``d_j = x_j - b_j``, the directional derivative ``d_j * df/dx_j`` at ``b + alpha_k d`` is a central difference
+    with step ``rel_step * d_j`` (scale-free: volume-sized and return-sized features get the same relative step).
+    The divisor is the step actually realised after rounding to float32. ``steps * 2 * nnz(d)`` windows in all,
+    batched ``chunk`` at a time. Coordinates with ``d_j = 0`` get exactly zero.
+    """
+    x, b = _window_pair(x, baseline)
+    alphas, weights = path_weights(steps, method)
+    d = (x - b).ravel()
+    active = np.flatnonzero(d)
+    attributions = np.zeros(x.size)
+    if len(active) == 0:
+        return attributions.reshape(x.shape)
+    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+    points = b.ravel()[None, :] + alphas[:, None] * d[None, :]  # [steps, seq*f] on the straight path
+    m, h = len(active), rel_step * d[active]  # perturbed coordinates and their steps [m]
+    per_call = max(1, chunk // (2 * m))  # whole nodes per onnxruntime call
+    for first in range(0, steps, per_call):
+        nodes = np.arange(first, min(first + per_call, steps))
+        # [nodes, 2 (+/-), m, seq*f]: each row is a path point with one coordinate moved by +h_j or -h_j.
+        rows = np.broadcast_to(points[nodes, None, None, :], (len(nodes), 2, m, x.size)).astype(np.float32)
+        moved = points[nodes][:, active]  # [nodes, m] float64
+        diag = np.arange(m)
+        rows[:, 0, diag, active] = (moved + h).astype(np.float32)
+        rows[:, 1, diag, active] = (moved - h).astype(np.float32)
+        out = session.run([output_name], {input_name: rows.reshape(-1, *x.shape)})[0]
+        out = np.asarray(out, dtype=np.float64).reshape(len(nodes), 2, m)
+        # Divide by the step realised after rounding to float32, not the one asked for.
+        realised = rows[:, 0, diag, active].astype(np.float64) - rows[:, 1, diag, active].astype(np.float64)
+        slope = (out[:, 0] - out[:, 1]) / realised  # df/dx_j at each node [nodes, m]
+        attributions[active] += (weights[nodes, None] * slope).sum(axis=0) * d[active]
+    return attributions.reshape(x.shape)
+
+
+def onnx_probabilities(session: OnnxSession, windows: np.ndarray) -> np.ndarray:
+    """P(up) ``[n]`` float64 of an ONNX session for windows ``[n, seq, f]`` (sent as float32)."""
+    input_name, output_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+    out = session.run([output_name], {input_name: np.ascontiguousarray(windows, dtype=np.float32)})[0]
+    return np.asarray(out, dtype=np.float64).reshape(len(windows))
+
+
+def integrated_gradients_torch(
+    network: Any,
+    scaler: Any,
+    x: np.ndarray,
+    baseline: np.ndarray | None,
+    steps: int = DEFAULT_STEPS,
+    *,
+    method: Quadrature = "gausslegendre",
+) -> tuple[np.ndarray, float, float, float]:
+    """Captum's Integrated Gradients of P(up) for one unscaled window ``x`` ``[seq, f]``.
+
+    ``network`` maps scaled windows to logits (``finmlops.models``); ``scaler`` has ``mean_``/``scale_``. The model
+    explained is ``finmlops.tracking.onnx_export.ProbabilityModel`` (scaling, network, sigmoid), the graph that is
+    exported to ONNX, so both engines explain the same function. It runs on a float64 CPU copy of the network:
+    Captum's backward pass fails on cuDNN LSTMs in eval mode, and float64 leaves only the quadrature error in the
+    convergence delta. Returns attributions ``[seq, f]`` float64, the convergence delta, P(up) at ``x`` and at the
+    baseline.
+    """
+    import torch
+    from captum.attr import IntegratedGradients
+
+    from finmlops.tracking.onnx_export import ProbabilityModel
+
+    x, b = _window_pair(x, baseline)
+    if method not in QUADRATURES:
+        raise ValueError(f"unknown quadrature {method!r}; known: {', '.join(QUADRATURES)}")
+    network = copy.deepcopy(network).cpu()
+    model = ProbabilityModel(network, scaler.mean_, scaler.scale_).double().eval()
+    inputs, base = torch.from_numpy(x[None].copy()), torch.from_numpy(b[None].copy())
+    attributions, delta = IntegratedGradients(model).attribute(
+        inputs, baselines=base, target=0, n_steps=steps, method=method, return_convergence_delta=True
+    )
+    with torch.no_grad():
+        probs = model(torch.cat([inputs, base])).reshape(-1).tolist()
+    return attributions[0].detach().numpy(), float(delta[0]), probs[0], probs[1]
+
+
+# --- one explanation -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """IG attributions of one prediction: ``attributions`` ``[seq, f]`` in units of P(up), the unscaled window
+    ``values`` and ``baseline`` ``[seq, f]``, the model's P(up) at both, and Captum's convergence delta."""
+
+    attributions: np.ndarray
+    values: np.ndarray
+    baseline: np.ndarray
+    feature_names: list[str]
+    days: list[str]
+    prob_up: float
+    baseline_prob_up: float
+    convergence_delta: float
+    baseline_kind: str
+    steps: int
+    method: str
+    engine: str
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def feature_totals(self) -> pd.Series:
+        """Attribution of each feature summed over the window's days ``[f]``."""
+        return pd.Series(self.attributions.sum(axis=0), index=self.feature_names, name="attribution")
+
+    def day_totals(self) -> pd.Series:
+        """Attribution of each day summed over the features ``[seq]``, oldest day first."""
+        return pd.Series(self.attributions.sum(axis=1), index=self.days, name="attribution")
+
+    def to_dict(self, top: int = 10, matrix: bool = False) -> dict[str, Any]:
+        """JSON-ready: the ``top`` features by absolute total attribution, every day's total, the completeness
+        check, and (``matrix``) the full ``[seq][f]`` attributions with the feature names."""
+        totals = self.feature_totals()
+        order = np.argsort(-np.abs(totals.to_numpy()), kind="stable")[: max(top, 0)]
+        payload: dict[str, Any] = {
+            **self.context,
+            "method": "integrated_gradients",
+            "engine": self.engine,
+            "quadrature": self.method,
+            "steps": self.steps,
+            "output": "prob_up",
+            "baseline": self.baseline_kind,
+            "prob_up": self.prob_up,
+            "baseline_prob_up": self.baseline_prob_up,
+            "sum_attributions": float(self.attributions.sum()),
+            "convergence_delta": self.convergence_delta,
+            "top_features": [
+                {
+                    "feature": self.feature_names[i],
+                    "attribution": float(totals.iloc[i]),
+                    "value": float(self.values[-1, i]),
+                    "baseline": float(self.baseline[-1, i]),
+                }
+                for i in order
+            ],
+            "days": [{"day": day, "attribution": float(v)} for day, v in self.day_totals().items()],
+        }
+        if matrix:
+            payload["feature_names"] = list(self.feature_names)
+            payload["attributions"] = self.attributions.tolist()
+        return payload
+
+
+class CardLike(Protocol):
+    """What :func:`explain_payload` reads from ``finmlops.tracking.packaging.ModelCard``."""
+
+    variant: str
+    feature_names: list[str]
+    seq_len: int
+
+
+def relative_days(seq_len: int) -> list[str]:
+    """Day labels ``t-(seq_len-1)`` ... ``t-1``, ``t`` (t: the decision day, the window's last row)."""
+    return [f"t-{seq_len - 1 - i}" if i < seq_len - 1 else "t" for i in range(seq_len)]
+
+
+def explain_payload(
+    session: OnnxSession,
+    card: CardLike,
+    x: np.ndarray,
+    *,
+    baseline: np.ndarray | None = None,
+    baseline_kind: str | None = None,
+    steps: int = DEFAULT_STEPS,
+    method: Quadrature = "gausslegendre",
+    top: int = 10,
+    matrix: bool = False,
+) -> dict[str, Any]:
+    """The JSON body of ``POST /v2/models/{name}/explain`` for one unscaled window ``x`` (``[seq, f]`` or
+    ``[1, seq, f]``), computed with :func:`integrated_gradients_onnx` (no torch).
+
+    ``baseline``: ``[seq, f]`` or ``[f]`` (e.g. the training means), or None for ``window_mean``;
+    ``baseline_kind`` names it in the payload (default ``custom`` when one is given). Raises ``ValueError`` naming
+    the expected shape when ``x`` does not match the card.
+    """
+    window = np.asarray(x, dtype=np.float64)
+    if window.ndim == 3 and window.shape[0] == 1:
+        window = window[0]
+    expected = (card.seq_len, len(card.feature_names))
+    if window.shape != expected:
+        raise ValueError(f"explain takes one window of shape [1, {expected[0]}, {expected[1]}], got {list(x.shape)}")
+    window, b = _window_pair(window, baseline)
+    started = time.perf_counter()
+    attributions = integrated_gradients_onnx(session, window, b, steps, method=method)
+    prob, base_prob = onnx_probabilities(session, np.stack([window, b]))
+    explanation = Explanation(
+        attributions=attributions, values=window, baseline=b, feature_names=list(card.feature_names),
+        days=relative_days(card.seq_len), prob_up=float(prob), baseline_prob_up=float(base_prob),
+        convergence_delta=float(attributions.sum() - (prob - base_prob)),
+        baseline_kind=baseline_kind or ("window_mean" if baseline is None else "custom"), steps=steps,
+        method=method, engine="onnxruntime-central-differences",
+        context={"model": card.variant},
+    )  # fmt: skip
+    return {**explanation.to_dict(top, matrix), "seconds": time.perf_counter() - started}
+
+
+def explain_saved_model(
+    settings: Any,
+    variant: str,
+    *,
+    ticker: str | None = None,
+    date: str | None = None,
+    steps: int = DEFAULT_STEPS,
+    method: Quadrature = "gausslegendre",
+) -> Explanation:
+    """``finmlops explain``: IG (Captum) of the model in ``settings.models_dir/<variant>/`` (the training stage's
+    ``load_model``) for the window of ``ticker`` ending on ``date``, against the training-mean baseline.
+
+    Features come from the data store through ``compute_features`` on the whole stored universe, as in training.
+    ``ticker`` defaults to the first ticker the model was trained on, ``date`` to that ticker's latest complete
+    window (its label may still be unknown: that is tomorrow's prediction). Raises ``FileNotFoundError`` without a
+    trained model, ``ValueError`` naming the ticker, date or feature that does not fit.
+    """
+    from finmlops.data import DataStore
+    from finmlops.features import compute_features, make_windows
+    from finmlops.training import load_model
+
+    model, config = load_model(settings.models_dir / variant)
+    store = DataStore(settings.data_dir)
+    universe = store.read()
+    features = compute_features(universe, model.variant.feature_set)
+    if list(features.columns) != list(config["feature_names"]):
+        raise ValueError(
+            f"{settings.models_dir / variant}/config.json: the model's features {config['feature_names']} differ "
+            f"from the {model.variant.feature_set!r} features computed now {list(features.columns)}"
+        )
+    ticker = (ticker or (config.get("tickers") or sorted(universe))[0]).upper()
+    if ticker not in universe:
+        raise ValueError(f"ticker {ticker!r} is not in the data store (it has {', '.join(sorted(universe))})")
+    own = features.xs(ticker, level="ticker")
+    # Windows over the whole universe, as in training: its calendar decides which days count as missing.
+    windows = make_windows(features, None, model.variant.seq_len, require_target=False)
+    windows = windows.subset(windows.tickers == ticker)
+    if len(windows) == 0:
+        raise ValueError(f"{ticker}: no complete window of {model.variant.seq_len} days without missing features")
+    if date is None:
+        i = len(windows) - 1
+    else:
+        try:
+            day = pd.Timestamp(date)
+        except ValueError:
+            raise ValueError(f"--date {date!r}: expected YYYY-MM-DD") from None
+        hits = np.flatnonzero(pd.DatetimeIndex(windows.dates) == day)
+        if len(hits) == 0:
+            raise ValueError(
+                f"{ticker} has no complete {model.variant.seq_len}-day window ending on {day.date()} (not a trading "
+                f"day, or within the features' warm-up); its windows end {pd.Timestamp(windows.dates[0]).date()} "
+                f"to {pd.Timestamp(windows.dates[-1]).date()}"
+            )
+        i = int(hits[0])
+    end = own.index.get_loc(pd.Timestamp(windows.dates[i]))
+    days = [str(d.date()) for d in own.index[end - model.variant.seq_len + 1 : end + 1]]
+    baseline = np.asarray(model.scaler.mean_, dtype=np.float64)
+    attributions, delta, prob, base_prob = integrated_gradients_torch(
+        model.net, model.scaler, windows.X[i], baseline, steps, method=method
+    )
+    return Explanation(
+        attributions=attributions, values=windows.X[i].astype(np.float64),
+        baseline=np.broadcast_to(baseline, windows.X[i].shape).copy(), feature_names=list(config["feature_names"]),
+        days=days, prob_up=prob, baseline_prob_up=base_prob, convergence_delta=delta, baseline_kind="training_mean",
+        steps=steps, method=method, engine="captum",
+        context={
+            "variant": variant, "ticker": ticker, "date": days[-1], "model_dir": str(settings.models_dir / variant),
+            "model_data_hash": config.get("data_hash"), "store_data_hash": store.dataset_hash,
+        },
+    )  # fmt: skip
+
+
+# --- global: permutation importance ----------------------------------------------------------------------------------
+
+
+def _accuracy(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.mean((p > 0.5) == (y > 0.5)))
+
+
+def _auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties averaged; NaN with one class only."""
+    from scipy.stats import rankdata
+
+    pos = y > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    return float((rankdata(p)[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def permutation_importance(
+    predict_fn: Callable[[np.ndarray], np.ndarray],
+    windows: Any,
+    y: np.ndarray,
+    n_repeats: int = 5,
+    seed: int = 0,
+    *,
+    feature_names: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """How much accuracy (at 0.5) and ROC AUC drop when one feature is shuffled across samples.
+
+    ``predict_fn``: windows ``[n, seq, f]`` -> P(up) ``[n]``; ``windows``: the array, or an object with ``X`` (and
+    ``feature_names``); ``y``: 0/1 labels ``[n]``. A feature is permuted for all timesteps of a window together
+    (the whole ``[seq]`` series of feature ``j`` moves to another sample), so its own time pattern stays intact and
+    only its link to the other features and to the label is broken. Returns a frame indexed by ``feature`` (input
+    order) with ``accuracy_drop_mean/std`` and ``auc_drop_mean/std`` over ``n_repeats`` permutations (std with
+    ddof=1; 0 for one repeat); ``attrs`` holds the unpermuted ``accuracy``, ``auc`` and ``n``.
+    """
+    x = np.asarray(getattr(windows, "X", windows))
+    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    if x.ndim != 3 or len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"need windows [n >= 2, seq, f] and labels [n], got {x.shape} and {y.shape}")
+    if n_repeats < 1:
+        raise ValueError(f"n_repeats must be >= 1, got {n_repeats}")
+    names = list(feature_names or getattr(windows, "feature_names", None) or [f"f{j}" for j in range(x.shape[2])])
+    if len(names) != x.shape[2]:
+        raise ValueError(f"{len(names)} feature names for {x.shape[2]} features")
+    base = np.asarray(predict_fn(x), dtype=np.float64)
+    base_acc, base_auc = _accuracy(y, base), _auc(y, base)
+    rng = np.random.default_rng(seed)
+    drops = np.empty((x.shape[2], n_repeats, 2))
+    shuffled = x.copy()
+    for r in range(n_repeats):
+        for j in range(x.shape[2]):
+            shuffled[:, :, j] = x[rng.permutation(len(x)), :, j]
+            p = np.asarray(predict_fn(shuffled), dtype=np.float64)
+            drops[j, r] = base_acc - _accuracy(y, p), base_auc - _auc(y, p)
+            shuffled[:, :, j] = x[:, :, j]
+    ddof = 1 if n_repeats > 1 else 0
+    frame = pd.DataFrame(
+        {
+            "accuracy_drop_mean": drops[:, :, 0].mean(axis=1),
+            "accuracy_drop_std": drops[:, :, 0].std(axis=1, ddof=ddof),
+            "auc_drop_mean": drops[:, :, 1].mean(axis=1),
+            "auc_drop_std": drops[:, :, 1].std(axis=1, ddof=ddof),
+        },
+        index=pd.Index(names, name="feature"),
+    )
+    frame.attrs.update(accuracy=base_acc, auc=base_auc, n=len(x))
+    return frame
+
+
+def _pool_folds(folds: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+    """Per feature: the mean drop over folds weighted by test rows, and its standard error across folds (None with
+    one fold: the repeat-to-repeat std alone would hide the model-to-model variation). Sorted by accuracy drop."""
+    n = np.array([f["n"] for f in folds], dtype=np.float64)
+    rows = []
+    for name in names:
+        record: dict[str, Any] = {"feature": name}
+        for metric in ("accuracy", "auc"):
+            means = np.array([f["features"][name][f"{metric}_drop_mean"] for f in folds])
+            record[f"{metric}_drop"] = float(np.average(means, weights=n))
+            record[f"{metric}_drop_se"] = float(means.std(ddof=1) / np.sqrt(len(means))) if len(means) > 1 else None
+            record[f"{metric}_repeat_std"] = float(np.mean([f["features"][name][f"{metric}_drop_std"] for f in folds]))
+        record["folds_positive"] = int(sum(f["features"][name]["accuracy_drop_mean"] > 0 for f in folds))
+        rows.append(record)
+    return sorted(rows, key=lambda r: -r["accuracy_drop"])
+
+
+def walk_forward_importance(
+    universe: Mapping[str, pd.DataFrame],
+    variant: str,
+    *,
+    test_years: Sequence[int],
+    epochs: int = 8,
+    patience: int = 2,
+    seed: int = 42,
+    threads: int = 2,
+    device: str = "auto",
+    n_repeats: int = 5,
+    val_frac: float = 0.1,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Permutation importance of ``variant`` on each walk-forward test fold (one calendar year each).
+
+    The folds, windows and per-fold fit are those of ``finmlops.training.walk_forward_predictions`` run for this
+    variant alone (same purge/embargo, ``val_frac``, ``TrainConfig`` and seed, so the unpermuted predictions are
+    the runner's); the runner does not return its fitted models, so this hook refits them with the public
+    ``DeepModel`` API. Returns per-fold tables and the pooled ranking of :func:`_pool_folds`.
+    """
+    from finmlops.features import Windows, compute_features, make_target, make_windows, walk_forward_folds
+    from finmlops.models.variants import get_variant
+    from finmlops.training import DeepModel, TrainConfig
+
+    config = get_variant(variant)
+    target = make_target(universe, horizon=1)
+    windows = make_windows(compute_features(universe, config.feature_set), target, config.seq_len)
+    windows = windows.subset(np.isfinite(windows.y))
+    calendar = target.index.get_level_values("date")
+    folds = walk_forward_folds(
+        calendar, seq_len=config.seq_len, horizon=1, test_years=list(test_years), val_frac=val_frac
+    )
+    train_config = TrainConfig(
+        epochs=epochs, patience=patience, seed=seed, threads=threads, device=device,  # type: ignore[arg-type]
+        verbosity="silent",
+    )  # fmt: skip
+    results = []
+    for fold in folds:
+        train, val, test = (windows.subset(m) for m in fold.masks(windows.dates))
+        for block, part in (("training", train), ("validation", val), ("test", test)):
+            if len(part) == 0:
+                raise ValueError(f"fold {fold.name}: variant {variant} has no {block} windows")
+        started = time.perf_counter()
+        model = DeepModel(config, train_config).fit(train, val)
+
+        def predict(x: np.ndarray, test: Windows = test, model: DeepModel = model) -> np.ndarray:
+            return model.predict_proba(Windows(x, test.y, test.dates, test.tickers, test.feature_names))
+
+        table = permutation_importance(predict, test, test.y, n_repeats, seed)
+        results.append({
+            "fold": fold.name, "n": table.attrs["n"], "accuracy": table.attrs["accuracy"], "auc": table.attrs["auc"],
+            "seconds": time.perf_counter() - started, "features": table.to_dict(orient="index"),
+        })  # fmt: skip
+        if log is not None:
+            log(f"fold {fold.name}: {len(test)} test windows, accuracy {table.attrs['accuracy']:.4f}, "
+                f"{results[-1]['seconds']:.1f}s")  # fmt: skip
+    n = sum(f["n"] for f in results)
+    accuracy = sum(f["accuracy"] * f["n"] for f in results) / n
+    return {
+        "variant": variant,
+        "feature_set": config.feature_set,
+        "seq_len": config.seq_len,
+        "test_years": [int(y) for y in test_years],
+        "epochs": epochs,
+        "n_repeats": n_repeats,
+        "seed": seed,
+        "pooled": {"n": n, "accuracy": accuracy, "accuracy_se": float(np.sqrt(accuracy * (1 - accuracy) / n))},
+        "features": _pool_folds(results, list(windows.feature_names)),
+        "folds": results,
+    }
+
+
+def run_global_importance(
+    settings: Any,
+    variant: str,
+    *,
+    test_years: Sequence[int],
+    epochs: int = 8,
+    n_repeats: int = 5,
+    device: str = "auto",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """``finmlops explain --global``: :func:`walk_forward_importance` on the data store, written with a provenance
+    stamp to ``results/importance_<variant>.json`` (atomically). Returns the result with its ``path``."""
+    from finmlops.data import DataStore
+    from finmlops.provenance import stamp, write_json_atomic
+
+    store = DataStore(settings.data_dir)
+    data_hash = store.dataset_hash
+    universe = store.read()
+    result = walk_forward_importance(
+        universe, variant, test_years=test_years, epochs=epochs, seed=settings.seed, threads=settings.threads,
+        device=device, n_repeats=n_repeats, log=log,
+    )  # fmt: skip
+    run_config = {
+        "variant": variant, "test_years": result["test_years"], "epochs": epochs, "n_repeats": n_repeats,
+        "tickers": sorted(universe),
+    }  # fmt: skip
+    result["provenance"] = stamp(data_hash=data_hash, config=run_config, seed=settings.seed)
+    path = write_json_atomic(settings.results_dir / f"importance_{variant}.json", result)
+    return {**result, "path": str(path)}
