@@ -2,11 +2,13 @@
 
 Export formats: ``mlflow`` (the MLflow model directory), ``triton`` (a Triton model repository:
 ``<name>/config.pbtxt`` + ``<name>/1/model.onnx``) and ``mlserver`` (``<name>/model-settings.json`` + ``model.onnx``
-+ a small onnxruntime runtime). Every format carries ``finmlops-model.json``: feature order, window length, data hash.
++ a small onnxruntime runtime). Every format carries ``finmlops-model.json``: feature order, window length, data hash,
+and ``drift_reference.json`` (``finmlops.monitoring.drift.reference_profile`` of the logged windows' last timesteps).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -24,12 +26,14 @@ from mlflow.models.model import ModelInfo
 from mlflow.types.schema import Schema, TensorSpec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from finmlops.monitoring.drift import reference_profile
 from finmlops.tracking.contract import INPUT_NAME, OUTPUT_NAME, OnnxExport
 
 ExportFormat = Literal["mlflow", "triton", "mlserver"]
 EXPORT_FORMATS: tuple[str, ...] = ("mlflow", "triton", "mlserver")
 MODEL_NAME = "model"  # the logged model's name inside its run
 CARD_FILE = "finmlops-model.json"
+DRIFT_REFERENCE_FILE = "drift_reference.json"
 _PYFUNC_CODE = Path(__file__).with_name("onnx_pyfunc.py")
 _MLSERVER_RUNTIME = Path(__file__).with_name("mlserver_onnx_runtime.py")
 TRITON_MAX_BATCH = 4096
@@ -76,7 +80,9 @@ def log_onnx_model(
 ) -> ModelInfo:
     """Log ``exported`` as the pyfunc ``model`` of the active run; ``example``: >= 2 real windows.
 
-    Optionally registers it as a new version of ``registered_model_name``.
+    The last timestep of every ``example`` window (pass the training windows) becomes the model's drift reference,
+    ``drift_reference.json`` beside the ONNX file. Optionally registers it as a new version of
+    ``registered_model_name``.
     """
     if (exported.seq_len, exported.n_features) != (card.seq_len, len(card.feature_names)):
         raise ModelError(
@@ -86,19 +92,21 @@ def log_onnx_model(
     x = np.asarray(example, dtype=np.float32)
     if x.ndim != 3 or x.shape[0] < 2:
         raise ModelError(f"input example needs >= 2 windows so the batch axis stays dynamic, got shape {x.shape}")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), tempfile.TemporaryDirectory() as tmp:
         # MLflow asks for type hints on predict, but derives a schema from them; the signature here is explicit.
         warnings.filterwarnings("ignore", message=".*type hint", category=UserWarning)
-        return _log_pyfunc(exported, card, x[:2], registered_model_name)
+        reference = Path(tmp) / DRIFT_REFERENCE_FILE
+        reference.write_text(json.dumps(reference_profile(x[:, -1, :], card.feature_names)))
+        return _log_pyfunc(exported, card, x[:2], registered_model_name, reference)
 
 
 def _log_pyfunc(
-    exported: OnnxExport, card: ModelCard, example: np.ndarray, registered_model_name: str | None
+    exported: OnnxExport, card: ModelCard, example: np.ndarray, registered_model_name: str | None, reference: Path
 ) -> ModelInfo:
     return mlflow.pyfunc.log_model(
         name=MODEL_NAME,
         python_model=str(_PYFUNC_CODE),
-        artifacts={"onnx_model": str(exported.path)},
+        artifacts={"onnx_model": str(exported.path), "drift_reference": str(reference)},
         signature=signature(card),
         input_example=example,
         pip_requirements=pip_requirements(),
@@ -129,6 +137,20 @@ def check_onnx(path: Path) -> None:
     outputs = [o.name for o in graph.graph.output]
     if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
         raise ModelError(f"{path}: expects input {[INPUT_NAME]} and output {[OUTPUT_NAME]}, has {inputs} -> {outputs}")
+
+
+def drift_reference(model_dir: Path) -> dict[str, Any] | None:
+    """The drift reference profile of a logged model folder or an export, or None when it has none (older models)."""
+    path = model_dir / DRIFT_REFERENCE_FILE
+    # Not an MLflow folder, or logged before drift references: look beside the card instead.
+    with contextlib.suppress(OSError, MlflowException, KeyError, TypeError):
+        path = model_dir / Model.load(str(model_dir)).flavors["python_function"]["artifacts"]["drift_reference"]["path"]
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: unreadable drift reference ({exc})") from None
 
 
 def read_card(model_dir: Path) -> ModelCard:
@@ -224,6 +246,9 @@ def export_model(ref: str, fmt: ExportFormat, out: Path, name: str | None = None
             shutil.copy2(_MLSERVER_RUNTIME, stage / "mlserver_onnx_runtime.py")
             (stage / "model-settings.json").write_text(json.dumps(mlserver_settings(name), indent=2) + "\n")
         (stage / CARD_FILE).write_text(json.dumps({"source": ref, **card.model_dump()}, indent=2) + "\n")
+        reference = drift_reference(model_dir)
+        if fmt != "mlflow" and reference is not None:
+            (stage / DRIFT_REFERENCE_FILE).write_text(json.dumps(reference))
         target, previous = out / name, Path(tmp) / "previous"
         if target.exists():
             target.rename(previous)

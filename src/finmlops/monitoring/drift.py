@@ -1,0 +1,459 @@
+"""Feature and prediction drift: PSI on reference quantile bins, the two-sample Kolmogorov-Smirnov test and the
+normalised Wasserstein distance, in batch (``drift_report``) and online (``SlidingDrift``, which the server updates
+per request). Both compute PSI with the same ``psi`` function on the same bins. See docs/monitoring.md.
+
+Imports numpy, pandas, scipy and pydantic only (the server imports this module); the workspace runner behind
+``finmlops drift`` (``run_drift``) imports the data store, features and MLflow lazily.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+from scipy import stats
+
+if TYPE_CHECKING:
+    from finmlops.settings import Settings
+
+N_BINS = 10
+# An empty bin's proportion is replaced by this before the log ratio, so one empty bin adds a finite, bounded term.
+PSI_EPSILON = 1e-4
+# Evidently's std floor for the normalised Wasserstein distance (a constant reference would divide by zero).
+WASSERSTEIN_STD_FLOOR = 1e-3
+PROFILE_VERSION = 1
+PREDICTION_COLUMN = "prob_up"
+
+
+class DriftThresholds(BaseModel):
+    """When a column alerts. Defaults: PSI > 0.2 (the usual "significant shift" rule); and Evidently's default test
+    for numerical columns: KS p-value < 0.05 when the reference has <= 1000 rows, normalised Wasserstein
+    distance >= 0.1 otherwise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    psi: float = Field(default=0.2, gt=0, description="Alert when PSI > psi.")
+    ks_p_value: float = Field(default=0.05, gt=0, lt=1, description="Alert when the KS p-value < this.")
+    wasserstein: float = Field(default=0.1, gt=0, description="Alert when the normalised Wasserstein >= this.")
+    ks_max_reference_rows: int = Field(
+        default=1000, ge=1, description="References up to this many rows use KS, larger ones Wasserstein."
+    )
+    n_bins: int = Field(default=N_BINS, ge=2, le=100, description="Reference quantile bins for PSI.")
+
+
+class ColumnDrift(BaseModel):
+    """Drift of one column (a feature, or the predicted probability) between the reference and current windows."""
+
+    column: str
+    n_reference: int
+    n_current: int
+    psi: float
+    ks_statistic: float
+    ks_p_value: float
+    wasserstein_norm: float = Field(description="Wasserstein-1 distance / reference std (floored at 1e-3).")
+    test: Literal["ks", "wasserstein"] = Field(description="The statistical test that decides test_alert.")
+    psi_alert: bool
+    test_alert: bool
+    reference_mean: float
+    current_mean: float
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def drifted(self) -> bool:
+        return self.psi_alert or self.test_alert
+
+
+class DriftReport(BaseModel):
+    """Per-feature drift, prediction drift (when both windows carry ``prob_up``) and the alert count."""
+
+    thresholds: DriftThresholds
+    n_reference: int
+    n_current: int
+    features: list[ColumnDrift]
+    prediction: ColumnDrift | None = None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def drifted_features(self) -> list[str]:
+        return [f.column for f in self.features if f.drifted]
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def n_drifted(self) -> int:
+        return len(self.drifted_features)
+
+
+# --- bins and PSI ----------------------------------------------------------------------------------------------------
+
+
+def quantile_edges(values: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """Interior bin edges ``[<= n_bins - 1]``: the reference's 1/n_bins ... (n_bins-1)/n_bins quantiles, duplicates
+    dropped (a feature with many equal values gets fewer bins). Bin i holds values in ``(edge[i-1], edge[i]]``."""
+    return np.unique(np.quantile(values, np.arange(1, n_bins) / n_bins))
+
+
+def bin_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts ``[len(edges) + 1]`` of finite ``values`` per bin; NaN values are left out."""
+    finite = values[np.isfinite(values)]
+    return np.bincount(np.searchsorted(edges, finite, side="left"), minlength=len(edges) + 1)
+
+
+def psi(reference: np.ndarray, current: np.ndarray, epsilon: float = PSI_EPSILON) -> float:
+    """Population stability index of two bin distributions ``[n_bins]`` (proportions or counts, each normalised
+    here): sum((c - r) * ln(c / r)), with empty bins' proportions raised to ``epsilon``. NaN if either is empty."""
+    r, c = np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64)
+    if r.sum() <= 0 or c.sum() <= 0:
+        return float("nan")
+    r, c = np.maximum(r / r.sum(), epsilon), np.maximum(c / c.sum(), epsilon)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def _finite(values: Any, label: str) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64).ravel()
+    array = array[np.isfinite(array)]
+    if array.size == 0:
+        raise ValueError(f"{label}: no finite values")
+    return array
+
+
+def reference_profile(features_2d: np.ndarray, names: Sequence[str], n_bins: int = N_BINS) -> dict[str, Any]:
+    """The drift reference of a training set ``[n_rows, n_features]`` (columns in ``names`` order): per feature
+    its quantile bin edges, the reference proportion per bin, mean, std and row count. Small and JSON-able; this
+    is ``drift_reference.json`` beside a logged model. NaN rows (feature warm-up) are left out per feature."""
+    x = np.asarray(features_2d, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise ValueError(f"reference features must be [n_rows, {len(names)}], got shape {x.shape}")
+    features: dict[str, Any] = {}
+    for j, name in enumerate(names):
+        values = _finite(x[:, j], f"reference feature {name!r}")
+        edges = quantile_edges(values, n_bins)
+        counts = bin_counts(values, edges)
+        features[name] = {
+            "edges": edges.tolist(),
+            "proportions": (counts / counts.sum()).tolist(),
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+            "n": int(values.size),
+        }
+    return {"version": PROFILE_VERSION, "n_bins": n_bins, "epsilon": PSI_EPSILON, "features": features}
+
+
+def check_profile(profile: Mapping[str, Any], source: str = "drift reference") -> None:
+    """Raise ``ValueError`` naming ``source`` and the feature when ``profile`` is not a usable reference profile."""
+    if profile.get("version") != PROFILE_VERSION or not isinstance(profile.get("features"), Mapping):
+        raise ValueError(f"{source}: not a version-{PROFILE_VERSION} drift reference profile")
+    for name, entry in profile["features"].items():
+        try:
+            edges, proportions = np.asarray(entry["edges"], float), np.asarray(entry["proportions"], float)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: feature {name!r}: {exc}") from None
+        if len(proportions) != len(edges) + 1 or np.any(np.diff(edges) <= 0) or not np.isclose(proportions.sum(), 1):
+            raise ValueError(f"{source}: feature {name!r}: edges must ascend and proportions (one more) sum to 1")
+
+
+# --- batch report ----------------------------------------------------------------------------------------------------
+
+
+def column_drift(
+    column: str,
+    reference: np.ndarray,
+    current: np.ndarray,
+    thresholds: DriftThresholds | None = None,
+    profile_entry: Mapping[str, Any] | None = None,
+) -> ColumnDrift:
+    """Drift of one column; PSI uses ``profile_entry`` bins when given (else bins of ``reference``)."""
+    t = thresholds or DriftThresholds()
+    ref, cur = _finite(reference, f"reference {column!r}"), _finite(current, f"current {column!r}")
+    if profile_entry is None:
+        edges = quantile_edges(ref, t.n_bins)
+        ref_props = bin_counts(ref, edges)
+    else:
+        edges, ref_props = np.asarray(profile_entry["edges"]), np.asarray(profile_entry["proportions"])
+    value = psi(ref_props, bin_counts(cur, edges))
+    ks = stats.ks_2samp(ref, cur)
+    wasserstein = stats.wasserstein_distance(ref, cur) / max(float(ref.std()), WASSERSTEIN_STD_FLOOR)
+    test: Literal["ks", "wasserstein"] = "ks" if ref.size <= t.ks_max_reference_rows else "wasserstein"
+    return ColumnDrift(
+        column=column,
+        n_reference=int(ref.size),
+        n_current=int(cur.size),
+        psi=value,
+        ks_statistic=float(ks.statistic),
+        ks_p_value=float(ks.pvalue),
+        wasserstein_norm=float(wasserstein),
+        test=test,
+        psi_alert=value > t.psi,
+        test_alert=bool(ks.pvalue < t.ks_p_value) if test == "ks" else bool(wasserstein >= t.wasserstein),
+        reference_mean=float(ref.mean()),
+        current_mean=float(cur.mean()),
+    )
+
+
+def drift_report(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    thresholds: DriftThresholds | None = None,
+    prediction_column: str = PREDICTION_COLUMN,
+) -> DriftReport:
+    """Drift of every column of ``reference`` (``[n_ref, n_columns]``) in ``current`` (``[n_cur, >= n_columns]``).
+
+    A ``prediction_column`` present in both frames is reported as prediction drift, not as a feature. PSI bins come
+    from ``reference_profile(reference)``, the same profile the online ``SlidingDrift`` reads.
+    """
+    t = thresholds or DriftThresholds()
+    missing = [c for c in reference.columns if c not in current.columns]
+    if missing:
+        raise ValueError(f"current window lacks column(s) {', '.join(map(str, missing))} of the reference")
+    names = [str(c) for c in reference.columns if c != prediction_column]
+    profile = reference_profile(reference[names].to_numpy(np.float64), names, t.n_bins)
+    features = [
+        column_drift(n, reference[n].to_numpy(), current[n].to_numpy(), t, profile["features"][n]) for n in names
+    ]
+    prediction = None
+    if prediction_column in reference.columns:
+        prediction = column_drift(
+            prediction_column, reference[prediction_column].to_numpy(), current[prediction_column].to_numpy(), t
+        )
+    return DriftReport(
+        thresholds=t, n_reference=len(reference), n_current=len(current), features=features, prediction=prediction
+    )
+
+
+# --- online ----------------------------------------------------------------------------------------------------------
+
+
+class SlidingDrift:
+    """PSI of each feature over the last ``window`` requests against a reference profile, updated per request.
+
+    ``update`` costs O(n_features * n_bins) vectorised comparisons (the bin of a value is the number of edges
+    below it, i.e. ``np.searchsorted(edges, value, side="left")``), a ring buffer of bin indices and running
+    counts per bin. ``psi()`` applies the batch ``psi`` function to the counts. Thread-safe.
+    """
+
+    def __init__(self, profile: Mapping[str, Any], window: int = 1000) -> None:
+        check_profile(profile)
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        self.names: list[str] = list(profile["features"])
+        self.window = window
+        entries = [profile["features"][n] for n in self.names]
+        self._n_bins = np.array([len(e["proportions"]) for e in entries])
+        width = int(self._n_bins.max())
+        # Padding edges with +inf keeps a value out of bins a feature does not have.
+        self._edges = np.full((len(entries), width - 1), np.inf)
+        for i, e in enumerate(entries):
+            self._edges[i, : len(e["edges"])] = e["edges"]
+        self._reference = [np.asarray(e["proportions"], dtype=np.float64) for e in entries]
+        self._epsilon = float(profile.get("epsilon", PSI_EPSILON))
+        self._ring = np.full((window, len(entries)), -1, dtype=np.int16)  # -1: empty slot or a NaN value
+        self._counts = np.zeros((len(entries), width), dtype=np.int64)
+        self._rows = np.arange(len(entries))
+        self._next = 0
+        self._seen = 0
+        self._lock = threading.Lock()
+
+    @property
+    def n(self) -> int:
+        """Rows in the window now."""
+        return min(self._seen, self.window)
+
+    def update(self, features: np.ndarray) -> None:
+        """Add one feature vector ``[n_features]`` (profile order, unscaled); the oldest leaves a full window."""
+        x = np.asarray(features, dtype=np.float64).reshape(-1)
+        if x.size != len(self.names):
+            raise ValueError(f"expected {len(self.names)} features, got {x.size}")
+        bins = (x[:, None] > self._edges).sum(axis=1)
+        bins[~np.isfinite(x)] = -1
+        with self._lock:
+            old = self._ring[self._next]
+            valid = old >= 0
+            self._counts[self._rows[valid], old[valid]] -= 1
+            valid = bins >= 0
+            self._counts[self._rows[valid], bins[valid]] += 1
+            self._ring[self._next] = bins
+            self._next = (self._next + 1) % self.window
+            self._seen += 1
+
+    def psi(self) -> dict[str, float]:
+        """PSI per feature over the current window (NaN for a feature with no finite value yet)."""
+        with self._lock:
+            counts = self._counts.copy()
+        return {
+            name: psi(self._reference[i], counts[i, : self._n_bins[i]], self._epsilon)
+            for i, name in enumerate(self.names)
+        }
+
+
+# --- workspace: `finmlops drift` -------------------------------------------------------------------------------------
+
+CURRENT_SOURCES: tuple[str, ...] = ("recent", "log")
+
+
+def decode_features(blobs: pd.Series, n_features: int, ids: pd.Series) -> np.ndarray:
+    """Request-log ``last_features`` blobs (float32 bytes) to ``[n, n_features]`` float64; a blob of another length
+    raises ``ValueError`` naming the request id."""
+    rows = []
+    for blob, rid in zip(blobs, ids, strict=True):
+        vector = np.frombuffer(blob, dtype=np.float32)
+        if vector.size != n_features:
+            raise ValueError(f"request log row id={rid}: last_features has {vector.size} values, expected {n_features}")
+        rows.append(vector)
+    return np.asarray(rows, dtype=np.float64).reshape(-1, n_features)
+
+
+def _read_reference_parquet(path: Path) -> pd.DataFrame:
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read the reference features ({exc})") from None
+    if {"date", "ticker"} <= set(frame.columns):
+        frame = frame.set_index(["date", "ticker"])
+    bad = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad or frame.empty:
+        raise ValueError(f"{path}: reference features must be numeric columns with rows; non-numeric: {bad}")
+    return frame
+
+
+def _feature_set_with(columns: Sequence[str], preferred: str) -> str:
+    from finmlops.features import FEATURE_SETS, feature_names
+
+    for name in (preferred, *FEATURE_SETS):
+        if set(columns) <= set(feature_names(name)):
+            return name
+    raise ValueError(f"no feature set holds every reference column ({', '.join(columns)})")
+
+
+def _predict(onnx_file: Path, windows: np.ndarray, threads: int) -> np.ndarray:
+    """``prob_up`` ``[n]`` of ``windows`` ``[n, seq_len, n_features]`` from the ONNX graph (onnxruntime, no torch)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
+    out = [session.run(None, {"input_data": windows[i : i + 4096]})[0] for i in range(0, len(windows), 4096)]
+    return np.concatenate(out).reshape(-1) if out else np.empty(0, dtype=np.float32)
+
+
+def run_drift(
+    settings: Settings,
+    *,
+    model: str | None = None,
+    reference: Path | None = None,
+    current: str = "recent",
+    window_days: int = 90,
+    thresholds: DriftThresholds | None = None,
+    log_path: Path | None = None,
+) -> dict[str, Any]:
+    """Compare a reference window with a current window and write ``results/drift.json`` (stamped).
+
+    Reference: ``reference`` (a feature parquet) or, for ``model`` (``NAME@alias``, a registered name, a URI or a
+    model folder), the features of its training date range (from its ModelCard) recomputed from the store.
+    Current: ``recent`` (the last ``window_days`` calendar days of the store) or ``log`` (the model's logged
+    ``last_features`` and ``prob_up`` of the last ``window_days`` days; needs ``model``). With a model, prediction
+    drift compares its ``prob_up`` on the reference windows with the current ones. Returns the JSON payload.
+    """
+    import tempfile
+    import time
+
+    from finmlops.data import DataStore
+    from finmlops.features import compute_features, make_windows
+    from finmlops.provenance import stamp, write_json_atomic
+
+    if current not in CURRENT_SOURCES:
+        raise ValueError(f"current must be one of {', '.join(CURRENT_SOURCES)}, got {current!r}")
+    if model is None and reference is None:
+        raise ValueError("give --model NAME@alias or --reference FEATURES.parquet")
+    if current == "log" and model is None:
+        raise ValueError("--current log needs --model: the log's feature vectors are in the model's feature order")
+    t = thresholds or DriftThresholds()
+    store = DataStore(settings.data_dir)
+    universe = store.read()
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        card, onnx_file = None, None
+        if model is not None:
+            from finmlops.tracking.backend import configure_tracking
+            from finmlops.tracking.packaging import fetch_model, onnx_path, read_card
+
+            ref = f"models:/{model}" if "@" in model and ":/" not in model and not Path(model).exists() else model
+            if not Path(ref).exists():
+                configure_tracking(settings)
+            model_dir = fetch_model(ref, Path(tmp))
+            card, onnx_file = read_card(model_dir), onnx_path(model_dir)
+        if reference is not None:
+            ref_frame = _read_reference_parquet(reference)
+            names = [str(c) for c in ref_frame.columns if c != PREDICTION_COLUMN]
+            if card is not None and names != card.feature_names:
+                raise ValueError(f"{reference}: columns differ from the model's feature order {card.feature_names}")
+            feature_set = card.feature_set if card else _feature_set_with(names, settings.feature_set)
+        else:
+            assert card is not None
+            names, feature_set = card.feature_names, card.feature_set
+        features = compute_features(universe, feature_set)[names]
+        dates = features.index.get_level_values("date")
+        if reference is None:
+            assert card is not None
+            if not (card.train_start and card.train_end):
+                raise ValueError(f"model {model}: its card has no training date range; pass --reference")
+            in_train = (dates >= pd.Timestamp(card.train_start)) & (dates <= pd.Timestamp(card.train_end))
+            ref_frame = features[in_train]
+        else:
+            in_train = features.index.isin(ref_frame.index) if ref_frame.index.nlevels == 2 else dates < dates.min()
+        if current == "recent":
+            start = dates.max() - pd.Timedelta(days=window_days)
+            in_current = dates > start
+            cur_frame = features[in_current]
+            if (in_current & in_train).any():
+                notes.append("the current window overlaps the reference (training) window")
+            window_label = f"store dates after {start.date()} to {dates.max().date()}"
+        else:
+            from finmlops.serving.requestlog import read_requests
+
+            assert card is not None
+            path = log_path or settings.home / "serving" / "requests.db"
+            since = time.time() - window_days * 86400.0
+            log = read_requests(path)
+            name = model.split("@", 1)[0].removeprefix("models:/") if model else ""
+            rows = log[(log["model"] == name) & (log["status"] == 200) & log["last_features"].notna()]
+            rows = rows[rows["ts"] >= since]
+            if rows.empty:
+                raise ValueError(
+                    f"{path}: no logged inputs of model {name!r} in the last {window_days} days "
+                    f"(models in the log: {', '.join(sorted(log['model'].unique())) or 'none'})"
+                )
+            cur_frame = pd.DataFrame(decode_features(rows["last_features"], len(names), rows["id"]), columns=names)
+            cur_frame[PREDICTION_COLUMN] = rows["prob_up"].to_numpy(np.float64)
+            window_label = f"{len(rows)} logged requests to {name} in the last {window_days} days"
+        if card is not None and onnx_file is not None:
+            # A constant target: windows need a finite label but the model never sees it.
+            windows = make_windows(features, pd.Series(0.0, index=features.index), card.seq_len)
+            keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), windows.tickers])
+            ref_mask = keys.isin(ref_frame.index)
+            ref_frame = ref_frame.loc[keys[ref_mask]].assign(
+                **{PREDICTION_COLUMN: _predict(onnx_file, windows.X[ref_mask], settings.threads)}
+            )
+            if current == "recent":
+                cur_mask = keys.isin(cur_frame.index)
+                cur_frame = cur_frame.loc[keys[cur_mask]].assign(
+                    **{PREDICTION_COLUMN: _predict(onnx_file, windows.X[cur_mask], settings.threads)}
+                )
+    if ref_frame.empty or cur_frame.empty:
+        raise ValueError(f"empty window: {len(ref_frame)} reference rows, {len(cur_frame)} current rows")
+    report = drift_report(ref_frame, cur_frame, t)
+    payload = {
+        "model": model,
+        "reference": str(reference) if reference else f"training range {card.train_start} to {card.train_end}",
+        "current": window_label,
+        "feature_set": feature_set,
+        "notes": notes,
+        **report.model_dump(mode="json"),
+    }
+    config = {"model": model, "reference": str(reference) if reference else None, "current": current}
+    payload["provenance"] = stamp(data_hash=store.dataset_hash, config=config | {"window_days": window_days})
+    write_json_atomic(settings.results_dir / "drift.json", payload)
+    return payload
