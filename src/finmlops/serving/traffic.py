@@ -1,0 +1,415 @@
+"""Replay real market history against a running V2 server: one infer per ticker per simulated day, then feedback.
+
+Each simulated trading day ``d``, every ticker sends its OHLCV history up to and including ``d`` (raw inputs, so
+arms with different feature sets answer the same request) or a ready feature window (``model_input="tensor"``),
+routed by the ``seldon-model: <experiment>.experiment`` header with a sticky user key. When the replay reaches day
+``d + feedback_delay`` it posts the realised direction of ``d`` (``adj_close`` at ``d+1`` vs ``d``) to
+``/v2/feedback``. Requests are rate-limited, run over a few keep-alive connections, and bounded by a duration; a bad
+answer is counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import numpy as np
+import pandas as pd
+
+from finmlops.features import make_target
+from finmlops.serving.experiments import SELDON_ROUTE_HEADER
+
+ModelInput = Literal["raw", "tensor"]
+RAW_COLUMNS = ("open", "high", "low", "close", "adj_close", "volume")
+DEFAULT_HISTORY = 120  # rows per raw request: the longest feature window (70) plus the longest seq_len (30), rounded up
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One request of the replay: its body, routing headers and the realised direction (None: unknown or flat)."""
+
+    ticker: str
+    day: date
+    body: dict[str, Any]
+    regime: str
+    outcome: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the server said to one request. ``error`` names the failure (``status:<code>``, ``connection``, ...)."""
+
+    status: int
+    arm: str | None = None
+    prob_up: float | None = None
+    latency_ms: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class Summary:
+    """The replay's tally, JSON-ready through :meth:`as_dict`."""
+
+    experiment: str
+    url: str
+    model_input: str
+    target_rate: float
+    requests: int = 0
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    arms: Counter[str] = field(default_factory=Counter)
+    feedback_sent: int = 0
+    feedback_ok: int = 0
+    feedback_errors: Counter[str] = field(default_factory=Counter)
+    days: int = 0
+    first_day: date | None = None
+    last_day: date | None = None
+    elapsed_s: float = 0.0
+    exhausted: bool = False
+    latencies_ms: list[float] = field(default_factory=list)
+    hits: Counter[str] = field(default_factory=Counter)
+    labelled: Counter[str] = field(default_factory=Counter)
+
+    def as_dict(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms) if self.latencies_ms else None
+        sent = self.requests + self.feedback_sent
+        return {
+            "experiment": self.experiment,
+            "url": self.url,
+            "model_input": self.model_input,
+            "days": self.days,
+            "first_day": self.first_day.isoformat() if self.first_day else None,
+            "last_day": self.last_day.isoformat() if self.last_day else None,
+            "data_exhausted": self.exhausted,
+            "requests": self.requests,
+            "ok": self.ok,
+            "errors": dict(self.errors),
+            "arms": dict(self.arms),
+            "feedback_sent": self.feedback_sent,
+            "feedback_ok": self.feedback_ok,
+            "feedback_errors": dict(self.feedback_errors),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "target_rate": self.target_rate,
+            "achieved_rate": round(sent / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
+            "latency_ms": None
+            if lat is None
+            else {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "max": float(lat.max())},
+            # Client-side view of each arm's hit rate on the fed-back requests (the server's gauges are the record).
+            "arm_accuracy": {
+                arm: {"n": n, "accuracy": self.hits[arm] / n} for arm, n in sorted(self.labelled.items()) if n
+            },
+        }
+
+
+# --- building the requests -----------------------------------------------------------------------------------------
+
+
+def volatility_regime(adj_close: pd.Series, short: int = 20, long: int = 252) -> pd.Series:
+    """ "high" where the ``short``-day volatility of log returns is above its ``long``-day rolling median, else "low".
+
+    Uses data at or before each date only; dates without enough history are "low".
+    """
+    vol = np.log(adj_close).diff().rolling(short).std()
+    median = vol.rolling(long, min_periods=short * 3).median()
+    return pd.Series(np.where(vol > median, "high", "low"), index=adj_close.index)
+
+
+def raw_body(columns: dict[str, np.ndarray], ticker: str, day: date, regime: str) -> dict[str, Any]:
+    """A V2 request body of raw OHLCV tensors, each ``[1, T]`` FP64 (volume as float), from T-row ``columns``."""
+    inputs = [
+        {"name": col, "shape": [1, len(columns[col])], "datatype": "FP64", "data": columns[col].tolist()}
+        for col in RAW_COLUMNS
+    ]
+    return {"parameters": {"ticker": ticker, "date": day.isoformat(), "regime": regime}, "inputs": inputs}
+
+
+def tensor_body(window: np.ndarray, ticker: str, day: date, regime: str) -> dict[str, Any]:
+    """A V2 request body with one unscaled feature window ``[1, seq_len, n_features]`` FP32 named ``input_data``."""
+    data = np.asarray(window, dtype=np.float32)
+    return {
+        "parameters": {"ticker": ticker, "date": day.isoformat(), "regime": regime},
+        "inputs": [
+            {"name": "input_data", "shape": [1, *data.shape], "datatype": "FP32", "data": data.ravel().tolist()}
+        ],
+    }
+
+
+def replay_days(
+    universe: dict[str, pd.DataFrame],
+    *,
+    start: date | None = None,
+    history: int = DEFAULT_HISTORY,
+    model_input: ModelInput = "raw",
+    feature_set: str = "basic",
+    seq_len: int = 10,
+) -> Iterator[list[Item]]:
+    """Per trading day on or after ``start`` that every ticker traded, one :class:`Item` per ticker.
+
+    Raw items carry the last ``history`` rows up to the day; tensor items the last ``seq_len`` feature rows. Days
+    without enough history (or with warm-up NaNs in the window) for every ticker are skipped. The per-ticker work
+    (target, regimes, features) happens here, before the first request; bodies are built one day at a time.
+    """
+    if not universe:
+        raise ValueError("the universe is empty: no tickers to replay")
+    if history < 2 or seq_len < 1:
+        raise ValueError(f"history must be at least 2 and seq_len at least 1, got {history} and {seq_len}")
+    features: dict[str, np.ndarray] = {}
+    if model_input == "tensor":
+        from finmlops.features import compute_features  # only tensor mode needs the (slower) feature pass
+
+        long = compute_features(universe, feature_set)
+        features = {t: long.xs(t, level="ticker").reindex(f.index).to_numpy() for t, f in universe.items()}
+    columns = {t: {c: f[c].to_numpy(dtype=float) for c in RAW_COLUMNS} for t, f in universe.items()}
+    regimes = {t: volatility_regime(f["adj_close"]).to_numpy() for t, f in universe.items()}
+    # The training target: 1 up, 0 down, NaN when flat or when the next day is not in the data.
+    target = make_target(universe, horizon=1, threshold=0.0)
+    labels = {t: target.xs(t, level="ticker").reindex(f.index).to_numpy() for t, f in universe.items()}
+    calendar = sorted(set.intersection(*(set(f.index) for f in universe.values())))
+    days = [d for d in calendar if start is None or d.date() >= start]
+    return _items(universe, days, columns, features, regimes, labels, history if not features else seq_len)
+
+
+def _items(
+    universe: dict[str, pd.DataFrame],
+    days: list[pd.Timestamp],
+    columns: dict[str, dict[str, np.ndarray]],
+    features: dict[str, np.ndarray],
+    regimes: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    rows: int,
+) -> Iterator[list[Item]]:
+    for day in days:
+        items = []
+        for ticker, frame in universe.items():
+            end = frame.index.get_loc(day) + 1
+            if end < rows:
+                break
+            regime = str(regimes[ticker][end - 1])
+            if features:
+                window = features[ticker][end - rows : end]
+                if np.isnan(window).any():
+                    break
+                body = tensor_body(window, ticker, day.date(), regime)
+            else:
+                body = raw_body(
+                    {c: v[end - rows : end] for c, v in columns[ticker].items()}, ticker, day.date(), regime
+                )
+            label = labels[ticker][end - 1]
+            items.append(Item(ticker, day.date(), body, regime, None if np.isnan(label) else int(label)))
+        else:
+            yield items
+
+
+# --- HTTP ----------------------------------------------------------------------------------------------------------
+
+
+def _arm_of(route_header: str | None, body: dict[str, Any]) -> str | None:
+    """The answering model: Seldon's ``x-seldon-route`` (``:name_version:``) if present, else ``model_name``."""
+    if route_header:
+        first = route_header.strip().strip(":").split(":", 1)[0]
+        return first.rsplit("_", 1)[0] if "_" in first else first
+    name = body.get("model_name")
+    return str(name) if name is not None else None
+
+
+class _Connections:
+    """One keep-alive ``http.client`` connection per worker thread, reopened after a failure."""
+
+    def __init__(self, url: str, timeout_s: float):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"--url must look like http://host:port, got {url!r}")
+        self.https = parts.scheme == "https"
+        self.host, self.port = parts.hostname, parts.port
+        self.base = parts.path.rstrip("/")
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+        self._all: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self.https else http.client.HTTPConnection
+            conn = cls(self.host, self.port, timeout=self.timeout_s)
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def post(self, path: str, payload: bytes, headers: dict[str, str]) -> tuple[int, str | None, bytes]:
+        """POST and read the whole answer: ``(status, x-seldon-route header, body)``. One retry on a stale socket."""
+        for attempt in (0, 1):
+            conn = self._connection()
+            try:
+                conn.request("POST", self.base + path, body=payload, headers=headers)
+                response = conn.getresponse()
+                return response.status, response.getheader(SELDON_ROUTE_HEADER), response.read()
+            except (http.client.HTTPException, OSError):
+                conn.close()
+                self._local.conn = None
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+
+
+def _infer(conns: _Connections, path: str, payload: bytes, headers: dict[str, str]) -> Answer:
+    began = time.perf_counter()
+    try:
+        status, route, raw = conns.post(path, payload, headers)
+    except (http.client.HTTPException, OSError) as exc:
+        return Answer(0, error=f"connection:{type(exc).__name__}")
+    latency = (time.perf_counter() - began) * 1000
+    if status != 200:
+        return Answer(status, latency_ms=latency, error=f"status:{status}")
+    try:
+        body = json.loads(raw)
+        prob = float(body["outputs"][0]["data"][0])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return Answer(status, latency_ms=latency, error="bad-body")
+    return Answer(status, _arm_of(route, body), prob, latency)
+
+
+def _feedback(conns: _Connections, payload: bytes, headers: dict[str, str]) -> Answer:
+    try:
+        status, _, _ = conns.post("/v2/feedback", payload, headers)
+    except (http.client.HTTPException, OSError) as exc:
+        return Answer(0, error=f"connection:{type(exc).__name__}")
+    return Answer(status, error=None if 200 <= status < 300 else f"status:{status}")
+
+
+class _Pacer:
+    """Spaces calls ``1 / rate`` seconds apart from a fixed start, so a slow moment is caught up, not lost."""
+
+    def __init__(self, rate: float):
+        self.interval = 1.0 / rate
+        self.start = time.perf_counter()
+        self.sent = 0
+
+    def wait(self) -> None:
+        delay = self.start + self.sent * self.interval - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        self.sent += 1
+
+
+def run_traffic(
+    days: Iterator[list[Item]],
+    *,
+    url: str,
+    experiment: str,
+    rate: float,
+    duration_s: float,
+    model_input: ModelInput = "raw",
+    feedback_delay: int = 1,
+    seed: int = 0,
+    users: int = 100,
+    key_header: str = "x-user-id",
+    token: str | None = None,
+    concurrency: int = 4,
+    timeout_s: float = 10.0,
+    on_request: Callable[[], None] | None = None,
+) -> Summary:
+    """Send the replay to the server at ``url`` and return the tally.
+
+    ``rate``: HTTP requests per second (infer and feedback together). ``duration_s``: no new simulated day starts
+    after it; then the outcomes of the days already replayed are posted (the data knows them), so every answered
+    request with a known direction gets its feedback. ``feedback_delay``: the outcome of day d is posted when the
+    replay reaches day d + delay (before that day's requests). ``users``: size of the simulated user pool behind
+    the sticky ``key_header``.
+    """
+    if rate <= 0 or duration_s <= 0 or concurrency < 1 or feedback_delay < 0 or users < 1:
+        raise ValueError("rate, duration and users must be positive, concurrency >= 1, feedback_delay >= 0")
+    rng = random.Random(seed)
+    run_id = os.urandom(4).hex()
+    summary = Summary(experiment=experiment, url=url, model_input=model_input, target_rate=rate)
+    conns = _Connections(url, timeout_s)
+    base = {"content-type": "application/json", "seldon-model": f"{experiment}.experiment"}
+    if token:
+        base["authorization"] = f"Bearer {token}"
+    path = f"/v2/models/{experiment}/infer"
+    pacer = _Pacer(rate)
+    slots = threading.BoundedSemaphore(concurrency * 2)  # bounds the queue, not only the workers
+    pending: deque[tuple[int, str, Item, Future[Answer]]] = deque()
+    feedback: list[Future[Answer]] = []
+    infers: list[Future[Answer]] = []
+
+    def submit(pool: ThreadPoolExecutor, fn: Callable[..., Answer], *args: Any) -> Future[Answer]:
+        pacer.wait()
+        slots.acquire()
+        future = pool.submit(fn, conns, *args)
+        future.add_done_callback(lambda _: slots.release())
+        if on_request is not None:
+            future.add_done_callback(lambda _: on_request())
+        return future
+
+    def post_feedback(pool: ThreadPoolExecutor, upto: int) -> None:
+        while pending and pending[0][0] <= upto:
+            _, rid, item, future = pending.popleft()
+            answer = future.result()
+            if answer.error is None and item.outcome is not None:
+                if answer.arm is not None:
+                    summary.labelled[answer.arm] += 1
+                    summary.hits[answer.arm] += (answer.prob_up is not None and answer.prob_up >= 0.5) == item.outcome
+                payload = json.dumps({"id": rid, "outcome": item.outcome}).encode()
+                feedback.append(submit(pool, _feedback, payload, base))
+
+    deadline = time.perf_counter() + duration_s
+    index = -1
+    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="traffic")
+    try:
+        for index, items in enumerate(days):
+            if time.perf_counter() >= deadline:
+                index -= 1
+                break
+            post_feedback(pool, index - feedback_delay)
+            summary.first_day = summary.first_day or items[0].day
+            summary.last_day = items[0].day
+            summary.days += 1
+            for item in items:
+                rid = f"{run_id}-{item.day:%Y%m%d}-{item.ticker}"
+                headers = {**base, key_header: f"user-{rng.randrange(users)}", "x-volatility-regime": item.regime}
+                payload = json.dumps({"id": rid, **item.body}, separators=(",", ":")).encode()
+                future = submit(pool, _infer, path, payload, headers)
+                infers.append(future)
+                pending.append((index, rid, item, future))
+        else:
+            summary.exhausted = True
+        post_feedback(pool, index)
+    finally:
+        pool.shutdown(wait=True)
+        summary.elapsed_s = time.perf_counter() - pacer.start
+        conns.close()
+    for future in infers:
+        answer = future.result()
+        summary.requests += 1
+        if answer.error is None:
+            summary.ok += 1
+            summary.arms[answer.arm or "?"] += 1
+            summary.latencies_ms.append(answer.latency_ms)
+        else:
+            summary.errors[answer.error] += 1
+    for future in feedback:
+        answer = future.result()
+        summary.feedback_sent += 1
+        if answer.error is None:
+            summary.feedback_ok += 1
+        else:
+            summary.feedback_errors[answer.error] += 1
+    return summary

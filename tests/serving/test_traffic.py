@@ -1,0 +1,225 @@
+"""`finmlops traffic`: a real-history replay against a stub V2 server on 127.0.0.1 (real HTTP, real snapshot)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import date
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from finmlops.cli import app
+from finmlops.data import load_snapshot
+from finmlops.serving.experiments import Experiment, parse_config, seldon_route_value
+from finmlops.serving.traffic import replay_days, run_traffic, volatility_regime
+
+TICKERS = ["AAPL", "MSFT", "XOM"]
+
+
+class StubV2(ThreadingHTTPServer):
+    """A V2 server that routes through a real sticky 50/50 Experiment, fails on purpose, and logs what it got."""
+
+    daemon_threads = True
+
+    def __init__(self, fail_every: int = 0, garbage_every: int = 0):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.experiment = Experiment(
+            parse_config({"name": "ab", "sticky_header": "x-user-id", "candidates": [{"name": "up"}, {"name": "dn"}]})
+        )
+        self.fail_every, self.garbage_every = fail_every, garbage_every
+        self.lock = threading.Lock()
+        self.events: list[tuple[str, dict[str, Any], dict[str, str]]] = []
+        self.served: dict[str, str] = {}
+        self.feedback: dict[str, int] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the client expects
+    disable_nagle_algorithm = True  # headers and body go out in two writes; Nagle would delay the second by 40 ms
+    server: StubV2
+
+    def log_message(self, *args: Any) -> None:  # keep test output quiet
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in {"content-type": "application/json", "content-length": str(len(body)), **(headers or {})}.items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        s = self.server
+        with s.lock:
+            s.events.append((self.path, body, headers))
+            n = len(s.events)
+        if self.path == "/v2/feedback":
+            if body["id"] not in s.served:
+                return self._send(404, b'{"error": "unknown id"}')
+            s.feedback[body["id"]] = body["outcome"]
+            return self._send(200, b"{}")
+        if s.fail_every and n % s.fail_every == 0:
+            return self._send(500, b'{"error": "boom"}')
+        if s.garbage_every and n % s.garbage_every == 0:
+            return self._send(200, b"not json")
+        arm = s.experiment.route(headers).arm
+        s.served[body["id"]] = arm
+        out = {"id": body["id"], "model_name": arm, "outputs": [{"name": "p", "data": [0.9 if arm == "up" else 0.1]}]}
+        self._send(200, json.dumps(out).encode(), {"x-seldon-route": seldon_route_value(arm, 1)})
+
+
+@pytest.fixture
+def stub() -> Iterator[StubV2]:
+    server = StubV2(fail_every=13, garbage_every=17)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def universe() -> dict:
+    return load_snapshot(TICKERS, start=date(2022, 1, 1), end=date(2023, 3, 31))
+
+
+def test_replay_items_are_real_history_with_the_training_target(universe: dict) -> None:
+    days = list(replay_days(universe, start=date(2023, 3, 1), history=60))
+    assert [d[0].day for d in days] == [d.date() for d in universe["AAPL"].loc["2023-03-01":].index]
+    item = days[0][1]
+    frame = universe[item.ticker]
+    pos = frame.index.get_loc(item.day.isoformat())
+    inputs = {t["name"]: t for t in item.body["inputs"]}
+    assert inputs["adj_close"]["shape"] == [1, 60]
+    assert inputs["adj_close"]["data"][-1] == frame["adj_close"].iloc[pos]  # the day itself is the last row
+    assert inputs["volume"]["data"][0] == float(frame["volume"].iloc[pos - 59])
+    expected = int(frame["adj_close"].iloc[pos + 1] > frame["adj_close"].iloc[pos])
+    assert item.outcome == expected
+    assert days[-1][0].outcome is None  # the last day's next close is not in the data
+    assert item.regime == volatility_regime(frame["adj_close"]).iloc[pos]
+
+
+def test_tensor_items_are_unscaled_feature_windows(universe: dict) -> None:
+    from finmlops.features import compute_features, feature_names
+
+    day = next(replay_days(universe, start=date(2023, 3, 1), model_input="tensor", feature_set="basic", seq_len=10))
+    tensor = day[0].body["inputs"][0]
+    assert tensor["name"] == "input_data"
+    assert tensor["shape"] == [1, 10, len(feature_names("basic"))]
+    features = compute_features(universe, "basic").xs(day[0].ticker, level="ticker").loc[:"2023-03-01"].tail(10)
+    assert tensor["data"][-1] == pytest.approx(float(features.iloc[-1, -1]), rel=1e-6)
+
+
+def test_replay_against_a_stub_server_counts_errors_arms_and_feedback(stub: StubV2, universe: dict) -> None:
+    days = replay_days(universe, start=date(2023, 2, 1), history=60)
+    summary = run_traffic(
+        days, url=stub.url, experiment="ab", rate=400, duration_s=30, feedback_delay=1, seed=3, concurrency=3
+    ).as_dict()
+    n_days = len(universe["AAPL"].loc["2023-02-01":])
+    assert summary["data_exhausted"] and summary["days"] == n_days
+    infers = [e for e in stub.events if e[0] != "/v2/feedback"]
+    assert summary["requests"] == len(infers) == n_days * len(TICKERS)
+    assert summary["errors"].get("status:500", 0) > 0 and summary["errors"].get("bad-body", 0) > 0
+    assert summary["ok"] + sum(summary["errors"].values()) == summary["requests"]
+    assert sum(summary["arms"].values()) == summary["ok"] == len(stub.served)
+    assert set(summary["arms"]) == {"up", "dn"}
+    # Every answered request with a known direction gets exactly its true outcome; the last day has none.
+    assert summary["feedback_sent"] == summary["feedback_ok"] == len(stub.feedback)
+    for rid, outcome in stub.feedback.items():
+        ticker, day = rid.split("-")[2], rid.split("-")[1]
+        frame = universe[ticker]
+        pos = frame.index.get_loc(f"{day[:4]}-{day[4:6]}-{day[6:]}")
+        assert outcome == int(frame["adj_close"].iloc[pos + 1] > frame["adj_close"].iloc[pos])
+    assert len(stub.feedback) >= len(stub.served) - len(TICKERS)
+    # The arm that always says "up" is right on the up days: the client-side tally agrees with the data.
+    ups = sum(stub.feedback[r] for r, arm in stub.served.items() if arm == "up" and r in stub.feedback)
+    assert summary["arm_accuracy"]["up"]["n"] * summary["arm_accuracy"]["up"]["accuracy"] == pytest.approx(ups)
+    # Headers: experiment routing, a sticky user key from a pool, the volatility regime.
+    _, body, headers = infers[0]
+    assert headers["seldon-model"] == "ab.experiment" and headers["x-user-id"].startswith("user-")
+    assert headers["x-volatility-regime"] in {"high", "low"} and body["parameters"]["ticker"] in TICKERS
+
+
+def test_feedback_waits_a_simulated_day(stub: StubV2, universe: dict) -> None:
+    stub.fail_every = stub.garbage_every = 0
+    days = replay_days(universe, start=date(2023, 3, 1), history=60)
+    run_traffic(days, url=stub.url, experiment="ab", rate=500, duration_s=30, feedback_delay=2, concurrency=1)
+    day_of = lambda body: body["id"].split("-")[1]  # noqa: E731
+    calendar = sorted({day_of(b) for p, b, _ in stub.events if p != "/v2/feedback"})
+    fed = 0
+    # One worker: the server sees requests in submission order.
+    for k, (path, body, _) in enumerate(stub.events):
+        if path != "/v2/feedback":
+            continue
+        fed += 1
+        i = calendar.index(day_of(body))
+        before = {day_of(b) for p, b, _ in stub.events[:k] if p != "/v2/feedback"}
+        if i + 2 < len(calendar):
+            # Posted when the replay reaches day d+2: after every request of d+1, before any of d+2.
+            assert calendar[i + 1] in before and calendar[i + 2] not in before
+        else:
+            assert before == set(calendar)  # the last days' outcomes are posted once the replay ends
+    assert fed == sum(1 for d in calendar[:-1] for _ in TICKERS)
+
+
+def test_rate_and_duration_bound_the_replay(stub: StubV2, universe: dict) -> None:
+    days = replay_days(universe, start=date(2022, 6, 1), history=60)
+    began = time.perf_counter()
+    summary = run_traffic(days, url=stub.url, experiment="ab", rate=60, duration_s=1.0, concurrency=2).as_dict()
+    elapsed = time.perf_counter() - began
+    assert not summary["data_exhausted"]
+    sent = summary["requests"] + summary["feedback_sent"]
+    assert sent <= 60 * elapsed + 5  # never faster than the rate
+    assert 1.0 <= elapsed < 3.0  # stops starting days after the duration; drains the due feedback quickly
+    assert summary["achieved_rate"] == pytest.approx(60, rel=0.25)
+
+
+def test_unreachable_server_is_counted_not_fatal(universe: dict) -> None:
+    with ThreadingHTTPServer(("127.0.0.1", 0), _Handler) as closed:
+        port = closed.server_address[1]  # bound then closed: nothing listens there
+    days = replay_days(universe, start=date(2023, 3, 27), history=60)
+    summary = run_traffic(days, url=f"http://127.0.0.1:{port}", experiment="ab", rate=200, duration_s=5).as_dict()
+    assert summary["ok"] == 0 and summary["requests"] == 5 * len(TICKERS)
+    assert list(summary["errors"]) == ["connection:ConnectionRefusedError"]
+    assert summary["feedback_sent"] == 0
+    with pytest.raises(ValueError, match="--url must look like"):
+        run_traffic(iter([]), url="ftp://x", experiment="ab", rate=1, duration_s=1)
+
+
+def test_cli_traffic_prints_a_json_summary(stub: StubV2) -> None:
+    result = CliRunner().invoke(
+        app,
+        [
+            "traffic",
+            "--experiment",
+            "ab",
+            "--url",
+            stub.url,
+            "--rate",
+            "300",
+            "--duration",
+            "20",
+            "--tickers",
+            "AAPL,JPM",
+            "--start",
+            "2023-12-01",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["first_day"] == "2023-12-01" and summary["last_day"] == "2023-12-29"
+    assert summary["requests"] == 2 * summary["days"] and summary["data_exhausted"]
+    bad = CliRunner().invoke(app, ["traffic", "--experiment", "ab", "--rate", "0"])
+    assert bad.exit_code == 2
