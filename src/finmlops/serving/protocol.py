@@ -86,7 +86,8 @@ def _tensor(raw: Any, i: int, binary: memoryview | None, offset: int) -> tuple[s
         if not isinstance(data, list):
             raise V2Error(400, f"{where}: 'data' must be a list of numbers (flat or nested)")
         try:
-            array = np.asarray(data, dtype=np.float64 if name in RAW_INPUTS else dtype)
+            with np.errstate(over="ignore"):  # an overflow becomes inf, refused below with a clear message
+                array = np.asarray(data, dtype=np.float64 if name in RAW_INPUTS else dtype)
         except (ValueError, TypeError, OverflowError):
             raise V2Error(400, f"{where}: 'data' must hold only numbers in a regular (not ragged) layout") from None
         array = array.ravel()
