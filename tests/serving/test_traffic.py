@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -223,3 +224,84 @@ def test_cli_traffic_prints_a_json_summary(stub: StubV2) -> None:
     assert summary["requests"] == 2 * summary["days"] and summary["data_exhausted"]
     bad = CliRunner().invoke(app, ["traffic", "--experiment", "ab", "--rate", "0"])
     assert bad.exit_code == 2
+
+
+def _tiny_model(folder: Path, feature_set: str, seq_len: int, scale: float) -> Path:
+    """A real ONNX graph (sigmoid of the scaled window mean) and its card, as `finmlops export` lays them out."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from finmlops.features import feature_names
+
+    names = feature_names(feature_set)
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", ["input_data"], ["m"], axes=[1, 2], keepdims=1),
+            helper.make_node("Flatten", ["m"], ["f"], axis=1),
+            helper.make_node("Mul", ["f", "scale"], ["s"]),
+            helper.make_node("Sigmoid", ["s"], ["prob_up"]),
+        ],
+        f"tiny-{feature_set}",
+        [helper.make_tensor_value_info("input_data", TensorProto.FLOAT, ["batch", seq_len, len(names)])],
+        [helper.make_tensor_value_info("prob_up", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor("scale", TensorProto.FLOAT, [1], [scale])],
+    )
+    folder.mkdir(parents=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), folder / "model.onnx")
+    card = {"variant": folder.name, "feature_set": feature_set, "feature_names": names, "seq_len": seq_len}
+    (folder / "finmlops-model.json").write_text(json.dumps(card))
+    return folder
+
+
+def test_replay_against_the_finmlops_server(tmp_path: Path) -> None:
+    """Raw OHLCV requests answered by two arms with different feature sets and window lengths, feedback counted."""
+    pytest.importorskip("uvicorn")
+    serving = pytest.importorskip("finmlops.serving.app")
+    import socket
+
+    import uvicorn
+
+    from finmlops.serving.config import parse_config as parse_serving_config
+
+    config = parse_serving_config(
+        {
+            "models": [
+                {"name": "basic-arm", "source": str(_tiny_model(tmp_path / "basic", "basic", 10, 1.0))},
+                {"name": "enh-arm", "source": str(_tiny_model(tmp_path / "enh", "enhanced", 15, -1.0))},
+            ],
+            "experiments": [
+                {
+                    "name": "ab",
+                    "sticky_header": "x-user-id",
+                    "candidates": [{"name": "basic-arm", "weight": 1}, {"name": "enh-arm", "weight": 1}],
+                }
+            ],
+            "server": {"reload_interval_s": 0},
+        }
+    )
+    app = serving.ServingApp(config, registry=None, request_log=tmp_path / "requests.db")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        universe = load_snapshot(["AAPL", "MSFT"], start=date(2022, 6, 1), end=date(2023, 3, 31))
+        days = replay_days(universe, start=date(2023, 3, 13), history=90)
+        summary = run_traffic(days, url=f"http://127.0.0.1:{port}", experiment="ab", rate=200, duration_s=20)
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    result = summary.as_dict()
+    assert result["days"] == len(universe["AAPL"].loc["2023-03-13":]) and result["errors"] == {}
+    assert result["ok"] == result["requests"] == 2 * result["days"]
+    assert set(result["arms"]) == {"basic-arm", "enh-arm"}
+    assert result["feedback_errors"] == {} and result["feedback_ok"] == result["feedback_sent"] > 0
+    stats = app.ledger.stats()
+    assert sum(s.n for s in stats.values()) == result["feedback_ok"]
+    arms = app.experiments.get("ab").posteriors()
+    assert sum(a["outcomes"] for a in arms.values()) == result["feedback_ok"]
