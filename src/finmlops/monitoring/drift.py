@@ -362,7 +362,7 @@ def run_drift(
 
     from finmlops.data import DataStore
     from finmlops.features import compute_features, make_windows
-    from finmlops.provenance import stamp, write_json_atomic
+    from finmlops.provenance import json_safe, stamp, write_json_atomic
 
     if current not in CURRENT_SOURCES:
         raise ValueError(f"current must be one of {', '.join(CURRENT_SOURCES)}, got {current!r}")
@@ -456,4 +456,4 @@ def run_drift(
     config = {"model": model, "reference": str(reference) if reference else None, "current": current}
     payload["provenance"] = stamp(data_hash=store.dataset_hash, config=config | {"window_days": window_days})
     write_json_atomic(settings.results_dir / "drift.json", payload)
-    return payload
+    return json_safe(payload)  # NaN as null, as in the file

@@ -1,0 +1,373 @@
+"""A/B analysis of a serving experiment from the request log: per-arm accuracy (Wilson 95% CI) and latency, and an
+always-valid sequential test of each challenger's accuracy difference against the control arm.
+
+The test is the mixture sequential probability ratio test (mSPRT) with a normal mixture N(0, tau^2) over the
+difference theta = acc(challenger) - acc(control), in the two-sample normal approximation of Johari, Koomen, Pekelis
+and Walsh ("Peeking at A/B tests", KDD 2017; "Always valid inference", Operations Research 2022), the method of
+Optimizely's Stats Engine. With the estimate theta_hat and its variance V = p_a(1-p_a)/n_a + p_b(1-p_b)/n_b:
+
+    Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 * theta_hat^2 / (2 V (V + tau^2)))
+
+Lambda is (asymptotically) a nonnegative martingale under H0: theta = 0, so by Ville's inequality
+P(Lambda ever >= 1/alpha) <= alpha: looking after every day, or every request, does not inflate false positives.
+The always-valid p-value is the running minimum of 1/Lambda. Decision rule (module-level ``decide``): promote when a
+challenger's always-valid p < alpha / (arms - 1) with theta_hat > 0, roll back when it is < that with
+theta_hat < 0, otherwise continue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+if TYPE_CHECKING:
+    from finmlops.settings import Settings
+
+ALPHA = 0.05
+# Prior scale of the accuracy difference: differences between direction models are a few points at most.
+TAU = 0.05
+# Below this many labelled outcomes per arm the normal approximation (and the plug-in variance) is not trusted.
+MIN_OUTCOMES = 100
+Action = Literal["promote", "rollback", "continue"]
+
+
+# --- statistics ------------------------------------------------------------------------------------------------------
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (Wilson 1927); (nan, nan) when n = 0."""
+    if n == 0:
+        return float("nan"), float("nan")
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def msprt(
+    n_a: np.ndarray,
+    s_a: np.ndarray,
+    n_b: np.ndarray,
+    s_b: np.ndarray,
+    *,
+    tau: float = TAU,
+    alpha: float = ALPHA,
+    min_outcomes: int = MIN_OUTCOMES,
+) -> dict[str, np.ndarray]:
+    """The mSPRT at each look, vectorised over any array shape (e.g. ``[experiments, looks]``).
+
+    ``n_*``: cumulative labelled outcomes, ``s_*``: cumulative correct ones, for control (a) and challenger (b).
+    Returns arrays of that shape: ``difference`` (theta_hat), ``log_lambda`` (0 where not yet tested: fewer than
+    ``min_outcomes`` in an arm or zero variance), ``boundary`` (log(1/alpha)), ``half_width`` of the always-valid
+    confidence sequence theta_hat +- half_width (inf where not tested), and ``p_value`` (1/Lambda, capped at 1; take
+    the running minimum over looks for the always-valid p-value).
+    """
+    n_a, s_a, n_b, s_b = (np.asarray(v, dtype=np.float64) for v in (n_a, s_a, n_b, s_b))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_a, p_b = s_a / n_a, s_b / n_b
+        diff = p_b - p_a
+        var = p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b
+        tested = (n_a >= min_outcomes) & (n_b >= min_outcomes) & (var > 0)
+        v = np.where(tested, var, 1.0)
+        t2 = tau * tau
+        log_lambda = np.where(tested, 0.5 * np.log(v / (v + t2)) + t2 * diff**2 / (2 * v * (v + t2)), 0.0)
+        log_boundary = math.log(1 / alpha)
+        half = np.sqrt(2 * v * (v + t2) / t2 * (log_boundary + 0.5 * np.log((v + t2) / v)))
+    return {
+        "difference": diff,
+        "log_lambda": log_lambda,
+        "boundary": np.full_like(log_lambda, log_boundary),
+        "half_width": np.where(tested, half, np.inf),
+        "p_value": np.minimum(1.0, np.exp(-log_lambda)),
+    }
+
+
+def fixed_horizon_p(n_a: np.ndarray, s_a: np.ndarray, n_b: np.ndarray, s_b: np.ndarray) -> np.ndarray:
+    """Two-sided p-value of the ordinary two-proportion z-test (pooled variance): valid for ONE look only."""
+    n_a, s_a, n_b, s_b = (np.asarray(v, dtype=np.float64) for v in (n_a, s_a, n_b, s_b))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        pooled = (s_a + s_b) / (n_a + n_b)
+        z = (s_b / n_b - s_a / n_a) / np.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
+    return np.where(np.isfinite(z), 2 * stats.norm.sf(np.abs(z)), 1.0)
+
+
+def simulate_peeking(
+    p_control: float,
+    p_challenger: float,
+    *,
+    per_look: tuple[int, int] = (100, 100),
+    looks: int = 60,
+    experiments: int = 2000,
+    alpha: float = ALPHA,
+    tau: float = TAU,
+    min_outcomes: int = MIN_OUTCOMES,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Share of ``experiments`` simulated A/B tests that declare a difference at ANY of ``looks`` daily looks, for
+    the mSPRT and for a fixed-horizon z-test peeked at daily; ``per_look`` labelled outcomes per arm per day.
+
+    With equal accuracies these are false-positive rates, otherwise power. Also the mean look of the mSPRT's first
+    rejection (among rejecting experiments).
+    """
+    rng = np.random.default_rng(seed)
+    shape = (experiments, looks)
+    n_a = np.cumsum(np.full(shape, per_look[0]), axis=1)
+    n_b = np.cumsum(np.full(shape, per_look[1]), axis=1)
+    s_a = np.cumsum(rng.binomial(per_look[0], p_control, size=shape), axis=1)
+    s_b = np.cumsum(rng.binomial(per_look[1], p_challenger, size=shape), axis=1)
+    test = msprt(n_a, s_a, n_b, s_b, tau=tau, alpha=alpha, min_outcomes=min_outcomes)
+    crossed = test["log_lambda"] >= test["boundary"]
+    rejected = crossed.any(axis=1)
+    first = np.argmax(crossed, axis=1)[rejected] + 1
+    return {
+        "msprt_rejection_rate": float(rejected.mean()),
+        "peeking_z_test_rejection_rate": float((fixed_horizon_p(n_a, s_a, n_b, s_b) < alpha).any(axis=1).mean()),
+        "final_look_z_test_rejection_rate": float((fixed_horizon_p(n_a, s_a, n_b, s_b)[:, -1] < alpha).mean()),
+        "mean_first_rejection_look": float(first.mean()) if first.size else float("nan"),
+        "experiments": experiments,
+        "looks": looks,
+    }
+
+
+# --- the request log -------------------------------------------------------------------------------------------------
+
+
+def served_rows(requests: pd.DataFrame, feedback: pd.DataFrame, experiment: str) -> pd.DataFrame:
+    """The experiment's served (non-shadow) requests with their outcome: the request columns plus ``outcome``,
+    ``feedback_ts`` (NaN when no feedback yet) and ``correct`` (prediction >= 0.5 matches the outcome; NaN when
+    unlabelled or failed). Raises ``ValueError`` naming the experiments in the log when there are no rows."""
+    rows = requests[(requests["experiment"] == experiment) & (requests["shadow"] == 0)]
+    if rows.empty:
+        known = sorted(str(e) for e in requests["experiment"].dropna().unique())
+        raise ValueError(f"no served requests of experiment {experiment!r} in the log (experiments: {known or 'none'})")
+    outcomes = feedback.rename(columns={"ts": "feedback_ts"}).drop_duplicates("id")
+    rows = rows.merge(outcomes, on="id", how="left")
+    bad = rows["outcome"].notna() & ~rows["outcome"].isin([0, 1])
+    if bad.any():
+        raise ValueError(f"feedback row id={rows.loc[bad, 'id'].iloc[0]}: outcome must be 0 or 1")
+    labelled = rows["outcome"].notna() & rows["prob_up"].notna() & (rows["status"] == 200)
+    rows["correct"] = np.where(labelled, (rows["prob_up"] >= 0.5) == (rows["outcome"] == 1), np.nan)
+    return rows
+
+
+def arm_summary(rows: pd.DataFrame) -> dict[str, Any]:
+    """Requests, error share, labelled outcomes, accuracy with its Wilson 95% CI, and latency p50/p95/p99 (ms)."""
+    labelled = rows["correct"].dropna()
+    n, k = len(labelled), int(labelled.sum())
+    low, high = wilson_interval(k, n)
+    latency = rows["latency_ms"].dropna().to_numpy()
+    p50, p95, p99 = np.percentile(latency, [50, 95, 99]) if latency.size else (np.nan,) * 3
+    return {
+        "models": sorted({f"{m} v{v}" for m, v in zip(rows["model"], rows["model_version"], strict=True)}),
+        "requests": len(rows),
+        "errors": int((rows["status"] != 200).sum()),
+        "outcomes": n,
+        "correct": k,
+        "accuracy": k / n if n else float("nan"),
+        "accuracy_ci95": [low, high],
+        "latency_ms": {"p50": float(p50), "p95": float(p95), "p99": float(p99)},
+    }
+
+
+def _day(ts: pd.Series) -> pd.Series:
+    return pd.to_datetime(ts, unit="s", utc=True).dt.strftime("%Y-%m-%d")
+
+
+def timeline(
+    rows: pd.DataFrame, control: str, challengers: Sequence[str], *, alpha: float, tau: float, min_outcomes: int
+) -> list[dict[str, Any]]:
+    """One entry per UTC day (a daily look): cumulative requests and that day's traffic share per arm, cumulative
+    labelled outcomes and accuracy per arm (by feedback time: when the outcome was known), and per challenger the
+    mSPRT statistic, its boundary, the confidence sequence and the always-valid (running-minimum) p-value."""
+    arms = [control, *challengers]
+    requests = rows.assign(day=_day(rows["ts"])).pivot_table(index="day", columns="arm", values="id", aggfunc="count")
+    labelled = rows[rows["correct"].notna()]
+    by_feedback = labelled.assign(day=_day(labelled["feedback_ts"]))
+    n = by_feedback.pivot_table(index="day", columns="arm", values="correct", aggfunc="count")
+    s = by_feedback.pivot_table(index="day", columns="arm", values="correct", aggfunc="sum")
+    days = sorted(set(requests.index) | set(n.index))
+    requests, n, s = (f.reindex(index=days, columns=arms).fillna(0) for f in (requests, n, s))
+    cum_requests, cum_n, cum_s = requests.cumsum(), n.cumsum(), s.cumsum()
+    tests = {
+        arm: msprt(
+            cum_n[control].to_numpy(),
+            cum_s[control].to_numpy(),
+            cum_n[arm].to_numpy(),
+            cum_s[arm].to_numpy(),
+            tau=tau,
+            alpha=alpha,
+            min_outcomes=min_outcomes,
+        )
+        for arm in challengers
+    }
+    out = []
+    for i, day in enumerate(days):
+        total = float(requests.iloc[i].sum())
+        entry: dict[str, Any] = {
+            "date": day,
+            "requests": {a: int(cum_requests[a].iloc[i]) for a in arms},
+            "traffic_share": {a: float(requests[a].iloc[i] / total) if total else None for a in arms},
+            "outcomes": {a: int(cum_n[a].iloc[i]) for a in arms},
+            "accuracy": {a: float(cum_s[a].iloc[i] / cum_n[a].iloc[i]) if cum_n[a].iloc[i] else None for a in arms},
+            "tests": {},
+        }
+        for arm, test in tests.items():
+            diff, half = float(test["difference"][i]), float(test["half_width"][i])
+            entry["tests"][arm] = {
+                "difference": diff,
+                "log_lambda": float(test["log_lambda"][i]),
+                "boundary": float(test["boundary"][i]),
+                "ci": [diff - half, diff + half],
+                "p_value": float(np.min(test["p_value"][: i + 1])),
+            }
+        out.append(entry)
+    return out
+
+
+def decide(comparisons: Sequence[dict[str, Any]], alpha: float) -> dict[str, Any]:
+    """The decision: promote the challenger with the largest significantly positive difference; else roll back
+    when every challenger is significantly worse than the control; else continue. "Significantly" means the
+    always-valid p-value < alpha / (number of challengers) (Bonferroni over challengers)."""
+    level = alpha / max(1, len(comparisons))
+    better = [c for c in comparisons if c["p_value"] < level and c["difference"] > 0]
+    worse = [c for c in comparisons if c["p_value"] < level and c["difference"] < 0]
+    rule = (
+        f"promote if a challenger's always-valid mSPRT p < {level:.4g} with a positive accuracy difference; roll "
+        f"back if every challenger's p < {level:.4g} with a negative difference; otherwise continue"
+    )
+    if better:
+        best = max(better, key=lambda c: c["difference"])
+        action: Action = "promote"
+        arm, reason = (
+            best["arm"],
+            (
+                f"{best['arm']} beats {best['control']} by {best['difference']:+.4f} accuracy (always-valid p = "
+                f"{best['p_value']:.4g} < {level:.4g})"
+            ),
+        )
+    elif comparisons and len(worse) == len(comparisons):
+        action, arm = "rollback", comparisons[0]["control"]
+        reason = "every challenger is significantly worse: " + "; ".join(
+            f"{c['arm']} {c['difference']:+.4f} (p = {c['p_value']:.4g})" for c in worse
+        )
+    else:
+        action, arm = "continue", None
+        reason = "no challenger is significantly different from the control yet" if comparisons else "one arm only"
+    return {"action": action, "arm": arm, "rule": rule, "reason": reason, "level": level}
+
+
+def analyze(
+    requests: pd.DataFrame,
+    feedback: pd.DataFrame,
+    experiment: str,
+    *,
+    control: str | None = None,
+    alpha: float = ALPHA,
+    tau: float = TAU,
+    min_outcomes: int = MIN_OUTCOMES,
+) -> dict[str, Any]:
+    """The full analysis of ``experiment`` from request-log frames (``read_requests``, ``read_feedback``).
+
+    ``control`` defaults to the arm with the most served requests (the incumbent usually keeps most traffic; ties
+    go to the first name). Returns arms, comparisons, the decision and the daily timeline, JSON-ready.
+    """
+    if not 0 < alpha < 1 or tau <= 0:
+        raise ValueError(f"need 0 < alpha < 1 and tau > 0, got alpha={alpha}, tau={tau}")
+    rows = served_rows(requests, feedback, experiment)
+    if rows["arm"].isna().any():
+        raise ValueError(f"request id={rows.loc[rows['arm'].isna(), 'id'].iloc[0]}: experiment row without an arm")
+    counts = rows["arm"].value_counts()
+    if control is None:
+        control = sorted(counts.index, key=lambda a: (-counts[a], a))[0]
+    elif control not in counts:
+        raise ValueError(f"--control {control!r} is not an arm of {experiment!r} (arms: {sorted(counts.index)})")
+    challengers = sorted(a for a in counts.index if a != control)
+    arms = {arm: arm_summary(rows[rows["arm"] == arm]) for arm in [control, *challengers]}
+    days = timeline(rows, control, challengers, alpha=alpha, tau=tau, min_outcomes=min_outcomes)
+    comparisons = []
+    for arm in challengers:
+        last = days[-1]["tests"][arm]
+        comparisons.append({"arm": arm, "control": control, **last, "outcomes": days[-1]["outcomes"][arm]})
+    return {
+        "experiment": experiment,
+        "control": control,
+        "alpha": alpha,
+        "tau": tau,
+        "min_outcomes": min_outcomes,
+        "method": "mSPRT, normal mixture (Johari et al. 2017), daily looks by feedback time",
+        "arms": arms,
+        "comparisons": comparisons,
+        "decision": decide(comparisons, alpha),
+        "timeline": days,
+    }
+
+
+# --- applying the decision -------------------------------------------------------------------------------------------
+
+
+def arm_version(rows: pd.DataFrame, arm: str) -> tuple[str, str]:
+    """``(registered model name, version)`` an arm served; raises ``ValueError`` if it served several."""
+    pairs = rows.loc[rows["arm"] == arm, ["model", "model_version"]].drop_duplicates()
+    if len(pairs) != 1 or pairs["model_version"].isna().any():
+        raise ValueError(f"arm {arm!r} served {len(pairs)} model versions; --apply needs exactly one")
+    model, version = (str(v) for v in pairs.iloc[0])
+    return (model if model.endswith("-predictor") else f"{model}-predictor"), version
+
+
+def apply_decision(result: dict[str, Any], rows: pd.DataFrame, client: Any) -> dict[str, Any]:
+    """Move the ``champion`` alias to the winning arm's model version (promote: the challenger; roll back: the
+    control) and tag that version with why (``abtest.<experiment>.*``). ``client``: an ``mlflow.MlflowClient``.
+    Returns what changed; a ``continue`` decision changes nothing."""
+    decision = result["decision"]
+    if decision["action"] == "continue":
+        return {"changed": False, "reason": "decision is continue: the registry is left as it is"}
+    name, version = arm_version(rows, decision["arm"])
+    model = client.get_registered_model(name)
+    previous = model.aliases.get("champion")
+    prefix = f"abtest.{result['experiment']}"
+    tags = {"decision": decision["action"], "reason": decision["reason"], "rule": decision["rule"]}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, f"{prefix}.{key}", value[:5000])
+    changed = str(previous) != version
+    if changed:
+        client.set_registered_model_alias(name, "champion", version)
+    return {"changed": changed, "model": name, "version": version, "previous_champion": previous, "tags": tags}
+
+
+def run_abtest(
+    settings: Settings,
+    experiment: str,
+    *,
+    alpha: float = ALPHA,
+    tau: float = TAU,
+    control: str | None = None,
+    apply: bool = False,
+    log_path: Path | None = None,
+) -> dict[str, Any]:
+    """Analyse ``experiment`` from ``<home>/serving/requests.db`` (or ``log_path``), optionally apply the decision to
+    the MLflow registry, and write ``results/abtest_<experiment>.json`` (stamped). Returns the payload."""
+    from finmlops.provenance import json_safe, stamp, write_json_atomic
+    from finmlops.serving.requestlog import read_feedback, read_requests
+
+    path = log_path or settings.home / "serving" / "requests.db"
+    requests, feedback = read_requests(path), read_feedback(path)
+    result = analyze(requests, feedback, experiment, control=control, alpha=alpha, tau=tau)
+    if apply:
+        import mlflow
+
+        from finmlops.tracking.backend import configure_tracking
+
+        uri = configure_tracking(settings)
+        rows = served_rows(requests, feedback, experiment)
+        result["applied"] = apply_decision(result, rows, mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri))
+    config = {"experiment": experiment, "alpha": alpha, "tau": tau, "control": control, "log": str(path)}
+    result["provenance"] = stamp(data_hash=None, config=config)
+    write_json_atomic(settings.results_dir / f"abtest_{experiment}.json", result)
+    return json_safe(result)  # NaN (an arm without outcomes yet) as null, as in the file

@@ -1,0 +1,205 @@
+"""The A/B analysis: the mSPRT keeps its false-positive rate under daily peeking (where the z-test does not) and
+detects a real difference; per-arm summaries; ``finmlops abtest analyze`` on a real SQLite request log, with
+``--apply`` moving the champion alias in a real MLflow registry."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from finmlops.cli import app
+from finmlops.monitoring.abtest import analyze, msprt, simulate_peeking, wilson_interval
+from finmlops.serving.requestlog import FeedbackRecord, RequestLog, RequestRecord, read_feedback, read_requests
+
+DAY = 86400.0
+
+
+def test_daily_peeking_keeps_the_false_positive_rate() -> None:
+    """2000 A/A experiments x 60 daily looks, 100 labelled outcomes per arm per day, 52% accuracy in both."""
+    result = simulate_peeking(0.52, 0.52, per_look=(100, 100), looks=60, experiments=2000, seed=1)
+    assert result["msprt_rejection_rate"] <= 0.05
+    # The same data tested with a fixed-horizon z-test at every look: the inflation the mSPRT exists to stop.
+    assert result["peeking_z_test_rejection_rate"] > 0.2
+    assert result["final_look_z_test_rejection_rate"] == pytest.approx(0.05, abs=0.02)
+    unequal_traffic = simulate_peeking(0.55, 0.55, per_look=(70, 30), looks=60, experiments=2000, seed=2)
+    assert unequal_traffic["msprt_rejection_rate"] <= 0.05
+
+
+def test_a_real_difference_is_detected() -> None:
+    """52% vs 56% accuracy, 100 outcomes per arm per day for 60 days: power of the always-valid test."""
+    result = simulate_peeking(0.52, 0.56, per_look=(100, 100), looks=60, experiments=2000, seed=3)
+    assert result["msprt_rejection_rate"] >= 0.85
+    assert result["mean_first_rejection_look"] < 40
+    small = simulate_peeking(0.52, 0.53, per_look=(100, 100), looks=60, experiments=2000, seed=4)
+    assert small["msprt_rejection_rate"] < 0.3  # a 1-point gain needs far more data: the test says "continue"
+
+
+def test_msprt_matches_its_closed_form() -> None:
+    n_a, s_a, n_b, s_b = 400, 208, 300, 180
+    out = msprt(np.array(n_a), np.array(s_a), np.array(n_b), np.array(s_b), tau=0.05, alpha=0.05)
+    p_a, p_b = s_a / n_a, s_b / n_b
+    v = p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b
+    lam = math.sqrt(v / (v + 0.0025)) * math.exp(0.0025 * (p_b - p_a) ** 2 / (2 * v * (v + 0.0025)))
+    assert float(out["log_lambda"]) == pytest.approx(math.log(lam))
+    assert float(out["p_value"]) == pytest.approx(min(1, 1 / lam))
+    # The confidence sequence excludes 0 exactly when Lambda crosses 1/alpha.
+    low = float(out["difference"] - out["half_width"])
+    assert (low > 0) == (lam >= 20)
+    untested = msprt(np.array(50), np.array(30), np.array(50), np.array(40))
+    assert float(untested["log_lambda"]) == 0.0 and np.isinf(untested["half_width"])
+
+
+def test_wilson_interval() -> None:
+    assert wilson_interval(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    low, high = wilson_interval(0, 20)
+    assert low == 0.0 and high == pytest.approx(0.1611, abs=1e-4)
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+# --- a real request log ---------------------------------------------------------------------------------------------
+
+
+def write_log(
+    path: Path, accuracy: dict[str, float], *, days: int = 30, per_day: int = 300, seed: int = 0
+) -> dict[str, tuple[str, str]]:
+    """An experiment ``exp`` whose arms (``accuracy`` keys, in order: control first with 70% of traffic) serve
+    baseline-predictor versions 1, 2, ...; outcomes arrive one day after each request. Plus a shadow copy and a
+    request of another experiment, which the analysis must ignore. Returns arm -> (model, version)."""
+    rng = np.random.default_rng(seed)
+    arms = list(accuracy)
+    versions = {arm: ("baseline-predictor", str(i + 1)) for i, arm in enumerate(arms)}
+    weights = np.array([0.7, *[0.3 / (len(arms) - 1)] * (len(arms) - 1)])
+    start = (time.time() // DAY - days - 1) * DAY  # a UTC midnight: requests fill `days` whole days
+    log = RequestLog(path)
+    for i in range(days * per_day):
+        ts = start + i * DAY / per_day
+        arm = arms[rng.choice(len(arms), p=weights)]
+        outcome = int(rng.random() < 0.5)
+        correct = rng.random() < accuracy[arm]
+        up = outcome if correct else 1 - outcome
+        failed = rng.random() < 0.01
+        model, version = versions[arm]
+        log.append(
+            RequestRecord(
+                id=f"q{i}",
+                model=model,
+                ts=ts,
+                experiment="exp",
+                arm=arm,
+                model_version=version,
+                shadow=0,
+                inputs_digest=None,
+                prob_up=None if failed else 0.4 + 0.2 * up,
+                latency_ms=float(rng.gamma(2, 2)),
+                status=500 if failed else 200,
+            )
+        )
+        log.append(FeedbackRecord(id=f"q{i}", ts=ts + DAY, outcome=outcome))
+    log.append(RequestRecord("q0", "enhanced-predictor", start, "exp", arms[0], "7", 1, None, 0.9, 1.0, 200))
+    log.append(RequestRecord("o1", "enhanced-predictor", start, "other", "x", "1", 0, None, 0.9, 1.0, 200))
+    log.close()
+    return versions
+
+
+def test_analysis_of_a_request_log(tmp_path: Path) -> None:
+    path = tmp_path / "requests.db"
+    write_log(path, {"control": 0.52, "challenger": 0.62})
+    result = analyze(read_requests(path), read_feedback(path), "exp")
+    assert result["control"] == "control" and list(result["arms"]) == ["control", "challenger"]
+    control, challenger = result["arms"]["control"], result["arms"]["challenger"]
+    assert control["requests"] + challenger["requests"] == 9000
+    assert control["requests"] > 2 * challenger["requests"]
+    assert control["errors"] > 0 and control["outcomes"] == control["requests"] - control["errors"]
+    for arm, truth in (("control", 0.52), ("challenger", 0.62)):
+        low, high = result["arms"][arm]["accuracy_ci95"]
+        assert low < truth < high
+    assert control["models"] == ["baseline-predictor v1"]
+    assert 0 < control["latency_ms"]["p50"] < control["latency_ms"]["p95"] < control["latency_ms"]["p99"]
+    assert result["decision"]["action"] == "promote" and result["decision"]["arm"] == "challenger"
+    days = result["timeline"]
+    assert len(days) == 31 and days[-1]["requests"]["control"] == control["requests"]
+    assert days[0]["outcomes"]["control"] == 0  # the first day's outcomes arrive the next day
+    shares = [d["traffic_share"]["challenger"] for d in days if d["traffic_share"]["challenger"] is not None]
+    assert 0.25 < np.mean(shares) < 0.35
+    p_values = [d["tests"]["challenger"]["p_value"] for d in days]
+    assert p_values == sorted(p_values, reverse=True)  # always-valid p-values never rise
+    assert all(d["tests"]["challenger"]["boundary"] == pytest.approx(math.log(20)) for d in days)
+
+
+def test_equal_arms_continue_and_worse_rolls_back(tmp_path: Path) -> None:
+    write_log(tmp_path / "aa.db", {"control": 0.53, "challenger": 0.53}, seed=5)
+    same = analyze(read_requests(tmp_path / "aa.db"), read_feedback(tmp_path / "aa.db"), "exp")
+    assert same["decision"]["action"] == "continue"
+    write_log(tmp_path / "worse.db", {"control": 0.60, "challenger": 0.48}, seed=6)
+    worse = analyze(read_requests(tmp_path / "worse.db"), read_feedback(tmp_path / "worse.db"), "exp")
+    assert worse["decision"]["action"] == "rollback" and worse["decision"]["arm"] == "control"
+    with pytest.raises(ValueError, match=r"no served requests of experiment 'nope'.*'exp', 'other'"):
+        analyze(read_requests(tmp_path / "aa.db"), read_feedback(tmp_path / "aa.db"), "nope")
+    with pytest.raises(ValueError, match="--control 'x' is not an arm"):
+        analyze(read_requests(tmp_path / "aa.db"), read_feedback(tmp_path / "aa.db"), "exp", control="x")
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    monkeypatch.setenv("FINMLOPS_HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+def test_cli_analyze_and_apply(home: Path, tmp_path: Path) -> None:
+    import mlflow
+
+    from finmlops.settings import Settings
+
+    write_log(home / "serving" / "requests.db", {"control": 0.52, "challenger": 0.62}, days=20)
+    result = CliRunner().invoke(app, ["abtest", "analyze", "--experiment", "exp", "--json"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["decision"]["action"] == "promote" and "applied" not in payload
+    saved = json.loads((home / "results" / "abtest_exp.json").read_text())
+    assert saved["timeline"] == payload["timeline"] and saved["provenance"]["config"]["experiment"] == "exp"
+    text = CliRunner().invoke(app, ["abtest", "analyze", "--experiment", "exp"])
+    assert text.exit_code == 0 and "decision: PROMOTE" in text.stdout
+
+    uri = Settings(home=home).tracking_uri
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.create_registered_model("baseline-predictor")
+    for _ in range(2):
+        client.create_model_version("baseline-predictor", source=str(tmp_path), run_id=None)
+    client.set_registered_model_alias("baseline-predictor", "champion", "1")
+    applied = CliRunner().invoke(app, ["abtest", "analyze", "--experiment", "exp", "--apply", "--json"])
+    assert applied.exit_code == 0, applied.output
+    assert json.loads(applied.stdout)["applied"]["changed"] is True
+    assert str(client.get_registered_model("baseline-predictor").aliases["champion"]) == "2"
+    tags = client.get_model_version("baseline-predictor", "2").tags
+    assert tags["abtest.exp.decision"] == "promote" and "beats control" in tags["abtest.exp.reason"]
+    again = CliRunner().invoke(app, ["abtest", "analyze", "--experiment", "exp", "--apply", "--json"])
+    assert again.exit_code == 0 and json.loads(again.stdout)["applied"]["changed"] is False
+
+    missing = CliRunner().invoke(app, ["abtest", "analyze", "--experiment", "nope"])
+    assert missing.exit_code == 1 and "no served requests of experiment 'nope'" in missing.output
+    assert CliRunner().invoke(app, ["abtest", "analyze", "--experiment", "exp", "--alpha", "2"]).exit_code == 2
+
+
+def test_missing_log_is_a_clear_error(home: Path) -> None:
+    result = CliRunner().invoke(app, ["abtest", "analyze", "--experiment", "exp"])
+    assert result.exit_code == 1 and "requests.db" in result.output and "Traceback" not in result.output
+
+
+def test_feedback_outcomes_are_checked(tmp_path: Path) -> None:
+    requests = pd.DataFrame(
+        {
+            "id": ["a"], "model": ["m"], "ts": [0.0], "experiment": ["exp"], "arm": ["x"], "model_version": ["1"],
+            "shadow": [0], "prob_up": [0.7], "latency_ms": [1.0], "status": [200],
+        }
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="feedback row id=a: outcome must be 0 or 1"):
+        analyze(requests, pd.DataFrame({"id": ["a"], "ts": [1.0], "outcome": [3]}), "exp")
