@@ -267,6 +267,14 @@ def test_update_validates_swaps_and_returns_the_new_state() -> None:
     ]:
         with pytest.raises(ExperimentConfigError, match=message):
             experiments.update(DEFAULT_EXPERIMENT, patch, who="mallory")
+
+    def serves_only_known_models(experiment: Experiment) -> None:
+        unknown = set(experiment.models) - {"baseline-predictor", "enhanced-predictor"}
+        if unknown:
+            raise LookupError(f"not served: {sorted(unknown)}")
+
+    with pytest.raises(LookupError, match=r"not served: \['ghost'\]"):
+        experiments.update(DEFAULT_EXPERIMENT, {"shadows": ["ghost"]}, who="eve", check=serves_only_known_models)
     assert experiments.get(DEFAULT_EXPERIMENT).updated_by == "bob"  # a refused patch changes nothing
     with pytest.raises(UnknownExperiment):
         experiments.update("nope", {}, who="x")

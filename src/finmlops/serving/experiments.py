@@ -17,7 +17,7 @@ import hashlib
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -525,11 +525,19 @@ class ExperimentSet:
         """Every model any experiment can call, deduplicated in order."""
         return list(dict.fromkeys(m for e in self._experiments.values() for m in e.models))
 
-    def update(self, name: str, patch: Mapping[str, Any], who: str) -> Experiment:
+    def update(
+        self,
+        name: str,
+        patch: Mapping[str, Any],
+        who: str,
+        check: Callable[[Experiment], None] | None = None,
+    ) -> Experiment:
         """Apply a JSON merge patch to experiment ``name``, validate it, and swap it in; returns the new state.
 
         Outcome counts of surviving arms carry over (a bandit keeps learning). An invalid patch raises
-        :class:`ExperimentConfigError` and leaves the experiment as it was. Renaming is refused.
+        :class:`ExperimentConfigError` and leaves the experiment as it was. Renaming is refused. ``check`` (e.g.
+        "the server serves every model it names") sees the new experiment before the swap; whatever it raises
+        propagates and nothing changes.
         """
         if not isinstance(patch, Mapping):
             raise ExperimentConfigError(f"experiment {name!r}: patch must be a mapping, got {type(patch).__name__}")
@@ -539,6 +547,8 @@ class ExperimentSet:
                 raise ExperimentConfigError(f"experiment {name!r}: name: cannot be changed by an update")
             raw = merge_patch(old.config.model_dump(mode="python", exclude_none=True), patch)
             new = Experiment(parse_config(raw), updated_by=who)
+            if check is not None:
+                check(new)
             new._inherit(old)
             self._experiments[name] = new
             self._by_default = self._index_defaults()
