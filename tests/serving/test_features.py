@@ -1,0 +1,200 @@
+"""Raw OHLCV inputs, shadows, admin changes with auth, the drift gauge, and `finmlops serve` as a process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from serving_support import Client, free_port, serve, tiny_onnx, tiny_reference, v2_body
+
+from finmlops.data import load_snapshot
+from finmlops.features import compute_features, feature_names
+from finmlops.monitoring.drift import reference_profile
+from finmlops.serving.app import ServingApp
+from finmlops.serving.config import parse_config
+from finmlops.serving.raw import min_history
+from finmlops.serving.requestlog import read_admin_log, read_requests
+
+TOKEN = "alice-token-0123456789"
+
+
+def _card_model(folder: Path, seq_len: int = 10, bias: float = 0.0, drift: dict[str, Any] | None = None) -> Path:
+    """A finmlops export folder: model.onnx + finmlops-model.json (basic features) [+ drift_reference.json]."""
+    names = feature_names("basic")
+    tiny_onnx(folder / "model.onnx", seq_len, len(names), bias=bias)
+    card = {"variant": "baseline", "feature_set": "basic", "feature_names": names, "seq_len": seq_len,
+            "data_hash": "d" * 64}  # fmt: skip
+    (folder / "finmlops-model.json").write_text(json.dumps(card))
+    if drift is not None:
+        (folder / "drift_reference.json").write_text(json.dumps(drift))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def universe() -> dict[str, Any]:
+    return {t: f.iloc[-120:] for t, f in load_snapshot(["AAPL", "MSFT", "JPM"]).items()}
+
+
+@pytest.fixture(scope="module")
+def feature_server(tmp_path_factory: pytest.TempPathFactory, universe: dict[str, Any]) -> Any:
+    root = tmp_path_factory.mktemp("feature-models")
+    frame = compute_features(universe, "basic").dropna()
+    profile = reference_profile(frame.to_numpy(), list(frame.columns))
+    os.environ["FINMLOPS_TEST_ADMIN_TOKEN"] = TOKEN
+    config = parse_config({
+        "models": [
+            {"name": "baseline-predictor", "source": str(_card_model(root / "baseline", drift=profile))},
+            {"name": "enhanced-predictor", "source": str(_card_model(root / "enhanced", bias=0.5))},
+        ],
+        "experiments": [{"name": "ab", "default": "baseline-predictor", "shadows": ["enhanced-predictor"],
+                         "candidates": [{"name": "baseline-predictor", "weight": 1}]}],
+        "auth": {"admin_tokens": {"alice": "${FINMLOPS_TEST_ADMIN_TOKEN}"}},
+    })  # fmt: skip
+    app = ServingApp(config, registry=None, request_log=root / "requests.db")
+    with serve(app) as base:
+        yield base, app
+
+
+def _raw_body(universe: dict[str, Any], days: int | None = None) -> dict[str, Any]:
+    frames = list(universe.values())
+    inputs = []
+    for column in ("open", "high", "low", "close", "adj_close", "volume"):
+        data = np.stack([f[column].to_numpy(np.float64)[-(days or len(f)) :] for f in frames])
+        inputs.append({"name": column, "shape": list(data.shape), "datatype": "FP64", "data": data.tolist()})
+    return {"inputs": inputs}
+
+
+def test_raw_ohlcv_uses_the_training_feature_path(feature_server: Any, universe: dict[str, Any]) -> None:
+    base, _ = feature_server
+    status, body, _ = Client(base).request(
+        "POST", "/v2/models/baseline-predictor/versions/1/infer", _raw_body(universe)
+    )
+    assert status == 200, body
+    frame = compute_features(universe, "basic")
+    x = np.stack([frame.xs(t, level="ticker").to_numpy()[-10:] for t in universe]).astype(np.float32)
+    np.testing.assert_allclose(body["outputs"][0]["data"], tiny_reference(x)[:, 0], atol=1e-5)
+
+
+def test_raw_history_too_short_names_the_minimum(feature_server: Any, universe: dict[str, Any]) -> None:
+    need = min_history("basic", 10)
+    client = Client(feature_server[0])
+    status, body, _ = client.request(
+        "POST", "/v2/models/baseline-predictor/versions/1/infer", _raw_body(universe, need - 1)
+    )
+    assert status == 400 and f"T >= {need}" in body["error"], body
+    status, body, _ = client.request(
+        "POST", "/v2/models/baseline-predictor/versions/1/infer", _raw_body(universe, need)
+    )
+    assert status == 200, body
+
+
+def test_a_window_of_another_width_is_a_400_naming_the_expected_shape(feature_server: Any) -> None:
+    x = np.zeros((1, 10, 35), np.float32)
+    status, body, _ = Client(feature_server[0]).request("POST", "/v2/models/baseline-predictor/infer", v2_body(x))
+    assert status == 400 and "[-1, 10, 16]" in body["error"] and "raw OHLCV" in body["error"]
+
+
+def test_shadow_is_logged_but_never_answers(feature_server: Any) -> None:
+    base, app = feature_server
+    x = np.random.default_rng(1).normal(size=(1, 10, 16)).astype(np.float32)
+    status, body, headers = Client(base).request("POST", "/v2/models/baseline-predictor/infer", v2_body(x, id="sh-1"))
+    assert status == 200 and headers["x-seldon-route"] == ":baseline-predictor_1:"
+    assert body["outputs"][0]["data"][0] == pytest.approx(float(tiny_reference(x)[0, 0]), abs=1e-6)
+    time.sleep(0.05)
+    app.request_log.flush()
+    rows = read_requests(app.request_log.path)
+    rows = rows[rows.id == "sh-1"].set_index("model")
+    assert rows.loc["baseline-predictor", "shadow"] == 0 and rows.loc["enhanced-predictor", "shadow"] == 1
+    assert rows.loc["enhanced-predictor", "prob_up"] == pytest.approx(float(tiny_reference(x, 0.5)[0, 0]), abs=1e-6)
+
+
+def test_admin_needs_the_token_and_logs_who_changed_what(feature_server: Any) -> None:
+    base, app = feature_server
+    client = Client(base)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.request("GET", "/admin/experiments/ab")[0] == 401
+    assert client.request("GET", "/admin/experiments/ab", headers={"Authorization": "Bearer wrong"})[0] == 401
+    status, state, _ = client.request("GET", "/admin/experiments/ab", headers=auth)
+    assert status == 200 and state["traffic_share"] == {"baseline-predictor": 1.0}
+    bad = {"candidates": [{"name": "ghost-predictor", "weight": 1}]}
+    status, body, _ = client.request("PUT", "/admin/experiments/ab", bad, auth)
+    assert status == 400 and "ghost-predictor" in body["error"]
+    patch = {"candidates": [{"name": "baseline-predictor", "weight": 0}, {"name": "enhanced-predictor", "weight": 1}]}
+    status, state, _ = client.request("PUT", "/admin/experiments/ab", patch, auth)
+    assert status == 200 and state["traffic_share"]["enhanced-predictor"] == 1.0 and state["updated_by"] == "alice"
+    x = np.zeros((1, 10, 16), np.float32)
+    assert client.request("POST", "/v2/models/baseline-predictor/infer", v2_body(x))[2]["x-seldon-route"] == (
+        ":enhanced-predictor_1:"
+    )
+    assert client.request("PUT", "/admin/experiments/nope", patch, auth)[0] == 404
+    app.request_log.flush()
+    admin = read_admin_log(app.request_log.path)
+    assert list(admin.who) == ["alice"] and json.loads(admin.change.iloc[0]) == patch
+    client.request("PUT", "/admin/experiments/ab", {"candidates": [{"name": "baseline-predictor", "weight": 1}]}, auth)
+
+
+def test_psi_gauge_follows_the_drift_reference(feature_server: Any, universe: dict[str, Any]) -> None:
+    base, _ = feature_server
+    client = Client(base)
+    for _ in range(20):
+        assert client.request("POST", "/v2/models/baseline-predictor/versions/1/infer", _raw_body(universe))[0] == 200
+    text = client.request("GET", "/metrics")[1]
+    lines = [line for line in text.splitlines() if line.startswith('finmlops_feature_psi{feature="rsi_14"')]
+    assert len(lines) == 1 and np.isfinite(float(lines[0].split()[-1])), lines
+    assert "finmlops_feature_psi" in text and 'model="enhanced-predictor"' not in " ".join(
+        line for line in text.splitlines() if line.startswith("finmlops_feature_psi")
+    )
+
+
+def test_finmlops_serve_never_imports_torch_and_flushes_its_log_on_sigterm(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "m.onnx", 10, 35)
+    db = tmp_path / "requests.db"
+    (tmp_path / "serving.yaml").write_text(
+        f"models:\n  - name: tiny\n    source: {model}\nserver:\n  request_log: {db}\n"
+    )
+    port = free_port()
+    probe = tmp_path / "modules.json"
+    code = (
+        "import json, sys, threading, time\n"
+        "def probe():\n"
+        "    while True:\n"
+        f"        open({str(probe)!r}, 'w').write(json.dumps(sorted(sys.modules)))\n"
+        "        time.sleep(0.1)\n"
+        "threading.Thread(target=probe, daemon=True).start()\n"
+        "from finmlops.cli import main\n"
+        f"sys.argv = ['finmlops', 'serve', '--config', {str(tmp_path / 'serving.yaml')!r}, '--port', '{port}', "
+        "'--log-level', 'warning']\n"
+        "main()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if Client(base).request("GET", "/v2/health/ready")[0] == 200:
+                    break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
+                time.sleep(0.1)
+        client = Client(base)
+        x = np.zeros((1, 10, 35), np.float32)
+        for i in range(30):
+            assert client.request("POST", "/v2/models/tiny/infer", v2_body(x, id=f"p{i}"))[0] == 200
+        time.sleep(0.3)  # the probe thread rewrites the module list every 0.1 s
+        modules = json.loads(probe.read_text())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0].decode()
+    # uvicorn re-raises the SIGTERM it caught once it has drained requests and run the shutdown
+    assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in out, out
+    assert "onnxruntime" in modules and "torch" not in modules
+    assert {f"p{i}" for i in range(30)} <= set(read_requests(db)["id"])
