@@ -290,7 +290,9 @@ def analyze(
         raise ValueError(f"--control {control!r} is not an arm of {experiment!r} (arms: {sorted(counts.index)})")
     challengers = sorted(a for a in counts.index if a != control)
     arms = {arm: arm_summary(rows[rows["arm"] == arm]) for arm in [control, *challengers]}
-    days = timeline(rows, control, challengers, alpha=alpha, tau=tau, min_outcomes=min_outcomes)
+    # Bonferroni over challengers: each boundary and confidence sequence is at alpha / k.
+    level = alpha / max(1, len(challengers))
+    days = timeline(rows, control, challengers, alpha=level, tau=tau, min_outcomes=min_outcomes)
     comparisons = []
     for arm in challengers:
         last = days[-1]["tests"][arm]
