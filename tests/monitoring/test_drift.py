@@ -210,6 +210,7 @@ def test_logged_model_carries_its_drift_reference_and_drift_uses_the_request_log
     model_dir = fetch_model("baseline-predictor", tmp_path / "fetched")
     profile = drift_reference(model_dir)
     assert profile is not None and list(profile["features"]) == list(train.feature_names)
+    assert (model_dir / "artifacts" / DRIFT_REFERENCE_FILE).is_file()  # where the server looks in an MLflow folder
     assert profile["features"]["rsi_14"]["n"] == len(train)
     triton = export_model("baseline-predictor", "triton", tmp_path / "triton")
     assert drift_reference(triton) == profile and (triton / DRIFT_REFERENCE_FILE).is_file()
