@@ -250,9 +250,10 @@ class SlidingDrift:
             self._edges[i, : len(e["edges"])] = e["edges"]
         self._reference = [np.asarray(e["proportions"], dtype=np.float64) for e in entries]
         self._epsilon = float(profile.get("epsilon", PSI_EPSILON))
-        self._ring = np.full((window, len(entries)), -1, dtype=np.int16)  # -1: empty slot or a NaN value
+        self._ring = np.full((window, len(entries)), -1, dtype=np.int64)
         self._counts = np.zeros((len(entries), width), dtype=np.int64)
-        self._rows = np.arange(len(entries))
+        # Flat cell index of (feature, bin) = feature * width + bin; the ring stores it, -1 for an empty slot/NaN.
+        self._offsets = np.arange(len(entries)) * width
         self._next = 0
         self._seen = 0
         self._lock = threading.Lock()
@@ -267,15 +268,16 @@ class SlidingDrift:
         x = np.asarray(features, dtype=np.float64).reshape(-1)
         if x.size != len(self.names):
             raise ValueError(f"expected {len(self.names)} features, got {x.size}")
-        bins = (x[:, None] > self._edges).sum(axis=1)
-        bins[~np.isfinite(x)] = -1
+        cells = self._offsets + (x[:, None] > self._edges).sum(axis=1)
+        finite = np.isfinite(x)
+        if not finite.all():
+            cells = np.where(finite, cells, -1)
+        flat = self._counts.reshape(-1)  # a view: each feature's cell appears once, so fancy += is exact
         with self._lock:
             old = self._ring[self._next]
-            valid = old >= 0
-            self._counts[self._rows[valid], old[valid]] -= 1
-            valid = bins >= 0
-            self._counts[self._rows[valid], bins[valid]] += 1
-            self._ring[self._next] = bins
+            flat[old[old >= 0]] -= 1
+            flat[cells[cells >= 0]] += 1
+            self._ring[self._next] = cells
             self._next = (self._next + 1) % self.window
             self._seen += 1
 
