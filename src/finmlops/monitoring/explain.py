@@ -32,10 +32,15 @@ import pandas as pd
 Quadrature = Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid"]
 QUADRATURES: tuple[str, ...] = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 DEFAULT_STEPS = 50  # Captum's default
-# Central-difference step as a fraction of each coordinate's displacement x_j - b_j. Float32 outputs carry ~1e-7
-# of rounding noise, which a step this size turns into ~1e-5 of attribution noise; the truncation error (~step^2)
-# is smaller still. Measured against Captum in tests/monitoring/test_explain.py.
-FD_REL_STEP = 5e-3
+# The server's default: its cost is steps * 2 * seq_len * n_features forward passes (transformer: 35k windows, ~4.5 s
+# on one core), and on the variants' networks Gauss-Legendre with 16 nodes already agrees with 64 nodes to ~1e-10
+# per attribution (docs/explain.md). Every response carries the convergence delta, so a shortfall is visible.
+SERVER_STEPS = 16
+# Central-difference step as a fraction of each coordinate's displacement x_j - b_j. Float32 outputs carry ~1e-7 of
+# rounding noise, which this step turns into ~1e-6 of attribution noise; the truncation error (~step^2 times the
+# curvature along the path, small for these nearly linear paths) is smaller still. 5e-3 was 4x noisier on a trained
+# model and 1e-1 no better (docs/explain.md); measured against Captum in tests/monitoring/test_explain.py.
+FD_REL_STEP = 2e-2
 FD_CHUNK = 4096  # perturbed windows per onnxruntime call (about 25 MB of float32 for 1500 inputs)
 
 
@@ -273,7 +278,7 @@ def explain_payload(
     *,
     baseline: np.ndarray | None = None,
     baseline_kind: str | None = None,
-    steps: int = DEFAULT_STEPS,
+    steps: int = SERVER_STEPS,
     method: Quadrature = "gausslegendre",
     top: int = 10,
     matrix: bool = False,
