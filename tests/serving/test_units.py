@@ -165,3 +165,16 @@ def test_load_local_checks_the_graph(tmp_path: Path) -> None:
         load_local("m", "1", "x", tmp_path / "bad.onnx", threads=1)
     with pytest.raises(ModelLoadError, match="no such model"):
         load_local("m", "1", "x", tmp_path / "missing", threads=1)
+
+
+def test_the_example_serving_yaml_is_valid() -> None:
+    from finmlops.serving.config import load_config
+    from finmlops.serving.experiments import ExperimentSet
+
+    path = Path(__file__).resolve().parents[2] / "serving.yaml"
+    config = load_config(path)
+    assert [m.registry_ref for m in config.models] == [
+        ("baseline-predictor", "champion", None),
+        ("enhanced-predictor", "champion", None),
+    ]
+    assert ExperimentSet.from_yaml({"experiments": config.experiments}).names() == ["financial-ab-test-experiment"]
