@@ -217,6 +217,61 @@ def features_command(
 
 # --- models: train, evaluate, backtest, audit -----------------------------------------------------------------------
 
+# train (finmlops.training)
+
+
+@app.command("train")
+def train_command(
+    variant: str = typer.Option(
+        "baseline", "--variant", help="baseline, lightweight, enhanced, advanced or transformer."
+    ),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs (early stopping) [default: 30]."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for initialisation and shuffling (default: settings)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: settings)."),
+    class_balanced: bool = typer.Option(False, "--class-balanced", help="Weight the loss by n_neg/n_pos."),
+    quiet: bool = typer.Option(False, "--quiet", help="One log line per epoch instead of a progress bar."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Train one deep variant on the store with a purged chronological train/val/test split; writes
+    results/train_<variant>.json and models/<variant>/ (weights, scaler, config)."""
+    import logging
+
+    from finmlops.data import DataError
+    from finmlops.models import VARIANTS
+
+    if variant not in VARIANTS:
+        fail(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}", code=2)
+    if device not in ("auto", "cpu", "cuda", "mps"):
+        fail(f"--device must be auto, cpu, cuda or mps, got {device!r}", code=2)
+    settings = settings_from(seed=seed, threads=threads)
+    if quiet:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    from finmlops.training import run_training
+
+    try:
+        result = run_training(
+            settings,
+            variant,
+            epochs=epochs,
+            device=device,
+            verbosity="log" if quiet else "silent" if json_out else "bar",
+            class_balanced=class_balanced,
+        )
+    except (DataError, OSError, ValueError) as exc:
+        fail(str(exc))
+    if json_out:
+        emit_json(result)
+        return
+    test, val = result["metrics"]["test"], result["metrics"]["val"]
+    console.print(
+        f"{variant}: best epoch {result['best_epoch']} of {len(result['history'])}; "
+        f"val accuracy {val['accuracy']:.4f} (AUC {val['auc']:.3f}), test accuracy {test['accuracy']:.4f} "
+        f"(AUC {test['auc']:.3f}, majority class {result['metrics']['test_majority_accuracy']:.4f}) on "
+        f"{test['n']} windows. Wrote {settings.results_dir / f'train_{variant}.json'} and {result['model_dir']}",
+        highlight=False,
+    )
+
 
 # evaluate, backtest, audit (finmlops.evaluation)
 
@@ -584,6 +639,370 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print th
                 tags.get("wf_rows", ""), tags.get("data_hash", "")[:12], v["created"],
             )  # fmt: skip
     console.print(table)
+
+
+# --- monitoring: explain ----------------------------------------------------------------------------------------------
+
+
+@app.command("explain")
+def explain_command(
+    variant: str = typer.Option(..., "--variant", help="Deep variant: its trained model in <home>/models/<variant>/."),
+    ticker: str | None = typer.Option(
+        None, "--ticker", help="Ticker to explain (default: the first the model was trained on)."
+    ),
+    date: str | None = typer.Option(
+        None, "--date", help="Decision date YYYY-MM-DD (default: the ticker's latest complete window)."
+    ),
+    top: int = typer.Option(10, "--top", min=1, help="Features to list."),
+    steps: int = typer.Option(50, "--steps", min=2, help="Gauss-Legendre nodes of the Integrated Gradients path."),
+    global_: bool = typer.Option(
+        False, "--global", help="Permutation importance on walk-forward test folds instead of one prediction."
+    ),
+    folds: str = typer.Option("2014-2023", "--folds", help="Test years for --global, one walk-forward fold each."),
+    epochs: int = typer.Option(8, "--epochs", min=1, help="Maximum epochs per fold fit (--global)."),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="Shuffles per feature and fold (--global)."),
+    seed: int | None = typer.Option(None, "--seed", help="Seed for --global fits and shuffles (default: settings)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the explanation as JSON."),
+) -> None:
+    """Explain a deep variant (see docs/explain.md).
+
+    Default: Integrated Gradients (Captum, CPU) of one prediction of the trained model: which features and which
+    days of the window moved P(up) away from the training-mean baseline, with the completeness check.
+    With --global: how much walk-forward test accuracy and AUC drop when each feature is shuffled across windows,
+    refitting the variant per fold; writes results/importance_<variant>.json.
+    """
+    from finmlops.data import DataError
+    from finmlops.models import VARIANTS
+
+    if variant not in VARIANTS:
+        fail(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}", code=2)
+    settings = settings_from(seed=seed)
+    from rich.table import Table
+
+    from finmlops.monitoring.explain import explain_saved_model, run_global_importance
+
+    if global_:
+        try:
+            result = run_global_importance(
+                settings, variant, test_years=_parse_folds(folds), epochs=epochs, n_repeats=repeats,
+                log=None if json_out else lambda text: err_console.print(text, highlight=False),
+            )  # fmt: skip
+        except (DataError, OSError, ValueError) as exc:
+            fail(str(exc))
+        if json_out:
+            emit_json(result)
+            return
+        pooled = result["pooled"]
+        table = Table(
+            title=f"{variant}: permutation importance on {len(result['folds'])} walk-forward test folds "
+            f"(accuracy {pooled['accuracy']:.4f} ± {pooled['accuracy_se']:.4f} on {pooled['n']} windows)"
+        )
+        for column in ("feature", "accuracy drop", "± se", "AUC drop", "± se", "folds > 0"):
+            table.add_column(column, justify="left" if column == "feature" else "right")
+        se = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+        for r in result["features"][:top]:
+            table.add_row(
+                r["feature"], f"{r['accuracy_drop']:+.4f}", se(r["accuracy_drop_se"]), f"{r['auc_drop']:+.4f}",
+                se(r["auc_drop_se"]), f"{r['folds_positive']}/{len(result['folds'])}",
+            )  # fmt: skip
+        console.print(table)
+        console.print(f"wrote {result['path']}", highlight=False)
+        return
+    try:
+        explanation = explain_saved_model(settings, variant, ticker=ticker, date=date, steps=steps)
+    except (DataError, OSError, ValueError) as exc:
+        fail(str(exc))
+    payload = explanation.to_dict(top)
+    if payload["model_data_hash"] != payload["store_data_hash"]:
+        err_console.print(
+            f"[yellow]warning:[/] the model was trained on data {payload['model_data_hash']}, the store now holds "
+            f"{payload['store_data_hash']}", highlight=False, soft_wrap=True,
+        )  # fmt: skip
+    if json_out:
+        emit_json(payload)
+        return
+    table = Table(
+        title=f"{variant} on {payload['ticker']} {payload['date']}: P(up) {payload['prob_up']:.4f}, "
+        f"{payload['baseline_prob_up']:.4f} at the training-mean baseline"
+    )
+    for column in ("feature", "attribution", "value (t)", "baseline"):
+        table.add_column(column, justify="left" if column == "feature" else "right")
+    for f in payload["top_features"]:
+        table.add_row(f["feature"], f"{f['attribution']:+.5f}", f"{f['value']:.4g}", f"{f['baseline']:.4g}")
+    days = Table(title="attribution per day (all features)")
+    days.add_column("day")
+    days.add_column("attribution", justify="right")
+    for d in payload["days"]:
+        days.add_row(d["day"], f"{d['attribution']:+.5f}")
+    console.print(table, days)
+    console.print(
+        f"completeness: sum of attributions {payload['sum_attributions']:+.6f} vs f(x) - f(baseline) "
+        f"{payload['prob_up'] - payload['baseline_prob_up']:+.6f}, convergence delta "
+        f"{payload['convergence_delta']:.2e} ({steps} Gauss-Legendre steps, Captum on CPU in float64)",
+        highlight=False,
+    )
+
+
+# --- monitoring: drift, abtest ----------------------------------------------------------------------------------------
+
+
+@app.command("drift")
+def drift_command(
+    model: str | None = typer.Option(
+        None, "--model", help="Served model: NAME@alias, a registered name, an MLflow URI or a model folder."
+    ),
+    reference: str | None = typer.Option(
+        None, "--reference", help="Reference features parquet (default with --model: its training date range)."
+    ),
+    current: str = typer.Option("recent", "--current", help="recent (the store) or log (the server's inputs)."),
+    window: int = typer.Option(90, "--window", min=1, help="Current window: the last DAYS calendar days."),
+    psi: float = typer.Option(0.2, "--psi", min=0.0, help="Alert when a feature's PSI exceeds this."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Feature and prediction drift of a current window against the reference (training) window: PSI, KS and
+    normalised Wasserstein per feature; writes results/drift.json. Exit 0 even when features drift (a report)."""
+    from pathlib import Path
+
+    from finmlops.data import DataError
+    from finmlops.monitoring.drift import CURRENT_SOURCES, DriftThresholds, run_drift
+
+    if current not in CURRENT_SOURCES:
+        fail(f"--current must be one of {', '.join(CURRENT_SOURCES)}, got {current!r}", code=2)
+    if model is None and reference is None:
+        fail("give --model NAME@alias or --reference FEATURES.parquet", code=2)
+    settings = settings_from()
+    try:
+        from finmlops.tracking import ModelError, TrackingError
+
+        errors: tuple[type[Exception], ...] = (DataError, ModelError, TrackingError, OSError, ValueError)
+    except ImportError:  # a serving install has no MLflow tracking stack; --reference still works
+        errors = (DataError, OSError, ValueError)
+    try:
+        result = run_drift(
+            settings, model=model, reference=Path(reference) if reference else None, current=current,
+            window_days=window, thresholds=DriftThresholds(psi=psi),
+        )  # fmt: skip
+    except errors as exc:
+        fail(str(exc))
+    if json_out:
+        emit_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"drift: {result['current']} vs {result['reference']}")
+    for column in ("column", "PSI", "KS p", "Wasserstein (norm)", "test", "drifted"):
+        table.add_column(column, justify="left" if column in ("column", "test") else "right")
+    for c in [*result["features"], *([result["prediction"]] if result["prediction"] else [])]:
+        table.add_row(
+            c["column"], f"{c['psi']:.3f}", f"{c['ks_p_value']:.3g}", f"{c['wasserstein_norm']:.3f}", c["test"],
+            "[bold red]yes[/]" if c["drifted"] else "no",
+        )  # fmt: skip
+    console.print(table)
+    for note in result["notes"]:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False)
+    console.print(
+        f"{result['n_drifted']} of {len(result['features'])} features alert"
+        + (f" ({', '.join(result['drifted_features'])})" if result["drifted_features"] else "")
+        + f"; wrote {settings.results_dir / 'drift.json'}",
+        highlight=False,
+    )
+
+
+abtest_app = typer.Typer(help="Analyse the serving A/B experiments from the request log.", no_args_is_help=True)
+app.add_typer(abtest_app, name="abtest")
+
+
+@abtest_app.command("analyze")
+def abtest_analyze(
+    experiment: str = typer.Option(..., "--experiment", help="Experiment name, as in serving.yaml."),
+    alpha: float = typer.Option(0.05, "--alpha", min=1e-6, max=0.5, help="Significance level of the mSPRT."),
+    tau: float = typer.Option(0.05, "--tau", min=1e-4, help="Mixture scale: the accuracy difference expected."),
+    control: str | None = typer.Option(None, "--control", help="Control arm [default: the arm with most traffic]."),
+    apply: bool = typer.Option(False, "--apply", help="Move the registry's champion alias as decided (tagged)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the analysis as JSON."),
+) -> None:
+    """Per-arm accuracy (Wilson 95% CI) and latency, an always-valid sequential test (mSPRT) of each challenger
+    against the control, and the decision: promote, roll back or continue. Writes results/abtest_<experiment>.json."""
+    from finmlops.monitoring.abtest import run_abtest
+
+    settings = settings_from()
+    errors: tuple[type[Exception], ...] = (OSError, ValueError)
+    if apply:
+        from mlflow.exceptions import MlflowException
+
+        from finmlops.tracking import TrackingError
+
+        errors = (*errors, TrackingError, MlflowException)
+    try:
+        result = run_abtest(settings, experiment, alpha=alpha, tau=tau, control=control, apply=apply)
+    except errors as exc:
+        fail(str(exc))
+    if json_out:
+        emit_json(result)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"experiment {experiment} (control {result['control']})")
+    for column in ("arm", "models", "requests", "errors", "outcomes", "accuracy [95% CI]", "p50/p95/p99 ms"):
+        table.add_column(column, justify="left" if column in ("arm", "models") else "right")
+    for arm, s in result["arms"].items():
+        lat = s["latency_ms"]
+        table.add_row(
+            arm, ", ".join(s["models"]), str(s["requests"]), str(s["errors"]), str(s["outcomes"]),
+            f"{s['accuracy']:.4f} [{s['accuracy_ci95'][0]:.4f}, {s['accuracy_ci95'][1]:.4f}]",
+            f"{lat['p50']:.1f}/{lat['p95']:.1f}/{lat['p99']:.1f}",
+        )  # fmt: skip
+    console.print(table)
+    for c in result["comparisons"]:
+        console.print(
+            f"{c['arm']} - {c['control']}: {c['difference']:+.4f} (always-valid 95% CS [{c['ci'][0]:+.4f}, "
+            f"{c['ci'][1]:+.4f}]), log Lambda {c['log_lambda']:.2f} vs boundary {c['boundary']:.2f}, "
+            f"p = {c['p_value']:.4g}",
+            highlight=False,
+        )
+    decision = result["decision"]
+    console.print(f"decision: {decision['action'].upper()} - {decision['reason']}", highlight=False)
+    console.print(f"rule: {decision['rule']}", highlight=False)
+    if "applied" in result:
+        applied = result["applied"]
+        console.print(
+            f"applied: champion of {applied['model']} -> v{applied['version']}" if applied.get("changed")
+            else f"applied: registry unchanged ({applied.get('reason', 'champion already there; tagged')})",
+            highlight=False,
+        )  # fmt: skip
+    console.print(f"wrote {settings.results_dir / f'abtest_{experiment}.json'}", highlight=False)
+
+
+# --- serving: traffic -------------------------------------------------------------------------------------------------
+
+
+@app.command("traffic")
+def traffic_command(
+    experiment: str = typer.Option(..., "--experiment", help="Experiment to drive (seldon-model: NAME.experiment)."),
+    rate: float = typer.Option(20.0, "--rate", help="HTTP requests per second, infer and feedback together."),
+    duration: float = typer.Option(60.0, "--duration", help="Seconds; no new simulated day starts after it."),
+    url: str = typer.Option("http://127.0.0.1:8080", "--url", help="Base URL of the V2 server."),
+    feedback_delay: int = typer.Option(
+        1, "--feedback-delay", min=0, help="Simulated trading days before a prediction's outcome is posted."
+    ),
+    model_input: str = typer.Option(
+        "raw", "--model-input", help="raw (OHLCV history; works for any arm) or tensor (one feature window)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the simulated users' draws."),
+    tickers: str | None = typer.Option(None, "--tickers", help="Comma-separated snapshot tickers (default: all)."),
+    start: str = typer.Option("2023-01-03", "--start", help="First simulated day, YYYY-MM-DD."),
+    history: int = typer.Option(120, "--history", min=2, help="Rows of OHLCV history per raw request."),
+    feature_set: str = typer.Option("basic", "--feature-set", help="Feature set of --model-input tensor."),
+    seq_len: int = typer.Option(10, "--seq-len", min=1, help="Window length of --model-input tensor."),
+    users: int = typer.Option(100, "--users", min=1, help="Simulated users behind the sticky key header."),
+    key_header: str = typer.Option("x-user-id", "--key-header", help="Header carrying the sticky user key."),
+    token: str | None = typer.Option(
+        None, "--token", envvar="FINMLOPS_INFER_TOKEN", help="Bearer token for infer and feedback, if required."
+    ),
+    concurrency: int = typer.Option(4, "--concurrency", min=1, help="Keep-alive connections in flight."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Replay real snapshot history against a running server: infer per ticker per day, feedback a day later.
+
+    Each simulated day, every ticker sends its history up to that day; after --feedback-delay days the realised
+    direction (next adj_close up or down) goes to /v2/feedback. Bad answers are counted, never fatal.
+    Prints requests, errors, per-arm counts, feedback sent and client-side latency.
+    """
+    from datetime import date
+
+    from finmlops.data import DataError, load_snapshot
+    from finmlops.serving.traffic import replay_days, run_traffic
+
+    if model_input not in ("raw", "tensor"):
+        fail(f"--model-input must be raw or tensor, got {model_input!r}", code=2)
+    if rate <= 0 or duration <= 0:
+        fail("--rate and --duration must be positive", code=2)
+    try:
+        first = date.fromisoformat(start)
+        wanted = [t.strip().upper() for t in tickers.split(",") if t.strip()] if tickers else None
+        universe = load_snapshot(wanted)
+        days = replay_days(
+            universe,
+            start=first,
+            history=history,
+            model_input=model_input,  # type: ignore[arg-type]  # checked above
+            feature_set=feature_set,
+            seq_len=seq_len,
+        )
+    except (ValueError, DataError) as exc:
+        fail(str(exc), code=2)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(
+        TextColumn("[bold]traffic[/] {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        disable=json_out,
+    ) as progress:
+        task = progress.add_task(f"{experiment} -> {url}", total=int(rate * duration))
+        try:
+            summary = run_traffic(
+                days,
+                url=url,
+                experiment=experiment,
+                rate=rate,
+                duration_s=duration,
+                model_input=model_input,  # type: ignore[arg-type]
+                feedback_delay=feedback_delay,
+                seed=seed,
+                users=users,
+                key_header=key_header.lower(),
+                token=token,
+                concurrency=concurrency,
+                on_request=lambda: progress.advance(task),
+            ).as_dict()
+        except ValueError as exc:
+            fail(str(exc), code=2)
+    if json_out:
+        emit_json(summary)
+        return
+    console.print(
+        f"{summary['requests']} requests ({summary['ok']} ok) over {summary['days']} days "
+        f"{summary['first_day']}..{summary['last_day']} in {summary['elapsed_s']} s "
+        f"({summary['achieved_rate']} req/s); feedback {summary['feedback_ok']}/{summary['feedback_sent']} ok",
+        highlight=False,
+    )
+    console.print(f"arms: {summary['arms']}  errors: {summary['errors'] or 'none'}", highlight=False)
+    if summary["feedback_errors"]:
+        console.print(f"feedback errors: {summary['feedback_errors']}", highlight=False)
+
+
+# --- serving: serve ---------------------------------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve_command(
+    config: str | None = typer.Option(
+        None, "--config", help="serving.yaml [default: every *-predictor@champion in the registry + the A/B test]."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port."),
+    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+) -> None:
+    """Serve models over the Open Inference Protocol V2 (REST), with Seldon-style experiments, feedback,
+    Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. See docs/serving.md."""
+    from pathlib import Path
+
+    from finmlops.serving.config import ServingConfigError
+    from finmlops.serving.models import ModelLoadError
+    from finmlops.serving.server import build_app, run
+
+    if log_level not in ("debug", "info", "warning", "error"):
+        fail(f"--log-level must be debug, info, warning or error, got {log_level!r}", code=2)
+    if config is not None and not Path(config).is_file():
+        fail(f"--config {config}: no such file", code=2)
+    try:
+        serving_app = build_app(settings_from(), Path(config) if config else None)
+    except (ServingConfigError, ModelLoadError) as exc:
+        fail(str(exc))
+    run(serving_app, host=host, port=port, log_level=log_level)
 
 
 # --- deploy -----------------------------------------------------------------------------------------------------------
