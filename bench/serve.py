@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -121,8 +122,7 @@ def ratios(results: Path) -> None:
         rows.setdefault(r["label"], []).append(r)
 
     def median(label: str, key: str) -> float:
-        values = sorted(r[key] for r in rows[label])
-        return values[len(values) // 2]
+        return round(statistics.median(r[key] for r in rows[label]), 3)
 
     if "finmlops" not in rows:
         return

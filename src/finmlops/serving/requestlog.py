@@ -1,7 +1,8 @@
 """The serving request log: SQLite (WAL) at ``<workspace>/serving/requests.db``, written off the hot path.
 
-``RequestLog.append`` only puts a tuple on a list (about a microsecond); a background thread writes the buffered
-rows in one transaction every ``flush_interval_s`` seconds, or sooner once ``batch_rows`` are waiting.
+``RequestLog.append`` only puts a tuple on a queue (about a microsecond); a background thread writes the buffered
+rows in one transaction every ``flush_interval_s`` seconds, or sooner once ``batch_rows`` are waiting (small
+transactions keep each GIL hold short, so the event loop's tail latency stays low).
 Tables (the shared contract): ``requests`` (one row per scored request and model, PRIMARY KEY (id, model)),
 ``feedback`` (one outcome per id) and ``admin_log`` (who changed which experiment, and how).
 """
@@ -12,9 +13,8 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from dataclasses import astuple, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -44,8 +44,7 @@ REQUEST_COLUMNS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class RequestRecord:
+class RequestRecord(NamedTuple):
     """One row of ``requests``: ``ts`` in unix seconds, ``latency_ms`` in milliseconds, ``prob_up`` in [0, 1]
     (None for a failed request), ``last_features`` the float32 bytes of the last timestep's features."""
 
@@ -64,8 +63,7 @@ class RequestRecord:
     last_features: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class FeedbackRecord:
+class FeedbackRecord(NamedTuple):
     """One row of ``feedback``: the realised outcome (1 = up, 0 = down) of request ``id``."""
 
     id: str
@@ -73,8 +71,7 @@ class FeedbackRecord:
     outcome: int
 
 
-@dataclass(frozen=True, slots=True)
-class AdminRecord:
+class AdminRecord(NamedTuple):
     """One row of ``admin_log``: ``change`` is the JSON text of the patch that was applied."""
 
     ts: float
@@ -107,7 +104,7 @@ class RequestLog:
     ``close`` stops the writer thread after a final flush. A failed write keeps the rows for the next try.
     """
 
-    def __init__(self, path: Path, *, flush_interval_s: float = 0.5, batch_rows: int = 2000) -> None:
+    def __init__(self, path: Path, *, flush_interval_s: float = 0.2, batch_rows: int = 1000) -> None:
         self.path = Path(path)
         self._db = connect(self.path)
         self._buffer: deque[Any] = deque()
@@ -135,7 +132,7 @@ class RequestLog:
             try:
                 with self._db:
                     for kind, statement in _INSERT.items():
-                        batch = [astuple(r) for r in rows if type(r) is kind]
+                        batch = [r for r in rows if type(r) is kind]  # NamedTuples bind as they are
                         if batch:
                             self._db.executemany(statement, batch)
             except sqlite3.Error:
