@@ -615,11 +615,12 @@ def _equity_charts(settings: Settings, bt: dict[str, Any]) -> tuple[str, list[st
     bench = next(iter(paths.values()))["buy_hold"]
     charts = []
     for strategy in config["strategies"]:
-        lines = [Series("buy and hold (equal weight)", [_day(d) for d in bench.index], list(bench), "#222", True)]
-        lines += [
+        # Buy-and-hold last, dashed on top: a model that always says "up" holds exactly the same book.
+        lines = [
             Series(model, [_day(d) for d in by_s[strategy].index], list(by_s[strategy]), colors[model])
             for model, by_s in paths.items()
         ]
+        lines.append(Series("buy and hold (equal weight)", [_day(d) for d in bench.index], list(bench), "#222", True))
         charts.append(
             line_chart(
                 lines,
