@@ -78,6 +78,7 @@ def ingest_command(
         None, "--data-dir", help="Folder of Yahoo-format CSVs for --source csv (default: settings.raw_data_dir)."
     ),
     retries: int = typer.Option(3, "--retries", min=1, help="Tries per ticker for yahoo; waits 1 s, 2 s, 4 s, ..."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not log an ingestion run to MLflow."),
     json_out: bool = typer.Option(False, "--json", help="Print the ingest report as JSON."),
 ) -> None:
     """Validate market data and add its new dates to the versioned store in <home>/data.
@@ -103,6 +104,12 @@ def ingest_command(
         )
     except DataError as exc:
         fail(str(exc))
+    if not no_track:
+        track(
+            "ingestion", "log_ingestion", settings, tickers=[t.ticker for t in report.tickers], start=settings.start,
+            end=settings.end, source=source, dataset_hash=report.dataset_hash,
+            n_rows=sum(t.rows for t in report.tickers), warnings=report.warnings,
+        )  # fmt: skip
     if json_out:
         emit_json(report.model_dump(mode="json"))
         return
@@ -231,11 +238,14 @@ def train_command(
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: settings)."),
     class_balanced: bool = typer.Option(False, "--class-balanced", help="Weight the loss by n_neg/n_pos."),
     quiet: bool = typer.Option(False, "--quiet", help="One log line per epoch instead of a progress bar."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not log to MLflow nor register the model."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train one deep variant on the store with a purged chronological train/val/test split; writes
-    results/train_<variant>.json and models/<variant>/ (weights, scaler, config)."""
+    results/train_<variant>.json and models/<variant>/ (weights, scaler, config). Logs a training run to MLflow and
+    registers the model as a new version of <variant>-predictor with the challenger alias."""
     import logging
+    from functools import partial
 
     from finmlops.data import DataError
     from finmlops.models import VARIANTS
@@ -257,12 +267,21 @@ def train_command(
             device=device,
             verbosity="log" if quiet else "silent" if json_out else "bar",
             class_balanced=class_balanced,
+            on_trained=None if no_track else partial(track, "training", "log_trained_variant", settings),
         )
     except (DataError, OSError, ValueError) as exc:
         fail(str(exc))
     if json_out:
         emit_json(result)
         return
+    if "mlflow" in result:
+        reg = result["mlflow"]
+        console.print(
+            f"registered {reg['model']} version {reg['version']} as challenger; "
+            + (f"champion is version {reg['champion']}" if reg["champion"] else "no champion yet")
+            + f": finmlops promote --model {reg['model']} --version {reg['version']} --alias champion",
+            highlight=False,
+        )
     test, val = result["metrics"]["test"], result["metrics"]["val"]
     console.print(
         f"{variant}: best epoch {result['best_epoch']} of {len(result['history'])}; "
@@ -308,10 +327,12 @@ def evaluate_command(
     folds: str = typer.Option("2014-2023", "--folds", help="Test years, one walk-forward fold each."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the CIs and paired tests."),
     block_len: int = typer.Option(10, "--block-len", help="Bootstrap block length in trading days."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not log an evaluation run to MLflow."),
     json_out: bool = typer.Option(False, "--json", help="Print the evaluation as JSON."),
 ) -> None:
     """Walk-forward evaluation of deep variants and every baseline over the whole store, with block-bootstrap
-    CIs and paired tests; writes results/evaluation.json, evaluation.md and predictions.parquet."""
+    CIs and paired tests; writes results/evaluation.json, evaluation.md and predictions.parquet, and logs them
+    (with per-fold metrics, fold and calibration tables and plots, and backtest.json if any) to MLflow."""
     from finmlops.models import VARIANTS
 
     if all_variants and variant:
@@ -335,6 +356,8 @@ def evaluate_command(
         )
     except (OSError, ValueError, KeyError) as exc:
         fail(str(exc))
+    if not no_track:
+        track("evaluation", "log_evaluation_result", settings, result=result)
     if json_out:
         emit_json(result)
         return
@@ -417,9 +440,9 @@ def backtest_command(
 
 @app.command("audit")
 def audit_command(
-    quick: bool = typer.Option(False, "--quick", help="Small markets (4 tickers, 1000 days, 2 test years)."),
+    quick: bool = typer.Option(False, "--quick", help="Smaller markets (10 tickers, 2600 days, 1 test year)."),
     variant: list[str] = typer.Option([], "--variant", help="Deep variant to audit (repeatable; default lightweight)."),
-    epochs: int = typer.Option(3, "--epochs", min=1, help="Maximum epochs per fit."),
+    epochs: int = typer.Option(20, "--epochs", min=1, help="Maximum epochs per fit (early stopping, patience 5)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for the synthetic markets, training and bootstrap."),
     json_out: bool = typer.Option(False, "--json", help="Print the audit as JSON."),
 ) -> None:
@@ -1003,6 +1026,228 @@ def serve_command(
     except (ServingConfigError, ModelLoadError) as exc:
         fail(str(exc))
     run(serving_app, host=host, port=port, log_level=log_level)
+
+
+# --- run --------------------------------------------------------------------------------------------------------------
+
+
+@app.command("run")
+def run_command(
+    quick: bool = typer.Option(
+        False, "--quick", help="Same steps, small: 3 tickers, 2 folds, 2 variants, seconds of traffic; in <home>/quick."
+    ),
+    force: bool = typer.Option(False, "--force", help="Rerun every step, even when its inputs are unchanged."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Run nothing; show which steps would run and why."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
+) -> None:
+    """The whole platform on the bundled snapshot, from a fresh checkout to a finished report (docs/run.md).
+
+    1 ingest (the whole snapshot, 2010-2023, for yearly walk-forward folds 2014-2023), 2 features, 3 train and
+    evaluate every variant and baseline walk-forward, 4 backtest, 5 register each variant's final model and decide
+    champion, 6 serve and replay 2023 through the 70/30 A/B test, 7 A/B analysis, 8 drift, 9 report.
+    A step whose inputs (data, settings, code) are unchanged since it last succeeded is skipped
+    (<home>/run_state.json). The first failing step is named; exit code 1.
+    """
+    from finmlops.workflow.engine import StepReport
+    from finmlops.workflow.steps import StepFailed, run_pipeline
+
+    settings = settings_from()
+    say = (lambda text: None) if json_out else (lambda text: err_console.print(text, highlight=False, markup=False))
+
+    def on_step(r: StepReport) -> None:
+        say(f"[{r.step}] {r.status} in {r.seconds:.1f} s: {r.figure or r.detail}")
+
+    try:
+        result = run_pipeline(
+            settings, quick=quick, force=force, dry_run=dry_run, progress=not json_out, log=say, on_step=on_step
+        )
+    except StepFailed as exc:
+        fail(f"{exc} (earlier steps' outputs are kept; rerun `finmlops run` to resume from this step)")
+    except ValueError as exc:  # an unreadable run_state.json
+        fail(str(exc))
+    if json_out:
+        emit_json(result.as_dict())
+        return
+    from rich.table import Table
+
+    table = Table(title=f"finmlops run ({result.plan.name}) in {result.home}: {result.seconds:.0f} s")
+    for column in ("step", "status", "time", "key figure"):
+        table.add_column(column, justify="right" if column == "time" else "left")
+    for r in result.steps:
+        figure = r.figure if r.status in ("ran", "skipped", "would skip") else r.detail
+        table.add_row(r.step, r.status, f"{r.seconds:.1f} s", figure)
+    console.print(table)
+    for c in result.champions.values():
+        console.print(f"champion of {c['name']}: v{c['champion']} ({c['decision']}: {c['detail']})", highlight=False)
+    console.print(f"report: {result.report}" if result.report else "report: none (see the report step)")
+
+
+# --- monitoring: report -----------------------------------------------------------------------------------------------
+
+
+@app.command("report")
+def report_command(
+    out: str | None = typer.Option(None, "--out", help="HTML file to write [default: <home>/report.html]."),
+    json_out: bool = typer.Option(False, "--json", help="Print the path and each section's inputs as JSON."),
+) -> None:
+    """One self-contained HTML page (no external assets) of every result in the workspace: evaluation with CIs,
+    calibration and confusion, backtest and equity curves, leakage audit, importance, drift, A/B timeline and
+    serving latency, with provenance. A section without its input says which command fills it. See docs/report.md."""
+    from pathlib import Path
+
+    from finmlops.monitoring.report import ReportError, write_report
+
+    settings = settings_from()
+    try:
+        path, sections = write_report(settings, Path(out) if out else None)
+    except (ReportError, OSError) as exc:
+        fail(str(exc))
+    if json_out:
+        emit_json({
+            "path": str(path),
+            "sections": [
+                {"key": s.key, "title": s.title, "filled": s.filled, "sources": list(s.sources), "missing": s.missing}
+                for s in sections
+            ],
+        })  # fmt: skip
+        return
+    for s in sections:
+        state = "[green]ok[/]" if s.filled else f"[yellow]empty[/] (run `{s.missing}`)"
+        console.print(f"{s.title}: {state}", highlight=False)
+    console.print(f"wrote {path}", highlight=False)
+
+
+# --- tracking: predict, tune ------------------------------------------------------------------------------------------
+
+
+@app.command("predict")
+def predict_command(
+    model: str = typer.Option(
+        ..., "--model", help="models:/NAME@ALIAS, NAME@ALIAS, NAME/VERSION, runs:/..., or an exported model folder."
+    ),
+    data: str = typer.Option(..., "--data", help="Folder of Yahoo-format <TICKER>.csv files to score."),
+    out: str = typer.Option("predictions.csv", "--out", help="CSV to write: date,ticker,prob_up,pred_up[,y_true]."),
+    n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the realised metrics' CIs."),
+    block_len: int = typer.Option(10, "--block-len", help="Bootstrap block length in trading days."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Score every window of the CSVs in --data with a logged or exported ONNX model (features computed by the
+    training code; tickers and dates unseen in training are fine). Where the next close is in the file, the
+    realised direction is added and accuracy, balanced accuracy and AUC are printed with block-bootstrap CIs beside
+    the majority-class rate. Rows without enough history are reported per ticker and skipped."""
+    from pathlib import Path
+
+    from finmlops.data import DataError
+    from finmlops.tracking import ModelError, TrackingError
+    from finmlops.tracking.predict import predict_folder
+
+    settings = settings_from()
+    try:
+        report = predict_folder(
+            settings, model, Path(data), Path(out), boot=_bootstrap(n_boot, block_len, settings.seed)
+        ).as_dict()
+    except (DataError, ModelError, TrackingError, OSError, ValueError) as exc:
+        fail(str(exc))
+    if json_out:
+        emit_json(report)
+        return
+    console.print(
+        f"{report['rows']} predictions for {len(report['tickers'])} tickers ({report['first_date']} to "
+        f"{report['last_date']}) by {report['model']} ({report['variant']}, {report['feature_set']} features, "
+        f"seq_len {report['seq_len']}) -> {report['out']}",
+        highlight=False,
+    )
+    for note in report["notes"] + report["warnings"]:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    for s in report["skipped"]:
+        err_console.print(
+            f"[yellow]skipped:[/] {s['ticker']}: {s['skipped']} of {s['rows']} rows without a full window "
+            f"({s['reason']}); first usable date {s['first_usable'] or 'none'}",
+            highlight=False,
+        )
+    realised = report["realised"]
+    if realised is None:
+        console.print("no realised outcomes in the files (no next-day close): no accuracy to report")
+        return
+    ci = lambda m: f"{m['value']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"  # noqa: E731
+    console.print(
+        f"on {realised['n']} rows with a known next close ({realised['n_dates']} dates): accuracy "
+        f"{ci(realised['accuracy'])}, balanced accuracy {ci(realised['balanced_accuracy'])}, AUC "
+        f"{ci(realised['roc_auc'])} (95% block-bootstrap CIs); majority class {realised['majority_class_rate']:.4f}",
+        highlight=False,
+    )
+
+
+@app.command("tune")
+def tune_command(
+    variant: str = typer.Option(..., "--variant", help="baseline, lightweight, enhanced, advanced or transformer."),
+    trials: int = typer.Option(20, "--trials", min=1, help="Finished trials the study should reach (resumes)."),
+    storage: str | None = typer.Option(
+        None, "--storage", help="Optuna database URL shared by workers [default: <home>/tuning/optuna.journal]."
+    ),
+    study: str | None = typer.Option(None, "--study", help="Study name [default: <variant>-<metric>]."),
+    folds: str | None = typer.Option(
+        None, "--folds", help="Test years, one walk-forward fold each [default: the 3 years before the last]."
+    ),
+    epochs: int = typer.Option(5, "--epochs", min=1, help="Maximum epochs per fold fit."),
+    metric: str = typer.Option("log_loss", "--metric", help="Objective per fold: log_loss, auc or accuracy."),
+    seed: int | None = typer.Option(None, "--seed", help="TPE and training seed (default: settings)."),
+    no_register: bool = typer.Option(False, "--no-register", help="Do not refit and register the best model."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Optuna search (seeded TPE, median pruning after each walk-forward fold) over a deep variant's
+    hyperparameters. Each trial is an MLflow run nested under a tuning run; the trial count enters the backtest's
+    deflated Sharpe ratio; the best configuration is refit on all data and registered as the challenger.
+    Ctrl-C keeps finished trials: rerun the same command to resume."""
+    from finmlops.models import VARIANTS
+    from finmlops.tracking import TrackingError
+    from finmlops.tracking.tune import METRICS, TuningInterrupted, run_tuning
+
+    if variant not in VARIANTS:
+        fail(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}", code=2)
+    if metric not in METRICS:
+        fail(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}", code=2)
+    settings = settings_from(seed=seed)
+    import logging
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    if json_out:
+        logging.getLogger("optuna").setLevel(logging.WARNING)
+    try:
+        report = run_tuning(
+            settings, variant, trials=trials, folds=_parse_folds(folds) if folds else None, epochs=epochs,
+            metric=metric, storage=storage, study_name=study, register=not no_register,
+        ).as_dict()  # fmt: skip
+    except TuningInterrupted as exc:
+        fail(str(exc), code=130)
+    except (TrackingError, OSError, ValueError) as exc:
+        fail(str(exc))
+    if json_out:
+        emit_json(report)
+        return
+    console.print(
+        f"study {report['study']} at {report['storage']}: {report['complete']} complete, {report['pruned']} pruned, "
+        f"{report['failed']} failed ({report['this_process']} run now); folds {report['folds']}, {metric} "
+        f"({report['direction']})",
+        highlight=False,
+    )
+    if report["best_trial"] is not None:
+        console.print(
+            f"best trial {report['best_trial']}: {metric} {report['best_value']:.5f} with {report['best_params']}",
+            highlight=False,
+        )
+    reg = report["registered"]
+    if reg:
+        console.print(
+            f"registered {reg['model']} version {reg['version']} as challenger: "
+            f"finmlops promote --model {reg['model']} --version {reg['version']} --alias champion",
+            highlight=False,
+        )
+    console.print(
+        f"{report['tuning_trials_recorded']} tuning trials on record for the deflated Sharpe ratio; the folds took "
+        "part in the selection, so judge the tuned model on other years",
+        highlight=False,
+    )
 
 
 # --- deploy -----------------------------------------------------------------------------------------------------------

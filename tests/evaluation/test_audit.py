@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -119,3 +121,20 @@ def test_run_audit_fails_a_leaky_pipeline(snapshot: dict[str, pd.DataFrame]) -> 
     failed = {(c["scenario"], c["check"].split(" ")[0]) for c in result["checks"] if not c["passed"]}
     assert not result["passed"]
     assert {("random_walk", "accuracy"), ("shuffled", "accuracy"), ("planted", "accuracy")} <= failed
+
+
+@pytest.mark.slow
+def test_quick_audit_of_the_real_pipeline_passes(tmp_path: Path) -> None:
+    """The deep pipeline itself (lightweight LSTM plus every baseline) through `finmlops audit --quick`."""
+    from finmlops.evaluation.report import run_audit_workspace
+    from finmlops.settings import load_settings
+
+    settings = load_settings(home=tmp_path, threads=1)
+    result = run_audit_workspace(
+        settings, quick=True, variants=["lightweight"], epochs=20, seed=42, boot=BootstrapConfig(n_boot=300)
+    )
+    assert result["passed"], [c for c in result["checks"] if not c["passed"]]
+    assert 0.99 < result["ci_level"] < 1  # Bonferroni over the whole audit
+    planted = {c["model"] for c in result["checks"] if c["scenario"] == "planted" and "recovers" in c["check"]}
+    assert "lightweight" in planted
+    assert (tmp_path / "results" / "audit.json").exists()

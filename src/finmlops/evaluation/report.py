@@ -196,11 +196,32 @@ def _trial_key(model: str, strategy: str, config: BacktestConfig) -> str:
     return json.dumps([model, strategy, config.cost_bps, config.slippage_bps, config.execution, config.top_k])
 
 
+TRIALS_FILE = "backtest_trials.json"
+
+
+def record_tuning_trials(results_dir: Path, study: str, n_trials: int) -> int:
+    """Record that hyperparameter study ``study`` has tried ``n_trials`` configurations (its finished trials so
+    far: a rerun of the same study replaces its count). Returns the tuning trials now on record, all studies.
+
+    They enter every later backtest's deflated Sharpe ratio as trials without a Sharpe ratio of their own (they
+    raise the count, not the variance), and they survive new predictions files: the tuning chose the model whose
+    predictions are being backtested.
+    """
+    if n_trials < 0:
+        raise ValueError(f"n_trials must be >= 0, got {n_trials}")
+    path = results_dir / TRIALS_FILE
+    ledger = json.loads(path.read_text()) if path.exists() else {}
+    ledger["tuning"] = {**ledger.get("tuning", {}), study: n_trials}
+    write_json_atomic(path, ledger)
+    return sum(ledger["tuning"].values())
+
+
 def run_backtest_workspace(settings: Settings, config: BacktestConfig) -> dict[str, Any]:
     """Backtest the saved predictions; records every configuration tried on them in ``backtest_trials.json``.
 
     The deflated Sharpe ratio counts all configurations ever tried on the same predictions file (identified by its
-    SHA-256), not only this run's, so re-running with other settings until something looks good is paid for.
+    SHA-256), not only this run's, so re-running with other settings until something looks good is paid for; the
+    hyperparameter trials of ``finmlops tune`` (:func:`record_tuning_trials`) count too.
     """
     preds, pred_sha = load_predictions(settings.results_dir)
     eval_path = settings.results_dir / "evaluation.json"
@@ -210,16 +231,19 @@ def run_backtest_workspace(settings: Settings, config: BacktestConfig) -> dict[s
         from finmlops.data import DataStore
 
         open_returns = open_to_open_returns(DataStore(settings.data_dir).read(tickers=sorted(preds["ticker"].unique())))
-    ledger_path = settings.results_dir / "backtest_trials.json"
+    ledger_path = settings.results_dir / TRIALS_FILE
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
     trials: dict[str, float | None] = ledger.get("trials", {}) if ledger.get("predictions_sha256") == pred_sha else {}
+    tuning: dict[str, int] = ledger.get("tuning", {})
     this_keys = {_trial_key(m, s, config) for m in preds["model"].unique() for s in config.strategies}
     prior = [v if v is not None else float("nan") for k, v in trials.items() if k not in this_keys]
+    prior += [float("nan")] * sum(tuning.values())
     result = run_backtest(preds, config, open_returns=open_returns, prior_trials=prior)
+    result["trials"]["tuning"] = sum(tuning.values())  # part of "prior"
     for model, by_s in result["results"].items():
         for strategy, perf in by_s.items():
             trials[_trial_key(model, strategy, config)] = perf["sharpe_daily"]
-    write_json_atomic(ledger_path, {"predictions_sha256": pred_sha, "trials": trials})
+    write_json_atomic(ledger_path, {"predictions_sha256": pred_sha, "trials": trials, "tuning": tuning})
     payload = {
         "provenance": stamp(
             data_hash=data_hash, config={**result["config"], "predictions_sha256": pred_sha}, seed=None
@@ -238,11 +262,21 @@ EXECUTION_NOTE = {
 
 
 def run_audit_workspace(
-    settings: Settings, *, quick: bool, variants: Sequence[str], epochs: int, seed: int, boot: BootstrapConfig
+    settings: Settings,
+    *,
+    quick: bool,
+    variants: Sequence[str],
+    epochs: int,
+    seed: int,
+    boot: BootstrapConfig,
+    patience: int = 5,
 ) -> dict[str, Any]:
     """The leakage audit with the real pipeline (``walk_forward_predictions``) on the bundled snapshot's sizes.
 
-    ``quick`` shrinks the markets (4 tickers, 1000 days, 2 test years) for a run of minutes on a laptop.
+    ``quick`` shrinks the markets (10 tickers, 2600 days, 1 test year) for a run of minutes on a laptop. Smaller
+    markets are not a fair test: with a few thousand training windows a deep model cannot learn even the planted
+    signal, and the audit would blame the pipeline for the sample size. Deep fits stop early after ``patience``
+    epochs without a better validation loss.
     """
     from finmlops.data import dataset_hash_of, load_snapshot
     from finmlops.evaluation.audit import AuditConfig, Predictor, run_audit
@@ -253,7 +287,7 @@ def run_audit_workspace(
     snapshot = load_snapshot()
     config = AuditConfig(seed=seed, boot=boot)
     if quick:
-        config = replace(config, n_tickers=4, n_days=1000, test_years=2)
+        config = replace(config, n_tickers=10, n_days=2600, test_years=1)
 
     def predictor_for(years: list[int]) -> Predictor:
         run: Callable[[Any], pd.DataFrame] = lambda universe: walk_forward_predictions(  # noqa: E731
@@ -262,6 +296,7 @@ def run_audit_workspace(
             baselines=BASELINES,
             test_years=years,
             epochs=epochs,
+            patience=patience,
             seed=seed,
             threads=settings.threads,
             device="auto",
@@ -277,7 +312,13 @@ def run_audit_workspace(
     payload = {
         "provenance": stamp(
             data_hash=dataset_hash_of(snapshot),
-            config={"quick": quick, "variants": list(variants), "epochs": epochs, **result["config"]},
+            config={
+                "quick": quick,
+                "variants": list(variants),
+                "epochs": epochs,
+                "patience": patience,
+                **result["config"],
+            },
             seed=seed,
         ),
         **result,
