@@ -1,0 +1,256 @@
+"""Batch prediction (``finmlops predict``): a logged or exported ONNX model scores a folder of Yahoo-format CSVs.
+
+The CSVs are parsed and validated by ``finmlops.data`` and turned into features by ``finmlops.features`` (the code
+that training and serving use), then into windows with ``make_windows(require_target=False)``, so tickers and
+dates never seen in training are scored like any other. Scoring runs the model's ONNX graph with onnxruntime (no
+torch). Rows whose window lacks history (feature warm-up, a gap) are reported per ticker, never dropped silently.
+
+Cross-asset features (``market_*``, advanced set) read the equal-weight return of the tickers in the folder, the
+universe of this prediction: with fewer than 2 tickers they would be the ticker's own return, so that is an error.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+
+from finmlops.settings import Settings
+from finmlops.tracking.contract import INPUT_NAME, OUTPUT_NAME
+from finmlops.tracking.packaging import CARD_FILE, ModelCard, ModelError, check_onnx, fetch_model, onnx_path, read_card
+
+BATCH = 8192  # windows per onnxruntime call: bounds memory on large folders
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to score: its card (features, seq_len) and its checked ONNX file."""
+
+    card: ModelCard
+    onnx: Path
+    source: str
+
+
+def registry_uri(ref: str) -> str:
+    """``name@alias`` -> ``models:/name@alias``, ``name/3`` -> ``models:/name/3``; URIs and other names unchanged."""
+    if ":/" in ref:
+        return ref
+    _, slash, version = ref.partition("/")
+    if "@" in ref or (slash and version.isdigit()):
+        return f"models:/{ref}"
+    return ref
+
+
+def _exported(folder: Path) -> LoadedModel:
+    """A ``finmlops export`` folder (triton or mlserver layout): its card file and its ``model.onnx``."""
+    import json
+
+    from pydantic import ValidationError
+
+    try:
+        raw = json.loads((folder / CARD_FILE).read_text())
+        card = ModelCard.model_validate({k: v for k, v in raw.items() if k in ModelCard.model_fields})
+    except (OSError, ValueError, ValidationError) as exc:
+        raise ModelError(f"{folder / CARD_FILE}: unreadable model card ({type(exc).__name__}: {exc})") from None
+    graph = next((p for p in (folder / "model.onnx", folder / "1" / "model.onnx") if p.is_file()), None)
+    if graph is None:
+        raise ModelError(f"{folder}: no model.onnx or 1/model.onnx beside {CARD_FILE}")
+    check_onnx(graph)
+    return LoadedModel(card, graph, str(folder))
+
+
+def resolve_model(ref: str, dst: Path) -> LoadedModel:
+    """The model behind ``ref``: a folder (MLflow model, or a triton/mlserver export), ``models:/name@alias``,
+    ``name@alias``, ``name/version``, a ``runs:/`` URI, or a registered name / variant (its champion, else newest).
+
+    Registry models are downloaded under ``dst``; call ``configure_tracking`` first. Raises ``ModelError`` when the
+    model is missing, or its card or ONNX file is corrupt.
+    """
+    local = Path(ref)
+    if local.is_dir() and not (local / "MLmodel").is_file():
+        if (local / CARD_FILE).is_file():
+            return _exported(local)
+        raise ModelError(f"{local}: neither an MLflow model (no MLmodel) nor a finmlops export (no {CARD_FILE})")
+    if local.exists() and not local.is_dir():
+        raise ModelError(f"{local}: a model is a folder, not a file")
+    model_dir = fetch_model(registry_uri(ref), dst)
+    return LoadedModel(read_card(model_dir), onnx_path(model_dir), registry_uri(ref))
+
+
+def read_folder(folder: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """Every ``<TICKER>.csv`` in ``folder``, parsed and validated (``finmlops.data``): (universe, warnings)."""
+    from finmlops.data import DataSourceError
+    from finmlops.data.csv_source import find_csv_files, read_csv_folder
+    from finmlops.data.frames import validate_batch
+
+    if not folder.is_dir():
+        raise DataSourceError(f"{folder}: no such folder of CSVs")
+    tickers = sorted(find_csv_files(folder))
+    if not tickers:
+        raise DataSourceError(f"{folder}: no <TICKER>.csv files")
+    universe, _, warnings = validate_batch(read_csv_folder(folder, tickers))
+    return universe, warnings
+
+
+def min_history(card: ModelCard) -> int:
+    """Fewest rows of a ticker that give one window: the longest feature warm-up plus ``seq_len - 1``."""
+    from finmlops.features import features_of
+
+    return max(f.window for f in features_of(card.feature_set)) + card.seq_len - 1
+
+
+def prediction_windows(universe: dict[str, pd.DataFrame], card: ModelCard) -> tuple[Any, list[str]]:
+    """Unlabelled windows ``[n, seq_len, n_features]`` in the card's feature order, and notes on the universe."""
+    from finmlops.features import compute_features, features_of, make_windows
+
+    cross = [f.name for f in features_of(card.feature_set) if f.cross_asset and f.name in card.feature_names]
+    notes = []
+    if cross:
+        if len(universe) < 2:
+            raise ValueError(
+                f"model {card.variant} reads cross-asset features ({', '.join(cross)}) computed over the universe; "
+                f"the folder holds only {', '.join(universe)}: add the other tickers' CSVs (at least 2 tickers)"
+            )
+        notes.append(
+            f"cross-asset features ({', '.join(cross)}) computed over the {len(universe)} tickers in the folder: "
+            f"{', '.join(sorted(universe))}"
+        )
+    features = compute_features(universe, card.feature_set)
+    missing = [n for n in card.feature_names if n not in features.columns]
+    if missing:
+        raise ModelError(f"model {card.variant} needs features {missing} that feature set {card.feature_set} lacks")
+    return make_windows(features[card.feature_names], None, card.seq_len, require_target=False), notes
+
+
+def skipped_rows(universe: dict[str, pd.DataFrame], windows: Any, need: int) -> list[dict[str, Any]]:
+    """Per ticker with rows that got no window: rows, windows, skipped count, first usable date (None if none)."""
+    report = []
+    for ticker, frame in sorted(universe.items()):
+        dates = windows.dates[windows.tickers == ticker]
+        if len(dates) == len(frame):
+            continue
+        first = str(pd.Timestamp(dates.min()).date()) if len(dates) else None
+        reason = "feature warm-up and gaps" if len(dates) else f"needs >= {need} rows of history, has {len(frame)}"
+        report.append(
+            {"ticker": ticker, "rows": len(frame), "windows": len(dates), "skipped": len(frame) - len(dates),
+             "first_usable": first, "reason": reason}
+        )  # fmt: skip
+    return report
+
+
+def score(graph: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    """P(up) ``[n]`` float64 from the ONNX file ``graph`` on windows ``x`` ``[n, seq_len, n_features]``."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+    parts = [
+        session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x[i : i + BATCH], dtype=np.float32)})[0]
+        for i in range(0, len(x), BATCH)
+    ]
+    return np.concatenate(parts).reshape(-1).astype(np.float64) if parts else np.empty(0)
+
+
+def realised_metrics(rows: pd.DataFrame, model: str, boot: Any) -> dict[str, Any]:
+    """Accuracy, balanced accuracy and ROC AUC with block-bootstrap CIs (``finmlops.evaluation.metrics``) on the
+    rows whose next close is known, beside the majority-class rate of those rows (the best constant in hindsight)."""
+    from finmlops.evaluation.metrics import metrics_with_ci, prepare, validate_predictions
+
+    frame = validate_predictions(rows.assign(fold="predict", model=model))
+    scored = metrics_with_ci(prepare(frame), boot)
+    up = float(frame["y_true"].mean())
+    return {
+        "n": len(frame),
+        "n_dates": int(frame["date"].nunique()),
+        **{k: scored[k] for k in ("accuracy", "balanced_accuracy", "roc_auc")},
+        "majority_class_rate": max(up, 1 - up),
+        "up_rate": up,
+        "bootstrap": {"n_boot": boot.n_boot, "block_len": boot.block_len, "seed": boot.seed, "level": boot.level},
+    }
+
+
+def write_csv_atomic(frame: pd.DataFrame, path: Path) -> Path:
+    """Write ``frame`` to ``path`` through a temporary file and a rename: a failed write keeps the old file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+@dataclass
+class PredictionReport:
+    """What ``finmlops predict`` did: the model, the rows scored and skipped, and (where the outcome is known) the
+    realised metrics with CIs."""
+
+    model: str
+    variant: str
+    feature_set: str
+    seq_len: int
+    out: str
+    rows: int
+    tickers: list[str]
+    first_date: str | None
+    last_date: str | None
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    realised: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        from finmlops.provenance import json_safe
+
+        return json_safe(asdict(self))
+
+
+def predict_folder(settings: Settings, model: str, data_dir: Path, out: Path, *, boot: Any) -> PredictionReport:
+    """Score every CSV in ``data_dir`` with ``model`` (see :func:`resolve_model`) and write ``out``: one row per
+    (date, ticker) window with columns ``date, ticker, prob_up, pred_up`` (``prob_up > 0.5``, as the metrics), plus
+    ``y_true`` (1 up, 0 down, empty where the next close is unknown or unchanged) when any outcome is known.
+
+    ``boot``: ``finmlops.evaluation.metrics.BootstrapConfig`` for the realised metrics' CIs. Raises ``ModelError``,
+    ``TrackingError``, ``DataError`` or ``ValueError`` with a message naming the model, file or ticker.
+    """
+    from finmlops.features import forward_return, make_target
+
+    universe, warnings = read_folder(data_dir)
+    with tempfile.TemporaryDirectory(prefix="finmlops-predict-") as tmp:
+        if not Path(model).exists():
+            from finmlops.tracking.backend import configure_tracking
+
+            configure_tracking(settings)
+        loaded = resolve_model(model, Path(tmp))
+        card = loaded.card
+        windows, notes = prediction_windows(universe, card)
+        prob = score(loaded.onnx, windows.X, settings.threads)
+    keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), windows.tickers], names=["date", "ticker"])
+    rows = pd.DataFrame(
+        {"date": keys.get_level_values("date"), "ticker": windows.tickers, "prob_up": prob,
+         "pred_up": (prob > 0.5).astype(np.int8)}
+    )  # fmt: skip
+    y = make_target(universe).reindex(keys).to_numpy()
+    realised = None
+    if np.isfinite(y).any():
+        rows["y_true"] = pd.array(np.where(np.isfinite(y), y, np.nan), dtype="Int8")
+        known = np.isfinite(y)
+        labelled = rows.loc[known, ["date", "ticker", "prob_up"]].assign(
+            y_true=y[known].astype(np.int8), ret_next=forward_return(universe).reindex(keys).to_numpy()[known]
+        )
+        realised = realised_metrics(labelled, card.variant, boot)
+    write_csv_atomic(rows.assign(date=rows["date"].dt.strftime("%Y-%m-%d")), out)
+    return PredictionReport(
+        model=loaded.source, variant=card.variant, feature_set=card.feature_set, seq_len=card.seq_len, out=str(out),
+        rows=len(rows), tickers=sorted(universe),
+        first_date=str(rows["date"].min().date()) if len(rows) else None,
+        last_date=str(rows["date"].max().date()) if len(rows) else None,
+        skipped=skipped_rows(universe, windows, min_history(card)), notes=notes, warnings=warnings, realised=realised,
+    )  # fmt: skip
