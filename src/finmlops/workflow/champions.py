@@ -1,0 +1,159 @@
+"""Step 5 of ``finmlops run``: each variant's final model, registered, and the ``champion`` decision.
+
+The final model of a variant is fitted exactly as the walk-forward's last fold fits it (same dates, purge, embargo,
+early-stopping block, epochs and seed): on every date before the last test year. Its registered version carries
+the variant's walk-forward predictions, so the promotion rule compares versions on out-of-sample rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from finmlops.settings import Settings
+
+DRIFT_REFERENCE_WINDOWS = 5000  # training windows kept as the drift reference (evenly spaced): plenty for PSI bins
+PROMOTION_MARGIN = 0.005
+
+
+def final_fit(
+    universe: Mapping[str, pd.DataFrame],
+    variant_name: str,
+    *,
+    gap_seq_len: int,
+    last_test_year: int,
+    epochs: int,
+    seed: int,
+    threads: int,
+) -> tuple[Any, Any, Any]:
+    """Fit ``variant_name`` on all dates before ``last_test_year`` (the walk-forward's last fold, whose purge and
+    embargo are sized by ``gap_seq_len``). Returns ``(model, train_windows, test_windows)``; the test windows are
+    that year's, to check the fit against the walk-forward predictions."""
+    from finmlops.features import compute_features, make_target, make_windows, walk_forward_folds
+    from finmlops.models.variants import get_variant
+    from finmlops.training import DeepModel, TrainConfig
+
+    variant = get_variant(variant_name)
+    target = make_target(universe, horizon=1)
+    windows = make_windows(compute_features(universe, variant.feature_set), target, variant.seq_len)
+    windows = windows.subset(np.isfinite(windows.y))
+    (fold,) = walk_forward_folds(
+        target.index.get_level_values("date"), seq_len=gap_seq_len, horizon=1, test_years=[last_test_year]
+    )
+    train_mask, val_mask, test_mask = fold.masks(windows.dates)
+    train, val, test = (windows.subset(m) for m in (train_mask, val_mask, test_mask))
+    # The walk-forward runner's defaults (patience 2, device auto), so this is the model its last fold scored.
+    config = TrainConfig(epochs=epochs, patience=2, seed=seed, threads=threads, device="auto", verbosity="silent")
+    model = DeepModel(variant, config).fit(train, val)
+    return model, train, test
+
+
+def _pooled_metrics(evaluation: Mapping[str, Any], variant: str) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Pooled walk-forward metrics (``wf_<name>``) and per-fold accuracy of ``variant`` from evaluation.json."""
+    entry = evaluation["models"][variant]
+    pooled = {f"wf_{k}": v["value"] for k, v in entry["pooled"].items() if isinstance(v, dict) and "value" in v}
+    pooled = {k: float(v) for k, v in pooled.items() if v is not None}
+    folds = [{"accuracy": float(f["accuracy"]["value"])} for _, f in sorted(entry["folds"].items())]
+    return pooled, folds
+
+
+def register_final_model(
+    settings: Settings,
+    variant_name: str,
+    *,
+    universe: Mapping[str, pd.DataFrame],
+    predictions: pd.DataFrame,
+    evaluation: Mapping[str, Any],
+    data_hash: str,
+    gap_seq_len: int,
+    test_years: Sequence[int],
+    epochs: int,
+) -> dict[str, Any]:
+    """Fit, log (ONNX pyfunc + the variant's walk-forward predictions) and register one variant's final model.
+
+    Returns ``name``, ``version``, ``run_id``, the training span and ``max_abs_diff_last_fold``: how far the final
+    model's P(up) on the last test year is from the walk-forward's (0 when training is deterministic).
+    """
+    import mlflow
+
+    from finmlops.tracking import TrainedNetwork, log_training_run
+
+    model, train, test = final_fit(
+        universe, variant_name, gap_seq_len=gap_seq_len, last_test_year=test_years[-1], epochs=epochs,
+        seed=settings.seed, threads=settings.threads,
+    )  # fmt: skip
+    rows = predictions[predictions["model"] == variant_name]
+    last = rows[rows["fold"] == str(test_years[-1])]
+    wf = last.set_index(["date", "ticker"])["prob_up"]
+    keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(test.dates), test.tickers])
+    shared = keys.isin(wf.index)
+    diff = np.abs(model.predict_proba(test)[shared] - wf.reindex(keys[shared]).to_numpy())
+    metrics, folds = _pooled_metrics(evaluation, variant_name)
+    span = {
+        "train_start": str(pd.Timestamp(train.dates.min()).date()),
+        "train_end": str(pd.Timestamp(train.dates.max()).date()),
+    }
+    keep = np.linspace(0, len(train) - 1, min(len(train), DRIFT_REFERENCE_WINDOWS)).astype(int)
+    history = model.outcome.history if model.outcome else []
+    run_id = log_training_run(
+        settings,
+        variant=variant_name,
+        params={
+            "variant": model.variant.model_dump(),
+            "train": model.config.model_dump(),
+            "test_years": list(test_years),
+            "tickers": sorted(universe),
+            "final_fit": span | {"windows": len(train)},
+        },
+        feature_set=model.variant.feature_set,
+        feature_names=list(train.feature_names),
+        data_hash=data_hash,
+        epoch_losses={k: [h[k] for h in history] for k in (history[0] if history else {}) if k != "epoch"},
+        fold_metrics=folds,
+        metrics=metrics,
+        predictions=rows,
+        trained=TrainedNetwork(model.net.cpu(), model.scaler, train.X[keep], span["train_start"], span["train_end"]),
+        register=True,
+    )
+    (version,) = mlflow.MlflowClient().search_model_versions(f"run_id = '{run_id}'")
+    return {
+        "name": version.name,
+        "version": int(version.version),
+        "run_id": run_id,
+        **span,
+        "wf_accuracy": metrics.get("wf_accuracy"),
+        "max_abs_diff_last_fold": float(diff.max()) if len(diff) else None,
+    }
+
+
+def decide_champion(name: str, version: int, seed: int) -> dict[str, Any]:
+    """Give ``champion`` to ``name`` v``version`` by the promotion rule, or bootstrap it.
+
+    - ``promoted``: it beat the holder (or, with no holder, the majority class) significantly.
+    - ``bootstrapped``: nobody held ``champion`` and the rule refused; the alias is set with a recorded forced
+      promotion (``promotion.champion.*`` tags), so that the A/B experiment has something to serve.
+    - ``kept``: a holder exists and the candidate did not beat it; the holder stays champion.
+    """
+    from finmlops.tracking import PromotionRefused, promote
+    from finmlops.tracking.registry import alias_holder
+
+    holder = alias_holder(name, "champion")
+    try:
+        decision = promote(name, version, "champion", margin=PROMOTION_MARGIN, seed=seed)
+        return {
+            "decision": "promoted",
+            "champion": version,
+            "detail": f"beat {decision['reference']} by {decision['difference']:+.4f}, p = {decision['p_value']:.3f}",
+        }
+    except PromotionRefused as exc:
+        if holder is not None:
+            return {"decision": "kept", "champion": int(holder.version), "detail": str(exc)}
+        reason = (
+            "bootstrap by `finmlops run`: nobody held champion and the promotion rule refused "
+            f"({exc}); set so that the A/B experiment can serve a model, not because it is better"
+        )
+        promote(name, version, "champion", force=True, reason=reason)
+        return {"decision": "bootstrapped", "champion": version, "detail": str(exc)}

@@ -1,0 +1,254 @@
+"""A small content-addressed step runner: each step runs only when its inputs changed since it last succeeded.
+
+A step's **input hash** is the SHA-256 of its JSON inputs (settings it reads and digests of what its upstream steps
+produced), the source code of the finmlops modules it runs, and the versions of the packages that decide results.
+After a step succeeds, ``<home>/run_state.json`` records that hash, the SHA-256 of each output file and the data
+downstream steps read. A later run skips the step when the hash is the same and every output file still has the
+recorded content (and the step's own ``still_valid`` check passes); ``force`` reruns everything. A failed step's
+record is removed, so it reruns next time; the records of the steps before it stay valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from finmlops.provenance import json_safe, software_versions, write_json_atomic
+
+STATE_FILE = "run_state.json"
+STATE_VERSION = 1
+Status = Literal["ran", "skipped", "failed", "unavailable", "would run", "would skip", "not run"]
+
+
+class StepUnavailable(RuntimeError):
+    """The step cannot run in this installation (a module is missing); the run goes on and says so."""
+
+
+class StepFailed(RuntimeError):
+    """A step raised; ``step`` names it and the message carries the cause."""
+
+    def __init__(self, step: str, cause: BaseException):
+        super().__init__(f"step {step!r} failed: {type(cause).__name__}: {cause}")
+        self.step = step
+
+
+@dataclass
+class Outcome:
+    """What a step produced: a one-line key ``figure``, its output ``files`` (hashed) and JSON ``data`` that
+    downstream steps read through :meth:`Context.output`."""
+
+    figure: str
+    files: list[Path] = field(default_factory=list)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pipeline step. ``inputs(ctx)`` returns its JSON-able inputs (called once its ``after`` steps are done);
+    ``action(ctx)`` does the work; ``code`` lists the finmlops modules or packages whose source is part of its
+    identity; ``still_valid(ctx, data)`` may veto a skip when outputs live outside files (e.g. a registry)."""
+
+    name: str
+    title: str
+    after: tuple[str, ...]
+    code: tuple[str, ...]
+    inputs: Callable[[Context], dict[str, Any]]
+    action: Callable[[Context], Outcome]
+    still_valid: Callable[[Context, dict[str, Any]], bool] | None = None
+
+
+@dataclass
+class StepReport:
+    """One row of the run summary; ``seconds`` is wall-clock time of this run (0 for a skip)."""
+
+    step: str
+    title: str
+    status: Status
+    seconds: float = 0.0
+    figure: str = ""
+    detail: str = ""
+    input_hash: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("step", "title", "status", "seconds", "figure", "detail", "input_hash")}
+
+
+class Context:
+    """Shared by the steps of one run: settings, the plan, upstream outputs and in-memory caches."""
+
+    def __init__(self, settings: Any, plan: Any, log: Callable[[str], None] = lambda _: None):
+        self.settings = settings
+        self.plan = plan
+        self.log = log
+        self.outputs: dict[str, dict[str, Any]] = {}
+        self.cache: dict[str, Any] = {}
+
+    def output(self, step: str) -> dict[str, Any]:
+        """The ``data`` of an upstream step (from this run, or from its record when it was skipped)."""
+        if step not in self.outputs:
+            raise KeyError(f"step {step!r} has not run or been skipped yet in this run")
+        return self.outputs[step]
+
+
+@cache
+def code_digest(module: str) -> str:
+    """SHA-256 of the source of ``module`` (every ``.py`` file below it when it is a package)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or (spec.origin is None and not spec.submodule_search_locations):
+        raise ModuleNotFoundError(f"no module named {module!r}")
+    if spec.submodule_search_locations:
+        root = Path(next(iter(spec.submodule_search_locations)))
+        files = sorted(root.rglob("*.py"))
+    else:
+        root, files = Path(str(spec.origin)).parent, [Path(str(spec.origin))]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _sha(value: Any) -> str:
+    return hashlib.sha256(json.dumps(json_safe(value), sort_keys=True, default=str).encode()).hexdigest()
+
+
+def input_parts(inputs: dict[str, Any], code: Sequence[str]) -> dict[str, str]:
+    """Digest of each part of a step's identity: every input (``input <key>``), the source of each ``code``
+    module (``code <module>``) and the package versions, so that a rerun can say what changed."""
+    parts = {f"input {k}": _sha(v) for k, v in inputs.items()}
+    parts |= {f"code {m}": code_digest(m) for m in code}
+    parts["package versions"] = _sha({k: v for k, v in software_versions().items() if k != "finmlops"})
+    return parts
+
+
+def input_hash(parts: dict[str, str]) -> str:
+    """The identity of one execution of a step: the digest of its :func:`input_parts`."""
+    return _sha(parts)
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class RunState:
+    """``<home>/run_state.json``: per step, the input hash, output file digests and data of its last success."""
+
+    def __init__(self, home: Path):
+        self.path = Path(home) / STATE_FILE
+        self.steps: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            try:
+                raw = json.loads(self.path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ValueError(f"{self.path}: unreadable run state ({exc}); delete it or run with --force") from None
+            if raw.get("version") == STATE_VERSION:
+                self.steps = dict(raw.get("steps", {}))
+
+    def save(self) -> None:
+        write_json_atomic(self.path, {"version": STATE_VERSION, "steps": self.steps})
+
+    def fresh(self, step: str, parts: dict[str, str]) -> str | None:
+        """Why the record of ``step`` cannot be reused for inputs ``parts``, or None when it can."""
+        record = self.steps.get(step)
+        if record is None:
+            return "no earlier successful run"
+        if record.get("input_hash") != input_hash(parts):
+            old = record.get("parts", {})
+            changed = sorted(k for k in parts.keys() | old.keys() if parts.get(k) != old.get(k))
+            return f"changed: {', '.join(changed)}"
+        for name, digest in record.get("files", {}).items():
+            path = Path(name)
+            if not path.is_file():
+                return f"output {path} is missing"
+            if file_digest(path) != digest:
+                return f"output {path} changed since"
+        return None
+
+    def record(self, step: str, parts: dict[str, str], outcome: Outcome, seconds: float) -> None:
+        self.steps[step] = {
+            "input_hash": input_hash(parts),
+            "parts": parts,
+            "files": {str(Path(p).resolve()): file_digest(p) for p in outcome.files},
+            "data": json_safe(outcome.data),
+            "figure": outcome.figure,
+            "seconds": round(seconds, 2),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        self.save()
+
+    def forget(self, step: str) -> None:
+        if self.steps.pop(step, None) is not None:
+            self.save()
+
+
+def run_steps(
+    steps: Sequence[Step],
+    ctx: Context,
+    state: RunState,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    on_step: Callable[[StepReport], None] = lambda _: None,
+) -> list[StepReport]:
+    """Run (or skip) ``steps`` in order; returns one report per step.
+
+    Raises :class:`StepFailed` at the first failing step, after reporting it through ``on_step``; the steps after
+    it are not run. ``dry_run`` runs nothing: a step "would run" when its inputs changed or an upstream step would
+    run (its outputs are then unknown), else it "would skip".
+    """
+    reports: list[StepReport] = []
+    pending: set[str] = set()  # steps that would run in a dry run
+    for step in steps:
+        report = StepReport(step.name, step.title, "not run")
+        reports.append(report)
+        if dry_run and pending & set(step.after):
+            report.status, report.detail = "would run", f"after {', '.join(sorted(pending & set(step.after)))}"
+            pending.add(step.name)
+            on_step(report)
+            continue
+        started = time.perf_counter()
+        try:
+            parts = input_parts(step.inputs(ctx), step.code)
+            report.input_hash = input_hash(parts)
+            stale = "--force" if force else state.fresh(step.name, parts)
+            record = state.steps.get(step.name, {})
+            if stale is None and step.still_valid is not None and not step.still_valid(ctx, record.get("data", {})):
+                stale = "its recorded outputs are gone"
+            if stale is None:
+                ctx.outputs[step.name] = record.get("data", {})
+                report.status, report.figure = ("would skip" if dry_run else "skipped"), record.get("figure", "")
+                report.detail = f"inputs unchanged since {record.get('finished_at')}"
+            elif dry_run:
+                report.status, report.detail = "would run", stale
+                pending.add(step.name)
+            else:
+                ctx.log(f"[{step.name}] {step.title}: running ({stale})")
+                outcome = step.action(ctx)
+                report.seconds = time.perf_counter() - started
+                ctx.outputs[step.name] = json_safe(outcome.data)
+                state.record(step.name, parts, outcome, report.seconds)
+                report.status, report.figure, report.detail = "ran", outcome.figure, stale
+        except StepUnavailable as exc:
+            report.status, report.detail = "unavailable", str(exc)
+            report.seconds = time.perf_counter() - started
+            ctx.outputs[step.name] = {}
+        except Exception as exc:  # any failure stops the run, named by its step
+            report.status, report.detail = "failed", f"{type(exc).__name__}: {exc}"
+            report.seconds = time.perf_counter() - started
+            state.forget(step.name)
+            on_step(report)
+            raise StepFailed(step.name, exc) from exc
+        on_step(report)
+    return reports

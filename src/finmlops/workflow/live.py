@@ -1,0 +1,149 @@
+"""Step 6 of ``finmlops run``: start the V2 server in-process and replay real market days through the A/B test.
+
+The server is exactly what ``finmlops serve`` serves without ``--config`` (every ``*-predictor@champion`` plus the
+70/30 baseline/enhanced experiment), run by uvicorn in a thread on a free local port, with alias hot reload off
+(the run itself fixes the champions). The previous request log is archived first, so the A/B and drift steps
+analyse exactly this run's traffic.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from finmlops.settings import Settings
+
+STARTUP_TIMEOUT_S = 60.0
+
+
+def request_log_path(settings: Settings) -> Path:
+    """Where ``finmlops serve`` logs requests, and so where ``finmlops abtest analyze`` looks."""
+    return settings.home / "serving" / "requests.db"
+
+
+def archive_request_log(path: Path) -> Path | None:
+    """Rename ``path`` (and its SQLite -wal/-shm files) to ``requests.<UTC time>.db``; returns the new name."""
+    if not path.exists():
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = path.with_name(f"{path.stem}.{stamp}{path.suffix}")
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        if side.exists():
+            side.rename(target.with_name(target.name + suffix))
+    path.rename(target)
+    return target
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(app: Any) -> Iterator[str]:
+    """Run the ASGI ``app`` under uvicorn on 127.0.0.1 in a daemon thread; yields the base URL.
+
+    On exit uvicorn drains in-flight requests and runs the app's shutdown, which flushes the request log.
+    """
+    import uvicorn
+
+    port = _free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="finmlops-run-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the V2 server did not start on 127.0.0.1:{port} within {STARTUP_TIMEOUT_S:.0f} s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+def serving_config(settings: Settings) -> Any:
+    """``finmlops serve``'s default config (champions + the A/B test), hot reload off; fails without the test."""
+    from finmlops.serving.config import DEFAULT_EXPERIMENT, default_config
+    from finmlops.serving.models import Registry
+
+    registry = Registry(settings.tracking_uri, settings.home / "serving" / "models")
+    config = default_config(registry.champions())
+    experiments = [e.get("name") for e in config.experiments]
+    if DEFAULT_EXPERIMENT not in experiments:
+        raise ValueError(
+            f"the A/B experiment {DEFAULT_EXPERIMENT} needs champions of baseline-predictor and enhanced-predictor; "
+            f"the registry has champions of {', '.join(m.name for m in config.models)}"
+        )
+    return config.model_copy(update={"server": config.server.model_copy(update={"reload_interval_s": 0.0})})
+
+
+def serve_and_replay(
+    settings: Settings,
+    universe: Mapping[str, pd.DataFrame],
+    *,
+    start: date,
+    rate: float,
+    duration_s: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Archive the old request log, serve the champions, replay ``universe`` from ``start`` through the A/B test
+    (raw OHLCV inputs, feedback one simulated day later), stop the server. Returns the traffic summary with the
+    served models and the log path."""
+    from finmlops.serving.config import DEFAULT_EXPERIMENT
+    from finmlops.serving.server import build_app
+    from finmlops.serving.traffic import replay_days, run_traffic
+
+    config = serving_config(settings)
+    log_path = request_log_path(settings)
+    archived = archive_request_log(log_path)
+    app = build_app(settings, config=config)
+    days = replay_days(dict(universe), start=start, model_input="raw")
+    with running_server(app) as url:
+        summary = run_traffic(
+            days, url=url, experiment=DEFAULT_EXPERIMENT, rate=rate, duration_s=duration_s, model_input="raw",
+            feedback_delay=1, seed=seed,
+        ).as_dict()  # fmt: skip
+    if summary["ok"] == 0:
+        raise RuntimeError(f"the server answered no request: errors {summary['errors']}")
+    return {
+        **summary,
+        "experiment": DEFAULT_EXPERIMENT,
+        "served": [m.source for m in config.models],
+        "request_log": str(log_path),
+        "archived_log": str(archived) if archived else None,
+    }
+
+
+def _client(settings: Settings) -> Any:
+    import mlflow
+
+    from finmlops.tracking import configure_tracking
+
+    uri = configure_tracking(settings)
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def champion_versions(settings: Settings) -> dict[str, int]:
+    """``{registered name: version}`` of every ``*-predictor`` holding ``champion`` now: what the server serves."""
+    models = _client(settings).search_registered_models(filter_string="name LIKE '%-predictor'")
+    return {m.name: int(m.aliases["champion"]) for m in models if "champion" in (m.aliases or {})}
+
+
+def registered_versions(settings: Settings) -> set[tuple[str, str]]:
+    """Every ``(name, version)`` of a ``*-predictor`` in the registry."""
+    versions = _client(settings).search_model_versions("name LIKE '%-predictor'")
+    return {(v.name, str(v.version)) for v in versions}

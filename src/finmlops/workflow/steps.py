@@ -1,0 +1,526 @@
+"""``finmlops run``: the nine steps from the bundled snapshot to a finished report, each skipped when its inputs
+did not change (see :mod:`finmlops.workflow.engine`).
+
+1 ingest, 2 features, 3 train + evaluate (walk-forward, every variant and baseline), 4 backtest, 5 register final
+models and decide ``champion``, 6 serve + replay traffic through the 70/30 A/B test, 7 A/B analysis, 8 drift,
+9 report. Each step calls the same stage functions as its own command and writes the same files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from finmlops.settings import Settings
+from finmlops.workflow.engine import (
+    Context,
+    Outcome,
+    RunState,
+    Step,
+    StepFailed,
+    StepReport,
+    StepUnavailable,
+    file_digest,
+    run_steps,
+)
+
+SNAPSHOT_START, SNAPSHOT_END = date(2010, 1, 1), date(2023, 12, 31)
+QUICK_TICKERS = 3
+DRIFT_MODEL = "enhanced-predictor@champion"  # the challenger arm: the larger feature set, more to drift
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The sizes of one run. ``full``: the whole snapshot (2010-2023) so that walk-forward has yearly test folds
+    2014-2023; ``quick``: the same steps on a few tickers, two folds, two variants and seconds of traffic."""
+
+    name: str
+    tickers: tuple[str, ...]
+    start: date
+    end: date
+    variants: tuple[str, ...]
+    baselines: tuple[str, ...]
+    epochs: int
+    test_years: tuple[int, ...]
+    n_boot: int
+    block_len: int
+    traffic_rate: float  # HTTP requests per second, infer and feedback together
+    traffic_seconds: float
+
+    @property
+    def traffic_start(self) -> date:
+        """First replayed day: the last test year, which the final models never trained on."""
+        return date(self.test_years[-1], 1, 1)
+
+    @property
+    def gap_seq_len(self) -> int:
+        """The longest window of the run's variants: it sizes every walk-forward purge and embargo."""
+        from finmlops.models.variants import get_variant
+
+        return max(get_variant(v).seq_len for v in self.variants)
+
+    @classmethod
+    def for_settings(cls, settings: Settings, quick: bool) -> RunPlan:
+        from finmlops.models import BASELINES, VARIANTS
+
+        if quick:
+            return cls(
+                name="quick", tickers=tuple(settings.tickers[:QUICK_TICKERS]), start=date(2017, 1, 1),
+                end=SNAPSHOT_END, variants=("baseline", "enhanced"), baselines=tuple(BASELINES), epochs=2,
+                test_years=(2022, 2023), n_boot=200, block_len=10, traffic_rate=100.0, traffic_seconds=8.0,
+            )  # fmt: skip
+        return cls(
+            name="full", tickers=tuple(settings.tickers), start=SNAPSHOT_START, end=SNAPSHOT_END,
+            variants=tuple(VARIANTS), baselines=tuple(BASELINES), epochs=6, test_years=tuple(range(2014, 2024)),
+            n_boot=1000, block_len=10, traffic_rate=50.0, traffic_seconds=60.0,
+        )  # fmt: skip
+
+
+@dataclass
+class RunResult:
+    """The run's summary: one report per step, the workspace, the report path (None when unavailable)."""
+
+    plan: RunPlan
+    home: Path
+    steps: list[StepReport]
+    report: str | None
+    champions: dict[str, Any]
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "plan": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.plan).items()},
+            "home": str(self.home),
+            "steps": [s.as_dict() for s in self.steps],
+            "report": self.report,
+            "champions": self.champions,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+def workspace(settings: Settings, quick: bool) -> Settings:
+    """``--quick`` runs in ``<home>/quick``, so its small models never compete with the full run's champions."""
+    return settings.model_copy(update={"home": settings.home / "quick"}) if quick else settings
+
+
+# --- helpers the steps share -----------------------------------------------------------------------------------------
+
+
+def _universe(ctx: Context) -> dict[str, Any]:
+    """The run's tickers and dates from the store (read once per run, each file verified against the manifest)."""
+    if "universe" not in ctx.cache:
+        from finmlops.data import DataStore
+
+        plan: RunPlan = ctx.plan
+        ctx.cache["universe"] = DataStore(ctx.settings.data_dir).read(list(plan.tickers), plan.start, plan.end)
+    return ctx.cache["universe"]
+
+
+def _predictions(ctx: Context) -> Any:
+    if "predictions" not in ctx.cache:
+        from finmlops.evaluation.report import load_predictions
+
+        ctx.cache["predictions"] = load_predictions(ctx.settings.results_dir)[0]
+    return ctx.cache["predictions"]
+
+
+def _snapshot_digest(tickers: tuple[str, ...]) -> str:
+    from finmlops.data.snapshot import _snapshot_dir
+
+    digest = hashlib.sha256()
+    for t in tickers:
+        digest.update(t.encode() + b"\0" + (_snapshot_dir() / f"{t}.csv").read_bytes())
+    return digest.hexdigest()
+
+
+def _feature_sets(plan: RunPlan) -> list[str]:
+    from finmlops.features import FEATURE_SETS
+    from finmlops.models.variants import get_variant
+
+    # The logistic and LightGBM baselines read the advanced set (walk_forward_predictions' default).
+    wanted = {get_variant(v).feature_set for v in plan.variants} | {"advanced"}
+    return [s for s in FEATURE_SETS if s in wanted]
+
+
+def _bootstrap(plan: RunPlan, seed: int) -> Any:
+    from finmlops.evaluation.metrics import BootstrapConfig
+
+    return BootstrapConfig(n_boot=plan.n_boot, block_len=plan.block_len, seed=seed)
+
+
+def _ci(entry: dict[str, Any]) -> str:
+    return f"{entry['value']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
+
+
+# --- the steps --------------------------------------------------------------------------------------------------------
+
+
+def _ingest(ctx: Context) -> Outcome:
+    from finmlops.data import DataStore, dataset_hash_of, ingest
+
+    plan: RunPlan = ctx.plan
+    store = DataStore(ctx.settings.data_dir)
+    report = ingest(store, "snapshot", list(plan.tickers), plan.start, plan.end)
+    for warning in report.warnings:
+        ctx.log(f"[ingest] warning: {warning}")
+    ctx.cache.pop("universe", None)
+    universe = _universe(ctx)
+    rows = sum(len(f) for f in universe.values())
+    first = min(f.index.min() for f in universe.values()).date()
+    last = max(f.index.max() for f in universe.values()).date()
+    data_hash = dataset_hash_of(universe)
+    return Outcome(
+        figure=f"{len(universe)} tickers, {rows:,} rows {first}..{last}, data {data_hash[:12]}",
+        data={"dataset_hash": data_hash, "rows": rows, "first": str(first), "last": str(last)},
+    )
+
+
+def _ingest_valid(ctx: Context, data: dict[str, Any]) -> bool:
+    from finmlops.data import DataError, dataset_hash_of
+
+    try:
+        return dataset_hash_of(_universe(ctx)) == data.get("dataset_hash")
+    except (DataError, OSError):
+        return False
+
+
+def _features(ctx: Context) -> Outcome:
+    from finmlops.features import compute_features, save_features
+
+    data_hash = ctx.output("ingest")["dataset_hash"]
+    files, shapes, digests = [], [], {}
+    for feature_set in _feature_sets(ctx.plan):
+        frame = compute_features(_universe(ctx), feature_set)
+        meta = save_features(frame, feature_set, ctx.settings.features_dir, data_hash=data_hash)
+        files += [ctx.settings.features_dir / f"{feature_set}.{ext}" for ext in ("parquet", "json")]
+        shapes.append(f"{feature_set} {len(meta['feature_names'])}")
+        digests[feature_set] = meta["file_sha256"]
+    return Outcome(figure=f"{', '.join(shapes)} features x {len(frame):,} rows", files=files, data={"sha256": digests})
+
+
+def _train_inputs(ctx: Context) -> dict[str, Any]:
+    plan: RunPlan = ctx.plan
+    return {
+        "dataset_hash": ctx.output("ingest")["dataset_hash"],
+        "features": ctx.output("features")["sha256"],
+        "variants": plan.variants,
+        "baselines": plan.baselines,
+        "epochs": plan.epochs,
+        "test_years": plan.test_years,
+        "seed": ctx.settings.seed,
+        "threads": ctx.settings.threads,
+        "bootstrap": [plan.n_boot, plan.block_len],
+    }
+
+
+def _train(ctx: Context) -> Outcome:
+    from finmlops.evaluation.report import evaluate_and_write
+    from finmlops.training.walkforward import walk_forward_predictions
+
+    plan: RunPlan = ctx.plan
+    universe, seed = _universe(ctx), ctx.settings.seed
+    preds = walk_forward_predictions(
+        universe, variants=plan.variants, baselines=plan.baselines, test_years=plan.test_years, epochs=plan.epochs,
+        seed=seed, threads=ctx.settings.threads, device="auto", progress=ctx.cache.get("progress", False),
+    )  # fmt: skip
+    ctx.cache["predictions"] = preds
+    boot = _bootstrap(plan, seed)
+    config = {
+        "variants": list(plan.variants), "baselines": list(plan.baselines), "epochs": plan.epochs,
+        "test_years": list(plan.test_years), "tickers": sorted(universe), "bootstrap": asdict(boot),
+    }  # fmt: skip
+    payload = evaluate_and_write(
+        preds, ctx.settings.results_dir, data_hash=ctx.output("ingest")["dataset_hash"], config=config, boot=boot
+    )
+    deep = {m: e for m, e in payload["models"].items() if not e["is_baseline"]}
+    best = max(deep, key=lambda m: deep[m]["pooled"]["accuracy"]["value"])
+    vs = deep[best]["vs_baselines"]["majority"]
+    majority = payload["models"]["majority"]["pooled"]["accuracy"]["value"]
+    results = ctx.settings.results_dir
+    return Outcome(
+        figure=f"{len(plan.test_years)} folds, {len(payload['models'])} models; best deep {best} accuracy "
+        f"{_ci(deep[best]['pooled']['accuracy'])} vs majority {majority:.3f} (p = {vs['p_value_bootstrap']:.3f})",
+        files=[results / "predictions.parquet", results / "evaluation.json", results / "evaluation.md"],
+        data={"predictions_sha256": payload["predictions"]["sha256"], "best_deep": best},
+    )
+
+
+def _backtest(ctx: Context) -> Outcome:
+    from finmlops.evaluation.backtest import BacktestConfig
+    from finmlops.evaluation.report import run_backtest_workspace
+
+    result = run_backtest_workspace(ctx.settings, BacktestConfig())
+    rows = [(m, s, p) for m, by_s in result["results"].items() for s, p in by_s.items()]
+    model, strategy, best = max(rows, key=lambda r: r[2]["sharpe"])
+    dsr = best.get("deflated_sharpe")
+    return Outcome(
+        figure=f"best net Sharpe {best['sharpe']:.2f} ({model} {strategy}, deflated SR "
+        f"{'n/a' if dsr is None else f'{dsr:.2f}'}) vs buy-and-hold {result['benchmark']['sharpe']:.2f}",
+        files=[ctx.settings.results_dir / "backtest.json"],
+    )
+
+
+def _register_inputs(ctx: Context) -> dict[str, Any]:
+    return {**_train_inputs(ctx), "predictions": ctx.output("train")["predictions_sha256"], "uri": _tracking(ctx)}
+
+
+def _tracking(ctx: Context) -> str:
+    return ctx.settings.tracking_uri
+
+
+def _register(ctx: Context) -> Outcome:
+    import logging
+    import warnings
+
+    import mlflow  # noqa: F401  # it sets its logger to INFO on import: quiet it after
+
+    from finmlops.workflow.champions import decide_champion, register_final_model
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*Add type hints to the .predict. method", category=UserWarning)
+    plan: RunPlan = ctx.plan
+    evaluation = json.loads((ctx.settings.results_dir / "evaluation.json").read_text())
+    models: dict[str, Any] = {}
+    for variant in plan.variants:
+        ctx.log(f"[register] {variant}: final fit on every date before {plan.test_years[-1]}, ONNX export, register")
+        entry = register_final_model(
+            ctx.settings, variant, universe=_universe(ctx), predictions=_predictions(ctx), evaluation=evaluation,
+            data_hash=ctx.output("ingest")["dataset_hash"], gap_seq_len=plan.gap_seq_len,
+            test_years=plan.test_years, epochs=plan.epochs,
+        )  # fmt: skip
+        entry |= decide_champion(entry["name"], entry["version"], ctx.settings.seed)
+        ctx.log(f"[register] {entry['name']} v{entry['version']}: {entry['decision']} ({entry['detail']})")
+        models[variant] = entry
+    by_decision: dict[str, list[str]] = {}
+    for variant, entry in models.items():
+        by_decision.setdefault(entry["decision"], []).append(f"{variant} v{entry['champion']}")
+    words = {"promoted": "promoted by the rule", "bootstrapped": "bootstrapped (forced, recorded)", "kept": "kept"}
+    return Outcome(
+        figure=f"{len(models)} registered; champion "
+        + "; ".join(f"{words[d]}: {', '.join(v)}" for d, v in by_decision.items()),
+        data={"models": models},
+    )
+
+
+def _register_valid(ctx: Context, data: dict[str, Any]) -> bool:
+    """The recorded versions are still in the registry (a deleted mlflow.db means register again)."""
+    from finmlops.workflow.live import registered_versions
+
+    return all((e["name"], str(e["version"])) in registered_versions(ctx.settings) for e in data["models"].values())
+
+
+def _traffic_inputs(ctx: Context) -> dict[str, Any]:
+    from finmlops.workflow.live import champion_versions
+
+    plan: RunPlan = ctx.plan
+    return {
+        "champions": champion_versions(ctx.settings),
+        "dataset_hash": ctx.output("ingest")["dataset_hash"],
+        "traffic": [plan.traffic_start, plan.traffic_rate, plan.traffic_seconds, ctx.settings.seed],
+    }
+
+
+def _traffic(ctx: Context) -> Outcome:
+    from finmlops.provenance import stamp, write_json_atomic
+    from finmlops.workflow.live import serve_and_replay
+
+    plan: RunPlan = ctx.plan
+    summary = serve_and_replay(
+        ctx.settings, _universe(ctx), start=plan.traffic_start, rate=plan.traffic_rate,
+        duration_s=plan.traffic_seconds, seed=ctx.settings.seed,
+    )  # fmt: skip
+    summary["provenance"] = stamp(data_hash=ctx.output("ingest")["dataset_hash"], config=_traffic_inputs(ctx))
+    path = write_json_atomic(ctx.settings.results_dir / "traffic.json", summary)
+    log = Path(summary["request_log"])
+    arms = ", ".join(f"{a} {n}" for a, n in sorted(summary["arms"].items()))
+    lat = summary["latency_ms"] or {}
+    return Outcome(
+        figure=f"{summary['ok']}/{summary['requests']} infers ok ({arms}), feedback {summary['feedback_ok']}, "
+        f"p50 {lat.get('p50', float('nan')):.1f} ms, days {summary['first_day']}..{summary['last_day']}",
+        files=[path, log],
+        # The log's digest makes the A/B and drift steps rerun whenever new traffic was logged.
+        data={"experiment": summary["experiment"], "request_log": str(log), "log_sha256": file_digest(log)},
+    )
+
+
+def _abtest(ctx: Context) -> Outcome:
+    from finmlops.monitoring.abtest import run_abtest
+
+    experiment = ctx.output("traffic")["experiment"]
+    result = run_abtest(ctx.settings, experiment, log_path=Path(ctx.output("traffic")["request_log"]))
+    decision = result["decision"]
+    diffs = "; ".join(f"{c['arm']} - {c['control']} {_difference(c)}" for c in result["comparisons"])
+    return Outcome(
+        figure=f"{decision['action'].upper()}: {diffs or decision['reason']} (always-valid 95% CS; not applied)",
+        files=[ctx.settings.results_dir / f"abtest_{experiment}.json"],
+    )
+
+
+def _difference(comparison: dict[str, Any]) -> str:
+    """``+0.012 [-0.03, +0.05]``; the sequence has no interval before the arm's minimum outcomes."""
+    low, high = comparison["ci"]
+    interval = "no CS yet" if low is None or high is None else f"[{low:+.3f}, {high:+.3f}]"
+    return f"{comparison['difference']:+.3f} {interval} on {comparison['outcomes']} outcomes"
+
+
+def _drift(ctx: Context) -> Outcome:
+    from finmlops.monitoring.drift import run_drift
+
+    result = run_drift(
+        ctx.settings, model=DRIFT_MODEL, current="log", log_path=Path(ctx.output("traffic")["request_log"])
+    )
+    prediction = result.get("prediction") or {}
+    return Outcome(
+        figure=f"{result['n_drifted']} of {len(result['features'])} features drift (served inputs vs training "
+        f"range of {DRIFT_MODEL})" + (f"; prediction PSI {prediction['psi']:.3f}" if prediction else ""),
+        files=[ctx.settings.results_dir / "drift.json"],
+    )
+
+
+REPORTED = ("evaluation.json", "backtest.json", "traffic.json", "drift.json")
+
+
+def _report_inputs(ctx: Context) -> dict[str, Any]:
+    results = ctx.settings.results_dir
+    files = [*REPORTED, f"abtest_{ctx.output('traffic').get('experiment')}.json"]
+    return {name: file_digest(results / name) if (results / name).is_file() else None for name in files}
+
+
+def _report(ctx: Context) -> Outcome:
+    try:
+        from finmlops.monitoring.report import build_report
+    except ImportError as exc:
+        raise StepUnavailable(
+            f"report step unavailable: finmlops.monitoring.report is not in this installation ({exc}); "
+            f"the results are in {ctx.settings.results_dir}"
+        ) from None
+    path = Path(build_report(ctx.settings))
+    return Outcome(figure=str(path), files=[path], data={"path": str(path)})
+
+
+def _report_code() -> tuple[str, ...]:
+    import importlib.util
+
+    return ("finmlops.monitoring.report",) if importlib.util.find_spec("finmlops.monitoring.report") else ()
+
+
+def build_steps() -> list[Step]:
+    """The nine steps in order, with what each depends on."""
+    plan_of: Callable[[Context], RunPlan] = lambda ctx: ctx.plan  # noqa: E731
+    return [
+        Step(
+            "ingest",
+            "ingest the bundled snapshot",
+            (),
+            ("finmlops.data",),
+            lambda ctx: {
+                "tickers": plan_of(ctx).tickers,
+                "start": plan_of(ctx).start,
+                "end": plan_of(ctx).end,
+                "snapshot": _snapshot_digest(plan_of(ctx).tickers),
+            },
+            _ingest,
+            _ingest_valid,
+        ),
+        Step(
+            "features",
+            "compute feature sets",
+            ("ingest",),
+            ("finmlops.features",),
+            lambda ctx: {"dataset_hash": ctx.output("ingest")["dataset_hash"], "sets": _feature_sets(ctx.plan)},
+            _features,
+        ),
+        Step(
+            "train",
+            "train + evaluate walk-forward",
+            ("features",),
+            (
+                "finmlops.training",
+                "finmlops.models",
+                "finmlops.features",
+                "finmlops.evaluation.metrics",
+                "finmlops.evaluation.report",
+            ),
+            _train_inputs,
+            _train,
+        ),
+        Step(
+            "backtest",
+            "backtest net of costs",
+            ("train",),
+            ("finmlops.evaluation.backtest", "finmlops.evaluation.report"),
+            lambda ctx: {"predictions": ctx.output("train")["predictions_sha256"]},
+            _backtest,
+        ),
+        Step(
+            "register",
+            "register final models, champion",
+            ("train",),
+            ("finmlops.training", "finmlops.models", "finmlops.tracking", "finmlops.workflow.champions"),
+            _register_inputs,
+            _register,
+            _register_valid,
+        ),
+        Step(
+            "traffic",
+            "serve + replay A/B traffic",
+            ("register",),
+            ("finmlops.serving", "finmlops.workflow.live"),
+            _traffic_inputs,
+            _traffic,
+        ),
+        Step(
+            "abtest",
+            "A/B analysis",
+            ("traffic",),
+            ("finmlops.monitoring.abtest",),
+            lambda ctx: {"log": ctx.output("traffic")["request_log"], "traffic": ctx.output("traffic")},
+            _abtest,
+        ),
+        Step(
+            "drift",
+            "drift of served inputs",
+            ("traffic",),
+            ("finmlops.monitoring.drift", "finmlops.features"),
+            lambda ctx: {"traffic": ctx.output("traffic"), "model": DRIFT_MODEL},
+            _drift,
+        ),
+        Step("report", "report", ("backtest", "abtest", "drift"), _report_code(), _report_inputs, _report),
+    ]
+
+
+def run_pipeline(
+    settings: Settings,
+    *,
+    quick: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda _: None,
+    on_step: Callable[[StepReport], None] = lambda _: None,
+) -> RunResult:
+    """Run the nine steps in ``settings.home`` (``<home>/quick`` with ``quick``); returns the summary.
+
+    Raises :class:`~finmlops.workflow.engine.StepFailed` naming the first failing step; the steps before it keep
+    their outputs and records. ``progress`` shows the walk-forward's progress bar on stderr.
+    """
+    import time
+
+    started = time.perf_counter()
+    settings = workspace(settings, quick)
+    plan = RunPlan.for_settings(settings, quick)
+    ctx = Context(settings, plan, log)
+    ctx.cache["progress"] = progress
+    reports = run_steps(build_steps(), ctx, RunState(settings.home), force=force, dry_run=dry_run, on_step=on_step)
+    report = ctx.outputs.get("report", {}).get("path")
+    champions = {v: {k: e[k] for k in ("name", "champion", "decision", "detail")} for v, e in
+                 ctx.outputs.get("register", {}).get("models", {}).items()}  # fmt: skip
+    return RunResult(plan, settings.home, reports, report, champions, time.perf_counter() - started)
+
+
+__all__ = ["RunPlan", "RunResult", "StepFailed", "build_steps", "run_pipeline", "workspace"]
