@@ -259,7 +259,7 @@ def hbar_chart(
 ) -> str:
     """Horizontal bars ``(label, value, error or None, color)`` from zero, top to bottom, with error whiskers and
     vertical threshold lines."""
-    label_w, row_h, top, bottom = 190, 18, 28, 36
+    label_w, row_h, top, bottom = 190, 18, 48, 36
     height = top + bottom + row_h * len(rows)
     extent = [v + s * (e or 0.0) for _, v, e, _ in rows for s in (-1, 1)] + [0.0] + [t for t, _ in thresholds]
     ticks = nice_ticks(min(extent), max(extent))
@@ -291,10 +291,12 @@ def hbar_chart(
             parts.append(
                 f'<line x1="{x(value - err):.1f}" x2="{x(value + err):.1f}" y1="{cy}" y2="{cy}" stroke="#222"/>'
             )
-    for value, label in thresholds:
+    for i, (value, label) in enumerate(thresholds):
+        # Labels of neighbouring lines are staggered vertically so they do not overlap.
         parts.append(
             f'<line x1="{x(value):.1f}" x2="{x(value):.1f}" y1="{top - 4}" y2="{height - bottom}" stroke="#c00" '
-            f'stroke-dasharray="3 3"/><text class="tick" x="{x(value) + 3:.1f}" y="{top - 6}" fill="#c00">'
+            f'stroke-dasharray="3 3"/><text class="tick" x="{x(value) + 3:.1f}" y="{top - 6 - 11 * (i % 2)}" '
+            'fill="#c00">'
             f"{escape(label)}</text>"
         )
     parts.append(f'<line class="axis" x1="{x(0.0):.1f}" x2="{x(0.0):.1f}" y1="{top}" y2="{height - bottom}"/>')
