@@ -275,14 +275,12 @@ def _tracking(ctx: Context) -> str:
 
 def _register(ctx: Context) -> Outcome:
     import logging
-    import warnings
 
     import mlflow  # noqa: F401  # it sets its logger to INFO on import: quiet it after
 
     from finmlops.workflow.champions import decide_champion, register_final_model
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*Add type hints to the .predict. method", category=UserWarning)
     plan: RunPlan = ctx.plan
     evaluation = json.loads((ctx.settings.results_dir / "evaluation.json").read_text())
     models: dict[str, Any] = {}
@@ -382,13 +380,17 @@ def _drift(ctx: Context) -> Outcome:
     )
 
 
-REPORTED = ("evaluation.json", "backtest.json", "traffic.json", "drift.json")
-
-
 def _report_inputs(ctx: Context) -> dict[str, Any]:
+    """Every result file the report may read (``audit`` and ``explain --global`` results included) and the
+    request log it summarises, by content."""
     results = ctx.settings.results_dir
-    files = [*REPORTED, f"abtest_{ctx.output('traffic').get('experiment')}.json"]
-    return {name: file_digest(results / name) if (results / name).is_file() else None for name in files}
+    files = (
+        sorted(p for p in results.iterdir() if p.is_file() and not p.name.startswith(".")) if results.is_dir() else []
+    )
+    return {
+        "results": {p.name: file_digest(p) for p in files},
+        "request_log": ctx.output("traffic").get("log_sha256"),
+    }
 
 
 def _report(ctx: Context) -> Outcome:

@@ -1,0 +1,229 @@
+"""``finmlops run``: the step engine (skips by input hash, reruns dependants, fails fast, dry runs) on small real
+steps, and the whole platform end to end with ``--quick`` in a temporary workspace."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from finmlops.cli import app
+from finmlops.workflow.engine import Context, Outcome, RunState, Step, StepFailed, run_steps
+
+# --- the engine on three small file-writing steps: a -> b -> c ------------------------------------------------------
+
+
+def _write(ctx: Context, name: str, text: str) -> Outcome:
+    ctx.cache.setdefault("executed", []).append(name)
+    if ctx.plan.get(f"fail_{name}"):
+        raise RuntimeError(f"{name} broke")
+    path = ctx.settings / f"{name}.txt"
+    path.write_text(text)
+    return Outcome(figure=f"{name}={text}", files=[path], data={"text": text})
+
+
+def _steps() -> list[Step]:
+    return [
+        Step("a", "A", (), (), lambda ctx: {"x": ctx.plan["x"]}, lambda ctx: _write(ctx, "a", str(ctx.plan["x"]))),
+        Step(
+            "b", "B", ("a",), (),
+            lambda ctx: {"a": ctx.output("a"), "y": ctx.plan["y"]},
+            lambda ctx: _write(ctx, "b", ctx.output("a")["text"] + "+" + str(ctx.plan["y"])),
+        ),
+        Step(
+            "c", "C", ("b",), ("finmlops.workflow.engine",),
+            lambda ctx: {"b": ctx.output("b")},
+            lambda ctx: _write(ctx, "c", ctx.output("b")["text"].upper()),
+        ),
+    ]  # fmt: skip
+
+
+def _run(home: Path, **plan: Any) -> tuple[dict[str, str], list[str], dict[str, str]]:
+    """Run the three steps; returns each step's status, the steps executed and each step's detail."""
+    ctx = Context(home, {"x": 1, "y": 2} | plan)
+    reports = run_steps(_steps(), ctx, RunState(home), force=plan.get("force", False), dry_run=plan.get("dry", False))
+    return {r.step: r.status for r in reports}, ctx.cache.get("executed", []), {r.step: r.detail for r in reports}
+
+
+def test_second_run_skips_and_a_changed_setting_reruns_its_step_and_dependants_only(tmp_path: Path) -> None:
+    assert _run(tmp_path)[:2] == ({"a": "ran", "b": "ran", "c": "ran"}, ["a", "b", "c"])
+    assert _run(tmp_path)[:2] == ({"a": "skipped", "b": "skipped", "c": "skipped"}, [])
+    status, executed, detail = _run(tmp_path, y=3)
+    assert (status, executed) == ({"a": "skipped", "b": "ran", "c": "ran"}, ["b", "c"])
+    assert detail["b"] == "changed: input y" and detail["c"] == "changed: input b"
+    assert (tmp_path / "c.txt").read_text() == "1+3"
+    assert _run(tmp_path, y=3)[1] == []
+    assert _run(tmp_path, y=3, force=True)[1] == ["a", "b", "c"]
+    state = json.loads((tmp_path / "run_state.json").read_text())
+    assert set(state["steps"]) == {"a", "b", "c"} and state["steps"]["c"]["data"] == {"text": "1+3"}
+
+
+def test_a_changed_or_missing_output_reruns_the_step(tmp_path: Path) -> None:
+    _run(tmp_path)
+    (tmp_path / "b.txt").write_text("edited by hand")
+    status, executed, detail = _run(tmp_path)
+    assert executed == ["b"] and status["c"] == "skipped"  # b rewrote the same content, so c's inputs are unchanged
+    assert detail["b"].startswith("output ") and detail["b"].endswith("changed since")
+    (tmp_path / "a.txt").unlink()
+    assert _run(tmp_path)[1] == ["a"]
+
+
+def test_a_failing_step_is_named_stops_the_run_and_keeps_earlier_steps(tmp_path: Path) -> None:
+    _run(tmp_path)
+    with pytest.raises(StepFailed, match=r"step 'b' failed: RuntimeError: b broke") as failed:
+        _run(tmp_path, y=5, fail_b=True)
+    assert failed.value.step == "b"
+    state = json.loads((tmp_path / "run_state.json").read_text())
+    assert set(state["steps"]) == {"a", "c"}  # b's record is gone, so the next run redoes it
+    assert (tmp_path / "b.txt").read_text() == "1+2"  # the failed step wrote nothing
+    status, executed, _ = _run(tmp_path, y=5)
+    assert executed == ["b", "c"] and status["a"] == "skipped"
+
+
+def test_dry_run_executes_nothing_and_says_what_would_run(tmp_path: Path) -> None:
+    status, executed, _ = _run(tmp_path, dry=True)
+    assert executed == [] and set(status.values()) == {"would run"} and not (tmp_path / "run_state.json").exists()
+    _run(tmp_path)
+    status, executed, detail = _run(tmp_path, y=9, dry=True)
+    assert executed == [] and status == {"a": "would skip", "b": "would run", "c": "would run"}
+    assert (detail["b"], detail["c"]) == ("changed: input y", "after b")
+
+
+# --- end to end: finmlops run --quick in a temporary workspace ------------------------------------------------------
+
+ENV_CLEARED = ("TICKERS", "INGESTION_START_DATE", "INGESTION_END_DATE", "RAW_DATA_DIR", "MLFLOW_TRACKING_URI")
+
+
+def _env(home: Path, **extra: str) -> dict[str, str | None]:
+    env: dict[str, str | None] = dict.fromkeys(ENV_CLEARED)
+    env |= {"FINMLOPS_SEED": None, "FINMLOPS_TICKERS": None, "FINMLOPS_MLFLOW_TRACKING_URI": None}
+    env |= {
+        "FINMLOPS_HOME": str(home),
+        "FINMLOPS_CONFIG": str(home / "absent.yaml"),
+        "FINMLOPS_THREADS": "1",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    return env | extra
+
+
+def _invoke(home: Path, *args: str, **env: str) -> tuple[int, Any, str]:
+    result = CliRunner().invoke(app, ["run", "--quick", *args], env=_env(home, **env))
+    payload = json.loads(result.stdout) if result.exit_code == 0 and "--json" in args else None
+    return result.exit_code, payload, result.stderr
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any], float]]:
+    """One ``finmlops run --quick --json`` in a fresh workspace: (home, summary, seconds)."""
+    home = tmp_path_factory.mktemp("finmlops-run")
+    started = time.perf_counter()
+    code, payload, stderr = _invoke(home, "--json")
+    assert code == 0, stderr[-3000:]
+    yield home, payload, time.perf_counter() - started
+
+
+def _registry(home: Path) -> Any:
+    import mlflow
+
+    uri = f"sqlite:///{home / 'quick' / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def test_quick_run_takes_a_fresh_workspace_to_a_report(quick: tuple[Path, dict[str, Any], float]) -> None:
+    home, payload, _ = quick
+    status = {s["step"]: s["status"] for s in payload["steps"]}
+    expected = ["ingest", "features", "train", "backtest", "register", "traffic", "abtest", "drift", "report"]
+    assert list(status) == expected
+    assert all(status[s] == "ran" for s in expected[:-1]) and status["report"] in ("ran", "unavailable")
+    assert payload["home"] == str(home / "quick") and payload["plan"]["test_years"] == [2022, 2023]
+    if status["report"] == "ran":
+        assert Path(payload["report"]).is_file()
+    results = home / "quick" / "results"
+    evaluation = json.loads((results / "evaluation.json").read_text())
+    assert set(evaluation["models"]) == {"baseline", "enhanced", "majority", "momentum", "logistic", "lightgbm"}
+    assert {"backtest.json", "traffic.json", "drift.json", "abtest_financial-ab-test-experiment.json"} <= {
+        p.name for p in results.iterdir()
+    }
+
+
+def test_quick_run_registers_final_models_and_records_how_champion_was_set(
+    quick: tuple[Path, dict[str, Any], float],
+) -> None:
+    home, payload, _ = quick
+    client = _registry(home)
+    state = json.loads((home / "quick" / "run_state.json").read_text())
+    for variant in ("baseline", "enhanced"):
+        entry = state["steps"]["register"]["data"]["models"][variant]
+        assert payload["champions"][variant]["decision"] == entry["decision"]
+        version = client.get_model_version_by_alias(f"{variant}-predictor", "champion")
+        assert int(version.version) == entry["champion"] == entry["version"] == 1
+        tags = version.tags
+        if entry["decision"] == "bootstrapped":  # the rule refused: a forced promotion, recorded on the version
+            assert tags["promotion.champion.reason"].startswith("bootstrap by `finmlops run`")
+            assert "promotion.champion.forced_by" in tags and float(tags["promotion.champion.p_value"]) >= 0.0
+        else:
+            assert entry["decision"] == "promoted" and float(tags["promotion.champion.p_value"]) < 0.05
+        # The final model is the walk-forward's last-fold model: same dates, seed and epochs, same predictions.
+        assert entry["train_end"] < "2023-01-01" and entry["max_abs_diff_last_fold"] < 1e-4
+
+
+def test_quick_run_served_both_arms_with_feedback(quick: tuple[Path, dict[str, Any], float]) -> None:
+    home, _, _ = quick
+    traffic = json.loads((home / "quick" / "results" / "traffic.json").read_text())
+    assert traffic["requests"] > 0 and traffic["ok"] == traffic["requests"]
+    assert set(traffic["arms"]) == {"baseline-predictor", "enhanced-predictor"}
+    assert traffic["arms"]["baseline-predictor"] > traffic["arms"]["enhanced-predictor"] > 0  # 70/30
+    assert traffic["feedback_ok"] > 0 and traffic["first_day"] >= "2023-01-01"  # out of sample for the final models
+    abtest = json.loads((home / "quick" / "results" / "abtest_financial-ab-test-experiment.json").read_text())
+    assert sum(a["requests"] for a in abtest["arms"].values()) == traffic["ok"]
+
+
+def test_second_quick_run_skips_every_step(quick: tuple[Path, dict[str, Any], float]) -> None:
+    home, _, first_seconds = quick
+    versions_before = len(_registry(home).search_model_versions("name LIKE '%-predictor'"))
+    started = time.perf_counter()
+    code, payload, stderr = _invoke(home, "--json")
+    assert code == 0, stderr[-3000:]
+    *steps, report = payload["steps"]
+    assert {s["status"] for s in steps} == {"skipped"} and report["status"] in ("skipped", "unavailable")
+    assert len(_registry(home).search_model_versions("name LIKE '%-predictor'")) == versions_before
+    assert time.perf_counter() - started < first_seconds / 2
+
+
+def test_a_new_seed_would_rerun_training_and_its_dependants_only(quick: tuple[Path, dict[str, Any], float]) -> None:
+    home, _, _ = quick
+    state_file = home / "quick" / "run_state.json"
+    before = state_file.read_bytes()
+    code, payload, stderr = _invoke(home, "--dry-run", "--json", FINMLOPS_SEED="7")
+    assert code == 0, stderr[-3000:]
+    status = {s["step"]: s["status"] for s in payload["steps"]}
+    assert status["ingest"] == status["features"] == "would skip"
+    assert {k: v for k, v in status.items() if k not in ("ingest", "features")} == dict.fromkeys(
+        ["train", "backtest", "register", "traffic", "abtest", "drift", "report"], "would run"
+    )
+    assert "input seed" in next(s["detail"] for s in payload["steps"] if s["step"] == "train")
+    assert state_file.read_bytes() == before
+
+
+@pytest.mark.slow
+def test_a_new_seed_reruns_training_not_the_data_steps(quick: tuple[Path, dict[str, Any], float]) -> None:
+    home, _, _ = quick
+    code, payload, stderr = _invoke(home, "--json", FINMLOPS_SEED="7")
+    assert code == 0, stderr[-3000:]
+    status = {s["step"]: s["status"] for s in payload["steps"]}
+    assert status["ingest"] == status["features"] == "skipped"
+    assert status["train"] == status["backtest"] == status["register"] == "ran"
+    code, payload, _ = _invoke(home, "--json", FINMLOPS_SEED="7")
+    assert code == 0 and {s["status"] for s in payload["steps"]} <= {"skipped", "unavailable"}
+
+
+def test_a_failing_step_is_named_with_exit_code_1(tmp_path: Path) -> None:
+    code, _, stderr = _invoke(tmp_path, FINMLOPS_TICKERS="AAPL,ZZZZ")
+    assert code == 1
+    assert "step 'ingest' failed" in stderr and "ZZZZ" in stderr
+    assert not (tmp_path / "quick" / "results").exists()
