@@ -198,3 +198,19 @@ def test_finmlops_serve_never_imports_torch_and_flushes_its_log_on_sigterm(tmp_p
     assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in out, out
     assert "onnxruntime" in modules and "torch" not in modules
     assert {f"p{i}" for i in range(30)} <= set(read_requests(db)["id"])
+
+
+def test_feedback_for_an_id_evicted_from_memory_is_found_in_the_request_log(tmp_path: Path) -> None:
+    model = tiny_onnx(tmp_path / "m.onnx", 10, 35)
+    config = parse_config({"models": [{"name": "tiny", "source": str(model)}], "server": {"feedback_ids": 100}})
+    app = ServingApp(config, registry=None, request_log=tmp_path / "requests.db")
+    x = np.zeros((1, 10, 35), np.float32)
+    with serve(app) as base:
+        client = Client(base)
+        for i in range(120):
+            assert client.request("POST", "/v2/models/tiny/infer", v2_body(x, id=f"e{i}"))[0] == 200
+        app.request_log.flush()
+        assert len(app.ledger) == 100
+        first = client.request("POST", "/v2/feedback", {"id": "e0", "outcome": 1})[1]
+        assert first["counted"] is True and first["model"] == "tiny" and first["correct"] is True  # P(up) = 0.5
+        assert client.request("POST", "/v2/feedback", {"id": "e0", "outcome": 1})[1]["counted"] is False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import hmac
 import logging
@@ -74,6 +75,7 @@ class ServingApp:
         self.metrics = ServerMetrics()
         self.request_log = RequestLog(request_log) if request_log is not None else None
         self.ledger = FeedbackLedger(
+            max_ids=self.options.feedback_ids,
             experiments=self.experiments,
             lookup=self._logged_predictions if request_log else None,
             already_counted=self._logged_feedback if request_log else None,
@@ -128,6 +130,10 @@ class ServingApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                # Everything loaded so far lives as long as the server: keep it out of every GC pass, so a full
+                # collection scans only per-request objects (measured: 108 ms pauses with a large heap otherwise).
+                gc.collect()
+                gc.freeze()
                 self.start_background()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -173,44 +179,40 @@ class ServingApp:
 
     async def _infer(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
-        self.gate.enter()
-        arriving = True
         model_label, experiment, arm = "", "", ""
         rid = ""
         try:
-            match = _MODEL_PATH.match(scope["path"])
-            if match is None or match.group(3) != "/infer":
-                raise V2Error(
-                    404, f"no route {scope['path']}; infer is POST /v2/models/{{name}}[/versions/{{v}}]/infer"
-                )
-            name, version = match.group(1), match.group(2)
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            if self._infer_tokens:
-                self._authorize(headers, self._infer_tokens)
-            json_length = _binary_header(headers)
-            body = await _read_body(receive, headers, self.options.max_body_bytes)
-            request = parse_infer(body, json_length)
-            rid = request.id or uuid.uuid4().hex
-            model, exp, route = self._route(name, version, headers, request.parameters)
-            model_label = model.name
-            if exp is not None:
-                experiment, arm = exp.name, route.arm
-            x = self._model_input(model, request.inputs)
-            for wanted in request.requested_outputs:
-                if wanted != model.output_name:
-                    raise V2Error(400, f"model {model.name!r} has output {model.output_name!r}, not {wanted!r}")
-            future = model.batcher.submit(x)  # type: ignore[union-attr]  # set by the store
-            self.gate.leave()
-            arriving = False
+            self.gate.enter()
+            try:  # the arrival phase: batches may wait for requests in it, so it must always end
+                match = _MODEL_PATH.match(scope["path"])
+                if match is None or match.group(3) != "/infer":
+                    raise V2Error(
+                        404, f"no route {scope['path']}; infer is POST /v2/models/{{name}}[/versions/{{v}}]/infer"
+                    )
+                name, version = match.group(1), match.group(2)
+                headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                if self._infer_tokens:
+                    self._authorize(headers, self._infer_tokens)
+                json_length = _binary_header(headers)
+                body = await _read_body(receive, headers, self.options.max_body_bytes)
+                request = parse_infer(body, json_length)
+                rid = request.id or uuid.uuid4().hex
+                model, exp, route = self._route(name, version, headers, request.parameters)
+                model_label = model.name
+                if exp is not None:
+                    experiment, arm = exp.name, route.arm
+                x = self._model_input(model, request.inputs)
+                for wanted in request.requested_outputs:
+                    if wanted != model.output_name:
+                        raise V2Error(400, f"model {model.name!r} has output {model.output_name!r}, not {wanted!r}")
+                future = model.batcher.submit(x)  # type: ignore[union-attr]  # set by the store
+            finally:
+                self.gate.leave()
             y = await future
         except V2Error as exc:
-            if arriving:
-                self.gate.leave()
             await self._fail(send, exc.status, exc.message, t0, rid, model_label, experiment, arm, exc.headers)
             return
         except Exception as exc:  # a model that fails at run time is a 500, and the server keeps serving
-            if arriving:
-                self.gate.leave()
             log.exception("inference failed")
             await self._fail(
                 send, 500, f"inference failed: {type(exc).__name__}: {exc}", t0, rid, model_label, experiment, arm

@@ -65,6 +65,12 @@ class ServerOptions(_Strict):
     request_log_enabled: bool = True
     model_cache: Path | None = Field(default=None, description="Download folder (default <home>/serving/models).")
     drift_window: int = Field(default=500, ge=10, description="Recent requests the online PSI is computed over.")
+    feedback_ids: int = Field(
+        default=20_000,
+        ge=100,
+        description="Request ids the feedback ledger keeps in memory; older ones are read "
+        "back from the request log. Small keeps garbage-collection pauses (the latency tail) short.",
+    )
 
 
 class AuthOptions(_Strict):
