@@ -15,9 +15,14 @@ _EXPORTS = {
     "packaging": ("EXPORT_FORMATS", "ModelCard", "ModelError", "export_model", "fetch_model", "log_onnx_model"),
     "registry": (
         "ALIASES", "PairedTest", "PromotionRefused", "list_models", "paired_block_bootstrap", "promote",
-        "register_variant", "registered_name",
+        "mark_challenger", "register_variant", "registered_name",
     ),
-    "runs": ("TrainedNetwork", "list_runs", "log_evaluation", "log_ingestion", "log_training_run"),
+    "runs": (
+        "TrainedNetwork", "list_runs", "log_evaluation", "log_evaluation_result", "log_ingestion",
+        "log_trained_variant", "log_training_run",
+    ),
+    "predict": ("PredictionReport", "predict_folder", "resolve_model"),
+    "tune": ("TuneReport", "run_tuning"),
 }  # fmt: skip
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -250,6 +250,28 @@ def register_variant(variant: str, run_id: str | None = None) -> ModelVersion:
     return _client().get_model_version(name, version.version)
 
 
+def mark_challenger(run_id: str) -> dict[str, Any]:
+    """Give ``challenger`` to the version registered from ``run_id`` (the newest when several).
+
+    No test here: a challenger is only a candidate, served beside the champion until ``promote`` decides. Returns
+    ``{"model", "version", "alias": "challenger", "champion"}``, ``champion`` being the holder's version or None.
+    """
+    client = _client()
+    versions = client.search_model_versions(f"run_id = '{run_id}'")
+    if not versions:
+        raise ValueError(f"run {run_id} registered no model version")
+    version = max(versions, key=lambda v: int(v.version))
+    client.set_registered_model_alias(version.name, "challenger", str(version.version))
+    client.set_model_version_tag(version.name, str(version.version), "promotion.challenger.reason", "newest training")
+    holder = alias_holder(version.name, "champion")
+    return {
+        "model": version.name,
+        "version": int(version.version),
+        "alias": "challenger",
+        "champion": int(holder.version) if holder is not None else None,
+    }
+
+
 def list_models() -> list[dict[str, Any]]:
     """Every registered ``*-predictor`` with its versions (newest first), aliases and stored metrics."""
     client = _client()
