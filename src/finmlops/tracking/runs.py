@@ -213,16 +213,141 @@ def log_evaluation(
     data_hash: str | None,
     artifacts: Sequence[Path] = (),
     params: Mapping[str, Any] | None = None,
+    fold_metrics: Mapping[int, Mapping[str, float]] | None = None,
 ) -> str:
     """Log an evaluation (or backtest) result to the ``evaluation`` experiment: headline metrics, and the result
-    JSON, backtest tables and plots in ``artifacts``. Returns the run id."""
+    JSON, backtest tables and plots in ``artifacts``. ``fold_metrics``: step (e.g. the test year) -> metrics,
+    logged as ``fold/<name>``. Returns the run id."""
     with tracked_run(settings, "evaluation", name, provenance_tags(data_hash)) as run_id:
         if params:
             mlflow.log_params(flatten(params))
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+        for step, values in (fold_metrics or {}).items():
+            for key, value in values.items():
+                if value is not None and np.isfinite(value):
+                    mlflow.log_metric(f"fold/{key}", float(value), step=step)
         for path in artifacts:
             mlflow.log_artifact(str(path), "results")
     return run_id
+
+
+def log_trained_variant(settings: Settings, *, trained: Any, result: dict[str, Any]) -> str:
+    """Log ``finmlops train``'s run (``trained``: ``finmlops.training.pipeline.TrainedVariant``; ``result``: its
+    result JSON) to ``training``, register the model as a new version of ``<variant>-predictor`` and make it the
+    ``challenger``. Adds ``result["mlflow"]`` (run id, model, version, alias, current champion). Returns the run id.
+
+    The held-out test block is logged as the run's walk-forward predictions (one fold, ``holdout``): promotion
+    compares versions on it. The drift reference is the last timestep of every training window.
+    """
+    from finmlops.tracking.registry import mark_challenger
+
+    model, test = trained.model, trained.test
+    predictions = pd.DataFrame(
+        {
+            "date": pd.to_datetime(test.dates), "ticker": test.tickers, "fold": "holdout", "model": result["variant"],
+            "prob_up": model.predict_proba(test), "y_true": test.y.astype(np.int8),
+        }
+    )  # fmt: skip
+    metrics = {f"{block}_{k}": v for block in ("val", "test") for k, v in result["metrics"][block].items()}
+    history = result["history"]
+    run_id = log_training_run(
+        settings, variant=result["variant"], params=result["config"],
+        feature_set=result["config"]["variant"]["feature_set"], feature_names=result["feature_names"],
+        data_hash=result["data_hash"],
+        epoch_losses={k: [h[k] for h in history] for k in ("train_loss", "val_loss", "val_accuracy", "val_auc")},
+        metrics=metrics | {"test_majority_accuracy": result["metrics"]["test_majority_accuracy"]},
+        dataset=trained.features, dataset_source=str(settings.data_dir.resolve()), predictions=predictions,
+        artifacts=[settings.results_dir / f"train_{result['variant']}.json"],
+        trained=TrainedNetwork(
+            model.net.cpu(), model.scaler, trained.train.X, result["split"]["train"]["first"],
+            result["split"]["train"]["last"],
+        ),
+        register=True,
+    )  # fmt: skip
+    try:
+        result["mlflow"] = {"run_id": run_id, **mark_challenger(run_id)}
+    except MlflowException as exc:
+        raise TrackingError(f"MLflow at {settings.tracking_uri} failed: {exc.message}") from exc
+    return run_id
+
+
+def evaluation_tables(evaluation: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+    """``folds`` (model, fold, n_rows, accuracy and AUC with CIs) and ``calibration`` (model, bin, count, mean
+    predicted, observed up rate) as long frames, from ``finmlops.evaluation.report``'s result."""
+    folds, calibration = [], []
+    for model, m in evaluation["models"].items():
+        for fold, f in m["folds"].items():
+            row = {"model": model, "fold": fold, "n_rows": f["n_rows"]}
+            for key in ("accuracy", "roc_auc"):
+                row |= {key: f[key]["value"], f"{key}_ci_low": f[key]["ci_low"], f"{key}_ci_high": f[key]["ci_high"]}
+            folds.append(row)
+        c = m["calibration"]
+        calibration += [
+            {"model": model, "bin": b, "count": n, "mean_predicted": p, "observed_up": o}
+            for b, n, p, o in zip(c["bin"], c["count"], c["mean_predicted"], c["observed_up"], strict=True)
+        ]
+    return {"folds": pd.DataFrame(folds), "calibration": pd.DataFrame(calibration)}
+
+
+def evaluation_plots(tables: Mapping[str, pd.DataFrame], folder: Path) -> list[Path]:
+    """``fold_accuracy.png`` (accuracy per fold with 95% CI, per model) and ``calibration.png`` (reliability
+    diagram) in ``folder``; matplotlib comes with MLflow and Captum, so the train install always has it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folds, calibration = tables["folds"], tables["calibration"]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for model, rows in folds.groupby("model", sort=False):
+        err = [rows["accuracy"] - rows["accuracy_ci_low"], rows["accuracy_ci_high"] - rows["accuracy"]]
+        ax.errorbar(rows["fold"], rows["accuracy"], yerr=err, marker="o", capsize=3, label=model)
+    ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="test fold", ylabel="accuracy (95% block-bootstrap CI)", title="Walk-forward accuracy per fold")
+    ax.legend(fontsize=7)
+    paths = [folder / "fold_accuracy.png", folder / "calibration.png"]
+    fig.savefig(paths[0], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+    for model, rows in calibration.groupby("model", sort=False):
+        ax.plot(rows["mean_predicted"], rows["observed_up"], marker="o", label=model)
+    ax.set(xlabel="mean predicted P(up)", ylabel="observed up rate", title="Calibration (10 equal-width bins)")
+    ax.legend(fontsize=7)
+    fig.savefig(paths[1], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return paths
+
+
+def log_evaluation_result(settings: Settings, *, result: Mapping[str, Any]) -> str:
+    """Log ``finmlops evaluate``'s result to ``evaluation``: pooled ``<model>/<metric>`` (with ``_ci_low`` and
+    ``_ci_high``), per-fold ``fold/<model>/<metric>`` (step = test year), the result files in ``results_dir``
+    (``evaluation.json``, ``evaluation.md``, ``predictions.parquet``, ``backtest.json`` when present), the fold and
+    calibration tables as CSV and their plots. Returns the run id."""
+    metrics: dict[str, float] = {}
+    fold_metrics: dict[int, dict[str, float]] = {}
+    for model, m in result["models"].items():
+        for key in ("accuracy", "balanced_accuracy", "roc_auc", "log_loss", "ic"):
+            entry = m["pooled"][key]
+            metrics |= {f"{model}/{key}": entry["value"]}
+            metrics |= {f"{model}/{key}_ci_low": entry["ci_low"], f"{model}/{key}_ci_high": entry["ci_high"]}
+        for position, (fold, f) in enumerate(m["folds"].items()):
+            step = int(fold) if str(fold).isdigit() else position
+            fold_metrics.setdefault(step, {}).update({f"{model}/{k}": f[k]["value"] for k in ("accuracy", "roc_auc")})
+    provenance = result["provenance"]
+    files = ("evaluation.json", "evaluation.md", "predictions.parquet", "backtest.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        tables = evaluation_tables(result)
+        extra = []
+        for name, frame in tables.items():
+            frame.to_csv(Path(tmp) / f"{name}.csv", index=False)
+            extra.append(Path(tmp) / f"{name}.csv")
+        extra += evaluation_plots(tables, Path(tmp))
+        return log_evaluation(
+            settings, name="walk-forward", metrics=metrics, data_hash=provenance["data_hash"],
+            artifacts=[settings.results_dir / f for f in files if (settings.results_dir / f).is_file()] + extra,
+            params=provenance["config"], fold_metrics=fold_metrics,
+        )  # fmt: skip
 
 
 def list_runs(settings: Settings, experiment: str | None = None, limit: int = 20) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,18 @@ def _span(dates: np.ndarray) -> dict[str, Any]:
     return {"first": str(d.min().date()), "last": str(d.max().date()), "dates": int(d.nunique())}
 
 
+@dataclass(frozen=True)
+class TrainedVariant:
+    """A fitted variant with what tracking logs beside it: the feature frame it read (``(date, ticker)`` x
+    features) and its training and test windows (``finmlops.features.Windows``)."""
+
+    model: DeepModel
+    result: dict[str, Any]
+    features: pd.DataFrame
+    train: Any
+    test: Any
+
+
 def train_variant(
     universe: Mapping[str, pd.DataFrame],
     variant: VariantConfig,
@@ -58,10 +71,24 @@ def train_variant(
     on the training windows only. Returns the fitted model and a JSON-ready result: split spans, history, best
     epoch and metrics on the validation and test windows (the majority-class accuracy on test for reference).
     """
+    trained = fit_variant(universe, variant, config, val_frac=val_frac, test_frac=test_frac)
+    return trained.model, trained.result
+
+
+def fit_variant(
+    universe: Mapping[str, pd.DataFrame],
+    variant: VariantConfig,
+    config: TrainConfig,
+    *,
+    val_frac: float = 0.15,
+    test_frac: float = 0.15,
+) -> TrainedVariant:
+    """:func:`train_variant`, keeping the feature frame and the training and test windows."""
     from finmlops.features import chronological_split, compute_features, make_target, make_windows
 
     target = make_target(universe, horizon=1)
-    windows = make_windows(compute_features(universe, variant.feature_set), target, variant.seq_len)
+    features = compute_features(universe, variant.feature_set)
+    windows = make_windows(features, target, variant.seq_len)
     windows = windows.subset(np.isfinite(windows.y))
     fold = chronological_split(
         target.index.get_level_values("date"), val_frac, test_frac, seq_len=variant.seq_len, horizon=1
@@ -89,7 +116,7 @@ def train_variant(
         "train_seconds": model.outcome.seconds,
         "history": model.outcome.history,
     }
-    return model, result
+    return TrainedVariant(model, result, features, train, test)
 
 
 def save_model(model: DeepModel, directory: Path, feature_names: list[str], extra: Mapping[str, Any]) -> Path:
@@ -155,9 +182,11 @@ def run_training(
     device: str = "auto",
     verbosity: str = "bar",
     class_balanced: bool = False,
+    on_trained: Callable[..., Any] | None = None,
 ) -> dict[str, Any]:
     """``finmlops train``: read the store, train one variant, write ``results/train_<variant>.json`` and the model
     folder ``models/<variant>/``. Returns the result (with a ``provenance`` stamp); same seed and data, same metrics.
+    ``on_trained(trained=..., result=...)`` runs after both are written (the CLI logs the run to MLflow there).
     """
     from finmlops.data import DataStore
     from finmlops.models.variants import get_variant
@@ -175,7 +204,8 @@ def run_training(
         verbosity=verbosity,  # type: ignore[arg-type]
         class_balanced=class_balanced,
     )
-    model, result = train_variant(universe, variant, config)
+    trained = fit_variant(universe, variant, config)
+    model, result = trained.model, trained.result
     run_config = {"variant": variant.model_dump(), "train": config.model_dump(), "tickers": sorted(universe)}
     result = {
         **result,
@@ -195,4 +225,6 @@ def run_training(
     }
     save_model(model, settings.models_dir / variant.name, result["feature_names"], extra)
     write_json_atomic(settings.results_dir / f"train_{variant.name}.json", result)
+    if on_trained is not None:
+        on_trained(trained=trained, result=result)
     return result

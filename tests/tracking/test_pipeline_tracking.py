@@ -1,0 +1,93 @@
+"""The pipeline commands log to MLflow: ingest, train (registered as the challenger) and evaluate (per-fold
+metrics, tables and plots); --no-track logs nothing; an unreachable tracking server is one clear error."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from finmlops.cli import app
+from finmlops.settings import Settings
+from finmlops.tracking import list_runs
+
+INGEST = ["ingest", "--tickers", "AAPL,JPM,XOM", "--start", "2016-01-01", "--end", "2019-12-31"]
+
+
+def _run(*args: str) -> dict:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def _artifacts(run_id: str, folder: str | None = None) -> set[str]:
+    return {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, folder)}
+
+
+def test_ingest_train_and_evaluate_are_tracked(settings: Settings, tmp_path: Path) -> None:
+    report = _run(*INGEST, "--json")  # --json still tracks; stdout stays one JSON document
+    (ingestion,) = list_runs(settings, "ingestion")
+    run = mlflow.MlflowClient().get_run(ingestion["run_id"])
+    assert run.data.params["tickers"] == "AAPL,JPM,XOM" and run.data.params["source"] == "snapshot"
+    assert ingestion["data_hash"] == report["dataset_hash"] and run.data.metrics["n_rows"] == 3 * 1006
+
+    result = _run("train", "--variant", "baseline", "--epochs", "2", "--threads", "1", "--json")
+    assert result["mlflow"]["model"] == "baseline-predictor" and result["mlflow"]["version"] == 1
+    assert result["mlflow"]["alias"] == "challenger" and result["mlflow"]["champion"] is None
+    client = mlflow.MlflowClient()
+    run = client.get_run(result["mlflow"]["run_id"])
+    assert run.data.params["variant.hidden_size"] == "32" and run.data.params["train.epochs"] == "2"
+    assert run.data.tags["finmlops.data_hash"] == report["dataset_hash"] and run.data.tags["finmlops.git_commit"]
+    losses = [m.value for m in client.get_metric_history(run.info.run_id, "epoch/val_loss")]
+    assert losses == pytest.approx([h["val_loss"] for h in result["history"]])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(result["metrics"]["test"]["accuracy"])
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.digest and dataset.dataset.name.startswith("basic-features-")
+    assert {"features.json", "results", "walk_forward"} <= _artifacts(run.info.run_id)
+    card = mlflow.models.get_model_info(run.data.tags["finmlops.model_uri"]).metadata["finmlops"]
+    assert card["train_start"] == result["split"]["train"]["first"] and card["seq_len"] == 10
+    version = client.get_model_version("baseline-predictor", "1")
+    assert int(version.tags["wf_rows"]) == result["windows"]["test"]  # the held-out block, one fold
+    assert client.get_registered_model("baseline-predictor").aliases == {"challenger": 1}
+
+    text = CliRunner().invoke(app, ["train", "--variant", "baseline", "--epochs", "1", "--threads", "1", "--quiet"])
+    assert text.exit_code == 0, text.output
+    assert "registered baseline-predictor version 2 as challenger; no champion yet" in text.output
+    assert "finmlops promote --model baseline-predictor --version 2 --alias champion" in text.output
+
+    evaluation = _run("evaluate", "--variant", "baseline", "--epochs", "1", "--folds", "2018-2019", "--n-boot", "100",
+                      "--json")  # fmt: skip
+    (logged,) = list_runs(settings, "evaluation")
+    run_id = logged["run_id"]
+    pooled = evaluation["models"]["baseline"]["pooled"]["accuracy"]
+    assert logged["metrics"]["baseline/accuracy"] == pytest.approx(pooled["value"])
+    assert logged["metrics"]["baseline/accuracy_ci_low"] == pytest.approx(pooled["ci_low"])
+    history = client.get_metric_history(run_id, "fold/baseline/accuracy")
+    folds = evaluation["models"]["baseline"]["folds"]
+    assert [(m.step, m.value) for m in history] == [
+        (int(f), pytest.approx(v["accuracy"]["value"])) for f, v in folds.items()
+    ]
+    files = _artifacts(run_id, "results")
+    expected = {"evaluation.json", "evaluation.md", "predictions.parquet", "folds.csv", "calibration.csv"}
+    assert {f"results/{name}" for name in expected | {"fold_accuracy.png", "calibration.png"}} <= files
+    path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="results/folds.csv", dst_path=str(tmp_path))
+    table = pd.read_csv(path)
+    assert len(table) == 2 * len(evaluation["models"]) and set(table["fold"]) == {2018, 2019}
+
+
+def test_no_track_logs_nothing(settings: Settings) -> None:
+    _run(*INGEST, "--no-track", "--json")
+    assert list_runs(settings) == []
+
+
+def test_unreachable_tracking_server_fails_fast_naming_it(port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    result = CliRunner().invoke(app, INGEST)
+    assert result.exit_code == 1 and f"http://127.0.0.1:{port}" in result.output
+    assert time.monotonic() - started < 10
