@@ -16,7 +16,7 @@ import pytest
 from serving_support import Client, free_port, serve, tiny_onnx, tiny_reference, v2_body
 
 from finmlops.data import load_snapshot
-from finmlops.features import compute_features, feature_names
+from finmlops.features import compute_features, feature_names, market_returns
 from finmlops.monitoring.drift import reference_profile
 from finmlops.serving.app import ServingApp
 from finmlops.serving.config import parse_config
@@ -214,3 +214,34 @@ def test_feedback_for_an_id_evicted_from_memory_is_found_in_the_request_log(tmp_
         first = client.request("POST", "/v2/feedback", {"id": "e0", "outcome": 1})[1]
         assert first["counted"] is True and first["model"] == "tiny" and first["correct"] is True  # P(up) = 0.5
         assert client.request("POST", "/v2/feedback", {"id": "e0", "outcome": 1})[1]["counted"] is False
+
+
+def test_cross_asset_features_need_the_training_market_and_then_match_training(tmp_path: Path) -> None:
+    """An advanced-set model scores one ticker's raw history exactly as training saw it, given the market return."""
+    full = {t: f.iloc[-150:] for t, f in load_snapshot(["AAPL", "MSFT", "JPM", "XOM"]).items()}
+    names = feature_names("advanced")
+    folder = tmp_path / "advanced"
+    folder.mkdir()
+    tiny_onnx(folder / "model.onnx", 10, len(names))
+    card = {"variant": "advanced", "feature_set": "advanced", "feature_names": names, "seq_len": 10}
+    (folder / "finmlops-model.json").write_text(json.dumps(card))
+    app = ServingApp(
+        parse_config({"models": [{"name": "advanced-predictor", "source": str(folder)}]}),
+        registry=None,
+        request_log=tmp_path / "requests.db",
+    )
+    aapl = {"AAPL": full["AAPL"]}
+    with serve(app) as base:
+        client = Client(base)
+        status, body, _ = client.request("POST", "/v2/models/advanced-predictor/infer", _raw_body(aapl))
+        assert status == 400 and "market_return" in body["error"], body
+        # The first day has no return; it only feeds warm-up rows, so 0 stands in for it (JSON has no NaN).
+        market = np.nan_to_num(market_returns(full).reindex(full["AAPL"].index).to_numpy(), nan=0.0)
+        request = _raw_body(aapl)
+        request["inputs"].append({"name": "market_return", "shape": [1, len(market)], "datatype": "FP64",
+                                  "data": [market.tolist()]})  # fmt: skip
+        status, body, _ = client.request("POST", "/v2/models/advanced-predictor/infer", request)
+    assert status == 200, body
+    trained = compute_features(full, "advanced").xs("AAPL", level="ticker")[names].to_numpy()[-10:]
+    np.testing.assert_allclose(body["outputs"][0]["data"], tiny_reference(trained[None].astype(np.float32))[:, 0],
+                               atol=1e-5)  # fmt: skip

@@ -54,21 +54,34 @@ def market_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
     return returns.mean(axis=1, skipna=True)
 
 
-def compute_features(universe: Mapping[str, pd.DataFrame], feature_set: str) -> pd.DataFrame:
+def compute_features(
+    universe: Mapping[str, pd.DataFrame],
+    feature_set: str,
+    *,
+    market: Mapping[str, pd.Series] | None = None,
+) -> pd.DataFrame:
     """Long feature frame ``[sum of rows, n_features]`` indexed by ``(date, ticker)``, float64, sorted.
 
     Each ticker is computed on its own rows; only the cross-asset features read the other tickers, through the
     same-day equal-weight market return. Warm-up rows and undefined values (a division by zero) are NaN.
+
+    ``market`` maps each ticker to the market return series (fraction, by date) its cross-asset features use, in
+    place of ``market_returns(universe)``: for callers that hold only part of the training universe (serving one
+    ticker's history), so that they see the market the model was trained on.
     """
     features = features_of(feature_set)
     check_universe(universe)
-    market = market_returns(universe) if any(f.cross_asset for f in features) else None
+    cross_asset = any(f.cross_asset for f in features)
+    if cross_asset and market is not None and (missing := sorted(set(universe) - set(market))):
+        raise ValueError(f"market returns missing for tickers {', '.join(map(str, missing))}")
+    shared = market_returns(universe) if cross_asset and market is None else None
     blocks: list[np.ndarray] = []
     dates: list[np.ndarray] = []
     tickers: list[np.ndarray] = []
     for ticker, frame in universe.items():
         n = len(frame)
-        m = market.reindex(frame.index).to_numpy() if market is not None else np.full(n, np.nan)
+        source = (market[ticker] if market is not None else shared) if cross_asset else None
+        m = source.reindex(frame.index).to_numpy(np.float64) if source is not None else np.full(n, np.nan)
         inputs = TickerInputs.from_frame(frame, m)
         block = np.empty((n, len(features)), dtype=np.float64)
         for j, feature in enumerate(features):

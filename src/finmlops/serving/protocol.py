@@ -21,7 +21,7 @@ DTYPES: dict[str, np.dtype[Any]] = {
     "FP16": np.dtype(np.float16),
 }
 # Raw OHLCV inputs: the server computes the features (see finmlops.serving.raw).
-RAW_INPUTS = frozenset({"open", "high", "low", "close", "volume", "adj_close"})
+RAW_INPUTS = frozenset({"open", "high", "low", "close", "volume", "adj_close", "market_return"})
 
 
 class V2Error(Exception):

@@ -1,9 +1,11 @@
 """Raw OHLCV inputs: compute a model's features with ``finmlops.features.compute_features`` (the training code).
 
 Tensors ``open``, ``high``, ``low``, ``close``, ``volume`` (and optionally ``adj_close``, default ``close``), each
-``[batch, T]``, oldest day first. Each batch row is one ticker's last T trading days; the rows together form the
-universe that cross-asset features (``market_*`` in the advanced set) are computed over. The model's window is the
-last ``seq_len`` rows of the features, in the card's feature order.
+``[batch, T]``, oldest day first. Each batch row is one ticker's last T trading days. Models whose features read the
+market (``market_*`` in the advanced set) also need ``market_return`` ``[batch, T]``: the training universe's
+equal-weight daily return on the same days (``finmlops.features.market_returns``). The server cannot rebuild it from
+one ticker's history, and a stand-in would be training/serving skew, so without it the request is a 400. The model's
+window is the last ``seq_len`` rows of the features, in the card's feature order.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from finmlops.features.registry import features_of
 from finmlops.serving.protocol import V2Error
 
 REQUIRED = ("open", "high", "low", "close", "volume")
+MARKET = "market_return"
 # Synthetic trading days: no feature reads the calendar, only the order of rows.
 _END = pd.Timestamp("2000-01-03")
 
@@ -33,7 +36,14 @@ def raw_windows(inputs: dict[str, np.ndarray], feature_set: str, feature_names: 
     missing = [n for n in REQUIRED if n not in inputs]
     if missing:
         raise V2Error(400, f"raw inputs need tensors {', '.join(REQUIRED)}; missing {', '.join(missing)}")
-    columns = {n: inputs[n] for n in (*REQUIRED, "adj_close") if n in inputs}
+    cross_asset = any(f.cross_asset for f in features_of(feature_set))
+    if cross_asset and MARKET not in inputs:
+        raise V2Error(
+            400,
+            f"this model's {feature_set} features read the market: send {MARKET!r} [batch, T], the training "
+            "universe's equal-weight daily return on the same days",
+        )
+    columns = {n: inputs[n] for n in (*REQUIRED, "adj_close", MARKET) if n in inputs}
     shape = inputs["close"].shape
     for name, array in columns.items():
         if array.ndim != 2 or array.shape != shape:
@@ -52,7 +62,12 @@ def raw_windows(inputs: dict[str, np.ndarray], feature_set: str, feature_names: 
             f"too short a history: T = {days} days, this model ({feature_set} features, seq_len "
             f"{seq_len}) needs T >= {need}",
         )
+    if MARKET in columns and not np.isfinite(columns[MARKET]).all():
+        row, day = (int(v) for v in np.argwhere(~np.isfinite(columns[MARKET]))[0])
+        raise V2Error(400, f"input {MARKET!r}: row {row}, day {day}: must be finite")
     for name, array in columns.items():
+        if name == MARKET:
+            continue
         bad = array < 0 if name == "volume" else array <= 0
         if bad.any():
             row, day = (int(v) for v in np.argwhere(bad)[0])
@@ -73,8 +88,9 @@ def raw_windows(inputs: dict[str, np.ndarray], feature_set: str, feature_names: 
         )
         for i in range(batch)
     }
+    market = {t: pd.Series(columns[MARKET][i], index=dates) for i, t in enumerate(universe)} if cross_asset else None
     try:
-        frame = compute_features(universe, feature_set)
+        frame = compute_features(universe, feature_set, market=market)
     except ValueError as exc:
         raise V2Error(400, f"raw inputs: {exc}") from None
     values = frame[feature_names].to_numpy(np.float64).reshape(days, batch, len(feature_names))

@@ -27,11 +27,13 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from finmlops.features import make_target
+from finmlops.features import make_target, market_returns
 from finmlops.serving.experiments import SELDON_ROUTE_HEADER
 
 ModelInput = Literal["raw", "tensor"]
 RAW_COLUMNS = ("open", "high", "low", "close", "adj_close", "volume")
+# Sent with every raw request: models with cross-asset features need the universe's market return (see serving.raw).
+MARKET_COLUMN = "market_return"
 DEFAULT_HISTORY = 120  # rows per raw request: the longest feature window (70) plus the longest seq_len (30), rounded up
 
 
@@ -129,7 +131,8 @@ def raw_body(columns: dict[str, np.ndarray], ticker: str, day: date, regime: str
     """A V2 request body of raw OHLCV tensors, each ``[1, T]`` FP64 (volume as float), from T-row ``columns``."""
     inputs = [
         {"name": col, "shape": [1, len(columns[col])], "datatype": "FP64", "data": columns[col].tolist()}
-        for col in RAW_COLUMNS
+        for col in (*RAW_COLUMNS, MARKET_COLUMN)
+        if col in columns
     ]
     return {"parameters": {"ticker": ticker, "date": day.isoformat(), "regime": regime}, "inputs": inputs}
 
@@ -170,7 +173,13 @@ def replay_days(
 
         long = compute_features(universe, feature_set)
         features = {t: long.xs(t, level="ticker").reindex(f.index).to_numpy() for t, f in universe.items()}
-    columns = {t: {c: f[c].to_numpy(dtype=float) for c in RAW_COLUMNS} for t, f in universe.items()}
+    market = market_returns(universe)
+    columns = {
+        t: {c: f[c].to_numpy(dtype=float) for c in RAW_COLUMNS}
+        # The universe's first day has no return (NaN, which JSON cannot carry); it only feeds warm-up rows.
+        | {MARKET_COLUMN: np.nan_to_num(market.reindex(f.index).to_numpy(dtype=float), nan=0.0)}
+        for t, f in universe.items()
+    }
     regimes = {t: volatility_regime(f["adj_close"]).to_numpy() for t, f in universe.items()}
     # The training target: 1 up, 0 down, NaN when flat or when the next day is not in the data.
     target = make_target(universe, horizon=1, threshold=0.0)
