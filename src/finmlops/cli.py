@@ -281,6 +281,7 @@ def train_command(
             + (f"champion is version {reg['champion']}" if reg["champion"] else "no champion yet")
             + f": finmlops promote --model {reg['model']} --version {reg['version']} --alias champion",
             highlight=False,
+            soft_wrap=True,
         )
     test, val = result["metrics"]["test"], result["metrics"]["val"]
     console.print(
@@ -1087,7 +1088,7 @@ def run_command(
 
 @app.command("report")
 def report_command(
-    out: str | None = typer.Option(None, "--out", help="HTML file to write [default: <home>/report.html]."),
+    out: str | None = typer.Option(None, "--out", help="HTML file to write (default: <home>/report.html)."),
     json_out: bool = typer.Option(False, "--json", help="Print the path and each section's inputs as JSON."),
 ) -> None:
     """One self-contained HTML page (no external assets) of every result in the workspace: evaluation with CIs,
@@ -1156,6 +1157,7 @@ def predict_command(
         f"{report['last_date']}) by {report['model']} ({report['variant']}, {report['feature_set']} features, "
         f"seq_len {report['seq_len']}) -> {report['out']}",
         highlight=False,
+        soft_wrap=True,
     )
     for note in report["notes"] + report["warnings"]:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
@@ -1164,6 +1166,7 @@ def predict_command(
             f"[yellow]skipped:[/] {s['ticker']}: {s['skipped']} of {s['rows']} rows without a full window "
             f"({s['reason']}); first usable date {s['first_usable'] or 'none'}",
             highlight=False,
+            soft_wrap=True,
         )
     realised = report["realised"]
     if realised is None:
@@ -1175,6 +1178,7 @@ def predict_command(
         f"{ci(realised['accuracy'])}, balanced accuracy {ci(realised['balanced_accuracy'])}, AUC "
         f"{ci(realised['roc_auc'])} (95% block-bootstrap CIs); majority class {realised['majority_class_rate']:.4f}",
         highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -1230,23 +1234,27 @@ def tune_command(
         f"{report['failed']} failed ({report['this_process']} run now); folds {report['folds']}, {metric} "
         f"({report['direction']})",
         highlight=False,
+        soft_wrap=True,
     )
     if report["best_trial"] is not None:
         console.print(
             f"best trial {report['best_trial']}: {metric} {report['best_value']:.5f} with {report['best_params']}",
             highlight=False,
+            soft_wrap=True,
         )
     reg = report["registered"]
     if reg:
         console.print(
-            f"registered {reg['model']} version {reg['version']} as challenger: "
+            f"best trial's model: {reg['model']} version {reg['version']}, registered as challenger: "
             f"finmlops promote --model {reg['model']} --version {reg['version']} --alias champion",
             highlight=False,
+            soft_wrap=True,
         )
     console.print(
         f"{report['tuning_trials_recorded']} tuning trials on record for the deflated Sharpe ratio; the folds took "
         "part in the selection, so judge the tuned model on other years",
         highlight=False,
+        soft_wrap=True,
     )
 
 

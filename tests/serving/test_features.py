@@ -163,10 +163,11 @@ def test_finmlops_serve_never_imports_torch_and_flushes_its_log_on_sigterm(tmp_p
     port = free_port()
     probe = tmp_path / "modules.json"
     code = (
-        "import json, sys, threading, time\n"
-        "def probe():\n"
+        "import json, os, sys, threading, time\n"
+        "def probe():\n"  # write then rename, so the test never reads a half-written list
         "    while True:\n"
-        f"        open({str(probe)!r}, 'w').write(json.dumps(sorted(sys.modules)))\n"
+        f"        open({str(probe)!r} + '.tmp', 'w').write(json.dumps(sorted(sys.modules)))\n"
+        f"        os.replace({str(probe)!r} + '.tmp', {str(probe)!r})\n"
         "        time.sleep(0.1)\n"
         "threading.Thread(target=probe, daemon=True).start()\n"
         "from finmlops.cli import main\n"

@@ -141,7 +141,7 @@ def simulate_peeking(
 
 def served_rows(requests: pd.DataFrame, feedback: pd.DataFrame, experiment: str) -> pd.DataFrame:
     """The experiment's served (non-shadow) requests with their outcome: the request columns plus ``outcome``,
-    ``feedback_ts`` (NaN when no feedback yet) and ``correct`` (prediction >= 0.5 matches the outcome; NaN when
+    ``feedback_ts`` (NaN when no feedback yet) and ``correct`` (prediction > 0.5 matches the outcome; NaN when
     unlabelled or failed). Raises ``ValueError`` naming the experiments in the log when there are no rows."""
     rows = requests[(requests["experiment"] == experiment) & (requests["shadow"] == 0)]
     if rows.empty:
@@ -153,7 +153,7 @@ def served_rows(requests: pd.DataFrame, feedback: pd.DataFrame, experiment: str)
     if bad.any():
         raise ValueError(f"feedback row id={rows.loc[bad, 'id'].iloc[0]}: outcome must be 0 or 1")
     labelled = rows["outcome"].notna() & rows["prob_up"].notna() & (rows["status"] == 200)
-    rows["correct"] = np.where(labelled, (rows["prob_up"] >= 0.5) == (rows["outcome"] == 1), np.nan)
+    rows["correct"] = np.where(labelled, (rows["prob_up"] > 0.5) == (rows["outcome"] == 1), np.nan)
     return rows
 
 

@@ -309,7 +309,7 @@ class ServingApp:
     ) -> None:
         """Metrics, request-log rows, feedback registration and drift samples for one scored request."""
         probs = y[:, 0].tolist()
-        n_up = sum(p >= 0.5 for p in probs)
+        n_up = sum(p > 0.5 for p in probs)
         if not shadow:
             self.metrics.observe_predictions(model.name, n_up, len(probs) - n_up)
         context = _context_value(exp, headers, parameters) if exp is not None else None

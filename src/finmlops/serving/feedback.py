@@ -42,7 +42,7 @@ class Prediction:
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """A prediction with its outcome: ``correct`` when ``prob_up >= threshold`` agrees with the outcome."""
+    """A prediction with its outcome: ``correct`` when ``prob_up > threshold`` agrees with the outcome."""
 
     model: str
     prob_up: float
@@ -116,7 +116,7 @@ class FeedbackLedger:
     ``max_ids``: ids kept in memory (oldest evicted first). ``lookup(id)``: the logged predictions of an evicted id
     (served and shadow rows; empty when unknown). ``already_counted(id)``: whether feedback for an evicted id is
     already stored. ``experiments``: outcomes of served predictions go to their experiment's ``record_outcome``.
-    ``threshold``: ``prob_up`` at or above it predicts "up".
+    ``threshold``: ``prob_up`` above it predicts "up", as in the offline metrics.
     """
 
     def __init__(
@@ -175,7 +175,7 @@ class FeedbackLedger:
         return entry
 
     def _score(self, p: Prediction, outcome: int) -> Scored:
-        correct = (p.prob_up >= self.threshold) == bool(outcome)
+        correct = (p.prob_up > self.threshold) == bool(outcome)
         stats = self._stats.setdefault(p.model, ModelStats())
         stats.n += 1
         stats.correct += correct

@@ -36,7 +36,7 @@ class ServerMetrics:
             registry=r,
         )
         self.predictions = Counter(
-            "finmlops_predictions", "Predicted rows by class (up: P(up) >= 0.5).", ["model", "class"], registry=r
+            "finmlops_predictions", "Predicted rows by class (up: P(up) > 0.5).", ["model", "class"], registry=r
         )
         self.feedback_accuracy = Gauge(
             "finmlops_feedback_accuracy",

@@ -375,7 +375,7 @@ def run_traffic(
             if answer.error is None and item.outcome is not None:
                 if answer.arm is not None:
                     summary.labelled[answer.arm] += 1
-                    summary.hits[answer.arm] += (answer.prob_up is not None and answer.prob_up >= 0.5) == item.outcome
+                    summary.hits[answer.arm] += (answer.prob_up is not None and answer.prob_up > 0.5) == item.outcome
                 payload = json.dumps({"id": rid, "outcome": item.outcome}).encode()
                 feedback.append(submit(pool, _feedback, payload, base))
 

@@ -132,7 +132,7 @@ def version_predictions(version: ModelVersion) -> pd.DataFrame:
 
 
 def _correct(rows: pd.DataFrame, prob: str = "prob_up") -> np.ndarray:
-    return ((rows[prob].to_numpy() >= 0.5) == (rows["y_true"].to_numpy() == 1)).astype(float)
+    return ((rows[prob].to_numpy() > 0.5) == (rows["y_true"].to_numpy() == 1)).astype(float)
 
 
 def compare(candidate: ModelVersion, holder: ModelVersion | None, margin: float, seed: int = 0) -> PairedTest:

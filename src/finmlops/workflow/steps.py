@@ -229,6 +229,9 @@ def _train(ctx: Context) -> Outcome:
         seed=seed, threads=ctx.settings.threads, device="auto", progress=ctx.cache.get("progress", False),
     )  # fmt: skip
     ctx.cache["predictions"] = preds
+    fit_seconds: dict[str, float] = {}
+    for fit in preds.attrs["fit_seconds"]:  # where the walk-forward's time goes, per model over all folds
+        fit_seconds[fit["model"]] = round(fit_seconds.get(fit["model"], 0.0) + fit["seconds"], 1)
     boot = _bootstrap(plan, seed)
     config = {
         "variants": list(plan.variants), "baselines": list(plan.baselines), "epochs": plan.epochs,
@@ -237,7 +240,7 @@ def _train(ctx: Context) -> Outcome:
     payload = evaluate_and_write(
         preds, ctx.settings.results_dir, data_hash=ctx.output("ingest")["dataset_hash"], config=config, boot=boot
     )
-    deep = {m: e for m, e in payload["models"].items() if not e["is_baseline"]}
+    deep = {m: payload["models"][m] for m in plan.variants}
     best = max(deep, key=lambda m: deep[m]["pooled"]["accuracy"]["value"])
     vs = deep[best]["vs_baselines"]["majority"]
     majority = payload["models"]["majority"]["pooled"]["accuracy"]["value"]
@@ -246,7 +249,7 @@ def _train(ctx: Context) -> Outcome:
         figure=f"{len(plan.test_years)} folds, {len(payload['models'])} models; best deep {best} accuracy "
         f"{_ci(deep[best]['pooled']['accuracy'])} vs majority {majority:.3f} (p = {vs['p_value_bootstrap']:.3f})",
         files=[results / "predictions.parquet", results / "evaluation.json", results / "evaluation.md"],
-        data={"predictions_sha256": payload["predictions"]["sha256"], "best_deep": best},
+        data={"predictions_sha256": payload["predictions"]["sha256"], "best_deep": best, "fit_seconds": fit_seconds},
     )
 
 
@@ -266,11 +269,8 @@ def _backtest(ctx: Context) -> Outcome:
 
 
 def _register_inputs(ctx: Context) -> dict[str, Any]:
-    return {**_train_inputs(ctx), "predictions": ctx.output("train")["predictions_sha256"], "uri": _tracking(ctx)}
-
-
-def _tracking(ctx: Context) -> str:
-    return ctx.settings.tracking_uri
+    predictions = ctx.output("train")["predictions_sha256"]
+    return {**_train_inputs(ctx), "predictions": predictions, "uri": ctx.settings.tracking_uri}
 
 
 def _register(ctx: Context) -> Outcome:
@@ -309,7 +309,8 @@ def _register_valid(ctx: Context, data: dict[str, Any]) -> bool:
     """The recorded versions are still in the registry (a deleted mlflow.db means register again)."""
     from finmlops.workflow.live import registered_versions
 
-    return all((e["name"], str(e["version"])) in registered_versions(ctx.settings) for e in data["models"].values())
+    registered = registered_versions(ctx.settings)
+    return all((e["name"], str(e["version"])) in registered for e in data["models"].values())
 
 
 def _traffic_inputs(ctx: Context) -> dict[str, Any]:
