@@ -212,8 +212,10 @@ def test_feedback_for_an_id_evicted_from_memory_is_found_in_the_request_log(tmp_
             assert client.request("POST", "/v2/models/tiny/infer", v2_body(x, id=f"e{i}"))[0] == 200
         app.request_log.flush()
         assert len(app.ledger) == 100
-        first = client.request("POST", "/v2/feedback", {"id": "e0", "outcome": 1})[1]
-        assert first["counted"] is True and first["model"] == "tiny" and first["correct"] is True  # P(up) = 0.5
+        first = client.request("POST", "/v2/feedback", {"id": "e0", "outcome": 0})[1]
+        assert (
+            first["counted"] is True and first["model"] == "tiny" and first["correct"] is True
+        )  # P(up) = 0.5 predicts down
         assert client.request("POST", "/v2/feedback", {"id": "e0", "outcome": 1})[1]["counted"] is False
 
 

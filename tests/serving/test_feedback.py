@@ -52,10 +52,12 @@ def test_accuracy_and_majority_class_rate_on_the_same_feedback() -> None:
     assert stats["better"].as_dict()["n"] == 10
 
 
-def test_threshold_boundary_predicts_up() -> None:
+def test_threshold_boundary_predicts_down_as_in_the_offline_metrics() -> None:
     ledger = FeedbackLedger(threshold=0.5)
     ledger.register(Prediction("r", "m", 0.5))
-    assert ledger.record("r", 1).served.correct  # type: ignore[union-attr]
+    ledger.register(Prediction("s", "m", 0.5000001))
+    assert ledger.record("r", 0).served.correct  # type: ignore[union-attr]
+    assert ledger.record("s", 1).served.correct  # type: ignore[union-attr]
 
 
 def test_shadows_are_scored_from_their_own_predictions() -> None:
