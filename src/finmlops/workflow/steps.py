@@ -76,7 +76,7 @@ class RunPlan:
             )  # fmt: skip
         return cls(
             name="full", tickers=tuple(settings.tickers), start=SNAPSHOT_START, end=SNAPSHOT_END,
-            variants=tuple(VARIANTS), baselines=tuple(BASELINES), epochs=6, test_years=tuple(range(2014, 2024)),
+            variants=tuple(VARIANTS), baselines=tuple(BASELINES), epochs=4, test_years=tuple(range(2014, 2024)),
             n_boot=1000, block_len=10, traffic_rate=50.0, traffic_seconds=60.0,
         )  # fmt: skip
 
