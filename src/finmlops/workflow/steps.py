@@ -258,11 +258,12 @@ def _backtest(ctx: Context) -> Outcome:
     from finmlops.evaluation.report import run_backtest_workspace
 
     result = run_backtest_workspace(ctx.settings, BacktestConfig())
-    rows = [(m, s, p) for m, by_s in result["results"].items() for s, p in by_s.items()]
+    # The deep variants' best: the majority baseline's long_flat is buy-and-hold itself.
+    rows = [(m, s, p) for m, by_s in result["results"].items() if m in ctx.plan.variants for s, p in by_s.items()]
     model, strategy, best = max(rows, key=lambda r: r[2]["sharpe"])
     dsr = best.get("deflated_sharpe")
     return Outcome(
-        figure=f"best net Sharpe {best['sharpe']:.2f} ({model} {strategy}, deflated SR "
+        figure=f"best deep net Sharpe {best['sharpe']:.2f} ({model} {strategy}, deflated SR "
         f"{'n/a' if dsr is None else f'{dsr:.2f}'}) vs buy-and-hold {result['benchmark']['sharpe']:.2f}",
         files=[ctx.settings.results_dir / "backtest.json"],
     )
