@@ -130,11 +130,20 @@ def _predictions(ctx: Context) -> Any:
 
 
 def _snapshot_digest(tickers: tuple[str, ...]) -> str:
-    from finmlops.data.snapshot import _snapshot_dir
+    """SHA-256 of the bundled CSV files of ``tickers``; an unknown ticker is the ingest's own clear error."""
+    from importlib import resources
 
+    from finmlops.data import DataSourceError, snapshot_tickers
+
+    unknown = sorted(set(tickers) - set(snapshot_tickers()))
+    if unknown:
+        raise DataSourceError(
+            f"the bundled snapshot has no {unknown}; available tickers: {', '.join(snapshot_tickers())}"
+        )
+    folder = resources.files("finmlops.data") / "snapshot" / "ohlcv"
     digest = hashlib.sha256()
     for t in tickers:
-        digest.update(t.encode() + b"\0" + (_snapshot_dir() / f"{t}.csv").read_bytes())
+        digest.update(t.encode() + b"\0" + (folder / f"{t}.csv").read_bytes())
     return digest.hexdigest()
 
 
