@@ -7,6 +7,8 @@ import math
 import os
 import platform
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -71,16 +73,28 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, payload: Any) -> Path:
-    """Write JSON to ``path`` through a temporary file and a rename, so a reader never sees half a file.
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block succeeds, rename it over ``path``.
 
-    NaN and infinities are written as null.
+    A reader never sees half a file, and a failed write (an exception in the block) leaves the old file intact.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False) + "\n")
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write UTF-8 ``text`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def write_json_atomic(path: Path, payload: Any) -> Path:
+    """Write JSON to ``path`` atomically (see :func:`atomic_path`). NaN and infinities are written as null."""
+    return write_text_atomic(path, json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False) + "\n")

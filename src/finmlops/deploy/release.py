@@ -9,7 +9,6 @@ the one thing a GitOps change (``finmlops deploy promote``) touches.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 import subprocess
 from dataclasses import dataclass, field
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from finmlops.provenance import write_text_atomic
 
 MODEL_NAMES: tuple[str, ...] = (
     "baseline-predictor",
@@ -215,16 +216,6 @@ def _write(path: Path, data: dict[str, str], refs: list[ModelRef], warnings: lis
     if new != old and not diff:  # not in a git checkout: show the same change as a plain unified diff
         diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{path}", f"b/{path}"))
     return ReleaseChange(path, refs, data[SERVE_IMAGE_KEY], new != old, diff, warnings)
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` through a temporary file and a rename, so a failed write leaves the old file intact."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def git_diff(path: Path) -> str:

@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-from finmlops.deploy.release import DeployError, write_text_atomic
+from finmlops.deploy.release import DeployError
+from finmlops.provenance import write_text_atomic
 
 ALERT_RULES = Path("monitoring/prometheus/alert-rules.yaml")
 PROMETHEUS_RULE = Path("deploy/k8s/base/monitoring/prometheusrule.yaml")

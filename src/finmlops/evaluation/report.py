@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -21,7 +20,7 @@ import pandas as pd
 
 from finmlops.evaluation.backtest import BacktestConfig, open_to_open_returns, run_backtest
 from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
-from finmlops.provenance import stamp, write_json_atomic
+from finmlops.provenance import atomic_path, stamp, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
 
 PAIRED_BASELINES: tuple[str, ...] = ("majority", "momentum")
@@ -103,23 +102,9 @@ def fold_table(evaluation: dict[str, Any]) -> str:
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
     """Write ``frame`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def file_sha256(path: Path) -> str:
@@ -141,7 +126,7 @@ def evaluate_and_write(
     markdown = (
         f"# Walk-forward evaluation\n\n{markdown_table(evaluation)}\n## Accuracy per fold\n\n{fold_table(evaluation)}"
     )
-    _write_text_atomic(results_dir / "evaluation.md", markdown)
+    write_text_atomic(results_dir / "evaluation.md", markdown)
     return payload
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from finmlops.provenance import write_text_atomic
 from finmlops.settings import Settings
 
 REPORT_FILE = "report.html"
@@ -1034,22 +1034,11 @@ def render_html(sections: Sequence[Section], settings: Settings) -> str:
     )
 
 
-def _write_text_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def write_report(settings: Settings, out: Path | None = None) -> tuple[Path, list[Section]]:
     """Collect the sections, render them and write the page atomically to ``out`` (default
     ``<home>/report.html``). Returns the path and the sections."""
     sections = collect_sections(settings)
-    path = _write_text_atomic(out or settings.home / REPORT_FILE, render_html(sections, settings))
+    path = write_text_atomic(out or settings.home / REPORT_FILE, render_html(sections, settings))
     return path, sections
 
 

@@ -11,7 +11,6 @@ universe of this prediction: with fewer than 2 tickers they would be the ticker'
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 
+from finmlops.provenance import atomic_path
 from finmlops.settings import Settings
 from finmlops.tracking.contract import INPUT_NAME, OUTPUT_NAME
 from finmlops.tracking.packaging import CARD_FILE, ModelCard, ModelError, check_onnx, fetch_model, onnx_path, read_card
@@ -177,13 +177,8 @@ def realised_metrics(rows: pd.DataFrame, model: str, boot: Any) -> dict[str, Any
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> Path:
     """Write ``frame`` to ``path`` through a temporary file and a rename: a failed write keeps the old file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
