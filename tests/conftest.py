@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import pytest
 
 
@@ -35,3 +39,33 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest
     monkeypatch.setenv("FINMLOPS_CONFIG", str(tmp_path_factory.mktemp("cfg") / "finmlops.yaml"))
     monkeypatch.setenv("FINMLOPS_HOME", str(tmp_path_factory.mktemp("home")))
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@dataclass
+class SynthWindows:
+    """The shape of ``finmlops.features.Windows``, for model and training tests that need no real data."""
+
+    X: np.ndarray
+    y: np.ndarray
+    dates: np.ndarray
+    tickers: np.ndarray
+
+
+def linear_windows(n: int, seq_len: int, n_features: int, seed: int) -> SynthWindows:
+    """y = 1 iff a fixed linear mix of the last day's features is positive (the mix is the same for every seed)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, seq_len, n_features)).astype(np.float32)
+    w = np.linspace(-1.0, 1.0, n_features) + 0.3
+    y = (x[:, -1, :] @ w > 0).astype(np.float32)
+    dates = pd.bdate_range("2015-01-01", periods=n).to_numpy()
+    return SynthWindows(x, y, dates, np.array(["AAA"] * n))
+
+
+@pytest.fixture
+def make_windows() -> type[SynthWindows]:
+    return SynthWindows
+
+
+@pytest.fixture
+def linear() -> Callable[[int, int, int, int], SynthWindows]:
+    return linear_windows

@@ -1,42 +1,9 @@
-"""Synthetic windows and a tiny universe for model tests (no dependency on the data or feature stages)."""
+"""Model tests run torch on one thread (the suite shares two cores)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
-import numpy as np
-import pandas as pd
 import pytest
 import torch
-
-
-@dataclass
-class SynthWindows:
-    X: np.ndarray
-    y: np.ndarray
-    dates: np.ndarray
-    tickers: np.ndarray
-
-
-def linear_windows(n: int, seq_len: int, n_features: int, seed: int) -> SynthWindows:
-    """Windows whose label is determined by the last day: y = 1 iff a fixed linear mix of its features > 0."""
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, seq_len, n_features)).astype(np.float32)
-    w = np.linspace(-1.0, 1.0, n_features) + 0.3
-    y = (x[:, -1, :] @ w > 0).astype(np.float32)
-    dates = pd.bdate_range("2015-01-01", periods=n).to_numpy()
-    return SynthWindows(x, y, dates, np.array(["AAA"] * n))
-
-
-@pytest.fixture
-def make_windows() -> type[SynthWindows]:
-    return SynthWindows
-
-
-@pytest.fixture
-def linear() -> Callable[[int, int, int, int], SynthWindows]:
-    return linear_windows
 
 
 @pytest.fixture(autouse=True)
