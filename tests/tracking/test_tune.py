@@ -176,3 +176,26 @@ def test_two_workers_share_one_study_on_postgresql(store: Settings, postgres: st
     assert all(r["this_process"] >= 1 for r in reports), "both workers should have run trials"
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
     assert all(r["study"] == "shared" and r["storage"] == postgres for r in reports)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_workers_starting_together_on_an_empty_database_all_open_the_study(postgres: str) -> None:
+    """Six processes race to create Optuna's schema (as a parallel Job's workers do); every one gets the study.
+
+    Before open_study retried, one or two of six lost the race with an IntegrityError (reproduced twice in two).
+    """
+    code = (
+        "import sys\nfrom finmlops.tracking.tune import open_study\n"
+        "study = open_study('race', sys.argv[1], {'metric': 'log_loss', 'variant': 'baseline'}, 0)\n"
+        "print(study.study_name)\n"
+    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, postgres], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    for worker in workers:
+        out, err = worker.communicate(timeout=120)
+        assert worker.returncode == 0 and out.strip() == "race", err

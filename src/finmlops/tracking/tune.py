@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import re
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ from finmlops.training.config import TrainConfig
 METRICS: dict[str, str] = {"log_loss": "minimize", "auc": "maximize", "accuracy": "maximize"}
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 VAL_FRAC = 0.1
+CREATE_ATTEMPTS = 5
 
 
 class TuningInterrupted(RuntimeError):
@@ -266,17 +268,24 @@ def open_study(name: str, storage: Any, meta: dict[str, Any], seed: int) -> optu
     """Create or load study ``name``; a loaded study must have been created with the same ``meta`` (variant,
     metric, folds, epochs, data) or its trials would not be comparable. The TPE seed is offset by the trials
     already there, so a resumed run does not redraw the first run's random start points."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-    try:
-        study = optuna.create_study(
-            study_name=name, storage=storage_url(storage) if isinstance(storage, str) else storage,
-            direction=METRICS[meta["metric"]], load_if_exists=True,
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
-        )  # fmt: skip
-    except (ImportError, SQLAlchemyError) as exc:
-        where = redact(storage) if isinstance(storage, str) else "the journal file"
-        raise ValueError(f"Optuna storage {where} is unusable: {type(exc).__name__}: {exc}") from None
+    # Workers started together (a parallel Job) race to create Optuna's schema on an empty database; the loser gets
+    # an IntegrityError for a table or type the winner just made, and succeeds on a retry.
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            study = optuna.create_study(
+                study_name=name, storage=storage_url(storage) if isinstance(storage, str) else storage,
+                direction=METRICS[meta["metric"]], load_if_exists=True,
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0),
+            )  # fmt: skip
+            break
+        except (ImportError, SQLAlchemyError) as exc:
+            if isinstance(exc, IntegrityError) and attempt < CREATE_ATTEMPTS - 1:
+                time.sleep(0.2 * 2**attempt)
+                continue
+            where = redact(storage) if isinstance(storage, str) else "the journal file"
+            raise ValueError(f"Optuna storage {where} is unusable: {type(exc).__name__}: {exc}") from None
     stored = study.user_attrs.get("finmlops")
     if stored is None:
         study.set_user_attr("finmlops", meta)
