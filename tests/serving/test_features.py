@@ -248,3 +248,31 @@ def test_cross_asset_features_need_the_training_market_and_then_match_training(t
     trained = compute_features(full, "advanced").xs("AAPL", level="ticker")[names].to_numpy()[-10:]
     np.testing.assert_allclose(body["outputs"][0]["data"], tiny_reference(trained[None].astype(np.float32))[:, 0],
                                atol=1e-5)  # fmt: skip
+
+
+def test_explain_extension_attributes_one_window_and_keeps_serving(
+    feature_server: Any, universe: dict[str, Any]
+) -> None:
+    """POST /v2/models/{name}/explain: IG over the ONNX model, complete (attributions sum to the change in P(up))."""
+    base, _ = feature_server
+    client = Client(base)
+    frame = compute_features(universe, "basic")
+    x = frame.xs("AAPL", level="ticker").to_numpy()[-10:][None].astype(np.float32)
+    status, body, _ = client.request(
+        "POST", "/v2/models/baseline-predictor/versions/1/explain", {**v2_body(x), "parameters": {"top": 3}}
+    )
+    assert status == 200, body
+    assert body["model_name"] == "baseline-predictor" and len(body["top_features"]) == 3
+    assert [d["day"] for d in body["days"]][-1] == "t" and len(body["days"]) == 10
+    np.testing.assert_allclose(body["prob_up"], tiny_reference(x)[0, 0], atol=1e-6)
+    assert abs(body["sum_attributions"] - (body["prob_up"] - body["baseline_prob_up"])) < 1e-4
+    assert client.request("POST", "/v2/models/baseline-predictor/versions/1/infer", v2_body(x))[0] == 200
+    two = np.concatenate([x, x])
+    status, body, _ = client.request("POST", "/v2/models/baseline-predictor/versions/1/explain", v2_body(two))
+    assert status == 400 and "batch 1" in body["error"], body
+    status, body, _ = client.request(
+        "POST", "/v2/models/baseline-predictor/versions/1/explain", {**v2_body(x), "parameters": {"steps": 1000}}
+    )
+    assert status == 400 and "'steps'" in body["error"], body
+    assert client.request("GET", "/v2/models/baseline-predictor/explain")[0] == 405
+    assert client.request("POST", "/v2/models/nope/explain", v2_body(x))[0] == 404

@@ -21,6 +21,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,8 @@ log = logging.getLogger("finmlops.serving")
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 JSON = b"application/json"
-_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?$")
+_MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer|/explain)?$")
+EXPLAIN_MAX_STEPS = 64
 _ADMIN_PATH = re.compile(r"^/admin/experiments(?:/([^/]+))?$")
 
 
@@ -469,8 +471,8 @@ class ServingApp:
             return ok(await self._feedback(headers, receive))
         match = _MODEL_PATH.match(path)
         if match is not None:
-            only("GET")
             name, version, tail = match.groups()
+            only("POST" if tail == "/explain" else "GET")
             model = self.store.get(name, version)
             if model is None:
                 raise V2Error(
@@ -481,6 +483,10 @@ class ServingApp:
                 )
             if tail == "/ready":
                 return ok({"name": model.name, "version": model.version, "ready": True})
+            if tail == "/explain":
+                if self._infer_tokens:
+                    self._authorize(headers, self._infer_tokens)
+                return ok(await self._explain(model, headers, receive))
             return ok(model.metadata())
         match = _ADMIN_PATH.match(path)
         if match is not None:
@@ -497,6 +503,30 @@ class ServingApp:
                     raise V2Error(404, str(exc)) from None
             return ok(await self._update_experiment(name, who, headers, receive))
         raise V2Error(404, f"no route {path}")
+
+    async def _explain(self, model: LoadedModel, headers: dict[str, str], receive: Receive) -> dict[str, Any]:
+        """``POST /v2/models/{name}/explain`` (an extension): Integrated Gradients of one window, computed on the
+        ONNX model with numpy (no torch) in a worker thread, so inference keeps being served meanwhile. The body is
+        a V2 infer request for one window (``input_data`` [1, seq_len, n_features] or raw OHLCV [1, T]);
+        parameters ``steps`` (1-64, default 16) and ``top``."""
+        from finmlops.monitoring.explain import SERVER_STEPS, explain_payload
+
+        request = parse_infer(await _read_body(receive, headers, self.options.max_body_bytes), _binary_header(headers))
+        if not model.feature_names:
+            raise V2Error(400, f"model {model.name!r} has no feature card, so its attributions cannot be named")
+        x = self._model_input(model, request.inputs)
+        if x.shape[0] != 1:
+            raise V2Error(400, f"explain takes one window (batch 1), got a batch of {x.shape[0]}")
+        steps, top = request.parameters.get("steps", SERVER_STEPS), request.parameters.get("top", 10)
+        if not isinstance(steps, int) or not 1 <= steps <= EXPLAIN_MAX_STEPS:
+            raise V2Error(400, f"parameter 'steps' must be an integer from 1 to {EXPLAIN_MAX_STEPS}, got {steps!r}")
+        if not isinstance(top, int) or top < 1:
+            raise V2Error(400, f"parameter 'top' must be a positive integer, got {top!r}")
+        card = SimpleNamespace(
+            variant=model.card.get("variant", model.name), feature_names=model.feature_names, seq_len=model.seq_len
+        )
+        payload = await asyncio.to_thread(explain_payload, model.session, card, x, steps=steps, top=top)
+        return {"model_name": model.name, "model_version": model.version, **payload}
 
     async def _feedback(self, headers: dict[str, str], receive: Receive) -> dict[str, Any]:
         doc = await _read_json(receive, headers, self.options.max_body_bytes)

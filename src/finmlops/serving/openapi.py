@@ -83,6 +83,17 @@ def _infer(params: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _explain(params: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "post": {
+            "summary": "Extension (not in V2): Integrated Gradients of one window's P(up), per feature and day.",
+            "parameters": params,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": _INFER_REQUEST}}},
+            "responses": {"200": _json({"type": "object"}, "attributions"), **_errors(400, 401, 404, 413, 415)},
+        }
+    }
+
+
 def openapi_schema() -> dict[str, Any]:
     """The server's OpenAPI document."""
     patch = {"type": "object", "description": "JSON merge patch of the experiment config (docs/experiments.md)."}
@@ -108,6 +119,8 @@ def openapi_schema() -> dict[str, Any]:
             "/v2/models/{name}/versions/{version}/ready": _get("Model version readiness", [_NAME, _VERSION], 404),
             "/v2/models/{name}/infer": _infer([_NAME]),
             "/v2/models/{name}/versions/{version}/infer": _infer([_NAME, _VERSION]),
+            "/v2/models/{name}/explain": _explain([_NAME]),
+            "/v2/models/{name}/versions/{version}/explain": _explain([_NAME, _VERSION]),
             "/v2/feedback": {
                 "post": {
                     "summary": "Realised outcome of a served request (counted once per id).",
