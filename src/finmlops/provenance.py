@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -17,6 +18,15 @@ from typing import Any
 from finmlops import __version__
 
 _TRACKED_PACKAGES = ("numpy", "pandas", "ta-lib", "torch", "scikit-learn", "lightgbm", "mlflow", "onnxruntime")
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def git_commit(cwd: Path | None = None) -> str | None:

@@ -9,7 +9,6 @@ a rename, so a failed run leaves the previous results intact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -20,7 +19,7 @@ import pandas as pd
 
 from finmlops.evaluation.backtest import BacktestConfig, open_to_open_returns, run_backtest
 from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
-from finmlops.provenance import atomic_path, stamp, write_json_atomic, write_text_atomic
+from finmlops.provenance import atomic_path, file_sha256, stamp, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
 
 PAIRED_BASELINES: tuple[str, ...] = ("majority", "momentum")
@@ -105,10 +104,6 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
     with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
     return path
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def evaluate_and_write(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from datetime import UTC, datetime
@@ -12,15 +11,7 @@ from typing import Any
 import pandas as pd
 
 from finmlops.features.registry import check_set, feature_names
-from finmlops.provenance import json_safe, stamp
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from finmlops.provenance import file_sha256, json_safe, stamp
 
 
 def save_features(
@@ -49,7 +40,7 @@ def save_features(
             "tickers": sorted(frame.index.get_level_values("ticker").unique().tolist()),
             "start": dates.min().date().isoformat() if len(frame) else None,
             "end": dates.max().date().isoformat() if len(frame) else None,
-            "file_sha256": _sha256(tmp_parquet),
+            "file_sha256": file_sha256(tmp_parquet),
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "provenance": stamp(data_hash=data_hash, config={"feature_set": feature_set}, seed=seed),
         }
@@ -71,6 +62,6 @@ def load_features(directory: Path, feature_set: str) -> tuple[pd.DataFrame, dict
             f"no {feature_set!r} features in {directory}; run `finmlops features --set {feature_set}`"
         )
     meta = json.loads(meta_path.read_text())
-    if _sha256(parquet) != meta.get("file_sha256"):
+    if file_sha256(parquet) != meta.get("file_sha256"):
         raise ValueError(f"{parquet}: content does not match file_sha256 in {meta_path}; recompute the features")
     return pd.read_parquet(parquet), meta

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finmlops.provenance import write_text_atomic
+from finmlops.provenance import file_sha256, write_text_atomic
 from finmlops.settings import Settings
 
 REPORT_FILE = "report.html"
@@ -369,12 +369,6 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return payload
 
 
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # --- sections --------------------------------------------------------------------------------------------------------
 
 
@@ -537,7 +531,7 @@ def calibration_section(settings: Settings) -> Section:
     sources = [str(ev_path)]
     if pred_path.exists():
         sources.append(str(pred_path))
-        if _file_sha256(pred_path) != ev.get("predictions", {}).get("sha256"):
+        if file_sha256(pred_path) != ev.get("predictions", {}).get("sha256"):
             body += _note(f"{pred_path} changed after evaluation.json was written: confusion matrices not drawn.")
         else:
             preds = pd.read_parquet(pred_path, columns=["model", "prob_up", "y_true"])
@@ -588,7 +582,7 @@ def _equity_charts(settings: Settings, bt: dict[str, Any]) -> tuple[str, list[st
     if not pred_path.exists():
         return _note(f"{pred_path} is missing: equity curves need `finmlops evaluate`."), []
     expected = bt["provenance"]["config"].get("predictions_sha256")
-    if _file_sha256(pred_path) != expected:
+    if file_sha256(pred_path) != expected:
         return _note(f"{pred_path} changed after backtest.json: rerun `finmlops backtest` for the equity curves."), []
     from finmlops.evaluation.metrics import validate_predictions
 

@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from finmlops.provenance import json_safe, software_versions, write_json_atomic
+from finmlops.provenance import file_sha256, json_safe, software_versions, write_json_atomic
 
 STATE_FILE = "run_state.json"
 STATE_VERSION = 1
@@ -133,15 +133,6 @@ def input_hash(parts: dict[str, str]) -> str:
     return _sha(parts)
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 class RunState:
     """``<home>/run_state.json``: per step, the input hash, output file digests and data of its last success."""
 
@@ -172,7 +163,7 @@ class RunState:
             path = Path(name)
             if not path.is_file():
                 return f"output {path} is missing"
-            if file_digest(path) != digest:
+            if file_sha256(path) != digest:
                 return f"output {path} changed since"
         return None
 
@@ -180,7 +171,7 @@ class RunState:
         self.steps[step] = {
             "input_hash": input_hash(parts),
             "parts": parts,
-            "files": {str(Path(p).resolve()): file_digest(p) for p in outcome.files},
+            "files": {str(Path(p).resolve()): file_sha256(p) for p in outcome.files},
             "data": json_safe(outcome.data),
             "figure": outcome.figure,
             "seconds": round(seconds, 2),

@@ -16,6 +16,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from finmlops.provenance import file_sha256
 from finmlops.settings import Settings
 from finmlops.workflow.engine import (
     Context,
@@ -25,7 +26,6 @@ from finmlops.workflow.engine import (
     StepFailed,
     StepReport,
     StepUnavailable,
-    file_digest,
     run_steps,
 )
 
@@ -353,7 +353,7 @@ def _traffic(ctx: Context) -> Outcome:
         f"p50 {lat.get('p50', float('nan')):.1f} ms, days {summary['first_day']}..{summary['last_day']}",
         files=[path, log],
         # The log's digest makes the A/B and drift steps rerun whenever new traffic was logged.
-        data={"experiment": summary["experiment"], "request_log": str(log), "log_sha256": file_digest(log)},
+        data={"experiment": summary["experiment"], "request_log": str(log), "log_sha256": file_sha256(log)},
     )
 
 
@@ -399,7 +399,7 @@ def _report_inputs(ctx: Context) -> dict[str, Any]:
         sorted(p for p in results.iterdir() if p.is_file() and not p.name.startswith(".")) if results.is_dir() else []
     )
     return {
-        "results": {p.name: file_digest(p) for p in files},
+        "results": {p.name: file_sha256(p) for p in files},
         "request_log": ctx.output("traffic").get("log_sha256"),
     }
 
