@@ -264,14 +264,30 @@ def _counts(study: optuna.Study) -> dict[str, int]:
     }
 
 
+# SQLSTATEs of "the object another worker just created already exists": unique_violation (a row of pg_type or a
+# study name), duplicate_table, duplicate_object (Optuna's enum types).
+_ALREADY_EXISTS = {"23505", "42P07", "42710"}
+
+
+def _lost_schema_race(exc: Exception) -> bool:
+    """True when ``exc`` says a table, type or study that another worker created at the same moment already exists.
+
+    Workers started together (a parallel Job) race to create Optuna's schema on an empty database; the loser gets
+    one of these errors for whichever object the winner made first, and succeeds on a retry."""
+    from sqlalchemy.exc import IntegrityError
+
+    if isinstance(exc, IntegrityError):
+        return True
+    code = getattr(getattr(exc, "orig", None), "pgcode", None)
+    return code in _ALREADY_EXISTS or "already exists" in str(getattr(exc, "orig", exc)).lower()
+
+
 def open_study(name: str, storage: Any, meta: dict[str, Any], seed: int) -> optuna.Study:
     """Create or load study ``name``; a loaded study must have been created with the same ``meta`` (variant,
     metric, folds, epochs, data) or its trials would not be comparable. The TPE seed is offset by the trials
     already there, so a resumed run does not redraw the first run's random start points."""
-    from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+    from sqlalchemy.exc import SQLAlchemyError
 
-    # Workers started together (a parallel Job) race to create Optuna's schema on an empty database; the loser gets
-    # an IntegrityError for a table or type the winner just made, and succeeds on a retry.
     for attempt in range(CREATE_ATTEMPTS):
         try:
             study = optuna.create_study(
@@ -281,7 +297,7 @@ def open_study(name: str, storage: Any, meta: dict[str, Any], seed: int) -> optu
             )  # fmt: skip
             break
         except (ImportError, SQLAlchemyError) as exc:
-            if isinstance(exc, IntegrityError) and attempt < CREATE_ATTEMPTS - 1:
+            if _lost_schema_race(exc) and attempt < CREATE_ATTEMPTS - 1:
                 time.sleep(0.2 * 2**attempt)
                 continue
             where = redact(storage) if isinstance(storage, str) else "the journal file"
