@@ -244,3 +244,73 @@ def test_writer_killed_mid_write(
     # The next write clears the dead writer's temporary file.
     assert store.write(q1_2023, "after").added_rows == {"AAPL": 42, "MSFT": 42}
     assert not list(store.root.glob(".*.tmp"))
+
+
+CONCURRENT_WRITER = """
+import sys, time
+from pathlib import Path
+from finmlops.data import DataStore, load_snapshot
+root, ticker, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+frame = load_snapshot([ticker])[ticker]
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.001)
+DataStore(root).write({ticker: frame}, "writer " + ticker)
+"""
+
+
+def test_writers_started_together_keep_every_ticker(tmp_path: Path) -> None:
+    """Four processes each add a ticker at the same moment; without the lock, read-modify-write of the manifest
+    loses tickers (3 of 4 lost when the lock was taken out)."""
+    tickers = ["AAPL", "AMZN", "GOOG", "MSFT"]
+    root, go, script = tmp_path / "data", tmp_path / "go", tmp_path / "writer.py"
+    script.write_text(CONCURRENT_WRITER)
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(root), t, str(go)], stdout=subprocess.PIPE, text=True)
+        for t in tickers
+    ]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    go.touch()
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    store = DataStore(root)
+    assert store.manifest().version == 4
+    assert sorted(store.manifest().tickers) == tickers
+    assert sorted(store.read()) == tickers  # every file matches its manifest hash
+
+
+def test_a_held_lock_makes_writers_and_readers_wait_then_fail_with_its_path(
+    store: DataStore, q1_2023: dict[str, pd.DataFrame], store_bytes: Bytes
+) -> None:
+    before = store_bytes(store.root)
+    impatient = DataStore(store.root, lock_timeout=0.3)
+    with store.lock(exclusive=True):
+        with pytest.raises(DataStoreError, match=r"\.lock: another process is reading or writing"):
+            impatient.write(q1_2023, "blocked")
+        with pytest.raises(DataStoreError, match=r"\.lock: another process is writing"):
+            impatient.read()
+    assert store_bytes(store.root) == before
+    with store.lock(exclusive=False):  # readers share
+        assert len(impatient.read()["AAPL"]) == 20
+        with pytest.raises(DataStoreError, match="reading or writing"):
+            impatient.write(q1_2023, "blocked")
+    assert impatient.write(q1_2023, "free").added_rows == {"AAPL": 42, "MSFT": 42}
+
+
+def test_a_read_only_store_is_read_without_a_lock(store: DataStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store on a read-only volume (a serving pod's mount) has no lock file and cannot create one."""
+    import errno
+
+    real_open = os.open
+
+    def read_only_open(path: str | Path, flags: int, *args: int) -> int:
+        if flags & (os.O_CREAT | os.O_WRONLY | os.O_RDWR):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    (store.root / ".lock").unlink()
+    monkeypatch.setattr(os, "open", read_only_open)
+    assert len(store.read()["MSFT"]) == 20
+    with pytest.raises(OSError, match="Read-only"):
+        store.write({"AAPL": store.read()["AAPL"].iloc[:1]}, "x")

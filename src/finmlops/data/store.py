@@ -4,14 +4,20 @@ Writes are validated, append only new dates, and are atomic per file (temporary 
 ``os.replace``). The manifest is written last, so a reader sees either the old or the new version; if a write
 fails half way, the files already replaced are restored from the old bytes before the error propagates. Reads
 verify each file's content hash against the manifest.
+
+A writer holds an exclusive and a reader a shared ``flock`` on ``<root>/.lock``: two writers (two ``finmlops
+ingest`` at once, or a CronJob beside a person) cannot lose each other's tickers, and a reader never sees files
+of a version whose manifest is not written yet.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -26,6 +32,7 @@ from finmlops.data.frames import select_dates
 from finmlops.data.validation import OHLCV_COLUMNS, PRICE_COLUMNS, validate_ohlcv
 
 MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".lock"
 STORE_FORMAT = "finmlops-store-v1"
 _HASH_FORMAT = b"finmlops-ohlcv-v1"
 # Yahoo serves float32 prices, so two downloads of the same bar differ by ~1e-7 relative; more is a revision.
@@ -152,8 +159,50 @@ def merge_new_dates(current: pd.DataFrame, incoming: pd.DataFrame, label: str) -
 class DataStore:
     """Parquet files ``<root>/<TICKER>.parquet`` and ``<root>/manifest.json``."""
 
-    def __init__(self, root: Path | str) -> None:
+    def __init__(self, root: Path | str, lock_timeout: float = 300.0) -> None:
+        """``lock_timeout``: seconds to wait for another process's lock before a ``DataStoreError``."""
         self.root = Path(root)
+        self.lock_timeout = lock_timeout
+
+    @contextlib.contextmanager
+    def lock(self, exclusive: bool = True) -> Iterator[None]:
+        """Hold the store's lock: exclusive for writers, shared for readers (advisory ``flock``, so it also works
+        between containers sharing a volume). A read-only store, or a platform without ``fcntl``, goes unlocked:
+        nobody can be writing to it from here."""
+        try:
+            import fcntl
+        except ImportError:  # Windows
+            yield
+            return
+        path = self.root / LOCK_NAME
+        try:
+            if exclusive:
+                self.root.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            else:
+                fd = os.open(path, os.O_RDONLY) if path.exists() else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            if exclusive:
+                raise
+            yield
+            return
+        try:
+            deadline = time.monotonic() + self.lock_timeout
+            while True:
+                try:
+                    fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        holder = "another process is reading or writing" if exclusive else "another process is writing"
+                        raise DataStoreError(
+                            f"{path}: {holder} the store and held its lock for over {self.lock_timeout:g} s; "
+                            "wait for it to finish and retry"
+                        ) from None
+                    time.sleep(0.05)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
 
     @property
     def manifest_path(self) -> Path:
@@ -183,12 +232,15 @@ class DataStore:
         self, tickers: Iterable[str] | None = None, start: date | None = None, end: date | None = None
     ) -> dict[str, pd.DataFrame]:
         """The stored universe (all tickers when None), each file verified against its manifest hash."""
-        entries = self.manifest().tickers
-        wanted = list(entries) if tickers is None else [t.upper() for t in tickers]
-        unknown = [t for t in wanted if t not in entries]
-        if unknown:
-            raise DataStoreError(f"{self.root}: no data for {unknown}; the store holds {', '.join(entries)}")
-        return {t: select_dates(self._read_verified(t, entries[t]), start, end) for t in wanted}
+        if not self.exists():
+            self.manifest()  # raises the "run finmlops ingest first" error without creating a lock file
+        with self.lock(exclusive=False):
+            entries = self.manifest().tickers
+            wanted = list(entries) if tickers is None else [t.upper() for t in tickers]
+            unknown = [t for t in wanted if t not in entries]
+            if unknown:
+                raise DataStoreError(f"{self.root}: no data for {unknown}; the store holds {', '.join(entries)}")
+            return {t: select_dates(self._read_verified(t, entries[t]), start, end) for t in wanted}
 
     def _read_verified(self, ticker: str, entry: TickerEntry) -> pd.DataFrame:
         path = self.path_for(ticker)
@@ -215,6 +267,10 @@ class DataStore:
         """
         if not universe:
             raise ValueError("nothing to write: the universe is empty")
+        with self.lock(exclusive=True):
+            return self._write_locked(universe, sources)
+
+    def _write_locked(self, universe: Mapping[str, pd.DataFrame], sources: Mapping[str, str] | str) -> WriteResult:
         source_of = (lambda t: sources) if isinstance(sources, str) else sources.__getitem__
         old = self.manifest() if self.exists() else None
         entries = dict(old.tickers) if old else {}
@@ -255,7 +311,7 @@ class DataStore:
     def _commit(self, frames: Mapping[str, pd.DataFrame], manifest: Manifest) -> None:
         """Stage every file, then swap them in and write the manifest last; on failure restore the old files."""
         self.root.mkdir(parents=True, exist_ok=True)
-        # Leftovers of a writer that was killed mid-write; one writer at a time is supported.
+        # Leftovers of a writer that was killed mid-write (we hold the lock, so no live writer owns them).
         for leftover in self.root.glob(".*.tmp"):
             leftover.unlink(missing_ok=True)
         staged: dict[Path, Path] = {}
