@@ -28,8 +28,11 @@ class OnnxProbabilityModel(PythonModel):
         )
         self.input = self.session.get_inputs()[0]
 
-    # No type hints here: MLflow would try (and fail) to derive a schema from them; the signature is explicit.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    # np.ndarray is a hint MLflow accepts without deriving a schema from it (the logged signature is explicit, a
+    # tensor spec, so MLflow hands us an ndarray); a dict or DataFrame from other callers is still accepted.
+    def predict(
+        self, context: PythonModelContext | None, model_input: np.ndarray, params: dict | None = None
+    ) -> np.ndarray:
         if isinstance(model_input, dict):
             model_input = next(iter(model_input.values()))
         if isinstance(model_input, pd.DataFrame):
