@@ -1,6 +1,6 @@
 """Benchmark `finmlops serve` against MLServer 1.7.1 (defaults and tuned) on the same ONNX model, in one run.
 
-Uses the shared harness in /work/shared/bench (serve_bench.sh: c=1 latency over one keep-alive connection, then
+Uses the shared harness in ../shared/bench (serve_bench.sh: c=1 latency over one keep-alive connection, then
 wrk -t2 -c32). Each server runs pinned to CPU 1 (`taskset -c 1`), the clients to CPU 0. finmlops runs with
 everything on: requests go through an experiment (Seldon `default` takeover of the model's endpoint), Prometheus
 metrics and the SQLite request log.
@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-HARNESS = Path(os.environ.get("FINMLOPS_BENCH_HARNESS", "/work/shared/bench"))
+HARNESS = Path(os.environ.get("FINMLOPS_BENCH_HARNESS", Path(__file__).resolve().parents[2] / "shared" / "bench"))
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "lstm"
 SHAPE = "1,10,35"

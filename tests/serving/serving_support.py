@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-import uvicorn
 from onnx import TensorProto, helper
 
-BENCH_BUILD = Path("/work/shared/bench/serve_build_model.py")
+from finmlops.serving.server import free_port, running_server
+
+serve = running_server  # the tests' name for it
+__all__ = ["free_port", "serve"]
+
+# ../shared beside the repository root (the same layout in CI).
+BENCH_BUILD = Path(__file__).resolve().parents[3] / "shared" / "bench" / "serve_build_model.py"
 SHAPE = (10, 35)  # the shared bench model and the original clients: [batch, 10, 35]
 
 
@@ -51,31 +51,6 @@ def tiny_reference(x: np.ndarray, bias: float = 0.0) -> np.ndarray:
     """What ``tiny_onnx`` computes, in numpy: ``[n, S, F] -> [n, 1]``."""
     weights = np.linspace(-1.0, 1.0, x.shape[1], dtype=np.float32)
     return 1.0 / (1.0 + np.exp(-(x.mean(axis=2) @ weights + bias)))[:, None]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run ``app`` under a real uvicorn on 127.0.0.1 (a free port) in a thread; yields the base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 class Client:

@@ -4,7 +4,6 @@ fresh MLflow sqlite workspace per test (copied from one migrated database, so ea
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -19,6 +18,7 @@ import torch
 from finmlops.data import load_snapshot
 from finmlops.features import FeatureScaler, compute_features, make_target, make_windows
 from finmlops.models import build_network, get_variant
+from finmlops.serving.server import free_port
 from finmlops.settings import Settings
 
 TICKERS = ["AAPL", "MSFT", "JPM"]
@@ -105,12 +105,6 @@ def predictions_frame(windows: Any, model: str, accuracy: float, seed: int) -> p
 @pytest.fixture
 def predictions() -> Callable[..., pd.DataFrame]:
     return predictions_frame
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

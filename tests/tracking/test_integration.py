@@ -21,23 +21,27 @@ import torch
 from finmlops.settings import Settings
 from finmlops.tracking import TrainedNetwork, list_runs, log_training_run
 
-# Each starts a server (15-25 s on a busy 2-core machine), so both are also slow.
+# Each starts a server (15-25 s on a 2-core machine), so both are also slow.
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 
 
-def wait_for(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+def wait_for(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{url}: the server exited with code {proc.returncode}")
+            raise RuntimeError(f"{url}: the server exited with code {proc.returncode}:\n{_tail(log)}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(f"{url} not healthy after {timeout_s} s")
+    raise TimeoutError(f"{url} not healthy after {timeout_s} s:\n{_tail(log)}")
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else "(no output)"
 
 
 def serve(args: list[str], health: str, cwd: Path) -> Iterator[subprocess.Popen[bytes]]:
@@ -45,11 +49,12 @@ def serve(args: list[str], health: str, cwd: Path) -> Iterator[subprocess.Popen[
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = os.environ | {"MLFLOW_DISABLE_TELEMETRY": "true", "PATH": path}
     # Its own process group: the server's workers are stopped with it, by the group id of the process we started.
-    proc = subprocess.Popen(
-        args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    log = cwd / f"{Path(args[0]).name}-{args[1]}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(health, proc, 45)
+        # 15-25 s on a quiet 2-core machine; CI machines can be busier than that.
+        wait_for(health, proc, 150, log)
         yield proc
     finally:
         if proc.poll() is None:

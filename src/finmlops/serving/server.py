@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import logging
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from finmlops.serving.app import ServingApp
 from finmlops.serving.config import ServingConfig, default_config, load_config
 from finmlops.serving.models import Registry
 from finmlops.settings import Settings
+
+STARTUP_TIMEOUT_S = 60.0
 
 
 def needs_registry(config: ServingConfig) -> bool:
@@ -55,3 +63,39 @@ def run(app: ServingApp, host: str = "127.0.0.1", port: int = 8080, log_level: s
         server_header=False,
         date_header=False,
     )
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running_server(app: Any) -> Iterator[str]:
+    """Run the ASGI ``app`` under uvicorn on 127.0.0.1 in a daemon thread; yields the base URL.
+
+    The listening socket is bound here and handed to uvicorn, so no other process can take the port in between.
+    On exit uvicorn drains in-flight requests and runs the app's shutdown, which flushes the request log.
+    """
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="finmlops-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    try:
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the V2 server did not start on 127.0.0.1:{port} within {STARTUP_TIMEOUT_S:.0f} s")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        sock.close()

@@ -1,18 +1,14 @@
 """Step 6 of ``finmlops run``: start the V2 server in-process and replay real market days through the A/B test.
 
 The server is exactly what ``finmlops serve`` serves without ``--config`` (every ``*-predictor@champion`` plus the
-70/30 baseline/enhanced experiment), run by uvicorn in a thread on a free local port, with alias hot reload off
-(the run itself fixes the champions). The previous request log is archived first, so the A/B and drift steps
-analyse exactly this run's traffic.
+70/30 baseline/enhanced experiment), run by ``finmlops.serving.server.running_server`` (uvicorn in a thread on a
+free local port), with alias hot reload off (the run itself fixes the champions). The previous request log is
+archived first, so the A/B and drift steps analyse exactly this run's traffic.
 """
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -20,8 +16,6 @@ from typing import Any
 import pandas as pd
 
 from finmlops.settings import Settings
-
-STARTUP_TIMEOUT_S = 60.0
 
 
 def request_log_path(settings: Settings) -> Path:
@@ -41,38 +35,6 @@ def archive_request_log(path: Path) -> Path | None:
             side.rename(target.with_name(target.name + suffix))
     path.rename(target)
     return target
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def running_server(app: Any) -> Iterator[str]:
-    """Run the ASGI ``app`` under uvicorn on 127.0.0.1 in a daemon thread; yields the base URL.
-
-    On exit uvicorn drains in-flight requests and runs the app's shutdown, which flushes the request log.
-    """
-    import uvicorn
-
-    port = _free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="finmlops-run-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            server.should_exit = True
-            raise RuntimeError(f"the V2 server did not start on 127.0.0.1:{port} within {STARTUP_TIMEOUT_S:.0f} s")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
 
 
 def serving_config(settings: Settings) -> Any:
@@ -104,7 +66,7 @@ def serve_and_replay(
     (raw OHLCV inputs, feedback one simulated day later), stop the server. Returns the traffic summary with the
     served models and the log path."""
     from finmlops.serving.config import DEFAULT_EXPERIMENT
-    from finmlops.serving.server import build_app
+    from finmlops.serving.server import build_app, running_server
     from finmlops.serving.traffic import replay_days, run_traffic
 
     config = serving_config(settings)
