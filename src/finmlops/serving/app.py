@@ -203,13 +203,21 @@ class ServingApp:
                 model_label = model.name
                 if exp is not None:
                     experiment, arm = exp.name, route.arm
-                x = self._model_input(model, request.inputs)
                 for wanted in request.requested_outputs:
                     if wanted != model.output_name:
                         raise V2Error(400, f"model {model.name!r} has output {model.output_name!r}, not {wanted!r}")
-                future = model.batcher.submit(x)  # type: ignore[union-attr]  # set by the store
+                raw = model.input_name not in request.inputs
+                if not raw:
+                    x = self._model_input(model, request.inputs)
+                    future = model.batcher.submit(x)  # type: ignore[union-attr]  # set by the store
             finally:
                 self.gate.leave()
+            if raw:
+                # Raw OHLCV: computing its features is ~1.4 ms of pandas. In a worker thread the event loop keeps
+                # serving meanwhile (measured: fewer and shorter stalls), and, out of the arrival gate, no batch
+                # waits for it.
+                x = await asyncio.to_thread(self._model_input, model, request.inputs)
+                future = model.batcher.submit(x)  # type: ignore[union-attr]
             y = await future
         except V2Error as exc:
             await self._fail(send, exc.status, exc.message, t0, rid, model_label, experiment, arm, exc.headers)
