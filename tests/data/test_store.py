@@ -314,3 +314,11 @@ def test_a_read_only_store_is_read_without_a_lock(store: DataStore, monkeypatch:
     assert len(store.read()["MSFT"]) == 20
     with pytest.raises(OSError, match="Read-only"):
         store.write({"AAPL": store.read()["AAPL"].iloc[:1]}, "x")
+
+
+def test_read_versioned_pairs_the_data_with_its_hash(store: DataStore, q1_2023: dict[str, pd.DataFrame]) -> None:
+    universe, data_hash = store.read_versioned()
+    assert data_hash == store.dataset_hash == dataset_hash_of(universe)
+    store.write(q1_2023, "later")
+    universe, data_hash = store.read_versioned(tickers=["AAPL"])
+    assert data_hash == store.dataset_hash and len(universe["AAPL"]) == 62

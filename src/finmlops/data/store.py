@@ -242,6 +242,16 @@ class DataStore:
                 raise DataStoreError(f"{self.root}: no data for {unknown}; the store holds {', '.join(entries)}")
             return {t: select_dates(self._read_verified(t, entries[t]), start, end) for t in wanted}
 
+    def read_versioned(
+        self, tickers: Iterable[str] | None = None, start: date | None = None, end: date | None = None
+    ) -> tuple[dict[str, pd.DataFrame], str]:
+        """:meth:`read` and the dataset hash of the same version, under one shared lock (an ingest in between
+        cannot pair old data with a new hash)."""
+        if not self.exists():
+            self.manifest()
+        with self.lock(exclusive=False):
+            return self.read(tickers, start, end), self.dataset_hash
+
     def _read_verified(self, ticker: str, entry: TickerEntry) -> pd.DataFrame:
         path = self.path_for(ticker)
         try:
