@@ -116,14 +116,24 @@ def test_infinite_price_is_rejected(aapl: pd.DataFrame) -> None:
     with pytest.raises(DataValidationError) as info:
         validate_ohlcv(aapl, "mem")
     assert (info.value.rule, info.value.row) == ("nan", "2023-01-05")
+    assert "(inf)" in str(info.value) and "np.float64" not in str(info.value)
+
+
+def test_nan_message_shows_a_plain_float(aapl: pd.DataFrame) -> None:
+    aapl.iloc[4, aapl.columns.get_loc("open")] = np.nan
+    with pytest.raises(DataValidationError, match=r"open is missing or not finite \(nan\)") as info:
+        validate_ohlcv(aapl, "mem")
+    assert "np.float64" not in str(info.value)
 
 
 def test_long_gap_is_a_warning_not_an_error(aapl: pd.DataFrame) -> None:
-    # 2023-01-10 .. 2023-01-18 removed: 6 business days missing (the 16th is a holiday, still a business day).
+    # 2023-01-10 .. 2023-01-18 removed: 6 trading days, but 7 Mon-Fri business days, as the count includes the
+    # exchange holiday on the 16th (Martin Luther King Jr. Day); the message says so.
     gap = aapl.drop(aapl.loc["2023-01-10":"2023-01-18"].index)
     warnings = validate_ohlcv(gap, "mem")
     assert len(warnings) == 1
     assert "2023-01-09" in warnings[0] and "2023-01-19" in warnings[0] and "7 business days" in warnings[0]
+    assert "exchange holidays included" in warnings[0]
     short = aapl.drop(aapl.loc["2023-01-10":"2023-01-13"].index)  # 4 business days (+ the holiday) missing
     assert validate_ohlcv(short, "mem") == []
 

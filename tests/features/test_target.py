@@ -58,3 +58,20 @@ def test_target_on_real_data_is_balanced(snapshot: dict[str, pd.DataFrame]) -> N
     y = make_target(snapshot, 1).dropna()
     assert 0.5 < y.mean() < 0.56  # large caps rose on slightly more days than they fell in 2010-2023
     assert y.isin([0.0, 1.0]).all()
+
+
+def test_gap_every_ticker_shares_is_a_break() -> None:
+    """One ticker, 30 trading days removed: the calendar cannot see the gap, the 5-business-day rule can."""
+    closes = list(np.linspace(100.0, 160.0, 80))
+    u = _universe({"A": closes}, drop={"A": list(range(40, 70))})
+    ret = forward_return(u, 1).xs("A", level="ticker")
+    before, after = ret.index[39], ret.index[40]
+    assert (after - before).days > 30
+    assert np.isnan(ret[before]) and np.isnan(make_target(u, 1).xs("A", level="ticker")[before])
+    assert np.isfinite(ret.iloc[38]) and np.isfinite(ret[after])
+    # With horizon 3 every return from the last three dates before the gap would reach across it.
+    ret3 = forward_return(u, 3).xs("A", level="ticker").to_numpy()
+    assert np.isnan(ret3[37:40]).all() and np.isfinite(ret3[:37]).all() and np.isfinite(ret3[40:47]).all()
+    # Five missing business days is still one calendar: a long weekend plus a closure is not a break.
+    short = _universe({"A": closes}, drop={"A": list(range(40, 45))})
+    assert np.isfinite(forward_return(short, 1).xs("A", level="ticker").iloc[39])

@@ -73,3 +73,19 @@ def test_full_snapshot_advanced_windows_in_well_under_a_second(snapshot: dict[st
     elapsed = time.perf_counter() - start
     assert len(w) > 30_000 and w.X.shape[1:] == (30, 36)
     assert elapsed < 1.0, f"{elapsed:.2f} s"
+
+
+def test_no_window_spans_a_gap_every_ticker_shares() -> None:
+    """One ticker with 30 trading days removed: the dates in ``features`` show no missing day, yet no window may
+    read rows from both sides of the 6-week hole."""
+    calendar = pd.bdate_range("2024-01-01", periods=100, name="date")
+    keep = np.r_[0:40, 70:100]
+    index = pd.MultiIndex.from_arrays([calendar[keep], ["A"] * len(keep)], names=["date", "ticker"])
+    features = pd.DataFrame({"day": keep.astype(float)}, index=index)
+    w = make_windows(features, pd.Series(1.0, index=index), seq_len=5)
+    first = w.X[:, 0, 0]
+    last = w.X[:, -1, 0]
+    assert not ((first < 40) & (last >= 70)).any(), "a window spans the gap"
+    # Every window that stays on one side is kept: 36 before the gap, 26 after it.
+    assert len(w) == (40 - 4) + (30 - 4)
+    np.testing.assert_array_equal(last - first, np.full(len(w), 4.0))

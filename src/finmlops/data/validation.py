@@ -4,8 +4,9 @@ Rules, checked in this order (the first failure raises one ``DataValidationError
 ``schema`` (DatetimeIndex named ``date``, tz-naive, the six columns in order), ``empty``, ``nan`` (no NaN, NaT or
 infinity), ``dtype`` (prices float64, volume int64), ``duplicate_date``, ``date_order`` (ascending),
 ``positive_price``, ``high_bound`` (high >= max(open, close)), ``low_bound`` (low <= min(open, close)),
-``volume_negative``. A gap of more than ``MAX_GAP_BUSINESS_DAYS`` business days between consecutive rows is a
-warning, not an error (exchanges close for storms and national mourning).
+``volume_negative``. A gap of more than ``MAX_GAP_BUSINESS_DAYS`` business days (Mon-Fri; an exchange holiday in
+the gap counts as one) between consecutive rows is a warning, not an error (exchanges close for storms and national
+mourning); the features treat such a gap as a break that no window or label spans (``calendar_breaks``).
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def _check_values(frame: pd.DataFrame, source: str, label: RowLabel) -> None:
             bad.append((i, col))
     if bad:
         i, col = min(bad)
-        raise DataValidationError(source, label(i), "nan", f"{col} is missing or not finite ({frame[col].iloc[i]!r})")
+        value = frame[col].iloc[i]
+        shown = repr(float(value)) if isinstance(value, int | float | np.number) else repr(value)
+        raise DataValidationError(source, label(i), "nan", f"{col} is missing or not finite ({shown})")
     for col in PRICE_COLUMNS:
         if frame[col].dtype != np.float64:
             raise DataValidationError(source, None, "dtype", f"{col} must be float64, got {frame[col].dtype}")
@@ -131,13 +134,30 @@ def _check_bounds(frame: pd.DataFrame, source: str, label: RowLabel) -> None:
         raise DataValidationError(source, label(i), "volume_negative", f"volume {volume[i]} < 0")
 
 
+def missing_business_days(dates: np.ndarray | pd.DatetimeIndex) -> np.ndarray:
+    """Mon-Fri business days strictly between consecutive ``dates`` ``[n]`` (ascending): int ``[n - 1]``.
+
+    Exchange holidays are not subtracted (NYSE holidays are not pandas' US federal calendar), so each one inside
+    a stretch counts as a missing business day.
+    """
+    days = pd.DatetimeIndex(dates).to_numpy().astype("datetime64[D]")
+    if days.size < 2:
+        return np.zeros(0, dtype=np.int64)
+    return np.busday_count(days[:-1] + 1, days[1:])
+
+
+def calendar_breaks(dates: np.ndarray | pd.DatetimeIndex) -> np.ndarray:
+    """Boolean ``[n - 1]``: True where more than ``MAX_GAP_BUSINESS_DAYS`` business days are missing between
+    ``dates[i]`` and ``dates[i + 1]``, the gap rule below. Sequence windows and next-day labels never span one."""
+    return missing_business_days(dates) > MAX_GAP_BUSINESS_DAYS
+
+
 def gap_warnings(index: pd.DatetimeIndex, source: str) -> list[str]:
     """One warning per gap of more than ``MAX_GAP_BUSINESS_DAYS`` business days (Mon-Fri) between rows."""
+    missing = missing_business_days(index)
     days = index.to_numpy().astype("datetime64[D]")
-    if days.size < 2:
-        return []
-    missing = np.busday_count(days[:-1] + 1, days[1:])
     return [
-        f"{source}: {int(missing[i])} business days missing between {days[i]} and {days[i + 1]}"
+        f"{source}: {int(missing[i])} business days (Mon-Fri, exchange holidays included) missing between "
+        f"{days[i]} and {days[i + 1]}"
         for i in np.flatnonzero(missing > MAX_GAP_BUSINESS_DAYS)
     ]

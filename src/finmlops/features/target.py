@@ -7,6 +7,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from finmlops.data.validation import calendar_breaks
+
 
 def _calendar(universe: Mapping[str, pd.DataFrame]) -> pd.DatetimeIndex:
     """Union of the universe's trading dates, ascending."""
@@ -20,16 +22,21 @@ def forward_return(universe: Mapping[str, pd.DataFrame], horizon: int = 1) -> pd
     """Realised simple return ``adj_close[t+h] / adj_close[t] - 1`` indexed by ``(date, ticker)``, sorted.
 
     ``t+h`` counts trading days of the universe calendar: if the ticker has no row on that day (a gap, or the end
-    of the data) the return is NaN rather than silently spanning a longer period.
+    of the data) the return is NaN rather than silently spanning a longer period. A gap that every ticker shares
+    (more than ``MAX_GAP_BUSINESS_DAYS`` business days between consecutive calendar dates, the validator's gap
+    rule; ``finmlops.data.validation.calendar_breaks``) is invisible in the calendar, so it is a break: a return
+    from before it to after it is NaN too.
     """
     if horizon < 1:
         raise ValueError(f"horizon must be >= 1 trading day, got {horizon}")
     calendar = _calendar(universe)
+    segment = pd.Series(np.r_[0, np.cumsum(calendar_breaks(calendar))], index=calendar)
     pieces = []
     for ticker, frame in universe.items():
         span = calendar[(calendar >= frame.index[0]) & (calendar <= frame.index[-1])]
         adj = frame["adj_close"].astype(np.float64).reindex(span)
-        ret = (adj.shift(-horizon) / adj - 1.0).reindex(frame.index)
+        seg = segment.reindex(span)
+        ret = (adj.shift(-horizon) / adj - 1.0).where(seg.shift(-horizon) == seg).reindex(frame.index)
         pieces.append(
             pd.Series(
                 ret.to_numpy(),

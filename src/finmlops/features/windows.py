@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from finmlops.data.validation import calendar_breaks
+
 
 @dataclass(frozen=True)
 class Windows:
@@ -47,8 +49,9 @@ def _plan(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One ticker's windows, planned but not yet copied.
 
-    ``values`` ``[k, f]`` and ``target`` ``[k]`` are its rows at calendar ``positions`` ``[k]`` (ascending).
-    Rows are laid on the dense calendar span, so a missing trading day becomes a NaN row that no window can cover.
+    ``values`` ``[k, f]`` and ``target`` ``[k]`` are its rows at calendar ``positions`` ``[k]`` (ascending; a
+    calendar break counts as one extra position). Rows are laid on the dense calendar span, so a missing trading
+    day, or a break, becomes a NaN row that no window can cover.
     Returns the dense rows ``[span, f]``, each kept window's last dense row ``[w]``, its target ``[w]`` and its
     row in ``values`` ``[w]``.
     """
@@ -74,8 +77,10 @@ def make_windows(
 
     ``features``: the ``(date, ticker)`` frame of ``compute_features``; ``target``: a ``(date, ticker)`` series
     (``make_target``), aligned by index, or None with ``require_target=False`` for prediction. A window never spans
-    two tickers, a trading day missing from the ticker (relative to the dates in ``features``) or a row with a NaN
-    feature; with ``require_target`` its last row also needs a known target.
+    two tickers, a trading day missing from the ticker (relative to the dates in ``features``), a gap that all
+    tickers share (more than ``MAX_GAP_BUSINESS_DAYS`` business days between consecutive dates of ``features``,
+    ``finmlops.data.validation.calendar_breaks``) or a row with a NaN feature; with ``require_target`` its last row
+    also needs a known target.
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
@@ -88,12 +93,14 @@ def make_windows(
     all_dates = frame.index.get_level_values("date").to_numpy(dtype="datetime64[ns]")
     all_tickers = frame.index.get_level_values("ticker").to_numpy().astype(str)
     calendar = np.unique(all_dates)
+    # Calendar position of each date, plus one empty slot per break before it: _plan leaves that slot NaN.
+    position = np.arange(len(calendar)) + np.r_[0, np.cumsum(calendar_breaks(calendar))]
     values = frame.to_numpy(np.float64)
     y_all = np.full(len(frame), np.nan) if target is None else target.reindex(frame.index).to_numpy(np.float64)
     starts = np.flatnonzero(np.r_[True, all_tickers[1:] != all_tickers[:-1]]) if len(frame) else np.array([], int)
     stops = np.r_[starts[1:], len(frame)].astype(int)
     plans = [
-        _plan(values[a:b], y_all[a:b], np.searchsorted(calendar, all_dates[a:b]), seq_len, require_target)
+        _plan(values[a:b], y_all[a:b], position[np.searchsorted(calendar, all_dates[a:b])], seq_len, require_target)
         for a, b in zip(starts, stops, strict=True)
     ]
     rows = np.concatenate([[], *(a + plan[3] for a, plan in zip(starts, plans, strict=True))]).astype(int)
