@@ -100,21 +100,33 @@ def fold_table(evaluation: dict[str, Any]) -> str:
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
-    """Write ``frame`` to ``path`` through a temporary file and a rename."""
+    """Write ``frame``'s content to ``path`` through a temporary file and a rename.
+
+    ``frame.attrs`` are left out: pandas would store them in the file's metadata, and run-dependent attrs (the
+    walk-forward's ``fit_seconds``) would change the file's SHA-256 on every identical rerun, which keys the trial
+    ledger of the deflated Sharpe ratio. Same content, same bytes.
+    """
+    content = frame.copy(deep=False)
+    content.attrs = {}
     with atomic_path(path) as tmp:
-        frame.to_parquet(tmp, index=False)
+        content.to_parquet(tmp, index=False)
     return path
 
 
 def evaluate_and_write(
     preds: pd.DataFrame, results_dir: Path, *, data_hash: str | None, config: dict[str, Any], boot: BootstrapConfig
 ) -> dict[str, Any]:
-    """Score a predictions frame, then write the predictions, ``evaluation.json`` and ``evaluation.md``."""
+    """Score a predictions frame, then write the predictions, ``evaluation.json`` and ``evaluation.md``.
+
+    The walk-forward's ``attrs`` (``row_report``, ``fit_seconds``), when present, go into ``evaluation.json`` under
+    ``walk_forward``, not into the predictions file, whose SHA-256 must depend on the predictions alone.
+    """
     evaluation = evaluate_predictions(preds, baselines=PAIRED_BASELINES, boot=boot)
     pred_path = write_parquet_atomic(validate_predictions(preds), results_dir / PREDICTIONS_FILE)
     payload = {
         "provenance": stamp(data_hash=data_hash, config=config, seed=boot.seed),
         "predictions": {"file": PREDICTIONS_FILE, "sha256": file_sha256(pred_path)},
+        "walk_forward": {k: preds.attrs[k] for k in ("row_report", "fit_seconds") if k in preds.attrs},
         **evaluation,
     }
     write_json_atomic(results_dir / "evaluation.json", payload)

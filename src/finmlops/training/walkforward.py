@@ -94,8 +94,9 @@ def walk_forward_predictions(
     Returns a frame with columns ``PREDICTION_COLUMNS``: ``date`` (decision date t), ``ticker``, ``fold`` (the test
     year as a string), ``model``, ``prob_up`` in [0, 1], ``y_true`` (0/1) and ``ret_next`` (return t -> t+1), sorted
     by fold, model, date, ticker. Every model has the same ``(date, ticker)`` rows in each fold; ``attrs["row_report"]``
-    lists per fold how many rows each model lost to that intersection and why, and ``attrs["fit_seconds"]`` the time
-    of each fit.
+    lists per fold how many rows each model lost to that intersection and why, and ``attrs["fit_seconds"]`` the
+    wall-clock time of each fit (it varies between identical runs, so ``finmlops evaluate`` reports it in
+    evaluation.json and keeps it out of predictions.parquet).
     """
     from finmlops.features import compute_features, forward_return, make_target, make_windows, walk_forward_folds
 
