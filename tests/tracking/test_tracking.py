@@ -100,6 +100,31 @@ def test_unreachable_server_fails_fast_naming_the_uri(port: int, monkeypatch: py
     assert uri in cli.output and "Traceback" not in cli.output
 
 
+@pytest.mark.parametrize("scheme", ["postgresql", "postgresql+psycopg2"])
+def test_unreachable_database_fails_fast_naming_the_uri(
+    scheme: str, port: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A closed local port: one error line naming the URI (password redacted) in seconds, not a psycopg import
+    traceback (``postgresql://`` means psycopg 3 to SQLAlchemy 2.1) nor MLflow's minutes of retries."""
+    uri = f"{scheme}://user:secret@127.0.0.1:{port}/db"
+    start = time.monotonic()
+    with pytest.raises(TrackingError, match=r"127\.0\.0\.1.*is unusable: OperationalError") as raised:
+        configure_tracking(Settings(home=tmp_path, mlflow_tracking_uri=uri))
+    assert "secret" not in str(raised.value) and "user:***@" in str(raised.value)
+    assert time.monotonic() - start < 8
+    monkeypatch.setenv("FINMLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    start = time.monotonic()
+    cli = CliRunner().invoke(app, ["runs"])
+    assert cli.exit_code == 1 and time.monotonic() - start < 8, cli.output
+    assert f"127.0.0.1:{port}/db" in cli.output and "Traceback" not in cli.output and "secret" not in cli.output
+
+
+def test_database_without_its_driver_is_named(tmp_path: Path) -> None:
+    with pytest.raises(TrackingError, match=r"mssql\+nodriver://h/db is unusable"):
+        configure_tracking(Settings(home=tmp_path, mlflow_tracking_uri="mssql+nodriver://h/db"))
+
+
 def test_uncreatable_sqlite_folder_is_named(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")

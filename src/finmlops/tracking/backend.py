@@ -2,14 +2,17 @@
 
 The default backend is ``sqlite:///<workspace>/mlflow.db`` with artifacts under
 ``<workspace>/mlartifacts/<experiment>``; any ``MLFLOW_TRACKING_URI`` (another database, a tracking server) is
-used unchanged.
+used as given, except that ``postgresql://`` gets the psycopg2 driver when psycopg 3 is not installed
+(``storage_url``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import urllib.error
 import urllib.request
+from importlib.util import find_spec
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -21,6 +24,8 @@ from finmlops.settings import Settings
 
 EXPERIMENTS: tuple[str, ...] = ("ingestion", "training", "tuning", "evaluation")
 PROBE_TIMEOUT_S = 3.0
+# SQLAlchemy dialects MLflow stores runs in (mlflow.store.db.db_types); sqlite is probed as a file instead.
+DATABASE_DIALECTS = ("postgresql", "mysql", "mssql")
 
 # A dead server must fail in seconds, not after MLflow's default 7 retries with 120 s timeouts.
 _ENV_DEFAULTS = {
@@ -41,11 +46,51 @@ def artifact_root(settings: Settings) -> Path:
     return (settings.home / "mlartifacts").resolve()
 
 
+def storage_url(url: str) -> str:
+    """``url`` for SQLAlchemy: ``postgresql://`` means the psycopg 3 driver to SQLAlchemy 2.1, so it becomes
+    ``postgresql+psycopg2://`` when only psycopg2 (``psycopg2-binary``) is installed."""
+    if url.startswith("postgresql://") and find_spec("psycopg") is None and find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+def redact(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def check_database(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Open and close one connection to the database ``uri`` (``postgresql://``, ``mysql+pymysql://``, ...).
+
+    Postgres and MySQL give up after ``timeout_s`` seconds (whole seconds; MLflow itself would retry for minutes).
+    A missing driver or a refused connection becomes a ``TrackingError`` naming the URI, password redacted.
+    """
+    import sqlalchemy
+    from sqlalchemy.exc import SQLAlchemyError
+
+    dialect = urlparse(uri).scheme.split("+")[0]
+    connect_args = {"connect_timeout": max(1, round(timeout_s))} if dialect in {"postgresql", "mysql"} else {}
+    engine = None
+    try:
+        engine = sqlalchemy.create_engine(storage_url(uri), connect_args=connect_args, poolclass=sqlalchemy.NullPool)
+        with engine.connect():
+            pass
+    except (ImportError, SQLAlchemyError) as exc:
+        # str(exc) of a DBAPI error holds the driver's first line and SQLAlchemy's background link: keep the first.
+        detail = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [""])[0]
+        where = redact(uri)
+        raise TrackingError(f"MLflow tracking database {where} is unusable: {type(exc).__name__}: {detail}") from None
+    finally:
+        if engine is not None:
+            engine.dispose()
+
+
 def check_reachable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     """Raise ``TrackingError`` naming ``uri`` unless its backend answers.
 
-    HTTP(S) servers must answer ``GET /health`` within ``timeout_s`` seconds; a sqlite database's folder must exist
-    or be creatable. Other schemes (databricks, file, ...) are left to MLflow.
+    HTTP(S) servers must answer ``GET /health`` within ``timeout_s`` seconds; a database (``DATABASE_DIALECTS``)
+    must accept a connection within ``timeout_s``; a sqlite database's folder must exist or be creatable. Other
+    schemes (databricks, file, ...) are left to MLflow.
     """
     scheme = urlparse(uri).scheme
     if scheme in {"http", "https"}:
@@ -63,17 +108,20 @@ def check_reachable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise TrackingError(f"MLflow tracking database {uri}: cannot create {db.parent}: {exc}") from None
+    elif scheme.split("+")[0] in DATABASE_DIALECTS:
+        check_database(uri, timeout_s)
 
 
 def configure_tracking(settings: Settings) -> str:
     """Point MLflow (tracking and registry) at ``settings.tracking_uri`` after checking that it answers.
 
-    Returns the URI. Raises ``TrackingError`` naming it within a few seconds when the backend is unreachable.
+    Returns the URI MLflow was given (``storage_url`` of it, for clients built elsewhere). Raises ``TrackingError``
+    naming it within a few seconds when the backend is unreachable.
     """
     for name, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
-    uri = settings.tracking_uri
-    check_reachable(uri)
+    check_reachable(settings.tracking_uri)
+    uri = storage_url(settings.tracking_uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri

@@ -16,7 +16,6 @@ and registered as a new ``challenger`` version of ``<variant>-predictor``.
 from __future__ import annotations
 
 import math
-import re
 import tempfile
 import time
 from collections.abc import Sequence
@@ -31,7 +30,7 @@ from mlflow.exceptions import MlflowException
 
 from finmlops.models.variants import VariantConfig, get_variant
 from finmlops.settings import Settings
-from finmlops.tracking.backend import TrackingError, configure_tracking, ensure_experiment
+from finmlops.tracking.backend import TrackingError, configure_tracking, ensure_experiment, redact, storage_url
 from finmlops.tracking.registry import PREDICTIONS_ARTIFACT
 from finmlops.tracking.runs import TrainedNetwork, _log_predictions, log_training_run, provenance_tags
 from finmlops.training.config import TrainConfig
@@ -77,21 +76,6 @@ def default_storage(settings: Settings) -> Any:
     path = settings.home / "tuning" / "optuna.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
-
-
-def storage_url(url: str) -> str:
-    """``url`` for SQLAlchemy: ``postgresql://`` means the psycopg 3 driver to SQLAlchemy 2.1, so it becomes
-    ``postgresql+psycopg2://`` when only psycopg2 (``psycopg2-binary``) is installed."""
-    from importlib.util import find_spec
-
-    if url.startswith("postgresql://") and find_spec("psycopg") is None and find_spec("psycopg2") is not None:
-        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-    return url
-
-
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 @dataclass
