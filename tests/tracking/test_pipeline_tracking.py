@@ -91,3 +91,18 @@ def test_unreachable_tracking_server_fails_fast_naming_it(port: int, monkeypatch
     result = CliRunner().invoke(app, INGEST)
     assert result.exit_code == 1 and f"http://127.0.0.1:{port}" in result.output
     assert time.monotonic() - started < 10
+
+
+def test_dead_tracking_server_stops_train_and_evaluate_before_the_work(
+    settings: Settings, port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _run(*INGEST, "--no-track", "--json")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    for command in (["train", "--epochs", "1", "--threads", "1"], ["evaluate", "--epochs", "1", "--folds", "2019"]):
+        started = time.monotonic()
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 1 and f"http://127.0.0.1:{port}" in result.output, result.output
+        assert "--no-track" in result.output and "Traceback" not in result.output
+        assert time.monotonic() - started < 5
+    assert not (settings.results_dir / "train_baseline.json").exists()
+    assert not (settings.results_dir / "evaluation.json").exists()
