@@ -67,14 +67,22 @@ def test_wilson_interval() -> None:
 
 
 def write_log(
-    path: Path, accuracy: dict[str, float], *, days: int = 30, per_day: int = 300, seed: int = 0
+    path: Path,
+    accuracy: dict[str, float],
+    *,
+    days: int = 30,
+    per_day: int = 300,
+    seed: int = 0,
+    experiment: str = "exp",
+    models: dict[str, tuple[str, str]] | None = None,
 ) -> dict[str, tuple[str, str]]:
-    """An experiment ``exp`` whose arms (``accuracy`` keys, in order: control first with 70% of traffic) serve
-    baseline-predictor versions 1, 2, ...; outcomes arrive one day after each request. Plus a shadow copy and a
-    request of another experiment, which the analysis must ignore. Returns arm -> (model, version)."""
+    """An experiment (``exp``) whose arms (``accuracy`` keys, in order: control first with 70% of traffic) serve
+    baseline-predictor versions 1, 2, ... (or ``models``: arm -> (model, version)); outcomes arrive one day after
+    each request. Plus a shadow copy and a request of another experiment, which the analysis must ignore. Returns
+    arm -> (model, version)."""
     rng = np.random.default_rng(seed)
     arms = list(accuracy)
-    versions = {arm: ("baseline-predictor", str(i + 1)) for i, arm in enumerate(arms)}
+    versions = models or {arm: ("baseline-predictor", str(i + 1)) for i, arm in enumerate(arms)}
     weights = np.array([0.7, *[0.3 / (len(arms) - 1)] * (len(arms) - 1)])
     start = (time.time() // DAY - days - 1) * DAY  # a UTC midnight: requests fill `days` whole days
     log = RequestLog(path)
@@ -91,7 +99,7 @@ def write_log(
                 id=f"q{i}",
                 model=model,
                 ts=ts,
-                experiment="exp",
+                experiment=experiment,
                 arm=arm,
                 model_version=version,
                 shadow=0,
@@ -102,7 +110,7 @@ def write_log(
             )
         )
         log.append(FeedbackRecord(id=f"q{i}", ts=ts + DAY, outcome=outcome))
-    log.append(RequestRecord("q0", "enhanced-predictor", start, "exp", arms[0], "7", 1, None, 0.9, 1.0, 200))
+    log.append(RequestRecord("q0", "enhanced-predictor", start, experiment, arms[0], "7", 1, None, 0.9, 1.0, 200))
     log.append(RequestRecord("o1", "enhanced-predictor", start, "other", "x", "1", 0, None, 0.9, 1.0, 200))
     log.close()
     return versions
@@ -189,6 +197,77 @@ def test_cli_analyze_and_apply(home: Path, tmp_path: Path) -> None:
     assert CliRunner().invoke(app, ["abtest", "analyze", "--experiment", "exp", "--alpha", "2"]).exit_code == 2
 
 
+def test_apply_routes_the_experiment_when_arms_are_different_models(home: Path, tmp_path: Path) -> None:
+    """The platform's own A/B test: baseline-predictor 70 / enhanced-predictor 30, each served @champion. Both
+    champions already point at the winning versions, so --apply must change the experiment the server routes by:
+    live through the admin API (with the admin token) and in the serving config file."""
+    import sys
+
+    import mlflow
+    import yaml
+
+    sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
+    from serving_support import AB, Client, ab_config, tiny_onnx, v2_body
+
+    from finmlops.serving.app import ServingApp
+    from finmlops.serving.config import load_config, parse_config
+    from finmlops.serving.server import running_server
+    from finmlops.settings import Settings
+
+    arms = {"baseline-predictor": 0.52, "enhanced-predictor": 0.62}
+    models = {arm: (arm, "1") for arm in arms}
+    write_log(home / "serving" / "requests.db", arms, days=20, experiment=AB, models=models)
+    uri = Settings(home=home).tracking_uri
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for name in arms:
+        client.create_registered_model(name)
+        client.create_model_version(name, source=str(tmp_path), run_id=None)
+        client.set_registered_model_alias(name, "champion", "1")
+    config = ab_config(tiny_onnx(tmp_path / "b.onnx", 10, 35), tiny_onnx(tmp_path / "e.onnx", 10, 35, bias=1.0))
+    config["auth"] = {"admin_tokens": {"ops": "s3cret-admin-token-0123"}}
+    config_file = tmp_path / "serving.yaml"
+    config_file.write_text(yaml.safe_dump(config, sort_keys=False))
+    analyze_ab = ["abtest", "analyze", "--experiment", AB, "--apply", "--json"]
+
+    with running_server(ServingApp(parse_config(config), registry=None, request_log=None)) as base:
+        nowhere = CliRunner().invoke(app, analyze_ab)
+        assert nowhere.exit_code == 1 and "serve different models" in nowhere.output and "--server" in nowhere.output
+        denied = CliRunner().invoke(app, [*analyze_ab, "--server", base, "--token", "wrong"])
+        assert denied.exit_code == 1 and "HTTP 401" in denied.output
+        result = CliRunner().invoke(
+            app, [*analyze_ab, "--server", base, "--token", "s3cret-admin-token-0123", "--config", config_file]
+        )
+        assert result.exit_code == 0, result.output
+        applied = json.loads(result.stdout)["applied"]
+        assert applied["mode"] == "routing" and applied["arm"] == "enhanced-predictor" and applied["changed"]
+        weights = {"baseline-predictor": 0.0, "enhanced-predictor": 100.0}
+        assert applied["server"]["weights_before"] == {"baseline-predictor": 70.0, "enhanced-predictor": 30.0}
+        assert applied["server"]["weights"] == weights and applied["config"]["weights"] == weights
+        # The live server now answers every request of the experiment (and of the endpoint it took over) with
+        # the winner.
+        http = Client(base)
+        x = np.zeros((1, 10, 35), dtype=np.float32)
+        answered = set()
+        for _ in range(40):
+            status, body, _ = http.request("POST", "/v2/models/baseline-predictor/infer", v2_body(x))
+            assert status == 200, body
+            answered.add(body["model_name"])
+        assert answered == {"enhanced-predictor"}
+        again = CliRunner().invoke(
+            app, [*analyze_ab, "--server", base, "--token", "s3cret-admin-token-0123", "--config", config_file]
+        )
+        assert again.exit_code == 0 and json.loads(again.stdout)["applied"]["changed"] is False
+    experiment = load_config(config_file).experiments[0]  # the rewritten file is still a valid serving config
+    assert {c["name"]: c["weight"] for c in experiment["candidates"]} == {
+        "baseline-predictor": 0,
+        "enhanced-predictor": 100,
+    }
+    assert experiment["default"] == "baseline-predictor"
+    # The aliases did not move (they were already right); the winner's version is tagged with why.
+    assert all(str(client.get_registered_model(n).aliases["champion"]) == "1" for n in arms)
+    assert client.get_model_version("enhanced-predictor", "1").tags[f"abtest.{AB}.decision"] == "promote"
+
+
 def test_missing_log_is_a_clear_error(home: Path) -> None:
     result = CliRunner().invoke(app, ["abtest", "analyze", "--experiment", "exp"])
     assert result.exit_code == 1 and "requests.db" in result.output and "Traceback" not in result.output
@@ -203,3 +282,37 @@ def test_feedback_outcomes_are_checked(tmp_path: Path) -> None:
     )  # fmt: skip
     with pytest.raises(ValueError, match="feedback row id=a: outcome must be 0 or 1"):
         analyze(requests, pd.DataFrame({"id": ["a"], "ts": [1.0], "outcome": [3]}), "exp")
+
+
+def _daily_log(days: list[dict[str, tuple[int, int]]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Request and feedback frames of experiment ``exp`` from per-day ``{arm: (outcomes, correct)}``; each outcome
+    is labelled the same day (noon request, feedback an hour later)."""
+    requests, feedback = [], []
+    for day, arms in enumerate(days):
+        for arm, (n, k) in arms.items():
+            for j in range(n):
+                rid, ts = f"{arm}-{day}-{j}", day * DAY + 12 * 3600.0
+                up = j < k  # outcome 1 always: the first k predictions say up (correct), the rest down
+                requests.append((rid, arm, ts, "exp", arm, "1", 0, 0.9 if up else 0.1, 1.0, 200))
+                feedback.append((rid, ts + 3600.0, 1))
+    columns = ["id", "model", "ts", "experiment", "arm", "model_version", "shadow", "prob_up", "latency_ms", "status"]
+    return pd.DataFrame(requests, columns=columns), pd.DataFrame(feedback, columns=["id", "ts", "outcome"])
+
+
+def test_the_direction_is_the_one_at_the_first_crossing() -> None:
+    """The challenger is clearly worse for 4 days (the boundary is crossed at a negative difference), then clearly
+    better, so the last look's difference is positive. The always-valid p-value is a running minimum and stays
+    below alpha; pairing it with the last difference would promote a challenger that crossed as the worse arm."""
+    worse = {"control": (400, 240), "challenger": (400, 160)}  # 60% vs 40%
+    better = {"control": (400, 200), "challenger": (400, 360)}  # 50% vs 90%
+    requests, feedback = _daily_log([worse] * 4 + [better] * 8)
+    result = analyze(requests, feedback, "exp", control="control")
+    (comparison,) = result["comparisons"]
+    assert comparison["difference"] > 0.05 and comparison["p_value"] < 0.05  # the last look reads as "better"
+    assert comparison["crossed"]["date"] == "1970-01-01" and comparison["crossed"]["difference"] == pytest.approx(-0.2)
+    assert result["decision"]["action"] == "rollback" and result["decision"]["arm"] == "control"
+    assert "crossed on 1970-01-01 at -0.2000" in result["decision"]["reason"]
+    # Crossed while better: promote, and the reason says where it crossed.
+    requests, feedback = _daily_log([better] * 3)
+    promoted = analyze(requests, feedback, "exp", control="control")
+    assert promoted["decision"]["action"] == "promote" and promoted["comparisons"][0]["crossed"]["difference"] > 0

@@ -11,8 +11,8 @@ Optimizely's Stats Engine. With the estimate theta_hat and its variance V = p_a(
 Lambda is (asymptotically) a nonnegative martingale under H0: theta = 0, so by Ville's inequality
 P(Lambda ever >= 1/alpha) <= alpha: looking after every day, or every request, does not inflate false positives.
 The always-valid p-value is the running minimum of 1/Lambda. Decision rule (module-level ``decide``): promote when a
-challenger's always-valid p < alpha / (arms - 1) with theta_hat > 0, roll back when it is < that with
-theta_hat < 0, otherwise continue.
+challenger's always-valid p < alpha / (arms - 1) with theta_hat > 0 at the look where p first fell below that,
+roll back when it did so with theta_hat < 0, otherwise continue.
 """
 
 from __future__ import annotations
@@ -231,36 +231,50 @@ def timeline(
     return out
 
 
+def _crossing_difference(comparison: dict[str, Any]) -> float:
+    """The difference at the look where the always-valid p-value first fell below the level (``crossed``); the
+    last look's difference when the comparison carries no crossing (a single look)."""
+    crossed = comparison.get("crossed")
+    return float(crossed["difference"] if crossed else comparison["difference"])
+
+
 def decide(comparisons: Sequence[dict[str, Any]], alpha: float) -> dict[str, Any]:
     """The decision: promote the challenger with the largest significantly positive difference; else roll back
     when every challenger is significantly worse than the control; else continue. "Significantly" means the
-    always-valid p-value < alpha / (number of challengers) (Bonferroni over challengers)."""
+    always-valid p-value < alpha / (number of challengers) (Bonferroni over challengers); the direction is the
+    sign of the difference at the first look that crossed that level (``crossed``), not at the last look: a
+    boundary crossed while the challenger was worse stays a rollback even if the difference later turns."""
     level = alpha / max(1, len(comparisons))
-    better = [c for c in comparisons if c["p_value"] < level and c["difference"] > 0]
-    worse = [c for c in comparisons if c["p_value"] < level and c["difference"] < 0]
+    better = [c for c in comparisons if c["p_value"] < level and _crossing_difference(c) > 0]
+    worse = [c for c in comparisons if c["p_value"] < level and _crossing_difference(c) < 0]
     rule = (
         f"promote if a challenger's always-valid mSPRT p < {level:.4g} with a positive accuracy difference; roll "
         f"back if every challenger's p < {level:.4g} with a negative difference; otherwise continue"
     )
     if better:
-        best = max(better, key=lambda c: c["difference"])
+        best = max(better, key=_crossing_difference)
         action: Action = "promote"
         arm, reason = (
             best["arm"],
             (
                 f"{best['arm']} beats {best['control']} by {best['difference']:+.4f} accuracy (always-valid p = "
-                f"{best['p_value']:.4g} < {level:.4g})"
+                f"{best['p_value']:.4g} < {level:.4g}{_crossing_note(best)})"
             ),
         )
     elif comparisons and len(worse) == len(comparisons):
         action, arm = "rollback", comparisons[0]["control"]
         reason = "every challenger is significantly worse: " + "; ".join(
-            f"{c['arm']} {c['difference']:+.4f} (p = {c['p_value']:.4g})" for c in worse
+            f"{c['arm']} {c['difference']:+.4f} (p = {c['p_value']:.4g}{_crossing_note(c)})" for c in worse
         )
     else:
         action, arm = "continue", None
         reason = "no challenger is significantly different from the control yet" if comparisons else "one arm only"
     return {"action": action, "arm": arm, "rule": rule, "reason": reason, "level": level}
+
+
+def _crossing_note(comparison: dict[str, Any]) -> str:
+    crossed = comparison.get("crossed")
+    return f"; crossed on {crossed['date']} at {crossed['difference']:+.4f}" if crossed else ""
 
 
 def analyze(
@@ -296,7 +310,13 @@ def analyze(
     comparisons = []
     for arm in challengers:
         last = days[-1]["tests"][arm]
-        comparisons.append({"arm": arm, "control": control, **last, "outcomes": days[-1]["outcomes"][arm]})
+        # The always-valid p-value is a running minimum: once below the level it stays there, while the difference
+        # keeps moving. The direction is the difference's sign at the look where the boundary was first crossed.
+        first = next((d for d in days if d["tests"][arm]["p_value"] < level), None)
+        crossed = None if first is None else {"date": first["date"], "difference": first["tests"][arm]["difference"]}
+        comparisons.append(
+            {"arm": arm, "control": control, **last, "outcomes": days[-1]["outcomes"][arm], "crossed": crossed}
+        )
     return {
         "experiment": experiment,
         "control": control,
@@ -323,24 +343,144 @@ def arm_version(rows: pd.DataFrame, arm: str) -> tuple[str, str]:
     return (model if model.endswith("-predictor") else f"{model}-predictor"), version
 
 
-def apply_decision(result: dict[str, Any], rows: pd.DataFrame, client: Any) -> dict[str, Any]:
-    """Move the ``champion`` alias to the winning arm's model version (promote: the challenger; roll back: the
-    control) and tag that version with why (``abtest.<experiment>.*``). ``client``: an ``mlflow.MlflowClient``.
-    Returns what changed; a ``continue`` decision changes nothing."""
+def apply_decision(
+    result: dict[str, Any],
+    rows: pd.DataFrame,
+    client: Any,
+    *,
+    server: str | None = None,
+    token: str | None = None,
+    config_path: Path | None = None,
+) -> dict[str, Any]:
+    """Act on the decision where the serving side follows it; a ``continue`` decision changes nothing.
+
+    The winner is the challenger (promote) or the control (roll back). When every arm serves a version of ONE
+    registered model, the ``champion`` alias moves to the winner's version (``mode: alias``). When the arms are
+    different models (baseline-predictor vs enhanced-predictor, each served ``@champion``), moving an alias changes
+    nothing, so the experiment itself is changed (``mode: routing``): every arm but the winner gets weight 0
+    (strategy ``weighted``), through the running server's ``PUT /admin/experiments/{name}`` (``server``, bearer
+    ``token``) and/or in the serving config file ``config_path``; one of them is required. Either way the winner's
+    model version is tagged ``abtest.<experiment>.*`` with why (``client``: an ``mlflow.MlflowClient``).
+    """
     decision = result["decision"]
     if decision["action"] == "continue":
         return {"changed": False, "reason": "decision is continue: the registry is left as it is"}
-    name, version = arm_version(rows, decision["arm"])
-    model = client.get_registered_model(name)
-    previous = model.aliases.get("champion")
+    arms = list(result["arms"])
+    models = {arm: arm_version(rows, arm) for arm in arms}
+    name, version = models[decision["arm"]]
+    routing = len({m for m, _ in models.values()}) > 1
+    if routing and server is None and config_path is None:
+        served = ", ".join(sorted({m for m, _ in models.values()}))
+        raise ValueError(
+            f"the arms of {result['experiment']!r} serve different models ({served}): "
+            "the champion alias does not change what the server routes to; give --server URL (and --token) "
+            "and/or --config serving.yaml to send the experiment's traffic to the winner"
+        )
     prefix = f"abtest.{result['experiment']}"
     tags = {"decision": decision["action"], "reason": decision["reason"], "rule": decision["rule"]}
     for key, value in tags.items():
         client.set_model_version_tag(name, version, f"{prefix}.{key}", value[:5000])
-    changed = str(previous) != version
+    out: dict[str, Any] = {"mode": "routing" if routing else "alias", "arm": decision["arm"], "model": name}
+    out |= {"version": version, "tags": tags}
+    if not routing:
+        previous = client.get_registered_model(name).aliases.get("champion")
+        changed = str(previous) != version
+        if changed:
+            client.set_registered_model_alias(name, "champion", version)
+        return {**out, "changed": changed, "previous_champion": previous}
+    changed = False
+    if server is not None:
+        out["server"] = _route_on_server(server, token, result["experiment"], decision["arm"])
+        changed |= out["server"]["changed"]
+    if config_path is not None:
+        out["config"] = _route_in_config(Path(config_path), result["experiment"], decision["arm"])
+        changed |= out["config"]["changed"]
+    return {**out, "changed": changed}
+
+
+def route_all_to(config: dict[str, Any], winner: str) -> dict[str, Any]:
+    """The JSON merge patch of an experiment ``config`` (its serving.yaml mapping) that sends all of its traffic to
+    arm ``winner``: strategy ``weighted``, weight 100 for the winner and 0 for every other candidate. Shadows and
+    the mirror are kept; ``default`` too (it names the endpoint the experiment takes over, not an arm's share)."""
+    candidates = config.get("candidates") or []
+    names = [c.get("name") for c in candidates]
+    if winner not in names:
+        raise ValueError(f"experiment {config.get('name')!r}: {winner!r} is not a candidate (candidates: {names})")
+    weights = [{**c, "weight": 100 if c["name"] == winner else 0} for c in candidates]
+    return {"strategy": "weighted", "bandit": None, "context": None, "candidates": weights}
+
+
+def _shares(config: dict[str, Any]) -> dict[str, float]:
+    """Each candidate's configured weight (a weighted experiment's relative share)."""
+    return {c["name"]: float(c.get("weight", 1.0)) for c in config.get("candidates") or []}
+
+
+def _admin(server: str, token: str | None, experiment: str, patch: dict[str, Any] | None = None) -> dict[str, Any]:
+    """GET (or with ``patch``, PUT) ``<server>/admin/experiments/<experiment>``; an HTTP error is a ValueError with
+    the server's message, an unreachable server an OSError."""
+    import json
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
+    url = f"{server.rstrip('/')}/admin/experiments/{quote(experiment, safe='')}"
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    body = None if patch is None else json.dumps(patch).encode()
+    request = urllib.request.Request(url, data=body, headers=headers, method="GET" if patch is None else "PUT")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode("utf-8", "replace")[:500]
+        raise ValueError(f"{request.method} {url}: HTTP {exc.code}: {detail}") from None
+
+
+def _route_on_server(server: str, token: str | None, experiment: str, winner: str) -> dict[str, Any]:
+    """Send the live experiment's traffic to ``winner`` through the server's admin API (no request when it already
+    does). Returns the weights before and after, and the server's traffic shares after."""
+    state = _admin(server, token, experiment)
+    current = state["config"]
+    patch = route_all_to(current, winner)
+    before, wanted = _shares(current), {c["name"]: float(c["weight"]) for c in patch["candidates"]}
+    changed = before != wanted or current.get("strategy", "weighted") != "weighted"
     if changed:
-        client.set_registered_model_alias(name, "champion", version)
-    return {"changed": changed, "model": name, "version": version, "previous_champion": previous, "tags": tags}
+        state = _admin(server, token, experiment, patch)
+    return {
+        "url": server,
+        "changed": changed,
+        "weights_before": before,
+        "weights": _shares(state["config"]),
+        "traffic_share": state.get("traffic_share"),
+    }
+
+
+def _route_in_config(path: Path, experiment: str, winner: str) -> dict[str, Any]:
+    """Send ``experiment``'s traffic to ``winner`` in the serving config file (validated, written atomically; YAML
+    comments are not kept). Takes effect when the server next starts with that file."""
+    import yaml
+
+    from finmlops.provenance import write_text_atomic
+    from finmlops.serving.experiments import merge_patch
+    from finmlops.serving.experiments import parse_config as parse_experiment
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: cannot parse: {exc}") from None
+    entries = raw.get("experiments") if isinstance(raw, dict) else None
+    matches = [i for i, e in enumerate(entries or []) if isinstance(e, dict) and e.get("name") == experiment]
+    if not matches:
+        raise ValueError(f"{path}: no experiment {experiment!r} under 'experiments'")
+    i = matches[0]
+    current = entries[i]
+    patch = route_all_to(current, winner)
+    before, after = _shares(current), {c["name"]: float(c["weight"]) for c in patch["candidates"]}
+    changed = before != after or current.get("strategy", "weighted") != "weighted"
+    if changed:
+        entries[i] = merge_patch(current, patch)
+        parse_experiment(entries[i], f" in {path}")  # refuse to write an experiment the server would reject
+        write_text_atomic(path, yaml.safe_dump(raw, sort_keys=False))
+    return {"path": str(path), "changed": changed, "weights_before": before, "weights": after}
 
 
 def run_abtest(
@@ -351,10 +491,14 @@ def run_abtest(
     tau: float = TAU,
     control: str | None = None,
     apply: bool = False,
+    server: str | None = None,
+    token: str | None = None,
+    config_path: Path | None = None,
     log_path: Path | None = None,
 ) -> dict[str, Any]:
-    """Analyse ``experiment`` from ``<home>/serving/requests.db`` (or ``log_path``), optionally apply the decision to
-    the MLflow registry, and write ``results/abtest_<experiment>.json`` (stamped). Returns the payload."""
+    """Analyse ``experiment`` from ``<home>/serving/requests.db`` (or ``log_path``), optionally apply the decision
+    (:func:`apply_decision`: the registry alias, or the experiment's routing on ``server`` and/or in
+    ``config_path``), and write ``results/abtest_<experiment>.json`` (stamped). Returns the payload."""
     from finmlops.provenance import json_safe, stamp, write_json_atomic
     from finmlops.serving.requestlog import read_feedback, read_requests
 
@@ -368,7 +512,8 @@ def run_abtest(
 
         uri = configure_tracking(settings)
         rows = served_rows(requests, feedback, experiment)
-        result["applied"] = apply_decision(result, rows, mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri))
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+        result["applied"] = apply_decision(result, rows, client, server=server, token=token, config_path=config_path)
     config = {"experiment": experiment, "alpha": alpha, "tau": tau, "control": control, "log": str(path)}
     result["provenance"] = stamp(data_hash=None, config=config)
     write_json_atomic(settings.results_dir / f"abtest_{experiment}.json", result)
