@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from finmlops.cli import app
+from finmlops.features.registry import FEATURE_SETS, REGISTRY, feature_names, feature_set_version
 from finmlops.settings import Settings
 from finmlops.tracking import (
     TrackingError,
@@ -70,6 +72,22 @@ def test_training_run_records_everything(
     card = mlflow.models.get_model_info(run.data.tags["finmlops.model_uri"]).metadata["finmlops"]
     assert card["feature_names"] == list(windows.feature_names) and card["seq_len"] == 10
     assert card["train_start"] == "2021-01-15" and card["walk_forward"] == {"accuracy": 0.515}
+    assert card["feature_set_version"] == feature_set_version("basic") == run.data.tags["finmlops.feature_set_version"]
+    assert len(card["feature_set_version"]) == 12 and int(card["feature_set_version"], 16) >= 0
+
+
+def test_feature_set_version_follows_the_definitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same declarations, same version; a changed formula or window of one feature in the set changes it."""
+    before = {s: feature_set_version(s) for s in FEATURE_SETS}
+    assert len(set(before.values())) == len(FEATURE_SETS)
+    name = feature_names("basic")[0]
+    original = REGISTRY[name]
+    monkeypatch.setitem(REGISTRY, name, replace(original, formula=original.formula + " + 0"))
+    assert feature_set_version("basic") != before["basic"]
+    monkeypatch.setitem(REGISTRY, name, replace(original, window=original.window + 1))
+    assert feature_set_version("basic") != before["basic"]
+    monkeypatch.setitem(REGISTRY, name, original)
+    assert feature_set_version("basic") == before["basic"]
 
 
 def test_list_runs_newest_first(settings: Settings) -> None:

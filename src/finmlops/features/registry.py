@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,6 +112,16 @@ def feature_names(feature_set: str) -> list[str]:
 def features_of(feature_set: str) -> list[Feature]:
     """The ``Feature`` records of ``feature_set``, in column order."""
     return [REGISTRY[name] for name in feature_names(feature_set)]
+
+
+def feature_set_version(feature_set: str) -> str:
+    """The first 12 hex digits of a SHA-256 over the set's ordered (name, formula, window) declarations.
+
+    It changes when a feature of the set is added, removed, reordered, or its formula text or window changes, so a
+    model card can say which definitions its columns had. (The formula is the declared text, not the code.)
+    """
+    declared = [[f.name, f.formula, f.window] for f in features_of(feature_set)]
+    return hashlib.sha256(json.dumps(declared).encode()).hexdigest()[:12]
 
 
 def all_features() -> list[Feature]:

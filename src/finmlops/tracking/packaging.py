@@ -50,7 +50,9 @@ class ModelCard(BaseModel):
 
     variant: str
     feature_set: str
-    feature_set_version: str | None = None
+    feature_set_version: str | None = Field(
+        default=None, description="finmlops.features.registry.feature_set_version: hash of the set's declarations."
+    )
     feature_names: list[str] = Field(min_length=1, description="Input feature order (last axis of input_data).")
     seq_len: int = Field(ge=1, description="Trading days per window (middle axis of input_data).")
     data_hash: str | None = None

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from finmlops.features.registry import feature_set_version
 from finmlops.provenance import git_commit, json_safe, software_versions
 from finmlops.settings import Settings
 from finmlops.tracking.backend import EXPERIMENTS, TrackingError, configure_tracking, ensure_experiment
@@ -40,7 +41,6 @@ class TrainedNetwork:
     windows: np.ndarray
     train_start: str | None = None
     train_end: str | None = None
-    feature_set_version: str | None = None
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -136,11 +136,14 @@ def log_training_run(
     fold, logged as ``fold/<name>`` with step = fold. ``metrics``: pooled walk-forward metrics. ``dataset``: the
     feature frame, logged with ``mlflow.data`` (digest included). ``predictions``: the walk-forward predictions frame
     (architecture.md), which promotion compares on. ``trained``: exported to ONNX (parity-checked) and logged as
-    the pyfunc ``model``; with ``register`` it also becomes a new version of ``<variant>-predictor``.
+    the pyfunc ``model``; with ``register`` it also becomes a new version of ``<variant>-predictor``. The run and
+    the model card carry ``feature_set_version(feature_set)``, the hash of the set's registry declarations.
     """
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
+    set_version = feature_set_version(feature_set)
     tags = provenance_tags(data_hash) | {"finmlops.variant": variant, "finmlops.feature_set": feature_set}
+    tags |= {"finmlops.feature_set_version": set_version}
     with tracked_run(settings, experiment, variant, tags) as run_id:
         mlflow.log_params(flatten(params) | {"feature_set": feature_set, "n_features": str(len(feature_names))})
         _log_json({"feature_set": feature_set, "feature_names": list(feature_names)}, "features.json")
@@ -164,6 +167,7 @@ def log_training_run(
             card_fields = {
                 "variant": variant,
                 "feature_set": feature_set,
+                "feature_set_version": set_version,
                 "feature_names": list(feature_names),
             }
             _log_trained(trained, card_fields | {"data_hash": data_hash, "walk_forward": dict(metrics or {})}, register)
@@ -189,7 +193,6 @@ def _log_trained(trained: TrainedNetwork, card_fields: dict[str, Any], register:
         seq_len=int(trained.windows.shape[1]),
         train_start=trained.train_start,
         train_end=trained.train_end,
-        feature_set_version=trained.feature_set_version,
         **{
             **card_fields,
             "walk_forward": {k: v for k, v in card_fields["walk_forward"].items() if np.isfinite(v)},
