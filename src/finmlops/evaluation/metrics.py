@@ -79,6 +79,9 @@ class Prepared:
     ``date_idx`` maps each of the ``n`` rows to one of ``n_dates`` dates (ascending); ``score_idx`` maps it to
     its rank among the distinct ``prob_up`` values (for AUC with ties); ``ic``/``rank_ic`` are per-date
     cross-sectional correlations (NaN where undefined: fewer than 3 tickers or a constant column).
+    ``ranks`` is False when ``prob_up`` is constant within every fold (a majority-class forecast): such a model
+    orders no rows of a fold, and its AUC pooled over folds would only compare each fold's constant with that
+    fold's base rate, so its AUC is undefined (NaN).
     """
 
     y: np.ndarray
@@ -89,6 +92,7 @@ class Prepared:
     dates: np.ndarray
     ic: np.ndarray
     rank_ic: np.ndarray
+    ranks: bool = True
 
     @property
     def n_dates(self) -> int:
@@ -118,6 +122,13 @@ def _rank_within_dates(date_idx: np.ndarray, values: np.ndarray) -> np.ndarray:
     return frame.groupby("d")["v"].rank(method="average").to_numpy(dtype=float)
 
 
+def scores_vary_within_a_fold(rows: pd.DataFrame) -> bool:
+    """Whether ``prob_up`` takes more than one value in at least one fold of ``rows`` (all rows one fold if
+    there is no ``fold`` column)."""
+    folds = rows["fold"] if "fold" in rows.columns else np.zeros(len(rows))
+    return bool(rows["prob_up"].groupby(folds).nunique().gt(1).any())
+
+
 def prepare(rows: pd.DataFrame) -> Prepared:
     """Arrays for one model's rows of a validated predictions frame (see :func:`validate_predictions`)."""
     if rows.empty:
@@ -138,11 +149,17 @@ def prepare(rows: pd.DataFrame) -> Prepared:
         dates=dates,
         ic=ic,
         rank_ic=rank_ic,
+        ranks=scores_vary_within_a_fold(rows),
     )
 
 
 def _weighted_auc(p: Prepared, w: np.ndarray) -> float:
-    """ROC AUC with row weights ``w``: P(score_pos > score_neg) + 0.5 P(tie), by the Mann-Whitney identity."""
+    """ROC AUC with row weights ``w``: P(score_pos > score_neg) + 0.5 P(tie), by the Mann-Whitney identity.
+
+    NaN for a model whose scores are constant within every fold (``p.ranks`` False) or without both classes.
+    """
+    if not p.ranks:
+        return float("nan")
     pos = np.bincount(p.score_idx, w * p.y, p.n_scores)
     neg = np.bincount(p.score_idx, w * (1.0 - p.y), p.n_scores)
     total_pos, total_neg = pos.sum(), neg.sum()

@@ -19,6 +19,7 @@ import pandas as pd
 
 from finmlops.evaluation.backtest import BacktestConfig, open_to_open_returns, run_backtest
 from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
+from finmlops.models.baselines import BASELINES
 from finmlops.provenance import atomic_path, file_sha256, stamp, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
 
@@ -31,9 +32,10 @@ def _num(value: float | None, spec: str) -> str:
     return "–" if value is None or value != value else format(value, spec)
 
 
-def _fmt_ci(entry: dict[str, float], digits: int = 3) -> str:
+def _fmt_ci(entry: dict[str, float], digits: int = 3, undefined: str = "–") -> str:
+    """``value [low, high]``, or ``undefined`` when the value is."""
     if _num(entry["value"], "f") == "–":
-        return "–"
+        return undefined
     spec = f".{digits}f"
     return f"{_num(entry['value'], spec)} [{_num(entry['ci_low'], spec)}, {_num(entry['ci_high'], spec)}]"
 
@@ -65,10 +67,11 @@ def markdown_table(evaluation: dict[str, Any]) -> str:
     for name, m in evaluation["models"].items():
         p = m["pooled"]
         cells = [
-            name + (" (baseline)" if m["is_baseline"] else ""),
+            name + (" (baseline)" if m["is_baseline"] or name in BASELINES else ""),
             _fmt_ci(p["accuracy"]),
             _num(p["balanced_accuracy"]["value"], ".3f"),
-            _fmt_ci(p["roc_auc"]),
+            # Undefined for a forecast constant within every fold (majority), which ranks nothing.
+            _fmt_ci(p["roc_auc"], undefined="n/a"),
             _num(p["log_loss"]["value"], ".4f"),
             _num(p["brier"]["value"], ".4f"),
             _num(p["mcc"]["value"], "+.3f"),
@@ -164,9 +167,12 @@ def run_evaluation(
         threads=settings.threads,
         device="auto",
         progress=progress,
+        horizon=settings.horizon,
+        threshold=settings.threshold,
     )
     config = {
         "variants": list(variants),
+        "label": {"horizon": settings.horizon, "threshold": settings.threshold},
         "baselines": list(BASELINES),
         "epochs": epochs,
         "test_years": list(test_years),
