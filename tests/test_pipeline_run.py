@@ -94,6 +94,30 @@ def test_dry_run_executes_nothing_and_says_what_would_run(tmp_path: Path) -> Non
     assert (detail["b"], detail["c"]) == ("changed: input y", "after b")
 
 
+def test_a_report_module_that_cannot_be_imported_fails_the_report_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broken installation is a failure, not a silently missing report."""
+    import importlib.util
+    import sys
+    import types
+
+    from finmlops.settings import Settings
+    from finmlops.workflow.steps import build_steps
+
+    report = next(s for s in build_steps() if s.name == "report")
+    # The module is found (its source hashes as usual) but lacks build_report: `from ... import` raises ImportError.
+    name = "finmlops.monitoring.report"
+    broken = types.ModuleType(name)
+    broken.__spec__ = importlib.util.find_spec(name)
+    monkeypatch.setitem(sys.modules, name, broken)
+    ctx = Context(Settings(home=tmp_path), plan=None)
+    ctx.outputs |= {"traffic": {"log_sha256": "0" * 64}}
+    with pytest.raises(StepFailed, match=r"step 'report' failed: ImportError: cannot import name 'build_report'"):
+        run_steps([report], ctx, RunState(tmp_path))
+    assert not (tmp_path / "run_state.json").exists()
+
+
 # --- end to end: finmlops run --quick in a temporary workspace ------------------------------------------------------
 
 ENV_CLEARED = ("TICKERS", "INGESTION_START_DATE", "INGESTION_END_DATE", "RAW_DATA_DIR", "MLFLOW_TRACKING_URI")
@@ -139,10 +163,9 @@ def test_quick_run_takes_a_fresh_workspace_to_a_report(quick: tuple[Path, dict[s
     status = {s["step"]: s["status"] for s in payload["steps"]}
     expected = ["ingest", "features", "train", "backtest", "register", "traffic", "abtest", "drift", "report"]
     assert list(status) == expected
-    assert all(status[s] == "ran" for s in expected[:-1]) and status["report"] in ("ran", "unavailable")
+    assert all(status[s] == "ran" for s in expected)
     assert payload["home"] == str(home / "quick") and payload["plan"]["test_years"] == [2022, 2023]
-    if status["report"] == "ran":
-        assert Path(payload["report"]).is_file()
+    assert Path(payload["report"]).is_file() and Path(payload["report"]).parent == home / "quick"
     results = home / "quick" / "results"
     evaluation = json.loads((results / "evaluation.json").read_text())
     assert set(evaluation["models"]) == {"baseline", "enhanced", "majority", "momentum", "logistic", "lightgbm"}
@@ -190,7 +213,7 @@ def test_second_quick_run_skips_every_step(quick: tuple[Path, dict[str, Any], fl
     code, payload, stderr = _invoke(home, "--json")
     assert code == 0, stderr[-3000:]
     *steps, report = payload["steps"]
-    assert {s["status"] for s in steps} == {"skipped"} and report["status"] in ("skipped", "unavailable")
+    assert {s["status"] for s in steps} == {"skipped"} and report["status"] == "skipped"
     assert len(_registry(home).search_model_versions("name LIKE '%-predictor'")) == versions_before
     assert time.perf_counter() - started < first_seconds / 2
 
@@ -219,7 +242,7 @@ def test_a_new_seed_reruns_training_not_the_data_steps(quick: tuple[Path, dict[s
     assert status["ingest"] == status["features"] == "skipped"
     assert status["train"] == status["backtest"] == status["register"] == "ran"
     code, payload, _ = _invoke(home, "--json", FINMLOPS_SEED="7")
-    assert code == 0 and {s["status"] for s in payload["steps"]} <= {"skipped", "unavailable"}
+    assert code == 0 and {s["status"] for s in payload["steps"]} == {"skipped"}
 
 
 def test_a_failing_step_is_named_with_exit_code_1(tmp_path: Path) -> None:

@@ -25,11 +25,7 @@ from finmlops.provenance import file_sha256, json_safe, software_versions, write
 
 STATE_FILE = "run_state.json"
 STATE_VERSION = 1
-Status = Literal["ran", "skipped", "failed", "unavailable", "would run", "would skip", "not run"]
-
-
-class StepUnavailable(RuntimeError):
-    """The step cannot run in this installation (a module is missing); the run goes on and says so."""
+Status = Literal["ran", "skipped", "failed", "would run", "would skip", "not run"]
 
 
 class StepFailed(RuntimeError):
@@ -231,10 +227,6 @@ def run_steps(
                 ctx.outputs[step.name] = json_safe(outcome.data)
                 state.record(step.name, parts, outcome, report.seconds)
                 report.status, report.figure, report.detail = "ran", outcome.figure, stale
-        except StepUnavailable as exc:
-            report.status, report.detail = "unavailable", str(exc)
-            report.seconds = time.perf_counter() - started
-            ctx.outputs[step.name] = {}
         except Exception as exc:  # any failure stops the run, named by its step
             report.status, report.detail = "failed", f"{type(exc).__name__}: {exc}"
             report.seconds = time.perf_counter() - started

@@ -25,7 +25,6 @@ from finmlops.workflow.engine import (
     Step,
     StepFailed,
     StepReport,
-    StepUnavailable,
     run_steps,
 )
 
@@ -83,7 +82,7 @@ class RunPlan:
 
 @dataclass
 class RunResult:
-    """The run's summary: one report per step, the workspace, the report path (None when unavailable)."""
+    """The run's summary: one report per step, the workspace, the report path (None in a dry run)."""
 
     plan: RunPlan
     home: Path
@@ -405,21 +404,11 @@ def _report_inputs(ctx: Context) -> dict[str, Any]:
 
 
 def _report(ctx: Context) -> Outcome:
-    try:
-        from finmlops.monitoring.report import build_report
-    except ImportError as exc:
-        raise StepUnavailable(
-            f"report step unavailable: finmlops.monitoring.report is not in this installation ({exc}); "
-            f"the results are in {ctx.settings.results_dir}"
-        ) from None
+    # An ImportError here (a broken or missing report module) fails the step like any other error.
+    from finmlops.monitoring.report import build_report
+
     path = Path(build_report(ctx.settings))
     return Outcome(figure=str(path), files=[path], data={"path": str(path)})
-
-
-def _report_code() -> tuple[str, ...]:
-    import importlib.util
-
-    return ("finmlops.monitoring.report",) if importlib.util.find_spec("finmlops.monitoring.report") else ()
 
 
 def build_steps() -> list[Step]:
@@ -503,7 +492,14 @@ def build_steps() -> list[Step]:
             lambda ctx: {"traffic": ctx.output("traffic"), "model": DRIFT_MODEL},
             _drift,
         ),
-        Step("report", "report", ("backtest", "abtest", "drift"), _report_code(), _report_inputs, _report),
+        Step(
+            "report",
+            "report",
+            ("backtest", "abtest", "drift"),
+            ("finmlops.monitoring.report",),
+            _report_inputs,
+            _report,
+        ),
     ]
 
 
