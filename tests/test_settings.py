@@ -62,3 +62,18 @@ def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     cfg.write_text("- just\n- a list\n")
     with pytest.raises(ValueError, match="expected a mapping"):
         load_settings()
+
+
+def test_label_horizon_and_threshold(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert (load_settings().horizon, load_settings().threshold) == (1, 0.0)
+    cfg = tmp_path / "finmlops.yaml"
+    cfg.write_text("horizon: 5\nthreshold: 0.002\n")
+    monkeypatch.setenv("FINMLOPS_CONFIG", str(cfg))
+    assert (load_settings().horizon, load_settings().threshold) == (5, 0.002)
+    monkeypatch.setenv("FINMLOPS_HORIZON", "3")
+    assert load_settings().horizon == 3
+    assert load_settings(horizon=2).horizon == 2
+    with pytest.raises(ValidationError, match="horizon"):
+        load_settings(horizon=0)
+    with pytest.raises(ValidationError, match="threshold"):
+        load_settings(threshold=-0.01)

@@ -64,6 +64,15 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("FINMLOPS_RAW_DATA_DIR", "RAW_DATA_DIR"),
     )
     feature_set: str = Field(default="basic", description="Default feature set: basic, enhanced or advanced.")
+    horizon: int = Field(
+        default=1, ge=1, description="Label horizon h in trading days: direction of adj_close from t to t+h."
+    )
+    threshold: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Dead band of the label as a fraction (0.002 = 0.2 %): |return| <= threshold is unlabelled; "
+        "0 labels every known move (up if > 0, else down).",
+    )
     seed: int = Field(default=42, description="Seed for every random choice in a run.")
     threads: int = Field(default=2, ge=1, description="CPU threads for torch and onnxruntime.")
     mlflow_tracking_uri: str | None = Field(

@@ -81,6 +81,8 @@ def walk_forward_predictions(
     patience: int = 2,
     val_frac: float = 0.1,
     baseline_feature_set: str = "advanced",
+    horizon: int = 1,
+    threshold: float = 0.0,
 ) -> pd.DataFrame:
     """Predictions of every model on yearly walk-forward test folds.
 
@@ -88,7 +90,8 @@ def walk_forward_predictions(
     ``val_frac`` of it, after a purge gap, is the early-stopping validation block) and predicts every test-year
     window. Purge and embargo come from ``finmlops.features.walk_forward_folds`` with the largest ``seq_len`` of the
     requested variants, so no training window or label overlaps the test year. ``variants`` are preset names or
-    configs; ``baselines`` are names from ``BASELINES`` (logistic and LightGBM read ``baseline_feature_set``).
+    configs; ``baselines`` are names from ``BASELINES`` (logistic and LightGBM read ``baseline_feature_set``). The
+    label is ``make_target(universe, horizon, threshold)`` and the gaps are sized by ``horizon`` too.
     ``epochs`` and ``patience`` bound each deep fit (early stopping restores the best epoch).
 
     Returns a frame with columns ``PREDICTION_COLUMNS``: ``date`` (decision date t), ``ticker``, ``fold`` (the test
@@ -110,8 +113,8 @@ def walk_forward_predictions(
         if b not in BASELINES:
             raise KeyError(f"unknown baseline {b!r}; known: {', '.join(BASELINES)}")
 
-    target = make_target(universe, horizon=1)
-    ret_next = forward_return(universe, horizon=1)
+    target = make_target(universe, horizon=horizon, threshold=threshold)
+    ret_next = forward_return(universe, horizon=1)  # the backtest trades daily, whatever the label's horizon
     features: dict[str, pd.DataFrame] = {}
     windows: dict[str, Any] = {}
     for c in configs:
@@ -126,7 +129,9 @@ def walk_forward_predictions(
 
     gap_seq = max([c.seq_len for c in configs], default=1)
     calendar = target.index.get_level_values("date")
-    folds = walk_forward_folds(calendar, seq_len=gap_seq, horizon=1, test_years=list(test_years), val_frac=val_frac)
+    folds = walk_forward_folds(
+        calendar, seq_len=gap_seq, horizon=horizon, test_years=list(test_years), val_frac=val_frac
+    )
     train_config = TrainConfig(
         epochs=epochs,
         patience=patience,

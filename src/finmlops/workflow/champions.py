@@ -28,20 +28,23 @@ def final_fit(
     epochs: int,
     seed: int,
     threads: int,
+    horizon: int = 1,
+    threshold: float = 0.0,
 ) -> tuple[Any, Any, Any]:
     """Fit ``variant_name`` on all dates before ``last_test_year`` (the walk-forward's last fold, whose purge and
-    embargo are sized by ``gap_seq_len``). Returns ``(model, train_windows, test_windows)``; the test windows are
+    embargo are sized by ``gap_seq_len`` and ``horizon``), on the label ``make_target(universe, horizon,
+    threshold)``. Returns ``(model, train_windows, test_windows)``; the test windows are
     that year's, to check the fit against the walk-forward predictions."""
     from finmlops.features import compute_features, make_target, make_windows, walk_forward_folds
     from finmlops.models.variants import get_variant
     from finmlops.training import DeepModel, TrainConfig
 
     variant = get_variant(variant_name)
-    target = make_target(universe, horizon=1)
+    target = make_target(universe, horizon=horizon, threshold=threshold)
     windows = make_windows(compute_features(universe, variant.feature_set), target, variant.seq_len)
     windows = windows.subset(np.isfinite(windows.y))
     (fold,) = walk_forward_folds(
-        target.index.get_level_values("date"), seq_len=gap_seq_len, horizon=1, test_years=[last_test_year]
+        target.index.get_level_values("date"), seq_len=gap_seq_len, horizon=horizon, test_years=[last_test_year]
     )
     train_mask, val_mask, test_mask = fold.masks(windows.dates)
     train, val, test = (windows.subset(m) for m in (train_mask, val_mask, test_mask))
@@ -83,7 +86,7 @@ def register_final_model(
 
     model, train, test = final_fit(
         universe, variant_name, gap_seq_len=gap_seq_len, last_test_year=test_years[-1], epochs=epochs,
-        seed=settings.seed, threads=settings.threads,
+        seed=settings.seed, threads=settings.threads, horizon=settings.horizon, threshold=settings.threshold,
     )  # fmt: skip
     rows = predictions[predictions["model"] == variant_name]
     last = rows[rows["fold"] == str(test_years[-1])]
@@ -105,6 +108,7 @@ def register_final_model(
             "variant": model.variant.model_dump(),
             "train": model.config.model_dump(),
             "test_years": list(test_years),
+            "label": {"horizon": settings.horizon, "threshold": settings.threshold},
             "tickers": sorted(universe),
             "final_fit": span | {"windows": len(train)},
         },

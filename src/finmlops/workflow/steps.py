@@ -220,6 +220,7 @@ def _train_inputs(ctx: Context) -> dict[str, Any]:
         "baselines": plan.baselines,
         "epochs": plan.epochs,
         "test_years": plan.test_years,
+        "label": [ctx.settings.horizon, ctx.settings.threshold],
         "seed": ctx.settings.seed,
         "threads": ctx.settings.threads,
         "bootstrap": [plan.n_boot, plan.block_len],
@@ -235,6 +236,7 @@ def _train(ctx: Context) -> Outcome:
     preds = walk_forward_predictions(
         universe, variants=plan.variants, baselines=plan.baselines, test_years=plan.test_years, epochs=plan.epochs,
         seed=seed, threads=ctx.settings.threads, device="auto", progress=ctx.cache.get("progress", False),
+        horizon=ctx.settings.horizon, threshold=ctx.settings.threshold,
     )  # fmt: skip
     ctx.cache["predictions"] = preds
     fit_seconds: dict[str, float] = {}
@@ -244,6 +246,7 @@ def _train(ctx: Context) -> Outcome:
     config = {
         "variants": list(plan.variants), "baselines": list(plan.baselines), "epochs": plan.epochs,
         "test_years": list(plan.test_years), "tickers": sorted(universe), "bootstrap": asdict(boot),
+        "label": {"horizon": ctx.settings.horizon, "threshold": ctx.settings.threshold},
     }  # fmt: skip
     payload = evaluate_and_write(
         preds, ctx.settings.results_dir, data_hash=ctx.output("ingest")["dataset_hash"], config=config, boot=boot
