@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -106,3 +107,20 @@ def test_missing_or_corrupt_models_are_clear_errors(logged: str, tmp_path: Path)
     assert (previous / "1" / "model.onnx").stat().st_size > 100
     cli = CliRunner().invoke(app, ["export", "--model", logged, "--format", "tensorrt", "--out", str(tmp_path)])
     assert cli.exit_code == 2
+
+
+def test_a_registered_version_whose_artifacts_were_deleted_is_named(
+    logged: str, settings: Settings, tmp_path: Path
+) -> None:
+    """A deleted artifact folder downloads as nothing: the error names the model and its URI, not a temp folder."""
+    from finmlops.tracking import fetch_model
+
+    download_uri = mlflow.MlflowClient().get_model_version_download_uri("baseline-predictor", "1")
+    location = Path(download_uri.removeprefix("file://"))
+    assert location.is_dir() and settings.home.resolve() in location.resolve().parents, location
+    shutil.rmtree(location)
+    with pytest.raises(ModelError, match=r"'baseline'.*models:/baseline-predictor/1.*no MLmodel") as raised:
+        fetch_model("baseline", tmp_path / "download")
+    assert str(tmp_path / "download") not in str(raised.value)
+    cli = CliRunner().invoke(app, ["export", "--model", "baseline", "--format", "triton", "--out", str(tmp_path / "o")])
+    assert cli.exit_code == 1 and "models:/baseline-predictor/1" in cli.output and "Traceback" not in cli.output

@@ -187,7 +187,8 @@ def _latest(name: str) -> str:
 def fetch_model(ref: str, dst: Path) -> Path:
     """A local MLflow model directory for ``ref`` (a path, an MLflow URI, a registered name or a variant).
 
-    Remote models are downloaded under ``dst``. Raises ``ModelError`` when it cannot be found or read.
+    Remote models are downloaded under ``dst``. Raises ``ModelError`` when it cannot be found or read, or when the
+    download holds no ``MLmodel`` (MLflow returns an empty folder for a version whose artifacts were deleted).
     """
     local = Path(ref)
     if local.exists():
@@ -196,9 +197,15 @@ def fetch_model(ref: str, dst: Path) -> Path:
         return local
     uri = model_uri(ref)
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+        downloaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except (MlflowException, OSError) as exc:
-        raise ModelError(f"cannot download model {uri}: {exc}") from None
+        raise ModelError(f"cannot download model {ref!r} ({uri}): {exc}") from None
+    if not (downloaded / "MLmodel").is_file():
+        raise ModelError(
+            f"model {ref!r} ({uri}) downloaded with no MLmodel file: its artifacts are missing from the artifact "
+            "store (deleted?); register a fresh version or restore them"
+        )
+    return downloaded
 
 
 def triton_config(name: str, card: ModelCard) -> str:
