@@ -164,6 +164,18 @@ def test_drift_cli_with_a_reference_parquet(workspace: Path, windows: tuple[pd.D
     assert saved["n_drifted"] == payload["n_drifted"] == len(payload["drifted_features"])
     text = CliRunner().invoke(app, ["drift", "--reference", str(path)])
     assert text.exit_code == 0 and "features alert" in text.stdout
+    # Every threshold is an option, recorded in the result; a bar nothing reaches silences every alert.
+    loose = ["--psi", "50", "--ks-p", "1e-9", "--wasserstein", "50", "--bins", "5"]
+    tuned = CliRunner().invoke(app, ["drift", "--reference", str(path), "--window", "120", *loose, "--json"])
+    assert tuned.exit_code == 0, tuned.output
+    tuned_payload = json.loads(tuned.stdout)
+    assert tuned_payload["thresholds"] | {"ks_max_reference_rows": None} == {
+        "psi": 50.0, "ks_p_value": 1e-9, "wasserstein": 50.0, "n_bins": 5, "ks_max_reference_rows": None
+    }  # fmt: skip
+    assert tuned_payload["n_drifted"] == 0 and not any(f["drifted"] for f in tuned_payload["features"])
+    psi_of = lambda p: [f["psi"] for f in p["features"]]  # noqa: E731
+    assert psi_of(tuned_payload) != psi_of(payload)  # 5 bins, not 10
+    assert CliRunner().invoke(app, ["drift", "--reference", str(path), "--ks-p", "1.5"]).exit_code == 2
     bad = CliRunner().invoke(app, ["drift", "--reference", str(workspace / "missing.parquet")])
     assert bad.exit_code == 1 and "missing.parquet" in bad.output and "Traceback" not in bad.output
     assert CliRunner().invoke(app, ["drift", "--current", "log", "--reference", str(path)]).exit_code == 1
