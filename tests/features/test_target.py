@@ -32,12 +32,13 @@ def test_horizon_one_and_three() -> None:
     np.testing.assert_array_equal(make_target(u, 3).to_numpy(), [1, 1, 0, np.nan, np.nan, np.nan])
 
 
-def test_dead_band_is_nan_and_strict() -> None:
+def test_dead_band_is_nan_and_zero_move_is_down() -> None:
     u = _universe({"A": [100, 100.1, 100.4, 100.0, 100, 99.0]})
     # moves: +0.1 %, +0.2996 %, -0.398 %, 0, -1 %
     np.testing.assert_array_equal(make_target(u, 1, threshold=0.002).to_numpy(), [np.nan, 1, 0, np.nan, 0, np.nan])
-    # A move of exactly zero is neither up nor down, even without a band.
-    assert np.isnan(make_target(u, 1).to_numpy()[3])
+    # Without a band, "up" means adj_close[t+1] > adj_close[t]: a move of exactly zero is 0, not NaN; only the
+    # last date (no future price) is NaN.
+    np.testing.assert_array_equal(make_target(u, 1).to_numpy(), [1, 1, 0, 0, 0, np.nan])
     with pytest.raises(ValueError, match="threshold"):
         make_target(u, 1, threshold=-0.01)
     with pytest.raises(ValueError, match="horizon"):

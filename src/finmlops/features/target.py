@@ -49,14 +49,18 @@ def forward_return(universe: Mapping[str, pd.DataFrame], horizon: int = 1) -> pd
 
 
 def make_target(universe: Mapping[str, pd.DataFrame], horizon: int = 1, threshold: float = 0.0) -> pd.Series:
-    """Direction label indexed by ``(date, ticker)``: 1.0 up, 0.0 down, NaN in the dead band or unknown future.
+    """Direction label indexed by ``(date, ticker)``: 1.0 up, 0.0 down, NaN where unknown or in the dead band.
 
-    Up means ``forward_return > threshold``, down means ``forward_return < -threshold`` (``threshold`` is a
-    fraction, e.g. 0.002 for 0.2 %); a move of at most ``threshold`` either way is too small to call and is NaN.
+    With ``threshold`` 0 (the default) the label is 1 when ``adj_close[t+h] > adj_close[t]`` and 0 otherwise, an
+    unchanged price included; it is NaN only where the future price is unknown (``forward_return`` is NaN). With
+    ``threshold`` > 0 (a fraction, e.g. 0.002 for 0.2 %) up means ``forward_return > threshold``, down means
+    ``forward_return < -threshold``, and a move with ``|forward_return| <= threshold`` is too small to call: NaN.
     """
     if not threshold >= 0.0:
         raise ValueError(f"threshold must be a non-negative fraction, got {threshold}")
     ret = forward_return(universe, horizon)
     values = ret.to_numpy()
-    target = np.where(values > threshold, 1.0, np.where(values < -threshold, 0.0, np.nan))
+    # threshold 0: down is "not up" (values <= 0), so only an unknown future stays NaN.
+    down = values < -threshold if threshold > 0 else values <= 0.0
+    target = np.where(values > threshold, 1.0, np.where(down, 0.0, np.nan))
     return pd.Series(target, index=ret.index, name=f"target_{horizon}d")
