@@ -78,3 +78,24 @@ def test_cli_errors_and_listing() -> None:
 def test_docs_match_the_registry() -> None:
     doc = Path(__file__).resolve().parents[2] / "docs" / "features.md"
     assert doc.read_text() == render_markdown(), "regenerate: python -m finmlops.features.docs docs/features.md"
+
+
+def test_ingest_then_features_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The two commands a user runs first, in a fresh workspace: the features record the ingested data's hash."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FINMLOPS_HOME", str(tmp_path / "ws"))
+    ingested = runner.invoke(app, ["ingest", "--tickers", "AAPL,MSFT", "--json"])
+    assert ingested.exit_code == 0, ingested.output
+    report = json.loads(ingested.stdout)
+    assert [t["ticker"] for t in report["tickers"]] == ["AAPL", "MSFT"] and report["changed"]
+    computed = runner.invoke(app, ["features", "--set", "advanced", "--json"])
+    assert computed.exit_code == 0, computed.output
+    meta = json.loads(computed.stdout)
+    assert meta["data_hash"] == report["dataset_hash"]
+    assert meta["provenance"]["data_hash"] == report["dataset_hash"]
+    assert meta["tickers"] == ["AAPL", "MSFT"] and meta["feature_names"] == feature_names("advanced")
+    assert Path(meta["path"]) == tmp_path / "ws" / "features" / "advanced.parquet"
+    saved = json.loads((tmp_path / "ws" / "features" / "advanced.json").read_text())
+    assert saved["data_hash"] == report["dataset_hash"]
+    frame, _ = load_features(tmp_path / "ws" / "features", "advanced")
+    assert len(frame) == meta["rows"] == sum(t["rows"] for t in report["tickers"])
