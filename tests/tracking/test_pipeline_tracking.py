@@ -13,8 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from finmlops.cli import app
+from finmlops.features.registry import feature_set_version
 from finmlops.settings import Settings
-from finmlops.tracking import list_runs
+from finmlops.tracking import list_runs, log_evaluation_result
+from finmlops.tracking.runs import PREDICTIONS_SHA_TAG as SHA_TAG
 
 INGEST = ["ingest", "--tickers", "AAPL,JPM,XOM", "--start", "2016-01-01", "--end", "2019-12-31"]
 
@@ -78,6 +80,25 @@ def test_ingest_train_and_evaluate_are_tracked(settings: Settings, tmp_path: Pat
     path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="results/folds.csv", dst_path=str(tmp_path))
     table = pd.read_csv(path)
     assert len(table) == 2 * len(evaluation["models"]) and set(table["fold"]) == {2018, 2019}
+    sha = evaluation["predictions"]["sha256"]
+    assert "results/backtest.json" not in files and client.get_run(run_id).data.tags[SHA_TAG] == sha
+    assert card["feature_set_version"] == feature_set_version("basic")
+
+    # backtest logs its own run, tagged with the SHA of the predictions it read
+    backtest = _run("backtest", "--top-k", "1", "--json")
+    logged = list_runs(settings, "evaluation")[0]
+    assert logged["name"] == "backtest" and client.get_run(logged["run_id"]).data.tags[SHA_TAG] == sha
+    sharpe = backtest["results"]["baseline"]["long_flat"]["sharpe"]
+    assert logged["metrics"]["baseline/long_flat/sharpe"] == pytest.approx(sharpe)
+    assert logged["metrics"]["buy_hold/sharpe"] == pytest.approx(backtest["benchmark"]["sharpe"])
+    assert _artifacts(logged["run_id"], "results") == {"results/backtest.json"}
+    # an evaluation of these same predictions attaches that backtest; a new evaluation (new predictions) does not
+    attached = log_evaluation_result(settings, result=evaluation)
+    assert "results/backtest.json" in _artifacts(attached, "results")
+    again = _run("evaluate", "--variant", "baseline", "--epochs", "1", "--folds", "2019", "--n-boot", "100", "--json")
+    newest = list_runs(settings, "evaluation")[0]["run_id"]
+    assert again["predictions"]["sha256"] != sha and client.get_run(newest).data.tags[SHA_TAG] != sha
+    assert "results/backtest.json" not in _artifacts(newest, "results")
 
 
 def test_no_track_logs_nothing(settings: Settings) -> None:

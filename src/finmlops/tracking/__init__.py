@@ -18,8 +18,8 @@ _EXPORTS = {
         "mark_challenger", "register_variant", "registered_name",
     ),
     "runs": (
-        "TrainedNetwork", "list_runs", "log_evaluation", "log_evaluation_result", "log_ingestion",
-        "log_trained_variant", "log_training_run",
+        "TrainedNetwork", "list_runs", "log_backtest_result", "log_evaluation", "log_evaluation_result",
+        "log_ingestion", "log_trained_variant", "log_training_run",
     ),
     "predict": ("PredictionReport", "predict_folder", "resolve_model"),
     "tune": ("TuneReport", "run_tuning"),

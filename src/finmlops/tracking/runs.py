@@ -22,13 +22,15 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from finmlops.features.registry import feature_set_version
-from finmlops.provenance import git_commit, json_safe, software_versions
+from finmlops.provenance import file_sha256, git_commit, json_safe, software_versions
 from finmlops.settings import Settings
 from finmlops.tracking.backend import EXPERIMENTS, TrackingError, configure_tracking, ensure_experiment
 from finmlops.tracking.contract import ScalerLike
 from finmlops.tracking.registry import PREDICTIONS_ARTIFACT
 
 MAX_PARAM_CHARS = 500  # MLflow's limit on a param value
+PREDICTIONS_SHA_TAG = "finmlops.predictions_sha256"
+BACKTEST_METRICS = ("annual_return", "sharpe", "max_drawdown", "turnover_annual", "hit_rate", "deflated_sharpe")
 
 
 @dataclass(frozen=True)
@@ -217,11 +219,12 @@ def log_evaluation(
     artifacts: Sequence[Path] = (),
     params: Mapping[str, Any] | None = None,
     fold_metrics: Mapping[int, Mapping[str, float]] | None = None,
+    tags: Mapping[str, str] | None = None,
 ) -> str:
     """Log an evaluation (or backtest) result to the ``evaluation`` experiment: headline metrics, and the result
     JSON, backtest tables and plots in ``artifacts``. ``fold_metrics``: step (e.g. the test year) -> metrics,
-    logged as ``fold/<name>``. Returns the run id."""
-    with tracked_run(settings, "evaluation", name, provenance_tags(data_hash)) as run_id:
+    logged as ``fold/<name>``. ``tags`` join the provenance tags. Returns the run id."""
+    with tracked_run(settings, "evaluation", name, provenance_tags(data_hash) | dict(tags or {})) as run_id:
         if params:
             mlflow.log_params(flatten(params))
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
@@ -322,11 +325,20 @@ def evaluation_plots(tables: Mapping[str, pd.DataFrame], folder: Path) -> list[P
     return paths
 
 
+def backtest_predictions_sha(path: Path) -> str | None:
+    """The SHA-256 of the predictions file a ``backtest.json`` was computed on, or None when unreadable/absent."""
+    try:
+        return json.loads(path.read_text())["provenance"]["config"]["predictions_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def log_evaluation_result(settings: Settings, *, result: Mapping[str, Any]) -> str:
     """Log ``finmlops evaluate``'s result to ``evaluation``: pooled ``<model>/<metric>`` (with ``_ci_low`` and
     ``_ci_high``), per-fold ``fold/<model>/<metric>`` (step = test year), the result files in ``results_dir``
-    (``evaluation.json``, ``evaluation.md``, ``predictions.parquet``, ``backtest.json`` when present), the fold and
-    calibration tables as CSV and their plots. Returns the run id."""
+    (``evaluation.json``, ``evaluation.md``, ``predictions.parquet``, and ``backtest.json`` only when it was computed
+    on these very predictions, same SHA-256), the fold and calibration tables as CSV and their plots. The run is
+    tagged ``finmlops.predictions_sha256``. Returns the run id."""
     metrics: dict[str, float] = {}
     fold_metrics: dict[int, dict[str, float]] = {}
     for model, m in result["models"].items():
@@ -338,7 +350,12 @@ def log_evaluation_result(settings: Settings, *, result: Mapping[str, Any]) -> s
             step = int(fold) if str(fold).isdigit() else position
             fold_metrics.setdefault(step, {}).update({f"{model}/{k}": f[k]["value"] for k in ("accuracy", "roc_auc")})
     provenance = result["provenance"]
-    files = ("evaluation.json", "evaluation.md", "predictions.parquet", "backtest.json")
+    results_dir = settings.results_dir
+    predictions_sha = file_sha256(results_dir / "predictions.parquet")
+    files = ["evaluation.json", "evaluation.md", "predictions.parquet"]
+    # evaluate has just rewritten the predictions: an older backtest.json describes other ones.
+    if backtest_predictions_sha(results_dir / "backtest.json") == predictions_sha:
+        files.append("backtest.json")
     with tempfile.TemporaryDirectory() as tmp:
         tables = evaluation_tables(result)
         extra = []
@@ -348,9 +365,28 @@ def log_evaluation_result(settings: Settings, *, result: Mapping[str, Any]) -> s
         extra += evaluation_plots(tables, Path(tmp))
         return log_evaluation(
             settings, name="walk-forward", metrics=metrics, data_hash=provenance["data_hash"],
-            artifacts=[settings.results_dir / f for f in files if (settings.results_dir / f).is_file()] + extra,
-            params=provenance["config"], fold_metrics=fold_metrics,
+            artifacts=[results_dir / f for f in files if (results_dir / f).is_file()] + extra,
+            params=provenance["config"], fold_metrics=fold_metrics, tags={PREDICTIONS_SHA_TAG: predictions_sha},
         )  # fmt: skip
+
+
+def log_backtest_result(settings: Settings, *, result: Mapping[str, Any]) -> str:
+    """Log ``finmlops backtest``'s result to ``evaluation`` as a run named ``backtest``: per model and strategy
+    ``<model>/<strategy>/<metric>`` (``BACKTEST_METRICS``; the benchmark as ``buy_hold/<metric>``), the backtest
+    settings as params, ``results/backtest.json``, and the tag ``finmlops.predictions_sha256`` of the predictions it
+    was computed on (match it with the evaluation run's). Returns the run id."""
+    metrics: dict[str, float] = {}
+    rows = [("buy_hold", result["benchmark"])]
+    rows += [(f"{model}/{strategy}", p) for model, by_s in result["results"].items() for strategy, p in by_s.items()]
+    for prefix, perf in rows:
+        metrics |= {f"{prefix}/{k}": perf[k] for k in BACKTEST_METRICS if perf.get(k) is not None}
+    metrics |= {"trials_total": result["trials"]["total"]}
+    config = dict(result["provenance"]["config"])
+    predictions_sha = config.pop("predictions_sha256")
+    return log_evaluation(
+        settings, name="backtest", metrics=metrics, data_hash=result["provenance"].get("data_hash"),
+        artifacts=[settings.results_dir / "backtest.json"], params=config, tags={PREDICTIONS_SHA_TAG: predictions_sha},
+    )  # fmt: skip
 
 
 def list_runs(settings: Settings, experiment: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
