@@ -78,6 +78,9 @@ def test_cli_errors_and_listing() -> None:
 def test_docs_match_the_registry() -> None:
     doc = Path(__file__).resolve().parents[2] / "docs" / "features.md"
     assert doc.read_text() == render_markdown(), "regenerate: python -m finmlops.features.docs docs/features.md"
+    # The deviations table has a row for each renamed-unit feature, with the registry's own formula text.
+    assert "## Where definitions differ from the issue/TA-Lib" in doc.read_text()
+    assert "| `obv` | On-Balance Volume" in doc.read_text() and "| `price_volume` | close x volume" in doc.read_text()
 
 
 def test_ingest_then_features_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

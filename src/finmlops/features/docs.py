@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from finmlops.data.validation import MAX_GAP_BUSINESS_DAYS
 from finmlops.features import indicators
-from finmlops.features.registry import FEATURE_SETS, all_features, feature_names, sets_of
+from finmlops.features.registry import FEATURE_SETS, REGISTRY, all_features, feature_names, sets_of
 
 _INTRO = (
     """# Features
@@ -34,6 +35,11 @@ Generated from the registry in `src/finmlops/features/indicators.py` by
   re-adjusts history for later splits and dividends, so a raw level at t would carry information from after t. Levels
   also differ by orders of magnitude across tickers.
 - Division by zero (e.g. a zero-volume day) gives NaN, and windows skip those rows.
+- **Gaps.** Windows (`make_windows`) never span a trading day missing from a ticker, nor a stretch of more than
+  {max_gap} business days (Mon-Fri) between consecutive dates that every ticker shares (a one-ticker store, CSVs
+  missing the same weeks), the gap rule of data validation. The label and `forward_return` are NaN across such a
+  stretch. Indicators themselves are computed on the rows as stored, so the first rows after it still look back
+  across it.
 
 """
     + indicators.__doc__.split("\n\n")[1].replace("Notation in formula texts:", "**Notation.**", 1)
@@ -41,9 +47,45 @@ Generated from the registry in `src/finmlops/features/indicators.py` by
 )
 
 
+# Features whose name suggests the issue's or TA-Lib's definition but whose value is a scale-free transform of it
+# (see "Scale-free" above): (names, the usual definition). The registry's formula text gives what is computed.
+DEVIATIONS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("sma_5", "sma_10", "sma_20", "sma_50"), "SMA level of the close, in dollars (TA-Lib `SMA`)"),
+    (("volume_sma_20",), "20-day mean volume, in shares (TA-Lib `SMA` of volume)"),
+    (("vwap_20",), "20-day VWAP, in dollars"),
+    (("price_volume",), "close x volume, in dollars"),
+    (("obv",), "On-Balance Volume, a cumulative share count from the start of the series (TA-Lib `OBV`)"),
+    (("macd", "macd_signal", "macd_hist"), "TA-Lib `MACD` outputs, in dollars"),
+    (("bb_upper", "bb_lower"), "TA-Lib `BBANDS` bands, in dollars"),
+    (("atr_14",), "TA-Lib `ATR`, in dollars (TA-Lib `NATR` is the same ratio in percent)"),
+    (("momentum_3", "momentum_5", "momentum_10", "momentum_20"), "TA-Lib `ROC`, in percent"),
+    (("market_beta_20",), "TA-Lib `BETA`, which takes two price series"),
+)
+
+
+def render_deviations() -> list[str]:
+    """Markdown lines of the "Where definitions differ" section: one table row per feature."""
+    lines = [
+        "## Where definitions differ from the issue/TA-Lib",
+        "",
+        "These features keep the usual name but not the usual unit: each is the scale-free transform in the last",
+        "column (the registry's formula). Volatilities (daily, not annualised) and Bollinger bands use the population",
+        "standard deviation (ddof 0, TA-Lib's `STDDEV`), not pandas' default sample std (ddof 1).",
+        "",
+        "| feature | usual definition | here |",
+        "|---|---|---|",
+    ]
+    for names, usual in DEVIATIONS:
+        for name in names:
+            formula = REGISTRY[name].formula.replace("|", "\\|")
+            lines.append(f"| `{name}` | {usual} | {formula} |")
+    lines.append("")
+    return lines
+
+
 def render_markdown() -> str:
     """The full text of docs/features.md."""
-    lines = [_INTRO, "## Feature sets", ""]
+    lines = [_INTRO.replace("{max_gap}", str(MAX_GAP_BUSINESS_DAYS)), *render_deviations(), "## Feature sets", ""]
     for feature_set in FEATURE_SETS:
         names = feature_names(feature_set)
         lines.append(f"- **{feature_set}** ({len(names)}): " + ", ".join(f"`{n}`" for n in names))
