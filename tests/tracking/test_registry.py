@@ -116,3 +116,22 @@ def test_cli_register_promote_models(versions: Callable[[float], int]) -> None:
     (model,) = json.loads(listing.stdout)
     assert model["aliases"] == {"challenger": 2} and [v["version"] for v in model["versions"]] == [2, 1]
     assert runner.invoke(app, ["register", "--variant", "huge"]).exit_code == 2
+
+
+def test_a_tuning_winner_is_refused_on_its_selection_evidence(versions: Callable[[float], int]) -> None:
+    """Its walk-forward rows are the ones it was selected on: even a large edge there is no valid evidence."""
+    tuned = versions(0.7)  # would clear the majority-class bar by far
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag(NAME, str(tuned), "finmlops.evidence", "selection")  # as tune.register_best does
+    with pytest.raises(PromotionRefused, match=r"selected on.*biased.*later data.*--force --reason"):
+        promote(NAME, tuned, "champion")
+    runner = CliRunner()
+    refused = runner.invoke(app, ["promote", "--model", NAME, "--version", str(tuned)])
+    assert refused.exit_code == 1 and "promotion refused" in refused.output and "Traceback" not in refused.output
+    assert client.get_registered_model(NAME).aliases == {}
+    forced = runner.invoke(
+        app, ["promote", "--model", NAME, "--version", str(tuned), "--force", "--reason", "judged on 2024 by hand"]
+    )
+    assert forced.exit_code == 0, forced.output
+    assert client.get_model_version(NAME, str(tuned)).tags["promotion.champion.reason"] == "judged on 2024 by hand"
+    assert int(client.get_registered_model(NAME).aliases["champion"]) == tuned

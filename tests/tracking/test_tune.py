@@ -65,6 +65,7 @@ def test_study_logs_nested_runs_records_trials_and_registers_the_best(store: Set
     version = client.get_model_version("lightweight-predictor", str(registered["version"]))
     assert client.get_registered_model("lightweight-predictor").aliases["challenger"] == version.version
     assert float(version.tags["wf_accuracy"]) > 0 and int(version.tags["wf_rows"]) > 300
+    assert version.tags["finmlops.evidence"] == "selection"  # promote refuses it unless forced
     refit = client.get_run(registered["run_id"])
     assert refit.data.tags["mlflow.parentRunId"] == report.parent_run_id
     assert refit.data.params["variant.lr"] == str(study.best_params["lr"])

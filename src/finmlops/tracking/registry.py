@@ -5,6 +5,10 @@ holder's on the SAME ``(date, ticker)`` rows by more than ``margin``, with signi
 bootstrap over dates of the accuracy difference gives p = share of replicates <= margin, and p must be < ``alpha``.
 When nobody holds the alias, the reference is the majority class of those rows' outcomes (the best constant
 predictor in hindsight, so a conservative bar). ``force`` skips the test and is recorded as tags on the version.
+
+A version tagged ``finmlops.evidence=selection`` (a ``finmlops tune`` winner) carries as evidence the walk-forward
+predictions its hyperparameters were chosen on: a test on those rows is biased upward and its p-value invalid, so
+``promote`` refuses it unless forced.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from finmlops.models import VARIANTS
 
 ALIASES: tuple[str, ...] = ("champion", "challenger")
 PREDICTIONS_ARTIFACT = "walk_forward/predictions.parquet"
+EVIDENCE_TAG = "finmlops.evidence"  # "selection": its predictions are the rows it was selected on
 N_BOOT = 2000
 ALPHA = 0.05
 
@@ -188,6 +193,13 @@ def promote(
     holder = alias_holder(name, alias)
     if holder is not None and str(holder.version) == str(candidate.version):
         raise PromotionRefused(f"{name} v{version} already holds {alias!r}")
+    if candidate.tags.get(EVIDENCE_TAG) == "selection" and not force:
+        raise PromotionRefused(
+            f"{name} v{version} is a tuning winner ({EVIDENCE_TAG}=selection): its walk-forward predictions are the "
+            "rows its hyperparameters were selected on, so a test on them is biased and its p-value invalid. Judge "
+            "it on later data (e.g. train the tuned configuration with `finmlops train` on a store extended past "
+            "the tuning folds and promote that version), or pass --force --reason to record an override"
+        )
     prefix = f"promotion.{alias}"
     if force:
         if not reason:

@@ -215,8 +215,11 @@ def register_best(
     settings: Settings, objective: WalkForwardObjective, best: optuna.trial.FrozenTrial, meta: dict[str, Any]
 ) -> dict[str, Any]:
     """Refit the best trial's configuration on all data, log it to ``tuning`` with the best trial's walk-forward
-    predictions, register it as a new version of ``<variant>-predictor`` and make it the challenger."""
-    from finmlops.tracking.registry import mark_challenger
+    predictions, register it as a new version of ``<variant>-predictor`` and make it the challenger.
+
+    Those predictions are the rows the trial was selected on, so the version is tagged
+    ``finmlops.evidence=selection`` and ``promote`` refuses it unless forced (registry module docstring)."""
+    from finmlops.tracking.registry import EVIDENCE_TAG, mark_challenger
 
     variant = get_variant(objective.base.name, **{k: best.params[k] for k in best.params})
     train, val = final_split(objective.windows(variant.seq_len), variant.seq_len)
@@ -236,7 +239,11 @@ def register_best(
         ),
         register=True,
     )  # fmt: skip
-    return {"run_id": run_id, **mark_challenger(run_id)}
+    challenger = mark_challenger(run_id)
+    mlflow.MlflowClient().set_model_version_tag(
+        challenger["model"], str(challenger["version"]), EVIDENCE_TAG, "selection"
+    )
+    return {"run_id": run_id, **challenger}
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
