@@ -240,14 +240,17 @@ def test_permutation_moves_a_features_whole_series_and_leaves_the_rest() -> None
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """A store of 3 tickers (2016-2019) and a 1-epoch baseline model trained on it."""
+    """A store of 3 tickers (2016-2019) and a 1-epoch baseline model trained on it, registered as
+    baseline-predictor v1 (as `finmlops train` does)."""
+    from finmlops.tracking.runs import log_trained_variant
     from finmlops.training import run_training
 
     home = tmp_path_factory.mktemp("explain-home")
     settings = Settings(home=home, threads=1, seed=5)
     universe = load_snapshot(["AAPL", "JPM", "XOM"], start=date(2016, 1, 1), end=date(2019, 12, 31))
     DataStore(settings.data_dir).write(universe, "snapshot")
-    run_training(settings, "baseline", epochs=1, device="cpu", verbosity="silent")
+    register = lambda **kw: log_trained_variant(settings, **kw)  # noqa: E731
+    run_training(settings, "baseline", epochs=1, device="cpu", verbosity="silent", on_trained=register)
     return settings
 
 
@@ -271,6 +274,34 @@ def test_cli_explains_one_prediction(workspace: Settings, monkeypatch: pytest.Mo
     untrained = runner.invoke(app, ["explain", "--variant", "enhanced"])
     assert untrained.exit_code == 1 and "run `finmlops train` first" in untrained.output
     assert runner.invoke(app, ["explain", "--variant", "gpt"]).exit_code == 2
+
+
+def test_cli_explains_a_registered_model(workspace: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--model NAME/VERSION` (what `finmlops run` leaves: registered ONNX models, no models/<variant>/ folder):
+    the ONNX IG of the registered export of the same network agrees with Captum on the trained model."""
+    monkeypatch.setenv("FINMLOPS_HOME", str(workspace.home))
+    runner = CliRunner()
+    where = ["--ticker", "jpm", "--date", "2019-06-14", "--top", "16", "--json"]
+    torch_ig = json.loads(runner.invoke(app, ["explain", "--variant", "baseline", *where]).stdout)
+    result = runner.invoke(app, ["explain", "--model", "baseline-predictor/1", *where])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert (payload["ticker"], payload["date"], payload["baseline"]) == ("JPM", "2019-06-14", "training_mean")
+    assert payload["model_uri"] == "models:/baseline-predictor/1" and payload["variant"] == "baseline"
+    assert payload["engine"] == "onnxruntime-central-differences"
+    assert [d["day"] for d in payload["days"]] == [d["day"] for d in torch_ig["days"]]
+    assert payload["prob_up"] == pytest.approx(torch_ig["prob_up"], abs=1e-5)  # the same network, exported
+    assert abs(payload["convergence_delta"]) < 1e-4
+    # The baselines differ slightly (the scaler's mean over every window day vs the drift reference's mean over
+    # training windows' last days), so the attributions agree closely, not exactly.
+    onnx_attr = {f["feature"]: f["attribution"] for f in payload["top_features"]}
+    torch_attr = {f["feature"]: f["attribution"] for f in torch_ig["top_features"]}
+    assert set(onnx_attr) == set(torch_attr)
+    assert np.corrcoef([onnx_attr[k] for k in torch_attr], list(torch_attr.values()))[0, 1] > 0.9
+    alias = runner.invoke(app, ["explain", "--model", "baseline-predictor@nope"])
+    assert alias.exit_code == 1 and "baseline-predictor@nope" in alias.output and "Traceback" not in alias.output
+    assert runner.invoke(app, ["explain"]).exit_code == 2
+    assert runner.invoke(app, ["explain", "--model", "baseline-predictor/1", "--variant", "baseline"]).exit_code == 2
 
 
 def test_cli_global_importance_reproduces_the_walk_forward_runner(

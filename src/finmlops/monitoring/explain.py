@@ -311,6 +311,41 @@ def explain_payload(
     return {**explanation.to_dict(top, matrix), "seconds": time.perf_counter() - started}
 
 
+def _decision_window(
+    features: pd.DataFrame, seq_len: int, ticker: str, date: str | None
+) -> tuple[np.ndarray, list[str]]:
+    """The unscaled window ``[seq_len, f]`` of ``ticker`` ending on ``date`` (default: its latest complete window)
+    from a feature frame of the whole stored universe, and its days. Raises ``ValueError`` naming what is missing."""
+    from finmlops.features import make_windows
+
+    if ticker not in features.index.get_level_values("ticker"):
+        known = sorted(set(features.index.get_level_values("ticker")))
+        raise ValueError(f"ticker {ticker!r} is not in the data store (it has {', '.join(known)})")
+    own = features.xs(ticker, level="ticker")
+    # Windows over the whole universe, as in training: its calendar decides which days count as missing.
+    windows = make_windows(features, None, seq_len, require_target=False)
+    windows = windows.subset(windows.tickers == ticker)
+    if len(windows) == 0:
+        raise ValueError(f"{ticker}: no complete window of {seq_len} days without missing features")
+    if date is None:
+        i = len(windows) - 1
+    else:
+        try:
+            day = pd.Timestamp(date)
+        except ValueError:
+            raise ValueError(f"--date {date!r}: expected YYYY-MM-DD") from None
+        hits = np.flatnonzero(pd.DatetimeIndex(windows.dates) == day)
+        if len(hits) == 0:
+            raise ValueError(
+                f"{ticker} has no complete {seq_len}-day window ending on {day.date()} (not a trading "
+                f"day, or within the features' warm-up); its windows end {pd.Timestamp(windows.dates[0]).date()} "
+                f"to {pd.Timestamp(windows.dates[-1]).date()}"
+            )
+        i = int(hits[0])
+    end = own.index.get_loc(pd.Timestamp(windows.dates[i]))
+    return windows.X[i], [str(d.date()) for d in own.index[end - seq_len + 1 : end + 1]]
+
+
 def explain_saved_model(
     settings: Any,
     variant: str,
@@ -329,7 +364,7 @@ def explain_saved_model(
     trained model, ``ValueError`` naming the ticker, date or feature that does not fit.
     """
     from finmlops.data import DataStore
-    from finmlops.features import compute_features, make_windows
+    from finmlops.features import compute_features
     from finmlops.training import load_model
 
     model, config = load_model(settings.models_dir / variant)
@@ -342,43 +377,97 @@ def explain_saved_model(
             f"from the {model.variant.feature_set!r} features computed now {list(features.columns)}"
         )
     ticker = (ticker or (config.get("tickers") or sorted(universe))[0]).upper()
-    if ticker not in universe:
-        raise ValueError(f"ticker {ticker!r} is not in the data store (it has {', '.join(sorted(universe))})")
-    own = features.xs(ticker, level="ticker")
-    # Windows over the whole universe, as in training: its calendar decides which days count as missing.
-    windows = make_windows(features, None, model.variant.seq_len, require_target=False)
-    windows = windows.subset(windows.tickers == ticker)
-    if len(windows) == 0:
-        raise ValueError(f"{ticker}: no complete window of {model.variant.seq_len} days without missing features")
-    if date is None:
-        i = len(windows) - 1
-    else:
-        try:
-            day = pd.Timestamp(date)
-        except ValueError:
-            raise ValueError(f"--date {date!r}: expected YYYY-MM-DD") from None
-        hits = np.flatnonzero(pd.DatetimeIndex(windows.dates) == day)
-        if len(hits) == 0:
-            raise ValueError(
-                f"{ticker} has no complete {model.variant.seq_len}-day window ending on {day.date()} (not a trading "
-                f"day, or within the features' warm-up); its windows end {pd.Timestamp(windows.dates[0]).date()} "
-                f"to {pd.Timestamp(windows.dates[-1]).date()}"
-            )
-        i = int(hits[0])
-    end = own.index.get_loc(pd.Timestamp(windows.dates[i]))
-    days = [str(d.date()) for d in own.index[end - model.variant.seq_len + 1 : end + 1]]
+    window, days = _decision_window(features, model.variant.seq_len, ticker, date)
     baseline = np.asarray(model.scaler.mean_, dtype=np.float64)
     attributions, delta, prob, base_prob = integrated_gradients_torch(
-        model.net, model.scaler, windows.X[i], baseline, steps, method=method
+        model.net, model.scaler, window, baseline, steps, method=method
     )
     return Explanation(
-        attributions=attributions, values=windows.X[i].astype(np.float64),
-        baseline=np.broadcast_to(baseline, windows.X[i].shape).copy(), feature_names=list(config["feature_names"]),
+        attributions=attributions, values=window.astype(np.float64),
+        baseline=np.broadcast_to(baseline, window.shape).copy(), feature_names=list(config["feature_names"]),
         days=days, prob_up=prob, baseline_prob_up=base_prob, convergence_delta=delta, baseline_kind="training_mean",
         steps=steps, method=method, engine="captum",
         context={
             "variant": variant, "ticker": ticker, "date": days[-1], "model_dir": str(settings.models_dir / variant),
             "model_data_hash": config.get("data_hash"), "store_data_hash": store.dataset_hash,
+        },
+    )  # fmt: skip
+
+
+def registered_model_uri(ref: str) -> str:
+    """``NAME@alias`` -> ``models:/NAME@alias``, ``NAME/VERSION`` -> ``models:/NAME/VERSION``; a URI, a path or a
+    bare registered name is left for ``fetch_model`` (a bare name means its champion, else its latest version)."""
+    from pathlib import Path
+
+    if ":/" in ref or Path(ref).exists():
+        return ref
+    _, slash, version = ref.partition("/")
+    if "@" in ref or (slash and version.isdigit()):
+        return f"models:/{ref}"
+    return ref
+
+
+def explain_registered_model(
+    settings: Any,
+    ref: str,
+    *,
+    ticker: str | None = None,
+    date: str | None = None,
+    steps: int = DEFAULT_STEPS,
+    method: Quadrature = "gausslegendre",
+) -> Explanation:
+    """``finmlops explain --model``: IG of a registered (or exported) ONNX model, e.g. one ``finmlops run``
+    registered, computed with :func:`integrated_gradients_onnx` (onnxruntime, no torch) for the window of ``ticker``
+    ending on ``date``, against the training-mean baseline (the per-feature means of the model's
+    ``drift_reference.json``, its training windows' last days).
+
+    ``ref``: ``NAME@alias``, ``NAME/VERSION``, a registered name, an MLflow URI or a model folder. ``ticker``
+    defaults to the store's first ticker. Raises ``ModelError`` when the model cannot be fetched, ``ValueError``
+    naming the ticker, date or feature that does not fit.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import onnxruntime as ort
+
+    from finmlops.data import DataStore
+    from finmlops.features import compute_features
+    from finmlops.tracking.backend import configure_tracking
+    from finmlops.tracking.packaging import drift_reference, fetch_model, onnx_path, read_card
+
+    uri = registered_model_uri(ref)
+    if not Path(uri).exists():
+        configure_tracking(settings)
+    store = DataStore(settings.data_dir)
+    universe = store.read()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = fetch_model(uri, Path(tmp))
+        card, reference = read_card(model_dir), drift_reference(model_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = max(1, int(getattr(settings, "threads", 1)))
+        session = ort.InferenceSession(str(onnx_path(model_dir)), options, providers=["CPUExecutionProvider"])
+    if reference is None or list(reference["features"]) != list(card.feature_names):
+        raise ValueError(f"model {ref!r}: no drift_reference.json with its training means of {card.feature_names}")
+    features = compute_features(universe, card.feature_set)
+    if list(features.columns) != list(card.feature_names):
+        raise ValueError(
+            f"model {ref!r}: its features {card.feature_names} differ from the {card.feature_set!r} features "
+            f"computed now {list(features.columns)}"
+        )
+    ticker = (ticker or sorted(universe)[0]).upper()
+    window, days = _decision_window(features, card.seq_len, ticker, date)
+    baseline = np.array([reference["features"][n]["mean"] for n in card.feature_names], dtype=np.float64)
+    attributions = integrated_gradients_onnx(session, window, baseline, steps, method=method)
+    b = np.broadcast_to(baseline, window.shape).copy()
+    prob, base_prob = onnx_probabilities(session, np.stack([window, b]))
+    return Explanation(
+        attributions=attributions, values=window.astype(np.float64), baseline=b, feature_names=list(card.feature_names),
+        days=days, prob_up=float(prob), baseline_prob_up=float(base_prob),
+        convergence_delta=float(attributions.sum() - (prob - base_prob)), baseline_kind="training_mean",
+        steps=steps, method=method, engine="onnxruntime-central-differences",
+        context={
+            "variant": card.variant, "model": ref, "model_uri": uri, "ticker": ticker, "date": days[-1],
+            "model_data_hash": card.data_hash, "store_data_hash": store.dataset_hash,
         },
     )  # fmt: skip
 
