@@ -35,6 +35,28 @@ def synthetic_predictions(
     return pd.concat(frames, ignore_index=True)
 
 
+def price_universe(preds: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """OHLCV bars whose adjusted close-to-close returns are the predictions' ``ret_next`` (one bar more than
+    there are dates, so every decision date's t+1 is known; the last date's t+2 is not)."""
+    universe = {}
+    for ticker, rows in preds.drop_duplicates(["date", "ticker"]).groupby("ticker"):
+        rows = rows.sort_values("date")
+        dates = pd.DatetimeIndex([*rows["date"], rows["date"].iloc[-1] + pd.offsets.BDay()], name="date")
+        close = 100.0 * np.concatenate([[1.0], np.cumprod(1.0 + rows["ret_next"].to_numpy())])
+        universe[str(ticker)] = pd.DataFrame(
+            {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close, "adj_close": close,
+             "volume": np.full(len(close), 1_000_000, dtype=np.int64)},
+            index=dates,
+        )  # fmt: skip
+    return universe
+
+
+@pytest.fixture
+def make_universe() -> Callable[[pd.DataFrame], dict[str, pd.DataFrame]]:
+    """The :func:`price_universe` factory."""
+    return price_universe
+
+
 @pytest.fixture
 def make_predictions() -> Callable[..., pd.DataFrame]:
     """The :func:`synthetic_predictions` factory (test modules cannot import conftest under importlib mode)."""

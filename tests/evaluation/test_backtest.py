@@ -11,7 +11,9 @@ from scipy import stats
 
 from finmlops.evaluation.backtest import (
     BacktestConfig,
+    close_to_close_returns,
     deflated_sharpe,
+    execution_returns,
     expected_max_sharpe,
     open_to_open_returns,
     performance,
@@ -100,6 +102,42 @@ def test_open_execution_uses_adjusted_next_opens() -> None:
     assert ret.iloc[3:].isna().all()
 
 
+def test_close_execution_earns_the_next_close_to_close_return() -> None:
+    """Decided after the close of t, bought at the close of t+1, sold at the close of t+2, on adjusted closes."""
+    dates = pd.bdate_range("2023-01-02", periods=5)
+    adj_close = [100.0, 110.0, 99.0, 108.9, 108.9]
+    frame = pd.DataFrame(
+        {
+            "open": [100.0, 110.0, 99.0, 110.0, 110.0],
+            "close": [100.0, 110.0, 99.0, 110.0, 110.0],  # a 1 % dividend goes ex on day 4
+            "adj_close": adj_close,
+        },
+        index=pd.Index(dates, name="date"),
+    )
+    ret = close_to_close_returns({"A": frame}).loc[(slice(None), "A")]
+    np.testing.assert_allclose(ret.iloc[:3], [99 / 110 - 1, 108.9 / 99 - 1, 0.0])
+    assert ret.iloc[3:].isna().all()
+    # Always long on the first four decision dates; the fourth's t+2 is not in the data, so it is not traded.
+    preds = pd.DataFrame(
+        {
+            "date": dates[:4],
+            "ticker": "A",
+            "fold": 2023,
+            "model": "m",
+            "prob_up": 0.9,
+            "y_true": [1, 0, 1, 0],
+            "ret_next": np.array(adj_close[1:]) / np.array(adj_close[:-1]) - 1,
+        }
+    )
+    config = BacktestConfig(strategies=("long_flat",), cost_bps=0.0)
+    result = run_backtest(validate_predictions(preds), config, returns=execution_returns({"A": frame}, "close"))
+    long_flat = result["results"]["m"]["long_flat"]
+    assert long_flat["days"] == 3
+    # -10 %, +10 %, 0 %; trading at the close of t on ret_next would have made 1.1 * 0.9 * 1.1 - 1 = +8.9 %.
+    assert long_flat["total_return"] == pytest.approx(0.9 * 1.1 - 1)
+    assert result["benchmark"]["total_return"] == pytest.approx(0.9 * 1.1 - 1)
+
+
 def test_deflated_sharpe_matches_bailey_lopez_de_prado_example() -> None:
     # Their numerical example: 100 trials, V[SR] = 0.5 (annual), 1250 days, SR 2.5 (annual), skew -3, kurt 10.
     sr0 = expected_max_sharpe(100, 0.5 / 250)
@@ -116,15 +154,20 @@ def test_single_trial_is_the_probabilistic_sharpe_ratio() -> None:
 
 
 def test_run_backtest_counts_trials_and_finds_the_informative_model(preds: pd.DataFrame) -> None:
+    # "net" sees ret_next (t -> t+1); trading it means earning ret_next itself, so the returns are built as if
+    # that return were the one the execution earns.
+    returns = preds.drop_duplicates(["date", "ticker"]).set_index(["date", "ticker"])["ret_next"]
     config = BacktestConfig(cost_bps=5, slippage_bps=1, top_k=1)
-    result = run_backtest(validate_predictions(preds), config)
+    result = run_backtest(validate_predictions(preds), config, returns=returns)
     assert result["trials"]["this_run"] == 3 * 3  # models x strategies
     net = result["results"]["net"]
     # "net" sees ret_next through noise: its long/short book must beat the noise model's.
     assert net["long_short"]["sharpe"] > result["results"]["momentum"]["long_short"]["sharpe"] + 1
     assert 0 <= net["long_short"]["deflated_sharpe"] <= 1
     # Earlier tries with widely spread Sharpe ratios raise the bar a lucky best try must clear.
-    prior = run_backtest(validate_predictions(preds), config, prior_trials=list(np.linspace(-0.3, 0.3, 20)))
+    prior = run_backtest(
+        validate_predictions(preds), config, returns=returns, prior_trials=list(np.linspace(-0.3, 0.3, 20))
+    )
     assert prior["trials"]["total"] == 29
     assert prior["trials"]["expected_max_sharpe_daily"] > result["trials"]["expected_max_sharpe_daily"]
     assert prior["results"]["net"]["top_k"]["deflated_sharpe"] < net["top_k"]["deflated_sharpe"]
@@ -139,5 +182,8 @@ def test_bad_inputs_are_rejected(three_days: pd.DataFrame) -> None:
     returns.iloc[1, 0] = np.nan
     with pytest.raises(ValueError, match="no return for held position A on 2023-01-04"):
         simulate(target_weights(three_days, "long_flat"), returns, cost_bps=5, slippage_bps=0)
-    with pytest.raises(ValueError, match="needs open prices"):
-        run_backtest(validate_predictions(three_days), BacktestConfig(execution="open"))
+    for execution in ("close", "open"):
+        with pytest.raises(ValueError, match=f"execution '{execution}' needs prices"):
+            run_backtest(validate_predictions(three_days), BacktestConfig(execution=execution))
+    with pytest.raises(ValueError, match="unknown execution"):
+        execution_returns({}, "noon")  # type: ignore[arg-type]

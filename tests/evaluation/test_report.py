@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -10,15 +11,19 @@ import pytest
 from typer.testing import CliRunner
 
 from finmlops.cli import app
+from finmlops.data import DataStore
 from finmlops.evaluation.metrics import BootstrapConfig
 from finmlops.evaluation.report import evaluate_and_write, markdown_table
+from finmlops.settings import load_settings
 
 BOOT = BootstrapConfig(n_boot=100, block_len=5, seed=3)
 
 
 @pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preds: pd.DataFrame) -> Path:
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preds: pd.DataFrame, make_universe: Callable) -> Path:
+    """A workspace with the predictions evaluated and a data store whose prices match their ``ret_next``."""
     monkeypatch.setenv("FINMLOPS_HOME", str(tmp_path))
+    DataStore(load_settings().data_dir).write(make_universe(preds), "synthetic")
     evaluate_and_write(preds, tmp_path / "results", data_hash="abc", config={"k": 1}, boot=BOOT)
     return tmp_path
 
@@ -42,7 +47,7 @@ def test_backtest_cli_writes_json_and_counts_every_trial(home: Path) -> None:
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)
     assert result["trials"] == result["trials"] | {"this_run": 9, "prior": 0, "total": 9}
-    assert "close of t" in result["timing"]
+    assert "entered at the close of t+1, held to the close of t+2" in result["timing"]
     saved = json.loads((home / "results" / "backtest.json").read_text())
     assert saved["provenance"]["config"]["cost_bps"] == 5.0
     # Other costs are other configurations: the second run's DSR must account for the first run's nine.

@@ -1,13 +1,16 @@
 """Vectorised daily backtests of the predictions, net of costs, with the deflated Sharpe ratio.
 
-Timing. A prediction for decision date t uses data up to the close of t.
+Timing. A prediction for decision date t uses data up to the close of t, so it can be traded only after that
+close: both executions trade on the next day, and the position's return is not the label's ``ret_next`` (t -> t+1),
+but the following day's.
 
-* ``execution="close"``: the position is entered at the close of t (e.g. a market-on-close order placed just
-  before the close, which assumes the features computed from the close are available a moment earlier) and held
-  to the close of t+1; it earns ``ret_next``, the adjusted close-to-close return.
+* ``execution="close"``: the position is entered at the close of t+1 (a market-on-close order) and held to the
+  close of t+2; it earns the adjusted close-to-close return t+1 -> t+2.
 * ``execution="open"``: the position is entered at the open of t+1 and held to the open of t+2; it earns the
-  open-to-open return of dividend-adjusted opens (``open * adj_close / close``). No look-ahead: the decision is
-  known a whole night before the trade.
+  open-to-open return of dividend-adjusted opens (``open * adj_close / close``).
+
+Both come from the prices (:func:`execution_returns`); the last dates, whose t+2 price is not in the data yet,
+cannot be traded and are dropped.
 
 Portfolio. On each date the N_t tickers with a prediction share the capital equally. ``long_flat``: weight 1/N_t
 when ``prob_up > 0.5``, else 0. ``long_short``: +1/N_t or -1/N_t. ``top_k``: +1/(2k) on the k highest
@@ -36,6 +39,18 @@ PERIODS_PER_YEAR = 252
 EULER_GAMMA = 0.5772156649015329
 
 
+def close_to_close_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
+    """Return from the adjusted close of t+1 to the adjusted close of t+2, indexed by ``(date t, ticker)``.
+
+    t+1 and t+2 are the ticker's next two trading days. NaN where t+2 is not in the data.
+    """
+    parts = []
+    for ticker, frame in universe.items():
+        ret = frame["adj_close"].shift(-2) / frame["adj_close"].shift(-1) - 1.0
+        parts.append(pd.DataFrame({"date": frame.index, "ticker": ticker, "ret": ret.to_numpy()}))
+    return pd.concat(parts, ignore_index=True).set_index(["date", "ticker"])["ret"]
+
+
 def open_to_open_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
     """Return from the adjusted open of t+1 to the adjusted open of t+2, indexed by ``(date t, ticker)``.
 
@@ -48,6 +63,16 @@ def open_to_open_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
         ret = adj_open.shift(-2) / adj_open.shift(-1) - 1.0
         parts.append(pd.DataFrame({"date": frame.index, "ticker": ticker, "ret": ret.to_numpy()}))
     return pd.concat(parts, ignore_index=True).set_index(["date", "ticker"])["ret"]
+
+
+def execution_returns(universe: Mapping[str, pd.DataFrame], execution: Execution) -> pd.Series:
+    """The return a position decided on date t earns with ``execution`` (see the module docstring), indexed by
+    ``(date t, ticker)``."""
+    if execution == "close":
+        return close_to_close_returns(universe)
+    if execution == "open":
+        return open_to_open_returns(universe)
+    raise ValueError(f"unknown execution {execution!r}; use close or open")
 
 
 def target_weights(rows: pd.DataFrame, strategy: str, top_k: int = 2) -> pd.DataFrame:
@@ -176,46 +201,44 @@ class BacktestConfig:
     capital: float = 100_000.0
 
 
-def _returns_frame(rows: pd.DataFrame, execution: Execution, open_returns: pd.Series | None) -> pd.DataFrame:
-    """Date x ticker returns earned by a position decided on each date, for the chosen execution."""
-    if execution == "close":
-        return rows.pivot(index="date", columns="ticker", values="ret_next").sort_index()
-    if execution == "open":
-        if open_returns is None:
-            raise ValueError("execution 'open' needs open prices: pass open_to_open_returns(universe)")
-        keyed = pd.MultiIndex.from_frame(rows[["date", "ticker"]])
-        ret = open_returns.reindex(keyed).to_numpy()
-        return rows.assign(ret=ret).pivot(index="date", columns="ticker", values="ret").sort_index()
-    raise ValueError(f"unknown execution {execution!r}; use close or open")
+def returns_frame(rows: pd.DataFrame, returns: pd.Series) -> pd.DataFrame:
+    """Date x ticker returns earned by a position decided on each date of ``rows`` (columns ``date, ticker``),
+    looked up in ``returns`` from :func:`execution_returns` (NaN where it has none)."""
+    ret = returns.reindex(pd.MultiIndex.from_frame(rows[["date", "ticker"]])).to_numpy()
+    return rows.assign(ret=ret).pivot(index="date", columns="ticker", values="ret").sort_index()
 
 
 def run_backtest(
     preds: pd.DataFrame,
     config: BacktestConfig,
     *,
-    open_returns: pd.Series | None = None,
+    returns: pd.Series | None = None,
     prior_trials: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Backtest every model x strategy of a validated predictions frame against equal-weight buy-and-hold.
 
-    With ``execution="open"`` the last dates of the data, whose t+2 open is unknown, are dropped for every
-    configuration alike. ``prior_trials`` are the per-period Sharpe ratios of configurations tried earlier on the
-    same predictions; with this run's they set the trial count and variance of the deflated Sharpe ratio.
+    ``returns`` is ``execution_returns(universe, config.execution)``, the prices' answer to what each decision
+    earns. Dates on which a predicted ticker has no such return (the last dates of the data, whose t+2 price is
+    unknown) are dropped for every configuration alike. ``prior_trials`` are the per-period Sharpe ratios of
+    configurations tried earlier on the same predictions; with this run's they set the trial count and variance of
+    the deflated Sharpe ratio.
     Returns ``{"config", "benchmark", "results": {model: {strategy: performance + dsr}}, "trials", "business"}``.
     """
+    if returns is None:
+        raise ValueError(f"execution {config.execution!r} needs prices: pass execution_returns(universe, execution)")
     results: dict[str, dict[str, Any]] = {}
     benchmark: dict[str, Any] | None = None
     for model, rows in preds.groupby("model", sort=True):
-        returns = _returns_frame(rows, config.execution, open_returns)
+        earned = returns_frame(rows, returns)
         prob = rows.pivot(index="date", columns="ticker", values="prob_up").sort_index()
-        usable = ~(prob.notna() & returns.isna()).any(axis=1)
+        usable = ~(prob.notna() & earned.isna()).any(axis=1)
         rows = rows.loc[rows["date"].isin(usable.index[usable])]
-        returns = returns.loc[usable]
+        earned = earned.loc[usable]
         costs = {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps}
         if benchmark is None:  # every model is scored on the same rows, so one benchmark serves all
-            benchmark = performance(simulate(target_weights(rows, BENCHMARK), returns, **costs))
+            benchmark = performance(simulate(target_weights(rows, BENCHMARK), earned, **costs))
         results[str(model)] = {
-            s: performance(simulate(target_weights(rows, s, config.top_k), returns, **costs)) for s in config.strategies
+            s: performance(simulate(target_weights(rows, s, config.top_k), earned, **costs)) for s in config.strategies
         }
     sharpes = [r["sharpe_daily"] for by_s in results.values() for r in by_s.values()]
     # Every configuration tried counts, even one whose Sharpe is undefined (a book that never trades).

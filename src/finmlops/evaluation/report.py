@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from finmlops.evaluation.backtest import BacktestConfig, open_to_open_returns, run_backtest
+from finmlops.evaluation.backtest import BacktestConfig, execution_returns, run_backtest
 from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
 from finmlops.models.baselines import BASELINES
 from finmlops.provenance import atomic_path, file_sha256, stamp, write_json_atomic, write_text_atomic
@@ -215,20 +215,19 @@ def record_tuning_trials(results_dir: Path, study: str, n_trials: int) -> int:
 
 
 def run_backtest_workspace(settings: Settings, config: BacktestConfig) -> dict[str, Any]:
-    """Backtest the saved predictions; records every configuration tried on them in ``backtest_trials.json``.
+    """Backtest the saved predictions on the store's prices (the return each decision earns at ``config.execution``
+    comes from them); records every configuration tried on the predictions in ``backtest_trials.json``.
 
     The deflated Sharpe ratio counts all configurations ever tried on the same predictions file (identified by its
     SHA-256), not only this run's, so re-running with other settings until something looks good is paid for; the
     hyperparameter trials of ``finmlops tune`` (:func:`record_tuning_trials`) count too.
     """
+    from finmlops.data import DataStore
+
     preds, pred_sha = load_predictions(settings.results_dir)
     eval_path = settings.results_dir / "evaluation.json"
     data_hash = json.loads(eval_path.read_text())["provenance"]["data_hash"] if eval_path.exists() else None
-    open_returns = None
-    if config.execution == "open":
-        from finmlops.data import DataStore
-
-        open_returns = open_to_open_returns(DataStore(settings.data_dir).read(tickers=sorted(preds["ticker"].unique())))
+    universe = DataStore(settings.data_dir).read(tickers=sorted(preds["ticker"].unique()))
     ledger_path = settings.results_dir / TRIALS_FILE
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
     trials: dict[str, float | None] = ledger.get("trials", {}) if ledger.get("predictions_sha256") == pred_sha else {}
@@ -236,7 +235,7 @@ def run_backtest_workspace(settings: Settings, config: BacktestConfig) -> dict[s
     this_keys = {_trial_key(m, s, config) for m in preds["model"].unique() for s in config.strategies}
     prior = [v if v is not None else float("nan") for k, v in trials.items() if k not in this_keys]
     prior += [float("nan")] * sum(tuning.values())
-    result = run_backtest(preds, config, open_returns=open_returns, prior_trials=prior)
+    result = run_backtest(preds, config, returns=execution_returns(universe, config.execution), prior_trials=prior)
     result["trials"]["tuning"] = sum(tuning.values())  # part of "prior"
     for model, by_s in result["results"].items():
         for strategy, perf in by_s.items():
@@ -254,7 +253,7 @@ def run_backtest_workspace(settings: Settings, config: BacktestConfig) -> dict[s
 
 
 EXECUTION_NOTE = {
-    "close": "decided on data to the close of t, entered at the close of t, held to the close of t+1 (adj_close)",
+    "close": "decided on data to the close of t, entered at the close of t+1, held to the close of t+2 (adj_close)",
     "open": "decided on data to the close of t, entered at the open of t+1, held to the open of t+2 (adjusted opens)",
 }
 

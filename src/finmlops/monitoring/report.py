@@ -541,29 +541,21 @@ def calibration_section(settings: Settings) -> Section:
     return Section("calibration", title, body, tuple(sources))
 
 
-def _returns_for(rows: pd.DataFrame, execution: str, open_returns: pd.Series | None) -> pd.DataFrame:
-    """Date x ticker returns a position decided on each date earns (as ``finmlops backtest`` computes them)."""
-    if execution == "close":
-        return rows.pivot(index="date", columns="ticker", values="ret_next").sort_index()
-    assert open_returns is not None
-    ret = open_returns.reindex(pd.MultiIndex.from_frame(rows[["date", "ticker"]])).to_numpy()
-    return rows.assign(ret=ret).pivot(index="date", columns="ticker", values="ret").sort_index()
-
-
 def equity_paths(
-    preds: pd.DataFrame, config: dict[str, Any], open_returns: pd.Series | None = None
+    preds: pd.DataFrame, config: dict[str, Any], execution_returns: pd.Series
 ) -> dict[str, dict[str, pd.Series]]:
     """Daily equity (value of 1 invested, net of costs) per ``{model: {strategy or "buy_hold": Series}}``.
 
     Recomputes ``finmlops.evaluation.backtest.run_backtest``'s paths from the predictions with the stored config
-    (``strategies``, ``cost_bps``, ``slippage_bps``, ``execution``, ``top_k``); indexed by decision date.
+    (``strategies``, ``cost_bps``, ``slippage_bps``, ``execution``, ``top_k``) and the returns of
+    ``finmlops.evaluation.backtest.execution_returns(universe, config["execution"])``; indexed by decision date.
     """
-    from finmlops.evaluation.backtest import BENCHMARK, simulate, target_weights
+    from finmlops.evaluation.backtest import BENCHMARK, returns_frame, simulate, target_weights
 
     costs = {"cost_bps": config["cost_bps"], "slippage_bps": config["slippage_bps"]}
     out: dict[str, dict[str, pd.Series]] = {}
     for model, rows in preds.groupby("model", sort=True):
-        returns = _returns_for(rows, config["execution"], open_returns)
+        returns = returns_frame(rows, execution_returns)
         prob = rows.pivot(index="date", columns="ticker", values="prob_up").sort_index()
         usable = ~(prob.notna() & returns.isna()).any(axis=1)
         rows = rows.loc[rows["date"].isin(usable.index[usable])]
@@ -588,17 +580,14 @@ def _equity_charts(settings: Settings, bt: dict[str, Any]) -> tuple[str, list[st
 
     preds = validate_predictions(pd.read_parquet(pred_path), source=str(pred_path))
     config = bt["config"]
-    open_returns = None
-    if config["execution"] == "open":
-        from finmlops.data import DataError, DataStore
-        from finmlops.evaluation.backtest import open_to_open_returns
+    from finmlops.data import DataError, DataStore
+    from finmlops.evaluation.backtest import execution_returns
 
-        try:
-            universe = DataStore(settings.data_dir).read(tickers=sorted(preds["ticker"].unique()))
-        except (DataError, OSError) as exc:
-            return _note(f"equity curves at the open need the data store ({exc})."), [str(pred_path)]
-        open_returns = open_to_open_returns(universe)
-    paths = equity_paths(preds, config, open_returns)
+    try:
+        universe = DataStore(settings.data_dir).read(tickers=sorted(preds["ticker"].unique()))
+    except (DataError, OSError) as exc:
+        return _note(f"equity curves need the data store's prices ({exc})."), [str(pred_path)]
+    paths = equity_paths(preds, config, execution_returns(universe, config["execution"]))
     for model, by_s in bt["results"].items():
         for strategy, perf in by_s.items():
             got = float(paths[model][strategy].iloc[-1] - 1.0)
