@@ -4,7 +4,11 @@ metrics, tables and plots); --no-track logs nothing; an unreachable tracking ser
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import mlflow
@@ -127,3 +131,37 @@ def test_dead_tracking_server_stops_train_and_evaluate_before_the_work(
         assert time.monotonic() - started < 5
     assert not (settings.results_dir / "train_baseline.json").exists()
     assert not (settings.results_dir / "evaluation.json").exists()
+
+
+def test_parity_failure_in_train_is_one_error_line(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real export whose parity check cannot pass (tolerance -1): exit 1, one line, the result still written."""
+    import finmlops.tracking.onnx_export as onnx_export
+
+    _run(*INGEST, "--no-track", "--json")
+    monkeypatch.setattr(onnx_export, "export_onnx", partial(onnx_export.export_onnx, tolerance=-1.0))
+    result = CliRunner().invoke(app, ["train", "--epochs", "1", "--threads", "1", "--quiet"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "failed its parity check" in result.output and "max |dP(up)|" in result.output, result.output
+    assert (settings.results_dir / "train_baseline.json").is_file()
+    assert mlflow.MlflowClient().search_model_versions("name = 'baseline-predictor'") == []
+
+
+def test_without_mlflow_tracking_is_skipped_with_one_line(settings: Settings) -> None:
+    """A core install has no MLflow: the command says tracking is skipped and does its work (exit 0)."""
+    code = f"""
+import sys
+sys.modules["mlflow"] = None  # import mlflow now raises ModuleNotFoundError, as without the package
+from finmlops.cli import app, track
+from finmlops.settings import Settings
+try:
+    app({INGEST!r}, standalone_mode=False)
+finally:
+    print("track returned", track("ingestion", "log_ingestion", Settings(), tickers=[], start=None, end=None,
+                                  source="snapshot", dataset_hash="x"))
+"""
+    env = {**os.environ, "FINMLOPS_HOME": str(settings.home), "COLUMNS": "200"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "tracking skipped: mlflow is not installed" in done.stderr
+    assert "tracking ingestion skipped: mlflow is not installed" in done.stderr and "track returned None" in done.stdout
+    assert "Traceback" not in done.stderr and (settings.data_dir).is_dir()
