@@ -152,7 +152,10 @@ def served_rows(requests: pd.DataFrame, feedback: pd.DataFrame, experiment: str)
     bad = rows["outcome"].notna() & ~rows["outcome"].isin([0, 1])
     if bad.any():
         raise ValueError(f"feedback row id={rows.loc[bad, 'id'].iloc[0]}: outcome must be 0 or 1")
-    labelled = rows["outcome"].notna() & rows["prob_up"].notna() & (rows["status"] == 200)
+    answered = rows["status"] == 200
+    # The log is append-only: an id sent twice has two rows, and its outcome belongs to the latest answered one.
+    latest = answered & ~rows["id"].where(answered).duplicated(keep="last")
+    labelled = rows["outcome"].notna() & rows["prob_up"].notna() & latest
     rows["correct"] = np.where(labelled, (rows["prob_up"] > 0.5) == (rows["outcome"] == 1), np.nan)
     return rows
 
@@ -183,13 +186,20 @@ def _day(ts: pd.Series) -> pd.Series:
 def timeline(
     rows: pd.DataFrame, control: str, challengers: Sequence[str], *, alpha: float, tau: float, min_outcomes: int
 ) -> list[dict[str, Any]]:
-    """One entry per UTC day (a daily look): cumulative requests and that day's traffic share per arm, cumulative
-    labelled outcomes and accuracy per arm (by feedback time: when the outcome was known), and per challenger the
-    mSPRT statistic, its boundary, the confidence sequence and the always-valid (running-minimum) p-value."""
+    """One entry per day (a daily look): cumulative requests and that day's traffic share per arm, cumulative
+    labelled outcomes and accuracy per arm, and per challenger the mSPRT statistic, its boundary, the confidence
+    sequence and the always-valid (running-minimum) p-value.
+
+    A request's day is its ``as_of`` (the trading day the client said it was for: a replay sends its simulated
+    day, so months replayed in seconds still give one look per trading day) and its outcome counts on that day
+    too; without ``as_of`` the request counts on the UTC day of ``ts`` and its outcome on that of ``feedback_ts``
+    (when the outcome was known)."""
     arms = [control, *challengers]
-    requests = rows.assign(day=_day(rows["ts"])).pivot_table(index="day", columns="arm", values="id", aggfunc="count")
+    as_of = rows["as_of"] if "as_of" in rows else pd.Series(None, index=rows.index, dtype=object)
+    rows = rows.assign(day=as_of.fillna(_day(rows["ts"])))
+    requests = rows.pivot_table(index="day", columns="arm", values="id", aggfunc="count")
     labelled = rows[rows["correct"].notna()]
-    by_feedback = labelled.assign(day=_day(labelled["feedback_ts"]))
+    by_feedback = labelled.assign(day=as_of[labelled.index].fillna(_day(labelled["feedback_ts"])))
     n = by_feedback.pivot_table(index="day", columns="arm", values="correct", aggfunc="count")
     s = by_feedback.pivot_table(index="day", columns="arm", values="correct", aggfunc="sum")
     days = sorted(set(requests.index) | set(n.index))
