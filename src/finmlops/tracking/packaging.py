@@ -59,6 +59,8 @@ class ModelCard(BaseModel):
     train_start: str | None = Field(default=None, description="First decision date the model was trained on.")
     train_end: str | None = Field(default=None, description="Last decision date the model was trained on.")
     walk_forward: dict[str, float] = Field(default_factory=dict, description="Pooled walk-forward metrics.")
+    horizon: int = Field(default=1, ge=1, description="Label horizon: the output is P(up from t to t+horizon).")
+    threshold: float = Field(default=0.0, ge=0.0, description="Label dead band (fraction) the model was fit with.")
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
 

@@ -139,7 +139,8 @@ def log_training_run(
     feature frame, logged with ``mlflow.data`` (digest included). ``predictions``: the walk-forward predictions frame
     (architecture.md), which promotion compares on. ``trained``: exported to ONNX (parity-checked) and logged as
     the pyfunc ``model``; with ``register`` it also becomes a new version of ``<variant>-predictor``. The run and
-    the model card carry ``feature_set_version(feature_set)``, the hash of the set's registry declarations.
+    the model card carry ``feature_set_version(feature_set)``, the hash of the set's registry declarations; the
+    card also carries ``params["label"]`` (``horizon``, ``threshold`` of ``make_target``; absent: 1 and 0).
     """
     if experiment not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
@@ -171,6 +172,7 @@ def log_training_run(
                 "feature_set": feature_set,
                 "feature_set_version": set_version,
                 "feature_names": list(feature_names),
+                **dict(params.get("label") or {}),  # horizon, threshold: what the output is a probability of
             }
             _log_trained(trained, card_fields | {"data_hash": data_hash, "walk_forward": dict(metrics or {})}, register)
     return run_id
