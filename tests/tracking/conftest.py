@@ -4,7 +4,8 @@ fresh MLflow sqlite workspace per test (copied from one migrated database, so ea
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+import subprocess
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -110,3 +111,22 @@ def predictions() -> Callable[..., pd.DataFrame]:
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+REPO = Path(__file__).resolve().parents[2]
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+
+
+@pytest.fixture
+def postgres(tmp_path: Path) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster started by .ci/postgres.sh; yields its ``postgresql://`` URL, stops it after."""
+    if PG_BIN is None or not (PG_BIN / "initdb").exists() or shutil.which("bash") is None:
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql; .ci/run installs them)")
+    pytest.importorskip("psycopg2", reason="psycopg2-binary is needed for the PostgreSQL backends")
+    folder = tmp_path / "pg"
+    started = subprocess.run(
+        ["bash", str(REPO / ".ci" / "postgres.sh"), "start", str(folder)], capture_output=True, text=True, timeout=120
+    )
+    assert started.returncode == 0, started.stderr
+    yield started.stdout.strip().splitlines()[-1]
+    subprocess.run(["bash", str(REPO / ".ci" / "postgres.sh"), "stop", str(folder)], capture_output=True, timeout=60)

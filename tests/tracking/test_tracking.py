@@ -138,6 +138,16 @@ def test_unreachable_database_fails_fast_naming_the_uri(
     assert f"127.0.0.1:{port}/db" in cli.output and "Traceback" not in cli.output and "secret" not in cli.output
 
 
+@pytest.mark.slow
+@pytest.mark.integration
+def test_a_real_postgresql_tracking_uri_works_as_given(postgres: str, tmp_path: Path) -> None:
+    """``postgresql://`` (psycopg 3 to SQLAlchemy 2.1; only psycopg2 is installed) tracks runs as given."""
+    settings = Settings(home=tmp_path, mlflow_tracking_uri=postgres)
+    assert configure_tracking(settings).startswith("postgresql")
+    run_id = log_evaluation(settings, name="pg", metrics={"accuracy": 0.5}, data_hash=None)
+    assert [r["run_id"] for r in list_runs(settings, "evaluation")] == [run_id]
+
+
 def test_database_without_its_driver_is_named(tmp_path: Path) -> None:
     with pytest.raises(TrackingError, match=r"mssql\+nodriver://h/db is unusable"):
         configure_tracking(Settings(home=tmp_path, mlflow_tracking_uri="mssql+nodriver://h/db"))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -142,24 +141,6 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes(store: Settings) -> No
         json.loads((store.results_dir / "backtest_trials.json").read_text())["tuning"]["lightweight-log_loss"]
         == done + 1
     )
-
-
-PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
-
-
-@pytest.fixture
-def postgres(tmp_path: Path) -> Any:
-    """A throwaway PostgreSQL cluster started by .ci/postgres.sh; yields its URL, stops it after."""
-    if PG_BIN is None or not (PG_BIN / "initdb").exists() or shutil.which("bash") is None:
-        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql; .ci/run installs them)")
-    pytest.importorskip("psycopg2", reason="psycopg2-binary is needed for Optuna's PostgreSQL storage")
-    folder = tmp_path / "pg"
-    started = subprocess.run(
-        ["bash", str(REPO / ".ci" / "postgres.sh"), "start", str(folder)], capture_output=True, text=True, timeout=120
-    )
-    assert started.returncode == 0, started.stderr
-    yield started.stdout.strip().splitlines()[-1]
-    subprocess.run(["bash", str(REPO / ".ci" / "postgres.sh"), "stop", str(folder)], capture_output=True, timeout=60)
 
 
 @pytest.mark.slow
