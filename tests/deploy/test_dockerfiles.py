@@ -6,9 +6,11 @@ import re
 import shutil
 import subprocess
 import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = {"serve": REPO / "Dockerfile.serve", "train": REPO / "Dockerfile.train"}
@@ -69,6 +71,31 @@ def test_constraints_pin_every_package_and_agree_with_pyproject() -> None:
     assert lowered["torch"].endswith("+cpu"), "the training image uses CPU torch"
     for dep in project["optional-dependencies"]["serve"]:
         assert _normal(re.split(r"[\[<>=]", dep)[0]) in lowered, f"{dep} is not pinned"
+
+
+def test_constraints_pin_every_dependency_of_the_images() -> None:
+    """Core, train, serve and yahoo requirements, and what they pull in (read from the installed distributions,
+    extras and markers evaluated), all have a pin: an unpinned one would get whatever PyPI has on build day."""
+    pins = {_normal(ln.split("==", 1)[0]) for ln in CONSTRAINTS.read_text().splitlines() if "==" in ln}
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    roots = [Requirement(r) for r in project["dependencies"] + extras["train"] + extras["serve"] + extras["yahoo"]]
+    assert [str(r) for r in roots if _normal(r.name) not in pins] == [], "pin these in deploy/docker/constraints.txt"
+    missing, seen, todo = [], set(), [(r, "pyproject.toml") for r in roots]
+    while todo:
+        req, parent = todo.pop()
+        if (_normal(req.name), frozenset(req.extras)) in seen:
+            continue
+        seen.add((_normal(req.name), frozenset(req.extras)))
+        if _normal(req.name) not in pins:
+            missing.append(f"{req.name} (required by {parent})")
+        try:
+            requires = metadata.distribution(req.name).requires or []
+        except metadata.PackageNotFoundError:
+            continue  # not installed here (a serve-only venv): its own requirements cannot be read
+        envs = [{"extra": e} for e in req.extras or {""}]
+        todo += [(r, req.name) for r in map(Requirement, requires) if not r.marker or any(map(r.marker.evaluate, envs))]
+    assert missing == [], "pin these in deploy/docker/constraints.txt"
 
 
 def _normal(name: str) -> str:

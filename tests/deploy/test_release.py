@@ -20,6 +20,7 @@ from finmlops.deploy.release import (  # noqa: E402
     GIT_COMMIT_TAG,
     MODEL_NAMES,
     DeployError,
+    check_servable,
     promote,
     read_release,
     render,
@@ -75,7 +76,7 @@ def k8s(tmp_path: Path) -> Path:
 
 
 def test_render_writes_every_served_alias_and_the_matching_image(registry: Any, k8s: Path) -> None:
-    change = render(k8s, "prod", registry)
+    change = render(k8s, "prod", registry, allow_local_uris=True)
     data = read_release(k8s / "overlays" / "prod" / "release.yaml")
     for name in MODEL_NAMES:
         version = registry.get_model_version_by_alias(name, "champion").version
@@ -85,15 +86,15 @@ def test_render_writes_every_served_alias_and_the_matching_image(registry: Any, 
     assert data["enhanced-predictor.challenger.version"] == str(challenger.version) == "2"
     assert data["serve-image"] == f"ghcr.io/finmlops/finmlops-serve:{COMMIT[:12]}"
     assert change.changed and change.diff.startswith("diff --git")
-    assert any("local path the cluster cannot read" in w for w in change.warnings)  # a sqlite registry stores locally
-    again = render(k8s, "prod", registry)
+    assert any("which a cluster cannot download" in w for w in change.warnings)  # a sqlite registry stores locally
+    again = render(k8s, "prod", registry, allow_local_uris=True)
     assert not again.changed and again.diff == ""
 
 
 def test_rendered_overlay_builds_with_the_registry_uris(registry: Any, k8s: Path) -> None:
     if shutil.which("kubectl") is None:
         pytest.skip("kubectl is not installed (needed for `kubectl kustomize`)")
-    render(k8s, "prod", registry)
+    render(k8s, "prod", registry, allow_local_uris=True)
     out = subprocess.run(
         ["kubectl", "kustomize", str(k8s / "overlays" / "prod")], capture_output=True, text=True, check=True
     )
@@ -107,14 +108,14 @@ def test_rendered_overlay_builds_with_the_registry_uris(registry: Any, k8s: Path
 
 
 def test_promote_updates_one_entry_and_prints_the_git_diff(registry: Any, k8s: Path) -> None:
-    render(k8s, "prod", registry)
+    render(k8s, "prod", registry, allow_local_uris=True)
     subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "render"], cwd=k8s, check=True
     )
     before = read_release(k8s / "overlays" / "prod" / "release.yaml")
     registry.set_registered_model_alias("enhanced-predictor", "champion", "2")
     try:
-        change = promote(k8s, "prod", registry, "enhanced-predictor", "champion")
+        change = promote(k8s, "prod", registry, "enhanced-predictor", "champion", allow_local_uris=True)
     finally:
         registry.set_registered_model_alias("enhanced-predictor", "champion", "1")
     after = read_release(k8s / "overlays" / "prod" / "release.yaml")
@@ -150,8 +151,8 @@ def test_champions_from_different_commits_need_an_explicit_tag(registry: Any, k8
     registry.set_registered_model_alias("enhanced-predictor", "champion", "2")
     try:
         with pytest.raises(DeployError, match="different commits"):
-            render(k8s, "dev", registry)
-        change = render(k8s, "dev", registry, image_tag="v1.2.3")
+            render(k8s, "dev", registry, allow_local_uris=True)
+        change = render(k8s, "dev", registry, image_tag="v1.2.3", allow_local_uris=True)
     finally:
         registry.set_registered_model_alias("enhanced-predictor", "champion", "1")
     assert change.serve_image == "ghcr.io/finmlops/finmlops-serve:v1.2.3"
@@ -192,17 +193,110 @@ def test_cli_render_and_promote(registry: Any, k8s: Path) -> None:
 
     uri = registry.tracking_uri
     runner = CliRunner()
+    refused = runner.invoke(app, ["deploy", "render", "--k8s-dir", str(k8s), "--tracking-uri", uri])
+    assert refused.exit_code == 1 and "lives at file://" in refused.output
     result = runner.invoke(
-        app, ["deploy", "render", "--overlay", "dev", "--k8s-dir", str(k8s), "--tracking-uri", uri, "--json"]
+        app,
+        [
+            "deploy",
+            "render",
+            "--overlay",
+            "dev",
+            "--k8s-dir",
+            str(k8s),
+            "--tracking-uri",
+            uri,
+            "--json",
+            "--allow-local-uris",
+        ],
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["changed"] and len(payload["refs"]) == len(MODEL_NAMES)
     result = runner.invoke(
-        app, ["deploy", "promote", "--model", "baseline-predictor", "--k8s-dir", str(k8s), "--tracking-uri", uri]
+        app,
+        [
+            "deploy",
+            "promote",
+            "--model",
+            "baseline-predictor",
+            "--k8s-dir",
+            str(k8s),
+            "--tracking-uri",
+            uri,
+            "--allow-local-uris",
+        ],
     )
     assert result.exit_code == 0 and "is already up to date" in result.stdout
     result = runner.invoke(
         app, ["deploy", "promote", "--model", "nope-predictor", "--k8s-dir", str(k8s), "--tracking-uri", uri]
     )
     assert result.exit_code == 1 and "does not serve nope-predictor@champion" in result.output
+
+
+def test_render_refuses_uris_a_cluster_cannot_download(registry: Any, k8s: Path) -> None:
+    """The sqlite registry stores artifacts under file://: without --allow-local-uris nothing is written, and the
+    error names every model, alias and URI at fault."""
+    path = k8s / "overlays" / "prod" / "release.yaml"
+    before = path.read_text()
+    with pytest.raises(DeployError) as info:
+        render(k8s, "prod", registry)
+    for name in MODEL_NAMES:
+        uri = registry.get_model_version_download_uri(
+            name, registry.get_model_version_by_alias(name, "champion").version
+        )
+        assert f"{name}@champion v1 lives at {uri}" in str(info.value)
+    assert "--default-artifact-root s3://" in str(info.value) and "--allow-local-uris" in str(info.value)
+    with pytest.raises(DeployError, match="enhanced-predictor@challenger v2 lives at file://"):
+        promote(k8s, "prod", registry, "enhanced-predictor", "challenger")
+    assert path.read_text() == before
+
+
+@pytest.fixture
+def object_store_registry(tmp_path: Path) -> Any:
+    """A real registry whose versions point at object storage (s3://) or at MLflow's artifact proxy
+    (mlflow-artifacts:/, what `mlflow server --serve-artifacts` gives); no artifact is uploaded."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for i, name in enumerate(MODEL_NAMES):
+        client.create_registered_model(name)
+        version = client.create_model_version(name, f"s3://mlflow-artifacts/1/models/m-{i}/artifacts")
+        client.set_registered_model_alias(name, "champion", version.version)
+    version = client.create_model_version("enhanced-predictor", "mlflow-artifacts:/1/models/m-9/artifacts")
+    client.set_registered_model_alias("enhanced-predictor", "challenger", version.version)
+    return client
+
+
+def test_object_store_uris_render_and_proxied_ones_are_refused(object_store_registry: Any, k8s: Path) -> None:
+    change = render(k8s, "dev", object_store_registry)
+    assert change.changed and all(r.uri.startswith("s3://") for r in change.refs)
+    assert not any("cannot download" in w for w in change.warnings)
+    with pytest.raises(DeployError, match=r"enhanced-predictor@challenger v2 lives at mlflow-artifacts:/1/models/m-9"):
+        render(k8s, "prod", object_store_registry)
+    forced = render(k8s, "prod", object_store_registry, allow_local_uris=True)
+    assert read_release(forced.path)["enhanced-predictor.challenger.uri"].startswith("mlflow-artifacts:/")
+
+
+@pytest.mark.parametrize(
+    ("uri", "servable"),
+    [
+        ("s3://bucket/1/models/m-1/artifacts", True),
+        ("gs://bucket/m/artifacts", True),
+        ("https://store.example.com/m/artifacts", True),
+        ("http://minio:9000/bucket/m", False),
+        ("mlflow-artifacts:/1/models/m-1/artifacts", False),
+        ("file:///tmp/mlruns/1/artifacts", False),
+        ("/tmp/mlruns/1/artifacts", False),
+        ("models:/baseline-predictor/1", False),
+    ],
+)
+def test_servable_schemes(uri: str, servable: bool) -> None:
+    from finmlops.deploy.release import ModelRef
+
+    ref = ModelRef(model="m", alias="champion", version="1", uri=uri, git_commit=None)
+    assert (check_servable([ref], allow_local_uris=True) == []) == servable
+    if servable:
+        assert check_servable([ref]) == []
+    else:
+        with pytest.raises(DeployError, match=f"m@champion v1 lives at {uri}"):
+            check_servable([ref])
