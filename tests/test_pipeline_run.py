@@ -46,7 +46,10 @@ def _steps() -> list[Step]:
 def _run(home: Path, **plan: Any) -> tuple[dict[str, str], list[str], dict[str, str]]:
     """Run the three steps; returns each step's status, the steps executed and each step's detail."""
     ctx = Context(home, {"x": 1, "y": 2} | plan)
-    reports = run_steps(_steps(), ctx, RunState(home), force=plan.get("force", False), dry_run=plan.get("dry", False))
+    reports = run_steps(
+        _steps(), ctx, RunState(home), force=plan.get("force", False), rerun=plan.get("rerun", ()),
+        dry_run=plan.get("dry", False),
+    )  # fmt: skip
     return {r.step: r.status for r in reports}, ctx.cache.get("executed", []), {r.step: r.detail for r in reports}
 
 
@@ -61,6 +64,17 @@ def test_second_run_skips_and_a_changed_setting_reruns_its_step_and_dependants_o
     assert _run(tmp_path, y=3, force=True)[1] == ["a", "b", "c"]
     state = json.loads((tmp_path / "run_state.json").read_text())
     assert set(state["steps"]) == {"a", "b", "c"} and state["steps"]["c"]["data"] == {"text": "1+3"}
+
+
+def test_rerun_names_steps_that_run_with_unchanged_inputs(tmp_path: Path) -> None:
+    """`--step b`: b reruns although nothing changed; c reruns only if b's outputs changed (they did not)."""
+    _run(tmp_path)
+    status, executed, detail = _run(tmp_path, rerun={"b"})
+    assert executed == ["b"] and status == {"a": "skipped", "b": "ran", "c": "skipped"} and detail["b"] == "--step"
+    # With other inputs changed too, they run as usual: a --step never hides a stale step.
+    status, executed, _ = _run(tmp_path, y=4, rerun={"a"})
+    assert executed == ["a", "b", "c"]
+    assert _run(tmp_path, y=4, rerun={"c"}, dry=True)[0] == {"a": "would skip", "b": "would skip", "c": "would run"}
 
 
 def test_a_changed_or_missing_output_reruns_the_step(tmp_path: Path) -> None:
@@ -161,11 +175,19 @@ def _registry(home: Path) -> Any:
 def test_quick_run_takes_a_fresh_workspace_to_a_report(quick: tuple[Path, dict[str, Any], float]) -> None:
     home, payload, _ = quick
     status = {s["step"]: s["status"] for s in payload["steps"]}
-    expected = ["ingest", "features", "train", "backtest", "register", "traffic", "abtest", "drift", "report"]
+    expected = [
+        "ingest", "features", "train", "backtest", "register", "traffic", "abtest", "drift", "importance", "report"
+    ]  # fmt: skip
     assert list(status) == expected
     assert all(status[s] == "ran" for s in expected)
     assert payload["home"] == str(home / "quick") and payload["plan"]["test_years"] == [2022, 2023]
     assert Path(payload["report"]).is_file() and Path(payload["report"]).parent == home / "quick"
+    # The importance step fills the report's importance section (it was empty: no step wrote importance_*.json).
+    best = json.loads((home / "quick" / "run_state.json").read_text())["steps"]["train"]["data"]["best_deep"]
+    importance = json.loads((home / "quick" / "results" / f"importance_{best}.json").read_text())
+    assert importance["test_years"] == [2022, 2023] and importance["n_repeats"] == 2 and importance["features"]
+    html = Path(payload["report"]).read_text()
+    assert "explain --variant NAME --global" not in html and importance["features"][0]["feature"] in html
     results = home / "quick" / "results"
     evaluation = json.loads((results / "evaluation.json").read_text())
     assert set(evaluation["models"]) == {"baseline", "enhanced", "majority", "momentum", "logistic", "lightgbm"}
@@ -227,10 +249,23 @@ def test_a_new_seed_would_rerun_training_and_its_dependants_only(quick: tuple[Pa
     status = {s["step"]: s["status"] for s in payload["steps"]}
     assert status["ingest"] == status["features"] == "would skip"
     assert {k: v for k, v in status.items() if k not in ("ingest", "features")} == dict.fromkeys(
-        ["train", "backtest", "register", "traffic", "abtest", "drift", "report"], "would run"
+        ["train", "backtest", "register", "traffic", "abtest", "drift", "importance", "report"], "would run"
     )
     assert "input seed" in next(s["detail"] for s in payload["steps"] if s["step"] == "train")
     assert state_file.read_bytes() == before
+
+
+def test_step_reruns_one_step_with_unchanged_inputs(quick: tuple[Path, dict[str, Any], float]) -> None:
+    home, _, _ = quick
+    report = home / "quick" / "report.html"
+    before = report.stat().st_mtime_ns
+    code, payload, stderr = _invoke(home, "--step", "report", "--json")
+    assert code == 0, stderr[-3000:]
+    status = {s["step"]: s["status"] for s in payload["steps"]}
+    assert status.pop("report") == "ran" and set(status.values()) == {"skipped"}
+    assert report.stat().st_mtime_ns > before
+    code, _, stderr = _invoke(home, "--step", "nope")
+    assert code == 1 and "unknown step(s) nope" in stderr and "ingest, features" in stderr
 
 
 @pytest.mark.slow

@@ -4,7 +4,8 @@ A step's **input hash** is the SHA-256 of its JSON inputs (settings it reads and
 produced), the source code of the finmlops modules it runs, and the versions of the packages that decide results.
 After a step succeeds, ``<home>/run_state.json`` records that hash, the SHA-256 of each output file and the data
 downstream steps read. A later run skips the step when the hash is the same and every output file still has the
-recorded content (and the step's own ``still_valid`` check passes); ``force`` reruns everything. A failed step's
+recorded content (and the step's own ``still_valid`` check passes); ``force`` reruns everything, ``rerun`` the named
+steps (their dependants then rerun only if the rerun changed what they read). A failed step's
 record is removed, so it reruns next time; the records of the steps before it stay valid.
 """
 
@@ -14,7 +15,7 @@ import hashlib
 import importlib.util
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cache
@@ -186,14 +187,16 @@ def run_steps(
     state: RunState,
     *,
     force: bool = False,
+    rerun: Collection[str] = (),
     dry_run: bool = False,
     on_step: Callable[[StepReport], None] = lambda _: None,
 ) -> list[StepReport]:
     """Run (or skip) ``steps`` in order; returns one report per step.
 
     Raises :class:`StepFailed` at the first failing step, after reporting it through ``on_step``; the steps after
-    it are not run. ``dry_run`` runs nothing: a step "would run" when its inputs changed or an upstream step would
-    run (its outputs are then unknown), else it "would skip".
+    it are not run. ``rerun``: steps run even when their inputs are unchanged (``--step``); every other step is
+    skipped or run as usual. ``dry_run`` runs nothing: a step "would run" when its inputs changed or an upstream
+    step would run (its outputs are then unknown), else it "would skip".
     """
     reports: list[StepReport] = []
     pending: set[str] = set()  # steps that would run in a dry run
@@ -209,7 +212,7 @@ def run_steps(
         try:
             parts = input_parts(step.inputs(ctx), step.code)
             report.input_hash = input_hash(parts)
-            stale = "--force" if force else state.fresh(step.name, parts)
+            stale = "--force" if force else "--step" if step.name in rerun else state.fresh(step.name, parts)
             record = state.steps.get(step.name, {})
             if stale is None and step.still_valid is not None and not step.still_valid(ctx, record.get("data", {})):
                 stale = "its recorded outputs are gone"

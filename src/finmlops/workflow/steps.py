@@ -1,16 +1,17 @@
-"""``finmlops run``: the nine steps from the bundled snapshot to a finished report, each skipped when its inputs
+"""``finmlops run``: the ten steps from the bundled snapshot to a finished report, each skipped when its inputs
 did not change (see :mod:`finmlops.workflow.engine`).
 
 1 ingest, 2 features, 3 train + evaluate (walk-forward, every variant and baseline), 4 backtest, 5 register final
 models and decide ``champion``, 6 serve + replay traffic through the 70/30 A/B test, 7 A/B analysis, 8 drift,
-9 report. Each step calls the same stage functions as its own command and writes the same files.
+9 permutation importance of the best deep variant, 10 report. Each step calls the same stage functions as its own
+command and writes the same files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
@@ -50,6 +51,8 @@ class RunPlan:
     block_len: int
     traffic_rate: float  # HTTP requests per second, infer and feedback together
     traffic_seconds: float
+    importance_folds: int  # the last test years on which the best deep variant's permutation importance is computed
+    importance_repeats: int  # shuffles per feature and fold
 
     @property
     def traffic_start(self) -> date:
@@ -72,11 +75,13 @@ class RunPlan:
                 name="quick", tickers=tuple(settings.tickers[:QUICK_TICKERS]), start=date(2017, 1, 1),
                 end=SNAPSHOT_END, variants=("baseline", "enhanced"), baselines=tuple(BASELINES), epochs=2,
                 test_years=(2022, 2023), n_boot=200, block_len=10, traffic_rate=100.0, traffic_seconds=8.0,
+                importance_folds=2, importance_repeats=2,
             )  # fmt: skip
         return cls(
             name="full", tickers=tuple(settings.tickers), start=SNAPSHOT_START, end=SNAPSHOT_END,
             variants=tuple(VARIANTS), baselines=tuple(BASELINES), epochs=4, test_years=tuple(range(2014, 2024)),
-            n_boot=1000, block_len=10, traffic_rate=50.0, traffic_seconds=60.0,
+            n_boot=1000, block_len=10, traffic_rate=50.0, traffic_seconds=60.0, importance_folds=2,
+            importance_repeats=3,
         )  # fmt: skip
 
 
@@ -393,6 +398,38 @@ def _drift(ctx: Context) -> Outcome:
     )
 
 
+def _importance_inputs(ctx: Context) -> dict[str, Any]:
+    plan: RunPlan = ctx.plan
+    return {
+        "dataset_hash": ctx.output("ingest")["dataset_hash"],
+        "variant": ctx.output("train")["best_deep"],
+        "test_years": plan.test_years[-plan.importance_folds :],
+        "epochs": plan.epochs,
+        "repeats": plan.importance_repeats,
+        "seed": ctx.settings.seed,
+        "threads": ctx.settings.threads,
+    }
+
+
+def _importance(ctx: Context) -> Outcome:
+    """Permutation importance of the best deep variant on the last test folds: ``finmlops explain --global``'s
+    function (one refit per fold), so the report has an importance section."""
+    from finmlops.monitoring.explain import run_global_importance
+
+    inputs = _importance_inputs(ctx)
+    result = run_global_importance(
+        ctx.settings, inputs["variant"], test_years=inputs["test_years"], epochs=inputs["epochs"],
+        n_repeats=inputs["repeats"], log=lambda text: ctx.log(f"[importance] {text}"),
+    )  # fmt: skip
+    top = result["features"][0]
+    se = top["accuracy_drop_se"]
+    return Outcome(
+        figure=f"{inputs['variant']} on {len(result['folds'])} folds: top feature {top['feature']} accuracy drop "
+        f"{top['accuracy_drop']:+.4f}" + (f" ± {se:.4f}" if se is not None else ""),
+        files=[Path(result["path"])],
+    )
+
+
 def _report_inputs(ctx: Context) -> dict[str, Any]:
     """Every result file the report may read (``audit`` and ``explain --global`` results included) and the
     request log it summarises, by content."""
@@ -415,7 +452,7 @@ def _report(ctx: Context) -> Outcome:
 
 
 def build_steps() -> list[Step]:
-    """The nine steps in order, with what each depends on."""
+    """The ten steps in order, with what each depends on."""
     plan_of: Callable[[Context], RunPlan] = lambda ctx: ctx.plan  # noqa: E731
     return [
         Step(
@@ -496,9 +533,17 @@ def build_steps() -> list[Step]:
             _drift,
         ),
         Step(
+            "importance",
+            "permutation importance",
+            ("train",),
+            ("finmlops.monitoring.explain", "finmlops.training", "finmlops.models", "finmlops.features"),
+            _importance_inputs,
+            _importance,
+        ),
+        Step(
             "report",
             "report",
-            ("backtest", "abtest", "drift"),
+            ("backtest", "abtest", "drift", "importance"),
             ("finmlops.monitoring.report",),
             _report_inputs,
             _report,
@@ -511,24 +556,33 @@ def run_pipeline(
     *,
     quick: bool = False,
     force: bool = False,
+    steps: Sequence[str] = (),
     dry_run: bool = False,
     progress: bool = False,
     log: Callable[[str], None] = lambda _: None,
     on_step: Callable[[StepReport], None] = lambda _: None,
 ) -> RunResult:
-    """Run the nine steps in ``settings.home`` (``<home>/quick`` with ``quick``); returns the summary.
+    """Run the ten steps in ``settings.home`` (``<home>/quick`` with ``quick``); returns the summary.
 
     Raises :class:`~finmlops.workflow.engine.StepFailed` naming the first failing step; the steps before it keep
-    their outputs and records. ``progress`` shows the walk-forward's progress bar on stderr.
+    their outputs and records. ``steps``: names rerun even when their inputs are unchanged (``--step``; a
+    ``ValueError`` names an unknown one); every other step runs or is skipped as usual. ``progress`` shows the
+    walk-forward's progress bar on stderr.
     """
     import time
 
     started = time.perf_counter()
+    pipeline = build_steps()
+    unknown = sorted(set(steps) - {s.name for s in pipeline})
+    if unknown:
+        raise ValueError(f"unknown step(s) {', '.join(unknown)}; the steps are {', '.join(s.name for s in pipeline)}")
     settings = workspace(settings, quick)
     plan = RunPlan.for_settings(settings, quick)
     ctx = Context(settings, plan, log)
     ctx.cache["progress"] = progress
-    reports = run_steps(build_steps(), ctx, RunState(settings.home), force=force, dry_run=dry_run, on_step=on_step)
+    reports = run_steps(
+        pipeline, ctx, RunState(settings.home), force=force, rerun=set(steps), dry_run=dry_run, on_step=on_step
+    )
     report = ctx.outputs.get("report", {}).get("path")
     champions = {v: {k: e[k] for k in ("name", "champion", "decision", "detail")} for v, e in
                  ctx.outputs.get("register", {}).get("models", {}).items()}  # fmt: skip
