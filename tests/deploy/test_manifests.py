@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +218,39 @@ def test_checks_catch_bad_experiments(rendered: dict[str, str]) -> None:
     assert "weights add up to 90, not 100" in problems
     assert "no Model missing-model" in problems
     assert "default lightweight-predictor is not a candidate" in problems
+
+
+# Container ports of the pods the operators create (not in our manifests): Seldon's mlserver ServerConfig names
+# MLServer's metrics port server-metrics and the agent's metrics; KServe's MLServer listens on MLServer's default.
+OPERATOR_PORTS = {"server-metrics": 8082, "metrics": 9006}
+
+
+@pytest.mark.parametrize("target", ["overlays/prod", "overlays/_serving-seldon", "overlays/_serving-kserve"])
+def test_operator_serving_pods_are_scraped(rendered: dict[str, str], target: str) -> None:
+    """Seldon and KServe pods have a PodMonitor selecting them, on ports Prometheus may reach, with a job name the
+    FinmlopsScrapeTargetDown alert matches."""
+    docs = load_documents(rendered[target])
+    (monitor,) = by_kind(docs, "PodMonitor").values()
+    selector = monitor["spec"]["selector"]
+    if "Server" in {d["kind"] for d in docs}:
+        assert selector["matchLabels"] == {"seldon-server-name": next(iter(by_kind(docs, "Server")))}
+    else:
+        assert by_kind(docs, "InferenceService")
+        assert {"key": "serving.kserve.io/inferenceservice", "operator": "Exists"} in selector["matchExpressions"]
+    allowed = {
+        p["port"] for p in by_kind(docs, "NetworkPolicy")["allow-prometheus-scrape"]["spec"]["ingress"][0]["ports"]
+    }
+    (rule,) = [
+        r
+        for g in by_kind(docs, "PrometheusRule")["finmlops-alerts"]["spec"]["groups"]
+        for r in g["rules"]
+        if r["alert"] == "FinmlopsScrapeTargetDown"
+    ]
+    job_pattern = re.search(r'job=~"([^"]+)"', rule["expr"])[1]
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        relabel = {r["targetLabel"]: r for r in endpoint.get("relabelings", [])}
+        address = relabel.get("__address__", {}).get("replacement")
+        port = int(address.rsplit(":", 1)[1]) if address else OPERATOR_PORTS[endpoint["port"]]
+        assert port in allowed, f"{endpoint['port']} -> {port} is not open to Prometheus"
+        assert re.fullmatch(job_pattern, relabel["job"]["replacement"])
+        assert endpoint["path"] == "/metrics"
