@@ -58,6 +58,12 @@ def test_backtest_cli_writes_json_and_counts_every_trial(home: Path) -> None:
     assert json.loads(out.stdout)["trials"]["total"] == 18
     table = runner.invoke(app, ["backtest", "--strategy", "long_flat"])
     assert table.exit_code == 0 and "bps per unit turnover" in table.stdout
+    # The money figures come with the assumptions they rest on, in the file and on screen.
+    assumed = result["business"]["assumptions"]
+    assert assumed["cost_bps_per_unit_turnover"] == 5.0 and assumed["slippage_bps_per_unit_turnover"] == 0.0
+    assert assumed["timing"] == result["timing"] and "borrow fees for shorts" in assumed["not_modelled"]
+    assert assumed["trading_days"] == result["benchmark"]["days"]
+    assert "Business impact of 100,000" in table.stdout and "net/long_flat" in table.stdout
 
 
 def test_backtest_cli_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

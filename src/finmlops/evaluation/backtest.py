@@ -33,6 +33,17 @@ import pandas as pd
 from scipy import stats
 
 Execution = Literal["close", "open"]
+EXECUTION_TIMING: dict[str, str] = {
+    "close": "decided on data to the close of t, entered at the close of t+1, held to the close of t+2 (adj_close)",
+    "open": "decided on data to the close of t, entered at the open of t+1, held to the open of t+2 (adjusted opens)",
+}
+NOT_MODELLED: tuple[str, ...] = (
+    "borrow fees for shorts",
+    "financing",
+    "taxes",
+    "market impact beyond the slippage",
+    "weight drift within the day",
+)
 STRATEGIES: tuple[str, ...] = ("long_flat", "long_short", "top_k")
 BENCHMARK = "buy_hold"
 PERIODS_PER_YEAR = 252
@@ -267,18 +278,20 @@ def run_backtest(
             "sharpe_daily_variance": variance,
             "expected_max_sharpe_daily": expected_max_sharpe(n_trials, variance),
         },
-        "business": business_impact(results, benchmark, config.capital),
+        "business": business_impact(results, benchmark, config),
     }
 
 
 def business_impact(
-    results: Mapping[str, Mapping[str, Mapping[str, float]]], benchmark: Mapping[str, float], capital: float
+    results: Mapping[str, Mapping[str, Mapping[str, float]]], benchmark: Mapping[str, float], config: BacktestConfig
 ) -> dict[str, Any]:
-    """Money terms for each model x strategy, computed only from the backtest.
+    """Money terms for each model x strategy, computed only from the backtest, with the assumptions they rest on.
 
-    The end value of ``capital``, its profit against buy-and-hold, the costs paid (each day's cost on that day's
-    equity) and whether the deflated Sharpe ratio clears 0.95.
+    The end value of ``config.capital``, its profit against buy-and-hold, the costs paid (each day's cost on that
+    day's equity) and whether the deflated Sharpe ratio clears 0.95; ``assumptions`` states the costs, the execution
+    timing, the period and what is not modelled, so the figures are not read without them.
     """
+    capital = config.capital
     bench_end = capital * (1 + benchmark["total_return"])
     rows = {
         f"{model}/{strategy}": {
@@ -290,4 +303,15 @@ def business_impact(
         for model, by_s in results.items()
         for strategy, r in by_s.items()
     }
-    return {"capital": capital, "buy_hold_end_value": bench_end, "by_config": rows}
+    assumptions = {
+        "cost_bps_per_unit_turnover": config.cost_bps,
+        "slippage_bps_per_unit_turnover": config.slippage_bps,
+        "execution": config.execution,
+        "timing": EXECUTION_TIMING[config.execution],
+        "top_k": config.top_k,
+        "trading_days": benchmark["days"],
+        "risk_free_rate": 0.0,
+        "rebalancing": "to the target weights every trading day, returns compounded",
+        "not_modelled": list(NOT_MODELLED),
+    }
+    return {"capital": capital, "buy_hold_end_value": bench_end, "assumptions": assumptions, "by_config": rows}

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from finmlops.evaluation.backtest import BacktestConfig, execution_returns, run_backtest
+from finmlops.evaluation.backtest import EXECUTION_TIMING, BacktestConfig, execution_returns, run_backtest
 from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
 from finmlops.models.baselines import BASELINES
 from finmlops.provenance import atomic_path, file_sha256, stamp, write_json_atomic, write_text_atomic
@@ -245,17 +245,11 @@ def run_backtest_workspace(settings: Settings, config: BacktestConfig) -> dict[s
         "provenance": stamp(
             data_hash=data_hash, config={**result["config"], "predictions_sha256": pred_sha}, seed=None
         ),
-        "timing": EXECUTION_NOTE[config.execution],
+        "timing": EXECUTION_TIMING[config.execution],
         **result,
     }
     write_json_atomic(settings.results_dir / "backtest.json", payload)
     return payload
-
-
-EXECUTION_NOTE = {
-    "close": "decided on data to the close of t, entered at the close of t+1, held to the close of t+2 (adj_close)",
-    "open": "decided on data to the close of t, entered at the open of t+1, held to the open of t+2 (adjusted opens)",
-}
 
 
 def run_audit_workspace(
