@@ -31,3 +31,11 @@ def test_a_model_that_cannot_load_is_named(tmp_path: Path) -> None:
 def test_default_config_needs_a_champion_in_the_registry() -> None:
     result = CliRunner().invoke(app, ["serve"])
     assert result.exit_code == 1 and "champion" in result.output
+
+
+def test_serve_help_shows_what_config_defaults_to() -> None:
+    """Rich reads ``[...]`` in help text as markup and drops it; the default must survive into --help."""
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+    assert result.exit_code == 0
+    line = next(x for x in result.output.splitlines() if "--config" in x)
+    assert "every *-predictor@champion in the registry + the A/B test" in line, line

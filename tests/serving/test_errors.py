@@ -31,8 +31,13 @@ BAD: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
     ("wrong input name", INFER, json.dumps(_tensor(name="features")).encode(), {}, 400, "input_data"),
     ("string data", INFER, json.dumps(_tensor(data=["a"] * 350)).encode(), {}, 400, "only numbers"),
     ("ragged data", INFER, json.dumps(_tensor(data=[[1.0], [1.0, 2.0]])).encode(), {}, 400, "ragged"),
-    ("NaN literal", INFER, json.dumps(_tensor(data=[float("nan")] * 350)).encode(), {}, 400, "malformed JSON"),
-    ("infinity", INFER, json.dumps(_tensor(data=[1e308 * 10] * 350)).encode(), {}, 400, "JSON"),
+    ("NaN literal", INFER, json.dumps(_tensor(data=[float("nan")] * 350)).encode(), {}, 400,
+     "non-finite number NaN"),
+    ("infinity", INFER, json.dumps(_tensor(data=[1e308 * 10] * 350)).encode(), {}, 400, "non-finite number Infinity"),
+    ("minus infinity", INFER, json.dumps(_tensor(data=[-1e308 * 10] * 350)).encode(), {}, 400,
+     "non-finite number -Infinity"),
+    ("bad as_of", INFER, json.dumps({**_tensor(), "parameters": {"as_of": "03/01/2023"}}).encode(), {}, 400,
+     "'as_of' must be a date"),
     ("float32 overflow", INFER, json.dumps(_tensor(data=[1e300] * 350)).encode(), {}, 400, "NaN or infinite"),
     ("empty batch", INFER, json.dumps(_tensor(shape=[0, 10, 35], data=[])).encode(), {}, 400, "empty batch"),
     ("negative shape", INFER, json.dumps(_tensor(shape=[-1, 10, 35])).encode(), {}, 400, "shape"),
@@ -149,3 +154,17 @@ def _fuzz(operation: Any, base: str, errors: list[str]) -> Any:
             errors.append(f"{operation.label}: {response.status_code} {response.text[:200]}")
 
     return fuzz
+
+
+def test_nan_in_a_feedback_body_is_named_too(ab_server: tuple[str, Any]) -> None:
+    status, payload, _ = Client(ab_server[0]).request("POST", "/v2/feedback", raw=b'{"id": "x", "outcome": NaN}')
+    assert status == 400 and "non-finite number NaN at character 23" in payload["error"], payload
+
+
+def test_infer_is_post_only(ab_server: tuple[str, Any]) -> None:
+    """GET on an infer path is a 405 with a V2 error body, not the model's metadata."""
+    client = Client(ab_server[0])
+    for path in (INFER, "/v2/models/baseline-predictor/infer"):
+        status, payload, _ = client.request("GET", path)
+        assert status == 405 and "use POST" in payload["error"], (path, payload)
+    assert client.request("GET", "/v2/models/baseline-predictor")[0] == 200  # metadata stays GET

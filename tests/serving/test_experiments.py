@@ -194,6 +194,15 @@ def test_contextual_routes_by_header_then_parameter_then_default() -> None:
         ({"strategy": "contextual"}, "context: strategy 'contextual' needs a context section"),
         ({"strategy": "contextual", "context": {"header": "x", "routes": {"hi": "q"}}}, "['q'] are not candidates"),
         ({"context": {"header": "x", "routes": {"hi": "a"}}}, "only valid with strategy 'contextual'"),
+        (
+            {
+                "strategy": "contextual",
+                "sticky_header": "x-user-id",
+                "default": "a",
+                "context": {"header": "x", "routes": {"hi": "b"}},
+            },
+            "sticky_header: strategy 'contextual' routes by the context value and never reads it",
+        ),
         ({"strategy": "round-robin"}, "strategy: Input should be 'weighted', 'bandit' or 'contextual'"),
         ({"mirror": {"name": "m", "percent": 150}}, "mirror.percent: Input should be less than or equal to 100"),
         ({"weights": [1, 2]}, "weights: Extra inputs are not permitted"),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from finmlops.features import compute_features, feature_names, market_returns
 from finmlops.monitoring.drift import reference_profile
 from finmlops.serving.app import ServingApp
 from finmlops.serving.config import parse_config
+from finmlops.serving.feedback import ModelStats
 from finmlops.serving.raw import min_history
 from finmlops.serving.requestlog import read_admin_log, read_requests
 
@@ -276,3 +279,159 @@ def test_explain_extension_attributes_one_window_and_keeps_serving(
     assert status == 400 and "'steps'" in body["error"], body
     assert client.request("GET", "/v2/models/baseline-predictor/explain")[0] == 405
     assert client.request("POST", "/v2/models/nope/explain", v2_body(x))[0] == 404
+
+
+def _start_serve(tmp_path: Path, config: str) -> tuple[subprocess.Popen[bytes], int]:
+    """``finmlops serve`` as a process on a free port, once it answers readiness."""
+    (tmp_path / "serving.yaml").write_text(config)
+    port = free_port()
+    code = (
+        "import sys\nfrom finmlops.cli import main\n"
+        f"sys.argv = ['finmlops', 'serve', '--config', {str(tmp_path / 'serving.yaml')!r}, '--port', '{port}', "
+        "'--log-level', 'warning']\nmain()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if Client(f"http://127.0.0.1:{port}").request("GET", "/v2/health/ready")[0] == 200:
+                return proc, port
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise AssertionError(proc.communicate()[0].decode()) from None
+            time.sleep(0.1)
+
+
+def test_sigterm_drains_a_request_whose_body_is_still_arriving(tmp_path: Path) -> None:
+    """Headers and half the body, then SIGTERM, then the rest: the server stops listening but answers it (200)."""
+    model = tiny_onnx(tmp_path / "m.onnx", 10, 35)
+    db = tmp_path / "requests.db"
+    proc, port = _start_serve(tmp_path, f"models:\n  - name: tiny\n    source: {model}\nserver:\n  request_log: {db}\n")
+    x = np.random.default_rng(3).normal(size=(1, 10, 35)).astype(np.float32)
+    body = json.dumps(v2_body(x, id="in-flight")).encode()
+    head = (
+        f"POST /v2/models/tiny/infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    signalled = False
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(head + body[: len(body) // 2])
+            time.sleep(0.3)  # the server has parsed the headers: the request is in flight
+            proc.send_signal(signal.SIGTERM)
+            signalled = True
+            deadline = time.monotonic() + 10
+            while True:  # shutdown has begun once the listening socket is gone
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                except ConnectionRefusedError:
+                    break
+                assert time.monotonic() < deadline, "the server kept listening after SIGTERM"
+                time.sleep(0.05)
+            assert proc.poll() is None  # still running: draining the request
+            sock.sendall(body[len(body) // 2 :])
+            response = b""
+            while chunk := sock.recv(65536):  # the server closes the connection after its last answer
+                response += chunk
+    finally:
+        if not signalled:  # a second SIGTERM would make uvicorn skip the drain and the log flush
+            proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0].decode()
+    status_line, _, rest = response.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 200 OK", response[:500]
+    answer = json.loads(rest.partition(b"\r\n\r\n")[2])
+    assert answer["id"] == "in-flight"
+    assert answer["outputs"][0]["data"][0] == pytest.approx(float(tiny_reference(x)[0, 0]), abs=1e-6)
+    assert proc.returncode in (0, -signal.SIGTERM) and "Traceback" not in out, out
+    assert read_requests(db).set_index("id").loc["in-flight", "status"] == 200  # logged before the exit
+
+
+def test_infer_tokens_guard_infer_feedback_and_explain(tmp_path: Path) -> None:
+    """With ``auth.infer_tokens`` set: 401 (and a Bearer challenge) without a valid token, 200 with it."""
+    folder = _card_model(tmp_path / "model")
+    config = parse_config(
+        {"models": [{"name": "tiny", "source": str(folder)}], "auth": {"infer_tokens": {"bob": "bob-token-0123456789"}}}
+    )
+    app = ServingApp(config, registry=None, request_log=tmp_path / "requests.db")
+    x = np.random.default_rng(4).normal(size=(1, 10, 16)).astype(np.float32)
+    calls = [
+        ("/v2/models/tiny/infer", v2_body(x, id="auth-1")),
+        ("/v2/models/tiny/explain", {**v2_body(x), "parameters": {"steps": 2}}),
+        ("/v2/feedback", {"id": "auth-1", "outcome": 1}),
+    ]
+    good = {"Authorization": "Bearer bob-token-0123456789"}
+    with serve(app) as base:
+        client = Client(base)
+        for path, body in calls:
+            for headers in ({}, {"Authorization": "Bearer wrong-token-0123456789"}, {"Authorization": "bob"}):
+                status, payload, got = client.request("POST", path, body, headers)
+                assert status == 401 and "bearer token" in payload["error"], (path, headers, payload)
+                assert got["www-authenticate"].startswith("Bearer"), got
+            status, payload, _ = client.request("POST", path, body, good)
+            assert status == 200, (path, payload)
+        assert client.request("GET", "/v2/health/ready")[0] == 200  # health and metadata stay open
+        assert client.request("GET", "/v2/models/tiny")[0] == 200
+
+
+def test_every_documented_series_is_exported_and_every_exported_one_documented(feature_server: Any) -> None:
+    """docs/metrics.md against a live scrape, after the traffic that creates every series (PSI, feedback, arms)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    base, _ = feature_server
+    client = Client(base)
+    x = np.random.default_rng(6).normal(size=(1, 10, 16)).astype(np.float32)
+    assert client.request("POST", "/v2/models/baseline-predictor/infer", v2_body(x, id="docs-1"))[0] == 200
+    assert client.request("POST", "/v2/models/baseline-predictor/infer", v2_body(x[:, :5]))[0] == 400
+    time.sleep(0.05)  # the shadow is scored after the answer
+    assert client.request("POST", "/v2/feedback", {"id": "docs-1", "outcome": 1})[0] == 200
+    text = client.request("GET", "/metrics")[1]
+    exported = {
+        f.name + ("_total" if f.type == "counter" else "")
+        for f in text_string_to_metric_families(text)
+        if f.name.startswith("finmlops_") and f.samples
+    }
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    documented = set(re.findall(r"^\| `(finmlops_\w+)`", doc, flags=re.MULTILINE))
+    assert len(documented) >= 9
+    assert exported == documented, {"undocumented": exported - documented, "not exported": documented - exported}
+
+
+def test_shadow_predictions_count_toward_their_models_feedback_accuracy(feature_server: Any) -> None:
+    """The per-model gauges cover shadow predictions (that is how a shadow is judged live); the served model's
+    gauge counts only its own answers."""
+    base, app = feature_server
+    client = Client(base)
+    before = app.ledger.stats()
+    x = np.random.default_rng(7).normal(size=(1, 10, 16)).astype(np.float32)
+    assert client.request("POST", "/v2/models/baseline-predictor/infer", v2_body(x, id="shadow-fb"))[0] == 200
+    time.sleep(0.05)
+    result = client.request("POST", "/v2/feedback", {"id": "shadow-fb", "outcome": 1})[1]
+    assert result["model"] == "baseline-predictor"
+    after = app.ledger.stats()
+    for model in ("baseline-predictor", "enhanced-predictor"):
+        assert after[model].n == before.get(model, ModelStats()).n + 1, model
+    text = client.request("GET", "/metrics")[1]
+    gauge = re.search(r'^finmlops_feedback_accuracy\{model="enhanced-predictor"\} (\S+)$', text, re.MULTILINE)
+    assert gauge is not None and float(gauge.group(1)) == pytest.approx(after["enhanced-predictor"].accuracy)
+
+
+def test_each_arm_is_exported_at_zero_before_its_first_request(tmp_path: Path) -> None:
+    """So that FinmlopsExperimentArmStarved sees an arm that never gets traffic (an absent series cannot alert)."""
+    model = tiny_onnx(tmp_path / "m.onnx", 10, 35)
+    sources = [{"name": n, "source": str(model)} for n in ("a-model", "b-model", "c-model")]
+    arms = [{"name": "a", "model": "a-model", "weight": 1}, {"name": "b", "model": "b-model", "weight": 1},
+            {"name": "c", "model": "c-model", "weight": 0}]  # fmt: skip
+    config = parse_config({"models": sources, "experiments": [{"name": "ab", "candidates": arms}]})
+    app = ServingApp(config, registry=None, request_log=None)
+
+    def zero_arms(text: str) -> set[str]:
+        pattern = r'^finmlops_requests_total\{arm="(\w)",experiment="ab",model="\w-model",status="200"\} 0\.0$'
+        return set(re.findall(pattern, text, re.MULTILINE))
+
+    assert zero_arms(app.render_metrics().decode()) == {"a", "b"}  # c is off (weight 0) on purpose
+    with serve(app) as base:
+        client = Client(base)
+        patch = {"candidates": [{**arm, "weight": 1} for arm in arms]}
+        assert client.request("PUT", "/admin/experiments/ab", patch)[0] == 200
+        assert zero_arms(client.request("GET", "/metrics")[1]) == {"a", "b", "c"}

@@ -124,7 +124,9 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
     expected = sessions["enhanced-predictor"].run(None, {"input_data": x})[0][:, 0]
     np.testing.assert_allclose([results[i] for i in sorted(results)], expected, atol=1e-6)
     rows, runs = model.batcher.rows_scored - rows_before, model.batcher.runs - runs_before
-    assert rows == 200 and runs <= rows  # batches of several requests happen under load, never more runs than rows
+    # Eight clients at once: requests that arrive together share a run (measured: 55-62 runs for the 200 rows on
+    # 2 cores), so fewer runs than rows is far from the edge; one run per row would mean no batching at all.
+    assert rows == 200 and runs < rows, (rows, runs)
 
 
 def test_feedback_counts_once_updates_metrics_and_reaches_the_request_log(ab_server: tuple[str, Any]) -> None:
@@ -136,7 +138,7 @@ def test_feedback_counts_once_updates_metrics_and_reaches_the_request_log(ab_ser
     outcome = 1
     status, result, _ = client.request("POST", "/v2/feedback", {"id": "fb-1", "outcome": outcome})
     assert status == 200 and result["counted"] is True and result["model"] == model
-    assert result["correct"] == ((prob >= 0.5) == bool(outcome))
+    assert result["correct"] == ((prob > 0.5) == bool(outcome))  # the ledger's threshold: P(up) > 0.5 is "up"
     assert client.request("POST", "/v2/feedback", {"id": "fb-1", "outcome": 0})[1]["counted"] is False
     assert client.request("POST", "/v2/feedback", {"id": "never-served", "outcome": 1})[0] == 404
     assert client.request("POST", "/v2/feedback", {"id": "fb-1", "outcome": 2})[0] == 400

@@ -305,3 +305,14 @@ def test_replay_against_the_finmlops_server(tmp_path: Path) -> None:
     assert sum(s.n for s in stats.values()) == result["feedback_ok"]
     arms = app.experiments.get("ab").posteriors()
     assert sum(a["outcomes"] for a in arms.values()) == result["feedback_ok"]
+    # Each request carries its simulated trading day, so the A/B timeline has one look per replayed day (bucketed
+    # by wall-clock day, a replay of weeks in seconds would be a single look).
+    from finmlops.monitoring.abtest import analyze
+    from finmlops.serving.requestlog import read_feedback, read_requests
+
+    log = read_requests(tmp_path / "requests.db")
+    replayed = {d.date().isoformat() for d in universe["AAPL"].loc["2023-03-13":].index}
+    assert set(log["as_of"]) == replayed
+    timeline = analyze(log, read_feedback(tmp_path / "requests.db"), "ab", min_outcomes=1)["timeline"]
+    assert [day["date"] for day in timeline] == sorted(replayed) and len(timeline) == result["days"] > 1
+    assert sum(timeline[-1]["outcomes"].values()) == result["feedback_ok"]  # every outcome on some day

@@ -43,7 +43,15 @@ from finmlops.serving.feedback import FeedbackLedger, Prediction, UnknownRequest
 from finmlops.serving.metrics import ServerMetrics
 from finmlops.serving.models import LoadedModel, ModelStore, Registry
 from finmlops.serving.openapi import openapi_schema
-from finmlops.serving.protocol import RAW_INPUTS, V2Error, error_body, infer_response, parse_infer
+from finmlops.serving.protocol import (
+    RAW_INPUTS,
+    V2Error,
+    as_of_parameter,
+    error_body,
+    infer_response,
+    loads_json,
+    parse_infer,
+)
 from finmlops.serving.requestlog import AdminRecord, FeedbackRecord, RequestLog, RequestRecord
 
 log = logging.getLogger("finmlops.serving")
@@ -75,6 +83,8 @@ class ServingApp:
         for experiment in self.experiments:
             self._check_models(experiment.name, experiment.models)
         self.metrics = ServerMetrics()
+        for experiment in self.experiments:
+            self._declare_arms(experiment)
         self.request_log = RequestLog(request_log) if request_log is not None else None
         self.ledger = FeedbackLedger(
             max_ids=self.options.feedback_ids,
@@ -99,6 +109,16 @@ class ServingApp:
                 f"experiment {experiment!r} calls {', '.join(missing)}, which the server does not serve "
                 f"(served: {', '.join(self.store.names())})"
             )
+
+    def _declare_arms(self, experiment: Experiment) -> None:
+        """Export each arm meant to get traffic at 0 requests before its first one, so that an arm that never gets
+        any is a series at 0 (which FinmlopsExperimentArmStarved sees), not an absent one. A weighted arm at
+        weight 0 is switched off on purpose and is left out."""
+        weighted = experiment.config.strategy == "weighted"
+        for candidate in experiment.config.candidates:
+            model = self.store.resolve(candidate.target)
+            if model is not None and not (weighted and candidate.weight <= 0):
+                self.metrics.declare_arm(model.name, experiment.name, candidate.name)
 
     def _on_loaded(self, model: LoadedModel, previous: str | None) -> None:
         self.metrics.set_model_info(model.name, model.version, model.data_hash, previous)
@@ -182,7 +202,7 @@ class ServingApp:
     async def _infer(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
         model_label, experiment, arm = "", "", ""
-        rid = ""
+        rid, as_of = "", None
         try:
             self.gate.enter()
             try:  # the arrival phase: batches may wait for requests in it, so it must always end
@@ -199,6 +219,7 @@ class ServingApp:
                 body = await _read_body(receive, headers, self.options.max_body_bytes)
                 request = parse_infer(body, json_length)
                 rid = request.id or uuid.uuid4().hex
+                as_of = as_of_parameter(request.parameters)
                 model, exp, route = self._route(name, version, headers, request.parameters)
                 model_label = model.name
                 if exp is not None:
@@ -220,12 +241,20 @@ class ServingApp:
                 future = model.batcher.submit(x)  # type: ignore[union-attr]
             y = await future
         except V2Error as exc:
-            await self._fail(send, exc.status, exc.message, t0, rid, model_label, experiment, arm, exc.headers)
+            await self._fail(send, exc.status, exc.message, t0, rid, model_label, experiment, arm, exc.headers, as_of)
             return
         except Exception as exc:  # a model that fails at run time is a 500, and the server keeps serving
             log.exception("inference failed")
             await self._fail(
-                send, 500, f"inference failed: {type(exc).__name__}: {exc}", t0, rid, model_label, experiment, arm
+                send,
+                500,
+                f"inference failed: {type(exc).__name__}: {exc}",
+                t0,
+                rid,
+                model_label,
+                experiment,
+                arm,
+                as_of=as_of,
             )
             return
         params = {"experiment": experiment, "arm": arm} if experiment else {}
@@ -238,9 +267,13 @@ class ServingApp:
         await _respond(send, 200, payload, b"application/octet-stream" if json_len is not None else JSON, extra)
         seconds = time.perf_counter() - t0
         self.metrics.observe_request(model.name, experiment, arm, 200, seconds)
-        self._after(rid, model, x, y, experiment or None, arm or None, 0, seconds, exp, headers, request.parameters)
+        self._after(
+            rid, model, x, y, experiment or None, arm or None, 0, seconds, exp, headers, request.parameters, as_of
+        )
         if exp is not None and route.shadows:
-            asyncio.get_running_loop().call_soon(self._shadow, route.shadows, rid, x, request.inputs, experiment, arm)
+            asyncio.get_running_loop().call_soon(
+                self._shadow, route.shadows, rid, x, request.inputs, experiment, arm, as_of
+            )
 
     def _route(
         self, name: str, version: str | None, headers: dict[str, str], parameters: dict[str, Any]
@@ -316,6 +349,7 @@ class ServingApp:
         exp: Experiment | None,
         headers: dict[str, str],
         parameters: dict[str, Any],
+        as_of: str | None,
     ) -> None:
         """Metrics, request-log rows, feedback registration and drift samples for one scored request."""
         probs = y[:, 0].tolist()
@@ -347,6 +381,7 @@ class ServingApp:
                         200,
                         context,
                         last,
+                        as_of,
                     )
                 )
             if drift is not None and not shadow:
@@ -360,6 +395,7 @@ class ServingApp:
         inputs: dict[str, np.ndarray],
         experiment: str,
         arm: str,
+        as_of: str | None,
     ) -> None:
         """Score the request on each shadow model (answers logged with shadow=1, never returned)."""
         for name in names:
@@ -374,7 +410,7 @@ class ServingApp:
             t0 = time.perf_counter()
             future = model.batcher.submit(xs)  # type: ignore[union-attr]
             future.add_done_callback(
-                lambda f, m=model, xs=xs, t0=t0: self._shadow_done(f, m, xs, t0, rid, experiment, arm)
+                lambda f, m=model, xs=xs, t0=t0: self._shadow_done(f, m, xs, t0, rid, experiment, arm, as_of)
             )
 
     def _shadow_done(
@@ -386,13 +422,14 @@ class ServingApp:
         rid: str,
         experiment: str,
         arm: str,
+        as_of: str | None,
     ) -> None:
         if future.cancelled() or future.exception() is not None:
             log.warning(
                 "shadow %s failed for %s: %s", model.name, rid, None if future.cancelled() else future.exception()
             )
             return
-        self._after(rid, model, x, future.result(), experiment, arm, 1, time.perf_counter() - t0, None, {}, {})
+        self._after(rid, model, x, future.result(), experiment, arm, 1, time.perf_counter() - t0, None, {}, {}, as_of)
 
     async def _fail(
         self,
@@ -405,6 +442,7 @@ class ServingApp:
         experiment: str,
         arm: str,
         headers: list[tuple[bytes, bytes]] | None = None,
+        as_of: str | None = None,
     ) -> None:
         await _respond(send, status, error_body(message), JSON, headers)
         seconds = time.perf_counter() - t0
@@ -423,6 +461,7 @@ class ServingApp:
                     None,
                     seconds * 1000.0,
                     status,
+                    as_of=as_of,
                 )
             )
 
@@ -480,7 +519,7 @@ class ServingApp:
         match = _MODEL_PATH.match(path)
         if match is not None:
             name, version, tail = match.groups()
-            only("POST" if tail == "/explain" else "GET")
+            only("POST" if tail in ("/explain", "/infer") else "GET")
             model = self.store.get(name, version)
             if model is None:
                 raise V2Error(
@@ -573,6 +612,7 @@ class ServingApp:
             candidate = parse_config(merge_patch(old.config.model_dump(mode="python", exclude_none=True), patch))
             self._check_models(name, Experiment(candidate).models)
             new = self.experiments.update(name, patch, who)
+            self._declare_arms(new)
         except UnknownExperiment as exc:
             raise V2Error(404, str(exc)) from None
         except (ExperimentConfigError, ServingConfigError) as exc:
@@ -614,9 +654,13 @@ class ServingApp:
 
     def _logged_predictions(self, rid: str) -> list[Prediction]:
         assert self.request_log is not None
+        # The log is append-only, so a reused id has several rows: per (model, shadow) the latest answered one, in
+        # arrival order (the ledger keeps the last served row, as it does in memory).
         with contextlib.closing(sqlite3.connect(str(self.request_log.path))) as db:
             rows = db.execute(
-                "SELECT model, prob_up, shadow, arm, experiment FROM requests WHERE id = ? AND status = 200", (rid,)
+                "SELECT model, prob_up, shadow, arm, experiment FROM requests WHERE rowid IN (SELECT max(rowid) "
+                "FROM requests WHERE id = ? AND status = 200 GROUP BY model, shadow) ORDER BY rowid",
+                (rid,),
             ).fetchall()
         return [Prediction(rid, m, float(p), bool(s), a, e) for m, p, s, a, e in rows]
 
@@ -669,11 +713,7 @@ async def _read_json(receive: Receive, headers: dict[str, str], limit: int) -> d
     ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype and ctype != "application/json":
         raise V2Error(415, f"unsupported content type {ctype!r}; send application/json")
-    body = await _read_body(receive, headers, limit)
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise V2Error(400, f"malformed JSON body: {exc}") from None
+    doc = loads_json(await _read_body(receive, headers, limit))
     if not isinstance(doc, dict):
         raise V2Error(400, "the body must be a JSON object")
     return doc

@@ -152,6 +152,8 @@ class ExperimentConfig(_Strict):
                 raise ValueError(f"context: {unknown} are not candidates (candidates: {names})")
             if self.context.default is None and self.default is None:
                 raise ValueError("context.default: set it or the experiment's default")
+            if self.sticky_header is not None:
+                raise ValueError("sticky_header: strategy 'contextual' routes by the context value and never reads it")
         elif self.context is not None:
             raise ValueError(f"context: only valid with strategy 'contextual', not {self.strategy!r}")
         return self

@@ -40,7 +40,7 @@ class ServerMetrics:
         )
         self.feedback_accuracy = Gauge(
             "finmlops_feedback_accuracy",
-            "Accuracy of the model's served predictions that got feedback.",
+            "Accuracy of the model's predictions (served and shadow) that got feedback.",
             ["model"],
             registry=r,
         )
@@ -90,6 +90,12 @@ class ServerMetrics:
         if hist is None:
             hist = self._latency_children[lkey] = self.latency.labels(model, experiment, arm)
         hist.observe(seconds)
+
+    def declare_arm(self, model: str, experiment: str, arm: str) -> None:
+        """Export the arm's request counter (status 200) at 0 before its first request, so that it exists."""
+        key = (model, experiment, arm, 200)
+        if key not in self._request_children:
+            self._request_children[key] = self.requests.labels(model, experiment, arm, "200")
 
     def observe_predictions(self, model: str, n_up: int, n_down: int) -> None:
         children = self._class_children.get(model)

@@ -9,7 +9,9 @@ JSON bodies follow the spec (``id``, ``parameters``, ``inputs``/``outputs`` with
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,8 @@ DTYPES: dict[str, np.dtype[Any]] = {
 }
 # Raw OHLCV inputs: the server computes the features (see finmlops.serving.raw).
 RAW_INPUTS = frozenset({"open", "high", "low", "close", "volume", "adj_close", "market_return"})
+# What clients (Python's json, JavaScript) write for non-finite floats; none of it is JSON.
+_NON_FINITE = re.compile(rb"-?(?:nan|inf(?:inity)?)", re.IGNORECASE)
 
 
 class V2Error(Exception):
@@ -37,6 +41,38 @@ class V2Error(Exception):
 def error_body(message: str) -> bytes:
     """The V2 error body ``{"error": "..."}``."""
     return orjson.dumps({"error": message})
+
+
+def loads_json(body: bytes | memoryview) -> Any:
+    """Parse a JSON body; 400 naming the problem: a NaN/Infinity token by name, else orjson's position."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raw = bytes(body)
+        # orjson stops after the sign of "-Infinity", on the first letter of the others
+        start = exc.pos - 1 if 0 < exc.pos <= len(raw) and raw[exc.pos - 1 : exc.pos] == b"-" else exc.pos
+        token = _NON_FINITE.match(raw, start)
+        if token is not None:
+            raise V2Error(
+                400,
+                f"malformed JSON body: non-finite number {token.group().decode()} at character {start}; "
+                "NaN and Infinity are not JSON, send finite numbers only",
+            ) from None
+        raise V2Error(400, f"malformed JSON body: {exc}") from None
+
+
+def as_of_parameter(parameters: dict[str, Any]) -> str | None:
+    """The request's ``parameters.as_of``: the trading day (``YYYY-MM-DD``) it is for, e.g. a replay's simulated
+    day; None when absent. Logged with the request so that analyses bucket by it (``abtest.timeline``)."""
+    value = parameters.get("as_of")
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str) or len(value) != 10:
+            raise ValueError
+        return date.fromisoformat(value).isoformat()
+    except ValueError:
+        raise V2Error(400, f"parameter 'as_of' must be a date as YYYY-MM-DD, got {value!r}") from None
 
 
 @dataclass(slots=True)
@@ -107,10 +143,7 @@ def parse_infer(body: bytes, json_length: int | None = None) -> InferRequest:
             raise V2Error(400, f"Inference-Header-Content-Length {json_length} exceeds the body ({len(body)} bytes)")
         view = memoryview(body)
         head, binary = view[:json_length], view[json_length:]
-    try:
-        doc = orjson.loads(head)
-    except orjson.JSONDecodeError as exc:
-        raise V2Error(400, f"malformed JSON body: {exc}") from None
+    doc = loads_json(head)
     if not isinstance(doc, dict):
         raise V2Error(400, "the body must be a JSON object with an 'inputs' list")
     inputs = doc.get("inputs")

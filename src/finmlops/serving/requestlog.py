@@ -3,30 +3,40 @@
 ``RequestLog.append`` only puts a tuple on a queue (about a microsecond); a background thread writes the buffered
 rows in one transaction every ``flush_interval_s`` seconds, or sooner once ``batch_rows`` are waiting (small
 transactions keep each GIL hold short, so the event loop's tail latency stays low).
-Tables (the shared contract): ``requests`` (one row per scored request and model, PRIMARY KEY (id, model)),
-``feedback`` (one outcome per id) and ``admin_log`` (who changed which experiment, and how).
+Tables (the shared contract): ``requests`` (append-only: one row per scored request and model, in arrival order by
+rowid; a client that reuses an id adds a row, never replaces one), ``feedback`` (one outcome per id) and
+``admin_log`` (who changed which experiment, and how). Readers that need one row per id take the latest (highest
+rowid) status-200 row, as the feedback lookup does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
 
-SCHEMA = """
+REQUESTS_TABLE = """
 CREATE TABLE IF NOT EXISTS requests (
     id TEXT NOT NULL, model TEXT NOT NULL, ts REAL NOT NULL, experiment TEXT, arm TEXT, model_version TEXT,
     shadow INTEGER NOT NULL DEFAULT 0, inputs_digest TEXT, prob_up REAL, latency_ms REAL, status INTEGER NOT NULL,
-    context TEXT, last_features BLOB, PRIMARY KEY (id, model)
+    context TEXT, last_features BLOB, as_of TEXT
 );
+"""
+SCHEMA = (
+    REQUESTS_TABLE
+    + """
+CREATE INDEX IF NOT EXISTS requests_by_id ON requests (id, model);
 CREATE TABLE IF NOT EXISTS feedback (id TEXT PRIMARY KEY, ts REAL NOT NULL, outcome INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS admin_log (ts REAL NOT NULL, who TEXT NOT NULL, experiment TEXT, change TEXT);
 """
+)
 REQUEST_COLUMNS: tuple[str, ...] = (
     "id",
     "model",
@@ -41,12 +51,16 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "status",
     "context",
     "last_features",
+    "as_of",
 )
+# Logs written before the log was append-only: PRIMARY KEY (id, model), no as_of column.
+_LEGACY_PK = "PRIMARY KEY (id, model)"
 
 
 class RequestRecord(NamedTuple):
     """One row of ``requests``: ``ts`` in unix seconds, ``latency_ms`` in milliseconds, ``prob_up`` in [0, 1]
-    (None for a failed request), ``last_features`` the float32 bytes of the last timestep's features."""
+    (None for a failed request), ``last_features`` the float32 bytes of the last timestep's features, ``as_of`` the
+    trading day (``YYYY-MM-DD``) the request was for when the client said so (a replay's simulated day)."""
 
     id: str
     model: str
@@ -61,6 +75,7 @@ class RequestRecord(NamedTuple):
     status: int
     context: str | None = None
     last_features: bytes | None = None
+    as_of: str | None = None
 
 
 class FeedbackRecord(NamedTuple):
@@ -80,8 +95,9 @@ class AdminRecord(NamedTuple):
     change: str
 
 
+_VALUES = ", ".join("?" * len(REQUEST_COLUMNS))
 _INSERT = {
-    RequestRecord: f"INSERT OR REPLACE INTO requests VALUES ({', '.join('?' * len(REQUEST_COLUMNS))})",
+    RequestRecord: f"INSERT INTO requests ({', '.join(REQUEST_COLUMNS)}) VALUES ({_VALUES})",
     FeedbackRecord: "INSERT OR IGNORE INTO feedback VALUES (?, ?, ?)",
     AdminRecord: "INSERT INTO admin_log VALUES (?, ?, ?, ?)",
 }
@@ -93,8 +109,29 @@ def connect(path: Path) -> sqlite3.Connection:
     db = sqlite3.connect(str(path), timeout=30, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=NORMAL")
+    _migrate(db)
     db.executescript(SCHEMA)
     return db
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring an older ``requests`` table to the append-only schema: rebuild one keyed by (id, model) (its rows kept,
+    oldest first) and add the ``as_of`` column where it is missing."""
+    with db:
+        db.execute("BEGIN IMMEDIATE")  # one transaction (DDL included), and one process migrating at a time
+        row = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'requests'").fetchone()
+        columns = [c[1] for c in db.execute("PRAGMA table_info(requests)")]
+        if row is None:
+            return
+        if _LEGACY_PK in row[0]:
+            old = [c for c in REQUEST_COLUMNS if c in columns]
+            db.execute("ALTER TABLE requests RENAME TO requests_keyed")
+            db.execute(REQUESTS_TABLE)
+            names = ", ".join(old)
+            db.execute(f"INSERT INTO requests ({names}) SELECT {names} FROM requests_keyed ORDER BY ts, rowid")
+            db.execute("DROP TABLE requests_keyed")
+        elif "as_of" not in columns:
+            db.execute("ALTER TABLE requests ADD COLUMN as_of TEXT")
 
 
 class RequestLog:
@@ -161,16 +198,25 @@ class RequestLog:
                 time.sleep(self._interval)  # the disk is busy or full: retry later, never lose the server
 
 
-def _read(path: Path, query: str) -> pd.DataFrame:
+def _read(path: Path, query: str | Callable[[sqlite3.Connection], str]) -> pd.DataFrame:
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no request log (start `finmlops serve` first)")
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        if callable(query):
+            query = query(db)
         return pd.read_sql_query(query, db)
 
 
 def read_requests(path: Path) -> pd.DataFrame:
-    """Every row of ``requests``, oldest first: the contract's columns (``last_features`` as bytes or None)."""
-    return _read(path, f"SELECT {', '.join(REQUEST_COLUMNS)} FROM requests ORDER BY ts, id")
+    """Every row of ``requests``, oldest first (arrival order among equal ``ts``): the contract's columns
+    (``last_features`` as bytes or None; ``as_of`` None in a log written before that column existed)."""
+
+    def query(db: sqlite3.Connection) -> str:
+        present = {c[1] for c in db.execute("PRAGMA table_info(requests)")}
+        columns = ", ".join(c if c in present else f"NULL AS {c}" for c in REQUEST_COLUMNS)
+        return f"SELECT {columns} FROM requests ORDER BY ts, rowid"
+
+    return _read(path, query)
 
 
 def read_feedback(path: Path) -> pd.DataFrame:

@@ -2,10 +2,11 @@
 
 Each simulated trading day ``d``, every ticker sends its OHLCV history up to and including ``d`` (raw inputs, so
 arms with different feature sets answer the same request) or a ready feature window (``model_input="tensor"``),
-routed by the ``seldon-model: <experiment>.experiment`` header with a sticky user key. When the replay reaches day
-``d + feedback_delay`` it posts the realised direction of ``d`` (``adj_close`` at ``d+1`` vs ``d``) to
-``/v2/feedback``. Requests are rate-limited, run over a few keep-alive connections, and bounded by a duration; a bad
-answer is counted, never fatal.
+routed by the ``seldon-model: <experiment>.experiment`` header with a sticky user key; ``parameters.as_of`` names
+``d``, so the request log (and the A/B timeline) knows the simulated day however fast it is replayed. When the
+replay reaches day ``d + feedback_delay`` it posts the realised direction of ``d`` (``adj_close`` at ``d+1`` vs
+``d``) to ``/v2/feedback``. Requests are rate-limited, run over a few keep-alive connections, and bounded by a
+duration; a bad answer is counted, never fatal.
 """
 
 from __future__ import annotations
@@ -134,14 +135,14 @@ def raw_body(columns: dict[str, np.ndarray], ticker: str, day: date, regime: str
         for col in (*RAW_COLUMNS, MARKET_COLUMN)
         if col in columns
     ]
-    return {"parameters": {"ticker": ticker, "date": day.isoformat(), "regime": regime}, "inputs": inputs}
+    return {"parameters": {"ticker": ticker, "as_of": day.isoformat(), "regime": regime}, "inputs": inputs}
 
 
 def tensor_body(window: np.ndarray, ticker: str, day: date, regime: str) -> dict[str, Any]:
     """A V2 request body with one unscaled feature window ``[1, seq_len, n_features]`` FP32 named ``input_data``."""
     data = np.asarray(window, dtype=np.float32)
     return {
-        "parameters": {"ticker": ticker, "date": day.isoformat(), "regime": regime},
+        "parameters": {"ticker": ticker, "as_of": day.isoformat(), "regime": regime},
         "inputs": [
             {"name": "input_data", "shape": [1, *data.shape], "datatype": "FP32", "data": data.ravel().tolist()}
         ],
