@@ -155,6 +155,9 @@ def test_each_alert_fires_on_its_failure_only(tmp_path: Path) -> None:
         _series("finmlops_requests_total", {**bad, "experiment": "ab", "arm": "enhanced", "status": "200"}, "0+1x90"),
         _series("finmlops_requests_total", {**ok, "experiment": "cd", "arm": "baseline", "status": "200"}, "0+70x90"),
         _series("finmlops_requests_total", {**bad, "experiment": "cd", "arm": "enhanced", "status": "200"}, "0+30x90"),
+        # Experiment "ef": the enhanced arm never gets a request; the server exports its counter at 0 from the start.
+        _series("finmlops_requests_total", {**ok, "experiment": "ef", "arm": "baseline", "status": "200"}, "0+50x90"),
+        _series("finmlops_requests_total", {**bad, "experiment": "ef", "arm": "enhanced", "status": "200"}, "0x90"),
         _series("up", {"job": "finmlops-server", "instance": "10.0.0.7:8080"}, "0x90"),
         _series("up", {"job": "finmlops-server", "instance": "10.0.0.8:8080"}, "1x90"),
     ]
@@ -164,7 +167,12 @@ def test_each_alert_fires_on_its_failure_only(tmp_path: Path) -> None:
         _alert("FinmlopsFeatureDrift", "35m", {**bad, "feature": "rsi_14"}),
         _alert("FinmlopsLatencyP99High", "20m", bad),
         _alert("FinmlopsErrorRateHigh", "15m", bad),
-        _alert("FinmlopsExperimentArmStarved", "70m", {"experiment": "ab", "arm": "enhanced"}),
+        _alert(
+            "FinmlopsExperimentArmStarved",
+            "70m",
+            {"experiment": "ab", "arm": "enhanced"},
+            {"experiment": "ef", "arm": "enhanced"},
+        ),
         _alert("FinmlopsScrapeTargetDown", "3m"),
         _alert("FinmlopsScrapeTargetDown", "10m", {"job": "finmlops-server", "instance": "10.0.0.7:8080"}),
     ]
