@@ -80,8 +80,11 @@ def test_study_logs_nested_runs_records_trials_and_registers_the_best(store: Set
 def test_tuning_trials_raise_the_deflated_sharpe_trial_count(
     settings: Settings, real_windows: Any, predictions: Any
 ) -> None:
+    # The backtest takes each decision's return from the store's prices: the snapshot behind real_windows.
+    DataStore(settings.data_dir).write(
+        load_snapshot(["AAPL", "MSFT", "JPM"], date(2021, 1, 1), date(2022, 12, 31)), "snapshot"
+    )
     frame = predictions(real_windows, "baseline", 0.55, seed=3)
-    frame["ret_next"] = (frame["y_true"] * 2 - 1) * 0.01
     settings.results_dir.mkdir(parents=True)
     frame.to_parquet(settings.results_dir / "predictions.parquet", index=False)
     config = BacktestConfig(strategies=("long_flat",))
