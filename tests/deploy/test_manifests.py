@@ -85,10 +85,16 @@ def test_release_file_is_wired_into_the_serving_manifests(rendered: dict[str, st
         elif doc["kind"] == "Deployment":
             pod = doc["spec"]["template"]["spec"]
             assert pod["containers"][0]["image"] == release["serve-image"]
+            assert pod["initContainers"][0]["image"] == release["train-image"]
             env = {e["name"]: e["value"] for e in pod["initContainers"][0]["env"]}
             uris["baseline-predictor.champion.uri"] = env["BASELINE_URI"]
             uris["enhanced-predictor.champion.uri"] = env["ENHANCED_URI"]
     assert uris and all(release[key] == uri for key, uri in uris.items())
+    steps = [
+        s.get("container") or s.get("script")
+        for s in by_kind(docs, "WorkflowTemplate")["finmlops-training"]["spec"]["templates"]
+    ]
+    assert {s["image"] for s in steps if s} == {release["train-image"]}
     assert "set-by-release-wiring" not in rendered[target]
 
 

@@ -85,6 +85,7 @@ def test_render_writes_every_served_alias_and_the_matching_image(registry: Any, 
     challenger = registry.get_model_version_by_alias("enhanced-predictor", "challenger")
     assert data["enhanced-predictor.challenger.version"] == str(challenger.version) == "2"
     assert data["serve-image"] == f"ghcr.io/finmlops/finmlops-serve:{COMMIT[:12]}"
+    assert data["train-image"] == change.train_image == f"ghcr.io/finmlops/finmlops-train:{COMMIT[:12]}"
     assert change.changed and change.diff.startswith("diff --git")
     assert any("which a cluster cannot download" in w for w in change.warnings)  # a sqlite registry stores locally
     again = render(k8s, "prod", registry, allow_local_uris=True)
@@ -105,6 +106,13 @@ def test_rendered_overlay_builds_with_the_registry_uris(registry: Any, k8s: Path
     }
     version = registry.get_model_version_by_alias("transformer-predictor", "champion").version
     assert models["transformer-predictor"] == registry.get_model_version_download_uri("transformer-predictor", version)
+    images = {
+        step.get("container", step.get("script", {})).get("image")
+        for d in yaml.safe_load_all(out.stdout)
+        if d and d["kind"] == "WorkflowTemplate"
+        for step in d["spec"]["templates"]
+    } - {None}
+    assert images == {f"ghcr.io/finmlops/finmlops-train:{COMMIT[:12]}"}  # render pins the training steps too
 
 
 def test_promote_updates_one_entry_and_prints_the_git_diff(registry: Any, k8s: Path) -> None:
@@ -156,12 +164,20 @@ def test_champions_from_different_commits_need_an_explicit_tag(registry: Any, k8
     finally:
         registry.set_registered_model_alias("enhanced-predictor", "champion", "1")
     assert change.serve_image == "ghcr.io/finmlops/finmlops-serve:v1.2.3"
+    assert change.train_image == "ghcr.io/finmlops/finmlops-train:v1.2.3"
 
 
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda t: t.replace("serve-image:", "image:"), "data must be a mapping with the key serve-image"),
+        (
+            lambda t: t.replace("serve-image:", "image:"),
+            "data must be a mapping with the keys serve-image and train-image",
+        ),
+        (
+            lambda t: t.replace("train-image:", "image:"),
+            "data must be a mapping with the keys serve-image and train-image",
+        ),
         (
             lambda t: t.replace("baseline-predictor.champion.version: '0'", "baseline-predictor.champion.version: 0"),
             "data.baseline-predictor.champion.version must be a string",
