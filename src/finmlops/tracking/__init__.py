@@ -9,7 +9,10 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "backend": ("EXPERIMENTS", "TrackingError", "check_reachable", "configure_tracking", "ensure_experiment"),
+    "backend": (
+        "EXPERIMENTS", "TrackingError", "check_reachable", "configure_tracking", "ensure_experiment", "redact",
+        "storage_url",
+    ),
     "contract": ("INPUT_NAME", "OUTPUT_NAME", "OnnxExport", "ScalerLike"),
     "onnx_export": ("ParityError", "ProbabilityModel", "export_onnx", "onnx_probabilities", "torch_probabilities"),
     "packaging": ("EXPORT_FORMATS", "ModelCard", "ModelError", "export_model", "fetch_model", "log_onnx_model"),

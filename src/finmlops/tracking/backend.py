@@ -97,10 +97,12 @@ def check_reachable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
                 if response.status != 200:
-                    raise TrackingError(f"MLflow tracking server {uri} answered /health with HTTP {response.status}")
+                    raise TrackingError(
+                        f"MLflow tracking server {redact(uri)} answered /health with HTTP {response.status}"
+                    )
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise TrackingError(f"MLflow tracking server {uri} is unreachable: {reason}") from None
+            raise TrackingError(f"MLflow tracking server {redact(uri)} is unreachable: {reason}") from None
     elif scheme == "sqlite":
         # sqlite:///relative.db or sqlite:////absolute/path.db (SQLAlchemy's form); drop any ?query.
         db = Path(uri.removeprefix("sqlite:///").split("?")[0])
@@ -151,5 +153,5 @@ def ensure_experiment(settings: Settings, name: str) -> str:
         # Another process created it between our lookup and create.
         found = client.get_experiment_by_name(name)
         if found is None:
-            raise TrackingError(f"cannot create experiment {name!r} at {settings.tracking_uri}: {exc}") from exc
+            raise TrackingError(f"cannot create experiment {name!r} at {redact(settings.tracking_uri)}: {exc}") from exc
         return found.experiment_id

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from finmlops.features.registry import feature_set_version
 from finmlops.provenance import file_sha256, git_commit, json_safe, software_versions
 from finmlops.settings import Settings
-from finmlops.tracking.backend import EXPERIMENTS, TrackingError, configure_tracking, ensure_experiment
+from finmlops.tracking.backend import EXPERIMENTS, TrackingError, configure_tracking, ensure_experiment, redact
 from finmlops.tracking.contract import ScalerLike
 from finmlops.tracking.registry import PREDICTIONS_ARTIFACT
 
@@ -78,7 +78,7 @@ def tracked_run(settings: Settings, experiment: str, run_name: str, tags: Mappin
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=dict(tags)) as run:
             yield run.info.run_id
     except MlflowException as exc:
-        raise TrackingError(f"MLflow at {uri} failed: {exc.message}") from exc
+        raise TrackingError(f"MLflow at {redact(uri)} failed: {exc.message}") from exc
 
 
 def _log_json(payload: Any, artifact_file: str) -> None:
@@ -275,7 +275,7 @@ def log_trained_variant(settings: Settings, *, trained: Any, result: dict[str, A
     try:
         result["mlflow"] = {"run_id": run_id, **mark_challenger(run_id)}
     except MlflowException as exc:
-        raise TrackingError(f"MLflow at {settings.tracking_uri} failed: {exc.message}") from exc
+        raise TrackingError(f"MLflow at {redact(settings.tracking_uri)} failed: {exc.message}") from exc
     return run_id
 
 
@@ -403,7 +403,7 @@ def list_runs(settings: Settings, experiment: str | None = None, limit: int = 20
         wanted = [i for i, n in experiments.items() if experiment in (None, n)]
         runs = client.search_runs(wanted, max_results=limit, order_by=["attributes.start_time DESC"]) if wanted else []
     except MlflowException as exc:
-        raise TrackingError(f"MLflow at {uri} failed: {exc.message}") from exc
+        raise TrackingError(f"MLflow at {redact(uri)} failed: {exc.message}") from exc
     return [
         {
             "run_id": run.info.run_id,

@@ -392,7 +392,7 @@ def run_tuning(
         elif done.get("trial") == report.best_trial:
             report.registered = done
     except MlflowException as exc:
-        raise TrackingError(f"MLflow at {uri} failed: {exc.message}") from exc
+        raise TrackingError(f"MLflow at {redact(uri)} failed: {exc.message}") from exc
     if report.best_value is not None and not math.isfinite(report.best_value):
         report.best_value = None
     return report
