@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+import yaml
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,3 +109,30 @@ def test_dockerignore_keeps_the_context_to_what_the_images_copy() -> None:
     assert rules[rules.index("*")] == "*" and {"!src/", "!pyproject.toml", "!deploy/docker/constraints.txt"} <= set(
         rules
     )
+
+
+MLSERVER_DOCKERFILE = REPO / "deploy" / "docker" / "Dockerfile.mlserver"
+
+
+def test_mlserver_image_is_pinned_non_root_and_what_the_components_run() -> None:
+    """MLServer + onnxruntime for Seldon and KServe: hadolint clean, exact base tag and onnxruntime pin, non-root,
+    and the components' images: tag names those two versions (rebuilding with others means retagging)."""
+    hadolint = shutil.which("hadolint") or str(REPO / ".venv/bin/hadolint")
+    if Path(hadolint).exists():
+        run = subprocess.run([hadolint, "--no-color", str(MLSERVER_DOCKERFILE)], capture_output=True, text=True)
+        assert run.returncode == 0, run.stdout + run.stderr
+    steps = instructions(MLSERVER_DOCKERFILE)
+    args = {a.split("=", 1)[0]: a.split("=", 1)[1] for k, a in steps if k == "ARG" and "=" in a}
+    (base,) = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], a) for k, a in steps if k == "FROM"]
+    mlserver = re.fullmatch(r"seldonio/mlserver:(\d+\.\d+\.\d+)", base)
+    assert mlserver, f"{base}: pin an exact seldonio/mlserver tag"
+    installs = " ".join(a for k, a in steps if k == "RUN" and "pip install" in a)
+    onnxruntime = re.search(r"onnxruntime==([\w.]+)", installs)
+    assert onnxruntime, "pin onnxruntime"
+    assert [a for k, a in steps if k == "USER"][-1].split(":")[0] not in {"0", "root"}
+    for component in ("serving-seldon", "serving-kserve"):
+        kustomization = yaml.safe_load(
+            (REPO / "deploy" / "k8s" / "components" / component / "kustomization.yaml").read_text()
+        )
+        (image,) = [i for i in kustomization["images"] if i["name"] == "finmlops-mlserver"]
+        assert image["newTag"] == f"{mlserver[1]}-ort{onnxruntime[1]}", component
