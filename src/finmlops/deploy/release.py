@@ -164,7 +164,7 @@ def check_servable(refs: list[ModelRef], allow_local_uris: bool = False) -> list
         raise DeployError(
             f"{detail}: Seldon's rclone and KServe's storage initializer only download "
             f"{', '.join(s + '://' for s in SERVABLE_SCHEMES)} URIs. Give MLflow an object-store artifact root "
-            "(`mlflow server --default-artifact-root s3://...`, not --serve-artifacts; docs/deploy.md), or pass "
+            "(`mlflow server --default-artifact-root s3://... --no-serve-artifacts`; docs/deploy.md), or pass "
             "--allow-local-uris if the cluster can read these paths"
         )
     return [f"{r.model}@{r.alias} lives at {r.uri}, which a cluster cannot download" for r in bad]
