@@ -172,14 +172,38 @@ def test_server_config_is_mounted_and_matches_the_seldon_experiment(rendered: di
     assert experiment["candidates"] == seldon["spec"]["candidates"]
 
 
-def test_init_container_fills_the_folders_serving_yaml_names(rendered: dict[str, str], tmp_path: Path) -> None:
-    """Runs the init container's script for real against a file-based MLflow store (URIs shaped like S3's: a
-    folder ending in ``/artifacts``), with /models moved under tmp_path; every source must then hold an MLmodel."""
-    mlflow = pytest.importorskip("mlflow")
+def _tiny_onnx(path: Path, seq_len: int, n_features: int) -> None:
+    """A graph with the serving contract: float32 [batch, seq_len, n_features] -> sigmoid(mean) [batch, 1]."""
+    import onnx
+    from onnx import TensorProto, helper
 
-    class Echo(mlflow.pyfunc.PythonModel):
-        def predict(self, context, model_input, params=None):  # no hints: MLflow would validate inputs against them
-            return model_input
+    from finmlops.tracking.contract import INPUT_NAME, OUTPUT_NAME
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("ReduceMean", [INPUT_NAME], ["mean"], axes=[2], keepdims=0),
+            helper.make_node("ReduceMean", ["mean"], ["pooled"], axes=[1], keepdims=1),
+            helper.make_node("Sigmoid", ["pooled"], [OUTPUT_NAME]),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, ["batch", seq_len, n_features])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, TensorProto.FLOAT, ["batch", 1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def test_init_container_fills_the_folders_serving_yaml_names(rendered: dict[str, str], tmp_path: Path) -> None:
+    """Runs the init container's script for real against a file-based MLflow store holding finmlops ONNX pyfuncs
+    (URIs shaped like S3's: a folder ending in ``/artifacts``), with /models moved under tmp_path; the server then
+    starts from the rendered serving.yaml: both models load and the A/B experiment routes between them."""
+    mlflow = pytest.importorskip("mlflow")
+    import numpy as np
+
+    from finmlops.serving.app import ServingApp
+    from finmlops.tracking.contract import OnnxExport
+    from finmlops.tracking.packaging import ModelCard, log_onnx_model
 
     pod, configmaps = _server(rendered)
     (fetch,) = pod["initContainers"]
@@ -187,14 +211,17 @@ def test_init_container_fills_the_folders_serving_yaml_names(rendered: dict[str,
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment = client.create_experiment("fetch", artifact_location=(tmp_path / "artifacts").as_uri())
     env = dict(os.environ, HOME=str(tmp_path), MLFLOW_TRACKING_URI=uri)
+    seq_len, n_features = 4, 3
+    _tiny_onnx(tmp_path / "model.onnx", seq_len, n_features)
+    exported = OnnxExport(tmp_path / "model.onnx", seq_len, n_features, max_abs_diff=0.0, n_checked=0)
+    card = ModelCard(variant="baseline", feature_set="test", feature_names=["a", "b", "c"], seq_len=seq_len)
+    windows = np.random.default_rng(0).normal(size=(8, seq_len, n_features)).astype(np.float32)
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
         for var in (e["name"] for e in fetch["env"] if e["name"].endswith("_URI")):
             with mlflow.start_run(experiment_id=experiment):
-                info = mlflow.pyfunc.log_model(
-                    name="model", python_model=Echo(), pip_requirements=["mlflow"], registered_model_name=var.lower()
-                )
+                info = log_onnx_model(exported, card, windows, registered_model_name=var.lower())
             # What `finmlops deploy render` writes into release.yaml, hence into this env var.
             env[var] = client.get_model_version_download_uri(var.lower(), info.registered_model_version)
             assert env[var].endswith("/artifacts")
@@ -205,12 +232,14 @@ def test_init_container_fills_the_folders_serving_yaml_names(rendered: dict[str,
     script = fetch["args"][0].replace('"/models/', f'"{models}/')
     run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+    # A rerun (the pod restarted, the emptyDir kept) replaces the folders instead of failing on them.
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
     (server,) = pod["containers"]
     config_path = Path(parse_cli(server["args"])["config"])
     text = next(c["data"][config_path.name] for c in configmaps.values() if config_path.name in c.get("data", {}))
     config = parse_config(yaml.safe_load(text.replace(" /models/", f" {models}/")))
-    assert [m.name for m in config.models] == ["baseline-predictor", "enhanced-predictor"]
-    for model in config.models:
-        assert (Path(model.source) / "MLmodel").is_file(), f"{model.source} was not filled"
-    # A rerun (the pod restarted) replaces the folders instead of failing on them.
-    assert subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=120).returncode == 0
+    app = ServingApp(config, registry=None, request_log=None)  # loads (and warm-up runs) every model, or raises
+    assert sorted(e.spec.name for e in app.store.entries) == ["baseline-predictor", "enhanced-predictor"]
+    assert [e.current.n_features for e in app.store.entries] == [n_features, n_features]
+    assert [x.name for x in app.experiments] == ["baseline-vs-enhanced"]
