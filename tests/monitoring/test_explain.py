@@ -246,7 +246,9 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     from finmlops.training import run_training
 
     home = tmp_path_factory.mktemp("explain-home")
-    settings = Settings(home=home, threads=1, seed=5)
+    # A module fixture is set up before the per-test environment cleanup: pin the registry to this home, whatever
+    # MLFLOW_TRACKING_URI an earlier test's mlflow.set_tracking_uri left in the environment.
+    settings = Settings(home=home, threads=1, seed=5, mlflow_tracking_uri=None)
     universe = load_snapshot(["AAPL", "JPM", "XOM"], start=date(2016, 1, 1), end=date(2019, 12, 31))
     DataStore(settings.data_dir).write(universe, "snapshot")
     register = lambda **kw: log_trained_variant(settings, **kw)  # noqa: E731
