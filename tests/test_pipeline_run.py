@@ -183,9 +183,12 @@ def test_quick_run_takes_a_fresh_workspace_to_a_report(quick: tuple[Path, dict[s
     assert payload["home"] == str(home / "quick") and payload["plan"]["test_years"] == [2022, 2023]
     assert Path(payload["report"]).is_file() and Path(payload["report"]).parent == home / "quick"
     # The importance step fills the report's importance section (it was empty: no step wrote importance_*.json).
-    best = json.loads((home / "quick" / "run_state.json").read_text())["steps"]["train"]["data"]["best_deep"]
+    recorded = json.loads((home / "quick" / "run_state.json").read_text())["steps"]
+    best = recorded["train"]["data"]["best_deep"]
     importance = json.loads((home / "quick" / "results" / f"importance_{best}.json").read_text())
     assert importance["test_years"] == [2022, 2023] and importance["n_repeats"] == 2 and importance["features"]
+    # On the run's own universe (its tickers and dates), not whatever else the store holds.
+    assert importance["provenance"]["data_hash"] == recorded["ingest"]["data"]["dataset_hash"]
     html = Path(payload["report"]).read_text()
     assert "explain --variant NAME --global" not in html and importance["features"][0]["feature"] in html
     results = home / "quick" / "results"

@@ -641,15 +641,19 @@ def run_global_importance(
     n_repeats: int = 5,
     device: str = "auto",
     log: Callable[[str], None] | None = None,
+    universe: Mapping[str, pd.DataFrame] | None = None,
 ) -> dict[str, Any]:
-    """``finmlops explain --global``: :func:`walk_forward_importance` on the data store, written with a provenance
-    stamp to ``results/importance_<variant>.json`` (atomically). Returns the result with its ``path``."""
-    from finmlops.data import DataStore
+    """``finmlops explain --global``: :func:`walk_forward_importance` on the data store (or on ``universe``, e.g.
+    ``finmlops run``'s own tickers and dates), written with a provenance stamp to
+    ``results/importance_<variant>.json`` (atomically). Returns the result with its ``path``."""
+    from finmlops.data import DataStore, dataset_hash_of
     from finmlops.provenance import stamp, write_json_atomic
 
-    store = DataStore(settings.data_dir)
-    data_hash = store.dataset_hash
-    universe = store.read()
+    if universe is None:
+        store = DataStore(settings.data_dir)
+        data_hash, universe = store.dataset_hash, store.read()
+    else:
+        data_hash = dataset_hash_of(universe)
     result = walk_forward_importance(
         universe, variant, test_years=test_years, epochs=epochs, seed=settings.seed, threads=settings.threads,
         device=device, n_repeats=n_repeats, log=log,

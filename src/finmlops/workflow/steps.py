@@ -419,7 +419,7 @@ def _importance(ctx: Context) -> Outcome:
     inputs = _importance_inputs(ctx)
     result = run_global_importance(
         ctx.settings, inputs["variant"], test_years=inputs["test_years"], epochs=inputs["epochs"],
-        n_repeats=inputs["repeats"], log=lambda text: ctx.log(f"[importance] {text}"),
+        n_repeats=inputs["repeats"], log=lambda text: ctx.log(f"[importance] {text}"), universe=_universe(ctx),
     )  # fmt: skip
     top = result["features"][0]
     se = top["accuracy_drop_se"]
