@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from finmlops.evaluation.audit import (
     check_ohlcv,
     future_dependence,
     permute_bars,
+    permute_labels,
     probe_predictions,
     run_audit,
     simulate_planted,
@@ -59,6 +61,21 @@ def test_permuted_bars_keep_moves_and_lose_order(snapshot: dict[str, pd.DataFram
     assert not np.allclose(moved, real - np.median(real))
 
 
+def test_permuted_labels_keep_each_date_blocks_labels_and_lose_their_rows() -> None:
+    dates = pd.bdate_range("2020-01-01", periods=100)
+    index = pd.MultiIndex.from_product([dates, ["A", "B", "C"]], names=["date", "ticker"])
+    rng = np.random.default_rng(0)
+    target = pd.Series((rng.random(len(index)) < 0.3).astype(float), index=index)
+    target.iloc[[0, 5, 299]] = np.nan
+    out = permute_labels(target, block_days=20, seed=1)
+    block = index.get_level_values("date").map({d: i // 20 for i, d in enumerate(dates)})
+    assert out.index.equals(target.index)
+    assert np.isnan(out.iloc[[0, 5, 299]]).all() and out.notna().sum() == target.notna().sum()
+    pd.testing.assert_series_equal(out.groupby(block.to_numpy()).sum(), target.groupby(block.to_numpy()).sum())
+    assert (out != target).sum() > 50  # rows lost their labels
+    pd.testing.assert_series_equal(out, permute_labels(target, block_days=20, seed=1))
+
+
 def test_bad_synthetic_bar_is_named() -> None:
     walk = simulate_random_walk([0.02], 10, seed=0)
     walk["SYN00"].iloc[3, walk["SYN00"].columns.get_loc("high")] = 1.0
@@ -93,8 +110,8 @@ def test_probe_recovers_planted_signal_and_leak_beats_bayes() -> None:
 
 
 def test_run_audit_small_passes_with_an_honest_pipeline(snapshot: dict[str, pd.DataFrame]) -> None:
-    def predictor_for(years: list[int]):
-        return lambda universe: probe_predictions(universe, basic, test_years=years)
+    def predictor_for(years: list[int], label_transform: Any):
+        return lambda universe: probe_predictions(universe, basic, test_years=years, label_transform=label_transform)
 
     result = run_audit(
         snapshot, predictor_for, basic, AuditConfig(n_tickers=4, n_days=1100, test_years=2, seed=7, boot=BOOT)
@@ -104,6 +121,7 @@ def test_run_audit_small_passes_with_an_honest_pipeline(snapshot: dict[str, pd.D
     assert {c["scenario"] for c in result["checks"]} == {
         "random_walk",
         "shuffled",
+        "permuted_labels",
         "planted",
         "future_dependence",
         "leak",
@@ -112,8 +130,10 @@ def test_run_audit_small_passes_with_an_honest_pipeline(snapshot: dict[str, pd.D
 
 
 def test_run_audit_fails_a_leaky_pipeline(snapshot: dict[str, pd.DataFrame]) -> None:
-    def predictor_for(years: list[int]):
-        return lambda universe: probe_predictions(universe, with_leak(basic), test_years=years)
+    def predictor_for(years: list[int], label_transform: Any):
+        return lambda universe: probe_predictions(
+            universe, with_leak(basic), test_years=years, label_transform=label_transform
+        )
 
     result = run_audit(
         snapshot, predictor_for, basic, AuditConfig(n_tickers=3, n_days=800, test_years=1, seed=7, boot=BOOT)

@@ -5,6 +5,9 @@ Scenarios (see docs/evaluation.md):
 * ``random_walk``: geometric Brownian motion with zero log-drift, so P(up) = 0.5 and nothing is predictable.
 * ``shuffled``: the real snapshot's daily bars put in a random order per ticker; each day's direction is then a
   random draw independent of the past (the label-shuffle control, done on prices so the pipeline is unchanged).
+* ``permuted_labels``: the literal label-shuffle control on the real snapshot: real features and windows, the
+  labels permuted among the tickers of each date (:func:`permute_labels`), so they keep each date's share of up
+  days and lose every link to the features.
 * ``planted``: the sign of each daily return repeats the previous day's sign with probability ``q``; magnitudes are
   i.i.d. So the Bayes accuracy of any forecaster that sees the past is exactly ``max(q, 1 - q)``.
 * ``leak``: the original system's flaw, a feature derived from the next day's return (``target_class``), must be
@@ -28,8 +31,12 @@ from finmlops.evaluation.metrics import BootstrapConfig, metrics_with_ci, prepar
 
 Universe = Mapping[str, pd.DataFrame]
 FeatureFn = Callable[[Universe], pd.DataFrame]
+LabelTransform = Callable[[pd.Series], pd.Series]
 Predictor = Callable[[Universe], pd.DataFrame]
 """A universe in, a predictions frame (``docs/architecture.md``) out: the pipeline under audit."""
+PredictorFactory = Callable[[list[int], LabelTransform | None], Predictor]
+"""``(test_years, label_transform)`` to the pipeline under audit, which applies ``label_transform`` (if not None)
+to its label series ``make_target(universe)`` before training and scoring."""
 
 LEAK_FEATURE = "target_class"
 # Models that by construction cannot use the past; they are exempt from "must recover the planted signal".
@@ -133,6 +140,28 @@ def permute_bars(universe: Universe, *, seed: int) -> dict[str, pd.DataFrame]:
     return out
 
 
+def permute_labels(target: pd.Series, *, block_days: int, seed: int) -> pd.Series:
+    """``target`` (0/1/NaN, indexed by ``(date, ticker)``) with its known labels permuted among the rows of each
+    block of ``block_days`` consecutive dates; NaN labels stay where they are.
+
+    Each block keeps its share of up days, while a label no longer belongs to its row's features or window. The
+    audit uses blocks of one date: in a longer block a label t -> t+1 can land on a later day, whose features already
+    contain that move, and honest models learn the control's own leak.
+    """
+    if block_days < 1:
+        raise ValueError(f"block_days must be >= 1, got {block_days}")
+    _, date_idx = np.unique(target.index.get_level_values("date"), return_inverse=True)
+    block = date_idx // block_days
+    values = target.to_numpy(dtype=float).copy()
+    known = np.flatnonzero(np.isfinite(values))
+    rng = np.random.default_rng(seed)
+    # Sort the known rows by block, then by a random key: each block's rows in a random order.
+    order = known[np.lexsort((rng.random(len(known)), block[known]))]
+    by_block = known[np.argsort(block[known], kind="stable")]
+    values[by_block] = values[order]
+    return pd.Series(values, index=target.index, name=target.name)
+
+
 def check_ohlcv(universe: Universe) -> None:
     """Raise ``ValueError`` naming ticker and date if a synthetic bar breaks low <= open, close <= high."""
     for ticker, f in universe.items():
@@ -206,7 +235,12 @@ def with_leak(feature_fn: FeatureFn) -> FeatureFn:
 
 
 def probe_predictions(
-    universe: Universe, feature_fn: FeatureFn, *, test_years: Sequence[int], seed: int = 0
+    universe: Universe,
+    feature_fn: FeatureFn,
+    *,
+    test_years: Sequence[int],
+    seed: int = 0,
+    label_transform: LabelTransform | None = None,
 ) -> pd.DataFrame:
     """Walk-forward predictions of a small gradient-boosted tree model on the rows of ``feature_fn``.
 
@@ -214,14 +248,17 @@ def probe_predictions(
     rounds, learning rate 0.05) can represent a threshold such as "up if yesterday was up" and are too weak to
     memorise noise. For each test year it trains on every earlier complete row, except the last date before the
     year (its label is the test year's first move), and predicts the year. Returns a predictions frame with model
-    ``probe``.
+    ``probe``. ``label_transform`` maps the label series before training and scoring, as in the pipeline.
     """
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     from finmlops.features import forward_return, make_target
 
     features = feature_fn(universe)
-    frame = features.assign(_y=make_target(universe).reindex(features.index))
+    target = make_target(universe)
+    if label_transform is not None:
+        target = label_transform(target)
+    frame = features.assign(_y=target.reindex(features.index))
     frame = frame.assign(_r=forward_return(universe).reindex(features.index)).dropna()
     dates = frame.index.get_level_values("date")
     parts = []
@@ -311,6 +348,32 @@ def no_signal_checks(scenario: str, preds: pd.DataFrame, boot: BootstrapConfig) 
     return checks
 
 
+def permuted_label_checks(scenario: str, preds: pd.DataFrame, boot: BootstrapConfig) -> list[Check]:
+    """Labels permuted within date blocks: per model, accuracy CI not above the majority-class rate of the test
+    rows, max(b, 1 - b), and AUC CI (where defined) containing 0.5 (``boot`` already corrected).
+
+    The real labels are not balanced (52 % up days over the snapshot), and the permutation keeps that: "always up"
+    scores b honestly, so b, not 0.5, is the accuracy no model may beat without leakage.
+    """
+    checks = []
+    base = float(validate_predictions(preds).groupby("model")["y_true"].mean().iloc[0])
+    rate = max(base, 1 - base)
+    for model, m in _pooled(preds, boot).items():
+        acc, auc = m["accuracy"], m["roc_auc"]
+        auc_ok = not np.isfinite(auc["value"]) or _contains(auc, 0.5)
+        checks.append(
+            Check(
+                scenario,
+                model,
+                f"accuracy not above majority rate {rate:.3f}; AUC CI contains 0.5",
+                bool(acc["ci_low"] <= rate) and auc_ok,
+                f"acc {_fmt(acc)}; AUC {_fmt(auc) if np.isfinite(auc['value']) else 'undefined (constant per fold)'}",
+                m,
+            )
+        )
+    return checks
+
+
 def planted_checks(scenario: str, preds: pd.DataFrame, bayes: float, boot: BootstrapConfig) -> list[Check]:
     """Per model: not above the Bayes rate (else leakage); and, unless exempt, recovers it (CI contains it)."""
     checks = []
@@ -348,6 +411,7 @@ class AuditConfig:
     n_days: int | None = None
     test_years: int = 3
     persistence: float = 0.6
+    label_block_days: int = 1
     seed: int = 42
     boot: BootstrapConfig = field(default_factory=lambda: BootstrapConfig(n_boot=500, block_len=10))
 
@@ -362,11 +426,11 @@ def _test_years(universe: Universe, n: int) -> list[int]:
 
 def run_audit(
     snapshot: Universe,
-    predictor_for: Callable[[list[int]], Predictor],
+    predictor_for: PredictorFactory,
     feature_fn: FeatureFn,
     config: AuditConfig,
 ) -> dict[str, Any]:
-    """Run the four scenarios; ``predictor_for(test_years)`` returns the pipeline under audit.
+    """Run the scenarios; ``predictor_for(test_years, label_transform)`` returns the pipeline under audit.
 
     ``snapshot`` supplies the volatilities, sizes and (shuffled) the real bars; ``feature_fn`` is the pipeline's
     feature function, checked for future dependence with and without the planted leak.
@@ -378,22 +442,28 @@ def run_audit(
     n_days = config.n_days or max(len(f) for f in snapshot.values())
     random_walk = simulate_random_walk(vols, n_days, seed=config.seed)
     planted = simulate_planted(vols, n_days, persistence=config.persistence, seed=config.seed + 1)
-    shuffled = permute_bars({t: f.iloc[-n_days:] for t, f in list(snapshot.items())[:n_tickers]}, seed=config.seed + 2)
+    real = {t: f.iloc[-n_days:] for t, f in list(snapshot.items())[:n_tickers]}
+    shuffled = permute_bars(real, seed=config.seed + 2)
     for market in (random_walk, planted, shuffled):
         check_ohlcv(market)
     bayes = bayes_accuracy(config.persistence)
     planted_years = _test_years(planted, config.test_years)
+    permute: LabelTransform = lambda target: permute_labels(  # noqa: E731
+        target, block_days=config.label_block_days, seed=config.seed + 3
+    )
     preds = {
-        "random_walk": predictor_for(_test_years(random_walk, config.test_years))(random_walk),
-        "shuffled": predictor_for(_test_years(shuffled, config.test_years))(shuffled),
-        "planted": predictor_for(planted_years)(planted),
+        "random_walk": predictor_for(_test_years(random_walk, config.test_years), None)(random_walk),
+        "shuffled": predictor_for(_test_years(shuffled, config.test_years), None)(shuffled),
+        "permuted_labels": predictor_for(_test_years(real, config.test_years), permute)(real),
+        "planted": predictor_for(planted_years, None)(planted),
     }
-    # The family: accuracy and AUC per model in the two no-signal markets, two planted checks per model, 2 probes.
+    # The family: accuracy and AUC per model in the three no-signal markets, two planted checks per model, 2 probes.
     n_models = preds["planted"]["model"].nunique()
-    boot = family_boot(2 * 2 * n_models + 2 * n_models + 2, config.boot)
+    boot = family_boot(3 * 2 * n_models + 2 * n_models + 2, config.boot)
     checks: list[Check] = []
     for name in ("random_walk", "shuffled"):
         checks += no_signal_checks(name, preds[name], boot)
+    checks += permuted_label_checks("permuted_labels", preds["permuted_labels"], boot)
     checks += planted_checks("planted", preds["planted"], bayes, boot)
 
     clean = future_dependence(feature_fn, planted, seed=config.seed)

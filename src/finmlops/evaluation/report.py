@@ -270,7 +270,7 @@ def run_audit_workspace(
     epochs without a better validation loss.
     """
     from finmlops.data import dataset_hash_of, load_snapshot
-    from finmlops.evaluation.audit import AuditConfig, Predictor, run_audit
+    from finmlops.evaluation.audit import AuditConfig, LabelTransform, Predictor, run_audit
     from finmlops.features import FEATURE_SETS, compute_features
     from finmlops.models import BASELINES
     from finmlops.training.walkforward import walk_forward_predictions
@@ -280,9 +280,10 @@ def run_audit_workspace(
     if quick:
         config = replace(config, n_tickers=10, n_days=2600, test_years=1)
 
-    def predictor_for(years: list[int]) -> Predictor:
+    def predictor_for(years: list[int], label_transform: LabelTransform | None) -> Predictor:
         run: Callable[[Any], pd.DataFrame] = lambda universe: walk_forward_predictions(  # noqa: E731
             universe,
+            label_transform=label_transform,
             variants=variants,
             baselines=BASELINES,
             test_years=years,

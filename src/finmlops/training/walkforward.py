@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -83,6 +83,7 @@ def walk_forward_predictions(
     baseline_feature_set: str = "advanced",
     horizon: int = 1,
     threshold: float = 0.0,
+    label_transform: Callable[[pd.Series], pd.Series] | None = None,
 ) -> pd.DataFrame:
     """Predictions of every model on yearly walk-forward test folds.
 
@@ -92,6 +93,8 @@ def walk_forward_predictions(
     requested variants, so no training window or label overlaps the test year. ``variants`` are preset names or
     configs; ``baselines`` are names from ``BASELINES`` (logistic and LightGBM read ``baseline_feature_set``). The
     label is ``make_target(universe, horizon, threshold)`` and the gaps are sized by ``horizon`` too.
+    ``label_transform``, if given, maps that label series to the one used for training and ``y_true`` (the
+    leakage audit's label-permutation control; features and windows stay the real ones).
     ``epochs`` and ``patience`` bound each deep fit (early stopping restores the best epoch).
 
     Returns a frame with columns ``PREDICTION_COLUMNS``: ``date`` (decision date t), ``ticker``, ``fold`` (the test
@@ -114,6 +117,8 @@ def walk_forward_predictions(
             raise KeyError(f"unknown baseline {b!r}; known: {', '.join(BASELINES)}")
 
     target = make_target(universe, horizon=horizon, threshold=threshold)
+    if label_transform is not None:
+        target = label_transform(target)
     ret_next = forward_return(universe, horizon=1)  # the backtest trades daily, whatever the label's horizon
     features: dict[str, pd.DataFrame] = {}
     windows: dict[str, Any] = {}
