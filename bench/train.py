@@ -29,6 +29,8 @@ from finmlops.features import FeatureScaler, compute_features, make_target, make
 from finmlops.models import BASELINES, VARIANTS, build_network, forward_flops
 from finmlops.training import TrainConfig, deterministic, train_network, walk_forward_predictions
 
+FLOOR_GOAL = 1.5  # the goal: an epoch within 1.5x the time the matmul floor allows for its FLOPs
+
 
 def matmul_gflops(n: int = 4096, repeats: int = 3) -> float:
     """Best-of-``repeats`` float32 ``n x n`` matmul rate in GFLOP/s (2 n^3 FLOPs each)."""
@@ -137,7 +139,11 @@ def main() -> None:
             f"{r['speedup_vs_reference']:8.2f}",
             flush=True,
         )
-    result: dict[str, Any] = {"threads": args.threads, "matmul_gflops": floor, "variants": rows}
+    names = args.variants.split(",")
+    meets = [n for n, r in zip(names, rows, strict=True) if r["ratio_to_floor"] <= FLOOR_GOAL]
+    print(f"within {FLOOR_GOAL}x the floor: {', '.join(meets) or 'none'}; missing it: "
+          f"{', '.join(n for n in names if n not in meets) or 'none'}")  # fmt: skip
+    result: dict[str, Any] = {"threads": args.threads, "matmul_gflops": floor, "variants": rows, "meets_goal": meets}
     if not args.no_walk_forward:
         years = [2022, 2023] if args.quick else list(range(2014, 2024))
         start = time.perf_counter()
