@@ -40,6 +40,11 @@ def test_identical_reruns_keep_predictions_sha_and_trial_count() -> None:
     path: Path = settings.results_dir / "predictions.parquet"
     assert b"PANDAS_ATTRS" not in pq.read_metadata(path).metadata
     assert pd.read_parquet(path).attrs == {}
+    # Every baseline is marked as one in the table, not only the two the paired tests use.
+    table = (settings.results_dir / "evaluation.md").read_text()
+    for name in ("majority", "momentum", "logistic", "lightgbm"):
+        assert f"| {name} (baseline) |" in table
+    assert "| lightweight |" in table
     assert backtest() == 15  # 5 models x 3 strategies
     assert backtest("--cost-bps", "20") == 30
     second = evaluate()

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from finmlops.models.baselines import BASELINES
+
 PREDICTION_COLUMNS: tuple[str, ...] = ("date", "ticker", "fold", "model", "prob_up", "y_true", "ret_next")
 METRICS: tuple[str, ...] = (
     "accuracy",
@@ -392,7 +394,8 @@ def evaluate_predictions(
 
     Returns ``{"models": {model: {"pooled", "folds", "vs_baselines", "per_ticker", "calibration", "n_rows",
     "n_dates"}}, "bootstrap": {...}}``. Paired tests compare each model with every baseline in ``baselines``
-    that is present (a baseline is not compared with itself).
+    that is present (a baseline is not compared with itself); ``is_baseline`` marks those and every model named in
+    ``finmlops.models.BASELINES``.
     """
     boot = boot or BootstrapConfig()
     preds = validate_predictions(preds)
@@ -407,7 +410,7 @@ def evaluate_predictions(
         }
         prepared = prepare(rows)
         result[model] = {
-            "is_baseline": model in present_baselines,
+            "is_baseline": model in present_baselines or model in BASELINES,
             "n_rows": len(rows),
             "n_dates": prepared.n_dates,
             "pooled": metrics_with_ci(prepared, boot),

@@ -19,7 +19,6 @@ import pandas as pd
 
 from finmlops.evaluation.backtest import EXECUTION_TIMING, BacktestConfig, execution_returns, run_backtest
 from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
-from finmlops.models.baselines import BASELINES
 from finmlops.provenance import atomic_path, file_sha256, stamp, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
 
@@ -67,7 +66,7 @@ def markdown_table(evaluation: dict[str, Any]) -> str:
     for name, m in evaluation["models"].items():
         p = m["pooled"]
         cells = [
-            name + (" (baseline)" if m["is_baseline"] or name in BASELINES else ""),
+            name + (" (baseline)" if m["is_baseline"] else ""),
             _fmt_ci(p["accuracy"]),
             _num(p["balanced_accuracy"]["value"], ".3f"),
             # Undefined for a forecast constant within every fold (majority), which ranks nothing.
