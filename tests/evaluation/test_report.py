@@ -66,10 +66,14 @@ def test_backtest_cli_writes_json_and_counts_every_trial(home: Path) -> None:
     assert "Business impact of 100,000" in table.stdout and "net/long_flat" in table.stdout
 
 
-def test_backtest_cli_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_backtest_cli_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, preds: pd.DataFrame) -> None:
     monkeypatch.setenv("FINMLOPS_HOME", str(tmp_path))
     runner = CliRunner()
     missing = runner.invoke(app, ["backtest"])
     assert missing.exit_code == 1 and "run `finmlops evaluate` first" in missing.stderr
     bad = runner.invoke(app, ["backtest", "--strategy", "yolo"])
     assert bad.exit_code == 2
+    # Predictions but no data store: the returns each execution earns come from the store's prices.
+    evaluate_and_write(preds, tmp_path / "results", data_hash="abc", config={}, boot=BOOT)
+    no_prices = runner.invoke(app, ["backtest"])
+    assert no_prices.exit_code == 1 and "run `finmlops ingest` first" in no_prices.stderr
