@@ -92,6 +92,7 @@ def ingest_command(
     if source not in SOURCES:
         fail(f"--source must be one of {', '.join(SOURCES)}, got {source!r}", code=2)
     settings = settings_from(tickers=tickers, start=start, end=end, raw_data_dir=data_dir)
+    tracked = not no_track and tracking_ready(settings)
     try:
         report = ingest(
             DataStore(settings.data_dir),
@@ -104,7 +105,7 @@ def ingest_command(
         )
     except DataError as exc:
         fail(str(exc))
-    if not no_track:
+    if tracked:
         track(
             "ingestion", "log_ingestion", settings, tickers=[t.ticker for t in report.tickers], start=settings.start,
             end=settings.end, source=source, dataset_hash=report.dataset_hash,
@@ -202,8 +203,7 @@ def features_command(
     settings = settings_from(feature_set=feature_set)
     store = DataStore(settings.data_dir)
     try:
-        universe = store.read()
-        data_hash = store.dataset_hash
+        universe, data_hash = store.read_versioned()
     except DataError as exc:
         fail(str(exc))
     try:
@@ -259,6 +259,7 @@ def train_command(
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     from finmlops.training import run_training
 
+    tracked = not no_track and tracking_ready(settings)
     try:
         result = run_training(
             settings,
@@ -267,7 +268,7 @@ def train_command(
             device=device,
             verbosity="log" if quiet else "silent" if json_out else "bar",
             class_balanced=class_balanced,
-            on_trained=None if no_track else partial(track, "training", "log_trained_variant", settings),
+            on_trained=partial(track, "training", "log_trained_variant", settings) if tracked else None,
         )
     except (DataError, OSError, ValueError) as exc:
         fail(str(exc))
@@ -343,8 +344,10 @@ def evaluate_command(
     if unknown:
         fail(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}", code=2)
     settings = settings_from(seed=seed)
+    from finmlops.data import DataError
     from finmlops.evaluation.report import markdown_table, run_evaluation
 
+    tracked = not no_track and tracking_ready(settings)
     try:
         result = run_evaluation(
             settings,
@@ -355,9 +358,9 @@ def evaluate_command(
             boot=_bootstrap(n_boot, block_len, settings.seed),
             progress=not json_out,
         )
-    except (OSError, ValueError, KeyError) as exc:
+    except (DataError, OSError, ValueError, KeyError) as exc:
         fail(str(exc))
-    if not no_track:
+    if tracked:
         track("evaluation", "log_evaluation_result", settings, result=result)
     if json_out:
         emit_json(result)
@@ -374,14 +377,19 @@ def backtest_command(
     cost_bps: float = typer.Option(5.0, "--cost-bps", help="Commission per unit of turnover, basis points."),
     slippage_bps: float = typer.Option(0.0, "--slippage-bps", help="Slippage per unit of turnover, basis points."),
     execution: str = typer.Option(
-        "close", "--execution", help="close: trade at the close of t; open: at the open of t+1."
+        "close",
+        "--execution",
+        help="Signal after the close of t; close: hold from the close of t+1 to t+2; open: open t+1 to open t+2.",
     ),
     top_k: int = typer.Option(2, "--top-k", min=1, help="Names per side of the top_k long/short book."),
     capital: float = typer.Option(100_000.0, "--capital", help="Starting capital for the business-impact figures."),
+    no_track: bool = typer.Option(False, "--no-track", help="Do not log a backtest run to MLflow."),
     json_out: bool = typer.Option(False, "--json", help="Print the backtest as JSON."),
 ) -> None:
     """Backtest the saved walk-forward predictions net of costs against equal-weight buy-and-hold, with the
-    deflated Sharpe ratio over every configuration tried; writes results/backtest.json."""
+    deflated Sharpe ratio over every configuration tried; writes results/backtest.json and logs it (metrics per
+    model and strategy, tagged with the predictions' SHA-256) to MLflow's evaluation experiment."""
+    from finmlops.data import DataError
     from finmlops.evaluation.backtest import STRATEGIES, BacktestConfig
     from finmlops.evaluation.report import run_backtest_workspace
 
@@ -399,10 +407,13 @@ def backtest_command(
         top_k=top_k,
         capital=capital,
     )
+    tracked = not no_track and tracking_ready(settings)
     try:
         result = run_backtest_workspace(settings, config)
-    except (OSError, ValueError, KeyError) as exc:
+    except (DataError, OSError, ValueError, KeyError) as exc:  # the store's prices price every execution
         fail(str(exc))
+    if tracked:
+        track("backtest", "log_backtest_result", settings, result=result)
     if json_out:
         emit_json(result)
         return
@@ -430,11 +441,30 @@ def backtest_command(
             "–" if dsr is None else f"{dsr:.3f}",
         )
     console.print(table)
+    business = result["business"]
+    assumed = business["assumptions"]
+    money = Table(
+        title=f"Business impact of {capital:,.0f} over {assumed['trading_days']} trading days "
+        f"(buy-and-hold ends at {business['buy_hold_end_value']:,.0f})",
+        caption=f"Assumes {assumed['cost_bps_per_unit_turnover']:g} bps cost + "
+        f"{assumed['slippage_bps_per_unit_turnover']:g} bps slippage per unit turnover, {assumed['timing']}, "
+        f"risk-free rate 0; not modelled: {', '.join(assumed['not_modelled'])}.",
+    )
+    for column in ("model/strategy", "end value", "vs buy-and-hold", "costs paid", "DSR > 0.95"):
+        money.add_column(column)
+    for name, b in business["by_config"].items():
+        money.add_row(
+            name,
+            f"{b['end_value']:,.0f}",
+            f"{b['excess_vs_buy_hold']:+,.0f}",
+            f"{b['costs_paid']:,.0f}",
+            "yes" if b["dsr_above_0_95"] else "no",
+        )
+    console.print(money)
     trials = result["trials"]
     console.print(
         f"deflated Sharpe over {trials['total']} configurations tried on these predictions "
-        f"({trials['this_run']} now); buy-and-hold ends at {result['business']['buy_hold_end_value']:,.0f} "
-        f"from {capital:,.0f}. Wrote {settings.results_dir / 'backtest.json'}",
+        f"({trials['this_run']} now). Wrote {settings.results_dir / 'backtest.json'}",
         highlight=False,
     )
 
@@ -443,15 +473,18 @@ def backtest_command(
 def audit_command(
     quick: bool = typer.Option(False, "--quick", help="Smaller markets (10 tickers, 2600 days, 1 test year)."),
     variant: list[str] = typer.Option([], "--variant", help="Deep variant to audit (repeatable; default lightweight)."),
+    all_variants: bool = typer.Option(False, "--all", help="Audit all five deep variants (slow)."),
     epochs: int = typer.Option(20, "--epochs", min=1, help="Maximum epochs per fit (early stopping, patience 5)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for the synthetic markets, training and bootstrap."),
     json_out: bool = typer.Option(False, "--json", help="Print the audit as JSON."),
 ) -> None:
-    """Leakage audit: random-walk, shuffled and planted-signal markets through the real pipeline, and a planted
-    next-day feature that must be flagged. Exit code 1 when any check fails; writes results/audit.json."""
+    """Leakage audit: random-walk, shuffled, permuted-label and planted-signal markets through the real pipeline,
+    and a planted next-day feature that must be flagged. Exit code 1 when any check fails; writes results/audit.json."""
     from finmlops.models import VARIANTS
 
-    names = variant or ["lightweight"]
+    if all_variants and variant:
+        fail("use either --variant or --all", code=2)
+    names = list(VARIANTS) if all_variants else list(dict.fromkeys(variant)) or ["lightweight"]
     unknown = [v for v in names if v not in VARIANTS]
     if unknown:
         fail(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}", code=2)
@@ -484,11 +517,28 @@ def audit_command(
 # --- tracking: runs, export, register, promote, models -------------------------------------------------------------
 
 
-def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str:
+def tracking_ready(settings: Settings) -> bool:
+    """At a command's start: False (with a note) when MLflow is not installed; exit 1 with one error line naming
+    the URI when the tracking backend does not answer, so a dead URI fails in seconds, before the work."""
+    try:
+        from finmlops.tracking.backend import TrackingError, configure_tracking
+    except ImportError as exc:  # a core install has no MLflow
+        err_console.print(f"tracking skipped: {exc.name or exc} is not installed", highlight=False)
+        return False
+    try:
+        configure_tracking(settings)
+    except TrackingError as exc:
+        fail(f"{exc} (or pass --no-track)")
+    return True
+
+
+def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str | None:
     """Call ``finmlops.tracking.<function>(settings, **kwargs)`` (a logging helper returning a run id) at the end
     of a command, e.g. ``track("ingestion", "log_ingestion", settings, tickers=..., ...)``.
 
-    Imports MLflow only here. A tracking failure is one clear error line naming the tracking URI, exit code 1.
+    Imports MLflow only here. A tracking failure (or an ONNX export that fails its parity check) is one clear error
+    line naming the tracking URI, exit code 1. Without MLflow it says tracking is skipped and returns None: the
+    command's own results are already written.
     """
     import logging
 
@@ -498,8 +548,17 @@ def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
         run_id = getattr(tracking, function)(settings, **kwargs)
+    except ImportError as exc:
+        err_console.print(f"tracking {what} skipped: {exc.name or exc} is not installed", highlight=False)
+        return None
     except (tracking.TrackingError, ValueError) as exc:
-        fail(f"tracking {what} at {settings.tracking_uri} failed: {exc}")
+        fail(f"tracking {what} at {tracking.redact(settings.tracking_uri)} failed: {exc}")
+    except RuntimeError as exc:
+        from finmlops.tracking.onnx_export import ParityError
+
+        if not isinstance(exc, ParityError):
+            raise
+        fail(f"tracking {what}: the ONNX export failed its parity check (run FAILED, no model registered): {exc}")
     err_console.print(f"tracked {what} as MLflow run {run_id}", highlight=False)
     return run_id
 
@@ -515,7 +574,7 @@ def runs_command(
     """List recent MLflow runs, newest first, with their data hash and pooled metrics."""
     import logging
 
-    from finmlops.tracking import TrackingError, list_runs
+    from finmlops.tracking import TrackingError, list_runs, redact
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = settings_from()
@@ -526,11 +585,11 @@ def runs_command(
     except ValueError as exc:
         fail(str(exc), code=2)
     if json_out:
-        emit_json({"tracking_uri": settings.tracking_uri, "runs": runs})
+        emit_json({"tracking_uri": redact(settings.tracking_uri), "runs": runs})
         return
     from rich.table import Table
 
-    table = Table(title=f"MLflow runs at {settings.tracking_uri}")
+    table = Table(title=f"MLflow runs at {redact(settings.tracking_uri)}")
     for column in ("started", "experiment", "name", "status", "run id", "data hash", "metrics"):
         table.add_column(column)
     for run in runs:
@@ -670,7 +729,12 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print th
 
 @app.command("explain")
 def explain_command(
-    variant: str = typer.Option(..., "--variant", help="Deep variant: its trained model in <home>/models/<variant>/."),
+    variant: str | None = typer.Option(
+        None, "--variant", help="Deep variant: its trained model in <home>/models/<variant>/ (finmlops train)."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="Instead of --variant: a registered model, NAME@alias or NAME/VERSION (e.g. from run)."
+    ),
     ticker: str | None = typer.Option(
         None, "--ticker", help="Ticker to explain (default: the first the model was trained on)."
     ),
@@ -688,22 +752,27 @@ def explain_command(
     seed: int | None = typer.Option(None, "--seed", help="Seed for --global fits and shuffles (default: settings)."),
     json_out: bool = typer.Option(False, "--json", help="Print the explanation as JSON."),
 ) -> None:
-    """Explain a deep variant (see docs/explain.md).
+    """Explain a deep variant or a registered model (see docs/explain.md).
 
     Default: Integrated Gradients (Captum, CPU) of one prediction of the trained model: which features and which
-    days of the window moved P(up) away from the training-mean baseline, with the completeness check.
+    days of the window moved P(up) away from the training-mean baseline, with the completeness check. With
+    --model: the same for a registered ONNX model (onnxruntime), e.g. a champion that `finmlops run` registered.
     With --global: how much walk-forward test accuracy and AUC drop when each feature is shuffled across windows,
     refitting the variant per fold; writes results/importance_<variant>.json.
     """
     from finmlops.data import DataError
     from finmlops.models import VARIANTS
 
-    if variant not in VARIANTS:
+    if (variant is None) == (model is None):
+        fail("give one of --variant NAME (a model from finmlops train) or --model NAME@alias|NAME/VERSION", code=2)
+    if variant is not None and variant not in VARIANTS:
         fail(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}", code=2)
+    if global_ and variant is None:
+        fail("--global refits a variant per fold: give --variant", code=2)
     settings = settings_from(seed=seed)
     from rich.table import Table
 
-    from finmlops.monitoring.explain import explain_saved_model, run_global_importance
+    from finmlops.monitoring.explain import explain_registered_model, explain_saved_model, run_global_importance
 
     if global_:
         try:
@@ -732,9 +801,16 @@ def explain_command(
         console.print(table)
         console.print(f"wrote {result['path']}", highlight=False)
         return
+    errors: tuple[type[Exception], ...] = (DataError, OSError, ValueError)
     try:
-        explanation = explain_saved_model(settings, variant, ticker=ticker, date=date, steps=steps)
-    except (DataError, OSError, ValueError) as exc:
+        if model is not None:
+            from finmlops.tracking import ModelError, TrackingError
+
+            errors = (*errors, ModelError, TrackingError)
+            explanation = explain_registered_model(settings, model, ticker=ticker, date=date, steps=steps)
+        else:
+            explanation = explain_saved_model(settings, str(variant), ticker=ticker, date=date, steps=steps)
+    except errors as exc:
         fail(str(exc))
     payload = explanation.to_dict(top)
     if payload["model_data_hash"] != payload["store_data_hash"]:
@@ -746,7 +822,7 @@ def explain_command(
         emit_json(payload)
         return
     table = Table(
-        title=f"{variant} on {payload['ticker']} {payload['date']}: P(up) {payload['prob_up']:.4f}, "
+        title=f"{model or variant} on {payload['ticker']} {payload['date']}: P(up) {payload['prob_up']:.4f}, "
         f"{payload['baseline_prob_up']:.4f} at the training-mean baseline"
     )
     for column in ("feature", "attribution", "value (t)", "baseline"):
@@ -762,7 +838,8 @@ def explain_command(
     console.print(
         f"completeness: sum of attributions {payload['sum_attributions']:+.6f} vs f(x) - f(baseline) "
         f"{payload['prob_up'] - payload['baseline_prob_up']:+.6f}, convergence delta "
-        f"{payload['convergence_delta']:.2e} ({steps} Gauss-Legendre steps, Captum on CPU in float64)",
+        f"{payload['convergence_delta']:.2e} ({steps} Gauss-Legendre steps, "
+        + ("onnxruntime, central differences)" if model else "Captum on CPU in float64)"),
         highlight=False,
     )
 
@@ -781,6 +858,11 @@ def drift_command(
     current: str = typer.Option("recent", "--current", help="recent (the store) or log (the server's inputs)."),
     window: int = typer.Option(90, "--window", min=1, help="Current window: the last DAYS calendar days."),
     psi: float = typer.Option(0.2, "--psi", min=0.0, help="Alert when a feature's PSI exceeds this."),
+    ks_p: float = typer.Option(0.05, "--ks-p", min=1e-12, max=0.5, help="Alert when the KS p-value is below this."),
+    wasserstein: float = typer.Option(
+        0.1, "--wasserstein", min=1e-12, help="Alert when the normalised Wasserstein distance reaches this."
+    ),
+    bins: int = typer.Option(10, "--bins", min=2, max=100, help="Reference quantile bins for PSI."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Feature and prediction drift of a current window against the reference (training) window: PSI, KS and
@@ -804,7 +886,8 @@ def drift_command(
     try:
         result = run_drift(
             settings, model=model, reference=Path(reference) if reference else None, current=current,
-            window_days=window, thresholds=DriftThresholds(psi=psi),
+            window_days=window,
+            thresholds=DriftThresholds(psi=psi, ks_p_value=ks_p, wasserstein=wasserstein, n_bins=bins),
         )  # fmt: skip
     except errors as exc:
         fail(str(exc))
@@ -842,12 +925,31 @@ def abtest_analyze(
     alpha: float = typer.Option(0.05, "--alpha", min=1e-6, max=0.5, help="Significance level of the mSPRT."),
     tau: float = typer.Option(0.05, "--tau", min=1e-4, help="Mixture scale: the accuracy difference expected."),
     control: str | None = typer.Option(None, "--control", help="Control arm [default: the arm with most traffic]."),
-    apply: bool = typer.Option(False, "--apply", help="Move the registry's champion alias as decided (tagged)."),
+    apply: bool = typer.Option(
+        False,
+        "--apply",
+        help="Act on the decision: arms of one model move its champion alias; arms of different models get the "
+        "experiment's traffic sent to the winner (needs --server and/or --config). Tagged.",
+    ),
+    server: str | None = typer.Option(
+        None, "--server", help="With --apply: running server URL whose experiment is changed (PUT /admin/...)."
+    ),
+    token: str | None = typer.Option(
+        None, "--token", envvar="FINMLOPS_ADMIN_TOKEN", help="Admin bearer token for --server."
+    ),
+    config: str | None = typer.Option(
+        None, "--config", help="With --apply: serving config file (serving.yaml) whose experiment is changed."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the analysis as JSON."),
 ) -> None:
     """Per-arm accuracy (Wilson 95% CI) and latency, an always-valid sequential test (mSPRT) of each challenger
     against the control, and the decision: promote, roll back or continue. Writes results/abtest_<experiment>.json."""
+    from pathlib import Path
+
     from finmlops.monitoring.abtest import run_abtest
+
+    if (server or config) and not apply:
+        fail("--server and --config only act with --apply", code=2)
 
     settings = settings_from()
     errors: tuple[type[Exception], ...] = (OSError, ValueError)
@@ -858,7 +960,10 @@ def abtest_analyze(
 
         errors = (*errors, TrackingError, MlflowException)
     try:
-        result = run_abtest(settings, experiment, alpha=alpha, tau=tau, control=control, apply=apply)
+        result = run_abtest(
+            settings, experiment, alpha=alpha, tau=tau, control=control, apply=apply, server=server, token=token,
+            config_path=Path(config) if config else None,
+        )  # fmt: skip
     except errors as exc:
         fail(str(exc))
     if json_out:
@@ -889,11 +994,20 @@ def abtest_analyze(
     console.print(f"rule: {decision['rule']}", highlight=False)
     if "applied" in result:
         applied = result["applied"]
-        console.print(
-            f"applied: champion of {applied['model']} -> v{applied['version']}" if applied.get("changed")
-            else f"applied: registry unchanged ({applied.get('reason', 'champion already there; tagged')})",
-            highlight=False,
-        )  # fmt: skip
+        if applied.get("mode") == "routing":
+            for where in ("server", "config"):
+                if where in applied:
+                    done = applied[where]
+                    console.print(
+                        f"applied: {done.get('url') or done.get('path')} experiment weights {done['weights_before']} "
+                        f"-> {done['weights']}" + ("" if done["changed"] else " (already so)"), highlight=False,
+                    )  # fmt: skip
+        else:
+            console.print(
+                f"applied: champion of {applied['model']} -> v{applied['version']}" if applied.get("changed")
+                else f"applied: registry unchanged ({applied.get('reason', 'champion already there; tagged')})",
+                highlight=False,
+            )  # fmt: skip
     console.print(f"wrote {settings.results_dir / f'abtest_{experiment}.json'}", highlight=False)
 
 
@@ -1004,7 +1118,7 @@ def traffic_command(
 @app.command("serve")
 def serve_command(
     config: str | None = typer.Option(
-        None, "--config", help="serving.yaml [default: every *-predictor@champion in the registry + the A/B test]."
+        None, "--config", help="serving.yaml (without it: every *-predictor@champion in the registry + the A/B test)."
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port."),
@@ -1038,6 +1152,9 @@ def run_command(
         False, "--quick", help="Same steps, small: 3 tickers, 2 folds, 2 variants, seconds of traffic; in <home>/quick."
     ),
     force: bool = typer.Option(False, "--force", help="Rerun every step, even when its inputs are unchanged."),
+    step: list[str] | None = typer.Option(
+        None, "--step", help="Rerun this step even when its inputs are unchanged (repeatable); the others as usual."
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Run nothing; show which steps would run and why."),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
@@ -1045,9 +1162,9 @@ def run_command(
 
     1 ingest (the whole snapshot, 2010-2023, for yearly walk-forward folds 2014-2023), 2 features, 3 train and
     evaluate every variant and baseline walk-forward, 4 backtest, 5 register each variant's final model and decide
-    champion, 6 serve and replay 2023 through the 70/30 A/B test, 7 A/B analysis, 8 drift, 9 report.
-    A step whose inputs (data, settings, code) are unchanged since it last succeeded is skipped
-    (<home>/run_state.json). The first failing step is named; exit code 1.
+    champion, 6 serve and replay 2023 through the 70/30 A/B test, 7 A/B analysis, 8 drift, 9 permutation importance,
+    10 report. A step whose inputs (data, settings, code) are unchanged since it last succeeded is skipped
+    (<home>/run_state.json); --step NAME reruns NAME anyway. The first failing step is named; exit code 1.
     """
     from finmlops.workflow.engine import StepReport
     from finmlops.workflow.steps import StepFailed, run_pipeline
@@ -1060,11 +1177,12 @@ def run_command(
 
     try:
         result = run_pipeline(
-            settings, quick=quick, force=force, dry_run=dry_run, progress=not json_out, log=say, on_step=on_step
-        )
+            settings, quick=quick, force=force, steps=step or (), dry_run=dry_run, progress=not json_out, log=say,
+            on_step=on_step,
+        )  # fmt: skip
     except StepFailed as exc:
         fail(f"{exc} (earlier steps' outputs are kept; rerun `finmlops run` to resume from this step)")
-    except ValueError as exc:  # an unreadable run_state.json
+    except ValueError as exc:  # an unreadable run_state.json, an unknown --step
         fail(str(exc))
     if json_out:
         emit_json(result.as_dict())
@@ -1274,6 +1392,7 @@ def _report_release(change: Any, as_json: bool) -> None:
     for ref in change.refs:
         console.print(f"{ref.model}@{ref.alias}: version {ref.version} at {ref.uri}", highlight=False)
     console.print(f"serve image: {change.serve_image}", highlight=False)
+    console.print(f"train image: {change.train_image}", highlight=False)
     for warning in change.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if not change.changed:
@@ -1305,11 +1424,18 @@ def deploy_render(
         None, help="Serving image tag; default: the git commit the champions were trained at (12 hex digits)."
     ),
     tracking_uri: str | None = typer.Option(None, help="MLflow tracking/registry URI; default from settings."),
+    allow_local_uris: bool = typer.Option(
+        False, "--allow-local-uris", help="Accept schemes besides s3://, gs://, https:// (clusters cannot read them)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Write the overlay's release.yaml from the MLflow registry: the artifact URI and version of every alias it
-    serves, and the serving image tag. Nothing is written unless every alias resolves. Prints the git diff."""
-    _report_release(_release_step("render", overlay, k8s_dir, tracking_uri, image_tag=image_tag), as_json)
+    serves, and the serving image tag. Nothing is written unless every alias resolves to a URI the cluster can
+    download (s3://, gs://, https://). Prints the git diff."""
+    change = _release_step(
+        "render", overlay, k8s_dir, tracking_uri, image_tag=image_tag, allow_local_uris=allow_local_uris
+    )
+    _report_release(change, as_json)
 
 
 @deploy_app.command("promote")
@@ -1319,11 +1445,17 @@ def deploy_promote(
     overlay: str = typer.Option("dev", help="Overlay folder under <k8s-dir>/overlays."),
     k8s_dir: str = typer.Option("deploy/k8s", help="Kustomize root that holds overlays/."),
     tracking_uri: str | None = typer.Option(None, help="MLflow tracking/registry URI; default from settings."),
+    allow_local_uris: bool = typer.Option(
+        False, "--allow-local-uris", help="Accept schemes besides s3://, gs://, https:// (clusters cannot read them)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Point one model@alias of the overlay at the version the registry alias names now (after `finmlops promote`)
     and print the git diff, ready to commit: ArgoCD rolls it out once pushed."""
-    _report_release(_release_step("promote", overlay, k8s_dir, tracking_uri, model=model, alias=alias), as_json)
+    change = _release_step(
+        "promote", overlay, k8s_dir, tracking_uri, model=model, alias=alias, allow_local_uris=allow_local_uris
+    )
+    _report_release(change, as_json)
 
 
 @deploy_app.command("rules")
