@@ -154,8 +154,7 @@ def run_evaluation(
     from finmlops.models import BASELINES
     from finmlops.training.walkforward import walk_forward_predictions
 
-    store = DataStore(settings.data_dir)
-    universe = store.read()
+    universe, data_hash = DataStore(settings.data_dir).read_versioned()
     preds = walk_forward_predictions(
         universe,
         variants=variants,
@@ -178,7 +177,7 @@ def run_evaluation(
         "tickers": sorted(universe),
         "bootstrap": asdict(boot),
     }
-    return evaluate_and_write(preds, settings.results_dir, data_hash=store.dataset_hash, config=config, boot=boot)
+    return evaluate_and_write(preds, settings.results_dir, data_hash=data_hash, config=config, boot=boot)
 
 
 def load_predictions(results_dir: Path) -> tuple[pd.DataFrame, str]:

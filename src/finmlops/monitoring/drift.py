@@ -373,8 +373,7 @@ def run_drift(
     if current == "log" and model is None:
         raise ValueError("--current log needs --model: the log's feature vectors are in the model's feature order")
     t = thresholds or DriftThresholds()
-    store = DataStore(settings.data_dir)
-    universe = store.read()
+    universe, data_hash = DataStore(settings.data_dir).read_versioned()
     notes: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         card, onnx_file = None, None
@@ -456,6 +455,6 @@ def run_drift(
         **report.model_dump(mode="json"),
     }
     config = {"model": model, "reference": str(reference) if reference else None, "current": current}
-    payload["provenance"] = stamp(data_hash=store.dataset_hash, config=config | {"window_days": window_days})
+    payload["provenance"] = stamp(data_hash=data_hash, config=config | {"window_days": window_days})
     write_json_atomic(settings.results_dir / "drift.json", payload)
     return json_safe(payload)  # NaN as null, as in the file

@@ -651,7 +651,7 @@ def run_global_importance(
 
     if universe is None:
         store = DataStore(settings.data_dir)
-        data_hash, universe = store.dataset_hash, store.read()
+        universe, data_hash = store.read_versioned()
     else:
         data_hash = dataset_hash_of(universe)
     result = walk_forward_importance(

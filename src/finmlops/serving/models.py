@@ -179,6 +179,9 @@ class Registry:
     def __init__(self, tracking_uri: str, cache: Path) -> None:
         import mlflow
 
+        from finmlops.tracking.backend import storage_url
+
+        tracking_uri = storage_url(tracking_uri)  # postgresql:// works with psycopg2 as in the rest of finmlops
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
         self.client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)

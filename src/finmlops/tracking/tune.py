@@ -332,7 +332,7 @@ def run_tuning(
     base = get_variant(variant)
     uri = configure_tracking(settings)
     store = DataStore(settings.data_dir)
-    universe, data_hash = store.read(), store.dataset_hash
+    universe, data_hash = store.read_versioned()
     years = sorted({d.year for f in universe.values() for d in f.index})
     if not folds and len(years) < 5:
         raise ValueError(f"the store spans {years[0]}-{years[-1]}: give --folds (test years with history before)")

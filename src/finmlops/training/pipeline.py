@@ -202,8 +202,7 @@ def run_training(
 
     variant = get_variant(variant_name)
     store = DataStore(settings.data_dir)
-    data_hash = store.dataset_hash
-    universe = store.read()
+    universe, data_hash = store.read_versioned()
     config = TrainConfig(
         **({"epochs": epochs} if epochs else {}),
         seed=settings.seed,
