@@ -216,8 +216,10 @@ def test_init_container_fills_the_folders_serving_yaml_names(rendered: dict[str,
     exported = OnnxExport(tmp_path / "model.onnx", seq_len, n_features, max_abs_diff=0.0, n_checked=0)
     card = ModelCard(variant="baseline", feature_set="test", feature_names=["a", "b", "c"], seq_len=seq_len)
     windows = np.random.default_rng(0).normal(size=(8, seq_len, n_features)).astype(np.float32)
-    previous = mlflow.get_tracking_uri()
+    # Both global URIs: an earlier test may have pointed MLflow's registry elsewhere.
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
     try:
         for var in (e["name"] for e in fetch["env"] if e["name"].endswith("_URI")):
             with mlflow.start_run(experiment_id=experiment):
@@ -226,7 +228,8 @@ def test_init_container_fills_the_folders_serving_yaml_names(rendered: dict[str,
             env[var] = client.get_model_version_download_uri(var.lower(), info.registered_model_version)
             assert env[var].endswith("/artifacts")
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
     assert fetch["command"] == ["python", "-c"]
     models = tmp_path / "models"
     script = fetch["args"][0].replace('"/models/', f'"{models}/')
