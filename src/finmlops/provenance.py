@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -108,3 +109,42 @@ def write_text_atomic(path: Path, text: str) -> Path:
 def write_json_atomic(path: Path, payload: Any) -> Path:
     """Write JSON to ``path`` atomically (see :func:`atomic_path`). NaN and infinities are written as null."""
     return write_text_atomic(path, json.dumps(json_safe(payload), indent=2, default=str, allow_nan=False) + "\n")
+
+
+class LockTimeout(TimeoutError):
+    """Another process held the lock file for longer than the timeout."""
+
+
+@contextmanager
+def file_lock(path: Path, *, exclusive: bool = True, timeout: float = 300.0) -> Iterator[bool]:
+    """Hold an advisory ``flock`` on ``path`` (created if missing): exclusive, or shared for readers. Yields True,
+    or False when no lock could be taken: a platform without ``fcntl``, or a shared lock on a read-only folder
+    (nobody can be writing there). Raises :class:`LockTimeout` naming ``path`` after ``timeout`` seconds."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield False
+        return
+    try:
+        if exclusive:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        else:
+            fd = os.open(path, os.O_RDONLY) if path.exists() else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        if exclusive:
+            raise
+        yield False
+        return
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(f"{path}: held by another process for over {timeout:g} s") from None
+                time.sleep(0.05)
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

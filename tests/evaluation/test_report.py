@@ -77,3 +77,38 @@ def test_backtest_cli_errors_are_clear(tmp_path: Path, monkeypatch: pytest.Monke
     evaluate_and_write(preds, tmp_path / "results", data_hash="abc", config={}, boot=BOOT)
     no_prices = runner.invoke(app, ["backtest"])
     assert no_prices.exit_code == 1 and "run `finmlops ingest` first" in no_prices.stderr
+
+
+RECORDER = """
+import sys, time
+from pathlib import Path
+from finmlops.evaluation.report import record_tuning_trials
+results, study, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.001)
+for n in range(1, 21):
+    record_tuning_trials(results, study, n)
+"""
+
+
+def test_parallel_tuning_workers_keep_every_study_in_the_trial_ledger(tmp_path: Path) -> None:
+    """Six processes update the ledger at once (as a parallel tuning Job's workers do); none loses another's count.
+    With the lock taken out, studies were lost."""
+    import subprocess
+    import sys
+
+    script, go = tmp_path / "recorder.py", tmp_path / "go"
+    script.write_text(RECORDER)
+    studies = [f"study{i}" for i in range(6)]
+    procs = [
+        subprocess.Popen([sys.executable, str(script), str(tmp_path), s, str(go)], stdout=subprocess.PIPE, text=True)
+        for s in studies
+    ]
+    for proc in procs:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    go.touch()
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0
+    ledger = json.loads((tmp_path / "backtest_trials.json").read_text())
+    assert ledger["tuning"] == {s: 20 for s in studies}

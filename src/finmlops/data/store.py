@@ -16,7 +16,6 @@ import contextlib
 import hashlib
 import json
 import os
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from pydantic import BaseModel, Field, ValidationError
 from finmlops.data.errors import DataStoreError
 from finmlops.data.frames import select_dates
 from finmlops.data.validation import OHLCV_COLUMNS, PRICE_COLUMNS, validate_ohlcv
+from finmlops.provenance import LockTimeout, file_lock
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"
@@ -169,40 +169,17 @@ class DataStore:
         """Hold the store's lock: exclusive for writers, shared for readers (advisory ``flock``, so it also works
         between containers sharing a volume). A read-only store, or a platform without ``fcntl``, goes unlocked:
         nobody can be writing to it from here."""
+        if exclusive:
+            self.root.mkdir(parents=True, exist_ok=True)
+        holder = "another process is reading or writing" if exclusive else "another process is writing"
         try:
-            import fcntl
-        except ImportError:  # Windows
-            yield
-            return
-        path = self.root / LOCK_NAME
-        try:
-            if exclusive:
-                self.root.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-            else:
-                fd = os.open(path, os.O_RDONLY) if path.exists() else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            if exclusive:
-                raise
-            yield
-            return
-        try:
-            deadline = time.monotonic() + self.lock_timeout
-            while True:
-                try:
-                    fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        holder = "another process is reading or writing" if exclusive else "another process is writing"
-                        raise DataStoreError(
-                            f"{path}: {holder} the store and held its lock for over {self.lock_timeout:g} s; "
-                            "wait for it to finish and retry"
-                        ) from None
-                    time.sleep(0.05)
-            yield
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
+            with file_lock(self.root / LOCK_NAME, exclusive=exclusive, timeout=self.lock_timeout):
+                yield
+        except LockTimeout:
+            raise DataStoreError(
+                f"{self.root / LOCK_NAME}: {holder} the store and held its lock for over {self.lock_timeout:g} s; "
+                "wait for it to finish and retry"
+            ) from None
 
     @property
     def manifest_path(self) -> Path:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from finmlops.evaluation.backtest import EXECUTION_TIMING, BacktestConfig, execution_returns, run_backtest
 from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
-from finmlops.provenance import atomic_path, file_sha256, stamp, write_json_atomic, write_text_atomic
+from finmlops.provenance import atomic_path, file_lock, file_sha256, stamp, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
 
 PAIRED_BASELINES: tuple[str, ...] = ("majority", "momentum")
@@ -206,9 +206,12 @@ def record_tuning_trials(results_dir: Path, study: str, n_trials: int) -> int:
     if n_trials < 0:
         raise ValueError(f"n_trials must be >= 0, got {n_trials}")
     path = results_dir / TRIALS_FILE
-    ledger = json.loads(path.read_text()) if path.exists() else {}
-    ledger["tuning"] = {**ledger.get("tuning", {}), study: n_trials}
-    write_json_atomic(path, ledger)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    # Parallel tuning workers update the ledger at once: read-modify-write under a lock, or one loses the other's.
+    with file_lock(results_dir / f".{TRIALS_FILE}.lock"):
+        ledger = json.loads(path.read_text()) if path.exists() else {}
+        ledger["tuning"] = {**ledger.get("tuning", {}), study: n_trials}
+        write_json_atomic(path, ledger)
     return sum(ledger["tuning"].values())
 
 
@@ -227,6 +230,19 @@ def run_backtest_workspace(settings: Settings, config: BacktestConfig) -> dict[s
     data_hash = json.loads(eval_path.read_text())["provenance"]["data_hash"] if eval_path.exists() else None
     universe = DataStore(settings.data_dir).read(tickers=sorted(preds["ticker"].unique()))
     ledger_path = settings.results_dir / TRIALS_FILE
+    with file_lock(settings.results_dir / f".{TRIALS_FILE}.lock"):
+        return _backtest_with_ledger(settings, config, preds, pred_sha, data_hash, universe, ledger_path)
+
+
+def _backtest_with_ledger(
+    settings: Settings,
+    config: BacktestConfig,
+    preds: pd.DataFrame,
+    pred_sha: str,
+    data_hash: str | None,
+    universe: dict[str, pd.DataFrame],
+    ledger_path: Path,
+) -> dict[str, Any]:
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
     trials: dict[str, float | None] = ledger.get("trials", {}) if ledger.get("predictions_sha256") == pred_sha else {}
     tuning: dict[str, int] = ledger.get("tuning", {})
