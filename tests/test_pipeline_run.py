@@ -220,6 +220,25 @@ def test_quick_run_registers_final_models_and_records_how_champion_was_set(
         assert entry["train_end"] < "2023-01-01" and entry["max_abs_diff_last_fold"] < 1e-4
 
 
+def test_quick_run_tracks_ingestion_evaluation_and_backtest_like_the_commands(
+    quick: tuple[Path, dict[str, Any], float],
+) -> None:
+    """The run's data, walk-forward and backtest steps log the MLflow runs their standalone commands log."""
+    home, _, _ = quick
+    client = _registry(home)
+    steps = json.loads((home / "quick" / "run_state.json").read_text())["steps"]
+    ingestion = client.get_run(steps["ingest"]["data"]["mlflow_run"])
+    assert client.get_experiment(ingestion.info.experiment_id).name == "ingestion"
+    assert ingestion.data.tags["finmlops.data_hash"] == steps["ingest"]["data"]["dataset_hash"]
+    evaluation = client.get_run(steps["train"]["data"]["mlflow_run"])
+    backtest = client.get_run(steps["backtest"]["data"]["mlflow_run"])
+    sha = steps["train"]["data"]["predictions_sha256"]
+    for run in (evaluation, backtest):
+        assert client.get_experiment(run.info.experiment_id).name == "evaluation"
+        assert run.data.tags["finmlops.predictions_sha256"] == sha
+    assert 0.0 < evaluation.data.metrics["majority/accuracy"] < 1.0 and "buy_hold/sharpe" in backtest.data.metrics
+
+
 def test_quick_run_served_both_arms_with_feedback(quick: tuple[Path, dict[str, Any], float]) -> None:
     home, _, _ = quick
     traffic = json.loads((home / "quick" / "results" / "traffic.json").read_text())

@@ -173,6 +173,19 @@ def _ci(entry: dict[str, Any]) -> str:
 # --- the steps --------------------------------------------------------------------------------------------------------
 
 
+def _track(ctx: Context, function: str, **kwargs: Any) -> str:
+    """Log a step's result to MLflow exactly as its standalone command does (``finmlops.tracking.<function>``),
+    so a run's ingestion, evaluation and backtest are traceable like theirs; returns the MLflow run id."""
+    import logging
+
+    import mlflow  # noqa: F401  # it sets its logger to INFO on import: quiet it after
+
+    from finmlops import tracking
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    return str(getattr(tracking, function)(ctx.settings, **kwargs))
+
+
 def _ingest(ctx: Context) -> Outcome:
     from finmlops.data import DataStore, dataset_hash_of, ingest
 
@@ -187,9 +200,13 @@ def _ingest(ctx: Context) -> Outcome:
     first = min(f.index.min() for f in universe.values()).date()
     last = max(f.index.max() for f in universe.values()).date()
     data_hash = dataset_hash_of(universe)
+    run_id = _track(
+        ctx, "log_ingestion", tickers=sorted(universe), start=plan.start, end=plan.end, source="snapshot",
+        dataset_hash=report.dataset_hash, n_rows=rows, warnings=report.warnings,
+    )  # fmt: skip
     return Outcome(
         figure=f"{len(universe)} tickers, {rows:,} rows {first}..{last}, data {data_hash[:12]}",
-        data={"dataset_hash": data_hash, "rows": rows, "first": str(first), "last": str(last)},
+        data={"dataset_hash": data_hash, "rows": rows, "first": str(first), "last": str(last), "mlflow_run": run_id},
     )
 
 
@@ -261,11 +278,17 @@ def _train(ctx: Context) -> Outcome:
     vs = deep[best]["vs_baselines"]["majority"]
     majority = payload["models"]["majority"]["pooled"]["accuracy"]["value"]
     results = ctx.settings.results_dir
+    run_id = _track(ctx, "log_evaluation_result", result=payload)
     return Outcome(
         figure=f"{len(plan.test_years)} folds, {len(payload['models'])} models; best deep {best} accuracy "
         f"{_ci(deep[best]['pooled']['accuracy'])} vs majority {majority:.3f} (p = {vs['p_value_bootstrap']:.3f})",
         files=[results / "predictions.parquet", results / "evaluation.json", results / "evaluation.md"],
-        data={"predictions_sha256": payload["predictions"]["sha256"], "best_deep": best, "fit_seconds": fit_seconds},
+        data={
+            "predictions_sha256": payload["predictions"]["sha256"],
+            "best_deep": best,
+            "fit_seconds": fit_seconds,
+            "mlflow_run": run_id,
+        },
     )
 
 
@@ -278,10 +301,12 @@ def _backtest(ctx: Context) -> Outcome:
     rows = [(m, s, p) for m, by_s in result["results"].items() if m in ctx.plan.variants for s, p in by_s.items()]
     model, strategy, best = max(rows, key=lambda r: r[2]["sharpe"])
     dsr = best.get("deflated_sharpe")
+    run_id = _track(ctx, "log_backtest_result", result=result)
     return Outcome(
         figure=f"best deep net Sharpe {best['sharpe']:.2f} ({model} {strategy}, deflated SR "
         f"{'n/a' if dsr is None else f'{dsr:.2f}'}) vs buy-and-hold {result['benchmark']['sharpe']:.2f}",
         files=[ctx.settings.results_dir / "backtest.json"],
+        data={"mlflow_run": run_id},
     )
 
 
