@@ -328,20 +328,27 @@ def family_boot(n_checks: int, boot: BootstrapConfig) -> BootstrapConfig:
     return replace(boot, level=1 - (1 - boot.level) / max(n_checks, 1), method="normal")
 
 
+def _auc_contains_half(auc: dict[str, float]) -> tuple[bool, str]:
+    """Whether an AUC CI contains 0.5, and its text. A forecast constant within every fold (majority) ranks
+    nothing: its AUC is NaN, passes, and reads "undefined"."""
+    if not np.isfinite(auc["value"]):
+        return True, "undefined (constant per fold)"
+    return _contains(auc, 0.5), _fmt(auc)
+
+
 def no_signal_checks(scenario: str, preds: pd.DataFrame, boot: BootstrapConfig) -> list[Check]:
     """Every model's accuracy CI, and AUC CI where AUC is defined, must contain 0.5 (``boot`` already corrected)."""
     checks = []
     for model, m in _pooled(preds, boot).items():
-        acc, auc = m["accuracy"], m["roc_auc"]
-        # A forecast constant within every fold (majority) ranks nothing: its AUC is NaN and not checked.
-        auc_ok = not np.isfinite(auc["value"]) or _contains(auc, 0.5)
+        acc = m["accuracy"]
+        auc_ok, auc_text = _auc_contains_half(m["roc_auc"])
         checks.append(
             Check(
                 scenario,
                 model,
                 "accuracy and AUC CIs contain 0.5",
                 _contains(acc, 0.5) and auc_ok,
-                f"acc {_fmt(acc)}; AUC {_fmt(auc) if np.isfinite(auc['value']) else 'undefined (constant per fold)'}",
+                f"acc {_fmt(acc)}; AUC {auc_text}",
                 m,
             )
         )
@@ -359,15 +366,15 @@ def permuted_label_checks(scenario: str, preds: pd.DataFrame, boot: BootstrapCon
     base = float(validate_predictions(preds).groupby("model")["y_true"].mean().iloc[0])
     rate = max(base, 1 - base)
     for model, m in _pooled(preds, boot).items():
-        acc, auc = m["accuracy"], m["roc_auc"]
-        auc_ok = not np.isfinite(auc["value"]) or _contains(auc, 0.5)
+        acc = m["accuracy"]
+        auc_ok, auc_text = _auc_contains_half(m["roc_auc"])
         checks.append(
             Check(
                 scenario,
                 model,
                 f"accuracy not above majority rate {rate:.3f}; AUC CI contains 0.5",
                 bool(acc["ci_low"] <= rate) and auc_ok,
-                f"acc {_fmt(acc)}; AUC {_fmt(auc) if np.isfinite(auc['value']) else 'undefined (constant per fold)'}",
+                f"acc {_fmt(acc)}; AUC {auc_text}",
                 m,
             )
         )
