@@ -212,11 +212,16 @@ class BacktestConfig:
     capital: float = 100_000.0
 
 
-def returns_frame(rows: pd.DataFrame, returns: pd.Series) -> pd.DataFrame:
-    """Date x ticker returns earned by a position decided on each date of ``rows`` (columns ``date, ticker``),
-    looked up in ``returns`` from :func:`execution_returns` (NaN where it has none)."""
+def priced_rows(rows: pd.DataFrame, returns: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One model's prediction ``rows`` (columns ``date, ticker, prob_up``) on the dates where every predicted ticker
+    has a return in ``returns`` (from :func:`execution_returns`), and the date x ticker frame of those returns.
+
+    The last dates of the data, whose exit price is unknown, drop out, for every strategy alike."""
     ret = returns.reindex(pd.MultiIndex.from_frame(rows[["date", "ticker"]])).to_numpy()
-    return rows.assign(ret=ret).pivot(index="date", columns="ticker", values="ret").sort_index()
+    earned = rows.assign(ret=ret).pivot(index="date", columns="ticker", values="ret").sort_index()
+    prob = rows.pivot(index="date", columns="ticker", values="prob_up").sort_index()
+    usable = ~(prob.notna() & earned.isna()).any(axis=1)
+    return rows.loc[rows["date"].isin(usable.index[usable])], earned.loc[usable]
 
 
 def run_backtest(
@@ -240,11 +245,7 @@ def run_backtest(
     results: dict[str, dict[str, Any]] = {}
     benchmark: dict[str, Any] | None = None
     for model, rows in preds.groupby("model", sort=True):
-        earned = returns_frame(rows, returns)
-        prob = rows.pivot(index="date", columns="ticker", values="prob_up").sort_index()
-        usable = ~(prob.notna() & earned.isna()).any(axis=1)
-        rows = rows.loc[rows["date"].isin(usable.index[usable])]
-        earned = earned.loc[usable]
+        rows, earned = priced_rows(rows, returns)
         costs = {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps}
         if benchmark is None:  # every model is scored on the same rows, so one benchmark serves all
             benchmark = performance(simulate(target_weights(rows, BENCHMARK), earned, **costs))

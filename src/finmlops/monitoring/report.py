@@ -550,16 +550,12 @@ def equity_paths(
     (``strategies``, ``cost_bps``, ``slippage_bps``, ``execution``, ``top_k``) and the returns of
     ``finmlops.evaluation.backtest.execution_returns(universe, config["execution"])``; indexed by decision date.
     """
-    from finmlops.evaluation.backtest import BENCHMARK, returns_frame, simulate, target_weights
+    from finmlops.evaluation.backtest import BENCHMARK, priced_rows, simulate, target_weights
 
     costs = {"cost_bps": config["cost_bps"], "slippage_bps": config["slippage_bps"]}
     out: dict[str, dict[str, pd.Series]] = {}
     for model, rows in preds.groupby("model", sort=True):
-        returns = returns_frame(rows, execution_returns)
-        prob = rows.pivot(index="date", columns="ticker", values="prob_up").sort_index()
-        usable = ~(prob.notna() & returns.isna()).any(axis=1)
-        rows = rows.loc[rows["date"].isin(usable.index[usable])]
-        returns = returns.loc[usable]
+        rows, returns = priced_rows(rows, execution_returns)
         paths = {}
         for strategy in (BENCHMARK, *config["strategies"]):
             daily = simulate(target_weights(rows, strategy, config["top_k"]), returns, **costs)
