@@ -381,10 +381,9 @@ def run_drift(
             from finmlops.tracking.backend import configure_tracking
             from finmlops.tracking.packaging import fetch_model, onnx_path, read_card
 
-            ref = f"models:/{model}" if "@" in model and ":/" not in model and not Path(model).exists() else model
-            if not Path(ref).exists():
+            if not Path(model).exists():
                 configure_tracking(settings)
-            model_dir = fetch_model(ref, Path(tmp))
+            model_dir = fetch_model(model, Path(tmp))
             card, onnx_file = read_card(model_dir), onnx_path(model_dir)
         if reference is not None:
             ref_frame = _read_reference_parquet(reference)

@@ -394,19 +394,6 @@ def explain_saved_model(
     )  # fmt: skip
 
 
-def registered_model_uri(ref: str) -> str:
-    """``NAME@alias`` -> ``models:/NAME@alias``, ``NAME/VERSION`` -> ``models:/NAME/VERSION``; a URI, a path or a
-    bare registered name is left for ``fetch_model`` (a bare name means its champion, else its latest version)."""
-    from pathlib import Path
-
-    if ":/" in ref or Path(ref).exists():
-        return ref
-    _, slash, version = ref.partition("/")
-    if "@" in ref or (slash and version.isdigit()):
-        return f"models:/{ref}"
-    return ref
-
-
 def explain_registered_model(
     settings: Any,
     ref: str,
@@ -433,9 +420,9 @@ def explain_registered_model(
     from finmlops.data import DataStore
     from finmlops.features import compute_features
     from finmlops.tracking.backend import configure_tracking
-    from finmlops.tracking.packaging import drift_reference, fetch_model, onnx_path, read_card
+    from finmlops.tracking.packaging import drift_reference, fetch_model, onnx_path, read_card, registry_uri
 
-    uri = registered_model_uri(ref)
+    uri = registry_uri(ref)
     if not Path(uri).exists():
         configure_tracking(settings)
     store = DataStore(settings.data_dir)

@@ -166,9 +166,22 @@ def read_card(model_dir: Path) -> ModelCard:
         raise ModelError(f"{model_dir}: no valid finmlops metadata in MLmodel ({type(exc).__name__}: {exc})") from None
 
 
+def registry_uri(ref: str) -> str:
+    """``name@alias`` -> ``models:/name@alias``, ``name/3`` -> ``models:/name/3``; URIs, existing paths and other
+    names unchanged."""
+    if ":/" in ref or Path(ref).exists():
+        return ref
+    _, slash, version = ref.partition("/")
+    if "@" in ref or (slash and version.isdigit()):
+        return f"models:/{ref}"
+    return ref
+
+
 def model_uri(ref: str) -> str:
-    """An MLflow URI for ``ref``: a URI is kept; a registered name (or a variant, meaning ``<variant>-predictor``)
-    becomes its ``champion`` version when one is set, else its latest version."""
+    """An MLflow URI for ``ref``: a URI is kept, ``name@alias`` and ``name/version`` become ``models:/`` URIs; a
+    registered name (or a variant, meaning ``<variant>-predictor``) becomes its ``champion`` version when one is
+    set, else its latest version."""
+    ref = registry_uri(ref)
     if ":/" in ref:
         return ref
     client = mlflow.MlflowClient()

@@ -23,7 +23,16 @@ import pandas as pd
 from finmlops.provenance import atomic_path
 from finmlops.settings import Settings
 from finmlops.tracking.contract import INPUT_NAME, OUTPUT_NAME
-from finmlops.tracking.packaging import CARD_FILE, ModelCard, ModelError, check_onnx, fetch_model, onnx_path, read_card
+from finmlops.tracking.packaging import (
+    CARD_FILE,
+    ModelCard,
+    ModelError,
+    check_onnx,
+    fetch_model,
+    onnx_path,
+    read_card,
+    registry_uri,
+)  # fmt: skip
 
 BATCH = 8192  # windows per onnxruntime call: bounds memory on large folders
 
@@ -35,16 +44,6 @@ class LoadedModel:
     card: ModelCard
     onnx: Path
     source: str
-
-
-def registry_uri(ref: str) -> str:
-    """``name@alias`` -> ``models:/name@alias``, ``name/3`` -> ``models:/name/3``; URIs and other names unchanged."""
-    if ":/" in ref:
-        return ref
-    _, slash, version = ref.partition("/")
-    if "@" in ref or (slash and version.isdigit()):
-        return f"models:/{ref}"
-    return ref
 
 
 def _exported(folder: Path) -> LoadedModel:
@@ -79,7 +78,7 @@ def resolve_model(ref: str, dst: Path) -> LoadedModel:
         raise ModelError(f"{local}: neither an MLflow model (no MLmodel) nor a finmlops export (no {CARD_FILE})")
     if local.exists() and not local.is_dir():
         raise ModelError(f"{local}: a model is a folder, not a file")
-    model_dir = fetch_model(registry_uri(ref), dst)
+    model_dir = fetch_model(ref, dst)
     return LoadedModel(read_card(model_dir), onnx_path(model_dir), registry_uri(ref))
 
 
