@@ -209,25 +209,24 @@ class DataStore:
         self, tickers: Iterable[str] | None = None, start: date | None = None, end: date | None = None
     ) -> dict[str, pd.DataFrame]:
         """The stored universe (all tickers when None), each file verified against its manifest hash."""
-        if not self.exists():
-            self.manifest()  # raises the "run finmlops ingest first" error without creating a lock file
-        with self.lock(exclusive=False):
-            entries = self.manifest().tickers
-            wanted = list(entries) if tickers is None else [t.upper() for t in tickers]
-            unknown = [t for t in wanted if t not in entries]
-            if unknown:
-                raise DataStoreError(f"{self.root}: no data for {unknown}; the store holds {', '.join(entries)}")
-            return {t: select_dates(self._read_verified(t, entries[t]), start, end) for t in wanted}
+        return self.read_versioned(tickers, start, end)[0]
 
     def read_versioned(
         self, tickers: Iterable[str] | None = None, start: date | None = None, end: date | None = None
     ) -> tuple[dict[str, pd.DataFrame], str]:
-        """:meth:`read` and the dataset hash of the same version, under one shared lock (an ingest in between
-        cannot pair old data with a new hash)."""
+        """:meth:`read` and the dataset hash of the same version, from one manifest under one shared lock (an
+        ingest in between cannot pair old data with a new hash)."""
         if not self.exists():
-            self.manifest()
+            self.manifest()  # raises the "run finmlops ingest first" error without creating a lock file
         with self.lock(exclusive=False):
-            return self.read(tickers, start, end), self.dataset_hash
+            manifest = self.manifest()
+            entries = manifest.tickers
+            wanted = list(entries) if tickers is None else [t.upper() for t in tickers]
+            unknown = [t for t in wanted if t not in entries]
+            if unknown:
+                raise DataStoreError(f"{self.root}: no data for {unknown}; the store holds {', '.join(entries)}")
+            universe = {t: select_dates(self._read_verified(t, entries[t]), start, end) for t in wanted}
+            return universe, manifest.dataset_hash
 
     def _read_verified(self, ticker: str, entry: TickerEntry) -> pd.DataFrame:
         path = self.path_for(ticker)
