@@ -121,7 +121,7 @@ def test_a_report_module_that_cannot_be_imported_fails_the_report_step(
 
     report = next(s for s in build_steps() if s.name == "report")
     # The module is found (its source hashes as usual) but lacks build_report: `from ... import` raises ImportError.
-    name = "finmlops.monitoring.report"
+    name = "finmlops.report.page"
     broken = types.ModuleType(name)
     broken.__spec__ = importlib.util.find_spec(name)
     monkeypatch.setitem(sys.modules, name, broken)

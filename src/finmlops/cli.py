@@ -345,7 +345,7 @@ def evaluate_command(
         fail(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}", code=2)
     settings = settings_from(seed=seed)
     from finmlops.data import DataError
-    from finmlops.evaluation.report import markdown_table, run_evaluation
+    from finmlops.evaluation.workspace import markdown_table, run_evaluation
 
     tracked = not no_track and tracking_ready(settings)
     try:
@@ -391,7 +391,7 @@ def backtest_command(
     model and strategy, tagged with the predictions' SHA-256) to MLflow's evaluation experiment."""
     from finmlops.data import DataError
     from finmlops.evaluation.backtest import STRATEGIES, BacktestConfig
-    from finmlops.evaluation.report import run_backtest_workspace
+    from finmlops.evaluation.workspace import run_backtest_workspace
 
     bad = [s for s in strategy if s not in STRATEGIES]
     if bad or execution not in ("close", "open"):
@@ -490,7 +490,7 @@ def audit_command(
         fail(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}", code=2)
     settings = settings_from(seed=seed)
     from finmlops.evaluation.metrics import BootstrapConfig
-    from finmlops.evaluation.report import run_audit_workspace
+    from finmlops.evaluation.workspace import run_audit_workspace
 
     boot = BootstrapConfig(n_boot=300 if quick else 1000, block_len=10, seed=settings.seed)
     try:
@@ -1214,7 +1214,7 @@ def report_command(
     serving latency, with provenance. A section without its input says which command fills it. See docs/report.md."""
     from pathlib import Path
 
-    from finmlops.monitoring.report import ReportError, write_report
+    from finmlops.report.page import ReportError, write_report
 
     settings = settings_from()
     try:
@@ -1257,8 +1257,8 @@ def predict_command(
     from pathlib import Path
 
     from finmlops.data import DataError
+    from finmlops.prediction.batch import predict_folder
     from finmlops.tracking import ModelError, TrackingError
-    from finmlops.tracking.predict import predict_folder
 
     settings = settings_from()
     try:
@@ -1323,7 +1323,7 @@ def tune_command(
     Ctrl-C keeps finished trials: rerun the same command to resume."""
     from finmlops.models import VARIANTS
     from finmlops.tracking import TrackingError
-    from finmlops.tracking.tune import METRICS, TuningInterrupted, run_tuning
+    from finmlops.tuning.search import METRICS, TuningInterrupted, run_tuning
 
     if variant not in VARIANTS:
         fail(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}", code=2)

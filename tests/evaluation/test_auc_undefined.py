@@ -7,7 +7,7 @@ import pandas as pd
 
 from finmlops.evaluation.audit import no_signal_checks
 from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, metrics_with_ci, prepare
-from finmlops.evaluation.report import markdown_table
+from finmlops.evaluation.workspace import markdown_table
 
 BOOT = BootstrapConfig(n_boot=200, block_len=5, seed=1)
 

@@ -146,7 +146,7 @@ def test_run_audit_fails_a_leaky_pipeline(snapshot: dict[str, pd.DataFrame]) -> 
 @pytest.mark.slow
 def test_quick_audit_of_the_real_pipeline_passes(tmp_path: Path) -> None:
     """The deep pipeline itself (lightweight LSTM plus every baseline) through `finmlops audit --quick`."""
-    from finmlops.evaluation.report import run_audit_workspace
+    from finmlops.evaluation.workspace import run_audit_workspace
     from finmlops.settings import load_settings
 
     settings = load_settings(home=tmp_path, threads=1)

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from finmlops.cli import app
-from finmlops.evaluation import report
+from finmlops.evaluation import workspace as report
 from finmlops.models import VARIANTS
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from finmlops.cli import app
 from finmlops.data import DataStore
 from finmlops.evaluation.metrics import BootstrapConfig
-from finmlops.evaluation.report import evaluate_and_write, markdown_table
+from finmlops.evaluation.workspace import evaluate_and_write, markdown_table
 from finmlops.settings import load_settings
 
 BOOT = BootstrapConfig(n_boot=100, block_len=5, seed=3)
@@ -82,7 +82,7 @@ def test_backtest_cli_errors_are_clear(tmp_path: Path, monkeypatch: pytest.Monke
 RECORDER = """
 import sys, time
 from pathlib import Path
-from finmlops.evaluation.report import record_tuning_trials
+from finmlops.evaluation.workspace import record_tuning_trials
 results, study, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 print("ready", flush=True)
 while not go.exists():

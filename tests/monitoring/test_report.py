@@ -19,18 +19,18 @@ from finmlops.cli import app
 from finmlops.data import DataStore, ingest
 from finmlops.evaluation.backtest import BacktestConfig, execution_returns
 from finmlops.evaluation.metrics import BootstrapConfig
-from finmlops.evaluation.report import run_backtest_workspace, run_evaluation
+from finmlops.evaluation.workspace import run_backtest_workspace, run_evaluation
 from finmlops.features import compute_features
 from finmlops.monitoring.abtest import run_abtest
 from finmlops.monitoring.drift import run_drift
-from finmlops.monitoring.report import (
+from finmlops.provenance import stamp, write_json_atomic
+from finmlops.report.page import (
     ReportError,
     collect_sections,
     equity_paths,
     nice_ticks,
     write_report,
 )
-from finmlops.provenance import stamp, write_json_atomic
 from finmlops.serving.requestlog import FeedbackRecord, RequestLog, RequestRecord
 from finmlops.settings import Settings
 

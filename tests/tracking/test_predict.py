@@ -17,11 +17,11 @@ from typer.testing import CliRunner
 from finmlops.cli import app
 from finmlops.data import load_snapshot
 from finmlops.features import compute_features, feature_names, make_target, make_windows
+from finmlops.prediction.batch import min_history, prediction_windows, registry_uri
 from finmlops.settings import Settings
 from finmlops.tracking import TrainedNetwork, export_model, log_training_run
 from finmlops.tracking.onnx_export import ProbabilityModel, torch_probabilities
 from finmlops.tracking.packaging import CARD_FILE, ModelCard
-from finmlops.tracking.predict import min_history, prediction_windows, registry_uri
 
 
 def _write_csv(frame: pd.DataFrame, path: Path) -> None:

@@ -19,9 +19,9 @@ import pytest
 
 from finmlops.data import DataStore, load_snapshot
 from finmlops.evaluation.backtest import BacktestConfig
-from finmlops.evaluation.report import record_tuning_trials, run_backtest_workspace
+from finmlops.evaluation.workspace import record_tuning_trials, run_backtest_workspace
 from finmlops.settings import Settings
-from finmlops.tracking.tune import default_storage, redact, run_tuning, storage_url
+from finmlops.tuning.search import default_storage, redact, run_tuning, storage_url
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--variant", "lightweight", "--folds", "2018,2019", "--epochs", "1", "--no-register"]
@@ -175,7 +175,7 @@ def test_workers_starting_together_on_an_empty_database_all_open_the_study(postg
     import sqlalchemy
 
     code = (
-        "import sys\nfrom finmlops.tracking.tune import open_study\n"
+        "import sys\nfrom finmlops.tuning.search import open_study\n"
         "study = open_study('race', sys.argv[1], {'metric': 'log_loss', 'variant': 'baseline'}, 0)\n"
         "print(study.study_name)\n"
     )

@@ -24,8 +24,6 @@ _EXPORTS = {
         "TrainedNetwork", "list_runs", "log_backtest_result", "log_evaluation", "log_evaluation_result",
         "log_ingestion", "log_trained_variant", "log_training_run",
     ),
-    "predict": ("PredictionReport", "predict_folder", "resolve_model"),
-    "tune": ("TuneReport", "run_tuning"),
 }  # fmt: skip
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -281,7 +281,7 @@ def log_trained_variant(settings: Settings, *, trained: Any, result: dict[str, A
 
 def evaluation_tables(evaluation: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
     """``folds`` (model, fold, n_rows, accuracy and AUC with CIs) and ``calibration`` (model, bin, count, mean
-    predicted, observed up rate) as long frames, from ``finmlops.evaluation.report``'s result."""
+    predicted, observed up rate) as long frames, from ``finmlops.evaluation.workspace``'s result."""
     folds, calibration = [], []
     for model, m in evaluation["models"].items():
         for fold, f in m["folds"].items():

@@ -127,7 +127,7 @@ def _universe(ctx: Context) -> dict[str, Any]:
 
 def _predictions(ctx: Context) -> Any:
     if "predictions" not in ctx.cache:
-        from finmlops.evaluation.report import load_predictions
+        from finmlops.evaluation.workspace import load_predictions
 
         ctx.cache["predictions"] = load_predictions(ctx.settings.results_dir)[0]
     return ctx.cache["predictions"]
@@ -250,7 +250,7 @@ def _train_inputs(ctx: Context) -> dict[str, Any]:
 
 
 def _train(ctx: Context) -> Outcome:
-    from finmlops.evaluation.report import evaluate_and_write
+    from finmlops.evaluation.workspace import evaluate_and_write
     from finmlops.training.walkforward import walk_forward_predictions
 
     plan: RunPlan = ctx.plan
@@ -294,7 +294,7 @@ def _train(ctx: Context) -> Outcome:
 
 def _backtest(ctx: Context) -> Outcome:
     from finmlops.evaluation.backtest import BacktestConfig
-    from finmlops.evaluation.report import run_backtest_workspace
+    from finmlops.evaluation.workspace import run_backtest_workspace
 
     result = run_backtest_workspace(ctx.settings, BacktestConfig())
     # The deep variants' best: the majority baseline's long_flat is buy-and-hold itself.
@@ -470,7 +470,7 @@ def _report_inputs(ctx: Context) -> dict[str, Any]:
 
 def _report(ctx: Context) -> Outcome:
     # An ImportError here (a broken or missing report module) fails the step like any other error.
-    from finmlops.monitoring.report import build_report
+    from finmlops.report.page import build_report
 
     path = Path(build_report(ctx.settings))
     return Outcome(figure=str(path), files=[path], data={"path": str(path)})
@@ -511,7 +511,7 @@ def build_steps() -> list[Step]:
                 "finmlops.models",
                 "finmlops.features",
                 "finmlops.evaluation.metrics",
-                "finmlops.evaluation.report",
+                "finmlops.evaluation.workspace",
             ),
             _train_inputs,
             _train,
@@ -520,7 +520,7 @@ def build_steps() -> list[Step]:
             "backtest",
             "backtest net of costs",
             ("train",),
-            ("finmlops.evaluation.backtest", "finmlops.evaluation.report"),
+            ("finmlops.evaluation.backtest", "finmlops.evaluation.workspace"),
             lambda ctx: {"predictions": ctx.output("train")["predictions_sha256"]},
             _backtest,
         ),
@@ -569,7 +569,7 @@ def build_steps() -> list[Step]:
             "report",
             "report",
             ("backtest", "abtest", "drift", "importance"),
-            ("finmlops.monitoring.report",),
+            ("finmlops.report.page",),
             _report_inputs,
             _report,
         ),

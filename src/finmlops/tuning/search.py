@@ -4,7 +4,7 @@ Each trial fits the variant on every fold (expanding history, purged validation 
 the fold's out-of-sample metric after each fold, so a ``MedianPruner`` stops a trial whose fold is worse than the
 median of earlier trials on the same fold. The objective is the mean over folds. Those folds take part in the
 selection, so judge the tuned model on other years, and read the backtest's deflated Sharpe ratio: every finished
-trial is recorded with ``finmlops.evaluation.report.record_tuning_trials``.
+trial is recorded with ``finmlops.evaluation.workspace.record_tuning_trials``.
 
 The study lives in ``<home>/tuning/optuna.journal`` (an Optuna journal file) unless ``storage`` names a database
 (``postgresql://...``, ``sqlite:///...``), which several processes can share; a rerun with the same study name
@@ -323,7 +323,7 @@ def run_tuning(
     MLflow is unreachable, ``ValueError`` for bad settings or data.
     """
     from finmlops.data import DataStore
-    from finmlops.evaluation.report import record_tuning_trials
+    from finmlops.evaluation.workspace import record_tuning_trials
 
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")

@@ -1,0 +1,1 @@
+"""finmlops.report: the self-contained HTML page of every result in a workspace (``page``)."""
