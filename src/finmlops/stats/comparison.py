@@ -37,7 +37,7 @@ class Comparison(BaseModel):
         if self.p_value >= self.alpha or self.difference == 0:
             return "not different"
         direction: Verdict = "better" if self.difference > 0 else "worse"
-        if self.side == "greater" and direction == "worse" or self.side == "less" and direction == "better":
+        if (self.side == "greater" and direction == "worse") or (self.side == "less" and direction == "better"):
             return "not different"
         return direction
 
@@ -58,5 +58,5 @@ def describe_comparison(comparison: Comparison, digits: int = 3) -> str:
         "not different": f"not different from {c.reference}",
     }[c.verdict]
     assert c.difference is not None and c.p_value is not None  # verdict is not undefined
-    p_text = f"p < {10 ** -digits:.{digits}f}" if c.p_value < 10**-digits else f"p = {c.p_value:.{digits}f}"
+    p_text = f"p < {10**-digits:.{digits}f}" if c.p_value < 10**-digits else f"p = {c.p_value:.{digits}f}"
     return f"{head} ({c.metric} {c.difference:+.{digits}f}, {c.side} {p_text})"
