@@ -29,14 +29,14 @@ def _write(ctx: Context, name: str, text: str) -> Outcome:
 
 def _steps() -> list[Step]:
     return [
-        Step("a", "A", (), (), lambda ctx: {"x": ctx.plan["x"]}, lambda ctx: _write(ctx, "a", str(ctx.plan["x"]))),
+        Step("a", "A", (), lambda ctx: {"x": ctx.plan["x"]}, lambda ctx: _write(ctx, "a", str(ctx.plan["x"]))),
         Step(
-            "b", "B", ("a",), (),
+            "b", "B", ("a",),
             lambda ctx: {"a": ctx.output("a"), "y": ctx.plan["y"]},
             lambda ctx: _write(ctx, "b", ctx.output("a")["text"] + "+" + str(ctx.plan["y"])),
         ),
         Step(
-            "c", "C", ("b",), ("finmlops.workflow.engine",),
+            "c", "C", ("b",),
             lambda ctx: {"b": ctx.output("b")},
             lambda ctx: _write(ctx, "c", ctx.output("b")["text"].upper()),
         ),
@@ -149,8 +149,10 @@ def _env(home: Path, **extra: str) -> dict[str, str | None]:
     return env | extra
 
 
-def _invoke(home: Path, *args: str, **env: str) -> tuple[int, Any, str]:
-    result = CliRunner().invoke(app, ["run", "--quick", *args], env=_env(home, **env))
+def _invoke(home: Path, *args: str, config: Path | None = None, **env: str) -> tuple[int, Any, str]:
+    """``finmlops run --quick ARGS``, or ``finmlops run --config CONFIG ARGS``."""
+    which = ["--config", str(config)] if config else ["--quick"]
+    result = CliRunner().invoke(app, ["run", *which, *args], env=_env(home, **env))
     payload = json.loads(result.stdout) if result.exit_code == 0 and "--json" in args else None
     return result.exit_code, payload, result.stderr
 
@@ -262,11 +264,24 @@ def test_second_quick_run_skips_every_step(quick: tuple[Path, dict[str, Any], fl
     assert time.perf_counter() - started < first_seconds / 2
 
 
-def test_a_new_seed_would_rerun_training_and_its_dependants_only(quick: tuple[Path, dict[str, Any], float]) -> None:
+def _quick_config(tmp: Path, **changes: Any) -> Path:
+    """configs/quick.yaml with top-level ``changes``, written to ``tmp``."""
+    import yaml
+
+    from finmlops.workflow.config import shipped_config
+
+    path = tmp / "run.yaml"
+    path.write_text(yaml.safe_dump(shipped_config("quick").model_dump(mode="json") | changes))
+    return path
+
+
+def test_a_new_seed_would_rerun_training_and_its_dependants_only(
+    quick: tuple[Path, dict[str, Any], float], tmp_path: Path
+) -> None:
     home, _, _ = quick
     state_file = home / "quick" / "run_state.json"
     before = state_file.read_bytes()
-    code, payload, stderr = _invoke(home, "--dry-run", "--json", FINMLOPS_SEED="7")
+    code, payload, stderr = _invoke(home, "--dry-run", "--json", config=_quick_config(tmp_path, seed=7))
     assert code == 0, stderr[-3000:]
     status = {s["step"]: s["status"] for s in payload["steps"]}
     assert status["ingest"] == status["features"] == "would skip"
@@ -291,19 +306,44 @@ def test_step_reruns_one_step_with_unchanged_inputs(quick: tuple[Path, dict[str,
 
 
 @pytest.mark.slow
-def test_a_new_seed_reruns_training_not_the_data_steps(quick: tuple[Path, dict[str, Any], float]) -> None:
+def test_a_new_seed_reruns_training_not_the_data_steps(
+    quick: tuple[Path, dict[str, Any], float], tmp_path: Path
+) -> None:
     home, _, _ = quick
-    code, payload, stderr = _invoke(home, "--json", FINMLOPS_SEED="7")
+    code, payload, stderr = _invoke(home, "--json", config=_quick_config(tmp_path, seed=7))
     assert code == 0, stderr[-3000:]
     status = {s["step"]: s["status"] for s in payload["steps"]}
     assert status["ingest"] == status["features"] == "skipped"
     assert status["train"] == status["backtest"] == status["register"] == "ran"
-    code, payload, _ = _invoke(home, "--json", FINMLOPS_SEED="7")
+    code, payload, _ = _invoke(home, "--json", config=_quick_config(tmp_path, seed=7))
     assert code == 0 and {s["status"] for s in payload["steps"]} == {"skipped"}
 
 
+@pytest.mark.slow
+def test_the_written_config_reproduces_the_predictions_in_a_fresh_workspace(
+    quick: tuple[Path, dict[str, Any], float], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Qlib's qrun promise: the resolved config a run wrote is enough to get the same predictions' SHA-256."""
+    home, _, _ = quick
+    written = home / "quick" / "results" / "run_config.yaml"
+    fresh = tmp_path_factory.mktemp("replayed")
+    code, _, stderr = _invoke(fresh, "--json", config=written)
+    assert code == 0, stderr[-3000:]
+
+    def predictions_sha(root: Path) -> str:
+        return json.loads((root / "quick" / "run_state.json").read_text())["steps"]["train"]["data"][
+            "predictions_sha256"
+        ]
+
+    assert predictions_sha(fresh) == predictions_sha(home)
+    assert (fresh / "quick" / "results" / "run_config.yaml").read_text() == written.read_text()
+
+
 def test_a_failing_step_is_named_with_exit_code_1(tmp_path: Path) -> None:
-    code, _, stderr = _invoke(tmp_path, FINMLOPS_TICKERS="AAPL,ZZZZ")
+    from finmlops.workflow.config import shipped_config
+
+    universe = shipped_config("quick").universe.model_dump(mode="json") | {"tickers": ["AAPL", "ZZZZ"]}
+    code, _, stderr = _invoke(tmp_path, config=_quick_config(tmp_path, universe=universe))
     assert code == 1
     assert "step 'ingest' failed" in stderr and "ZZZZ" in stderr
-    assert not (tmp_path / "quick" / "results").exists()
+    assert [p.name for p in (tmp_path / "quick" / "results").iterdir()] == ["run_config.yaml"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 import typer
@@ -1148,8 +1149,11 @@ def serve_command(
 
 @app.command("run")
 def run_command(
+    config: Path | None = typer.Option(
+        None, "--config", help="A run config (YAML, see configs/ and docs/run.md); default: configs/default.yaml."
+    ),
     quick: bool = typer.Option(
-        False, "--quick", help="Same steps, small: 3 tickers, 2 folds, 2 variants, seconds of traffic; in <home>/quick."
+        False, "--quick", help="configs/quick.yaml: 3 tickers, 2 folds, 2 variants, short traffic; in <home>/quick."
     ),
     force: bool = typer.Option(False, "--force", help="Rerun every step, even when its inputs are unchanged."),
     step: list[str] | None = typer.Option(
@@ -1160,16 +1164,27 @@ def run_command(
 ) -> None:
     """The whole platform on the bundled snapshot, from a fresh checkout to a finished report (docs/run.md).
 
+    A run config (--config) declares the universe, dates, label, variants and their hyperparameters, folds,
+    bootstrap, costs and traffic; every run writes its resolved config to <home>/results/run_config.yaml, and
+    `finmlops run --config` on that file reproduces the run.
+
     1 ingest (the whole snapshot, 2010-2023, for yearly walk-forward folds 2014-2023), 2 features, 3 train and
     evaluate every variant and baseline walk-forward, 4 backtest, 5 register each variant's final model and decide
     champion, 6 serve and replay 2023 through the 70/30 A/B test, 7 A/B analysis, 8 drift, 9 permutation importance,
     10 report. A step whose inputs (data, settings, code) are unchanged since it last succeeded is skipped
     (<home>/run_state.json); --step NAME reruns NAME anyway. The first failing step is named; exit code 1.
     """
+    from finmlops.workflow.config import RunConfigError, load_run_config
     from finmlops.workflow.engine import StepReport
     from finmlops.workflow.steps import StepFailed, run_pipeline
 
+    if config is not None and quick:
+        fail("--config and --quick are exclusive: --quick is configs/quick.yaml")
     settings = settings_from()
+    try:
+        run_config = load_run_config(config) if config is not None else None
+    except RunConfigError as exc:
+        fail(str(exc))
     say = (lambda text: None) if json_out else (lambda text: err_console.print(text, highlight=False, markup=False))
 
     def on_step(r: StepReport) -> None:
@@ -1177,8 +1192,8 @@ def run_command(
 
     try:
         result = run_pipeline(
-            settings, quick=quick, force=force, steps=step or (), dry_run=dry_run, progress=not json_out, log=say,
-            on_step=on_step,
+            settings, run_config, quick=quick, force=force, steps=step or (), dry_run=dry_run, progress=not json_out,
+            log=say, on_step=on_step,
         )  # fmt: skip
     except StepFailed as exc:
         fail(f"{exc} (earlier steps' outputs are kept; rerun `finmlops run` to resume from this step)")

@@ -1,7 +1,9 @@
 """A small content-addressed step runner: each step runs only when its inputs changed since it last succeeded.
 
 A step's **input hash** is the SHA-256 of its JSON inputs (settings it reads and digests of what its upstream steps
-produced), the source code of the finmlops modules it runs, and the versions of the packages that decide results.
+produced), its code and the versions of the packages that decide results. Its code is found, not listed: the source
+of its action, of the helpers of its own module that the action calls, and of every finmlops module in the import
+closure of what they import (:func:`code_closure`), so editing any module a step runs reruns it, and nothing else does.
 After a step succeeds, ``<home>/run_state.json`` records that hash, the SHA-256 of each output file and the data
 downstream steps read. A later run skips the step when the hash is the same and every output file still has the
 recorded content (and the step's own ``still_valid`` check passes); ``force`` reruns everything, ``rerun`` the named
@@ -11,9 +13,13 @@ record is removed, so it reruns next time; the records of the steps before it st
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
+import inspect
 import json
+import sys
+import textwrap
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +31,7 @@ from typing import Any, Literal
 from finmlops.provenance import file_sha256, json_safe, software_versions, write_json_atomic
 
 STATE_FILE = "run_state.json"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: code identity from the import closure
 Status = Literal["ran", "skipped", "failed", "would run", "would skip", "not run"]
 
 
@@ -50,13 +56,12 @@ class Outcome:
 @dataclass(frozen=True)
 class Step:
     """One pipeline step. ``inputs(ctx)`` returns its JSON-able inputs (called once its ``after`` steps are done);
-    ``action(ctx)`` does the work; ``code`` lists the finmlops modules or packages whose source is part of its
-    identity; ``still_valid(ctx, data)`` may veto a skip when outputs live outside files (e.g. a registry)."""
+    ``action(ctx)`` does the work, and its import closure is the step's code identity (:func:`code_closure`);
+    ``still_valid(ctx, data)`` may veto a skip when outputs live outside files (e.g. a registry)."""
 
     name: str
     title: str
     after: tuple[str, ...]
-    code: tuple[str, ...]
     inputs: Callable[[Context], dict[str, Any]]
     action: Callable[[Context], Outcome]
     still_valid: Callable[[Context, dict[str, Any]], bool] | None = None
@@ -95,32 +100,104 @@ class Context:
         return self.outputs[step]
 
 
+def _module_file(module: str) -> Path | None:
+    """The source file of a finmlops module or package, found on disk without importing it (None: not a module,
+    e.g. ``finmlops.tracking.log_training_run``, a name inside a package)."""
+    spec = importlib.util.find_spec("finmlops")
+    assert spec is not None and spec.submodule_search_locations  # this very package
+    base = Path(next(iter(spec.submodule_search_locations))).joinpath(*module.split(".")[1:])
+    for candidate in (base / "__init__.py", base.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(tree: ast.AST, module: str, is_package: bool) -> set[str]:
+    """The finmlops modules an AST imports anywhere (top level or inside functions), with their parent packages,
+    whose ``__init__`` runs on import; ``from pkg import name`` counts ``pkg.name`` when that is a module."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([node.module] if node.module else []))
+            names = [base] + [f"{base}.{a.name}" for a in node.names if _module_file(f"{base}.{a.name}")]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "finmlops":
+                found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1) if _module_file(".".join(parts[:i]))}
+    return found
+
+
+@cache
+def _module_imports(module: str) -> frozenset[str]:
+    path = _module_file(module)
+    if path is None:
+        raise ModuleNotFoundError(f"no module named {module!r}")
+    return frozenset(_imported_modules(ast.parse(path.read_text()), module, path.name == "__init__.py"))
+
+
+def _function_sources(function: Callable[..., Any]) -> dict[str, str]:
+    """``function``'s source and that of the module-level functions of its module it calls, transitively."""
+    module = sys.modules[function.__module__]
+    sources: dict[str, str] = {}
+    pending = [function]
+    while pending:
+        fn = pending.pop()
+        if fn.__qualname__ in sources:
+            continue
+        sources[fn.__qualname__] = textwrap.dedent(inspect.getsource(fn))
+        for node in ast.walk(ast.parse(sources[fn.__qualname__])):
+            target = getattr(module, node.id, None) if isinstance(node, ast.Name) else None
+            if inspect.isfunction(target) and target.__module__ == module.__name__:
+                pending.append(target)
+    return sources
+
+
+def code_closure(function: Callable[..., Any]) -> list[str]:
+    """Every finmlops module that ``function`` (and the helpers of its module it calls) imports, transitively."""
+    sources = _function_sources(function)
+    module = function.__module__
+    seen: set[str] = set()
+    pending = set().union(*(_imported_modules(ast.parse(src), module, False) for src in sources.values()))
+    while pending:
+        name = pending.pop()
+        if name not in seen:
+            seen.add(name)
+            pending |= _module_imports(name) - seen
+    return sorted(seen)
+
+
 @cache
 def code_digest(module: str) -> str:
-    """SHA-256 of the source of ``module`` (every ``.py`` file below it when it is a package)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or (spec.origin is None and not spec.submodule_search_locations):
+    """SHA-256 of the source file of one finmlops ``module`` (a package: its ``__init__.py``)."""
+    path = _module_file(module)
+    if path is None:
         raise ModuleNotFoundError(f"no module named {module!r}")
-    if spec.submodule_search_locations:
-        root = Path(next(iter(spec.submodule_search_locations)))
-        files = sorted(root.rglob("*.py"))
-    else:
-        root, files = Path(str(spec.origin)).parent, [Path(str(spec.origin))]
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def code_parts(function: Callable[..., Any]) -> dict[str, str]:
+    """The code part of a step's identity: its own functions' source and each module of its import closure."""
+    own = "\0".join(f"{name}\0{src}" for name, src in sorted(_function_sources(function).items()))
+    parts = {f"code {function.__module__}.{function.__qualname__}": hashlib.sha256(own.encode()).hexdigest()}
+    return parts | {f"code {m}": code_digest(m) for m in code_closure(function)}
 
 
 def _sha(value: Any) -> str:
     return hashlib.sha256(json.dumps(json_safe(value), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def input_parts(inputs: dict[str, Any], code: Sequence[str]) -> dict[str, str]:
-    """Digest of each part of a step's identity: every input (``input <key>``), the source of each ``code``
-    module (``code <module>``) and the package versions, so that a rerun can say what changed."""
+def input_parts(inputs: dict[str, Any], action: Callable[..., Any]) -> dict[str, str]:
+    """Digest of each part of a step's identity: every input (``input <key>``), the code the ``action`` runs
+    (:func:`code_parts`) and the package versions, so that a rerun can say what changed."""
     parts = {f"input {k}": _sha(v) for k, v in inputs.items()}
-    parts |= {f"code {m}": code_digest(m) for m in code}
+    parts |= code_parts(action)
     parts["package versions"] = _sha({k: v for k, v in software_versions().items() if k != "finmlops"})
     return parts
 
@@ -210,7 +287,7 @@ def run_steps(
             continue
         started = time.perf_counter()
         try:
-            parts = input_parts(step.inputs(ctx), step.code)
+            parts = input_parts(step.inputs(ctx), step.action)
             report.input_hash = input_hash(parts)
             stale = "--force" if force else "--step" if step.name in rerun else state.fresh(step.name, parts)
             record = state.steps.get(step.name, {})

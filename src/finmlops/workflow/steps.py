@@ -13,12 +13,12 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 from finmlops.provenance import file_sha256
 from finmlops.settings import Settings
+from finmlops.workflow.config import RunConfig, shipped_config, write_resolved
 from finmlops.workflow.engine import (
     Context,
     Outcome,
@@ -29,67 +29,14 @@ from finmlops.workflow.engine import (
     run_steps,
 )
 
-SNAPSHOT_START, SNAPSHOT_END = date(2010, 1, 1), date(2023, 12, 31)
-QUICK_TICKERS = 3
 DRIFT_MODEL = "enhanced-predictor@champion"  # the challenger arm: the larger feature set, more to drift
-
-
-@dataclass(frozen=True)
-class RunPlan:
-    """The sizes of one run. ``full``: the whole snapshot (2010-2023) so that walk-forward has yearly test folds
-    2014-2023; ``quick``: the same steps on a few tickers, two folds, two variants and seconds of traffic."""
-
-    name: str
-    tickers: tuple[str, ...]
-    start: date
-    end: date
-    variants: tuple[str, ...]
-    baselines: tuple[str, ...]
-    epochs: int
-    test_years: tuple[int, ...]
-    n_boot: int
-    block_len: int
-    traffic_rate: float  # HTTP requests per second, infer and feedback together
-    traffic_seconds: float
-    importance_folds: int  # the last test years on which the best deep variant's permutation importance is computed
-    importance_repeats: int  # shuffles per feature and fold
-
-    @property
-    def traffic_start(self) -> date:
-        """First replayed day: the last test year, which the final models never trained on."""
-        return date(self.test_years[-1], 1, 1)
-
-    @property
-    def gap_seq_len(self) -> int:
-        """The longest window of the run's variants: it sizes every walk-forward purge and embargo."""
-        from finmlops.models.variants import get_variant
-
-        return max(get_variant(v).seq_len for v in self.variants)
-
-    @classmethod
-    def for_settings(cls, settings: Settings, quick: bool) -> RunPlan:
-        from finmlops.models import BASELINES, VARIANTS
-
-        if quick:
-            return cls(
-                name="quick", tickers=tuple(settings.tickers[:QUICK_TICKERS]), start=date(2017, 1, 1),
-                end=SNAPSHOT_END, variants=("baseline", "enhanced"), baselines=tuple(BASELINES), epochs=2,
-                test_years=(2022, 2023), n_boot=200, block_len=10, traffic_rate=100.0, traffic_seconds=8.0,
-                importance_folds=2, importance_repeats=2,
-            )  # fmt: skip
-        return cls(
-            name="full", tickers=tuple(settings.tickers), start=SNAPSHOT_START, end=SNAPSHOT_END,
-            variants=tuple(VARIANTS), baselines=tuple(BASELINES), epochs=4, test_years=tuple(range(2014, 2024)),
-            n_boot=1000, block_len=10, traffic_rate=50.0, traffic_seconds=60.0, importance_folds=2,
-            importance_repeats=3,
-        )  # fmt: skip
 
 
 @dataclass
 class RunResult:
     """The run's summary: one report per step, the workspace, the report path (None in a dry run)."""
 
-    plan: RunPlan
+    plan: RunConfig
     home: Path
     steps: list[StepReport]
     report: str | None
@@ -98,7 +45,7 @@ class RunResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "plan": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.plan).items()},
+            "plan": self.plan.model_dump(mode="json"),
             "home": str(self.home),
             "steps": [s.as_dict() for s in self.steps],
             "report": self.report,
@@ -107,9 +54,27 @@ class RunResult:
         }
 
 
-def workspace(settings: Settings, quick: bool) -> Settings:
-    """``--quick`` runs in ``<home>/quick``, so its small models never compete with the full run's champions."""
-    return settings.model_copy(update={"home": settings.home / "quick"}) if quick else settings
+def run_settings(settings: Settings, config: RunConfig) -> Settings:
+    """The settings the steps' stage functions read: the config's workspace (``<home>/quick``), tickers, label,
+    seed and threads, so that a step and its standalone command see the same values. A run follows its config, not
+    ``finmlops.yaml`` or ``FINMLOPS_*``, for these (:func:`settings_differences` names what differs)."""
+    home = settings.home / config.workspace if config.workspace else settings.home
+    update = {
+        "home": home, "tickers": list(config.tickers), "seed": config.seed, "threads": config.threads,
+        "horizon": config.label.horizon, "threshold": config.label.threshold,
+    }  # fmt: skip
+    return settings.model_copy(update=update)
+
+
+def settings_differences(settings: Settings, config: RunConfig) -> list[str]:
+    """The settings a run does not follow because its config declares them (tickers, label, seed, threads), as
+    ``name: settings X, config Y``, so that ``finmlops run`` can say so instead of silently ignoring them."""
+    pairs = {
+        "tickers": (list(settings.tickers), list(config.tickers)), "horizon": (settings.horizon, config.label.horizon),
+        "threshold": (settings.threshold, config.label.threshold), "seed": (settings.seed, config.seed),
+        "threads": (settings.threads, config.threads),
+    }  # fmt: skip
+    return [f"{name}: settings {ours}, config {theirs}" for name, (ours, theirs) in pairs.items() if ours != theirs]
 
 
 # --- helpers the steps share -----------------------------------------------------------------------------------------
@@ -120,8 +85,9 @@ def _universe(ctx: Context) -> dict[str, Any]:
     if "universe" not in ctx.cache:
         from finmlops.data import DataStore
 
-        plan: RunPlan = ctx.plan
-        ctx.cache["universe"] = DataStore(ctx.settings.data_dir).read(list(plan.tickers), plan.start, plan.end)
+        plan: RunConfig = ctx.plan
+        store = DataStore(ctx.settings.data_dir)
+        ctx.cache["universe"] = store.read(list(plan.tickers), plan.universe.start, plan.universe.end)
     return ctx.cache["universe"]
 
 
@@ -151,19 +117,18 @@ def _snapshot_digest(tickers: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
-def _feature_sets(plan: RunPlan) -> list[str]:
+def _feature_sets(plan: RunConfig) -> list[str]:
     from finmlops.features import FEATURE_SETS
-    from finmlops.models.variants import get_variant
 
     # The logistic and LightGBM baselines read the advanced set (walk_forward_predictions' default).
-    wanted = {get_variant(v).feature_set for v in plan.variants} | {"advanced"}
+    wanted = {v.feature_set for v in plan.variant_configs()} | {"advanced"}
     return [s for s in FEATURE_SETS if s in wanted]
 
 
-def _bootstrap(plan: RunPlan, seed: int) -> Any:
+def _bootstrap(plan: RunConfig, seed: int) -> Any:
     from finmlops.evaluation.metrics import BootstrapConfig
 
-    return BootstrapConfig(n_boot=plan.n_boot, block_len=plan.block_len, seed=seed)
+    return BootstrapConfig(n_boot=plan.bootstrap.n_boot, block_len=plan.bootstrap.block_len, seed=seed)
 
 
 def _ci(entry: dict[str, Any]) -> str:
@@ -189,9 +154,9 @@ def _track(ctx: Context, function: str, **kwargs: Any) -> str:
 def _ingest(ctx: Context) -> Outcome:
     from finmlops.data import DataStore, dataset_hash_of, ingest
 
-    plan: RunPlan = ctx.plan
+    plan: RunConfig = ctx.plan
     store = DataStore(ctx.settings.data_dir)
-    report = ingest(store, "snapshot", list(plan.tickers), plan.start, plan.end)
+    report = ingest(store, plan.universe.source, list(plan.tickers), plan.universe.start, plan.universe.end)
     for warning in report.warnings:
         ctx.log(f"[ingest] warning: {warning}")
     ctx.cache.pop("universe", None)
@@ -201,8 +166,8 @@ def _ingest(ctx: Context) -> Outcome:
     last = max(f.index.max() for f in universe.values()).date()
     data_hash = dataset_hash_of(universe)
     run_id = _track(
-        ctx, "log_ingestion", tickers=sorted(universe), start=plan.start, end=plan.end, source="snapshot",
-        dataset_hash=report.dataset_hash, n_rows=rows, warnings=report.warnings,
+        ctx, "log_ingestion", tickers=sorted(universe), start=plan.universe.start, end=plan.universe.end,
+        source=plan.universe.source, dataset_hash=report.dataset_hash, n_rows=rows, warnings=report.warnings,
     )  # fmt: skip
     return Outcome(
         figure=f"{len(universe)} tickers, {rows:,} rows {first}..{last}, data {data_hash[:12]}",
@@ -234,18 +199,18 @@ def _features(ctx: Context) -> Outcome:
 
 
 def _train_inputs(ctx: Context) -> dict[str, Any]:
-    plan: RunPlan = ctx.plan
+    plan: RunConfig = ctx.plan
     return {
         "dataset_hash": ctx.output("ingest")["dataset_hash"],
         "features": ctx.output("features")["sha256"],
-        "variants": plan.variants,
+        "variants": [v.model_dump() for v in plan.variants],
         "baselines": plan.baselines,
         "epochs": plan.epochs,
         "test_years": plan.test_years,
-        "label": [ctx.settings.horizon, ctx.settings.threshold],
+        "label": plan.label.model_dump(),
         "seed": ctx.settings.seed,
         "threads": ctx.settings.threads,
-        "bootstrap": [plan.n_boot, plan.block_len],
+        "bootstrap": plan.bootstrap.model_dump(),
     }
 
 
@@ -253,12 +218,12 @@ def _train(ctx: Context) -> Outcome:
     from finmlops.evaluation.workspace import evaluate_and_write
     from finmlops.training.walkforward import walk_forward_predictions
 
-    plan: RunPlan = ctx.plan
+    plan: RunConfig = ctx.plan
     universe, seed = _universe(ctx), ctx.settings.seed
     preds = walk_forward_predictions(
-        universe, variants=plan.variants, baselines=plan.baselines, test_years=plan.test_years, epochs=plan.epochs,
-        seed=seed, threads=ctx.settings.threads, device="auto", progress=ctx.cache.get("progress", False),
-        horizon=ctx.settings.horizon, threshold=ctx.settings.threshold,
+        universe, variants=plan.variant_configs(), baselines=plan.baselines, test_years=plan.test_years,
+        epochs=plan.epochs, seed=seed, threads=ctx.settings.threads, device="auto",
+        progress=ctx.cache.get("progress", False), horizon=ctx.settings.horizon, threshold=ctx.settings.threshold,
     )  # fmt: skip
     ctx.cache["predictions"] = preds
     fit_seconds: dict[str, float] = {}
@@ -266,14 +231,14 @@ def _train(ctx: Context) -> Outcome:
         fit_seconds[fit["model"]] = round(fit_seconds.get(fit["model"], 0.0) + fit["seconds"], 1)
     boot = _bootstrap(plan, seed)
     config = {
-        "variants": list(plan.variants), "baselines": list(plan.baselines), "epochs": plan.epochs,
+        "variants": [v.model_dump() for v in plan.variants], "baselines": list(plan.baselines), "epochs": plan.epochs,
         "test_years": list(plan.test_years), "tickers": sorted(universe), "bootstrap": asdict(boot),
         "label": {"horizon": ctx.settings.horizon, "threshold": ctx.settings.threshold},
     }  # fmt: skip
     payload = evaluate_and_write(
         preds, ctx.settings.results_dir, data_hash=ctx.output("ingest")["dataset_hash"], config=config, boot=boot
     )
-    deep = {m: payload["models"][m] for m in plan.variants}
+    deep = {m: payload["models"][m] for m in plan.variant_names}
     best = max(deep, key=lambda m: deep[m]["pooled"]["accuracy"]["value"])
     vs = deep[best]["vs_baselines"]["majority"]
     majority = payload["models"]["majority"]["pooled"]["accuracy"]["value"]
@@ -296,9 +261,9 @@ def _backtest(ctx: Context) -> Outcome:
     from finmlops.evaluation.backtest import BacktestConfig
     from finmlops.evaluation.workspace import run_backtest_workspace
 
-    result = run_backtest_workspace(ctx.settings, BacktestConfig())
+    result = run_backtest_workspace(ctx.settings, BacktestConfig(**ctx.plan.costs.model_dump()))
     # The deep variants' best: the majority baseline's long_flat is buy-and-hold itself.
-    rows = [(m, s, p) for m, by_s in result["results"].items() if m in ctx.plan.variants for s, p in by_s.items()]
+    rows = [(m, s, p) for m, by_s in result["results"].items() if m in ctx.plan.variant_names for s, p in by_s.items()]
     model, strategy, best = max(rows, key=lambda r: r[2]["sharpe"])
     dsr = best.get("deflated_sharpe")
     run_id = _track(ctx, "log_backtest_result", result=result)
@@ -323,10 +288,10 @@ def _register(ctx: Context) -> Outcome:
     from finmlops.workflow.champions import decide_champion, register_final_model
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    plan: RunPlan = ctx.plan
+    plan: RunConfig = ctx.plan
     evaluation = json.loads((ctx.settings.results_dir / "evaluation.json").read_text())
     models: dict[str, Any] = {}
-    for variant in plan.variants:
+    for variant in plan.variant_names:
         ctx.log(f"[register] {variant}: final fit on every date before {plan.test_years[-1]}, ONNX export, register")
         entry = register_final_model(
             ctx.settings, variant, universe=_universe(ctx), predictions=_predictions(ctx), evaluation=evaluation,
@@ -358,11 +323,11 @@ def _register_valid(ctx: Context, data: dict[str, Any]) -> bool:
 def _traffic_inputs(ctx: Context) -> dict[str, Any]:
     from finmlops.workflow.live import champion_versions
 
-    plan: RunPlan = ctx.plan
+    plan: RunConfig = ctx.plan
     return {
         "champions": champion_versions(ctx.settings),
         "dataset_hash": ctx.output("ingest")["dataset_hash"],
-        "traffic": [plan.traffic_start, plan.traffic_rate, plan.traffic_seconds, ctx.settings.seed],
+        "traffic": [plan.traffic_start, plan.traffic.rate, plan.traffic.seconds, ctx.settings.seed],
     }
 
 
@@ -370,10 +335,10 @@ def _traffic(ctx: Context) -> Outcome:
     from finmlops.provenance import stamp, write_json_atomic
     from finmlops.workflow.live import serve_and_replay
 
-    plan: RunPlan = ctx.plan
+    plan: RunConfig = ctx.plan
     summary = serve_and_replay(
-        ctx.settings, _universe(ctx), start=plan.traffic_start, rate=plan.traffic_rate,
-        duration_s=plan.traffic_seconds, seed=ctx.settings.seed,
+        ctx.settings, _universe(ctx), start=plan.traffic_start, rate=plan.traffic.rate,
+        duration_s=plan.traffic.seconds, seed=ctx.settings.seed,
     )  # fmt: skip
     summary["provenance"] = stamp(data_hash=ctx.output("ingest")["dataset_hash"], config=_traffic_inputs(ctx))
     path = write_json_atomic(ctx.settings.results_dir / "traffic.json", summary)
@@ -424,13 +389,13 @@ def _drift(ctx: Context) -> Outcome:
 
 
 def _importance_inputs(ctx: Context) -> dict[str, Any]:
-    plan: RunPlan = ctx.plan
+    plan: RunConfig = ctx.plan
     return {
         "dataset_hash": ctx.output("ingest")["dataset_hash"],
         "variant": ctx.output("train")["best_deep"],
-        "test_years": plan.test_years[-plan.importance_folds :],
+        "test_years": plan.test_years[-plan.importance.folds :],
         "epochs": plan.epochs,
-        "repeats": plan.importance_repeats,
+        "repeats": plan.importance.repeats,
         "seed": ctx.settings.seed,
         "threads": ctx.settings.threads,
     }
@@ -477,18 +442,18 @@ def _report(ctx: Context) -> Outcome:
 
 
 def build_steps() -> list[Step]:
-    """The ten steps in order, with what each depends on."""
-    plan_of: Callable[[Context], RunPlan] = lambda ctx: ctx.plan  # noqa: E731
+    """The ten steps in order, with the steps each runs after; each one's code identity is its action's import
+    closure (:func:`finmlops.workflow.engine.code_closure`)."""
+    plan_of: Callable[[Context], RunConfig] = lambda ctx: ctx.plan  # noqa: E731
     return [
         Step(
             "ingest",
             "ingest the bundled snapshot",
             (),
-            ("finmlops.data",),
             lambda ctx: {
                 "tickers": plan_of(ctx).tickers,
-                "start": plan_of(ctx).start,
-                "end": plan_of(ctx).end,
+                "start": plan_of(ctx).universe.start,
+                "end": plan_of(ctx).universe.end,
                 "snapshot": _snapshot_digest(plan_of(ctx).tickers),
             },
             _ingest,
@@ -498,54 +463,26 @@ def build_steps() -> list[Step]:
             "features",
             "compute feature sets",
             ("ingest",),
-            ("finmlops.features",),
             lambda ctx: {"dataset_hash": ctx.output("ingest")["dataset_hash"], "sets": _feature_sets(ctx.plan)},
             _features,
         ),
-        Step(
-            "train",
-            "train + evaluate walk-forward",
-            ("features",),
-            (
-                "finmlops.training",
-                "finmlops.models",
-                "finmlops.features",
-                "finmlops.evaluation.metrics",
-                "finmlops.evaluation.workspace",
-            ),
-            _train_inputs,
-            _train,
-        ),
+        Step("train", "train + evaluate walk-forward", ("features",), _train_inputs, _train),
         Step(
             "backtest",
             "backtest net of costs",
             ("train",),
-            ("finmlops.evaluation.backtest", "finmlops.evaluation.workspace"),
-            lambda ctx: {"predictions": ctx.output("train")["predictions_sha256"]},
+            lambda ctx: {
+                "predictions": ctx.output("train")["predictions_sha256"],
+                "costs": ctx.plan.costs.model_dump(),
+            },
             _backtest,
         ),
-        Step(
-            "register",
-            "register final models, champion",
-            ("train",),
-            ("finmlops.training", "finmlops.models", "finmlops.tracking", "finmlops.workflow.champions"),
-            _register_inputs,
-            _register,
-            _register_valid,
-        ),
-        Step(
-            "traffic",
-            "serve + replay A/B traffic",
-            ("register",),
-            ("finmlops.serving", "finmlops.workflow.live"),
-            _traffic_inputs,
-            _traffic,
-        ),
+        Step("register", "register final models, champion", ("train",), _register_inputs, _register, _register_valid),
+        Step("traffic", "serve + replay A/B traffic", ("register",), _traffic_inputs, _traffic),
         Step(
             "abtest",
             "A/B analysis",
             ("traffic",),
-            ("finmlops.monitoring.abtest",),
             lambda ctx: {"log": ctx.output("traffic")["request_log"], "traffic": ctx.output("traffic")},
             _abtest,
         ),
@@ -553,31 +490,17 @@ def build_steps() -> list[Step]:
             "drift",
             "drift of served inputs",
             ("traffic",),
-            ("finmlops.monitoring.drift", "finmlops.features"),
             lambda ctx: {"traffic": ctx.output("traffic"), "model": DRIFT_MODEL},
             _drift,
         ),
-        Step(
-            "importance",
-            "permutation importance",
-            ("train",),
-            ("finmlops.monitoring.explain", "finmlops.training", "finmlops.models", "finmlops.features"),
-            _importance_inputs,
-            _importance,
-        ),
-        Step(
-            "report",
-            "report",
-            ("backtest", "abtest", "drift", "importance"),
-            ("finmlops.report.page",),
-            _report_inputs,
-            _report,
-        ),
+        Step("importance", "permutation importance", ("train",), _importance_inputs, _importance),
+        Step("report", "report", ("backtest", "abtest", "drift", "importance"), _report_inputs, _report),
     ]
 
 
 def run_pipeline(
     settings: Settings,
+    config: RunConfig | None = None,
     *,
     quick: bool = False,
     force: bool = False,
@@ -587,7 +510,9 @@ def run_pipeline(
     log: Callable[[str], None] = lambda _: None,
     on_step: Callable[[StepReport], None] = lambda _: None,
 ) -> RunResult:
-    """Run the ten steps in ``settings.home`` (``<home>/quick`` with ``quick``); returns the summary.
+    """Run the ten steps of ``config`` (default: ``configs/default.yaml``, or ``configs/quick.yaml`` with
+    ``quick``); returns the summary. The resolved config is written to ``<results>/run_config.yaml`` before any
+    step runs.
 
     Raises :class:`~finmlops.workflow.engine.StepFailed` naming the first failing step; the steps before it keep
     their outputs and records. ``steps``: names rerun even when their inputs are unchanged (``--step``; a
@@ -601,9 +526,13 @@ def run_pipeline(
     unknown = sorted(set(steps) - {s.name for s in pipeline})
     if unknown:
         raise ValueError(f"unknown step(s) {', '.join(unknown)}; the steps are {', '.join(s.name for s in pipeline)}")
-    settings = workspace(settings, quick)
-    plan = RunPlan.for_settings(settings, quick)
-    ctx = Context(settings, plan, log)
+    config = (config or shipped_config("quick" if quick else "default")).resolve()
+    for difference in settings_differences(settings, config):
+        log(f"note: the run config declares {difference.split(':')[0]}; it is used ({difference})")
+    settings = run_settings(settings, config)
+    if not dry_run:
+        write_resolved(config, settings.results_dir)
+    ctx = Context(settings, config, log)
     ctx.cache["progress"] = progress
     reports = run_steps(
         pipeline, ctx, RunState(settings.home), force=force, rerun=set(steps), dry_run=dry_run, on_step=on_step
@@ -611,7 +540,15 @@ def run_pipeline(
     report = ctx.outputs.get("report", {}).get("path")
     champions = {v: {k: e[k] for k in ("name", "champion", "decision", "detail")} for v, e in
                  ctx.outputs.get("register", {}).get("models", {}).items()}  # fmt: skip
-    return RunResult(plan, settings.home, reports, report, champions, time.perf_counter() - started)
+    return RunResult(config, settings.home, reports, report, champions, time.perf_counter() - started)
 
 
-__all__ = ["RunPlan", "RunResult", "StepFailed", "build_steps", "run_pipeline", "workspace"]
+__all__ = [
+    "RunConfig",
+    "RunResult",
+    "StepFailed",
+    "build_steps",
+    "run_pipeline",
+    "run_settings",
+    "settings_differences",
+]

@@ -1,0 +1,238 @@
+"""The run config, as Qlib's ``qrun`` reads one: a YAML file that declares a whole ``finmlops run``.
+
+It names the universe, the dates, the label, the variants with their hyperparameters, the baselines, the walk-forward
+folds, the bootstrap, the backtest costs, the replayed traffic and the importance step. ``configs/default.yaml``
+and ``configs/quick.yaml`` are the shipped ones (``finmlops run`` and ``finmlops run --quick``). Every run writes
+its *resolved* config (every default filled in, every ticker named) to ``<home>/results/run_config.yaml``, and
+``finmlops run --config <that file>`` in a fresh workspace reproduces the same predictions.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from finmlops.provenance import write_text_atomic
+
+CONFIG_FILE = "run_config.yaml"  # the resolved config every run writes to its results folder
+SHIPPED = ("default", "quick")
+
+
+class RunConfigError(ValueError):
+    """A run config that cannot be read or does not validate; the message names the file and the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UniverseConfig(_Section):
+    """Which market: the bundled snapshot's ``tickers`` (all ten when omitted) from ``start`` to ``end``."""
+
+    source: Literal["snapshot"] = "snapshot"
+    tickers: list[str] | None = Field(default=None, description="Upper-case tickers; None: every snapshot ticker.")
+    start: date
+    end: date
+
+    @field_validator("tickers")
+    @classmethod
+    def _upper_unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        upper = [t.strip().upper() for t in value]
+        if not upper or len(set(upper)) != len(upper):
+            raise ValueError("tickers must be a non-empty list without duplicates")
+        return upper
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UniverseConfig:
+        if self.end <= self.start:
+            raise ValueError(f"end {self.end} must be after start {self.start}")
+        return self
+
+
+class LabelConfig(_Section):
+    """The label: direction of ``adj_close`` over ``horizon`` trading days, with a dead band ``threshold``
+    (a fraction: 0.002 = 0.2 %)."""
+
+    horizon: int = Field(default=1, ge=1)
+    threshold: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class VariantSpec(_Section):
+    """A deep variant preset (``finmlops.models.VARIANTS``) with hyperparameter overrides."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class BootstrapSection(_Section):
+    n_boot: int = Field(default=1000, ge=50)
+    block_len: int = Field(default=10, ge=1, description="Block length in trading days.")
+
+
+class CostsConfig(_Section):
+    """Backtest costs in basis points of turnover, the top-k book size and the capital for business figures."""
+
+    cost_bps: float = Field(default=5.0, ge=0.0)
+    slippage_bps: float = Field(default=0.0, ge=0.0)
+    execution: Literal["close", "open"] = "close"
+    top_k: int = Field(default=2, ge=1)
+    capital: float = Field(default=100_000.0, gt=0.0)
+
+
+class TrafficConfig(_Section):
+    """The A/B replay of the last test year through the served champions: requests per second for
+    ``seconds`` of wall-clock time."""
+
+    rate: float = Field(default=50.0, gt=0.0, description="HTTP requests per second, infer and feedback together.")
+    seconds: float = Field(default=60.0, gt=0.0)
+
+
+class ImportanceConfig(_Section):
+    """Permutation importance of the best deep variant on the last ``folds`` test years, ``repeats`` shuffles."""
+
+    folds: int = Field(default=2, ge=1)
+    repeats: int = Field(default=3, ge=1)
+
+
+class RunConfig(_Section):
+    """One whole ``finmlops run``. ``workspace`` is a sub-folder of the home the run works in (``quick``), so
+    that a small run's models never compete with the full run's champions; ``None`` is the home itself."""
+
+    name: str
+    workspace: str | None = None
+    seed: int = 42
+    threads: int = Field(default=2, ge=1)
+    universe: UniverseConfig
+    label: LabelConfig = LabelConfig()
+    variants: list[VariantSpec]
+    baselines: list[str]
+    epochs: int = Field(ge=1)
+    test_years: list[int] = Field(min_length=1)
+    bootstrap: BootstrapSection = BootstrapSection()
+    costs: CostsConfig = CostsConfig()
+    traffic: TrafficConfig = TrafficConfig()
+    importance: ImportanceConfig = ImportanceConfig()
+
+    @field_validator("test_years")
+    @classmethod
+    def _increasing(cls, value: list[int]) -> list[int]:
+        if sorted(set(value)) != value:
+            raise ValueError("test_years must be strictly increasing")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        from finmlops.models.baselines import BASELINES  # light: no torch at import
+        from finmlops.models.variants import VARIANTS, VariantConfig
+
+        unknown = [v.name for v in self.variants if v.name not in VARIANTS]
+        if unknown:
+            raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+        for i, v in enumerate(self.variants):
+            try:
+                VariantConfig.model_validate({**VARIANTS[v.name].model_dump(), **v.params, "name": v.name})
+            except ValidationError as exc:
+                raise ValueError(f"variants.{i}.params ({v.name}): {_validation_message(exc)}") from None
+        bad = [b for b in self.baselines if b not in BASELINES]
+        if bad:
+            raise ValueError(f"unknown baseline(s) {bad}; known: {', '.join(BASELINES)}")
+        if not self.universe.start.year < self.test_years[0] <= self.test_years[-1] <= self.universe.end.year:
+            raise ValueError(
+                f"test_years {self.test_years[0]}..{self.test_years[-1]} must lie after the first year of data "
+                f"({self.universe.start.year}) and within its last ({self.universe.end.year})"
+            )
+        if self.importance.folds > len(self.test_years):
+            raise ValueError(f"importance.folds {self.importance.folds} exceeds the {len(self.test_years)} test years")
+        return self
+
+    # --- what the steps read ------------------------------------------------------------------------------------
+
+    @property
+    def variant_names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.variants)
+
+    def variant_configs(self) -> list[Any]:
+        """The ``finmlops.models.VariantConfig`` of each variant, overrides applied."""
+        from finmlops.models.variants import get_variant
+
+        return [get_variant(v.name, **v.params) for v in self.variants]
+
+    @property
+    def tickers(self) -> tuple[str, ...]:
+        if self.universe.tickers is None:
+            raise RunConfigError("the config is not resolved: universe.tickers is unset (call resolve())")
+        return tuple(self.universe.tickers)
+
+    @property
+    def traffic_start(self) -> date:
+        """First replayed day: the last test year, which the final models never trained on."""
+        return date(self.test_years[-1], 1, 1)
+
+    @property
+    def gap_seq_len(self) -> int:
+        """The longest window of the run's variants: it sizes every walk-forward purge and embargo."""
+        return max(v.seq_len for v in self.variant_configs())
+
+    def resolve(self) -> RunConfig:
+        """Every default made explicit: the snapshot's tickers named, so the file alone reproduces the run."""
+        if self.universe.tickers is not None:
+            return self
+        from finmlops.data import snapshot_tickers
+
+        universe = self.universe.model_copy(update={"tickers": list(snapshot_tickers())})
+        return self.model_copy(update={"universe": universe})
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def _validation_message(exc: ValidationError) -> str:
+    """One line per field, ``universe.end: end 2010-01-01 must be after ...``, without pydantic's URLs."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        where = ".".join(str(p) for p in err["loc"]) or "config"
+        lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(lines)
+
+
+def parse_run_config(text: str, source: str) -> RunConfig:
+    """A :class:`RunConfig` from YAML ``text``; ``source`` names it in errors (:class:`RunConfigError`)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RunConfigError(f"{source}: not valid YAML ({exc})".replace("\n", " ")) from None
+    if not isinstance(raw, dict):
+        raise RunConfigError(f"{source}: a run config is a YAML mapping, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise RunConfigError(f"{source}: {_validation_message(exc)}") from None
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """Read a run config file; a missing or unreadable file is a :class:`RunConfigError` naming it."""
+    try:
+        text = Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunConfigError(f"{path}: cannot read the run config ({exc.__class__.__name__}: {exc})") from None
+    return parse_run_config(text, str(path))
+
+
+def shipped_config(name: str) -> RunConfig:
+    """``default`` or ``quick``: the configs that ship with the package (``configs/`` in the repository)."""
+    if name not in SHIPPED:
+        raise RunConfigError(f"no shipped config {name!r}; shipped: {', '.join(SHIPPED)}")
+    text = (resources.files("finmlops.workflow") / "configs" / f"{name}.yaml").read_text()
+    return parse_run_config(text, f"configs/{name}.yaml")
+
+
+def write_resolved(config: RunConfig, results_dir: Path) -> Path:
+    """Write the resolved config beside the run's results (atomically); returns its path."""
+    return write_text_atomic(Path(results_dir) / CONFIG_FILE, config.resolve().to_yaml())
