@@ -177,7 +177,7 @@ def _tiny_onnx(path: Path, seq_len: int, n_features: int) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from finmlops.tracking.contract import INPUT_NAME, OUTPUT_NAME
+    from finmlops.contract import INPUT_NAME, OUTPUT_NAME
 
     graph = helper.make_graph(
         [
@@ -201,8 +201,8 @@ def test_init_container_fills_the_folders_serving_yaml_names(rendered: dict[str,
     mlflow = pytest.importorskip("mlflow")
     import numpy as np
 
+    from finmlops.contract import OnnxExport
     from finmlops.serving.app import ServingApp
-    from finmlops.tracking.contract import OnnxExport
     from finmlops.tracking.packaging import ModelCard, log_onnx_model
 
     pod, configmaps = _server(rendered)

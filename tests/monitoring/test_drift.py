@@ -195,7 +195,8 @@ def test_logged_model_carries_its_drift_reference_and_drift_uses_the_request_log
     from finmlops.serving.requestlog import RequestLog, RequestRecord
     from finmlops.settings import Settings
     from finmlops.tracking import TrainedNetwork, export_model, log_training_run
-    from finmlops.tracking.packaging import DRIFT_REFERENCE_FILE, drift_reference, fetch_model
+    from finmlops.contract import DRIFT_REFERENCE_FILE, locate_model
+    from finmlops.tracking.packaging import fetch_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -220,12 +221,12 @@ def test_logged_model_carries_its_drift_reference_and_drift_uses_the_request_log
         ),
     )  # fmt: skip
     model_dir = fetch_model("baseline-predictor", tmp_path / "fetched")
-    profile = drift_reference(model_dir)
+    profile = locate_model(model_dir).drift_reference
     assert profile is not None and list(profile["features"]) == list(train.feature_names)
     assert (model_dir / "artifacts" / DRIFT_REFERENCE_FILE).is_file()  # where the server looks in an MLflow folder
     assert profile["features"]["rsi_14"]["n"] == len(train)
     triton = export_model("baseline-predictor", "triton", tmp_path / "triton")
-    assert drift_reference(triton) == profile and (triton / DRIFT_REFERENCE_FILE).is_file()
+    assert locate_model(triton).drift_reference == profile and (triton / DRIFT_REFERENCE_FILE).is_file()
     mlflow.MlflowClient().set_registered_model_alias("baseline-predictor", "champion", "1")
 
     result = CliRunner().invoke(app, ["drift", "--model", "baseline-predictor@champion", "--window", "200", "--json"])

@@ -19,17 +19,11 @@ from torch import nn
 from typer.testing import CliRunner
 
 from finmlops.cli import app
+from finmlops.contract.explain import QUADRATURES, explain_payload, integrated_gradients_onnx, path_weights
 from finmlops.data import DataStore, load_snapshot
 from finmlops.features import FeatureScaler
 from finmlops.models import build_network, get_variant
-from finmlops.monitoring.explain import (
-    QUADRATURES,
-    explain_payload,
-    integrated_gradients_onnx,
-    integrated_gradients_torch,
-    path_weights,
-    permutation_importance,
-)
+from finmlops.monitoring.explain import integrated_gradients_torch, permutation_importance
 from finmlops.settings import Settings
 from finmlops.tracking.onnx_export import export_onnx
 
@@ -178,7 +172,7 @@ def test_the_server_path_never_imports_torch(tmp_path: Path) -> None:
     np.save(tmp_path / "x.npy", windows[:1])
     code = (
         "import sys, json, numpy as np, onnxruntime as ort\n"
-        "from finmlops.monitoring.explain import explain_payload\n"
+        "from finmlops.contract.explain import explain_payload\n"
         f"s = ort.InferenceSession({str(tmp_path / 'm.onnx')!r}, providers=['CPUExecutionProvider'])\n"
         f"card = type('C', (), {{'variant': 'v', 'feature_names': list('abcde'), 'seq_len': {SEQ}}})()\n"
         f"p = explain_payload(s, card, np.load({str(tmp_path / 'x.npy')!r}), steps=8)\n"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from serving_support import Client, serve, tiny_onnx, tiny_reference, v2_body
 
+from finmlops.contract import OnnxExport
 from finmlops.serving.app import ServingApp
 from finmlops.serving.config import default_config, parse_config
 from finmlops.serving.models import Registry
-from finmlops.tracking.contract import OnnxExport
 from finmlops.tracking.packaging import ModelCard, log_onnx_model
 
 NAME = "baseline-predictor"

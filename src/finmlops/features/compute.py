@@ -7,9 +7,9 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from finmlops.data.validation import OHLCV_COLUMNS
 from finmlops.features.registry import TickerInputs, features_of
 
-OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "adj_close", "volume")
 _PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
 
 

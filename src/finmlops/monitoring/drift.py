@@ -332,13 +332,9 @@ def _feature_set_with(columns: Sequence[str], preferred: str) -> str:
 
 def _predict(onnx_file: Path, windows: np.ndarray, threads: int) -> np.ndarray:
     """``prob_up`` ``[n]`` of ``windows`` ``[n, seq_len, n_features]`` from the ONNX graph (onnxruntime, no torch)."""
-    import onnxruntime as ort
+    from finmlops.contract import open_session, score  # onnxruntime, loaded only when a model is scored
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
-    out = [session.run(None, {"input_data": windows[i : i + 4096]})[0] for i in range(0, len(windows), 4096)]
-    return np.concatenate(out).reshape(-1) if out else np.empty(0, dtype=np.float32)
+    return score(open_session(onnx_file, threads), windows)
 
 
 def run_drift(
@@ -379,12 +375,12 @@ def run_drift(
         card, onnx_file = None, None
         if model is not None:
             from finmlops.tracking.backend import configure_tracking
-            from finmlops.tracking.packaging import fetch_model, onnx_path, read_card
+            from finmlops.tracking.packaging import fetch_model, read_model
 
             if not Path(model).exists():
                 configure_tracking(settings)
-            model_dir = fetch_model(model, Path(tmp))
-            card, onnx_file = read_card(model_dir), onnx_path(model_dir)
+            artifact = read_model(fetch_model(model, Path(tmp)))
+            card, onnx_file = artifact.card, artifact.graph
         if reference is not None:
             ref_frame = _read_reference_parquet(reference)
             names = [str(c) for c in ref_frame.columns if c != PREDICTION_COLUMN]

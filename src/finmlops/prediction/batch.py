@@ -17,69 +17,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import pandas as pd
 
+from finmlops.contract import CARD_FILE, ModelArtifact, ModelCard, ModelError, open_session, score
 from finmlops.provenance import atomic_path
 from finmlops.settings import Settings
-from finmlops.tracking.contract import INPUT_NAME, OUTPUT_NAME
-from finmlops.tracking.packaging import (
-    CARD_FILE,
-    ModelCard,
-    ModelError,
-    check_onnx,
-    fetch_model,
-    onnx_path,
-    read_card,
-    registry_uri,
-)  # fmt: skip
-
-BATCH = 8192  # windows per onnxruntime call: bounds memory on large folders
+from finmlops.tracking.packaging import fetch_model, read_model, registry_uri
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model ready to score: its card (features, seq_len) and its checked ONNX file."""
-
-    card: ModelCard
-    onnx: Path
-    source: str
-
-
-def _exported(folder: Path) -> LoadedModel:
-    """A ``finmlops export`` folder (triton or mlserver layout): its card file and its ``model.onnx``."""
-    import json
-
-    from pydantic import ValidationError
-
-    try:
-        raw = json.loads((folder / CARD_FILE).read_text())
-        card = ModelCard.model_validate({k: v for k, v in raw.items() if k in ModelCard.model_fields})
-    except (OSError, ValueError, ValidationError) as exc:
-        raise ModelError(f"{folder / CARD_FILE}: unreadable model card ({type(exc).__name__}: {exc})") from None
-    graph = next((p for p in (folder / "model.onnx", folder / "1" / "model.onnx") if p.is_file()), None)
-    if graph is None:
-        raise ModelError(f"{folder}: no model.onnx or 1/model.onnx beside {CARD_FILE}")
-    check_onnx(graph)
-    return LoadedModel(card, graph, str(folder))
-
-
-def resolve_model(ref: str, dst: Path) -> LoadedModel:
-    """The model behind ``ref``: a folder (MLflow model, or a triton/mlserver export), ``models:/name@alias``,
-    ``name@alias``, ``name/version``, a ``runs:/`` URI, or a registered name / variant (its champion, else newest).
+def resolve_model(ref: str, dst: Path) -> tuple[ModelArtifact, ModelCard, str]:
+    """The model behind ``ref``, its card and the reference to report: a folder (MLflow model, or a triton/mlserver
+    export), ``models:/name@alias``, ``name@alias``, ``name/version``, a ``runs:/`` URI, or a registered name /
+    variant (its champion, else newest).
 
     Registry models are downloaded under ``dst``; call ``configure_tracking`` first. Raises ``ModelError`` when the
     model is missing, or its card or ONNX file is corrupt.
     """
     local = Path(ref)
-    if local.is_dir() and not (local / "MLmodel").is_file():
-        if (local / CARD_FILE).is_file():
-            return _exported(local)
-        raise ModelError(f"{local}: neither an MLflow model (no MLmodel) nor a finmlops export (no {CARD_FILE})")
     if local.exists() and not local.is_dir():
         raise ModelError(f"{local}: a model is a folder, not a file")
-    model_dir = fetch_model(ref, dst)
-    return LoadedModel(read_card(model_dir), onnx_path(model_dir), registry_uri(ref))
+    if local.is_dir() and not (local / "MLmodel").is_file() and not (local / CARD_FILE).is_file():
+        raise ModelError(f"{local}: neither an MLflow model (no MLmodel) nor a finmlops export (no {CARD_FILE})")
+    artifact = read_model(local if local.is_dir() else fetch_model(ref, dst))
+    assert artifact.card is not None  # read_model checked it
+    return artifact, artifact.card, str(local) if local.is_dir() else registry_uri(ref)
 
 
 def read_folder(folder: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
@@ -141,19 +102,6 @@ def skipped_rows(universe: dict[str, pd.DataFrame], windows: Any, need: int) -> 
              "first_usable": first, "reason": reason}
         )  # fmt: skip
     return report
-
-
-def score(graph: Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
-    """P(up) ``[n]`` float64 from the ONNX file ``graph`` on windows ``x`` ``[n, seq_len, n_features]``."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
-    parts = [
-        session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x[i : i + BATCH], dtype=np.float32)})[0]
-        for i in range(0, len(x), BATCH)
-    ]
-    return np.concatenate(parts).reshape(-1).astype(np.float64) if parts else np.empty(0)
 
 
 def realised_metrics(rows: pd.DataFrame, model: str, boot: Any) -> dict[str, Any]:
@@ -222,10 +170,9 @@ def predict_folder(settings: Settings, model: str, data_dir: Path, out: Path, *,
             from finmlops.tracking.backend import configure_tracking
 
             configure_tracking(settings)
-        loaded = resolve_model(model, Path(tmp))
-        card = loaded.card
+        artifact, card, source = resolve_model(model, Path(tmp))
         windows, notes = prediction_windows(universe, card)
-        prob = score(loaded.onnx, windows.X, settings.threads)
+        prob = score(open_session(artifact.graph, settings.threads), windows.X)
     keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), windows.tickers], names=["date", "ticker"])
     rows = pd.DataFrame(
         {"date": keys.get_level_values("date"), "ticker": windows.tickers, "prob_up": prob,
@@ -242,7 +189,7 @@ def predict_folder(settings: Settings, model: str, data_dir: Path, out: Path, *,
         realised = realised_metrics(labelled, card.variant, boot)
     write_csv_atomic(rows.assign(date=rows["date"].dt.strftime("%Y-%m-%d")), out)
     return PredictionReport(
-        model=loaded.source, variant=card.variant, feature_set=card.feature_set, seq_len=card.seq_len, out=str(out),
+        model=source, variant=card.variant, feature_set=card.feature_set, seq_len=card.seq_len, out=str(out),
         rows=len(rows), tickers=sorted(universe),
         first_date=str(rows["date"].min().date()) if len(rows) else None,
         last_date=str(rows["date"].max().date()) if len(rows) else None,

@@ -28,6 +28,7 @@ import numpy as np
 import orjson
 
 from finmlops import __version__
+from finmlops.contract.explain import SERVER_STEPS, explain_payload
 from finmlops.serving.batching import ArrivalGate
 from finmlops.serving.config import ServingConfig, ServingConfigError
 from finmlops.serving.experiments import (
@@ -556,7 +557,6 @@ class ServingApp:
         ONNX model with numpy (no torch) in a worker thread, so inference keeps being served meanwhile. The body is
         a V2 infer request for one window (``input_data`` [1, seq_len, n_features] or raw OHLCV [1, T]);
         parameters ``steps`` (1-64, default 16) and ``top``."""
-        from finmlops.monitoring.explain import SERVER_STEPS, explain_payload
 
         request = parse_infer(await _read_body(receive, headers, self.options.max_body_bytes), _binary_header(headers))
         if not model.feature_names:

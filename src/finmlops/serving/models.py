@@ -8,7 +8,6 @@ export; a bare ``.onnx`` file has none and then takes only ``input_data`` tensor
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -19,14 +18,12 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
-import yaml
 
+from finmlops.contract import ModelError, locate_model, open_session, session_shape
 from finmlops.serving.batching import ArrivalGate, MicroBatcher
 from finmlops.serving.config import ModelSource, ServerOptions
 
 log = logging.getLogger("finmlops.serving")
-CARD_FILE = "finmlops-model.json"
-DRIFT_REFERENCE_FILE = "drift_reference.json"
 
 
 class ModelLoadError(RuntimeError):
@@ -83,72 +80,16 @@ class LoadedModel:
         }
 
 
-def session_for(path: Path, threads: int) -> ort.InferenceSession:
-    """An onnxruntime CPU session with ``threads`` intra-op threads and no inter-op pool."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def locate(path: Path) -> tuple[Path, dict[str, Any], dict[str, Any] | None]:
-    """``(onnx file, card, drift reference)`` of a local model: an ``.onnx`` file, an MLflow model folder
-    (``MLmodel``), or a ``finmlops export`` folder (``model.onnx`` or Triton's ``1/model.onnx``)."""
-    if path.is_file():
-        return path, {}, None
-    if not path.is_dir():
-        raise ModelLoadError(f"{path}: no such model file or folder")
-    card: dict[str, Any] = {}
-    graph: Path | None = None
-    mlmodel = path / "MLmodel"
-    if mlmodel.is_file():
-        try:
-            spec = yaml.safe_load(mlmodel.read_text()) or {}
-            graph = path / spec["flavors"]["python_function"]["artifacts"]["onnx_model"]["path"]
-            card = dict((spec.get("metadata") or {}).get("finmlops") or {})
-        except (yaml.YAMLError, KeyError, TypeError) as exc:
-            raise ModelLoadError(f"{mlmodel}: not a finmlops ONNX pyfunc model ({type(exc).__name__}: {exc})") from None
-    else:
-        graph = next((p for p in (path / "model.onnx", path / "1" / "model.onnx") if p.is_file()), None)
-        if graph is None:
-            raise ModelLoadError(f"{path}: no MLmodel, model.onnx or 1/model.onnx inside")
-        if (path / CARD_FILE).is_file():
-            try:
-                card = json.loads((path / CARD_FILE).read_text())
-            except (OSError, json.JSONDecodeError) as exc:
-                raise ModelLoadError(f"{path / CARD_FILE}: unreadable card: {exc}") from None
-    drift = _drift_reference(path)
-    return graph, card, drift
-
-
-def _drift_reference(folder: Path) -> dict[str, Any] | None:
-    for candidate in (folder / DRIFT_REFERENCE_FILE, folder / "artifacts" / DRIFT_REFERENCE_FILE):
-        if candidate.is_file():
-            try:
-                return json.loads(candidate.read_text())
-            except (OSError, json.JSONDecodeError):
-                log.warning("%s: unreadable drift reference; the PSI gauge is off for this model", candidate)
-    return None
-
-
 def load_local(name: str, version: str, source: str, path: Path, threads: int) -> LoadedModel:
-    """Load and check a local model; the graph must take ``[batch, seq_len, n_features]`` and give ``[batch, 1]``."""
-    graph, card, drift = locate(path)
+    """Load and check a local model (:func:`finmlops.contract.locate_model`, :func:`~finmlops.contract.open_session`):
+    the graph must take ``[batch, seq_len, n_features]`` and give ``[batch, 1]``, as its card says."""
     try:
-        session = session_for(graph, threads)
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph types
-        raise ModelLoadError(f"{graph}: onnxruntime cannot load it ({type(exc).__name__}: {exc})") from None
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ModelLoadError(f"{graph}: expected one input and one output, got {len(inputs)} and {len(outputs)}")
-    shape = inputs[0].shape
-    if inputs[0].type != "tensor(float)" or len(shape) != 3 or not all(isinstance(d, int) for d in shape[1:]):
-        raise ModelLoadError(
-            f"{graph}: input must be float32 [batch, seq_len, n_features], got {inputs[0].type} {shape}"
-        )
-    seq_len, n_features = int(shape[1]), int(shape[2])
+        artifact = locate_model(path)
+        session = open_session(artifact.graph, threads)
+        seq_len, n_features = session_shape(session, artifact.graph)
+    except ModelError as exc:
+        raise ModelLoadError(str(exc)) from None
+    card = artifact.card.model_dump() if artifact.card is not None else {}
     names = card.get("feature_names")
     if names is not None and (len(names) != n_features or card.get("seq_len", seq_len) != seq_len):
         raise ModelLoadError(
@@ -160,16 +101,16 @@ def load_local(name: str, version: str, source: str, path: Path, threads: int) -
         source=source,
         path=path,
         session=session,
-        input_name=inputs[0].name,
-        output_name=outputs[0].name,
+        input_name=session.get_inputs()[0].name,
+        output_name=session.get_outputs()[0].name,
         seq_len=seq_len,
         n_features=n_features,
         card=card,
-        drift_reference=drift,
+        drift_reference=artifact.drift_reference,
     )
     out = model.run(np.zeros((2, seq_len, n_features), np.float32))  # warm-up, and the output contract
     if out.shape != (2, 1):
-        raise ModelLoadError(f"{graph}: output must be [batch, 1], got {list(out.shape)} for a batch of 2")
+        raise ModelLoadError(f"{artifact.graph}: output must be [batch, 1], got {list(out.shape)} for a batch of 2")
     return model
 
 

@@ -13,9 +13,11 @@ _EXPORTS = {
         "EXPERIMENTS", "TrackingError", "check_reachable", "configure_tracking", "ensure_experiment", "redact",
         "storage_url",
     ),
-    "contract": ("INPUT_NAME", "OUTPUT_NAME", "OnnxExport", "ScalerLike"),
     "onnx_export": ("ParityError", "ProbabilityModel", "export_onnx", "onnx_probabilities", "torch_probabilities"),
-    "packaging": ("EXPORT_FORMATS", "ModelCard", "ModelError", "export_model", "fetch_model", "log_onnx_model"),
+    "packaging": (
+        "EXPORT_FORMATS", "INPUT_NAME", "OUTPUT_NAME", "ModelCard", "ModelError", "export_model", "fetch_model",
+        "log_onnx_model",
+    ),
     "registry": (
         "ALIASES", "PairedTest", "PromotionRefused", "list_models", "paired_block_bootstrap", "promote",
         "mark_challenger", "register_variant", "registered_name",

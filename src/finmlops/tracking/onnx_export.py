@@ -13,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import nn
 
-from finmlops.tracking.contract import INPUT_NAME, OUTPUT_NAME, OnnxExport, ScalerLike
+from finmlops.contract import INPUT_NAME, OUTPUT_NAME, OnnxExport, ScalerLike, open_session, score
 
 OPSET = 17
 PARITY_TOLERANCE = 1e-5
@@ -63,12 +62,8 @@ def torch_probabilities(model: ProbabilityModel, windows: np.ndarray) -> np.ndar
 
 
 def onnx_probabilities(path: Path, windows: np.ndarray, threads: int = 1) -> np.ndarray:
-    """P(up) ``[n, 1]`` float32 from the ONNX file at ``path`` with onnxruntime on the CPU."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(windows, dtype=np.float32)})[0]
+    """P(up) ``[n, 1]`` from the ONNX file at ``path`` (:func:`finmlops.contract.score`, float32 values)."""
+    return score(open_session(path, threads), windows).reshape(-1, 1).astype(np.float32)
 
 
 def export_onnx(

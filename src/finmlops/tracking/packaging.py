@@ -8,7 +8,6 @@ and ``drift_reference.json`` (``finmlops.monitoring.drift.reference_profile`` of
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
 import tempfile
@@ -21,48 +20,29 @@ import mlflow
 import numpy as np
 import onnx
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, ModelSignature
+from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types.schema import Schema, TensorSpec
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from finmlops.contract import (
+    CARD_FILE,
+    DRIFT_REFERENCE_FILE,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ModelArtifact,
+    ModelCard,
+    ModelError,
+    OnnxExport,
+    locate_model,
+)
 from finmlops.monitoring.drift import reference_profile
-from finmlops.tracking.contract import INPUT_NAME, OUTPUT_NAME, OnnxExport
 
 ExportFormat = Literal["mlflow", "triton", "mlserver"]
 EXPORT_FORMATS: tuple[str, ...] = ("mlflow", "triton", "mlserver")
 MODEL_NAME = "model"  # the logged model's name inside its run
-CARD_FILE = "finmlops-model.json"
-DRIFT_REFERENCE_FILE = "drift_reference.json"
 _PYFUNC_CODE = Path(__file__).with_name("onnx_pyfunc.py")
 _MLSERVER_RUNTIME = Path(__file__).with_name("mlserver_onnx_runtime.py")
 TRITON_MAX_BATCH = 4096
-
-
-class ModelError(ValueError):
-    """A model reference that cannot be resolved, or a model artifact that is missing or corrupt."""
-
-
-class ModelCard(BaseModel):
-    """What a consumer must know to feed the graph: stored as the MLflow model's metadata and beside every export."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    variant: str
-    feature_set: str
-    feature_set_version: str | None = Field(
-        default=None, description="finmlops.features.registry.feature_set_version: hash of the set's declarations."
-    )
-    feature_names: list[str] = Field(min_length=1, description="Input feature order (last axis of input_data).")
-    seq_len: int = Field(ge=1, description="Trading days per window (middle axis of input_data).")
-    data_hash: str | None = None
-    train_start: str | None = Field(default=None, description="First decision date the model was trained on.")
-    train_end: str | None = Field(default=None, description="Last decision date the model was trained on.")
-    walk_forward: dict[str, float] = Field(default_factory=dict, description="Pooled walk-forward metrics.")
-    horizon: int = Field(default=1, ge=1, description="Label horizon: the output is P(up from t to t+horizon).")
-    threshold: float = Field(default=0.0, ge=0.0, description="Label dead band (fraction) the model was fit with.")
-    input_name: str = INPUT_NAME
-    output_name: str = OUTPUT_NAME
 
 
 def pip_requirements() -> list[str]:
@@ -119,15 +99,14 @@ def _log_pyfunc(
     )
 
 
-def onnx_path(model_dir: Path) -> Path:
-    """The ONNX file of a local MLflow model directory, checked to load and to match the contract."""
-    try:
-        flavor = Model.load(str(model_dir)).flavors["python_function"]
-        path = model_dir / flavor["artifacts"]["onnx_model"]["path"]
-    except (OSError, MlflowException, KeyError, TypeError) as exc:
-        raise ModelError(f"{model_dir}: not a finmlops ONNX pyfunc model ({type(exc).__name__}: {exc})") from None
-    check_onnx(path)
-    return path
+def read_model(model_dir: Path) -> ModelArtifact:
+    """A downloaded MLflow model folder or an export, through the one artifact reader
+    (:func:`finmlops.contract.locate_model`), checked to carry a card and a valid graph with the contract's names."""
+    artifact = locate_model(model_dir)
+    if artifact.card is None:
+        raise ModelError(f"{model_dir}: no finmlops model card (MLmodel metadata or {CARD_FILE})")
+    check_onnx(artifact.graph)
+    return artifact
 
 
 def check_onnx(path: Path) -> None:
@@ -141,29 +120,6 @@ def check_onnx(path: Path) -> None:
     outputs = [o.name for o in graph.graph.output]
     if inputs != [INPUT_NAME] or outputs != [OUTPUT_NAME]:
         raise ModelError(f"{path}: expects input {[INPUT_NAME]} and output {[OUTPUT_NAME]}, has {inputs} -> {outputs}")
-
-
-def drift_reference(model_dir: Path) -> dict[str, Any] | None:
-    """The drift reference profile of a logged model folder or an export, or None when it has none (older models)."""
-    path = model_dir / DRIFT_REFERENCE_FILE
-    # Not an MLflow folder, or logged before drift references: look beside the card instead.
-    with contextlib.suppress(OSError, MlflowException, KeyError, TypeError):
-        path = model_dir / Model.load(str(model_dir)).flavors["python_function"]["artifacts"]["drift_reference"]["path"]
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: unreadable drift reference ({exc})") from None
-
-
-def read_card(model_dir: Path) -> ModelCard:
-    """The ``ModelCard`` stored in the MLflow model's metadata."""
-    try:
-        raw = (Model.load(str(model_dir)).metadata or {})["finmlops"]
-        return ModelCard.model_validate(raw)
-    except (OSError, MlflowException, KeyError, ValidationError) as exc:
-        raise ModelError(f"{model_dir}: no valid finmlops metadata in MLmodel ({type(exc).__name__}: {exc})") from None
 
 
 def registry_uri(ref: str) -> str:
@@ -255,7 +211,9 @@ def export_model(ref: str, fmt: ExportFormat, out: Path, name: str | None = None
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         model_dir = fetch_model(ref, Path(tmp) / "download")
-        card, graph = read_card(model_dir), onnx_path(model_dir)
+        artifact = read_model(model_dir)
+        card, graph = artifact.card, artifact.graph
+        assert card is not None  # read_model checked it
         name = name or f"{card.variant}-predictor"
         stage = Path(tmp) / name
         if fmt == "mlflow":
@@ -270,7 +228,7 @@ def export_model(ref: str, fmt: ExportFormat, out: Path, name: str | None = None
             shutil.copy2(_MLSERVER_RUNTIME, stage / "mlserver_onnx_runtime.py")
             (stage / "model-settings.json").write_text(json.dumps(mlserver_settings(name), indent=2) + "\n")
         (stage / CARD_FILE).write_text(json.dumps({"source": ref, **card.model_dump()}, indent=2) + "\n")
-        reference = drift_reference(model_dir)
+        reference = artifact.drift_reference
         if fmt != "mlflow" and reference is not None:
             (stage / DRIFT_REFERENCE_FILE).write_text(json.dumps(reference))
         target, previous = out / name, Path(tmp) / "previous"

@@ -21,11 +21,11 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from finmlops.contract import ScalerLike
 from finmlops.features.registry import feature_set_version
 from finmlops.provenance import file_sha256, git_commit, json_safe, software_versions
 from finmlops.settings import Settings
 from finmlops.tracking.backend import EXPERIMENTS, TrackingError, configure_tracking, ensure_experiment, redact
-from finmlops.tracking.contract import ScalerLike
 from finmlops.tracking.registry import PREDICTIONS_ARTIFACT
 
 MAX_PARAM_CHARS = 500  # MLflow's limit on a param value

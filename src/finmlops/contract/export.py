@@ -1,8 +1,4 @@
-"""The ONNX model contract shared by export, packaging and serving; torch-free so that readers stay light.
-
-Input ``input_data``: float32 ``[batch, seq_len, n_features]`` of UNSCALED features in the training feature order.
-Output ``prob_up``: float32 ``[batch, 1]``, the probability that ``adj_close`` rises from t to t+1. Batch is dynamic.
-"""
+"""What an ONNX export produces and reads, torch-free so that the packaging code that consumes it stays light."""
 
 from __future__ import annotations
 
@@ -11,9 +7,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-
-INPUT_NAME = "input_data"
-OUTPUT_NAME = "prob_up"
 
 
 class ScalerLike(Protocol):
