@@ -190,12 +190,12 @@ def test_logged_model_carries_its_drift_reference_and_drift_uses_the_request_log
     import mlflow
     import torch
 
+    from finmlops.contract import DRIFT_REFERENCE_FILE, locate_model
     from finmlops.features import FeatureScaler, make_target, make_windows
     from finmlops.models import build_network, get_variant
     from finmlops.serving.requestlog import RequestLog, RequestRecord
     from finmlops.settings import Settings
     from finmlops.tracking import TrainedNetwork, export_model, log_training_run
-    from finmlops.contract import DRIFT_REFERENCE_FILE, locate_model
     from finmlops.tracking.packaging import fetch_model
 
     torch.set_num_threads(1)
