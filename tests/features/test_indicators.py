@@ -88,8 +88,11 @@ def _hand_market(universe: dict[str, pd.DataFrame]) -> pd.Series:
 
 
 def test_every_feature_has_a_reference(small_universe: dict[str, pd.DataFrame]) -> None:
+    """Every feature of the project's own sets; the standard sets (Alpha158, kdh) are checked on a sample of
+    factors in test_alpha158.py."""
     refs = _references(small_universe["JNJ"], _hand_market(small_universe))
-    assert sorted(refs) == sorted(f.name for f in all_features())
+    own = {name for s in ("basic", "enhanced", "advanced") for name in feature_names(s)}
+    assert sorted(refs) == sorted(f.name for f in all_features() if f.name in own)
 
 
 @pytest.mark.parametrize("feature_set", ["enhanced", "advanced"])

@@ -12,7 +12,7 @@ from finmlops.features.registry import FEATURE_SETS, REGISTRY, all_features, fea
 _INTRO = (
     """# Features
 
-Generated from the registry in `src/finmlops/features/indicators.py` by
+Generated from the registry in `src/finmlops/features/indicators.py` and `alpha158.py` (the standard sets) by
 `python -m finmlops.features.docs docs/features.md`; a test fails when this file and the code disagree.
 `finmlops features --list [--set SET]` prints the same table.
 

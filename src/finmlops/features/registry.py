@@ -14,7 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-FEATURE_SETS: tuple[str, ...] = ("basic", "enhanced", "advanced")
+# The project's own sets, then the field's standard ones (finmlops.features.alpha158: Qlib's Alpha158, and Krauss,
+# Do & Huck's 31 multi-period returns).
+FEATURE_SETS: tuple[str, ...] = ("basic", "enhanced", "advanced", "alpha158", "kdh")
 
 
 @dataclass
@@ -137,5 +139,5 @@ def sets_of(name: str) -> list[str]:
 
 
 def _ensure_declared() -> None:
-    # The declarations live in indicators.py; importing it fills the registry exactly once.
-    from finmlops.features import indicators  # noqa: F401
+    # The declarations live in indicators.py and alpha158.py; importing them fills the registry exactly once.
+    from finmlops.features import alpha158  # noqa: F401  # imports indicators first: one registry order

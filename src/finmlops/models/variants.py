@@ -24,7 +24,7 @@ class VariantConfig(BaseModel):
     weight_decay: float = Field(default=0.0, ge=0.0)
     scheduler: Literal["none", "cosine"] = "none"
     seq_len: int = Field(ge=1, description="Trading days per input window.")
-    feature_set: Literal["basic", "enhanced", "advanced"]
+    feature_set: Literal["basic", "enhanced", "advanced", "alpha158", "kdh"]
     n_heads: int = Field(default=4, ge=1, description="Attention heads (transformer only).")
     ff_size: int = Field(default=128, ge=1, description="Feed-forward width (transformer only).")
     batch_size: int = Field(
