@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_support import Client, free_port, serve, tiny_onnx, tiny_reference, v2_body
+from finmlops_testing.serving import Client, free_port, serve, tiny_onnx, tiny_reference, v2_body
 
 from finmlops.data import load_snapshot
 from finmlops.features import compute_features, feature_names, market_returns

@@ -10,7 +10,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pytest
-from serving_support import Client, serve, tiny_onnx, tiny_reference, v2_body
+from finmlops_testing.serving import Client, serve, tiny_onnx, tiny_reference, v2_body
 
 from finmlops.serving.app import ServingApp
 from finmlops.serving.config import default_config, parse_config

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serving_support import tiny_onnx, tiny_reference
+from finmlops_testing.serving import tiny_onnx, tiny_reference
 
 from finmlops.serving.batching import ArrivalGate, MicroBatcher
 from finmlops.serving.config import ServingConfigError, default_config, parse_config
