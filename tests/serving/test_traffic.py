@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from finmlops_testing import wait_until
 from typer.testing import CliRunner
 
 from finmlops.cli import app
@@ -286,9 +287,7 @@ def test_replay_against_the_finmlops_server(tmp_path: Path) -> None:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: server.started, timeout=10, what="uvicorn's start")
     try:
         universe = load_snapshot(["AAPL", "MSFT"], start=date(2022, 6, 1), end=date(2023, 3, 31))
         days = replay_days(universe, start=date(2023, 3, 13), history=90)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -13,6 +14,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from finmlops.serving.server import free_port, running_server
+from finmlops_testing import wait_until
 
 serve = running_server  # the tests' name for it
 __all__ = ["free_port", "serve"]
@@ -96,6 +98,31 @@ class Client:
         except ValueError:
             parsed = payload.decode("latin-1")
         return response.status, parsed, resp_headers
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60.0) -> None:
+    """Wait until the server at ``base`` answers ``/v2/health/ready`` with 200; fails at once if ``proc`` (the
+    server's process, when it is one) exits first."""
+
+    def ready() -> bool:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the server at {base} exited with code {proc.returncode} before it was ready")
+        try:
+            return Client(base).request("GET", "/v2/health/ready")[0] == 200
+        except OSError:
+            return False
+
+    wait_until(ready, timeout=timeout, what=f"{base}/v2/health/ready", interval=0.1)
+
+
+def shadow_registered(app: Any, request_id: str, model: str, timeout: float = 10.0) -> None:
+    """Wait until ``model``'s shadow answer to ``request_id`` reaches ``app``'s feedback ledger (it is scored after
+    the served answer went out, so a test that sends feedback right away must wait for this event)."""
+    entries = app.ledger._entries
+    wait_until(
+        lambda: request_id in entries and model in entries[request_id].shadows,
+        timeout=timeout, what=f"the shadow prediction of {model} for {request_id!r} in the feedback ledger",
+    )  # fmt: skip
 
 
 def v2_body(x: np.ndarray, **extra: Any) -> dict[str, Any]:
