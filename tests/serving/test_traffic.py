@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -225,6 +226,16 @@ def test_cli_traffic_prints_a_json_summary(stub: StubV2) -> None:
     assert summary["requests"] == 2 * summary["days"] and summary["data_exhausted"]
     bad = CliRunner().invoke(app, ["traffic", "--experiment", "ab", "--rate", "0"])
     assert bad.exit_code == 2
+
+
+def test_cli_traffic_prints_the_latency_its_help_promises(stub: StubV2) -> None:
+    args = ["traffic", "--experiment", "ab", "--url", stub.url, "--rate", "300", "--duration", "2", "--tickers", "AAPL"]
+    result = CliRunner().invoke(app, [*args, "--start", "2023-12-01"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "client-side latency" in " ".join(CliRunner().invoke(app, ["traffic", "--help"]).output.split())
+    assert re.search(r"client-side latency: p50 \d+\.\d ms, p99 \d+\.\d ms, max \d+\.\d ms", result.stdout), (
+        result.stdout
+    )
 
 
 def _tiny_model(folder: Path, feature_set: str, seq_len: int, scale: float) -> Path:
