@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+# The workspace fixtures (settings, trained, predictions, port, postgres, ...) of tracking, tuning and prediction.
+pytest_plugins = ["finmlops_testing.workspace"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import re
 import subprocess
 import sys
@@ -32,6 +33,15 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert install_and_test.replace("pip install -e", "pip install -q -e") in ci
 
 
+def test_ci_reruns_the_readme_test_command_in_a_clone_without_shared() -> None:
+    """A user has no ../shared: CI runs README's test command (all of it) in a fresh clone with nothing beside it."""
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_command = readme_commands()[1].split(" && ")[-1]
+    step = ci[ci.index("git clone") :]
+    assert '[[ ! -e "$fresh/shared" ]]' in step
+    assert f'cd "$fresh/finmlops" && PYTHONPATH="$fresh/finmlops/src" {test_command})' in step
+
+
 @pytest.mark.parametrize(
     "module",
     ["talib", "pandas", "pyarrow", "torch", "mlflow", "onnxruntime", "lightgbm", "sklearn", "optuna", "yfinance"],
@@ -40,11 +50,19 @@ def test_dependency_importable(module: str) -> None:
     importlib.import_module(module)
 
 
+def cuda_distributions() -> list[str]:
+    """Installed distributions that bring CUDA (the GPU wheels' ``nvidia-*`` runtime libraries, ``triton``)."""
+    names = {dist.metadata["Name"].lower() for dist in importlib.metadata.distributions()}
+    return sorted(n for n in names if n.startswith("nvidia-") or n in {"triton", "pytorch-triton"} or "cuda" in n)
+
+
 def test_torch_is_the_pinned_cpu_build() -> None:
+    """The CPU wheel from the PyTorch CPU index (``+cpu``), compiled without CUDA, and no CUDA wheels beside it."""
     import torch
 
-    assert torch.__version__.startswith("2.13.0"), torch.__version__
-    assert not torch.cuda.is_available() or torch.version.cuda
+    assert importlib.metadata.version("torch") == "2.13.0+cpu", importlib.metadata.version("torch")
+    assert torch.__version__ == "2.13.0+cpu" and torch.version.cuda is None, (torch.__version__, torch.version.cuda)
+    assert cuda_distributions() == []
 
 
 def test_pip_check_is_clean() -> None:

@@ -1109,6 +1109,12 @@ def traffic_command(
         highlight=False,
     )
     console.print(f"arms: {summary['arms']}  errors: {summary['errors'] or 'none'}", highlight=False)
+    if latency := summary["latency_ms"]:  # the help promises it: client-side, over the answered infer requests
+        console.print(
+            f"client-side latency: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, "
+            f"max {latency['max']:.1f} ms",
+            highlight=False,
+        )
     if summary["feedback_errors"]:
         console.print(f"feedback errors: {summary['feedback_errors']}", highlight=False)
 

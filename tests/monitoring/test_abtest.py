@@ -201,13 +201,9 @@ def test_apply_routes_the_experiment_when_arms_are_different_models(home: Path, 
     """The platform's own A/B test: baseline-predictor 70 / enhanced-predictor 30, each served @champion. Both
     champions already point at the winning versions, so --apply must change the experiment the server routes by:
     live through the admin API (with the admin token) and in the serving config file."""
-    import sys
-
     import mlflow
     import yaml
-
-    sys.path.insert(0, str(Path(__file__).parents[1] / "serving"))
-    from serving_support import AB, Client, ab_config, tiny_onnx, v2_body
+    from finmlops_testing.serving import AB, Client, ab_config, tiny_onnx, v2_body
 
     from finmlops.serving.app import ServingApp
     from finmlops.serving.config import load_config, parse_config

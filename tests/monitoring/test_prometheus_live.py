@@ -20,10 +20,8 @@ import numpy as np
 import onnx
 import pytest
 import yaml
+from finmlops_testing.serving import free_port, tiny_onnx
 from onnx import TensorProto, helper
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "serving"))
-from serving_support import free_port, tiny_onnx
 
 from finmlops.data import load_snapshot
 from finmlops.features import compute_features, feature_names

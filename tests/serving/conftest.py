@@ -1,41 +1,23 @@
 """Fixtures for the serving tests: real ONNX models and a real uvicorn server on 127.0.0.1.
 
-Shared helpers live in serving_support.py; with --import-mode=importlib this folder is put on sys.path for them.
+Shared helpers live in the test-support package ``finmlops_testing.serving``.
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from serving_support import BENCH_BUILD, ab_config, serve
+from finmlops_testing.serving import ab_config, lstm_onnx, serve
 
 
 @pytest.fixture(scope="session")
 def bench_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two shared-bench LSTMs (seeds 0 and 1) with input ``input_data`` [batch, 10, 35], built once (torch)."""
-    folder = tmp_path_factory.mktemp("bench-models")
-    paths = (folder / "baseline.onnx", folder / "enhanced.onnx")
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(BENCH_BUILD), "--out", str(p), "--seed", str(seed)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
-        )
-        for seed, p in enumerate(paths)
-    ]
-    for proc in procs:
-        out, _ = proc.communicate(timeout=180)
-        assert proc.returncode == 0, out.decode()
-    return paths
+    """Two seeded LSTMs (seeds 0 and 1) with input ``input_data`` [batch, 10, 35], built once by our own export."""
+    folder = tmp_path_factory.mktemp("lstm-models")
+    return lstm_onnx(folder / "baseline.onnx", seed=0), lstm_onnx(folder / "enhanced.onnx", seed=1)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_support import AB, Client, v2_body
+from finmlops_testing.serving import AB, Client, v2_body
 
 GOOD = np.random.default_rng(0).normal(size=(1, 10, 35)).astype(np.float32)
 INFER = "/v2/models/baseline-predictor/versions/1/infer"
@@ -120,9 +120,9 @@ def test_tritonclient_works_unchanged(ab_server: tuple[str, Any]) -> None:
     for binary in (True, False):
         inp = tritonhttp.InferInput("input_data", list(x.shape), "FP32")
         inp.set_data_from_numpy(x, binary_data=binary)
-        out = tritonhttp.InferRequestedOutput("output", binary_data=binary)
+        out = tritonhttp.InferRequestedOutput("prob_up", binary_data=binary)
         result = client.infer("enhanced-predictor", [inp], model_version="1", outputs=[out], request_id="triton-1")
-        y = result.as_numpy("output")
+        y = result.as_numpy("prob_up")
         assert y.shape == (3, 1) and result.get_response()["id"] == "triton-1"
         reference = y if reference is None else reference
         np.testing.assert_allclose(y, reference, atol=1e-6)

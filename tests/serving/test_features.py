@@ -15,7 +15,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_support import Client, free_port, serve, tiny_onnx, tiny_reference, v2_body
+from finmlops_testing import wait_until
+from finmlops_testing.serving import (
+    Client,
+    free_port,
+    serve,
+    shadow_registered,
+    tiny_onnx,
+    tiny_reference,
+    v2_body,
+    wait_ready,
+)
 
 from finmlops.data import load_snapshot
 from finmlops.features import compute_features, feature_names, market_returns
@@ -111,8 +121,12 @@ def test_shadow_is_logged_but_never_answers(feature_server: Any) -> None:
     status, body, headers = Client(base).request("POST", "/v2/models/baseline-predictor/infer", v2_body(x, id="sh-1"))
     assert status == 200 and headers["x-seldon-route"] == ":baseline-predictor_1:"
     assert body["outputs"][0]["data"][0] == pytest.approx(float(tiny_reference(x)[0, 0]), abs=1e-6)
-    time.sleep(0.05)
-    app.request_log.flush()
+
+    def both_logged() -> bool:
+        app.request_log.flush()
+        return (read_requests(app.request_log.path).id == "sh-1").sum() == 2
+
+    wait_until(both_logged, timeout=10, what="the served and the shadow prediction of sh-1 in the log")
     rows = read_requests(app.request_log.path)
     rows = rows[rows.id == "sh-1"].set_index("model")
     assert rows.loc["baseline-predictor", "shadow"] == 0 and rows.loc["enhanced-predictor", "shadow"] == 1
@@ -181,19 +195,14 @@ def test_finmlops_serve_never_imports_torch_and_flushes_its_log_on_sigterm(tmp_p
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if Client(base).request("GET", "/v2/health/ready")[0] == 200:
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()
-                time.sleep(0.1)
+        wait_ready(base, proc)
         client = Client(base)
         x = np.zeros((1, 10, 35), np.float32)
         for i in range(30):
             assert client.request("POST", "/v2/models/tiny/infer", v2_body(x, id=f"p{i}"))[0] == 200
-        time.sleep(0.3)  # the probe thread rewrites the module list every 0.1 s
+        for _ in range(2):  # the probe rewrites the list every 0.1 s: the second new file was begun after the requests
+            probe.unlink()
+            wait_until(probe.exists, timeout=10, what="the module list written after the requests")
         modules = json.loads(probe.read_text())
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -291,16 +300,12 @@ def _start_serve(tmp_path: Path, config: str) -> tuple[subprocess.Popen[bytes], 
         "'--log-level', 'warning']\nmain()\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if Client(f"http://127.0.0.1:{port}").request("GET", "/v2/health/ready")[0] == 200:
-                return proc, port
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise AssertionError(proc.communicate()[0].decode()) from None
-            time.sleep(0.1)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc)
+    except AssertionError as error:
+        proc.kill()
+        raise AssertionError(f"{error}\n{proc.communicate()[0].decode()}") from None
+    return proc, port
 
 
 def test_sigterm_drains_a_request_whose_body_is_still_arriving(tmp_path: Path) -> None:
@@ -383,7 +388,7 @@ def test_every_documented_series_is_exported_and_every_exported_one_documented(f
     x = np.random.default_rng(6).normal(size=(1, 10, 16)).astype(np.float32)
     assert client.request("POST", "/v2/models/baseline-predictor/infer", v2_body(x, id="docs-1"))[0] == 200
     assert client.request("POST", "/v2/models/baseline-predictor/infer", v2_body(x[:, :5]))[0] == 400
-    time.sleep(0.05)  # the shadow is scored after the answer
+    shadow_registered(feature_server[1], "docs-1", "enhanced-predictor")
     assert client.request("POST", "/v2/feedback", {"id": "docs-1", "outcome": 1})[0] == 200
     text = client.request("GET", "/metrics")[1]
     exported = {
@@ -405,7 +410,7 @@ def test_shadow_predictions_count_toward_their_models_feedback_accuracy(feature_
     before = app.ledger.stats()
     x = np.random.default_rng(7).normal(size=(1, 10, 16)).astype(np.float32)
     assert client.request("POST", "/v2/models/baseline-predictor/infer", v2_body(x, id="shadow-fb"))[0] == 200
-    time.sleep(0.05)
+    shadow_registered(app, "shadow-fb", "enhanced-predictor")
     result = client.request("POST", "/v2/feedback", {"id": "shadow-fb", "outcome": 1})[1]
     assert result["model"] == "baseline-predictor"
     after = app.ledger.stats()

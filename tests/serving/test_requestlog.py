@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
-from serving_support import Client, serve, tiny_onnx, tiny_reference, v2_body
+from finmlops_testing.serving import Client, serve, tiny_onnx, tiny_reference, v2_body
 
 from finmlops.serving.app import ServingApp
 from finmlops.serving.config import parse_config

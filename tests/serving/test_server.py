@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from serving_support import AB, Client, v2_body
+from finmlops_testing.serving import AB, Client, v2_body
 
 from finmlops.serving.requestlog import read_feedback, read_requests
 

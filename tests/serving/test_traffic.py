@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from finmlops_testing import wait_until
 from typer.testing import CliRunner
 
 from finmlops.cli import app
@@ -226,6 +228,16 @@ def test_cli_traffic_prints_a_json_summary(stub: StubV2) -> None:
     assert bad.exit_code == 2
 
 
+def test_cli_traffic_prints_the_latency_its_help_promises(stub: StubV2) -> None:
+    args = ["traffic", "--experiment", "ab", "--url", stub.url, "--rate", "300", "--duration", "2", "--tickers", "AAPL"]
+    result = CliRunner().invoke(app, [*args, "--start", "2023-12-01"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "client-side latency" in " ".join(CliRunner().invoke(app, ["traffic", "--help"]).output.split())
+    assert re.search(r"client-side latency: p50 \d+\.\d ms, p99 \d+\.\d ms, max \d+\.\d ms", result.stdout), (
+        result.stdout
+    )
+
+
 def _tiny_model(folder: Path, feature_set: str, seq_len: int, scale: float) -> Path:
     """A real ONNX graph (sigmoid of the scaled window mean) and its card, as `finmlops export` lays them out."""
     import onnx
@@ -286,9 +298,7 @@ def test_replay_against_the_finmlops_server(tmp_path: Path) -> None:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
+    wait_until(lambda: server.started, timeout=10, what="uvicorn's start")
     try:
         universe = load_snapshot(["AAPL", "MSFT"], start=date(2022, 6, 1), end=date(2023, 3, 31))
         days = replay_days(universe, start=date(2023, 3, 13), history=90)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from serving_support import tiny_onnx, tiny_reference
+from finmlops_testing.serving import tiny_onnx, tiny_reference
 
 from finmlops.serving.batching import ArrivalGate, MicroBatcher
 from finmlops.serving.config import ServingConfigError, default_config, parse_config
@@ -93,12 +93,18 @@ def test_batcher_splits_results_in_order_and_caps_the_batch() -> None:
 
 
 def test_batcher_waits_for_requests_still_arriving_but_not_longer_than_max_wait() -> None:
+    """A request still being read joins the batch, which leaves as soon as that request is in (not after max_wait:
+    with max_wait 60 s, a batcher that sat out its timer would miss the 10 s bound); a request that never arrives
+    does not hold the batch past max_wait (the gate stays entered, so only the timer can dispatch it)."""
     gate = ArrivalGate()
     sizes: list[int] = []
-    batcher = MicroBatcher(lambda x: sizes.append(len(x)) or np.zeros((len(x), 1)), 8, 0.05, gate)
 
-    async def scenario() -> float:
-        loop = asyncio.get_running_loop()
+    def score(x: np.ndarray) -> np.ndarray:
+        sizes.append(len(x))
+        return np.zeros((len(x), 1))
+
+    async def joined() -> None:
+        batcher = MicroBatcher(score, 8, 60.0, gate)
         gate.enter()  # a second request is being read
         first = batcher.submit(np.zeros((1, 1, 1), np.float32))
 
@@ -107,12 +113,18 @@ def test_batcher_waits_for_requests_still_arriving_but_not_longer_than_max_wait(
             batcher.submit(np.zeros((1, 1, 1), np.float32))
             gate.leave()
 
-        t0 = loop.time()
-        await asyncio.gather(first, late())
-        return loop.time() - t0
+        await asyncio.wait_for(asyncio.gather(first, late()), timeout=10)
 
-    elapsed = asyncio.run(scenario())
-    assert sizes == [2] and elapsed < 0.05
+    async def never_arrives() -> None:
+        batcher = MicroBatcher(score, 8, 0.05, gate)
+        gate.enter()  # a request that is never completed
+        await asyncio.wait_for(batcher.submit(np.zeros((1, 1, 1), np.float32)), timeout=30)
+        gate.leave()
+
+    asyncio.run(joined())
+    assert sizes == [2]
+    asyncio.run(never_arrives())
+    assert sizes == [2, 1]
 
 
 def test_batcher_reports_a_model_failure_to_every_waiter() -> None:

@@ -1,10 +1,12 @@
-"""Helpers for the serving tests (imported by name: conftest.py puts this folder on sys.path)."""
+"""Helpers for the serving tests: real ONNX graphs, a keep-alive HTTP client, V2 bodies and the A/B config."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -12,13 +14,31 @@ import onnx
 from onnx import TensorProto, helper
 
 from finmlops.serving.server import free_port, running_server
+from finmlops_testing import wait_until
 
 serve = running_server  # the tests' name for it
 __all__ = ["free_port", "serve"]
 
-# ../shared beside the repository root (the same layout in CI).
-BENCH_BUILD = Path(__file__).resolve().parents[3] / "shared" / "bench" / "serve_build_model.py"
-SHAPE = (10, 35)  # the shared bench model and the original clients: [batch, 10, 35]
+SHAPE = (10, 35)  # the original clients' windows: [batch, 10, 35]
+
+
+def lstm_onnx(path: Path, seed: int, hidden_size: int = 32) -> Path:
+    """A seeded, randomly initialised 2-layer ``LSTMNet`` exported by finmlops' own ``export_onnx``.
+
+    Identity scaling, so the graph is ``input_data`` float32 ``[batch, 10, 35]`` -> ``prob_up`` ``[batch, 1]``;
+    the export checks torch/onnxruntime parity itself. Seeds 0 and 1 give the two A/B arms.
+    """
+    # torch: imported here so that the serving helpers the torch-free tests use stay light.
+    import torch
+
+    from finmlops.models.networks import LSTMNet
+    from finmlops.tracking.onnx_export import export_onnx
+
+    torch.manual_seed(seed)
+    network = LSTMNet(SHAPE[1], hidden_size, num_layers=2, dropout=0.0).eval()
+    scaler = SimpleNamespace(mean_=np.zeros(SHAPE[1]), scale_=np.ones(SHAPE[1]))
+    windows = np.random.default_rng(seed).normal(size=(64, *SHAPE)).astype(np.float32)
+    return export_onnx(network, scaler, windows, path).path
 
 
 def tiny_onnx(path: Path, seq_len: int, n_features: int, bias: float = 0.0, output: str = "prob_up") -> Path:
@@ -78,6 +98,31 @@ class Client:
         except ValueError:
             parsed = payload.decode("latin-1")
         return response.status, parsed, resp_headers
+
+
+def wait_ready(base: str, proc: subprocess.Popen[bytes] | None = None, timeout: float = 60.0) -> None:
+    """Wait until the server at ``base`` answers ``/v2/health/ready`` with 200; fails at once if ``proc`` (the
+    server's process, when it is one) exits first."""
+
+    def ready() -> bool:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the server at {base} exited with code {proc.returncode} before it was ready")
+        try:
+            return Client(base).request("GET", "/v2/health/ready")[0] == 200
+        except OSError:
+            return False
+
+    wait_until(ready, timeout=timeout, what=f"{base}/v2/health/ready", interval=0.1)
+
+
+def shadow_registered(app: Any, request_id: str, model: str, timeout: float = 10.0) -> None:
+    """Wait until ``model``'s shadow answer to ``request_id`` reaches ``app``'s feedback ledger (it is scored after
+    the served answer went out, so a test that sends feedback right away must wait for this event)."""
+    entries = app.ledger._entries
+    wait_until(
+        lambda: request_id in entries and model in entries[request_id].shadows,
+        timeout=timeout, what=f"the shadow prediction of {model} for {request_id!r} in the feedback ledger",
+    )  # fmt: skip
 
 
 def v2_body(x: np.ndarray, **extra: Any) -> dict[str, Any]:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import mlflow
 import optuna
 import pytest
+from finmlops_testing import wait_until
 
 from finmlops.data import DataStore, load_snapshot
 from finmlops.evaluation.backtest import BacktestConfig
@@ -120,13 +120,15 @@ def _finished(study: optuna.Study) -> int:
 def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes(store: Settings) -> None:
     worker = _cli(store, *TINY, "--trials", "50", "--json")
     storage = default_storage(store)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and worker.poll() is None:
-        time.sleep(0.5)
+
+    def two_trials_finished_or_worker_gone() -> bool:
+        if worker.poll() is not None:
+            return True  # it exited early: the return-code check below shows its stderr
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        if "lightweight-log_loss" in names and _finished(optuna.load_study(study_name="lightweight-log_loss",
-                                                                           storage=storage)) >= 2:  # fmt: skip
-            break
+        study = "lightweight-log_loss"
+        return study in names and _finished(optuna.load_study(study_name=study, storage=storage)) >= 2
+
+    wait_until(two_trials_finished_or_worker_gone, timeout=240, what="two finished trials", interval=0.5)
     worker.send_signal(signal.SIGINT)
     _, err = worker.communicate(timeout=120)
     assert worker.returncode == 130, err
