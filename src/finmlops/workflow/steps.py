@@ -569,7 +569,7 @@ def build_steps() -> list[Step]:
             "report",
             "report",
             ("backtest", "abtest", "drift", "importance"),
-            ("finmlops.report.page",),
+            ("finmlops.report",),
             _report_inputs,
             _report,
         ),
