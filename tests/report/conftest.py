@@ -85,7 +85,7 @@ AUDIT: dict[str, Any] = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """4 tickers, 2 test years, baselines only, through the real evaluate, backtest, drift and A/B functions."""
     home = tmp_path_factory.mktemp("report-home")
