@@ -42,3 +42,13 @@ def test_each_challenger_is_worded_by_describe_comparison(workspace: Settings, r
         sentence = describe_comparison(abtest.as_comparison(c, ab.decision.level))
         assert sentence.startswith(("better than", "worse than", "not different from")) and escape(sentence) in body
         assert f"{c.difference:+.3f}" in sentence
+
+
+def test_the_decision_names_its_arm_and_leaves_the_numbers_to_the_comparisons(workspace: Settings) -> None:
+    body = abtest.build(workspace).body
+    assert "Decision: <b>PROMOTE</b> enhanced-predictor<br>" in body
+    assert "beats" not in body  # the decision's own wording of the difference is not repeated beside the sentence
+    ab = AbTest.model_validate_json((workspace.results_dir / "abtest_ab.json").read_text())
+    reason = "no challenger is significantly different from the control yet"
+    held = ab.decision.model_copy(update={"action": "continue", "arm": None, "reason": reason})
+    assert f"Decision: <b>CONTINUE</b>: {reason}<br>" in abtest.render(ab.model_copy(update={"decision": held}), None)

@@ -61,6 +61,7 @@ class ArmComparison(Input):
 
 class Decision(Input):
     action: str
+    arm: str | None = None
     reason: str
     rule: str
     level: float
@@ -162,8 +163,13 @@ def render_tests(ab: AbTest) -> str:
             detail += f"; boundary first crossed on {c.crossed.date} at {c.crossed.difference:+.4f}"
         out += f'<p class="note">{escape(c.arm)}: {sentence}<br><small>{escape(detail)}</small></p>'
     d = ab.decision
+    # A promotion or rollback rests on the comparisons printed above (each in describe_comparison's words), so
+    # the decision names its arm rather than repeating the numbers in other words; "continue" says why.
+    what = f"{d.action} to {d.arm}" if d.action == "rollback" and d.arm else f"{d.action} {d.arm or ''}".strip()
+    why = "" if d.arm else f": {d.reason}"
+    head, _, rest = what.partition(" ")
     return out + (
-        f'<p class="decision">Decision: <b>{escape(d.action.upper())}</b>, {escape(d.reason)}'
+        f'<p class="decision">Decision: <b>{escape(head.upper())}</b>{escape(" " + rest if rest else "")}{escape(why)}'
         f"<br><small>Rule: {escape(d.rule)}</small></p>"
     )
 
