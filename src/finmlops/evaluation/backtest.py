@@ -224,6 +224,29 @@ def priced_rows(rows: pd.DataFrame, returns: pd.Series) -> tuple[pd.DataFrame, p
     return rows.loc[rows["date"].isin(usable.index[usable])], earned.loc[usable]
 
 
+def backtest_paths(preds: pd.DataFrame, config: BacktestConfig, returns: pd.Series) -> pd.DataFrame:
+    """The daily path behind :func:`run_backtest`'s figures, one row per decision date t and book, for charts.
+
+    Long frame with the columns ``model``, ``strategy``, ``date`` and :func:`simulate`'s ``gross``, ``turnover``,
+    ``cost``, ``net`` and ``exposure`` (fractions), plus ``equity`` (value of 1 invested, net of costs): every model
+    x ``config.strategies``, and the equal-weight benchmark once, as model ``buy_hold``, strategy ``benchmark``.
+    ``returns`` as for :func:`run_backtest`. Each book's last ``equity`` is 1 + its ``total_return``.
+    """
+    costs = {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps}
+    parts = []
+    for model, rows in preds.groupby("model", sort=True):
+        rows, earned = priced_rows(rows, returns)
+        books = [(str(model), s, target_weights(rows, s, config.top_k)) for s in config.strategies]
+        if not parts:  # every model is scored on the same rows: one benchmark serves all
+            books.insert(0, (BENCHMARK, "benchmark", target_weights(rows, BENCHMARK)))
+        for name, strategy, weights in books:
+            daily = simulate(weights, earned, **costs)
+            daily["equity"] = (1.0 + daily["net"]).cumprod()
+            parts.append(daily.rename_axis("date").reset_index().assign(model=name, strategy=strategy))
+    columns = ["model", "strategy", "date", "gross", "turnover", "cost", "net", "exposure", "equity"]
+    return pd.concat(parts, ignore_index=True)[columns]
+
+
 def run_backtest(
     preds: pd.DataFrame,
     config: BacktestConfig,

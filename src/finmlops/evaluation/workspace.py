@@ -1,8 +1,9 @@
 """Workspace runners behind ``finmlops evaluate``, ``backtest`` and ``audit``: read the store, run, write results.
 
 Files in ``settings.results_dir``: ``predictions.parquet`` (the walk-forward predictions frame),
-``evaluation.json`` + ``evaluation.md``, ``backtest.json`` + ``backtest_trials.json`` (every backtest
-configuration ever tried on the current predictions, for the deflated Sharpe ratio) and ``audit.json``.
+``evaluation.json`` + ``evaluation.md``, ``backtest.json`` + ``backtest_paths.parquet`` (the daily equity of
+every book) + ``backtest_trials.json`` (every backtest configuration ever tried on the current predictions, for the
+deflated Sharpe ratio) and ``audit.json``.
 Every JSON carries ``provenance`` from :func:`finmlops.provenance.stamp`; writes go through a temporary file and
 a rename, so a failed run leaves the previous results intact.
 """
@@ -17,7 +18,13 @@ from typing import Any
 
 import pandas as pd
 
-from finmlops.evaluation.backtest import EXECUTION_TIMING, BacktestConfig, execution_returns, run_backtest
+from finmlops.evaluation.backtest import (
+    EXECUTION_TIMING,
+    BacktestConfig,
+    backtest_paths,
+    execution_returns,
+    run_backtest,
+)
 from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
 from finmlops.provenance import atomic_path, file_lock, file_sha256, stamp, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
@@ -249,7 +256,8 @@ def _backtest_with_ledger(
     this_keys = {_trial_key(m, s, config) for m in preds["model"].unique() for s in config.strategies}
     prior = [v if v is not None else float("nan") for k, v in trials.items() if k not in this_keys]
     prior += [float("nan")] * sum(tuning.values())
-    result = run_backtest(preds, config, returns=execution_returns(universe, config.execution), prior_trials=prior)
+    returns = execution_returns(universe, config.execution)
+    result = run_backtest(preds, config, returns=returns, prior_trials=prior)
     result["trials"]["tuning"] = sum(tuning.values())  # part of "prior"
     for model, by_s in result["results"].items():
         for strategy, perf in by_s.items():
@@ -260,10 +268,24 @@ def _backtest_with_ledger(
             data_hash=data_hash, config={**result["config"], "predictions_sha256": pred_sha}, seed=None
         ),
         "timing": EXECUTION_TIMING[config.execution],
+        "paths": write_backtest_paths(settings.results_dir, preds, config, returns),
         **result,
     }
     write_json_atomic(settings.results_dir / "backtest.json", payload)
     return payload
+
+
+PATHS_FILE = "backtest_paths.parquet"
+
+
+def write_backtest_paths(
+    results_dir: Path, preds: pd.DataFrame, config: BacktestConfig, returns: pd.Series
+) -> dict[str, str]:
+    """Write :func:`~finmlops.evaluation.backtest.backtest_paths` (the daily equity of every book) to
+    ``backtest_paths.parquet`` beside ``backtest.json``, which names it with its SHA-256 (the returned
+    ``{"file", "sha256"}``): the report draws these paths and recomputes nothing."""
+    path = write_parquet_atomic(backtest_paths(preds, config, returns), results_dir / PATHS_FILE)
+    return {"file": PATHS_FILE, "sha256": file_sha256(path)}
 
 
 def run_audit_workspace(

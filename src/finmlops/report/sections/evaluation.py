@@ -1,0 +1,167 @@
+"""Walk-forward evaluation (``results/evaluation.json``): pooled metrics with CIs and the paired test of every model
+against each baseline, worded by ``finmlops.stats.describe_comparison``; accuracy and ROC AUC per fold with CIs."""
+
+from __future__ import annotations
+
+from html import escape
+
+from pydantic import Field
+
+from finmlops.report.base import Estimate, Input, Section, ci, comparison, empty, note, num, read_model, table
+from finmlops.report.charts import Interval, colors, interval_chart, legend
+from finmlops.settings import Settings
+from finmlops.stats import Comparison
+
+TITLE = "Walk-forward evaluation"
+
+
+class Metrics(Input):
+    """The metrics the page prints, each with its block-bootstrap interval."""
+
+    accuracy: Estimate
+    balanced_accuracy: Estimate
+    roc_auc: Estimate
+    log_loss: Estimate
+    brier: Estimate
+    mcc: Estimate
+    up_share: Estimate
+    ic: Estimate
+    rank_ic: Estimate
+    icir: Estimate
+
+
+class PairedTest(Input):
+    """Model minus baseline accuracy on the same rows, its paired block-bootstrap CI and two-sided p."""
+
+    accuracy_diff: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value_bootstrap: float | None
+
+
+class Calibration(Input):
+    """Reliability bins: mean predicted P(up) and observed up share per non-empty bin, and the ECE."""
+
+    mean_predicted: list[float]
+    observed_up: list[float]
+    ece: float | None = None
+
+
+class ModelEvaluation(Input):
+    is_baseline: bool
+    n_rows: int
+    pooled: Metrics
+    folds: dict[str, Metrics]
+    vs_baselines: dict[str, PairedTest] = Field(default_factory=dict)
+    calibration: Calibration | None = None
+
+
+class Bootstrap(Input):
+    n_boot: int
+    block_len: int
+    seed: int
+    level: float
+
+
+class PredictionsRef(Input):
+    file: str
+    sha256: str
+
+
+class Evaluation(Input):
+    """What the evaluation and calibration sections render of ``evaluation.json``."""
+
+    bootstrap: Bootstrap
+    baselines: list[str] = Field(default_factory=list)
+    models: dict[str, ModelEvaluation]
+    predictions: PredictionsRef | None = None
+
+
+def load(settings: Settings) -> Evaluation | None:
+    return read_model(settings.results_dir / "evaluation.json", Evaluation)
+
+
+def baseline_comparison(test: PairedTest, baseline: str) -> Comparison:
+    """The paired test as a comparison: accuracy difference, two-sided bootstrap p."""
+    return Comparison(
+        metric="accuracy", reference=baseline, difference=test.accuracy_diff, p_value=test.p_value_bootstrap
+    )
+
+
+def _test_cell(test: PairedTest, baseline: str) -> str:
+    interval = f"CI of the difference [{num(test.ci_low, '+.3f')}, {num(test.ci_high, '+.3f')}]"
+    return f"{comparison(baseline_comparison(test, baseline))}; {interval}"
+
+
+def render(ev: Evaluation) -> str:
+    """The table, the per-fold interval charts and their legend."""
+    level = f"{ev.bootstrap.level:.0%}"
+    header = ["model", "rows", f"accuracy [{level} CI]", "balanced acc.", f"ROC AUC [{level} CI]", "log loss", "Brier"]
+    header += ["MCC", "up share", "IC [CI]", "rank IC", "ICIR"]
+    rows = []
+    for name, m in ev.models.items():
+        p = m.pooled
+        rows.append(
+            [
+                name + (" (baseline)" if m.is_baseline else ""),
+                str(m.n_rows),
+                ci(p.accuracy),
+                num(p.balanced_accuracy.value, ".3f"),
+                ci(p.roc_auc),
+                num(p.log_loss.value, ".4f"),
+                num(p.brier.value, ".4f"),
+                num(p.mcc.value, "+.3f"),
+                num(p.up_share.value, ".2f"),
+                ci(p.ic),
+                num(p.rank_ic.value, "+.4f"),
+                num(p.icir.value, "+.3f"),
+            ]
+        )
+    tests = [
+        [escape(name), _test_cell(m.vs_baselines[b], b)]
+        for name, m in ev.models.items()
+        for b in ev.baselines
+        if b in m.vs_baselines
+    ]
+    palette = colors(list(ev.models))
+    folds = sorted({f for m in ev.models.values() for f in m.folds})
+    charts = []
+    for metric, label in (("accuracy", "accuracy"), ("roc_auc", "ROC AUC")):
+        values: dict[tuple[str, str], Interval] = {}
+        for name, m in ev.models.items():
+            for group, e in [*m.folds.items(), ("pooled", m.pooled)]:
+                est: Estimate = getattr(e, metric)
+                if est.value is not None:
+                    values[(group, name)] = Interval(est.value, est.ci_low, est.ci_high)
+        charts.append(
+            interval_chart(
+                [*folds, "pooled"],
+                list(palette.items()),
+                values,
+                title=f"{label} per test fold, {level} CI",
+                y_label=label,
+                reference=(0.5, "0.5 (coin flip)"),
+            )
+        )
+    boot = ev.bootstrap
+    body = table(header, rows)
+    body += note(
+        f"CIs: circular block bootstrap over dates, {boot.n_boot} resamples of {boot.block_len}-day blocks, "
+        f"seed {boot.seed}."
+    )
+    if tests:
+        body += "<h3>Paired tests against the baselines</h3>" + table(
+            ["model", "comparison"], tests, raw=True, text=True
+        )
+        body += note(
+            "Model minus baseline accuracy on the same rows (paired block bootstrap), its two-sided p and the verdict "
+            "at 5%: better or worse only when the test rejects, in the direction of the difference."
+        )
+    return body + "".join(charts) + legend([(n, c, False) for n, c in palette.items()])
+
+
+def build(settings: Settings) -> Section:
+    ev = load(settings)
+    if ev is None:
+        return empty("evaluation", TITLE, "finmlops evaluate", "walk-forward evaluation")
+    return Section("evaluation", TITLE, render(ev), (str(settings.results_dir / "evaluation.json"),))
