@@ -246,6 +246,9 @@ def test_quick_run_served_both_arms_with_feedback(quick: tuple[Path, dict[str, A
     assert set(traffic["arms"]) == {"baseline-predictor", "enhanced-predictor"}
     assert traffic["arms"]["baseline-predictor"] > traffic["arms"]["enhanced-predictor"] > 0  # 70/30
     assert traffic["feedback_ok"] > 0 and traffic["first_day"] >= "2023-01-01"  # out of sample for the final models
+    # The whole last test year, one request per ticker per trading day (issue 15.4).
+    assert traffic["first_day"] == "2023-01-03" and traffic["last_day"] == "2023-12-29" and traffic["data_exhausted"]
+    assert traffic["requests"] == traffic["days"] * 3 and traffic["requests_per_day"] == 3
     abtest = json.loads((home / "quick" / "results" / "abtest_financial-ab-test-experiment.json").read_text())
     assert sum(a["requests"] for a in abtest["arms"].values()) == traffic["ok"]
 

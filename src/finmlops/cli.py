@@ -1017,8 +1017,12 @@ def abtest_analyze(
 @app.command("traffic")
 def traffic_command(
     experiment: str = typer.Option(..., "--experiment", help="Experiment to drive (seldon-model: NAME.experiment)."),
-    rate: float = typer.Option(20.0, "--rate", help="HTTP requests per second, infer and feedback together."),
-    duration: float = typer.Option(60.0, "--duration", help="Seconds; no new simulated day starts after it."),
+    rate: float = typer.Option(
+        20.0, "--rate", help="Cap on HTTP requests per second, infer and feedback together (timing only)."
+    ),
+    days: int | None = typer.Option(
+        None, "--days", min=1, help="Trading days to replay [default: every day from --start to --end]."
+    ),
     url: str = typer.Option("http://127.0.0.1:8080", "--url", help="Base URL of the V2 server."),
     feedback_delay: int = typer.Option(
         1, "--feedback-delay", min=0, help="Simulated trading days before a prediction's outcome is posted."
@@ -1026,9 +1030,12 @@ def traffic_command(
     model_input: str = typer.Option(
         "raw", "--model-input", help="raw (OHLCV history; works for any arm) or tensor (one feature window)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the simulated users' draws."),
-    tickers: str | None = typer.Option(None, "--tickers", help="Comma-separated snapshot tickers (default: all)."),
+    seed: int = typer.Option(
+        0, "--seed", help="Names the request ids (the server routes by them) and draws the users; new log, new seed."
+    ),
+    tickers: str | None = typer.Option(None, "--tickers", help="Comma-separated snapshot tickers [default: all]."),
     start: str = typer.Option("2023-01-03", "--start", help="First simulated day, YYYY-MM-DD."),
+    end: str | None = typer.Option(None, "--end", help="Last simulated day, YYYY-MM-DD [default: the data's last]."),
     history: int = typer.Option(120, "--history", min=2, help="Rows of OHLCV history per raw request."),
     feature_set: str = typer.Option("basic", "--feature-set", help="Feature set of --model-input tensor."),
     seq_len: int = typer.Option(10, "--seq-len", min=1, help="Window length of --model-input tensor."),
@@ -1043,25 +1050,28 @@ def traffic_command(
     """Replay real snapshot history against a running server: infer per ticker per day, feedback a day later.
 
     Each simulated day, every ticker sends its history up to that day; after --feedback-delay days the realised
-    direction (next adj_close up or down) goes to /v2/feedback. Bad answers are counted, never fatal.
-    Prints requests, errors, per-arm counts, feedback sent and client-side latency.
+    direction (next adj_close up or down) goes to /v2/feedback. What is sent depends on the days, tickers and
+    --seed only, never on timing. Prints requests, errors, per-arm counts and feedback (--json adds client-side
+    latency); exits 1, with the server's error text, when more than half of the requests failed.
     """
     from datetime import date
 
     from finmlops.data import DataError, load_snapshot
-    from finmlops.serving.traffic import replay_days, run_traffic
+    from finmlops.serving.traffic import describe_errors, failure, replay_days, run_traffic
 
     if model_input not in ("raw", "tensor"):
         fail(f"--model-input must be raw or tensor, got {model_input!r}", code=2)
-    if rate <= 0 or duration <= 0:
-        fail("--rate and --duration must be positive", code=2)
+    if rate <= 0:
+        fail(f"--rate must be positive, got {rate}", code=2)
     try:
         first = date.fromisoformat(start)
+        last = date.fromisoformat(end) if end else None
         wanted = [t.strip().upper() for t in tickers.split(",") if t.strip()] if tickers else None
         universe = load_snapshot(wanted)
-        days = replay_days(
+        replay = replay_days(
             universe,
             start=first,
+            end=last,
             history=history,
             model_input=model_input,  # type: ignore[arg-type]  # checked above
             feature_set=feature_set,
@@ -1079,14 +1089,14 @@ def traffic_command(
         console=err_console,
         disable=json_out,
     ) as progress:
-        task = progress.add_task(f"{experiment} -> {url}", total=int(rate * duration))
+        task = progress.add_task(f"{experiment} -> {url}", total=None)
         try:
             summary = run_traffic(
-                days,
+                replay,
                 url=url,
                 experiment=experiment,
                 rate=rate,
-                duration_s=duration,
+                max_days=days,
                 model_input=model_input,  # type: ignore[arg-type]
                 feedback_delay=feedback_delay,
                 seed=seed,
@@ -1098,18 +1108,24 @@ def traffic_command(
             ).as_dict()
         except ValueError as exc:
             fail(str(exc), code=2)
+    problem = failure(summary)
     if json_out:
         emit_json(summary)
-        return
-    console.print(
-        f"{summary['requests']} requests ({summary['ok']} ok) over {summary['days']} days "
-        f"{summary['first_day']}..{summary['last_day']} in {summary['elapsed_s']} s "
-        f"({summary['achieved_rate']} req/s); feedback {summary['feedback_ok']}/{summary['feedback_sent']} ok",
-        highlight=False,
-    )
-    console.print(f"arms: {summary['arms']}  errors: {summary['errors'] or 'none'}", highlight=False)
-    if summary["feedback_errors"]:
-        console.print(f"feedback errors: {summary['feedback_errors']}", highlight=False)
+    else:
+        span = f" {summary['first_day']}..{summary['last_day']}" if summary["days"] else ""
+        console.print(
+            f"{summary['requests']} requests ({summary['ok']} ok) over {summary['days']} days{span} "
+            f"in {summary['elapsed_s']} s; feedback {summary['feedback_ok']}/{summary['feedback_sent']} ok",
+            highlight=False,
+        )
+        arms = ", ".join(f"{arm} {n}" for arm, n in sorted(summary["arms"].items())) or "none"
+        console.print(f"arms: {arms}", highlight=False)
+        console.print(f"errors: {describe_errors(summary['errors'], summary['error_text'])}", highlight=False)
+        if summary["feedback_errors"]:
+            feedback = describe_errors(summary["feedback_errors"], summary["error_text"], prefix="feedback ")
+            console.print(f"feedback errors: {feedback}", highlight=False)
+    if problem is not None:
+        fail(problem)
 
 
 # --- serving: serve ---------------------------------------------------------------------------------------------------

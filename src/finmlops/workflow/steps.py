@@ -37,7 +37,8 @@ DRIFT_MODEL = "enhanced-predictor@champion"  # the challenger arm: the larger fe
 @dataclass(frozen=True)
 class RunPlan:
     """The sizes of one run. ``full``: the whole snapshot (2010-2023) so that walk-forward has yearly test folds
-    2014-2023; ``quick``: the same steps on a few tickers, two folds, two variants and seconds of traffic."""
+    2014-2023; ``quick``: the same steps on a few tickers, two folds and two variants. Both replay the whole last
+    test year through the A/B test, one request per ticker per trading day."""
 
     name: str
     tickers: tuple[str, ...]
@@ -49,8 +50,6 @@ class RunPlan:
     test_years: tuple[int, ...]
     n_boot: int
     block_len: int
-    traffic_rate: float  # HTTP requests per second, infer and feedback together
-    traffic_seconds: float
     importance_folds: int  # the last test years on which the best deep variant's permutation importance is computed
     importance_repeats: int  # shuffles per feature and fold
 
@@ -58,6 +57,11 @@ class RunPlan:
     def traffic_start(self) -> date:
         """First replayed day: the last test year, which the final models never trained on."""
         return date(self.test_years[-1], 1, 1)
+
+    @property
+    def traffic_end(self) -> date:
+        """Last replayed day: the end of the last test year (the snapshot's last day for the default run)."""
+        return min(date(self.test_years[-1], 12, 31), self.end)
 
     @property
     def gap_seq_len(self) -> int:
@@ -74,14 +78,12 @@ class RunPlan:
             return cls(
                 name="quick", tickers=tuple(settings.tickers[:QUICK_TICKERS]), start=date(2017, 1, 1),
                 end=SNAPSHOT_END, variants=("baseline", "enhanced"), baselines=tuple(BASELINES), epochs=2,
-                test_years=(2022, 2023), n_boot=200, block_len=10, traffic_rate=100.0, traffic_seconds=8.0,
-                importance_folds=2, importance_repeats=2,
+                test_years=(2022, 2023), n_boot=200, block_len=10, importance_folds=2, importance_repeats=2,
             )  # fmt: skip
         return cls(
             name="full", tickers=tuple(settings.tickers), start=SNAPSHOT_START, end=SNAPSHOT_END,
             variants=tuple(VARIANTS), baselines=tuple(BASELINES), epochs=4, test_years=tuple(range(2014, 2024)),
-            n_boot=1000, block_len=10, traffic_rate=50.0, traffic_seconds=60.0, importance_folds=2,
-            importance_repeats=3,
+            n_boot=1000, block_len=10, importance_folds=2, importance_repeats=3,
         )  # fmt: skip
 
 
@@ -362,7 +364,8 @@ def _traffic_inputs(ctx: Context) -> dict[str, Any]:
     return {
         "champions": champion_versions(ctx.settings),
         "dataset_hash": ctx.output("ingest")["dataset_hash"],
-        "traffic": [plan.traffic_start, plan.traffic_rate, plan.traffic_seconds, ctx.settings.seed],
+        # What the replay sends depends on these only (see finmlops.serving.traffic).
+        "traffic": [plan.traffic_start, plan.traffic_end, ctx.settings.seed],
     }
 
 
@@ -372,9 +375,8 @@ def _traffic(ctx: Context) -> Outcome:
 
     plan: RunPlan = ctx.plan
     summary = serve_and_replay(
-        ctx.settings, _universe(ctx), start=plan.traffic_start, rate=plan.traffic_rate,
-        duration_s=plan.traffic_seconds, seed=ctx.settings.seed,
-    )  # fmt: skip
+        ctx.settings, _universe(ctx), start=plan.traffic_start, end=plan.traffic_end, seed=ctx.settings.seed
+    )
     summary["provenance"] = stamp(data_hash=ctx.output("ingest")["dataset_hash"], config=_traffic_inputs(ctx))
     path = write_json_atomic(ctx.settings.results_dir / "traffic.json", summary)
     log = Path(summary["request_log"])
