@@ -7,6 +7,7 @@ Commands that a machine reads take ``--json`` and then print one JSON document o
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, NoReturn
 
@@ -26,7 +27,16 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect the versioned market-data store.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
+
+def _stdout_console() -> Console:
+    """Rich on stdout. Piped or captured (no terminal, no COLUMNS): there is no screen to fit, so lines and tables
+    print whole instead of cutting names at rich's 80-column default (two rows both reading "baseline…")."""
+    plain = Console()
+    return plain if plain.is_terminal or "COLUMNS" in os.environ else Console(width=PIPED_WIDTH)
+
+
+PIPED_WIDTH = 1000  # columns of stdout when it is not a terminal: wider than any table or line the commands print
+console = _stdout_console()
 err_console = Console(stderr=True)
 
 
@@ -638,8 +648,15 @@ def register_command(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the new version as JSON."),
 ) -> None:
-    """Register a trained variant's model as a new version of <variant>-predictor, with its walk-forward accuracy."""
-    from finmlops.tracking import PromotionRefused, TrackingError, configure_tracking, register_variant
+    """Register a trained variant's model as a new version of <variant>-predictor, tagged with the accuracy of its
+    run's predictions and what they are (walk-forward folds, or the single test split of `finmlops train`)."""
+    from finmlops.tracking import (
+        PromotionRefused,
+        TrackingError,
+        configure_tracking,
+        describe_evidence,
+        register_variant,
+    )
 
     try:
         configure_tracking(settings_from())
@@ -653,8 +670,7 @@ def register_command(
         emit_json(payload)
     else:
         console.print(
-            f"registered {version.name} version {version.version} "
-            f"(walk-forward accuracy {version.tags.get('wf_accuracy')} on {version.tags.get('wf_rows')} rows)",
+            f"registered {version.name} version {version.version} ({describe_evidence(dict(version.tags))})",
             highlight=False,
         )
 
@@ -674,16 +690,22 @@ def promote_command(
     """Give an alias to a model version only if it significantly beats the current holder.
 
     The candidate must beat the holder (or, when nobody holds the alias, the majority class) on the same
-    walk-forward rows by more than --margin in accuracy, with p < 0.05 in a one-sided paired moving-block
-    bootstrap over dates. Exit code 1 when refused.
+    rows of their runs' predictions (walk-forward folds, or the test split of `finmlops train`; the output says
+    which) by more than --margin in accuracy, with p < 0.05 in a one-sided paired moving-block bootstrap over
+    dates. Exit code 1 when refused.
     """
-    from finmlops.tracking import PromotionRefused, TrackingError, configure_tracking, promote
+    from finmlops.tracking import PromotionRefused, TrackingError, configure_tracking, evidence_of, promote
+
+    def evidence() -> str:
+        return f"evidence: v{version}'s {evidence_of(model, version)}, on the rows it shares with the reference"
 
     try:
         configure_tracking(settings_from())
         decision = promote(model, version, alias, margin=margin, force=force, reason=reason)
-    except (TrackingError, PromotionRefused, ValueError) as exc:
-        fail(f"promotion refused: {exc}" if isinstance(exc, PromotionRefused) else str(exc))
+    except PromotionRefused as exc:
+        fail(f"promotion refused: {exc}\n{evidence()}")
+    except (TrackingError, ValueError) as exc:
+        fail(str(exc))
     if json_out:
         emit_json(decision)
     elif decision["forced"]:
@@ -694,12 +716,14 @@ def promote_command(
             f"{decision['reference']} {decision['reference_accuracy']:.4f}, p = {decision['p_value']:.4f}",
             highlight=False,
         )
+        console.print(evidence(), highlight=False)
 
 
 @app.command("models")
 def models_command(json_out: bool = typer.Option(False, "--json", help="Print the registry as JSON.")) -> None:
-    """List registered *-predictor models, their versions, aliases and stored walk-forward metrics."""
-    from finmlops.tracking import TrackingError, configure_tracking, list_models
+    """List registered *-predictor models, their versions, aliases and recorded accuracy, saying on what it was
+    measured (walk-forward folds, or the single test split of `finmlops train`)."""
+    from finmlops.tracking import TrackingError, configure_tracking, describe_evidence, list_models
 
     try:
         configure_tracking(settings_from())
@@ -712,15 +736,18 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print th
     from rich.table import Table
 
     table = Table(title="registered models")
-    for column in ("model", "version", "aliases", "wf accuracy", "rows", "data hash", "created"):
+    for column in ("model", "version", "aliases", "accuracy (evidence)", "data hash", "created"):
         table.add_column(column)
     for entry in models:
         for v in entry["versions"]:
             tags = v["tags"]
             table.add_row(
-                entry["name"], str(v["version"]), ",".join(v["aliases"]), tags.get("wf_accuracy", ""),
-                tags.get("wf_rows", ""), tags.get("data_hash", "")[:12], v["created"],
+                entry["name"], str(v["version"]), ",".join(v["aliases"]) or "-", describe_evidence(tags),
+                tags.get("data_hash", "unknown")[:12], v["created"],
             )  # fmt: skip
+    if not models:
+        console.print("no registered *-predictor models (finmlops train or finmlops run registers them)")
+        return
     console.print(table)
 
 
