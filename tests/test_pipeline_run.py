@@ -4,6 +4,7 @@ steps, and the whole platform end to end with ``--quick`` in a temporary workspa
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,7 +83,10 @@ def test_a_changed_or_missing_output_reruns_the_step(tmp_path: Path) -> None:
     (tmp_path / "b.txt").write_text("edited by hand")
     status, executed, detail = _run(tmp_path)
     assert executed == ["b"] and status["c"] == "skipped"  # b rewrote the same content, so c's inputs are unchanged
-    assert detail["b"].startswith("output ") and detail["b"].endswith("changed since")
+    # A whole sentence: what changed and since when (issue 15.7: it used to end at "changed since").
+    assert re.fullmatch(
+        r"output .*b\.txt changed since the step wrote it at \d{4}-\d\d-\d\dT[\d:]+\+00:00", detail["b"]
+    )
     (tmp_path / "a.txt").unlink()
     assert _run(tmp_path)[1] == ["a"]
 

@@ -51,6 +51,11 @@ def emit_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
 
+def pairs(mapping: Any) -> str:
+    """``{"a": 70, "b": 30}`` as people read it: ``a 70, b 30`` (sorted by key; ``none`` when empty)."""
+    return ", ".join(f"{key} {value}" for key, value in sorted(dict(mapping or {}).items())) or "none"
+
+
 def settings_from(**overrides: Any) -> Settings:
     try:
         return load_settings(**overrides)
@@ -242,7 +247,7 @@ def train_command(
     variant: str = typer.Option(
         "baseline", "--variant", help="baseline, lightweight, enhanced, advanced or transformer."
     ),
-    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs (early stopping) [default: 30]."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs (early stopping) (default: 30)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for initialisation and shuffling (default: settings)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: settings)."),
@@ -576,7 +581,7 @@ def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str | 
 @app.command("runs")
 def runs_command(
     experiment: str | None = typer.Option(
-        None, "--experiment", help="ingestion, training, tuning or evaluation [default: all]."
+        None, "--experiment", help="ingestion, training, tuning or evaluation (default: all)."
     ),
     limit: int = typer.Option(20, "--limit", min=1, help="Most recent runs to show."),
     json_out: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
@@ -618,7 +623,7 @@ def export_command(
     ),
     fmt: str = typer.Option("mlflow", "--format", help="mlflow, triton or mlserver."),
     out: str = typer.Option(..., "--out", help="Folder that receives <name>/ (replaced atomically)."),
-    name: str | None = typer.Option(None, "--name", help="Model name in the layout [default: <variant>-predictor]."),
+    name: str | None = typer.Option(None, "--name", help="Model name in the layout (default: <variant>-predictor)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Lay a logged ONNX model out as an MLflow model folder, a Triton repository or an MLServer model."""
@@ -644,7 +649,7 @@ def export_command(
 def register_command(
     variant: str = typer.Option(..., "--variant", help="baseline, lightweight, enhanced, advanced or transformer."),
     run_id: str | None = typer.Option(
-        None, "--run-id", help="Training run whose model to register [default: the variant's newest]."
+        None, "--run-id", help="Training run whose model to register (default: the variant's newest)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the new version as JSON."),
 ) -> None:
@@ -951,7 +956,7 @@ def abtest_analyze(
     experiment: str = typer.Option(..., "--experiment", help="Experiment name, as in serving.yaml."),
     alpha: float = typer.Option(0.05, "--alpha", min=1e-6, max=0.5, help="Significance level of the mSPRT."),
     tau: float = typer.Option(0.05, "--tau", min=1e-4, help="Mixture scale: the accuracy difference expected."),
-    control: str | None = typer.Option(None, "--control", help="Control arm [default: the arm with most traffic]."),
+    control: str | None = typer.Option(None, "--control", help="Control arm (default: the arm with most traffic)."),
     apply: bool = typer.Option(
         False,
         "--apply",
@@ -1026,8 +1031,9 @@ def abtest_analyze(
                 if where in applied:
                     done = applied[where]
                     console.print(
-                        f"applied: {done.get('url') or done.get('path')} experiment weights {done['weights_before']} "
-                        f"-> {done['weights']}" + ("" if done["changed"] else " (already so)"), highlight=False,
+                        f"applied: {done.get('url') or done.get('path')} experiment weights "
+                        f"{pairs(done['weights_before'])} -> {pairs(done['weights'])}"
+                        + ("" if done["changed"] else " (already so)"), highlight=False,
                     )  # fmt: skip
         else:
             console.print(
@@ -1048,7 +1054,7 @@ def traffic_command(
         20.0, "--rate", help="Cap on HTTP requests per second, infer and feedback together (timing only)."
     ),
     days: int | None = typer.Option(
-        None, "--days", min=1, help="Trading days to replay [default: every day from --start to --end]."
+        None, "--days", min=1, help="Trading days to replay (default: every day from --start to --end)."
     ),
     url: str = typer.Option("http://127.0.0.1:8080", "--url", help="Base URL of the V2 server."),
     feedback_delay: int = typer.Option(
@@ -1060,9 +1066,9 @@ def traffic_command(
     seed: int = typer.Option(
         0, "--seed", help="Names the request ids (the server routes by them) and draws the users; new log, new seed."
     ),
-    tickers: str | None = typer.Option(None, "--tickers", help="Comma-separated snapshot tickers [default: all]."),
+    tickers: str | None = typer.Option(None, "--tickers", help="Comma-separated snapshot tickers (default: all)."),
     start: str = typer.Option("2023-01-03", "--start", help="First simulated day, YYYY-MM-DD."),
-    end: str | None = typer.Option(None, "--end", help="Last simulated day, YYYY-MM-DD [default: the data's last]."),
+    end: str | None = typer.Option(None, "--end", help="Last simulated day, YYYY-MM-DD (default: the data's last)."),
     history: int = typer.Option(120, "--history", min=2, help="Rows of OHLCV history per raw request."),
     feature_set: str = typer.Option("basic", "--feature-set", help="Feature set of --model-input tensor."),
     seq_len: int = typer.Option(10, "--seq-len", min=1, help="Window length of --model-input tensor."),
@@ -1145,8 +1151,7 @@ def traffic_command(
             f"in {summary['elapsed_s']} s; feedback {summary['feedback_ok']}/{summary['feedback_sent']} ok",
             highlight=False,
         )
-        arms = ", ".join(f"{arm} {n}" for arm, n in sorted(summary["arms"].items())) or "none"
-        console.print(f"arms: {arms}", highlight=False)
+        console.print(f"arms: {pairs(summary['arms'])}", highlight=False)
         console.print(f"errors: {describe_errors(summary['errors'], summary['error_text'])}", highlight=False)
         if summary["feedback_errors"]:
             feedback = describe_errors(summary["feedback_errors"], summary["error_text"], prefix="feedback ")
@@ -1348,11 +1353,11 @@ def tune_command(
     variant: str = typer.Option(..., "--variant", help="baseline, lightweight, enhanced, advanced or transformer."),
     trials: int = typer.Option(20, "--trials", min=1, help="Finished trials the study should reach (resumes)."),
     storage: str | None = typer.Option(
-        None, "--storage", help="Optuna database URL shared by workers [default: <home>/tuning/optuna.journal]."
+        None, "--storage", help="Optuna database URL shared by workers (default: <home>/tuning/optuna.journal)."
     ),
-    study: str | None = typer.Option(None, "--study", help="Study name [default: <variant>-<metric>]."),
+    study: str | None = typer.Option(None, "--study", help="Study name (default: <variant>-<metric>)."),
     folds: str | None = typer.Option(
-        None, "--folds", help="Test years, one walk-forward fold each [default: the 3 years before the last]."
+        None, "--folds", help="Test years, one walk-forward fold each (default: the 3 years before the last)."
     ),
     epochs: int = typer.Option(5, "--epochs", min=1, help="Maximum epochs per fold fit."),
     metric: str = typer.Option("log_loss", "--metric", help="Objective per fold: log_loss, auc or accuracy."),
