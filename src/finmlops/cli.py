@@ -1444,7 +1444,9 @@ def _report_release(change: Any, as_json: bool) -> None:
     for warning in change.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if not change.changed:
-        console.print(f"{change.path} is already up to date")
+        console.print(f"{change.path} is already up to date", highlight=False)
+    else:
+        console.print(f"wrote {change.path}", highlight=False)
     sys.stdout.write(change.diff)
 
 
@@ -1475,14 +1477,29 @@ def deploy_render(
     allow_local_uris: bool = typer.Option(
         False, "--allow-local-uris", help="Accept schemes besides s3://, gs://, https:// (clusters cannot read them)."
     ),
+    out: str | None = typer.Option(
+        None, "--out", help="Release file to write (default: <home>/deploy/<overlay>/release.yaml, outside the tree)."
+    ),
+    in_place: bool = typer.Option(
+        False, "--in-place", help="Write the overlay's tracked release.yaml instead, for a GitOps commit."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Write the overlay's release.yaml from the MLflow registry: the artifact URI and version of every alias it
-    serves, and the serving image tag. Nothing is written unless every alias resolves to a URI the cluster can
-    download (s3://, gs://, https://). Prints the git diff."""
+    """Render the overlay's release.yaml from the MLflow registry: the artifact URI and version of every alias it
+    serves, and the serving image tag; print the diff against the overlay's file.
+
+    By default into the workspace (--out), leaving the tracked file alone; there a local registry's file:// URIs
+    are warnings. With --in-place the overlay's file is written, and only if every alias resolves to a URI the
+    cluster can download (s3://, gs://, https://; or --allow-local-uris)."""
+    from pathlib import Path
+
+    if in_place and out is not None:
+        fail("give --out PATH or --in-place, not both", code=2)
+    target = None if in_place else Path(out) if out else settings_from().home / "deploy" / overlay / "release.yaml"
     change = _release_step(
-        "render", overlay, k8s_dir, tracking_uri, image_tag=image_tag, allow_local_uris=allow_local_uris
-    )
+        "render", overlay, k8s_dir, tracking_uri, image_tag=image_tag,
+        allow_local_uris=allow_local_uris or target is not None, out=target,
+    )  # fmt: skip
     _report_release(change, as_json)
 
 
