@@ -1197,7 +1197,7 @@ def serve_command(
 @app.command("run")
 def run_command(
     quick: bool = typer.Option(
-        False, "--quick", help="Same steps, small: 3 tickers, 2 folds, 2 variants, seconds of traffic; in <home>/quick."
+        False, "--quick", help="Same steps, small: 3 tickers, 2 folds, 2 variants (a 2023 replay); in <home>/quick."
     ),
     force: bool = typer.Option(False, "--force", help="Rerun every step, even when its inputs are unchanged."),
     step: list[str] | None = typer.Option(
