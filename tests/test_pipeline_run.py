@@ -4,6 +4,7 @@ steps, and the whole platform end to end with ``--quick`` in a temporary workspa
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -82,7 +83,10 @@ def test_a_changed_or_missing_output_reruns_the_step(tmp_path: Path) -> None:
     (tmp_path / "b.txt").write_text("edited by hand")
     status, executed, detail = _run(tmp_path)
     assert executed == ["b"] and status["c"] == "skipped"  # b rewrote the same content, so c's inputs are unchanged
-    assert detail["b"].startswith("output ") and detail["b"].endswith("changed since")
+    # A whole sentence: what changed and since when (issue 15.7: it used to end at "changed since").
+    assert re.fullmatch(
+        r"output .*b\.txt changed since the step wrote it at \d{4}-\d\d-\d\dT[\d:]+\+00:00", detail["b"]
+    )
     (tmp_path / "a.txt").unlink()
     assert _run(tmp_path)[1] == ["a"]
 
@@ -248,6 +252,9 @@ def test_quick_run_served_both_arms_with_feedback(quick: tuple[Path, dict[str, A
     assert set(traffic["arms"]) == {"baseline-predictor", "enhanced-predictor"}
     assert traffic["arms"]["baseline-predictor"] > traffic["arms"]["enhanced-predictor"] > 0  # 70/30
     assert traffic["feedback_ok"] > 0 and traffic["first_day"] >= "2023-01-01"  # out of sample for the final models
+    # The whole last test year, one request per ticker per trading day (issue 15.4).
+    assert traffic["first_day"] == "2023-01-03" and traffic["last_day"] == "2023-12-29" and traffic["data_exhausted"]
+    assert traffic["requests"] == traffic["days"] * 3 and traffic["requests_per_day"] == 3
     abtest = json.loads((home / "quick" / "results" / "abtest_financial-ab-test-experiment.json").read_text())
     assert sum(a["requests"] for a in abtest["arms"].values()) == traffic["ok"]
 

@@ -7,6 +7,7 @@ Commands that a machine reads take ``--json`` and then print one JSON document o
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -27,7 +28,16 @@ app = typer.Typer(
 data_app = typer.Typer(help="Inspect the versioned market-data store.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
+
+def _stdout_console() -> Console:
+    """Rich on stdout. Piped or captured (no terminal, no COLUMNS): there is no screen to fit, so lines and tables
+    print whole instead of cutting names at rich's 80-column default (two rows both reading "baseline…")."""
+    plain = Console()
+    return plain if plain.is_terminal or "COLUMNS" in os.environ else Console(width=PIPED_WIDTH)
+
+
+PIPED_WIDTH = 1000  # columns of stdout when it is not a terminal: wider than any table or line the commands print
+console = _stdout_console()
 err_console = Console(stderr=True)
 
 
@@ -40,6 +50,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def emit_json(payload: Any) -> None:
     """Write ``payload`` as JSON on stdout, bypassing rich so that it stays machine-readable."""
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def pairs(mapping: Any) -> str:
+    """``{"a": 70, "b": 30}`` as people read it: ``a 70, b 30`` (sorted by key; ``none`` when empty)."""
+    return ", ".join(f"{key} {value}" for key, value in sorted(dict(mapping or {}).items())) or "none"
 
 
 def settings_from(**overrides: Any) -> Settings:
@@ -233,7 +248,7 @@ def train_command(
     variant: str = typer.Option(
         "baseline", "--variant", help="baseline, lightweight, enhanced, advanced or transformer."
     ),
-    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs (early stopping) [default: 30]."),
+    epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs (early stopping) (default: 30)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for initialisation and shuffling (default: settings)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: settings)."),
@@ -567,7 +582,7 @@ def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str | 
 @app.command("runs")
 def runs_command(
     experiment: str | None = typer.Option(
-        None, "--experiment", help="ingestion, training, tuning or evaluation [default: all]."
+        None, "--experiment", help="ingestion, training, tuning or evaluation (default: all)."
     ),
     limit: int = typer.Option(20, "--limit", min=1, help="Most recent runs to show."),
     json_out: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
@@ -609,7 +624,7 @@ def export_command(
     ),
     fmt: str = typer.Option("mlflow", "--format", help="mlflow, triton or mlserver."),
     out: str = typer.Option(..., "--out", help="Folder that receives <name>/ (replaced atomically)."),
-    name: str | None = typer.Option(None, "--name", help="Model name in the layout [default: <variant>-predictor]."),
+    name: str | None = typer.Option(None, "--name", help="Model name in the layout (default: <variant>-predictor)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Lay a logged ONNX model out as an MLflow model folder, a Triton repository or an MLServer model."""
@@ -635,12 +650,19 @@ def export_command(
 def register_command(
     variant: str = typer.Option(..., "--variant", help="baseline, lightweight, enhanced, advanced or transformer."),
     run_id: str | None = typer.Option(
-        None, "--run-id", help="Training run whose model to register [default: the variant's newest]."
+        None, "--run-id", help="Training run whose model to register (default: the variant's newest)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the new version as JSON."),
 ) -> None:
-    """Register a trained variant's model as a new version of <variant>-predictor, with its walk-forward accuracy."""
-    from finmlops.tracking import PromotionRefused, TrackingError, configure_tracking, register_variant
+    """Register a trained variant's model as a new version of <variant>-predictor, tagged with the accuracy of its
+    run's predictions and what they are (walk-forward folds, or the single test split of `finmlops train`)."""
+    from finmlops.tracking import (
+        PromotionRefused,
+        TrackingError,
+        configure_tracking,
+        describe_evidence,
+        register_variant,
+    )
 
     try:
         configure_tracking(settings_from())
@@ -654,8 +676,7 @@ def register_command(
         emit_json(payload)
     else:
         console.print(
-            f"registered {version.name} version {version.version} "
-            f"(walk-forward accuracy {version.tags.get('wf_accuracy')} on {version.tags.get('wf_rows')} rows)",
+            f"registered {version.name} version {version.version} ({describe_evidence(dict(version.tags))})",
             highlight=False,
         )
 
@@ -675,16 +696,22 @@ def promote_command(
     """Give an alias to a model version only if it significantly beats the current holder.
 
     The candidate must beat the holder (or, when nobody holds the alias, the majority class) on the same
-    walk-forward rows by more than --margin in accuracy, with p < 0.05 in a one-sided paired moving-block
-    bootstrap over dates. Exit code 1 when refused.
+    rows of their runs' predictions (walk-forward folds, or the test split of `finmlops train`; the output says
+    which) by more than --margin in accuracy, with p < 0.05 in a one-sided paired moving-block bootstrap over
+    dates. Exit code 1 when refused.
     """
-    from finmlops.tracking import PromotionRefused, TrackingError, configure_tracking, promote
+    from finmlops.tracking import PromotionRefused, TrackingError, configure_tracking, evidence_of, promote
+
+    def evidence() -> str:
+        return f"evidence: v{version}'s {evidence_of(model, version)}, on the rows it shares with the reference"
 
     try:
         configure_tracking(settings_from())
         decision = promote(model, version, alias, margin=margin, force=force, reason=reason)
-    except (TrackingError, PromotionRefused, ValueError) as exc:
-        fail(f"promotion refused: {exc}" if isinstance(exc, PromotionRefused) else str(exc))
+    except PromotionRefused as exc:
+        fail(f"promotion refused: {exc}\n{evidence()}")
+    except (TrackingError, ValueError) as exc:
+        fail(str(exc))
     if json_out:
         emit_json(decision)
     elif decision["forced"]:
@@ -695,12 +722,14 @@ def promote_command(
             f"{decision['reference']} {decision['reference_accuracy']:.4f}, p = {decision['p_value']:.4f}",
             highlight=False,
         )
+        console.print(evidence(), highlight=False)
 
 
 @app.command("models")
 def models_command(json_out: bool = typer.Option(False, "--json", help="Print the registry as JSON.")) -> None:
-    """List registered *-predictor models, their versions, aliases and stored walk-forward metrics."""
-    from finmlops.tracking import TrackingError, configure_tracking, list_models
+    """List registered *-predictor models, their versions, aliases and recorded accuracy, saying on what it was
+    measured (walk-forward folds, or the single test split of `finmlops train`)."""
+    from finmlops.tracking import TrackingError, configure_tracking, describe_evidence, list_models
 
     try:
         configure_tracking(settings_from())
@@ -713,15 +742,18 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print th
     from rich.table import Table
 
     table = Table(title="registered models")
-    for column in ("model", "version", "aliases", "wf accuracy", "rows", "data hash", "created"):
+    for column in ("model", "version", "aliases", "accuracy (evidence)", "data hash", "created"):
         table.add_column(column)
     for entry in models:
         for v in entry["versions"]:
             tags = v["tags"]
             table.add_row(
-                entry["name"], str(v["version"]), ",".join(v["aliases"]), tags.get("wf_accuracy", ""),
-                tags.get("wf_rows", ""), tags.get("data_hash", "")[:12], v["created"],
+                entry["name"], str(v["version"]), ",".join(v["aliases"]) or "-", describe_evidence(tags),
+                tags.get("data_hash", "unknown")[:12], v["created"],
             )  # fmt: skip
+    if not models:
+        console.print("no registered *-predictor models (finmlops train or finmlops run registers them)")
+        return
     console.print(table)
 
 
@@ -925,7 +957,7 @@ def abtest_analyze(
     experiment: str = typer.Option(..., "--experiment", help="Experiment name, as in serving.yaml."),
     alpha: float = typer.Option(0.05, "--alpha", min=1e-6, max=0.5, help="Significance level of the mSPRT."),
     tau: float = typer.Option(0.05, "--tau", min=1e-4, help="Mixture scale: the accuracy difference expected."),
-    control: str | None = typer.Option(None, "--control", help="Control arm [default: the arm with most traffic]."),
+    control: str | None = typer.Option(None, "--control", help="Control arm (default: the arm with most traffic)."),
     apply: bool = typer.Option(
         False,
         "--apply",
@@ -1000,8 +1032,9 @@ def abtest_analyze(
                 if where in applied:
                     done = applied[where]
                     console.print(
-                        f"applied: {done.get('url') or done.get('path')} experiment weights {done['weights_before']} "
-                        f"-> {done['weights']}" + ("" if done["changed"] else " (already so)"), highlight=False,
+                        f"applied: {done.get('url') or done.get('path')} experiment weights "
+                        f"{pairs(done['weights_before'])} -> {pairs(done['weights'])}"
+                        + ("" if done["changed"] else " (already so)"), highlight=False,
                     )  # fmt: skip
         else:
             console.print(
@@ -1018,8 +1051,12 @@ def abtest_analyze(
 @app.command("traffic")
 def traffic_command(
     experiment: str = typer.Option(..., "--experiment", help="Experiment to drive (seldon-model: NAME.experiment)."),
-    rate: float = typer.Option(20.0, "--rate", help="HTTP requests per second, infer and feedback together."),
-    duration: float = typer.Option(60.0, "--duration", help="Seconds; no new simulated day starts after it."),
+    rate: float = typer.Option(
+        20.0, "--rate", help="Cap on HTTP requests per second, infer and feedback together (timing only)."
+    ),
+    days: int | None = typer.Option(
+        None, "--days", min=1, help="Trading days to replay (default: every day from --start to --end)."
+    ),
     url: str = typer.Option("http://127.0.0.1:8080", "--url", help="Base URL of the V2 server."),
     feedback_delay: int = typer.Option(
         1, "--feedback-delay", min=0, help="Simulated trading days before a prediction's outcome is posted."
@@ -1027,9 +1064,12 @@ def traffic_command(
     model_input: str = typer.Option(
         "raw", "--model-input", help="raw (OHLCV history; works for any arm) or tensor (one feature window)."
     ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the simulated users' draws."),
+    seed: int = typer.Option(
+        0, "--seed", help="Names the request ids (the server routes by them) and draws the users; new log, new seed."
+    ),
     tickers: str | None = typer.Option(None, "--tickers", help="Comma-separated snapshot tickers (default: all)."),
     start: str = typer.Option("2023-01-03", "--start", help="First simulated day, YYYY-MM-DD."),
+    end: str | None = typer.Option(None, "--end", help="Last simulated day, YYYY-MM-DD (default: the data's last)."),
     history: int = typer.Option(120, "--history", min=2, help="Rows of OHLCV history per raw request."),
     feature_set: str = typer.Option("basic", "--feature-set", help="Feature set of --model-input tensor."),
     seq_len: int = typer.Option(10, "--seq-len", min=1, help="Window length of --model-input tensor."),
@@ -1044,25 +1084,28 @@ def traffic_command(
     """Replay real snapshot history against a running server: infer per ticker per day, feedback a day later.
 
     Each simulated day, every ticker sends its history up to that day; after --feedback-delay days the realised
-    direction (next adj_close up or down) goes to /v2/feedback. Bad answers are counted, never fatal.
-    Prints requests, errors, per-arm counts, feedback sent and client-side latency.
+    direction (next adj_close up or down) goes to /v2/feedback. What is sent depends on the days, tickers and
+    --seed only, never on timing. Prints requests, errors, per-arm counts and feedback (--json adds client-side
+    latency); exits 1, with the server's error text, when more than half of the requests failed.
     """
     from datetime import date
 
     from finmlops.data import DataError, load_snapshot
-    from finmlops.serving.traffic import replay_days, run_traffic
+    from finmlops.serving.traffic import describe_errors, failure, replay_days, run_traffic
 
     if model_input not in ("raw", "tensor"):
         fail(f"--model-input must be raw or tensor, got {model_input!r}", code=2)
-    if rate <= 0 or duration <= 0:
-        fail("--rate and --duration must be positive", code=2)
+    if rate <= 0:
+        fail(f"--rate must be positive, got {rate}", code=2)
     try:
         first = date.fromisoformat(start)
+        last = date.fromisoformat(end) if end else None
         wanted = [t.strip().upper() for t in tickers.split(",") if t.strip()] if tickers else None
         universe = load_snapshot(wanted)
-        days = replay_days(
+        replay = replay_days(
             universe,
             start=first,
+            end=last,
             history=history,
             model_input=model_input,  # type: ignore[arg-type]  # checked above
             feature_set=feature_set,
@@ -1080,14 +1123,14 @@ def traffic_command(
         console=err_console,
         disable=json_out,
     ) as progress:
-        task = progress.add_task(f"{experiment} -> {url}", total=int(rate * duration))
+        task = progress.add_task(f"{experiment} -> {url}", total=None)
         try:
             summary = run_traffic(
-                days,
+                replay,
                 url=url,
                 experiment=experiment,
                 rate=rate,
-                duration_s=duration,
+                max_days=days,
                 model_input=model_input,  # type: ignore[arg-type]
                 feedback_delay=feedback_delay,
                 seed=seed,
@@ -1099,24 +1142,29 @@ def traffic_command(
             ).as_dict()
         except ValueError as exc:
             fail(str(exc), code=2)
+    problem = failure(summary)
     if json_out:
         emit_json(summary)
-        return
-    console.print(
-        f"{summary['requests']} requests ({summary['ok']} ok) over {summary['days']} days "
-        f"{summary['first_day']}..{summary['last_day']} in {summary['elapsed_s']} s "
-        f"({summary['achieved_rate']} req/s); feedback {summary['feedback_ok']}/{summary['feedback_sent']} ok",
-        highlight=False,
-    )
-    console.print(f"arms: {summary['arms']}  errors: {summary['errors'] or 'none'}", highlight=False)
-    if latency := summary["latency_ms"]:  # the help promises it: client-side, over the answered infer requests
+    else:
+        span = f" {summary['first_day']}..{summary['last_day']}" if summary["days"] else ""
         console.print(
-            f"client-side latency: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, "
-            f"max {latency['max']:.1f} ms",
+            f"{summary['requests']} requests ({summary['ok']} ok) over {summary['days']} days{span} "
+            f"in {summary['elapsed_s']} s; feedback {summary['feedback_ok']}/{summary['feedback_sent']} ok",
             highlight=False,
         )
-    if summary["feedback_errors"]:
-        console.print(f"feedback errors: {summary['feedback_errors']}", highlight=False)
+        console.print(f"arms: {pairs(summary['arms'])}", highlight=False)
+        console.print(f"errors: {describe_errors(summary['errors'], summary['error_text'])}", highlight=False)
+        if latency := summary["latency_ms"]:  # the help promises it: client-side, over the answered infer requests
+            console.print(
+                f"client-side latency: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, "
+                f"max {latency['max']:.1f} ms",
+                highlight=False,
+            )
+        if summary["feedback_errors"]:
+            feedback = describe_errors(summary["feedback_errors"], summary["error_text"], prefix="feedback ")
+            console.print(f"feedback errors: {feedback}", highlight=False)
+    if problem is not None:
+        fail(problem)
 
 
 # --- serving: serve ---------------------------------------------------------------------------------------------------
@@ -1159,7 +1207,7 @@ def run_command(
         None, "--config", help="A run config (YAML, see configs/ and docs/run.md); default: configs/default.yaml."
     ),
     quick: bool = typer.Option(
-        False, "--quick", help="configs/quick.yaml: 3 tickers, 2 folds, 2 variants, short traffic; in <home>/quick."
+        False, "--quick", help="configs/quick.yaml: 3 tickers, 2 folds, 2 variants, a 2023 replay; in <home>/quick."
     ),
     force: bool = typer.Option(False, "--force", help="Rerun every step, even when its inputs are unchanged."),
     step: list[str] | None = typer.Option(
@@ -1326,11 +1374,11 @@ def tune_command(
     variant: str = typer.Option(..., "--variant", help="baseline, lightweight, enhanced, advanced or transformer."),
     trials: int = typer.Option(20, "--trials", min=1, help="Finished trials the study should reach (resumes)."),
     storage: str | None = typer.Option(
-        None, "--storage", help="Optuna database URL shared by workers [default: <home>/tuning/optuna.journal]."
+        None, "--storage", help="Optuna database URL shared by workers (default: <home>/tuning/optuna.journal)."
     ),
-    study: str | None = typer.Option(None, "--study", help="Study name [default: <variant>-<metric>]."),
+    study: str | None = typer.Option(None, "--study", help="Study name (default: <variant>-<metric>)."),
     folds: str | None = typer.Option(
-        None, "--folds", help="Test years, one walk-forward fold each [default: the 3 years before the last]."
+        None, "--folds", help="Test years, one walk-forward fold each (default: the 3 years before the last)."
     ),
     epochs: int = typer.Option(5, "--epochs", min=1, help="Maximum epochs per fold fit."),
     metric: str = typer.Option("log_loss", "--metric", help="Objective per fold: log_loss, auc or accuracy."),
@@ -1417,7 +1465,9 @@ def _report_release(change: Any, as_json: bool) -> None:
     for warning in change.warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if not change.changed:
-        console.print(f"{change.path} is already up to date")
+        console.print(f"{change.path} is already up to date", highlight=False)
+    else:
+        console.print(f"wrote {change.path}", highlight=False)
     sys.stdout.write(change.diff)
 
 
@@ -1448,14 +1498,29 @@ def deploy_render(
     allow_local_uris: bool = typer.Option(
         False, "--allow-local-uris", help="Accept schemes besides s3://, gs://, https:// (clusters cannot read them)."
     ),
+    out: str | None = typer.Option(
+        None, "--out", help="Release file to write (default: <home>/deploy/<overlay>/release.yaml, outside the tree)."
+    ),
+    in_place: bool = typer.Option(
+        False, "--in-place", help="Write the overlay's tracked release.yaml instead, for a GitOps commit."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Write the overlay's release.yaml from the MLflow registry: the artifact URI and version of every alias it
-    serves, and the serving image tag. Nothing is written unless every alias resolves to a URI the cluster can
-    download (s3://, gs://, https://). Prints the git diff."""
+    """Render the overlay's release.yaml from the MLflow registry: the artifact URI and version of every alias it
+    serves, and the serving image tag; print the diff against the overlay's file.
+
+    By default into the workspace (--out), leaving the tracked file alone; there a local registry's file:// URIs
+    are warnings. With --in-place the overlay's file is written, and only if every alias resolves to a URI the
+    cluster can download (s3://, gs://, https://; or --allow-local-uris)."""
+    from pathlib import Path
+
+    if in_place and out is not None:
+        fail("give --out PATH or --in-place, not both", code=2)
+    target = None if in_place else Path(out) if out else settings_from().home / "deploy" / overlay / "release.yaml"
     change = _release_step(
-        "render", overlay, k8s_dir, tracking_uri, image_tag=image_tag, allow_local_uris=allow_local_uris
-    )
+        "render", overlay, k8s_dir, tracking_uri, image_tag=image_tag,
+        allow_local_uris=allow_local_uris or target is not None, out=target,
+    )  # fmt: skip
     _report_release(change, as_json)
 
 

@@ -209,8 +209,12 @@ def test_cli_render_and_promote(registry: Any, k8s: Path) -> None:
 
     uri = registry.tracking_uri
     runner = CliRunner()
-    refused = runner.invoke(app, ["deploy", "render", "--k8s-dir", str(k8s), "--tracking-uri", uri])
+    refused = runner.invoke(app, ["deploy", "render", "--k8s-dir", str(k8s), "--tracking-uri", uri, "--in-place"])
     assert refused.exit_code == 1 and "lives at file://" in refused.output
+    # One line per model (as long as its URI), the advice on short lines: not one 900-character line (issue 15.9).
+    lines = refused.output.splitlines()
+    assert sum("lives at file://" in line for line in lines) == len(MODEL_NAMES)  # dev serves each champion
+    assert max(len(line) for line in lines if "lives at" not in line) <= 100, refused.output
     result = runner.invoke(
         app,
         [
@@ -224,6 +228,7 @@ def test_cli_render_and_promote(registry: Any, k8s: Path) -> None:
             uri,
             "--json",
             "--allow-local-uris",
+            "--in-place",
         ],
     )
     assert result.exit_code == 0, result.output
@@ -248,6 +253,33 @@ def test_cli_render_and_promote(registry: Any, k8s: Path) -> None:
         app, ["deploy", "promote", "--model", "nope-predictor", "--k8s-dir", str(k8s), "--tracking-uri", uri]
     )
     assert result.exit_code == 1 and "does not serve nope-predictor@champion" in result.output
+
+
+def test_cli_render_defaults_to_a_preview_in_the_workspace(registry: Any, k8s: Path) -> None:
+    """On a laptop (a local registry, file:// artifacts) `deploy render` works: it writes the rendered file under
+    <home>/deploy/<overlay>/, warns about each local URI, prints the diff and leaves the tracked file alone."""
+    from typer.testing import CliRunner
+
+    from finmlops.cli import app
+    from finmlops.settings import load_settings
+
+    tracked = k8s / "overlays" / "dev" / "release.yaml"
+    before = tracked.read_text()
+    args = ["deploy", "render", "--k8s-dir", str(k8s), "--tracking-uri", registry.tracking_uri]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    preview = load_settings().home / "deploy" / "dev" / "release.yaml"
+    assert tracked.read_text() == before and preview.is_file()
+    rendered = read_release(preview)
+    version = registry.get_model_version_by_alias("baseline-predictor", "champion").version
+    assert rendered["baseline-predictor.champion.uri"].startswith("file://")
+    assert rendered["baseline-predictor.champion.version"] == str(version)
+    assert f"wrote {preview}" in result.stdout and f"+++ b/{preview}" in result.stdout
+    assert "baseline-predictor@champion lives at file://" in " ".join(result.output.split())
+    custom = k8s.parent / "elsewhere" / "release.yaml"
+    assert CliRunner().invoke(app, [*args, "--out", str(custom)]).exit_code == 0 and custom.is_file()
+    both = CliRunner().invoke(app, [*args, "--out", str(custom), "--in-place"])
+    assert both.exit_code == 2 and "not both" in both.output
 
 
 def test_render_refuses_uris_a_cluster_cannot_download(registry: Any, k8s: Path) -> None:

@@ -253,6 +253,12 @@ def test_apply_routes_the_experiment_when_arms_are_different_models(home: Path, 
             app, [*analyze_ab, "--server", base, "--token", "s3cret-admin-token-0123", "--config", config_file]
         )
         assert again.exit_code == 0 and json.loads(again.stdout)["applied"]["changed"] is False
+        text = CliRunner().invoke(
+            app, [*analyze_ab[:-1], "--server", base, "--token", "s3cret-admin-token-0123", "--config", config_file]
+        )
+        # Weights as people read them, not a dict repr (issue 15.7).
+        same = "baseline-predictor 0.0, enhanced-predictor 100.0"
+        assert f"experiment weights {same} -> {same} (already so)" in text.stdout and "{" not in text.stdout
     experiment = load_config(config_file).experiments[0]  # the rewritten file is still a valid serving config
     assert {c["name"]: c["weight"] for c in experiment["candidates"]} == {
         "baseline-predictor": 0,

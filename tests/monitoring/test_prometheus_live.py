@@ -166,7 +166,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         broken = f"{server_url}/v2/models/broken-predictor/infer"
         statuses = {_post(broken, body) for _ in range(3)}
         traffic = subprocess.run(
-            [FINMLOPS, "traffic", "--experiment", "ab", "--url", server_url, "--rate", "60", "--duration", "10",
+            [FINMLOPS, "traffic", "--experiment", "ab", "--url", server_url, "--rate", "60", "--days", "60",
              "--tickers", "AAPL,MSFT,JPM", "--start", "2023-05-01", "--history", "90", "--json"],
             env=env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip

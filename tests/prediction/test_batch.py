@@ -103,6 +103,20 @@ def test_predict_scores_unseen_tickers_with_the_training_feature_path(
     assert "skipped: XOM: 20 of 20 rows" in text.output and "majority class" in text.output
 
 
+def test_too_little_history_is_an_error_saying_how_many_rows(champion: dict[str, Any], tmp_path: Path) -> None:
+    """One 20-row file: exit 1 with the rows needed and had, no "0 predictions ... (None to None)", no file."""
+    folder = tmp_path / "short"
+    folder.mkdir()
+    _write_csv(load_snapshot(["XOM"], date(2023, 12, 1), date(2023, 12, 31))["XOM"].iloc[:20], folder / "XOM.csv")
+    out = tmp_path / "preds.csv"
+    result = _predict("--model", "baseline-predictor@champion", "--data", str(folder), "--out", str(out))
+    need = min_history(ModelCard(variant="baseline", feature_set="basic", feature_names=["x"], seq_len=10))
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1, result.output
+    assert f"needs at least {need} rows of history per ticker" in text and "XOM has 20" in text
+    assert "None" not in text and "Traceback" not in text and not out.exists()
+
+
 def test_every_model_reference_gives_the_same_predictions(
     champion: dict[str, Any], csv_dir: Path, tmp_path: Path
 ) -> None:

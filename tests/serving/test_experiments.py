@@ -64,6 +64,21 @@ def test_default_builder_is_the_original_70_30_split() -> None:
     assert _chi_square_p(counts, {"baseline-predictor": 0.7, "enhanced-predictor": 0.3}) > 1e-3
 
 
+def test_request_id_routes_the_same_in_every_experiment_object_and_splits_by_weight() -> None:
+    """Without a sticky key the draw is a hash of the request id, so a replay is routed the same on a new server."""
+    ids = [f"s0-2023{d:04d}-T{t}" for d in range(101, 1301) for t in range(5)]
+    first = [_experiment().route({}, request_id=rid).arm for rid in ids]
+    again = _experiment()
+    assert [again.route({}, request_id=rid).arm for rid in reversed(ids)] == first[::-1]
+    assert _chi_square_p(Counter(first), {"a": 0.75, "b": 0.25}) > 1e-3
+    # The replay's seed names its ids: another seed, another but equally weighted assignment.
+    other = [_experiment().route({}, request_id=rid.replace("s0-", "s1-")).arm for rid in ids]
+    assert other != first and _chi_square_p(Counter(other), {"a": 0.75, "b": 0.25}) > 1e-3
+    # A sticky key still wins over the request id.
+    sticky = _experiment(sticky_header="x-user-id")
+    assert len({sticky.route({"x-user-id": "alice"}, request_id=rid).arm for rid in ids[:200]}) == 1
+
+
 def test_sticky_key_maps_to_one_arm_and_keys_split_by_weight() -> None:
     experiment = _experiment(sticky_header="X-User-Id")
     for key in ("alice", "bob", "carol"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -12,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 from finmlops_testing import wait_until
 from typer.testing import CliRunner
@@ -19,7 +21,7 @@ from typer.testing import CliRunner
 from finmlops.cli import app
 from finmlops.data import load_snapshot
 from finmlops.serving.experiments import Experiment, parse_config, seldon_route_value
-from finmlops.serving.traffic import replay_days, run_traffic, volatility_regime
+from finmlops.serving.traffic import failure, replay_days, run_traffic, volatility_regime
 
 TICKERS = ["AAPL", "MSFT", "XOM"]
 
@@ -35,6 +37,7 @@ class StubV2(ThreadingHTTPServer):
             parse_config({"name": "ab", "sticky_header": "x-user-id", "candidates": [{"name": "up"}, {"name": "dn"}]})
         )
         self.fail_every, self.garbage_every = fail_every, garbage_every
+        self.fail_status, self.fail_body = 500, b'{"error": "boom"}'
         self.lock = threading.Lock()
         self.events: list[tuple[str, dict[str, Any], dict[str, str]]] = []
         self.served: dict[str, str] = {}
@@ -73,7 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
             s.feedback[body["id"]] = body["outcome"]
             return self._send(200, b"{}")
         if s.fail_every and n % s.fail_every == 0:
-            return self._send(500, b'{"error": "boom"}')
+            return self._send(s.fail_status, s.fail_body)
         if s.garbage_every and n % s.garbage_every == 0:
             return self._send(200, b"not json")
         arm = s.experiment.route(headers).arm
@@ -127,7 +130,7 @@ def test_tensor_items_are_unscaled_feature_windows(universe: dict) -> None:
 def test_replay_against_a_stub_server_counts_errors_arms_and_feedback(stub: StubV2, universe: dict) -> None:
     days = replay_days(universe, start=date(2023, 2, 1), history=60)
     summary = run_traffic(
-        days, url=stub.url, experiment="ab", rate=400, duration_s=30, feedback_delay=1, seed=3, concurrency=3
+        days, url=stub.url, experiment="ab", rate=400, feedback_delay=1, seed=3, concurrency=3
     ).as_dict()
     n_days = len(universe["AAPL"].loc["2023-02-01":])
     assert summary["data_exhausted"] and summary["days"] == n_days
@@ -157,7 +160,7 @@ def test_replay_against_a_stub_server_counts_errors_arms_and_feedback(stub: Stub
 def test_feedback_waits_a_simulated_day(stub: StubV2, universe: dict) -> None:
     stub.fail_every = stub.garbage_every = 0
     days = replay_days(universe, start=date(2023, 3, 1), history=60)
-    run_traffic(days, url=stub.url, experiment="ab", rate=500, duration_s=30, feedback_delay=2, concurrency=1)
+    run_traffic(days, url=stub.url, experiment="ab", feedback_delay=2, concurrency=1)
     day_of = lambda body: body["id"].split("-")[1]  # noqa: E731
     calendar = sorted({day_of(b) for p, b, _ in stub.events if p != "/v2/feedback"})
     fed = 0
@@ -176,28 +179,40 @@ def test_feedback_waits_a_simulated_day(stub: StubV2, universe: dict) -> None:
     assert fed == sum(1 for d in calendar[:-1] for _ in TICKERS)
 
 
-def test_rate_and_duration_bound_the_replay(stub: StubV2, universe: dict) -> None:
-    days = replay_days(universe, start=date(2022, 6, 1), history=60)
+def test_days_bound_the_replay_and_the_rate_caps_its_speed(stub: StubV2, universe: dict) -> None:
+    days = replay_days(universe, start=date(2022, 6, 1), end=date(2022, 12, 30), history=60)
     began = time.perf_counter()
-    summary = run_traffic(days, url=stub.url, experiment="ab", rate=60, duration_s=1.0, concurrency=2).as_dict()
+    summary = run_traffic(days, url=stub.url, experiment="ab", rate=60, max_days=10, concurrency=2).as_dict()
     elapsed = time.perf_counter() - began
     assert not summary["data_exhausted"]
+    assert summary["days"] == 10 and summary["requests"] == 10 * len(TICKERS) == 10 * summary["requests_per_day"]
+    assert summary["first_day"] == "2022-06-01" and summary["last_day"] == "2022-06-14"
     sent = summary["requests"] + summary["feedback_sent"]
-    assert sent <= 60 * elapsed + 5  # never faster than the rate
-    assert 1.0 <= elapsed < 3.0  # stops starting days after the duration; drains the due feedback quickly
-    assert summary["achieved_rate"] == pytest.approx(60, rel=0.25)
+    assert sent <= 60 * elapsed + 5  # never faster than the cap
+    with pytest.raises(ValueError, match="positive"):
+        run_traffic(days, url=stub.url, experiment="ab", max_days=0)
+
+
+def test_end_is_the_last_replayed_day(universe: dict) -> None:
+    days = list(replay_days(universe, start=date(2022, 12, 1), end=date(2022, 12, 30), history=60))
+    assert [d[0].day for d in days] == [d.date() for d in universe["AAPL"].loc["2022-12-01":"2022-12-30"].index]
 
 
 def test_unreachable_server_is_counted_not_fatal(universe: dict) -> None:
     with ThreadingHTTPServer(("127.0.0.1", 0), _Handler) as closed:
         port = closed.server_address[1]  # bound then closed: nothing listens there
     days = replay_days(universe, start=date(2023, 3, 27), history=60)
-    summary = run_traffic(days, url=f"http://127.0.0.1:{port}", experiment="ab", rate=200, duration_s=5).as_dict()
+    summary = run_traffic(days, url=f"http://127.0.0.1:{port}", experiment="ab").as_dict()
     assert summary["ok"] == 0 and summary["requests"] == 5 * len(TICKERS)
     assert list(summary["errors"]) == ["connection:ConnectionRefusedError"]
+    assert "refused" in summary["error_text"]["connection:ConnectionRefusedError"].lower()
     assert summary["feedback_sent"] == 0
+    assert failure(summary) == (
+        f"15 of 15 requests failed: 15 connection:ConnectionRefusedError "
+        f"({summary['error_text']['connection:ConnectionRefusedError']})"
+    )
     with pytest.raises(ValueError, match="--url must look like"):
-        run_traffic(iter([]), url="ftp://x", experiment="ab", rate=1, duration_s=1)
+        run_traffic(iter([]), url="ftp://x", experiment="ab", rate=1)
 
 
 def test_cli_traffic_prints_a_json_summary(stub: StubV2) -> None:
@@ -211,8 +226,6 @@ def test_cli_traffic_prints_a_json_summary(stub: StubV2) -> None:
             stub.url,
             "--rate",
             "300",
-            "--duration",
-            "20",
             "--tickers",
             "AAPL,JPM",
             "--start",
@@ -229,13 +242,26 @@ def test_cli_traffic_prints_a_json_summary(stub: StubV2) -> None:
 
 
 def test_cli_traffic_prints_the_latency_its_help_promises(stub: StubV2) -> None:
-    args = ["traffic", "--experiment", "ab", "--url", stub.url, "--rate", "300", "--duration", "2", "--tickers", "AAPL"]
-    result = CliRunner().invoke(app, [*args, "--start", "2023-12-01"], env={"COLUMNS": "200"})
+    args = ["traffic", "--experiment", "ab", "--url", stub.url, "--tickers", "AAPL"]
+    result = CliRunner().invoke(app, [*args, "--start", "2023-12-20"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "client-side latency" in " ".join(CliRunner().invoke(app, ["traffic", "--help"]).output.split())
     assert re.search(r"client-side latency: p50 \d+\.\d ms, p99 \d+\.\d ms, max \d+\.\d ms", result.stdout), (
         result.stdout
     )
+
+
+def test_cli_traffic_fails_with_the_servers_words_when_most_requests_fail(stub: StubV2) -> None:
+    """Every infer answered 404 (a wrong experiment): exit 1 and the server's error text, no dict repr."""
+    stub.fail_every = 1
+    stub.fail_status, stub.fail_body = 404, b'{"error": "no experiment \'nope\'; configured: ab"}'
+    args = ["traffic", "--experiment", "nope", "--url", stub.url, "--tickers", "AAPL", "--start", "2023-12-20"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "7 of 7 requests failed: 7 status:404 (no experiment 'nope'; configured: ab)" in " ".join(
+        result.output.split()
+    )
+    assert "{" not in result.stdout and "None" not in result.output
 
 
 def _tiny_model(folder: Path, feature_set: str, seq_len: int, scale: float) -> Path:
@@ -265,8 +291,11 @@ def _tiny_model(folder: Path, feature_set: str, seq_len: int, scale: float) -> P
     return folder
 
 
-def test_replay_against_the_finmlops_server(tmp_path: Path) -> None:
-    """Raw OHLCV requests answered by two arms with different feature sets and window lengths, feedback counted."""
+@contextlib.contextmanager
+def _tiny_server(folder: Path, sticky: bool = True) -> Iterator[tuple[str, Any]]:
+    """A real finmlops server on 127.0.0.1 with two tiny arms (different feature sets and windows) in experiment
+    ``ab``, 1:1, sticky by ``x-user-id`` or (``sticky=False``, like the default A/B test) routed by request id.
+    Yields ``(url, app)``; the request log is ``folder / "requests.db"``."""
     pytest.importorskip("uvicorn")
     serving = pytest.importorskip("finmlops.serving.app")
     import socket
@@ -275,23 +304,24 @@ def test_replay_against_the_finmlops_server(tmp_path: Path) -> None:
 
     from finmlops.serving.config import parse_config as parse_serving_config
 
+    experiment: dict[str, Any] = {
+        "name": "ab",
+        "candidates": [{"name": "basic-arm", "weight": 1}, {"name": "enh-arm", "weight": 1}],
+    }
+    if sticky:
+        experiment["sticky_header"] = "x-user-id"
     config = parse_serving_config(
         {
             "models": [
-                {"name": "basic-arm", "source": str(_tiny_model(tmp_path / "basic", "basic", 10, 1.0))},
-                {"name": "enh-arm", "source": str(_tiny_model(tmp_path / "enh", "enhanced", 15, -1.0))},
+                {"name": "basic-arm", "source": str(_tiny_model(folder / "basic", "basic", 10, 1.0))},
+                {"name": "enh-arm", "source": str(_tiny_model(folder / "enh", "enhanced", 15, -1.0))},
             ],
-            "experiments": [
-                {
-                    "name": "ab",
-                    "sticky_header": "x-user-id",
-                    "candidates": [{"name": "basic-arm", "weight": 1}, {"name": "enh-arm", "weight": 1}],
-                }
-            ],
-            "server": {"reload_interval_s": 0},
+            "experiments": [experiment],
+            # Unbatched, as `finmlops run` replays (workflow.live.serving_config): batching moves float32 last bits.
+            "server": {"reload_interval_s": 0, **({} if sticky else {"max_batch_size": 1})},
         }
     )
-    app = serving.ServingApp(config, registry=None, request_log=tmp_path / "requests.db")
+    app = serving.ServingApp(config, registry=None, request_log=folder / "requests.db")
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -300,12 +330,18 @@ def test_replay_against_the_finmlops_server(tmp_path: Path) -> None:
     thread.start()
     wait_until(lambda: server.started, timeout=10, what="uvicorn's start")
     try:
-        universe = load_snapshot(["AAPL", "MSFT"], start=date(2022, 6, 1), end=date(2023, 3, 31))
-        days = replay_days(universe, start=date(2023, 3, 13), history=90)
-        summary = run_traffic(days, url=f"http://127.0.0.1:{port}", experiment="ab", rate=200, duration_s=20)
+        yield f"http://127.0.0.1:{port}", app
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def test_replay_against_the_finmlops_server(tmp_path: Path) -> None:
+    """Raw OHLCV requests answered by two arms with different feature sets and window lengths, feedback counted."""
+    universe = load_snapshot(["AAPL", "MSFT"], start=date(2022, 6, 1), end=date(2023, 3, 31))
+    with _tiny_server(tmp_path) as (url, app):
+        days = replay_days(universe, start=date(2023, 3, 13), history=90)
+        summary = run_traffic(days, url=url, experiment="ab", rate=200)
     result = summary.as_dict()
     assert result["days"] == len(universe["AAPL"].loc["2023-03-13":]) and result["errors"] == {}
     assert result["ok"] == result["requests"] == 2 * result["days"]
@@ -326,3 +362,34 @@ def test_replay_against_the_finmlops_server(tmp_path: Path) -> None:
     timeline = analyze(log, read_feedback(tmp_path / "requests.db"), "ab", min_outcomes=1)["timeline"]
     assert [day["date"] for day in timeline] == sorted(replayed) and len(timeline) == result["days"] > 1
     assert sum(timeline[-1]["outcomes"].values()) == result["feedback_ok"]  # every outcome on some day
+
+
+# Wall-clock columns: when a row was written and how long it took; everything else is what was sent and answered.
+_TIMING_COLUMNS = ["ts", "latency_ms"]
+
+
+def test_two_replays_log_the_same_requests_and_reach_the_same_decision(tmp_path: Path) -> None:
+    """The A/B replay is a function of the data, the days and the seed: routing by request id (no sticky key, as in
+    the default experiment), at different speeds and concurrency, two fresh servers log the same rows."""
+    from finmlops.monitoring.abtest import analyze
+    from finmlops.serving.requestlog import read_feedback, read_requests
+
+    universe = load_snapshot(["AAPL", "MSFT", "XOM"], start=date(2022, 6, 1), end=date(2023, 12, 31))
+    runs = []
+    for name, concurrency, rate in (("first", 4, None), ("second", 1, 400.0)):
+        folder = tmp_path / name
+        with _tiny_server(folder, sticky=False) as (url, _):
+            days = replay_days(universe, start=date(2023, 9, 1), end=date(2023, 12, 31), history=90)
+            summary = run_traffic(days, url=url, experiment="ab", seed=7, rate=rate, concurrency=concurrency)
+        log = read_requests(folder / "requests.db").drop(columns=_TIMING_COLUMNS)
+        log = log.sort_values(["id", "model"], ignore_index=True)
+        feedback = read_feedback(folder / "requests.db").drop(columns="ts").sort_values("id", ignore_index=True)
+        decision = analyze(read_requests(folder / "requests.db"), read_feedback(folder / "requests.db"), "ab")
+        runs.append((summary.as_dict(), log, feedback, decision["decision"]))
+    (one, log1, fb1, decision1), (two, log2, fb2, decision2) = runs
+    assert one["errors"] == {} and one["last_day"] == "2023-12-29" and one["requests"] == 3 * one["days"]
+    assert one["arms"] == two["arms"] and len(one["arms"]) == 2
+    pd.testing.assert_frame_equal(log1, log2)
+    pd.testing.assert_frame_equal(fb1, fb2)
+    assert decision1 == decision2
+    assert log1["id"].str.startswith("s7-").all()

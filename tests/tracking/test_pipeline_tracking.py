@@ -58,13 +58,23 @@ def test_ingest_train_and_evaluate_are_tracked(settings: Settings, tmp_path: Pat
     card = mlflow.models.get_model_info(run.data.tags["finmlops.model_uri"]).metadata["finmlops"]
     assert card["train_start"] == result["split"]["train"]["first"] and card["seq_len"] == 10
     version = client.get_model_version("baseline-predictor", "1")
-    assert int(version.tags["wf_rows"]) == result["windows"]["test"]  # the held-out block, one fold
+    # The held-out test block, tagged as what it is: never as walk-forward evidence (issue 15.3).
+    assert int(version.tags["test_rows"]) == result["windows"]["test"] and "wf_accuracy" not in version.tags
+    assert float(version.tags["test_accuracy"]) == pytest.approx(result["metrics"]["test"]["accuracy"], abs=1e-6)
+    split = result["split"]["test"]
+    assert version.tags["evidence"].startswith("test split, ") and version.tags["evidence"].endswith(split["last"])
     assert client.get_registered_model("baseline-predictor").aliases == {"challenger": 1}
 
     text = CliRunner().invoke(app, ["train", "--variant", "baseline", "--epochs", "1", "--threads", "1", "--quiet"])
     assert text.exit_code == 0, text.output
     assert "registered baseline-predictor version 2 as challenger; no champion yet" in text.output
     assert "finmlops promote --model baseline-predictor --version 2 --alias champion" in text.output
+    registered = CliRunner().invoke(app, ["register", "--variant", "baseline"])
+    assert registered.exit_code == 0, registered.output
+    assert "registered baseline-predictor version 3 (test-split accuracy 0." in registered.output
+    assert "walk-forward" not in registered.output
+    listing = CliRunner().invoke(app, ["models"])
+    assert listing.output.count("test-split accuracy") == 3 and "walk-forward" not in listing.output
 
     evaluation = _run("evaluate", "--variant", "baseline", "--epochs", "1", "--folds", "2018-2019", "--n-boot", "100",
                       "--json")  # fmt: skip

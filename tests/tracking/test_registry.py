@@ -40,6 +40,28 @@ def test_bootstrap_p_value_tracks_the_evidence() -> None:
     assert not paired_block_bootstrap(better, reference, dates, margin=0.2, reference="r").significant
 
 
+def test_evidence_says_what_was_measured() -> None:
+    """A single held-out split is a test-split accuracy; walk-forward is said only of walk-forward folds."""
+    from finmlops.tracking import describe_evidence
+    from finmlops.tracking.registry import split_of
+
+    dates = pd.to_datetime(["2023-01-03", "2023-06-30", "2023-12-29"])
+    assert split_of(pd.DataFrame({"date": dates, "fold": "holdout"})) == "test split, 2023-01-03..2023-12-29"
+    folds = pd.DataFrame(
+        {"date": pd.to_datetime(["2014-01-02", "2015-06-01", "2023-12-29"]), "fold": [2014, 2015, 2023]}
+    )
+    assert split_of(folds) == "walk-forward, 3 folds, 2014-01-02..2023-12-29"
+    test = {"evidence": "test split, 2023-01-03..2023-12-29", "test_accuracy": "0.504000", "test_rows": "5270"}
+    assert describe_evidence(test) == "test-split accuracy 0.5040 on 5270 rows (2023-01-03..2023-12-29)"
+    wf = {"evidence": "walk-forward, 10 folds, 2014-01-02..2023-12-29", "wf_accuracy": "0.52", "wf_rows": "25150"}
+    assert describe_evidence(wf) == "walk-forward accuracy 0.5200 on 25150 rows (10 folds, 2014-01-02..2023-12-29)"
+    # Tagged before the split was recorded: whether it was walk-forward is unknown, so it is not claimed.
+    assert describe_evidence({"wf_accuracy": "0.504", "wf_rows": "5270"}) == (
+        "accuracy 0.5040 on 5270 rows (split not recorded)"
+    )
+    assert describe_evidence({}) == "no accuracy recorded"
+
+
 def test_registered_names() -> None:
     assert registered_name("transformer") == "transformer-predictor"
     with pytest.raises(KeyError, match="unknown variant 'huge'"):
@@ -106,12 +128,17 @@ def test_cli_register_promote_models(versions: Callable[[float], int]) -> None:
     assert registered.exit_code == 0, registered.output
     new = json.loads(registered.stdout)
     assert new["version"] == 2 and new["name"] == NAME and "wf_accuracy" in new
+    assert new["evidence"].startswith("walk-forward, 1 fold, ")
     refused = runner.invoke(app, ["promote", "--model", NAME, "--version", "2", "--alias", "challenger"])
     assert refused.exit_code == 1 and "promotion refused" in refused.output and "p =" in refused.output
+    assert "evidence: v2's walk-forward accuracy 0.5" in " ".join(refused.output.split())
     forced = runner.invoke(
         app, ["promote", "--model", NAME, "--version", "2", "--alias", "challenger", "--force", "--reason", "demo"]
     )
     assert forced.exit_code == 0, forced.output
+    table = runner.invoke(app, ["models"])
+    assert table.exit_code == 0 and table.output.count("walk-forward accuracy 0.5") == 2, table.output
+    assert "…" not in table.output and "None" not in table.output  # piped: whole cells, never cut to 80 columns
     listing = runner.invoke(app, ["models", "--json"])
     (model,) = json.loads(listing.stdout)
     assert model["aliases"] == {"challenger": 2} and [v["version"] for v in model["versions"]] == [2, 1]

@@ -160,21 +160,31 @@ def check_servable(refs: list[ModelRef], allow_local_uris: bool = False) -> list
     with ``allow_local_uris`` (tests, a single-node cluster sharing the path) return them as warnings instead."""
     bad = [r for r in refs if urlparse(r.uri).scheme not in SERVABLE_SCHEMES]
     if bad and not allow_local_uris:
-        detail = "; ".join(f"{r.model}@{r.alias} v{r.version} lives at {r.uri}" for r in bad)
+        # One fact per line: the models at fault, then what a cluster can read, then the ways out.
+        lines = [f"  {r.model}@{r.alias} v{r.version} lives at {r.uri}" for r in bad]
         raise DeployError(
-            f"{detail}: Seldon's rclone and KServe's storage initializer only download "
-            f"{', '.join(s + '://' for s in SERVABLE_SCHEMES)} URIs. Give MLflow an object-store artifact root "
-            "(`mlflow server --default-artifact-root s3://... --no-serve-artifacts`; docs/deploy.md), or pass "
-            "--allow-local-uris if the cluster can read these paths"
+            "a cluster cannot download these model versions:\n" + "\n".join(lines) + "\n"
+            f"Seldon's rclone and KServe's storage initializer download only "
+            f"{', '.join(s + '://' for s in SERVABLE_SCHEMES)} URIs. Either:\n"
+            "  - give MLflow an object-store artifact root, e.g. the local MinIO of docs/deploy.md:\n"
+            "    mlflow server --default-artifact-root s3://... --no-serve-artifacts\n"
+            "  - or render a preview outside the tree (drop --in-place),\n"
+            "  - or pass --allow-local-uris if the cluster can read these paths"
         )
     return [f"{r.model}@{r.alias} lives at {r.uri}, which a cluster cannot download" for r in bad]
 
 
 def render(
-    k8s_dir: Path, overlay: str, client: Any, image_tag: str | None = None, allow_local_uris: bool = False
+    k8s_dir: Path,
+    overlay: str,
+    client: Any,
+    image_tag: str | None = None,
+    allow_local_uris: bool = False,
+    out: Path | None = None,
 ) -> ReleaseChange:
-    """Resolve every alias the overlay serves and rewrite its release file (atomically, only if all resolve to
-    servable URIs: see :func:`check_servable`)."""
+    """Resolve every alias the overlay serves and write the release file (atomically, only if all resolve to
+    servable URIs: see :func:`check_servable`): to ``out`` when given (a preview; the tracked overlay file is
+    left alone and the diff is against it), else over the overlay's own ``release.yaml``."""
     path = overlay_path(k8s_dir, overlay) / RELEASE_FILE
     data = read_release(path)
     refs = [resolve(client, model, alias) for model, alias in served_aliases(data)]
@@ -188,7 +198,7 @@ def render(
             data[key] = with_tag(data[key], tag)
     for ref in refs:
         data.update(_entry(ref))
-    return _write(path, data, refs, warnings)
+    return _write(path, data, refs, warnings, out)
 
 
 def promote(
@@ -233,16 +243,22 @@ def release_document(data: dict[str, str], namespace: str = "financial-inference
     return _HEADER + yaml.safe_dump(doc, sort_keys=False, width=200)
 
 
-def _write(path: Path, data: dict[str, str], refs: list[ModelRef], warnings: list[str]) -> ReleaseChange:
+def _write(
+    path: Path, data: dict[str, str], refs: list[ModelRef], warnings: list[str], out: Path | None = None
+) -> ReleaseChange:
+    """Write the release document for ``data``: over ``path`` or, given ``out``, there (``path`` untouched, the
+    diff against it). ``changed``: the new document differs from the overlay's file."""
     old = path.read_text()
     namespace = (yaml.safe_load(old).get("metadata") or {}).get("namespace", "financial-inference")
     new = release_document(data, namespace)
-    if new != old:
-        write_text_atomic(path, new)
-    diff = git_diff(path) if new != old else ""
-    if new != old and not diff:  # not in a git checkout: show the same change as a plain unified diff
-        diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{path}", f"b/{path}"))
-    return ReleaseChange(path, refs, data[SERVE_IMAGE_KEY], data[TRAIN_IMAGE_KEY], new != old, diff, warnings)
+    target = out or path
+    if not target.is_file() or target.read_text() != new:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(target, new)
+    diff = git_diff(path) if new != old and out is None else ""
+    if new != old and not diff:  # a preview, or not in a git checkout: the same change as a plain unified diff
+        diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), f"a/{path}", f"b/{target}"))
+    return ReleaseChange(target, refs, data[SERVE_IMAGE_KEY], data[TRAIN_IMAGE_KEY], new != old, diff, warnings)
 
 
 def git_diff(path: Path) -> str:

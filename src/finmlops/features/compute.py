@@ -47,9 +47,10 @@ def market_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
 
     On each date the mean of ``adj_close_t / adj_close_{t-1} - 1`` over the tickers that trade that day, each
     return taken on the ticker's own previous row: same-day data or earlier only. NaN where no ticker has a return.
+    Summed in ticker order, so the result is bitwise the same however the universe is ordered.
     """
     returns = pd.concat(
-        {t: f["adj_close"].astype(np.float64).pct_change(fill_method=None) for t, f in universe.items()}, axis=1
+        {t: universe[t]["adj_close"].astype(np.float64).pct_change(fill_method=None) for t in sorted(universe)}, axis=1
     )
     return returns.mean(axis=1, skipna=True)
 

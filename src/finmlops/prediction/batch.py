@@ -88,6 +88,16 @@ def prediction_windows(universe: dict[str, pd.DataFrame], card: ModelCard) -> tu
     return make_windows(features[card.feature_names], None, card.seq_len, require_target=False), notes
 
 
+def no_window_message(universe: dict[str, pd.DataFrame], card: ModelCard, data_dir: Path) -> str:
+    """Why nothing could be scored: the rows the model needs per ticker and the rows each file has."""
+    have = ", ".join(f"{t} has {len(f)}" for t, f in sorted(universe.items()))
+    return (
+        f"no prediction: model {card.variant} ({card.feature_set} features, seq_len {card.seq_len}) needs at least "
+        f"{min_history(card)} rows of history per ticker (feature warm-up + window) and no file in {data_dir} "
+        f"gives one full window: {have}; nothing written"
+    )
+
+
 def skipped_rows(universe: dict[str, pd.DataFrame], windows: Any, need: int) -> list[dict[str, Any]]:
     """Per ticker with rows that got no window: rows, windows, skipped count, first usable date (None if none)."""
     report = []
@@ -172,6 +182,8 @@ def predict_folder(settings: Settings, model: str, data_dir: Path, out: Path, *,
             configure_tracking(settings)
         artifact, card, source = resolve_model(model, Path(tmp))
         windows, notes = prediction_windows(universe, card)
+        if len(windows.dates) == 0:
+            raise ValueError(no_window_message(universe, card, data_dir))
         prob = score(open_session(artifact.graph, settings.threads), windows.X)
     keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), windows.tickers], names=["date", "ticker"])
     rows = pd.DataFrame(

@@ -221,7 +221,7 @@ class ServingApp:
                 request = parse_infer(body, json_length)
                 rid = request.id or uuid.uuid4().hex
                 as_of = as_of_parameter(request.parameters)
-                model, exp, route = self._route(name, version, headers, request.parameters)
+                model, exp, route = self._route(name, version, headers, request.parameters, rid)
                 model_label = model.name
                 if exp is not None:
                     experiment, arm = exp.name, route.arm
@@ -277,7 +277,7 @@ class ServingApp:
             )
 
     def _route(
-        self, name: str, version: str | None, headers: dict[str, str], parameters: dict[str, Any]
+        self, name: str, version: str | None, headers: dict[str, str], parameters: dict[str, Any], rid: str
     ) -> tuple[LoadedModel, Experiment | None, Any]:
         """The model that answers: Seldon's ``seldon-model`` header (``<experiment>.experiment`` or a model name),
         else the path's model; an experiment whose ``default`` is that model takes over its endpoint."""
@@ -298,7 +298,7 @@ class ServingApp:
                     self.experiments.get(name) if name in self.experiments and self.store.get(name) is None else None
                 )
         if experiment is not None:
-            route = experiment.route(headers, parameters)
+            route = experiment.route(headers, parameters, rid)
             model = self.store.resolve(route.model)
             if model is None:
                 raise V2Error(503, f"experiment {experiment.name!r} routed to {route.model!r}, which is not loaded")

@@ -256,6 +256,7 @@ class Experiment:
         self._by_seldon_model.update({c.name: i for i, c in enumerate(arms)})
         self._default_index = self._arm_index[config.default_arm]
         bandit = config.bandit or BanditConfig()
+        self._seed = bandit.seed
         self._rng = random.Random(bandit.seed)
         self._np_rng = np.random.default_rng(bandit.seed)
         self.successes = np.zeros(len(arms))
@@ -300,10 +301,14 @@ class Experiment:
         return cumulative
 
     # The hot path: no allocation beyond a float and, for sticky keys, one 8-byte digest.
-    def route(self, headers: Mapping[str, str], parameters: Mapping[str, Any] | None = None) -> Route:
+    def route(
+        self, headers: Mapping[str, str], parameters: Mapping[str, Any] | None = None, request_id: str | None = None
+    ) -> Route:
         """The arm for one request. ``headers`` are looked up by lower-case name (as ASGI delivers them).
 
         Order: a pinned ``x-seldon-route`` naming a candidate; contextual value; sticky key; weighted/bandit draw.
+        The draw (and a partial mirror's) is a stable hash of ``request_id`` when one is given, so a replay with the
+        same request ids is routed the same whatever its timing; only the bandit's shares still move with feedback.
         """
         config = self.config
         index = -1
@@ -316,14 +321,20 @@ class Experiment:
                 index = self._context_index(headers, parameters)
             else:
                 key = headers.get(config.sticky_header) if config.sticky_header else None
-                u = stable_unit(key, config.name) if key else self._rng.random()
+                u = stable_unit(key, config.name) if key else self._draw(request_id, "route")
                 index = bisect.bisect_right(self._cumulative, u)
                 if index >= len(self._cumulative):
                     index = len(self._cumulative) - 1
         self.route_counts[index] += 1
-        if self._partial_mirror is not None and self._rng.random() * 100 < self._partial_mirror.percent:
+        if self._partial_mirror is not None and self._draw(request_id, "mirror") * 100 < self._partial_mirror.percent:
             return self._routes_mirrored[index]
         return self._routes[index]
+
+    def _draw(self, request_id: str | None, purpose: str) -> float:
+        """A uniform in [0, 1): the hash of ``request_id`` (salted by experiment, purpose and seed), else the rng."""
+        if request_id:
+            return stable_unit(request_id, f"{self.config.name}\0{purpose}\0{self._seed}")
+        return self._rng.random()
 
     def _context_index(self, headers: Mapping[str, str], parameters: Mapping[str, Any] | None) -> int:
         context = self.config.context

@@ -5,15 +5,18 @@ arms with different feature sets answer the same request) or a ready feature win
 routed by the ``seldon-model: <experiment>.experiment`` header with a sticky user key; ``parameters.as_of`` names
 ``d``, so the request log (and the A/B timeline) knows the simulated day however fast it is replayed. When the
 replay reaches day ``d + feedback_delay`` it posts the realised direction of ``d`` (``adj_close`` at ``d+1`` vs
-``d``) to ``/v2/feedback``. Requests are rate-limited, run over a few keep-alive connections, and bounded by a
-duration; a bad answer is counted, never fatal.
+``d``) to ``/v2/feedback``. A bad answer is counted, never fatal.
+
+What is sent is a function of the data, the days (``start``..``end``, or a number of days) and the seed only: one
+request per ticker per trading day, request ids ``s<seed>-<YYYYMMDD>-<ticker>`` (the server routes a request
+without a sticky key by a hash of its id), users drawn from a seeded generator in request order. The optional
+rate cap and the keep-alive connections change only how fast it goes, never what is sent or where it is routed.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
 import random
 import threading
 import time
@@ -58,6 +61,7 @@ class Answer:
     prob_up: float | None = None
     latency_ms: float = 0.0
     error: str | None = None
+    detail: str | None = None  # the server's error text (its JSON ``error`` field) or the exception's message
 
 
 @dataclass
@@ -67,10 +71,12 @@ class Summary:
     experiment: str
     url: str
     model_input: str
-    target_rate: float
+    target_rate: float | None
+    requests_per_day: int = 0
     requests: int = 0
     ok: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    error_text: dict[str, str] = field(default_factory=dict)  # the first server message of each error kind
     arms: Counter[str] = field(default_factory=Counter)
     feedback_sent: int = 0
     feedback_ok: int = 0
@@ -97,7 +103,9 @@ class Summary:
             "data_exhausted": self.exhausted,
             "requests": self.requests,
             "ok": self.ok,
+            "requests_per_day": self.requests_per_day,
             "errors": dict(self.errors),
+            "error_text": dict(self.error_text),
             "arms": dict(self.arms),
             "feedback_sent": self.feedback_sent,
             "feedback_ok": self.feedback_ok,
@@ -157,8 +165,9 @@ def replay_days(
     model_input: ModelInput = "raw",
     feature_set: str = "basic",
     seq_len: int = 10,
+    end: date | None = None,
 ) -> Iterator[list[Item]]:
-    """Per trading day on or after ``start`` that every ticker traded, one :class:`Item` per ticker.
+    """Per trading day in ``start``..``end`` (inclusive) that every ticker traded, one :class:`Item` per ticker.
 
     Raw items carry the last ``history`` rows up to the day; tensor items the last ``seq_len`` feature rows. Days
     without enough history (or with warm-up NaNs in the window) for every ticker are skipped. The per-ticker work
@@ -186,7 +195,7 @@ def replay_days(
     target = make_target(universe, horizon=1, threshold=0.0)
     labels = {t: target.xs(t, level="ticker").reindex(f.index).to_numpy() for t, f in universe.items()}
     calendar = sorted(set.intersection(*(set(f.index) for f in universe.values())))
-    days = [d for d in calendar if start is None or d.date() >= start]
+    days = [d for d in calendar if (start is None or d.date() >= start) and (end is None or d.date() <= end)]
     return _items(universe, days, columns, features, regimes, labels, history if not features else seq_len)
 
 
@@ -279,40 +288,56 @@ class _Connections:
                 conn.close()
 
 
+def _error_text(raw: bytes, limit: int = 300) -> str:
+    """The server's message: a V2 error body's ``error`` field, else the body's first ``limit`` characters."""
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    text = str(doc["error"]) if isinstance(doc, dict) and "error" in doc else raw.decode("utf-8", "replace")
+    return " ".join(text.split())[:limit] or "(empty body)"
+
+
 def _infer(conns: _Connections, path: str, payload: bytes, headers: dict[str, str]) -> Answer:
     began = time.perf_counter()
     try:
         status, route, raw = conns.post(path, payload, headers)
     except (http.client.HTTPException, OSError) as exc:
-        return Answer(0, error=f"connection:{type(exc).__name__}")
+        return Answer(0, error=f"connection:{type(exc).__name__}", detail=str(exc) or type(exc).__name__)
     latency = (time.perf_counter() - began) * 1000
     if status != 200:
-        return Answer(status, latency_ms=latency, error=f"status:{status}")
+        return Answer(status, latency_ms=latency, error=f"status:{status}", detail=_error_text(raw))
     try:
         body = json.loads(raw)
         prob = float(body["outputs"][0]["data"][0])
     except (ValueError, KeyError, IndexError, TypeError):
-        return Answer(status, latency_ms=latency, error="bad-body")
+        return Answer(status, latency_ms=latency, error="bad-body", detail=_error_text(raw))
     return Answer(status, _arm_of(route, body), prob, latency)
 
 
 def _feedback(conns: _Connections, payload: bytes, headers: dict[str, str]) -> Answer:
     try:
-        status, _, _ = conns.post("/v2/feedback", payload, headers)
+        status, _, raw = conns.post("/v2/feedback", payload, headers)
     except (http.client.HTTPException, OSError) as exc:
-        return Answer(0, error=f"connection:{type(exc).__name__}")
-    return Answer(status, error=None if 200 <= status < 300 else f"status:{status}")
+        return Answer(0, error=f"connection:{type(exc).__name__}", detail=str(exc) or type(exc).__name__)
+    if 200 <= status < 300:
+        return Answer(status)
+    return Answer(status, error=f"status:{status}", detail=_error_text(raw))
 
 
 class _Pacer:
-    """Spaces calls ``1 / rate`` seconds apart from a fixed start, so a slow moment is caught up, not lost."""
+    """Spaces calls ``1 / rate`` seconds apart from a fixed start, so a slow moment is caught up, not lost.
 
-    def __init__(self, rate: float):
-        self.interval = 1.0 / rate
+    ``rate`` None: no pacing (the connections bound the speed)."""
+
+    def __init__(self, rate: float | None):
+        self.interval = 1.0 / rate if rate else 0.0
         self.start = time.perf_counter()
         self.sent = 0
 
     def wait(self) -> None:
+        if not self.interval:
+            return
         delay = self.start + self.sent * self.interval - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
@@ -324,8 +349,8 @@ def run_traffic(
     *,
     url: str,
     experiment: str,
-    rate: float,
-    duration_s: float,
+    rate: float | None = None,
+    max_days: int | None = None,
     model_input: ModelInput = "raw",
     feedback_delay: int = 1,
     seed: int = 0,
@@ -338,16 +363,19 @@ def run_traffic(
 ) -> Summary:
     """Send the replay to the server at ``url`` and return the tally.
 
-    ``rate``: HTTP requests per second (infer and feedback together). ``duration_s``: no new simulated day starts
-    after it; then the outcomes of the days already replayed are posted (the data knows them), so every answered
-    request with a known direction gets its feedback. ``feedback_delay``: the outcome of day d is posted when the
-    replay reaches day d + delay (before that day's requests). ``users``: size of the simulated user pool behind
-    the sticky ``key_header``.
+    ``max_days``: replay at most this many trading days of ``days`` (None: all); then the outcomes of the days
+    replayed are posted (the data knows them), so every answered request with a known direction gets its feedback.
+    ``rate``: a cap on HTTP requests per second (infer and feedback together; None: none); it changes the timing
+    only. ``feedback_delay``: the outcome of day d is posted when the replay reaches day d + delay (before that
+    day's requests). ``seed``: names the request ids (``s<seed>-<YYYYMMDD>-<ticker>``, so a second replay into the
+    same request log needs another seed) and draws the users of the sticky ``key_header`` from a pool of ``users``.
     """
-    if rate <= 0 or duration_s <= 0 or concurrency < 1 or feedback_delay < 0 or users < 1:
-        raise ValueError("rate, duration and users must be positive, concurrency >= 1, feedback_delay >= 0")
+    if (rate is not None and rate <= 0) or (max_days is not None and max_days < 1):
+        raise ValueError(f"rate and days must be positive, got rate {rate} and {max_days} days")
+    if concurrency < 1 or feedback_delay < 0 or users < 1:
+        raise ValueError("users must be positive, concurrency >= 1, feedback_delay >= 0")
     rng = random.Random(seed)
-    run_id = os.urandom(4).hex()
+    run_id = f"s{seed}"
     summary = Summary(experiment=experiment, url=url, model_input=model_input, target_rate=rate)
     conns = _Connections(url, timeout_s)
     base = {"content-type": "application/json", "seldon-model": f"{experiment}.experiment"}
@@ -380,18 +408,18 @@ def run_traffic(
                 payload = json.dumps({"id": rid, "outcome": item.outcome}).encode()
                 feedback.append(submit(pool, _feedback, payload, base))
 
-    deadline = time.perf_counter() + duration_s
     index = -1
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="traffic")
     try:
         for index, items in enumerate(days):
-            if time.perf_counter() >= deadline:
+            if max_days is not None and index >= max_days:
                 index -= 1
                 break
             post_feedback(pool, index - feedback_delay)
             summary.first_day = summary.first_day or items[0].day
             summary.last_day = items[0].day
             summary.days += 1
+            summary.requests_per_day = len(items)
             for item in items:
                 rid = f"{run_id}-{item.day:%Y%m%d}-{item.ticker}"
                 headers = {**base, key_header: f"user-{rng.randrange(users)}", "x-volatility-regime": item.regime}
@@ -415,6 +443,7 @@ def run_traffic(
             summary.latencies_ms.append(answer.latency_ms)
         else:
             summary.errors[answer.error] += 1
+            summary.error_text.setdefault(answer.error, answer.detail or "")
     for future in feedback:
         answer = future.result()
         summary.feedback_sent += 1
@@ -422,4 +451,25 @@ def run_traffic(
             summary.feedback_ok += 1
         else:
             summary.feedback_errors[answer.error] += 1
+            summary.error_text.setdefault(f"feedback {answer.error}", answer.detail or "")
     return summary
+
+
+def describe_errors(errors: dict[str, int], error_text: dict[str, str], prefix: str = "") -> str:
+    """``"70 status:404 (no experiment 'x'; configured: ab)"``, one clause per error kind, most frequent first."""
+    parts = []
+    for kind, n in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0])):
+        text = error_text.get(prefix + kind)
+        parts.append(f"{n} {kind}" + (f" ({text})" if text else ""))
+    return "; ".join(parts) or "none"
+
+
+def failure(summary: dict[str, Any]) -> str | None:
+    """Why a replay failed (None if it did not): no request sent, or more than half of the infers failed."""
+    requests, ok = summary["requests"], summary["ok"]
+    if requests == 0:
+        return "no request was sent: no replayed day (check --start/--end and the tickers' common history)"
+    if ok * 2 >= requests:
+        return None
+    failed = describe_errors(summary["errors"], summary["error_text"])
+    return f"{requests - ok} of {requests} requests failed: {failed}"

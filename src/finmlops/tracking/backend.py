@@ -8,6 +8,7 @@ used as given, except that ``postgresql://`` gets the psycopg2 driver when psyco
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import urllib.error
@@ -122,6 +123,10 @@ def configure_tracking(settings: Settings) -> str:
     """
     for name, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    # A fresh workspace's database gets MLflow's tables, announced at INFO ("Creating initial MLflow database
+    # tables..."): routine, not news, so only warnings from there reach the user.
+    for logger in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(logger).setLevel(logging.WARNING)
     check_reachable(settings.tracking_uri)
     uri = storage_url(settings.tracking_uri)
     mlflow.set_tracking_uri(uri)

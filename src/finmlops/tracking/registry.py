@@ -31,6 +31,8 @@ from finmlops.models import VARIANTS
 ALIASES: tuple[str, ...] = ("champion", "challenger")
 PREDICTIONS_ARTIFACT = "walk_forward/predictions.parquet"
 EVIDENCE_TAG = "finmlops.evidence"  # "selection": its predictions are the rows it was selected on
+# On a training run: what its logged predictions are ("walk-forward, 10 folds, <first>..<last>" or "test split, ...").
+SPLIT_TAG = "finmlops.predictions_split"
 N_BOOT = 2000
 ALPHA = 0.05
 
@@ -223,16 +225,33 @@ def promote(
     return {"name": name, "version": version, "alias": alias, "forced": False, **asdict(test)}
 
 
+def split_of(predictions: pd.DataFrame) -> str:
+    """What a predictions frame (``date``, ``fold``) measures: ``"test split, <first>..<last>"`` for one held-out
+    block (``fold`` "holdout"), else ``"walk-forward, <k> folds, <first>..<last>"``."""
+    dates = pd.to_datetime(predictions["date"])
+    span = f"{dates.min().date()}..{dates.max().date()}"
+    folds = predictions["fold"].astype(str).unique() if "fold" in predictions else []
+    if len(folds) == 1 and folds[0] == "holdout":
+        return f"test split, {span}"
+    return f"walk-forward, {len(folds)} fold{'s' if len(folds) != 1 else ''}, {span}"
+
+
 def tag_version(name: str, version: str) -> dict[str, str]:
-    """Store the pooled walk-forward accuracy, its row count and the data hash on a model version (as tags)."""
+    """Store the accuracy of the version's logged predictions, what they are, their row and date counts and the
+    data hash on a model version (as tags): ``wf_accuracy``/``wf_rows``/``wf_dates`` for walk-forward predictions,
+    ``test_accuracy``/``test_rows``/``test_dates`` for one held-out test split, ``evidence`` saying which (with the
+    folds and dates), so that nothing calls a single split walk-forward."""
     client = _client()
     model_version = client.get_model_version(name, version)
     rows = version_predictions(model_version)
     run = client.get_run(model_version.run_id)
+    evidence = run.data.tags.get(SPLIT_TAG, "split not recorded")
+    prefix = "wf" if evidence.startswith("walk-forward") else "test" if evidence.startswith("test split") else "eval"
     tags = {
-        "wf_accuracy": f"{_correct(rows).mean():.6f}",
-        "wf_rows": str(len(rows)),
-        "wf_dates": str(rows["date"].nunique()),
+        "evidence": evidence,
+        f"{prefix}_accuracy": f"{_correct(rows).mean():.6f}",
+        f"{prefix}_rows": str(len(rows)),
+        f"{prefix}_dates": str(rows["date"].nunique()),
         "data_hash": run.data.tags.get("finmlops.data_hash", "unknown"),
     }
     for key, value in tags.items():
@@ -242,7 +261,8 @@ def tag_version(name: str, version: str) -> dict[str, str]:
 
 def register_variant(variant: str, run_id: str | None = None) -> ModelVersion:
     """Register the model of ``run_id`` (default: the newest finished training run of ``variant`` that logged one)
-    as a new version of ``<variant>-predictor``, tagged with its walk-forward accuracy."""
+    as a new version of ``<variant>-predictor``, tagged with the accuracy of its logged predictions (see
+    :func:`tag_version`)."""
     name = registered_name(variant)
     if run_id is None:
         runs = mlflow.search_runs(
@@ -282,6 +302,26 @@ def mark_challenger(run_id: str) -> dict[str, Any]:
         "alias": "challenger",
         "champion": int(holder.version) if holder is not None else None,
     }
+
+
+def describe_evidence(tags: dict[str, str]) -> str:
+    """One line on a version's recorded accuracy and what it was measured on, from :func:`tag_version`'s tags:
+    ``"walk-forward accuracy 0.5200 on 25150 rows (10 folds, 2014-01-02..2023-12-29)"``,
+    ``"test-split accuracy 0.5040 on 5270 rows (2023-01-03..2023-12-29)"``."""
+    evidence = tags.get("evidence")
+    # Tagged before the split was recorded (wf_* on every version then): walk-forward or one test split, unknown.
+    where = evidence.partition(", ")[2] if evidence else "split not recorded"
+    for prefix, label in (("wf", "walk-forward accuracy"), ("test", "test-split accuracy"), ("eval", "accuracy")):
+        if f"{prefix}_accuracy" in tags:
+            label = label if evidence else "accuracy"
+            accuracy = float(tags[f"{prefix}_accuracy"])
+            return f"{label} {accuracy:.4f} on {tags.get(f'{prefix}_rows', '?')} rows ({where or evidence})"
+    return "no accuracy recorded"
+
+
+def evidence_of(name: str, version: int | str) -> str:
+    """:func:`describe_evidence` of one registered version (what the promotion rule tests it on)."""
+    return describe_evidence(dict(_client().get_model_version(name, str(version)).tags))
 
 
 def list_models() -> list[dict[str, Any]]:

@@ -26,7 +26,7 @@ from finmlops.features.registry import feature_set_version
 from finmlops.provenance import file_sha256, git_commit, json_safe, software_versions
 from finmlops.settings import Settings
 from finmlops.tracking.backend import EXPERIMENTS, TrackingError, configure_tracking, ensure_experiment, redact
-from finmlops.tracking.registry import PREDICTIONS_ARTIFACT
+from finmlops.tracking.registry import PREDICTIONS_ARTIFACT, SPLIT_TAG, split_of
 
 MAX_PARAM_CHARS = 500  # MLflow's limit on a param value
 PREDICTIONS_SHA_TAG = "finmlops.predictions_sha256"
@@ -186,6 +186,7 @@ def _log_predictions(predictions: pd.DataFrame) -> None:
         path = Path(tmp) / Path(PREDICTIONS_ARTIFACT).name
         predictions.to_parquet(path, index=False)
         mlflow.log_artifact(str(path), str(Path(PREDICTIONS_ARTIFACT).parent))
+    mlflow.set_tag(SPLIT_TAG, split_of(predictions))
 
 
 def _log_trained(trained: TrainedNetwork, card_fields: dict[str, Any], register: bool) -> None:

@@ -87,11 +87,12 @@ class CostsConfig(_Section):
 
 
 class TrafficConfig(_Section):
-    """The A/B replay of the last test year through the served champions: requests per second for
-    ``seconds`` of wall-clock time."""
+    """The A/B replay through the served champions: one request per ticker per trading day from ``start`` to
+    ``end`` (default: the whole last test year, which the final models never trained on), seeded routing, so the
+    request log is a function of the config (finmlops.serving.traffic)."""
 
-    rate: float = Field(default=50.0, gt=0.0, description="HTTP requests per second, infer and feedback together.")
-    seconds: float = Field(default=60.0, gt=0.0)
+    start: date | None = None
+    end: date | None = None
 
 
 class ImportanceConfig(_Section):
@@ -148,6 +149,8 @@ class RunConfig(_Section):
                 f"test_years {self.test_years[0]}..{self.test_years[-1]} must lie after the first year of data "
                 f"({self.universe.start.year}) and within its last ({self.universe.end.year})"
             )
+        if self.traffic_end < self.traffic_start:
+            raise ValueError(f"traffic.end {self.traffic_end} is before traffic.start {self.traffic_start}")
         if self.importance.folds > len(self.test_years):
             raise ValueError(f"importance.folds {self.importance.folds} exceeds the {len(self.test_years)} test years")
         return self
@@ -172,8 +175,13 @@ class RunConfig(_Section):
 
     @property
     def traffic_start(self) -> date:
-        """First replayed day: the last test year, which the final models never trained on."""
-        return date(self.test_years[-1], 1, 1)
+        """First replayed day: ``traffic.start``, else the first day of the last test year."""
+        return self.traffic.start or date(self.test_years[-1], 1, 1)
+
+    @property
+    def traffic_end(self) -> date:
+        """Last replayed day: ``traffic.end``, else the end of the last test year (bounded by the data's end)."""
+        return self.traffic.end or min(date(self.test_years[-1], 12, 31), self.universe.end)
 
     @property
     def gap_seq_len(self) -> int:

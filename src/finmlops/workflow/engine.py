@@ -238,7 +238,8 @@ class RunState:
             if not path.is_file():
                 return f"output {path} is missing"
             if file_sha256(path) != digest:
-                return f"output {path} changed since"
+                written = record.get("finished_at", "an unrecorded time")
+                return f"output {path} changed since the step wrote it at {written}"
         return None
 
     def record(self, step: str, parts: dict[str, str], outcome: Outcome, seconds: float) -> None:
@@ -296,7 +297,7 @@ def run_steps(
             if stale is None:
                 ctx.outputs[step.name] = record.get("data", {})
                 report.status, report.figure = ("would skip" if dry_run else "skipped"), record.get("figure", "")
-                report.detail = f"inputs unchanged since {record.get('finished_at')}"
+                report.detail = f"inputs unchanged since {record.get('finished_at', 'the last successful run')}"
             elif dry_run:
                 report.status, report.detail = "would run", stale
                 pending.add(step.name)

@@ -327,7 +327,8 @@ def _traffic_inputs(ctx: Context) -> dict[str, Any]:
     return {
         "champions": champion_versions(ctx.settings),
         "dataset_hash": ctx.output("ingest")["dataset_hash"],
-        "traffic": [plan.traffic_start, plan.traffic.rate, plan.traffic.seconds, ctx.settings.seed],
+        # What the replay sends depends on these only (see finmlops.serving.traffic).
+        "traffic": [plan.traffic_start, plan.traffic_end, ctx.settings.seed],
     }
 
 
@@ -337,9 +338,8 @@ def _traffic(ctx: Context) -> Outcome:
 
     plan: RunConfig = ctx.plan
     summary = serve_and_replay(
-        ctx.settings, _universe(ctx), start=plan.traffic_start, rate=plan.traffic.rate,
-        duration_s=plan.traffic.seconds, seed=ctx.settings.seed,
-    )  # fmt: skip
+        ctx.settings, _universe(ctx), start=plan.traffic_start, end=plan.traffic_end, seed=ctx.settings.seed
+    )
     summary["provenance"] = stamp(data_hash=ctx.output("ingest")["dataset_hash"], config=_traffic_inputs(ctx))
     path = write_json_atomic(ctx.settings.results_dir / "traffic.json", summary)
     log = Path(summary["request_log"])
