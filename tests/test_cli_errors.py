@@ -141,6 +141,7 @@ def test_a_full_disk_during_ingest(cli: Cli, small_disk: Path) -> None:
     outcome = cli("ingest", "--no-track", "--start", "2010-01-01")
     line = outcome.error_line
     assert outcome.code == 1 and "No space left on device" in line and "the disk is full" in line, line
+    assert line.startswith(f"error: {small_disk / 'data'}/") and ".parquet: " in line  # names the file
     after = cli("data", "info", "--verify", "--json")
     assert after.code == 0 and json.loads(after.stdout)["dataset_hash"] == before["dataset_hash"]
     names = {p.name for p in (small_disk / "data").iterdir()}

@@ -145,6 +145,11 @@ def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
         pq.write_table(table, tmp)
         _fsync_path(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # pyarrow's errors (a full disk) name no file: name the one being written.
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
