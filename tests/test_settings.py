@@ -4,9 +4,8 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
-from finmlops.settings import DEFAULT_TICKERS, load_settings
+from finmlops.settings import DEFAULT_TICKERS, SettingsError, load_settings, parse_iso_date
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,14 +53,52 @@ def test_bad_settings_are_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     cfg = tmp_path / "finmlops.yaml"
     cfg.write_text("start: 2020-01-01\nend: 2019-01-01\n")
     monkeypatch.setenv("FINMLOPS_CONFIG", str(cfg))
-    with pytest.raises(ValidationError, match="before start"):
+    with pytest.raises(SettingsError, match="before start"):
         load_settings()
     cfg.write_text("tickerz: [AAPL]\n")
-    with pytest.raises(ValidationError, match="tickerz"):
+    with pytest.raises(SettingsError, match="tickerz"):
         load_settings()
     cfg.write_text("- just\n- a list\n")
-    with pytest.raises(ValueError, match="expected a mapping"):
+    with pytest.raises(SettingsError, match="expected a mapping"):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [(": [\n", r"not valid YAML at line 1, column 1"), ("a: b: c\n", r"not valid YAML at line 1, column 5")],
+)
+def test_garbage_yaml_is_one_line_naming_the_file(
+    text: str, problem: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "finmlops.yaml"
+    cfg.write_text(text)
+    monkeypatch.setenv("FINMLOPS_CONFIG", str(cfg))
+    with pytest.raises(SettingsError, match=rf"^{cfg}: {problem}: [^\n]+$"):
+        load_settings()
+    monkeypatch.setenv("FINMLOPS_CONFIG", str(tmp_path))
+    with pytest.raises(SettingsError, match=r"the settings file is a directory \(FINMLOPS_CONFIG names a YAML file\)"):
+        load_settings()
+
+
+def test_a_workspace_that_is_a_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for home in (tmp_path / "afile", Path("/dev/null")):
+        (tmp_path / "afile").touch()
+        monkeypatch.setenv("FINMLOPS_HOME", str(home))
+        with pytest.raises(SettingsError, match="not a directory") as info:
+            load_settings()
+        assert info.value.fields[0][0] == "home"  # the field, not the variable's alias
+
+
+@pytest.mark.parametrize("text", ["03/01/2023", "2023-3-1", "20230301", "2023-03-01T00:00", " ", "2023-02-30"])
+def test_dates_are_iso_only(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``03/01/2023`` was read as 1 March by pydantic's lax date parsing."""
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        parse_iso_date(text)
+    monkeypatch.setenv("FINMLOPS_START", text)
+    with pytest.raises(SettingsError, match="YYYY-MM-DD") as info:
+        load_settings()
+    assert "pydantic" not in str(info.value) and "http" not in str(info.value)
+    assert parse_iso_date("2023-03-01") == load_settings(start="2023-03-01").start == date(2023, 3, 1)
 
 
 def test_label_horizon_and_threshold(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -73,7 +110,7 @@ def test_label_horizon_and_threshold(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("FINMLOPS_HORIZON", "3")
     assert load_settings().horizon == 3
     assert load_settings(horizon=2).horizon == 2
-    with pytest.raises(ValidationError, match="horizon"):
+    with pytest.raises(SettingsError, match="horizon"):
         load_settings(horizon=0)
-    with pytest.raises(ValidationError, match="threshold"):
+    with pytest.raises(SettingsError, match="threshold"):
         load_settings(threshold=-0.01)

@@ -6,6 +6,7 @@ Commands that a machine reads take ``--json`` and then print one JSON document o
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -14,9 +15,17 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from finmlops import __version__
-from finmlops.settings import Settings, load_settings
+from finmlops.settings import (
+    Settings,
+    SettingsError,
+    check_workspace,
+    config_file,
+    load_settings,
+    parse_iso_date,
+)
 
 app = typer.Typer(
     name="finmlops",
@@ -43,7 +52,7 @@ err_console = Console(stderr=True)
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one clear error line on stderr and exit with ``code``."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -58,10 +67,30 @@ def pairs(mapping: Any) -> str:
 
 
 def settings_from(**overrides: Any) -> Settings:
+    """Settings with the command's flags on top; a bad flag is exit code 2 naming it, a bad file or variable 1."""
     try:
         return load_settings(**overrides)
-    except ValueError as exc:  # pydantic.ValidationError is a ValueError
-        fail(f"invalid settings: {exc}", code=2)
+    except SettingsError as exc:
+        flags = {k for k, v in overrides.items() if v is not None}
+        if not exc.fields:
+            fail(str(exc))
+        named = [
+            f"--{f.replace('_', '-')}: {m}"
+            if f in flags
+            else f"setting {f} ({config_file()} or FINMLOPS_{f.upper()}): {m}"
+            for f, m in exc.fields
+        ]
+        fail("; ".join(named), code=2 if all(f in flags for f, _ in exc.fields) else 1)
+
+
+def iso_date_option(param: typer.CallbackParam, value: str | None) -> str | None:
+    """Callback of every date option: ``YYYY-MM-DD`` only, else one error line naming the option (exit code 2)."""
+    if value is None:
+        return None
+    try:
+        return parse_iso_date(value).isoformat()
+    except ValueError as exc:
+        fail(f"{param.opts[0]}: {exc}", code=2)
 
 
 def _version_callback(value: bool) -> None:
@@ -88,8 +117,12 @@ def ingest_command(
         "snapshot", "--source", help="snapshot (bundled real data, default), yahoo (yfinance) or csv (a folder)."
     ),
     tickers: str | None = typer.Option(None, "--tickers", help="Comma-separated tickers (default: settings)."),
-    start: str | None = typer.Option(None, "--start", help="First date, YYYY-MM-DD, inclusive (default: settings)."),
-    end: str | None = typer.Option(None, "--end", help="Last date, YYYY-MM-DD, inclusive (default: settings)."),
+    start: str | None = typer.Option(
+        None, "--start", callback=iso_date_option, help="First date, YYYY-MM-DD, inclusive (default: settings)."
+    ),
+    end: str | None = typer.Option(
+        None, "--end", callback=iso_date_option, help="Last date, YYYY-MM-DD, inclusive (default: settings)."
+    ),
     data_dir: str | None = typer.Option(
         None, "--data-dir", help="Folder of Yahoo-format CSVs for --source csv (default: settings.raw_data_dir)."
     ),
@@ -772,7 +805,10 @@ def explain_command(
         None, "--ticker", help="Ticker to explain (default: the first the model was trained on)."
     ),
     date: str | None = typer.Option(
-        None, "--date", help="Decision date YYYY-MM-DD (default: the ticker's latest complete window)."
+        None,
+        "--date",
+        callback=iso_date_option,
+        help="Decision date YYYY-MM-DD (default: the ticker's latest complete window).",
     ),
     top: int = typer.Option(10, "--top", min=1, help="Features to list."),
     steps: int = typer.Option(50, "--steps", min=2, help="Gauss-Legendre nodes of the Integrated Gradients path."),
@@ -1068,8 +1104,12 @@ def traffic_command(
         0, "--seed", help="Names the request ids (the server routes by them) and draws the users; new log, new seed."
     ),
     tickers: str | None = typer.Option(None, "--tickers", help="Comma-separated snapshot tickers (default: all)."),
-    start: str = typer.Option("2023-01-03", "--start", help="First simulated day, YYYY-MM-DD."),
-    end: str | None = typer.Option(None, "--end", help="Last simulated day, YYYY-MM-DD (default: the data's last)."),
+    start: str = typer.Option(
+        "2023-01-03", "--start", callback=iso_date_option, help="First simulated day, YYYY-MM-DD."
+    ),
+    end: str | None = typer.Option(
+        None, "--end", callback=iso_date_option, help="Last simulated day, YYYY-MM-DD (default: the data's last)."
+    ),
     history: int = typer.Option(120, "--history", min=2, help="Rows of OHLCV history per raw request."),
     feature_set: str = typer.Option("basic", "--feature-set", help="Feature set of --model-input tensor."),
     seq_len: int = typer.Option(10, "--seq-len", min=1, help="Window length of --model-input tensor."),
@@ -1183,16 +1223,26 @@ def serve_command(
     Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. See docs/serving.md."""
     from pathlib import Path
 
-    from finmlops.serving.config import ServingConfigError
+    from finmlops.serving.config import ServingConfigError, load_config
     from finmlops.serving.models import ModelLoadError
-    from finmlops.serving.server import build_app, run
+    from finmlops.serving.server import build_app, needs_registry, run
 
     if log_level not in ("debug", "info", "warning", "error"):
         fail(f"--log-level must be debug, info, warning or error, got {log_level!r}", code=2)
     if config is not None and not Path(config).is_file():
         fail(f"--config {config}: no such file", code=2)
+    settings = settings_from()
     try:
-        serving_app = build_app(settings_from(), Path(config) if config else None)
+        loaded = load_config(Path(config)) if config else None
+        if loaded is None or needs_registry(loaded):
+            # A dead registry is one line naming its URI (password redacted), not MLflow's 237-line traceback.
+            from finmlops.tracking.backend import TrackingError, check_reachable
+
+            try:
+                check_reachable(settings.tracking_uri)
+            except TrackingError as exc:
+                fail(str(exc))
+        serving_app = build_app(settings, config=loaded)
     except (ServingConfigError, ModelLoadError) as exc:
         fail(str(exc))
     run(serving_app, host=host, port=port, log_level=log_level)
@@ -1236,8 +1286,9 @@ def run_command(
         fail("--config and --quick are exclusive: --quick is configs/quick.yaml")
     settings = settings_from()
     try:
+        check_workspace(settings.home)  # also for --dry-run: a run that would fail at its first write says so now
         run_config = load_run_config(config) if config is not None else None
-    except RunConfigError as exc:
+    except (SettingsError, RunConfigError) as exc:
         fail(str(exc))
     say = (lambda text: None) if json_out else (lambda text: err_console.print(text, highlight=False, markup=False))
 
@@ -1565,5 +1616,46 @@ def deploy_rules(
     console.print(f"{out} {'regenerated' if stale else 'is up to date'}", highlight=False)
 
 
+# Optional packages (top-level module) -> the extra of pyproject's [project.optional-dependencies] that installs them.
+EXTRA_OF_MODULE = {
+    "torch": "train", "sklearn": "train", "lightgbm": "train", "mlflow": "train", "onnx": "train", "optuna": "train",
+    "captum": "train", "psycopg2": "train", "boto3": "train", "yfinance": "yahoo", "onnxruntime": "serve",
+    "starlette": "serve", "uvicorn": "serve", "orjson": "serve", "prometheus_client": "serve",
+}  # fmt: skip
+_OS_ERROR_HINTS = {
+    errno.ENOSPC: "the disk is full; free space and retry (the data store keeps its last complete version)",
+    errno.EDQUOT: "the disk quota is exhausted; free space and retry",
+    errno.EROFS: "the file system is read-only; set FINMLOPS_HOME to a writable workspace",
+    errno.EACCES: "permission denied; set FINMLOPS_HOME to a workspace you can write",
+    errno.EPERM: "operation not permitted; set FINMLOPS_HOME to a workspace you can write",
+    errno.ENOTDIR: "a part of the path is a file, not a directory; check FINMLOPS_HOME",
+}
+
+
+def _error_line(exc: BaseException) -> str | None:
+    """One line for an error that is the user's or the machine's, not a bug; None for anything else."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        extra = EXTRA_OF_MODULE.get(exc.name.split(".")[0])
+        if extra:
+            return (
+                f"this command needs {exc.name.split('.')[0]}, which is not installed: pip install 'finmlops[{extra}]'"
+            )
+    if isinstance(exc, SettingsError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in _OS_ERROR_HINTS:
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f) or "a workspace file"
+        return f"{where}: {exc.strerror or exc}: {_OS_ERROR_HINTS[exc.errno]}"
+    return None
+
+
 def main() -> None:
-    app()
+    """The ``finmlops`` entry point: a missing extra, a full disk, a read-only or misplaced workspace become one
+    error line and exit code 1 instead of a traceback (commands catch their own domain errors)."""
+    try:
+        app()
+    except Exception as exc:  # re-raised below unless it is a known user or machine error
+        line = _error_line(exc)
+        if line is None:
+            raise
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        sys.exit(1)

@@ -8,12 +8,13 @@ the current directory (or the file named by ``FINMLOPS_CONFIG``), then the defau
 from __future__ import annotations
 
 import os
+import re
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -27,9 +28,31 @@ CONFIG_FILE_ENV = "FINMLOPS_CONFIG"
 DEFAULT_CONFIG_FILE = "finmlops.yaml"
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; ``fields`` holds (field, message) per invalid field, empty for a bad file."""
+
+    def __init__(self, message: str, fields: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields or []
+
+
 def config_file() -> Path:
     """The YAML file settings are read from (it need not exist)."""
     return Path(os.environ.get(CONFIG_FILE_ENV, DEFAULT_CONFIG_FILE))
+
+
+def parse_iso_date(text: str) -> date:
+    """``YYYY-MM-DD`` and nothing else (no ``03/01/2023``, ``2023-3-1``, ``20230301`` or times); ``ValueError``
+    with a short message otherwise."""
+    if not _ISO_DATE.fullmatch(text.strip()):
+        raise ValueError(f"expected a date as YYYY-MM-DD, got {text!r}")
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not a calendar date (YYYY-MM-DD)") from None
 
 
 class Settings(BaseSettings):
@@ -90,6 +113,22 @@ class Settings(BaseSettings):
             return [str(t).strip().upper() for t in value]
         return value
 
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _iso_date(cls, value: Any) -> Any:
+        if isinstance(value, date):  # YAML's own unquoted dates
+            return value
+        if isinstance(value, str):
+            return parse_iso_date(value)
+        raise ValueError(f"expected a date as YYYY-MM-DD, got {value!r}")
+
+    @field_validator("home")
+    @classmethod
+    def _home_is_a_folder(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"workspace {value} exists and is not a directory")
+        return value
+
     @field_validator("end")
     @classmethod
     def _end_after_start(cls, value: date, info: Any) -> date:
@@ -131,11 +170,67 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.home.resolve() / 'mlflow.db'}"
 
 
+def check_workspace(home: Path) -> None:
+    """``SettingsError`` unless ``home`` is a directory this process can write, or one it can create."""
+    if home.exists() and not home.is_dir():
+        raise SettingsError(f"workspace {home} exists and is not a directory; set FINMLOPS_HOME to a folder")
+    probe = home.absolute()
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise SettingsError(
+            f"workspace {home} is not writable ({probe} is read-only or not yours); set FINMLOPS_HOME to a "
+            "writable folder"
+        )
+
+
+def _field_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """(field, message) per error, without pydantic's input dumps and documentation URLs."""
+    alias_of = {
+        str(alias): name
+        for name, info in Settings.model_fields.items()
+        if isinstance(info.validation_alias, AliasChoices)
+        for alias in info.validation_alias.choices
+    }
+    out = []
+    for err in exc.errors(include_url=False):
+        field = ".".join(str(part) for part in err["loc"]) or "settings"
+        field = alias_of.get(field, field)
+        message = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown setting"
+        out.append((field, message))
+    return out
+
+
+def _read_config(path: Path) -> None:
+    """Check that the YAML file ``path`` (when present) is a readable mapping; ``SettingsError`` naming it."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise SettingsError(f"{path}: the settings file is a directory ({CONFIG_FILE_ENV} names a YAML file)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise SettingsError(f"{path}: not valid YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read the settings file: {getattr(exc, 'strerror', None) or exc}") from None
+    if raw is not None and not isinstance(raw, dict):
+        raise SettingsError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Read settings; ``overrides`` (e.g. CLI flags) win over every other source. ``None`` values are ignored."""
+    """Read settings; ``overrides`` (e.g. CLI flags) win over every other source. ``None`` values are ignored.
+
+    Raises ``SettingsError``: one line naming the file, or each invalid field with a short message.
+    """
     path = config_file()
-    if path.exists():
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of settings, got {type(raw).__name__}")
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    _read_config(path)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        fields = _field_errors(exc)
+        raise SettingsError("; ".join(f"{f}: {m}" for f, m in fields), fields) from None

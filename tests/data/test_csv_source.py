@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import warnings
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -112,3 +114,25 @@ def test_folder_errors_list_what_is_there(q1_2023: dict[str, pd.DataFrame], tmp_
     (tmp_path / "AAPL.csv").unlink()
     with pytest.raises(DataSourceError, match=r"no AAPL rows between 2024-01-01 and the end \(the data cover"):
         load_csv_folder(tmp_path, ["AAPL"], start=date(2024, 1, 1))
+
+
+@pytest.mark.parametrize("cell", ["2023-01-05xyz", "2023-01-05 junk", "2023-01-05 00:00:00+05:00:99", "2023-1-5"])
+def test_a_date_with_trailing_text_is_refused(cell: str, aapl: pd.DataFrame, tmp_path: Path, csv: Any) -> None:
+    """Only the first 10 characters were parsed: ``2010-01-11xyz`` was stored as 2010-01-11."""
+    lines = csv.lines(aapl)
+    lines[3] = cell + "," + lines[3].split(",", 1)[1]
+    path = csv.write(tmp_path / "AAPL.csv", lines)
+    expected = f"{path}, row 4: rule 'date_format' failed: field 'Date': '{cell}'"
+    with pytest.raises(DataValidationError, match=re.escape(expected)):
+        parse_ohlcv_csv(path)
+
+
+def test_a_volume_beyond_int64_has_its_own_rule(aapl: pd.DataFrame, tmp_path: Path, csv: Any) -> None:
+    """1e20 wrapped around to a negative int64 (with a leaked RuntimeWarning) and was reported as volume_negative."""
+    lines = csv.lines(aapl)
+    lines[5] = lines[5].rsplit(",", 1)[0] + ",1e20"
+    path = csv.write(tmp_path / "AAPL.csv", lines)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a RuntimeWarning from the cast fails the test
+        with pytest.raises(DataValidationError, match=r"row 6: rule 'volume_range' failed: volume 1e\+20 is beyond"):
+            parse_ohlcv_csv(path)

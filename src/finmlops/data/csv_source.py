@@ -8,7 +8,8 @@ Accepted headers (case-insensitive, any column order):
 
 Accepted file names: ``AAPL.csv`` and ``AAPL_raw_2018-01-01_2023-12-31.csv`` (the ticker is the prefix).
 Parsing raises ``DataValidationError`` naming the file and line for ``schema`` (header), ``date_format`` (not
-YYYY-MM-DD) and ``dtype`` (text in a number cell, fractional volume); the rest is ``validate_ohlcv``'s job.
+YYYY-MM-DD, optionally with a time of day; trailing text is an error), ``dtype`` (text in a number cell,
+fractional volume) and ``volume_range`` (a volume beyond int64); the rest is ``validate_ohlcv``'s job.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _DATE_HEADERS = frozenset({"date", "datetime", "date_"})
 # yfinance's own CSV header names the index column "Price" (or nothing) and puts the dates in column one.
 _FIRST_COLUMN_HEADERS = frozenset({"price", ""})
 _LABEL_ROWS = frozenset({"ticker", "date"})
+_ISO_DATE_TIME = r"\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
 
 
 def ticker_from_filename(path: Path) -> str | None:
@@ -118,11 +120,18 @@ def parse_ohlcv_csv(path: Path, ticker: str | None = None, source: str | None = 
     body = cells.iloc[first:]
     rows = list(range(first + 1, len(cells) + 1))
     text_dates = body.iloc[:, date_col].astype(str).str.strip()
+    # The calendar day is the first 10 characters; a time of day (yfinance writes "2023-01-03 00:00:00-05:00") may
+    # follow, anything else (2010-01-11xyz) is an error rather than silently dropped.
     dates = pd.to_datetime(text_dates.str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
-    if (bad := dates.isna().to_numpy()).any():
+    bad = dates.isna().to_numpy() | ~text_dates.str.fullmatch(_ISO_DATE_TIME).to_numpy(dtype=bool)
+    if bad.any():
         i = int(bad.argmax())
+        header = str(cells.iat[0, date_col]).strip() or "date"
         raise DataValidationError(
-            source, rows[i], "date_format", f"date {text_dates.iloc[i]!r} is not an ISO date (YYYY-MM-DD)"
+            source,
+            rows[i],
+            "date_format",
+            f"field {header!r}: {text_dates.iloc[i]!r} is not an ISO date (YYYY-MM-DD, optionally followed by a time)",
         )
     columns = {field: body.iloc[:, col] for field, col in fields.items()}
     frame = build_ohlcv(pd.DatetimeIndex(dates), columns, source, rows)

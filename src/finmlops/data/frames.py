@@ -14,6 +14,8 @@ from finmlops.data.validation import OHLCV_COLUMNS, PRICE_COLUMNS, validate_ohlc
 
 # Columns that Yahoo exports next to OHLCV and that the store does not keep.
 IGNORED_FIELDS = frozenset({"dividends", "stock_splits", "capital_gains", "repaired?"})
+# 2**63 as a float: volumes at or above it do not fit the store's int64 (a cast would wrap around, with a warning).
+_INT64_LIMIT = float(2**63)
 
 
 def canonical_field(name: object) -> str | None:
@@ -111,6 +113,14 @@ def build_ohlcv(
     frame = pd.DataFrame({k: v.to_numpy() for k, v in data.items()}, index=index)
     volume = frame["volume"].to_numpy()
     if np.isfinite(volume).all():
+        if (huge := np.flatnonzero(np.abs(volume) >= _INT64_LIMIT)).size:
+            i = int(huge[0])
+            raise DataValidationError(
+                source,
+                _row_name(i, rows, index),
+                "volume_range",
+                f"volume {volume[i]:g} is beyond the int64 range of share counts (|volume| < 9.2e18)",
+            )
         fractional = np.flatnonzero(volume != np.round(volume))
         if fractional.size:
             i = int(fractional[0])

@@ -1,13 +1,18 @@
-"""The versioned market-data store: one Parquet file per ticker plus ``manifest.json``.
+"""The versioned market-data store: immutable Parquet files named by content, and one ``manifest.json`` naming them.
 
-Writes are validated, append only new dates, and are atomic per file (temporary file in the same folder, fsync,
-``os.replace``). The manifest is written last, so a reader sees either the old or the new version; if a write
-fails half way, the files already replaced are restored from the old bytes before the error propagates. Reads
-verify each file's content hash against the manifest.
+Layout (format ``finmlops-store-v2``): ``<root>/<TICKER>.<sha256[:16]>.parquet`` per ticker version and
+``<root>/manifest.json``, whose entry per ticker names its file and its content hash. A write never modifies a file
+that a manifest names: it writes the changed tickers' new files under new names (temporary file, fsync, rename,
+fsync of the folder), then renames ONE new manifest over the old one. That rename is the commit: a reader, or a
+writer killed at any instant, sees either the old manifest with its untouched files or the new one with its files.
+Files no manifest names (a killed writer's temporary and new files, the files of older versions) are deleted by
+the next write, under its exclusive lock, before it commits. A store of format ``finmlops-store-v1``
+(``<TICKER>.parquet``, rewritten in place) is read as is; its first write moves it to v2, one ticker at a time as
+it changes. Reads verify each file's content hash against the manifest.
 
 A writer holds an exclusive and a reader a shared ``flock`` on ``<root>/.lock``: two writers (two ``finmlops
-ingest`` at once, or a CronJob beside a person) cannot lose each other's tickers, and a reader never sees files
-of a version whose manifest is not written yet.
+ingest`` at once, or a CronJob beside a person) cannot lose each other's tickers, and no writer deletes a file that
+a reader is about to open. A store on a read-only folder is read without a lock (nobody can write there).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -33,7 +38,8 @@ from finmlops.provenance import LockTimeout, file_lock
 
 MANIFEST_NAME = "manifest.json"
 LOCK_NAME = ".lock"
-STORE_FORMAT = "finmlops-store-v1"
+STORE_FORMAT = "finmlops-store-v2"
+LEGACY_FORMAT = "finmlops-store-v1"
 _HASH_FORMAT = b"finmlops-ohlcv-v1"
 # Yahoo serves float32 prices, so two downloads of the same bar differ by ~1e-7 relative; more is a revision.
 CONFLICT_RTOL = 1e-6
@@ -73,6 +79,9 @@ class TickerEntry(BaseModel):
     sha256: str
     source: str = Field(description="Where the last added rows came from: snapshot, yahoo or a CSV path.")
     ingested_at: datetime
+    file: str | None = Field(
+        default=None, description="The Parquet file in the store's folder; None in a v1 store: <TICKER>.parquet."
+    )
 
 
 class Manifest(BaseModel):
@@ -91,6 +100,16 @@ class WriteResult(BaseModel):
     changed: bool
     added_rows: dict[str, int]
     manifest: Manifest
+
+
+# Test hook: called with the name of each step of a commit just before it runs, so that a test can kill the
+# writer at every step (tests/data/test_store_crash.py). None in production.
+commit_hook: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    if commit_hook is not None:
+        commit_hook(name)
 
 
 def _fsync_path(path: Path) -> None:
@@ -118,17 +137,26 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _stage_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    """Write ``frame`` to a synced temporary file next to ``path`` and return the temporary path."""
+def _write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``path`` through a synced temporary file in the same folder (no half file under its name)."""
     tmp = _temp_path(path)
     table = pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
     try:
         pq.write_table(table, tmp)
         _fsync_path(tmp)
-    except BaseException:
+        os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is not None:
+            raise
+        # pyarrow's errors (a full disk) name no file: name the one being written.
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+    finally:
         tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+
+
+def file_name(ticker: str, sha256: str) -> str:
+    """The store's name for one version of a ticker's data: ``<TICKER>.<sha256[:16]>.parquet``."""
+    return f"{ticker}.{sha256[:16]}.parquet"
 
 
 def merge_new_dates(current: pd.DataFrame, incoming: pd.DataFrame, label: str) -> tuple[pd.DataFrame, int]:
@@ -185,8 +213,13 @@ class DataStore:
     def manifest_path(self) -> Path:
         return self.root / MANIFEST_NAME
 
+    def path_of(self, ticker: str, entry: TickerEntry) -> Path:
+        """The file that ``entry`` (a manifest's entry for ``ticker``) names."""
+        return self.root / (entry.file or f"{ticker}.parquet")
+
     def path_for(self, ticker: str) -> Path:
-        return self.root / f"{ticker}.parquet"
+        """The file of ``ticker`` in the current manifest."""
+        return self.path_of(ticker, self.manifest().tickers[ticker])
 
     def exists(self) -> bool:
         """True once a first write has completed."""
@@ -197,9 +230,17 @@ class DataStore:
         if not self.exists():
             raise DataStoreError(f"no market data in {self.root} (no {MANIFEST_NAME}); run `finmlops ingest` first")
         try:
-            return Manifest.model_validate(json.loads(self.manifest_path.read_text()))
+            manifest = Manifest.model_validate(json.loads(self.manifest_path.read_text()))
         except (json.JSONDecodeError, ValidationError, UnicodeDecodeError) as exc:
             raise DataStoreError(f"{self.manifest_path}: unreadable manifest: {exc}") from None
+        except OSError as exc:
+            raise DataStoreError(f"{self.manifest_path}: cannot read the manifest: {exc.strerror or exc}") from None
+        if manifest.format not in (STORE_FORMAT, LEGACY_FORMAT):
+            raise DataStoreError(
+                f"{self.manifest_path}: store format {manifest.format!r} is not one this finmlops reads "
+                f"({STORE_FORMAT}, {LEGACY_FORMAT}); upgrade finmlops"
+            )
+        return manifest
 
     @property
     def dataset_hash(self) -> str:
@@ -229,7 +270,7 @@ class DataStore:
             return universe, manifest.dataset_hash
 
     def _read_verified(self, ticker: str, entry: TickerEntry) -> pd.DataFrame:
-        path = self.path_for(ticker)
+        path = self.path_of(ticker, entry)
         try:
             table = pq.read_table(path)
             frame = table.to_pandas().set_index("date")
@@ -260,6 +301,9 @@ class DataStore:
         source_of = (lambda t: sources) if isinstance(sources, str) else sources.__getitem__
         old = self.manifest() if self.exists() else None
         entries = dict(old.tickers) if old else {}
+        old_files = [self.path_of(t, e).name for t, e in entries.items()]
+        _step("gc")
+        self._collect_garbage(old_files)  # what an interrupted commit left, before anything else
         changed: dict[str, pd.DataFrame] = {}
         added: dict[str, int] = {}
         for ticker in sorted(universe):
@@ -275,14 +319,17 @@ class DataStore:
         if not changed and old is not None:
             return WriteResult(changed=False, added_rows=added, manifest=old)
         now = datetime.now(UTC)
+        entries = {t: e if e.file else e.model_copy(update={"file": f"{t}.parquet"}) for t, e in entries.items()}
         for ticker, frame in changed.items():
+            sha256 = content_hash(frame)
             entries[ticker] = TickerEntry(
                 first_date=frame.index[0].date(),
                 last_date=frame.index[-1].date(),
                 rows=len(frame),
-                sha256=content_hash(frame),
+                sha256=sha256,
                 source=source_of(ticker),
                 ingested_at=now,
+                file=file_name(ticker, sha256),
             )
         entries = dict(sorted(entries.items()))
         manifest = Manifest(
@@ -291,34 +338,43 @@ class DataStore:
             updated_at=now,
             tickers=entries,
         )
-        self._commit(changed, manifest)
+        self._commit(changed, manifest, old_files)
         return WriteResult(changed=True, added_rows=added, manifest=manifest)
 
-    def _commit(self, frames: Mapping[str, pd.DataFrame], manifest: Manifest) -> None:
-        """Stage every file, then swap them in and write the manifest last; on failure restore the old files."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        # Leftovers of a writer that was killed mid-write (we hold the lock, so no live writer owns them).
-        for leftover in self.root.glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
-        staged: dict[Path, Path] = {}
+    def _collect_garbage(self, keep: Iterable[str]) -> None:
+        """Delete what no committed manifest names: temporary files and Parquet files outside ``keep``.
+
+        Only under the exclusive lock: no live writer owns a temporary file, and no reader is opening a file.
+        """
+        kept = set(keep) | {MANIFEST_NAME, LOCK_NAME}
+        for path in self.root.iterdir():
+            if path.name in kept or not path.is_file():
+                continue
+            if (path.name.startswith(".") and path.name.endswith(".tmp")) or path.suffix == ".parquet":
+                path.unlink(missing_ok=True)
+
+    def _commit(self, frames: Mapping[str, pd.DataFrame], manifest: Manifest, old_files: Iterable[str]) -> None:
+        """Write the new files under new names, then rename one manifest that names them: one atomic step.
+
+        Steps, each announced to ``commit_hook`` (after ``gc`` in :meth:`_write_locked`): ``file:<TICKER>`` per
+        changed ticker, ``sync`` (the folder, so the files are durable before a manifest names them),
+        ``manifest`` (temporary file, fsync, rename: the commit), ``committed`` (folder fsync), ``cleanup`` (the old
+        version's files). A failure or kill before the manifest's rename leaves the old version current, and its
+        leftovers are deleted by the next write.
+        """
         try:
             for ticker, frame in frames.items():
-                staged[self.path_for(ticker)] = _stage_parquet(frame, self.path_for(ticker))
-            previous = {path: path.read_bytes() if path.exists() else None for path in staged}
-            replaced: list[Path] = []
-            try:
-                for path, tmp in staged.items():
-                    os.replace(tmp, path)
-                    replaced.append(path)
-                write_bytes_atomic(self.manifest_path, (manifest.model_dump_json(indent=2) + "\n").encode())
-            except BaseException:
-                for path in replaced:
-                    if (data := previous[path]) is None:
-                        path.unlink(missing_ok=True)
-                    else:
-                        write_bytes_atomic(path, data)
-                raise
-        finally:
-            for tmp in staged.values():
-                tmp.unlink(missing_ok=True)
+                _step(f"file:{ticker}")
+                _write_parquet_atomic(frame, self.path_of(ticker, manifest.tickers[ticker]))
+            _step("sync")
+            _fsync_path(self.root)
+            _step("manifest")
+            write_bytes_atomic(self.manifest_path, (manifest.model_dump_json(indent=2) + "\n").encode())
+        except BaseException:
+            with contextlib.suppress(OSError):  # the old version is current either way; the next write retries
+                self._collect_garbage(old_files)
+            raise
+        _step("committed")
         _fsync_path(self.root)
+        _step("cleanup")
+        self._collect_garbage(str(e.file) for e in manifest.tickers.values())
