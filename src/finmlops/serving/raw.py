@@ -100,7 +100,7 @@ def _frame(columns: dict[str, np.ndarray], row: int, dates: pd.DatetimeIndex) ->
     """Batch row ``row`` as an OHLCV frame on synthetic ``dates``, checked by the store's ``validate_ohlcv``.
 
     A whole-number volume becomes int64 (the store's dtype); a fractional one stays float and the validation names
-    it. Messages name the batch row and the day (0 = oldest), not the synthetic date.
+    it. Messages name the batch row and the day (0 = oldest).
     """
     volume = columns["volume"][row]
     if np.all(np.abs(volume) < 2**62) and np.array_equal(volume, np.round(volume)):
@@ -119,7 +119,6 @@ def _frame(columns: dict[str, np.ndarray], row: int, dates: pd.DatetimeIndex) ->
     try:
         validate_ohlcv(frame, f"raw inputs, batch row {row}", rows=range(len(dates)))
     except DataValidationError as exc:
-        raise BadRequest(
-            f"raw inputs: batch row {row}, day {exc.row}: rule {exc.rule!r} failed: {exc.detail}"
-        ) from None
+        day = "" if exc.row is None else f", day {exc.row}"
+        raise BadRequest(f"raw inputs: batch row {row}{day}: rule {exc.rule!r} failed: {exc.detail}") from None
     return frame
