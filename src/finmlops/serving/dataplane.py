@@ -349,6 +349,7 @@ class DataPlane:
         any is a series at 0 (which FinmlopsExperimentArmStarved sees), not an absent one. A weighted arm at
         weight 0 is switched off on purpose and is left out."""
         weighted = experiment.config.strategy == "weighted"
+        self.metrics.signature_routed.labels(experiment.name)  # at 0, so the series exists before any mismatch
         for candidate in experiment.config.candidates:
             model = self.store.resolve(candidate.target)
             if model is not None and not (weighted and candidate.weight <= 0):
