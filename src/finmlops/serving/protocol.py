@@ -114,7 +114,8 @@ def _numbers(data: Any, where: str, dtype: np.dtype[Any], bools_possible: bool) 
 
     ``bools_possible`` is False when the JSON text holds no ``true``/``false`` token, so that the per-value type
     scan (which numpy's own inference does not need for strings and nulls) runs only when a boolean may hide among
-    numbers (numpy would read ``[1.5, true]`` as ``[1.5, 1.0]``).
+    numbers (numpy would read ``[1.5, true]`` as ``[1.5, 1.0]``). JSON numbers are finite (``loads_json`` refuses
+    NaN and Infinity), so a non-finite value after the conversion is one beyond ``dtype``'s range.
     """
     if not isinstance(data, list):
         raise BadRequest(f"{where}: 'data' must be a list of numbers (flat or nested)")
@@ -131,12 +132,23 @@ def _numbers(data: Any, where: str, dtype: np.dtype[Any], bools_possible: bool) 
         got = f"got {bad[0]!r} ({type(bad[0]).__name__})" if bad else "in a regular (not ragged) layout"
         raise BadRequest(f"{where}: 'data' must hold only numbers, {got}")
     if array.dtype != dtype:
-        with np.errstate(over="ignore", invalid="ignore"):  # an overflow becomes inf, refused below by name
-            converted = array.astype(dtype)
-        if not np.isfinite(converted).all() and np.isfinite(array).all():
-            raise BadRequest(f"{where}: values beyond the {_NAMES[dtype]} range (|x| <= {np.finfo(dtype).max:.4g})")
-        array = converted
+        with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below by name
+            array = array.astype(dtype)
+    if not np.isfinite(array).all():
+        raise BadRequest(f"{where}: values beyond the {_NAMES[dtype]} range (|x| <= {np.finfo(dtype).max:.4g})")
     return array.ravel()
+
+
+def _has_token(text: bytes, token: bytes, pivot: int) -> bool:
+    """Whether ``token`` occurs in ``text``: a ``memchr`` search for its letter ``token[pivot]`` (rare in a V2
+    body) and a compare at each hit; several times faster than ``token in text`` on a body of numbers."""
+    letter = token[pivot : pivot + 1]
+    i = text.find(letter)
+    while i >= 0:
+        if text.startswith(token, i - pivot):
+            return True
+        i = text.find(letter, i + 1)
+    return False
 
 
 def as_fp32(array: np.ndarray, name: str) -> np.ndarray:
@@ -180,13 +192,13 @@ def _tensor(
             )
         array = np.frombuffer(binary[offset : offset + size], dtype=dtype.newbyteorder("<"))
         offset += size
+        if not np.isfinite(array).all():
+            raise BadRequest(f"{where}: contains NaN or infinite values")
     else:
         target = np.dtype(np.float64) if name in RAW_INPUTS else dtype
         array = _numbers(raw.get("data"), where, target, bools_possible)
     if array.size != count:
         raise BadRequest(f"{where}: shape {list(shape)} needs {count} values, got {array.size}")
-    if not np.isfinite(array).all():
-        raise BadRequest(f"{where}: contains NaN or infinite values")
     return name, array.reshape(shape), offset
 
 
@@ -215,7 +227,7 @@ def parse_infer(body: bytes, json_length: int | None = None) -> InferRequest:
     if not isinstance(parameters, dict):
         raise BadRequest("'parameters' must be an object")
     text = bytes(head) if isinstance(head, memoryview) else head
-    bools_possible = b"true" in text or b"false" in text
+    bools_possible = _has_token(text, b"true", 2) or _has_token(text, b"false", 2)
     tensors: dict[str, np.ndarray] = {}
     offset = 0
     for i, raw in enumerate(inputs):
