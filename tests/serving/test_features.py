@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_support import Client, free_port, serve, tiny_onnx, tiny_reference, v2_body
+from serving_support import Client, free_port, serve, settle, tiny_onnx, tiny_reference, v2_body
 
 from finmlops.data import load_snapshot
 from finmlops.features import compute_features, feature_names, market_returns
@@ -213,6 +213,7 @@ def test_feedback_for_an_id_evicted_from_memory_is_found_in_the_request_log(tmp_
         client = Client(base)
         for i in range(120):
             assert client.request("POST", "/v2/models/tiny/infer", v2_body(x, id=f"e{i}"))[0] == 200
+        settle(client)
         app.request_log.flush()
         assert len(app.ledger) == 100
         first = client.request("POST", "/v2/feedback", {"id": "e0", "outcome": 0})[1]
