@@ -106,7 +106,7 @@ def test_every_request_reaches_the_observers_as_a_typed_event(takeover: tuple[st
     assert status == 200
     served = next(e for e in recorder.inference if e.id == "batch-3")
     assert served.status == 200 and served.model == "wide" and served.version == "1" and not served.shadow
-    assert served.row_ids() == ["batch-3/0", "batch-3/1", "batch-3/2"] and served.y is not None
+    assert served.row_ids == ["batch-3/0", "batch-3/1", "batch-3/2"] and served.y is not None
     np.testing.assert_allclose(served.y, tiny_reference(x), atol=1e-5)
     assert served.seconds > 0
     refused = recorder.inference[-1]

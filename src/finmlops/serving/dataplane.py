@@ -71,7 +71,9 @@ Explainer = Callable[..., dict[str, Any]]
 class InferenceEvent:
     """One answered (``error`` None) or refused request, or one shadow scoring (``shadow``).
 
-    ``x``: the ``[n, seq_len, n_features]`` float32 input scored; ``y``: ``[n, 1]`` float32 P(up). ``status`` is the
+    ``x``: the ``[n, seq_len, n_features]`` float32 input scored; ``y``: ``[n, 1]`` float32 P(up), also as the list
+    ``probs`` with each row's feedback id in ``row_ids`` (the request id for batch 1, ``<id>/<i>`` otherwise; both
+    set on delivery, once for every observer). ``status`` is the
     V2 status (200, or the error's). ``seconds`` runs from ``started`` (``time.perf_counter()``) until the event is
     delivered, i.e. until just after the response was written. ``model`` is "" for a request refused before it was
     routed; ``experiment``/``arm`` are "" outside experiments.
@@ -91,6 +93,8 @@ class InferenceEvent:
     context: str | None = None
     error: ServingError | None = None
     seconds: float = 0.0
+    probs: list[float] = field(default_factory=list)
+    row_ids: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> int:
@@ -101,10 +105,12 @@ class InferenceEvent:
         """The response's ``parameters``: the experiment and arm that answered (empty outside experiments)."""
         return {"experiment": self.experiment, "arm": self.arm} if self.experiment else {}
 
-    def row_ids(self) -> list[str]:
-        """The feedback id of each scored row: the request id for batch 1, ``<id>/<i>`` otherwise."""
-        n = 0 if self.y is None else len(self.y)
-        return [self.id] if n == 1 else [f"{self.id}/{i}" for i in range(n)]
+    def _scored(self) -> None:
+        """Fill ``probs`` and ``row_ids`` from ``y``."""
+        if self.y is not None:
+            self.probs = self.y[:, 0].tolist()
+            n = len(self.probs)
+            self.row_ids = [self.id] if n == 1 else [f"{self.id}/{i}" for i in range(n)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +156,8 @@ class MetricsObserver:
             return
         self.metrics.observe_request(event.model, event.experiment, event.arm, event.status, event.seconds)
         if event.y is not None:
-            n_up = int((event.y[:, 0] > 0.5).sum())
-            self.metrics.observe_predictions(event.model, n_up, len(event.y) - n_up)
+            n_up = sum(p > 0.5 for p in event.probs)
+            self.metrics.observe_predictions(event.model, n_up, len(event.probs) - n_up)
 
     def on_feedback(self, event: FeedbackEvent) -> None:
         for model, st in event.stats.items():
@@ -191,7 +197,7 @@ class RequestLogObserver:
             )
             return
         x, shadow = event.x, int(event.shadow)
-        for i, (row_id, p) in enumerate(zip(event.row_ids(), event.y[:, 0].tolist(), strict=True)):
+        for i, (row_id, p) in enumerate(zip(event.row_ids, event.probs, strict=True)):
             digest = hashlib.sha1(x[i].tobytes()).hexdigest()  # a content id, not security
             self.log.append(
                 RequestRecord(
@@ -230,7 +236,7 @@ class LedgerObserver:
         if event.y is None:
             return
         arm, experiment = event.arm or None, event.experiment or None
-        for row_id, p in zip(event.row_ids(), event.y[:, 0].tolist(), strict=True):
+        for row_id, p in zip(event.row_ids, event.probs, strict=True):
             self.ledger.register(Prediction(row_id, event.model, p, event.shadow, arm, experiment))
 
     def on_feedback(self, event: FeedbackEvent) -> None:
@@ -327,6 +333,7 @@ class DataPlane:
         if self.request_log is not None:
             self.observers.append(RequestLogObserver(self.request_log))
         self._fits: dict[tuple[Experiment, tuple[Any, ...]], tuple[int, ...]] = {}
+        self._uniform: dict[Experiment, bool] = {}
         for entry in self.store.entries:
             self.on_loaded(entry.current, None)
 
@@ -359,6 +366,7 @@ class DataPlane:
         """A model version starts serving (at start-up, or after its alias moved from ``previous``)."""
         self.metrics.set_model_info(model.name, model.version, model.data_hash, previous)
         self._fits.clear()  # a new version may take another window shape
+        self._uniform.clear()
         if model.drift_reference is None or self._drift_factory is None:
             return
         made = self._drift_factory(model)
@@ -468,6 +476,7 @@ class DataPlane:
 
     def _deliver(self, event: InferenceEvent) -> None:
         event.seconds = time.perf_counter() - event.started
+        event._scored()
         for observer in self.observers:
             try:
                 observer.on_inference(event)
@@ -513,13 +522,24 @@ class DataPlane:
     def _fitting_arms(self, experiment: Experiment, inputs: dict[str, np.ndarray]) -> tuple[int, ...]:
         """The arms whose model takes this request's tensors, when only some do (empty: every arm, or none, in
         which case the routed model's own error names the shape it takes). Raw OHLCV fits every arm with a feature
-        card. Cached per experiment and tensor signature; the cache is cleared when a model loads."""
+        card. Cached per experiment and tensor signature; the cache is cleared when a model loads or an experiment
+        changes. An experiment whose arms all take the same inputs needs no signature (the common case: one
+        dictionary look-up per request)."""
+        if self._uniform.get(experiment, False):
+            return ()
         signature = tuple((n, a.shape[1:]) for n, a in inputs.items() if n not in RAW_INPUTS)
         key = (experiment, signature)
         try:
             return self._fits[key]
         except KeyError:
             pass
+        if experiment not in self._uniform:
+            models = [self.store.resolve(c.target) for c in experiment.config.candidates]
+            kinds = {(m.input_name, m.seq_len, m.n_features, bool(m.feature_names and m.feature_set)) if m else None
+                     for m in models}  # fmt: skip
+            self._uniform[experiment] = len(kinds) == 1
+            if self._uniform[experiment]:
+                return ()
         fits = []
         for i, candidate in enumerate(experiment.config.candidates):
             model = self.store.resolve(candidate.target)
@@ -652,6 +672,7 @@ class DataPlane:
             raise BadRequest(str(exc)) from None
         self._declare_arms(new)
         self._fits.clear()
+        self._uniform.clear()
         event = AdminEvent(time.time(), who, name, patch)
         for observer in self.observers:
             observer.on_admin(event)
