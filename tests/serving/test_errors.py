@@ -38,7 +38,19 @@ BAD: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
      "non-finite number -Infinity"),
     ("bad as_of", INFER, json.dumps({**_tensor(), "parameters": {"as_of": "03/01/2023"}}).encode(), {}, 400,
      "'as_of' must be a date"),
-    ("float32 overflow", INFER, json.dumps(_tensor(data=[1e300] * 350)).encode(), {}, 400, "NaN or infinite"),
+    ("float32 overflow", INFER, json.dumps(_tensor(data=[1e300] * 350)).encode(), {}, 400,
+     "input 'input_data': values beyond the FP32 range"),
+    ("FP64 beyond FP32", INFER, json.dumps(_tensor(datatype="FP64", data=[1e300] * 350)).encode(), {}, 400,
+     "input 'input_data': values beyond the FP32 range"),
+    ("numeric strings", INFER, json.dumps(_tensor(data=["1.5"] * 350)).encode(), {}, 400,
+     "input 'input_data': 'data' must hold only numbers, got '1.5'"),
+    ("padded strings", INFER, json.dumps(_tensor(data=[" 1 "] * 350)).encode(), {}, 400, "got ' 1 '"),
+    ("booleans", INFER, json.dumps(_tensor(data=[True] * 350)).encode(), {}, 400, "got True (bool)"),
+    ("a boolean among numbers", INFER, json.dumps(_tensor(data=[0.5] * 349 + [False])).encode(), {}, 400,
+     "input 'input_data': 'data' must hold only numbers, got False (bool)"),
+    ("a string among numbers", INFER, json.dumps(_tensor(data=[0.5] * 349 + ["2"])).encode(), {}, 400,
+     "got '2' (str)"),
+    ("null among numbers", INFER, json.dumps(_tensor(data=[0.5] * 349 + [None])).encode(), {}, 400, "got None"),
     ("empty batch", INFER, json.dumps(_tensor(shape=[0, 10, 35], data=[])).encode(), {}, 400, "empty batch"),
     ("negative shape", INFER, json.dumps(_tensor(shape=[-1, 10, 35])).encode(), {}, 400, "shape"),
     ("too large", INFER, b'{"inputs": [' + b" " * 70_000 + b"]}", {}, 413, "exceeds the limit"),
@@ -74,6 +86,17 @@ def test_binary_extension_rejects_nan_and_accepts_good_tensors(ab_server: tuple[
             headers={"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"},
         )  # fmt: skip
         assert got == status, payload
+
+
+def test_binary_tensor_with_trailing_bytes_is_refused(ab_server: tuple[str, Any]) -> None:
+    """Every byte after the JSON header must belong to a declared tensor (11.5: trailing bytes were ignored)."""
+    client = Client(ab_server[0])
+    head = json.dumps({"inputs": [{"name": "input_data", "shape": [1, 10, 35], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": GOOD.nbytes}}]}).encode()  # fmt: skip
+    headers = {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+    got, payload, _ = client.request("POST", INFER, raw=head + GOOD.tobytes() + b"junk", headers=headers)
+    assert got == 400 and "4 bytes after the last binary tensor" in payload["error"], payload
+    assert client.request("POST", INFER, raw=head + GOOD.tobytes(), headers=headers)[0] == 200
 
 
 def test_a_barrage_of_bad_requests_never_fails_a_good_one(ab_server: tuple[str, Any]) -> None:

@@ -20,6 +20,7 @@ from finmlops_testing.serving import (
     Client,
     free_port,
     serve,
+    settle,
     shadow_registered,
     tiny_onnx,
     tiny_reference,
@@ -222,6 +223,7 @@ def test_feedback_for_an_id_evicted_from_memory_is_found_in_the_request_log(tmp_
         client = Client(base)
         for i in range(120):
             assert client.request("POST", "/v2/models/tiny/infer", v2_body(x, id=f"e{i}"))[0] == 200
+        settle(client)
         app.request_log.flush()
         assert len(app.ledger) == 100
         first = client.request("POST", "/v2/feedback", {"id": "e0", "outcome": 0})[1]
@@ -440,3 +442,75 @@ def test_each_arm_is_exported_at_zero_before_its_first_request(tmp_path: Path) -
         patch = {"candidates": [{**arm, "weight": 1} for arm in arms]}
         assert client.request("PUT", "/admin/experiments/ab", patch)[0] == 200
         assert zero_arms(client.request("GET", "/metrics")[1]) == {"a", "b", "c"}
+
+
+def _binary_raw(days: int, close: float = 100.0) -> tuple[bytes, dict[str, str]]:
+    """One ticker's synthetic raw OHLCV history of ``days`` days as binary FP64 tensors (small on the wire)."""
+    rng = np.random.default_rng(3)
+    c = close * np.exp(np.cumsum(rng.normal(0, 0.01, days)))
+    cols = {"open": c, "high": c * 1.01, "low": c * 0.99, "close": c, "volume": np.full(days, 1e6)}
+    head = json.dumps({"inputs": [{"name": n, "shape": [1, days], "datatype": "FP64",
+                                   "parameters": {"binary_data_size": days * 8}} for n in cols]}).encode()  # fmt: skip
+    body = head + b"".join(v.astype("<f8").tobytes() for v in cols.values())
+    return body, {"Inference-Header-Content-Length": str(len(head)), "Content-Type": "application/octet-stream"}
+
+
+def test_raw_history_beyond_the_documented_maximum_is_a_413_not_a_500(feature_server: Any) -> None:
+    """11.5: T >= ~80,000 days overflowed the synthetic calendar (OutOfBoundsTimedelta, a 500) on infer and
+    explain. Beyond MAX_HISTORY_DAYS it is a 413 naming the limit; at the limit it is scored."""
+    from finmlops.serving.raw import MAX_HISTORY_DAYS
+
+    client = Client(feature_server[0])
+    for tail in ("infer", "explain"):
+        for days in (80_000, MAX_HISTORY_DAYS + 1):
+            body, headers = _binary_raw(days)
+            status, payload, _ = client.request(
+                "POST", f"/v2/models/baseline-predictor/versions/1/{tail}", raw=body, headers=headers
+            )
+            assert status == 413 and f"maximum raw history of {MAX_HISTORY_DAYS} days" in payload["error"], payload
+    body, headers = _binary_raw(MAX_HISTORY_DAYS)
+    status, payload, _ = client.request("POST", "/v2/models/baseline-predictor/versions/1/infer", raw=body,
+                                        headers=headers)  # fmt: skip
+    assert status == 200, payload
+
+
+@pytest.mark.parametrize(
+    ("column", "change", "rule"),
+    [("high", 0.5, "high_bound"), ("low", 2.0, "low_bound"), ("volume", -1.0, "volume_negative"),
+     ("close", -1.0, "positive_price"), ("volume", 0.5, "dtype")],
+)  # fmt: skip
+def test_raw_rows_the_store_rejects_are_refused_by_the_stores_own_rule(
+    feature_server: Any, universe: dict[str, Any], column: str, change: float, rule: str
+) -> None:
+    """11.5: raw OHLCV with High < Low was scored although the store rejects it. Raw requests go through
+    ``validate_ohlcv`` (one rule set), and the 400 names the batch row, the day and the store's rule."""
+    body = _raw_body(universe)
+    tensor = next(t for t in body["inputs"] if t["name"] == column)
+    day = len(tensor["data"][1]) - 3
+    tensor["data"][1][day] = tensor["data"][1][day] * change if change > 0 else change
+    if rule == "dtype":
+        tensor["data"][1][day] = tensor["data"][1][day] + 0.5
+    status, payload, _ = Client(feature_server[0]).request(
+        "POST", "/v2/models/baseline-predictor/versions/1/infer", body
+    )
+    assert status == 400 and f"rule '{rule}' failed" in payload["error"], payload
+    assert "batch row 1" in payload["error"], payload
+    if rule != "dtype":
+        assert f"day {day}" in payload["error"], payload
+
+
+def test_explain_parameters_and_values_are_type_checked(feature_server: Any, universe: dict[str, Any]) -> None:
+    """11.5: ``steps: true`` was read as 1, and an FP64 1e300 window was a 500 on /explain; both are 400s now."""
+    frame = compute_features(universe, "basic")
+    x = frame.xs("AAPL", level="ticker").to_numpy()[-10:][None].astype(np.float32)
+    client = Client(feature_server[0])
+    path = "/v2/models/baseline-predictor/versions/1/explain"
+    for params, words in (({"steps": True}, "'steps'"), ({"top": True}, "'top'"), ({"steps": "4"}, "'steps'"),
+                          ({"steps": 4.0}, "'steps'")):  # fmt: skip
+        status, payload, _ = client.request("POST", path, {**v2_body(x), "parameters": params})
+        assert status == 400 and words in payload["error"], (params, payload)
+    huge = {"inputs": [{"name": "input_data", "shape": list(x.shape), "datatype": "FP64",
+                        "data": np.full(x.size, 1e300).tolist()}]}  # fmt: skip
+    status, payload, _ = client.request("POST", path, huge)
+    assert status == 400 and "input 'input_data': values beyond the FP32 range" in payload["error"], payload
+    assert client.request("POST", path, {**v2_body(x), "parameters": {"steps": 4}})[0] == 200

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
-from finmlops_testing.serving import AB, Client, v2_body
+from finmlops_testing.serving import AB, Client, settle, v2_body
 
 from finmlops.serving.requestlog import read_feedback, read_requests
 
@@ -171,6 +171,7 @@ def test_request_log_is_wal_and_survives_a_reader_during_writes(ab_server: tuple
             client.request("POST", "/v2/models/baseline-predictor/versions/1/infer", v2_body(_x(i), id=f"wal-{i}"))[0]
             == 200
         )
+    settle(client)
     app.request_log.flush()
     ids = set(read_requests(app.request_log.path)["id"])
     assert {f"wal-{i}" for i in range(20)} <= ids

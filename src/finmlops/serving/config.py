@@ -71,6 +71,10 @@ class ServerOptions(_Strict):
         description="Request ids the feedback ledger keeps in memory; older ones are read "
         "back from the request log. Small keeps garbage-collection pauses (the latency tail) short.",
     )
+    max_experiment_arms: int = Field(default=32, ge=1, le=1024, description="Most candidates one experiment has.")
+    max_bandit_draws: int = Field(
+        default=20_000, ge=10, le=1_000_000, description="Most posterior samples per arm in one bandit refresh."
+    )
 
 
 class AuthOptions(_Strict):

@@ -30,6 +30,8 @@ DEFAULT_EXPERIMENT = "financial-ab-test-experiment"
 SELDON_EXPERIMENT_SUFFIX = ".experiment"
 SELDON_ROUTE_HEADER = "x-seldon-route"
 Strategy = Literal["weighted", "bandit", "contextual"]
+# A weight is relative; beyond this, sums and shares lose precision (and 1e308 weights overflow to 0/0).
+MAX_WEIGHT = 1e9
 
 
 class ExperimentConfigError(ValueError):
@@ -54,7 +56,9 @@ class Candidate(_Strict):
     """An arm: ``name`` labels it (metrics, ``Route.arm``); ``model`` is what the server scores (default ``name``)."""
 
     name: str = Field(min_length=1)
-    weight: float = Field(default=1.0, ge=0, allow_inf_nan=False, description="Relative weight; normalised.")
+    weight: float = Field(
+        default=1.0, ge=0, le=MAX_WEIGHT, allow_inf_nan=False, description="Relative weight; normalised."
+    )
     model: str | None = Field(default=None, min_length=1, description="Model reference, e.g. baseline-predictor@3.")
 
     @property
@@ -135,6 +139,7 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"candidates: duplicate candidate names in {names}")
         if self.default is not None and self.default not in names:
             raise ValueError(f"default: {self.default!r} is not a candidate (candidates: {names})")
+        # Each weight is at most MAX_WEIGHT, so the sum is finite; it must be positive too.
         if self.strategy == "weighted" and sum(c.weight for c in self.candidates) <= 0:
             raise ValueError("candidates: weights are all zero; at least one must be positive")
         if self.strategy == "bandit":
@@ -162,6 +167,30 @@ class ExperimentConfig(_Strict):
     def default_arm(self) -> str:
         """The arm for requests no strategy decides: ``default``, else the first candidate."""
         return self.default or self.candidates[0].name
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentLimits:
+    """What one experiment may cost the server (``serving.yaml`` ``server.max_experiment_arms`` and
+    ``server.max_bandit_draws``): each bandit refresh draws ``draws x arms`` Beta samples."""
+
+    max_arms: int = 32
+    max_bandit_draws: int = 20_000
+
+    def check(self, config: ExperimentConfig) -> None:
+        """Raise :class:`ExperimentConfigError` naming the field that exceeds a limit."""
+        arms = len(config.candidates)
+        if arms > self.max_arms:
+            raise ExperimentConfigError(
+                f"experiment {config.name!r}: candidates: {arms} arms exceed the server's limit of {self.max_arms} "
+                "(server.max_experiment_arms)"
+            )
+        draws = config.bandit.draws if config.bandit is not None else 0
+        if draws > self.max_bandit_draws:
+            raise ExperimentConfigError(
+                f"experiment {config.name!r}: bandit.draws: {draws} exceeds the server's limit of "
+                f"{self.max_bandit_draws} (server.max_bandit_draws)"
+            )
 
 
 def _format_errors(name: str, exc: ValidationError) -> str:
@@ -302,13 +331,20 @@ class Experiment:
 
     # The hot path: no allocation beyond a float and, for sticky keys, one 8-byte digest.
     def route(
-        self, headers: Mapping[str, str], parameters: Mapping[str, Any] | None = None, request_id: str | None = None
+        self,
+        headers: Mapping[str, str],
+        parameters: Mapping[str, Any] | None = None,
+        request_id: str | None = None,
+        among: tuple[int, ...] = (),
     ) -> Route:
         """The arm for one request. ``headers`` are looked up by lower-case name (as ASGI delivers them).
 
         Order: a pinned ``x-seldon-route`` naming a candidate; contextual value; sticky key; weighted/bandit draw.
         The draw (and a partial mirror's) is a stable hash of ``request_id`` when one is given, so a replay with the
         same request ids is routed the same whatever its timing; only the bandit's shares still move with feedback.
+        ``among`` (indices into ``candidates``), when given, are the only arms this request may go to (those whose
+        model takes its tensor's shape): an arm outside it is redrawn among them, which gives each of them its
+        share renormalised over ``among``.
         """
         config = self.config
         index = -1
@@ -321,10 +357,9 @@ class Experiment:
                 index = self._context_index(headers, parameters)
             else:
                 key = headers.get(config.sticky_header) if config.sticky_header else None
-                u = stable_unit(key, config.name) if key else self._draw(request_id, "route")
-                index = bisect.bisect_right(self._cumulative, u)
-                if index >= len(self._cumulative):
-                    index = len(self._cumulative) - 1
+                index = self._index(stable_unit(key, config.name) if key else self._draw(request_id, "route"))
+        if among and index not in among:
+            index = self._redraw(among, headers, request_id)
         self.route_counts[index] += 1
         if self._partial_mirror is not None and self._draw(request_id, "mirror") * 100 < self._partial_mirror.percent:
             return self._routes_mirrored[index]
@@ -335,6 +370,26 @@ class Experiment:
         if request_id:
             return stable_unit(request_id, f"{self.config.name}\0{purpose}\0{self._seed}")
         return self._rng.random()
+
+    def _index(self, u: float) -> int:
+        """The arm whose cumulative share interval holds ``u``."""
+        index = bisect.bisect_right(self._cumulative, u)
+        return index if index < len(self._cumulative) else len(self._cumulative) - 1
+
+    def _redraw(self, among: tuple[int, ...], headers: Mapping[str, str], request_id: str | None) -> int:
+        """An arm of ``among`` drawn by the current shares renormalised over them (uniformly when they are all 0);
+        stable per sticky key; for contextual routing, the default arm when it is among them."""
+        config = self.config
+        if self._context and self._default_index in among:
+            return self._default_index
+        shares = self._shares[list(among)]
+        total = float(shares.sum())
+        key = headers.get(config.sticky_header) if config.sticky_header else None
+        u = stable_unit(key, config.name + "/fit") if key else self._draw(request_id, "fit")
+        if total <= 0:
+            return among[min(int(u * len(among)), len(among) - 1)]
+        position = bisect.bisect_right(np.cumsum(shares / total).tolist(), u)
+        return among[min(position, len(among) - 1)]
 
     def _context_index(self, headers: Mapping[str, str], parameters: Mapping[str, Any] | None) -> int:
         context = self.config.context
@@ -461,21 +516,26 @@ def merge_patch(target: Any, patch: Any) -> Any:
 class ExperimentSet:
     """All configured experiments by name; :meth:`update` swaps one atomically after validating the patch."""
 
-    def __init__(self, experiments: list[ExperimentConfig] | None = None):
+    def __init__(self, experiments: list[ExperimentConfig] | None = None, limits: ExperimentLimits | None = None):
+        self.limits = limits or ExperimentLimits()
         self._experiments: dict[str, Experiment] = {}
         self._lock = threading.Lock()
         for config in experiments or []:
+            self.limits.check(config)
             if config.name in self._experiments:
                 raise ExperimentConfigError(f"experiment {config.name!r}: defined twice")
             self._experiments[config.name] = Experiment(config)
         self._by_default = self._index_defaults()
 
     @classmethod
-    def from_yaml(cls, source: str | Path | Mapping[str, Any] | list[Any]) -> ExperimentSet:
+    def from_yaml(
+        cls, source: str | Path | Mapping[str, Any] | list[Any], limits: ExperimentLimits | None = None
+    ) -> ExperimentSet:
         """Read experiments from a YAML file or an already parsed document.
 
         Accepted shapes: ``{experiments: [ {name: ..., ...}, ... ]}``, ``{experiments: {name: {...}}}`` or a bare
-        list. Other top-level keys (a server config's ``models``, say) are ignored.
+        list. Other top-level keys (a server config's ``models``, say) are ignored. Every experiment must keep
+        within ``limits`` (default :class:`ExperimentLimits`).
         """
         where = ""
         if isinstance(source, str | Path):
@@ -491,7 +551,7 @@ class ExperimentSet:
         if not isinstance(entries, list):
             raise ExperimentConfigError(f"{where}experiments: expected a list or mapping, got {type(entries).__name__}")
         try:
-            return cls([parse_config(e, where=f" #{i}") for i, e in enumerate(entries)])
+            return cls([parse_config(e, where=f" #{i}") for i, e in enumerate(entries)], limits)
         except ExperimentConfigError as exc:
             raise ExperimentConfigError(f"{where}{exc}") from None
 
@@ -548,7 +608,8 @@ class ExperimentSet:
         """Apply a JSON merge patch to experiment ``name``, validate it, and swap it in; returns the new state.
 
         Outcome counts of surviving arms carry over (a bandit keeps learning). An invalid patch raises
-        :class:`ExperimentConfigError` and leaves the experiment as it was. Renaming is refused. ``check`` (e.g.
+        :class:`ExperimentConfigError` and leaves the experiment as it was, as does one beyond the set's limits.
+        Renaming is refused. ``check`` (e.g.
         "the server serves every model it names") sees the new experiment before the swap; whatever it raises
         propagates and nothing changes.
         """
@@ -559,7 +620,9 @@ class ExperimentSet:
             if "name" in patch and patch["name"] != name:
                 raise ExperimentConfigError(f"experiment {name!r}: name: cannot be changed by an update")
             raw = merge_patch(old.config.model_dump(mode="python", exclude_none=True), patch)
-            new = Experiment(parse_config(raw), updated_by=who)
+            config = parse_config(raw)
+            self.limits.check(config)  # before the bandit's first draws, which the limits bound
+            new = Experiment(config, updated_by=who)
             if check is not None:
                 check(new)
             new._inherit(old)

@@ -74,6 +74,12 @@ class ServerMetrics:
             ["model", "version", "data_hash"],
             registry=r,
         )
+        self.signature_routed = Counter(
+            "finmlops_signature_routed",
+            "Experiment requests whose tensor shape only some arms take, routed among those arms.",
+            ["experiment"],
+            registry=r,
+        )
         self._request_children: dict[tuple[str, str, str, int], Any] = {}
         self._latency_children: dict[tuple[str, str, str], Any] = {}
         self._class_children: dict[str, tuple[Any, Any]] = {}
@@ -90,6 +96,9 @@ class ServerMetrics:
         if hist is None:
             hist = self._latency_children[lkey] = self.latency.labels(model, experiment, arm)
         hist.observe(seconds)
+
+    def count_signature_routed(self, experiment: str) -> None:
+        self.signature_routed.labels(experiment).inc()
 
     def declare_arm(self, model: str, experiment: str, arm: str) -> None:
         """Export the arm's request counter (status 200) at 0 before its first request, so that it exists."""

@@ -15,7 +15,10 @@ _TENSOR = {
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "datatype": {"type": "string", "enum": ["FP32", "FP64", "FP16"]},
         "parameters": {"type": "object"},
-        "data": {"type": "array", "description": "Row-major values, flat or nested."},
+        "data": {
+            "type": "array",
+            "description": "Row-major JSON numbers, flat or nested (no strings, booleans, nulls).",
+        },
     },
 }
 _INFER_REQUEST = {

@@ -6,6 +6,11 @@ market (``market_*`` in the advanced set) also need ``market_return`` ``[batch, 
 equal-weight daily return on the same days (``finmlops.features.market_returns``). The server cannot rebuild it from
 one ticker's history, and a stand-in would be training/serving skew, so without it the request is a 400. The model's
 window is the last ``seq_len`` rows of the features, in the card's feature order.
+
+Each batch row is checked by the store's own ``finmlops.data.validate_ohlcv`` (one rule set: positive prices,
+``high >= max(open, close)``, ``low <= min(open, close)``, whole non-negative volumes, ...), so a row the store would
+refuse is never scored. T is at most ``MAX_HISTORY_DAYS`` (a 413 beyond): features need a few hundred days, and the
+synthetic calendar must stay within pandas' dates.
 """
 
 from __future__ import annotations
@@ -13,12 +18,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from finmlops.data.errors import DataValidationError
+from finmlops.data.validation import validate_ohlcv
 from finmlops.features import compute_features
 from finmlops.features.registry import features_of
-from finmlops.serving.protocol import V2Error
+from finmlops.serving.errors import BadRequest, TooLarge
 
 REQUIRED = ("open", "high", "low", "close", "volume")
 MARKET = "market_return"
+# Longest raw history a request may send: 40 years of trading days, far beyond any feature's window.
+MAX_HISTORY_DAYS = 10_000
 # Synthetic trading days: no feature reads the calendar, only the order of rows.
 _END = pd.Timestamp("2000-01-03")
 
@@ -31,15 +40,15 @@ def min_history(feature_set: str, seq_len: int) -> int:
 def raw_windows(inputs: dict[str, np.ndarray], feature_set: str, feature_names: list[str], seq_len: int) -> np.ndarray:
     """``[batch, seq_len, n_features]`` float32 windows from ``[batch, T]`` OHLCV tensors.
 
-    Raises ``V2Error(400)`` naming the tensor, batch row and day of a bad value, or the minimum T.
+    Raises ``BadRequest`` naming the tensor, batch row and day of a bad value (or the rule the store's validation
+    found broken), or the minimum T; ``TooLarge`` beyond ``MAX_HISTORY_DAYS``.
     """
     missing = [n for n in REQUIRED if n not in inputs]
     if missing:
-        raise V2Error(400, f"raw inputs need tensors {', '.join(REQUIRED)}; missing {', '.join(missing)}")
+        raise BadRequest(f"raw inputs need tensors {', '.join(REQUIRED)}; missing {', '.join(missing)}")
     cross_asset = any(f.cross_asset for f in features_of(feature_set))
     if cross_asset and MARKET not in inputs:
-        raise V2Error(
-            400,
+        raise BadRequest(
             f"this model's {feature_set} features read the market: send {MARKET!r} [batch, T], the training "
             "universe's equal-weight daily return on the same days",
         )
@@ -47,60 +56,69 @@ def raw_windows(inputs: dict[str, np.ndarray], feature_set: str, feature_names: 
     shape = inputs["close"].shape
     for name, array in columns.items():
         if array.ndim != 2 or array.shape != shape:
-            raise V2Error(
-                400,
+            raise BadRequest(
                 f"input {name!r}: every raw tensor must be [batch, T] like 'close' {list(shape)}, "
                 f"got {list(array.shape)}",
             )
     batch, days = shape
     if batch == 0:
-        raise V2Error(400, "empty batch: 'close' has 0 rows")
+        raise BadRequest("empty batch: 'close' has 0 rows")
     need = min_history(feature_set, seq_len)
     if days < need:
-        raise V2Error(
-            400,
+        raise BadRequest(
             f"too short a history: T = {days} days, this model ({feature_set} features, seq_len "
             f"{seq_len}) needs T >= {need}",
         )
+    if days > MAX_HISTORY_DAYS:
+        raise TooLarge(
+            f"input 'close': T = {days} days exceeds the maximum raw history of {MAX_HISTORY_DAYS} days; send the "
+            f"last {need} or more (up to {MAX_HISTORY_DAYS})"
+        )
     if MARKET in columns and not np.isfinite(columns[MARKET]).all():
         row, day = (int(v) for v in np.argwhere(~np.isfinite(columns[MARKET]))[0])
-        raise V2Error(400, f"input {MARKET!r}: row {row}, day {day}: must be finite")
-    for name, array in columns.items():
-        if name == MARKET:
-            continue
-        bad = array < 0 if name == "volume" else array <= 0
-        if bad.any():
-            row, day = (int(v) for v in np.argwhere(bad)[0])
-            rule = "non-negative" if name == "volume" else "positive"
-            raise V2Error(400, f"input {name!r}: row {row}, day {day}: {array[row, day]} must be {rule}")
+        raise BadRequest(f"input {MARKET!r}: row {row}, day {day}: must be finite")
     dates = pd.bdate_range(end=_END, periods=days, name="date")
-    universe = {
-        f"ROW{i:05d}": pd.DataFrame(
-            {
-                "open": columns["open"][i],
-                "high": columns["high"][i],
-                "low": columns["low"][i],
-                "close": columns["close"][i],
-                "adj_close": columns.get("adj_close", columns["close"])[i],
-                "volume": columns["volume"][i],
-            },
-            index=dates,
-        )
-        for i in range(batch)
-    }
+    universe = {f"ROW{i:05d}": _frame(columns, i, dates) for i in range(batch)}
     market = {t: pd.Series(columns[MARKET][i], index=dates) for i, t in enumerate(universe)} if cross_asset else None
     try:
         frame = compute_features(universe, feature_set, market=market)
     except ValueError as exc:
-        raise V2Error(400, f"raw inputs: {exc}") from None
+        raise BadRequest(f"raw inputs: {exc}") from None
     values = frame[feature_names].to_numpy(np.float64).reshape(days, batch, len(feature_names))
     windows = np.ascontiguousarray(values[-seq_len:].transpose(1, 0, 2), dtype=np.float32)
     bad = ~np.isfinite(windows)
     if bad.any():
         row, step, j = (int(v) for v in np.argwhere(bad)[0])
-        raise V2Error(
-            400,
+        raise BadRequest(
             f"raw inputs: row {row}: feature {feature_names[j]!r} is undefined on day "
             f"{days - seq_len + step} (a constant or zero-range history?)",
         )
     return windows
+
+
+def _frame(columns: dict[str, np.ndarray], row: int, dates: pd.DatetimeIndex) -> pd.DataFrame:
+    """Batch row ``row`` as an OHLCV frame on synthetic ``dates``, checked by the store's ``validate_ohlcv``.
+
+    A whole-number volume becomes int64 (the store's dtype); a fractional one stays float and the validation names
+    it. Messages name the batch row and the day (0 = oldest).
+    """
+    volume = columns["volume"][row]
+    if np.all(np.abs(volume) < 2**62) and np.array_equal(volume, np.round(volume)):
+        volume = volume.astype(np.int64)
+    frame = pd.DataFrame(
+        {
+            "open": columns["open"][row],
+            "high": columns["high"][row],
+            "low": columns["low"][row],
+            "close": columns["close"][row],
+            "adj_close": columns.get("adj_close", columns["close"])[row],
+            "volume": volume,
+        },
+        index=dates,
+    )
+    try:
+        validate_ohlcv(frame, f"raw inputs, batch row {row}", rows=range(len(dates)))
+    except DataValidationError as exc:
+        day = "" if exc.row is None else f", day {exc.row}"
+        raise BadRequest(f"raw inputs: batch row {row}{day}: rule {exc.rule!r} failed: {exc.detail}") from None
+    return frame

@@ -125,6 +125,13 @@ def shadow_registered(app: Any, request_id: str, model: str, timeout: float = 10
     )  # fmt: skip
 
 
+def settle(client: Client) -> None:
+    """Return once the server has delivered the events (metrics, request-log rows, ledger) of every request this
+    client has had an answer to. The data plane publishes an event on the event loop's next turn, before the loop
+    reads another request, so one more round trip is a barrier: no sleep."""
+    client.request("GET", "/v2/health/live")
+
+
 def v2_body(x: np.ndarray, **extra: Any) -> dict[str, Any]:
     """The original clients' request: one ``input_data`` FP32 tensor, flat data."""
     return {
