@@ -30,7 +30,14 @@ DRIFT_REFERENCE_FILE = "drift_reference.json"
 
 
 class ModelLoadError(RuntimeError):
-    """A model cannot be found, downloaded or loaded; the message names the source."""
+    """A model cannot be found, downloaded or loaded; the message names the source (passwords redacted)."""
+
+
+def _redact(text: str) -> str:
+    # finmlops.tracking imports mlflow: only the registry paths, which have it loaded already, call this
+    from finmlops.tracking.backend import redact
+
+    return redact(text)
 
 
 @dataclass
@@ -177,10 +184,15 @@ class Registry:
     """The MLflow model registry, through mlflow-skinny's client (no torch)."""
 
     def __init__(self, tracking_uri: str, cache: Path) -> None:
+        # mlflow (through finmlops.tracking) is imported only when a registry is used: local paths serve without it
         import mlflow
 
-        from finmlops.tracking.backend import storage_url
+        from finmlops.tracking.backend import TrackingError, check_reachable, storage_url
 
+        try:  # a dead registry fails in seconds, naming the URI (password redacted), not after minutes of retries
+            check_reachable(tracking_uri)
+        except TrackingError as exc:
+            raise ModelLoadError(str(exc)) from None
         tracking_uri = storage_url(tracking_uri)  # postgresql:// works with psycopg2 as in the rest of finmlops
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
@@ -190,7 +202,12 @@ class Registry:
 
     def champions(self) -> list[str]:
         """Registered model names that have a ``champion`` alias."""
-        return [m.name for m in self.client.search_registered_models() if "champion" in (m.aliases or {})]
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return [m.name for m in self.client.search_registered_models() if "champion" in (m.aliases or {})]
+        except MlflowException as exc:
+            raise ModelLoadError(_redact(f"cannot list the models of the registry at {self.uri}: {exc}")) from None
 
     def resolve(self, name: str, alias: str | None, version: str | None) -> str:
         """The version number an alias (or an explicit version) names now."""
@@ -202,7 +219,7 @@ class Registry:
             return str(self.client.get_model_version(name, str(version)).version)
         except MlflowException as exc:
             raise ModelLoadError(
-                f"models:/{name}@{alias or version}: not in the registry at {self.uri}: {exc}"
+                _redact(f"models:/{name}@{alias or version}: not in the registry at {self.uri}: {exc}")
             ) from None
 
     def download(self, name: str, version: str) -> Path:
@@ -222,7 +239,7 @@ class Registry:
             )
             got.rename(target) if got != staging else staging.rename(target)
         except (MlflowException, OSError) as exc:
-            raise ModelLoadError(f"cannot download models:/{name}/{version}: {exc}") from None
+            raise ModelLoadError(_redact(f"cannot download models:/{name}/{version}: {exc}")) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
@@ -234,6 +251,7 @@ class Entry:
 
     spec: ModelSource
     current: LoadedModel
+    last_error: str | None = None
 
 
 class ModelStore:
@@ -320,10 +338,15 @@ class ModelStore:
                     continue
                 new = self._load(entry.spec, version)
             except ModelLoadError as exc:
-                log.warning(
-                    "reload of %s skipped, still serving version %s: %s", entry.spec.name, entry.current.version, exc
-                )
+                # Once per distinct cause, not at every poll: a registry that stays down is one warning line.
+                level = logging.DEBUG if str(exc) == entry.last_error else logging.WARNING
+                entry.last_error = str(exc)
+                log.log(
+                    level, "reload of %s skipped, still serving version %s: %s", entry.spec.name, entry.current.version,
+                    exc,
+                )  # fmt: skip
                 continue
+            entry.last_error = None
             old = entry.current.version
             entry.current = new
             self.reloads += 1
