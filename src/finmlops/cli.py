@@ -1123,24 +1123,33 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    admin_port: int | None = typer.Option(
+        None, "--admin-port", min=1, max=65535, help="Serve /admin/* only on this port (server.admin_host, loopback)."
+    ),
+    insecure_admin: bool = typer.Option(
+        False, "--insecure-admin", help="Open /admin/* to anyone when serving.yaml has no admin_tokens (local use)."
+    ),
 ) -> None:
     """Serve models over the Open Inference Protocol V2 (REST), with Seldon-style experiments, feedback,
-    Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. See docs/serving.md."""
+    Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. The admin API is off unless
+    serving.yaml sets auth.admin_tokens (or --insecure-admin). See docs/serving.md."""
     from pathlib import Path
 
     from finmlops.serving.config import ServingConfigError
     from finmlops.serving.models import ModelLoadError
-    from finmlops.serving.server import build_app, run
+    from finmlops.serving.server import ListenerError, build_app, run
 
     if log_level not in ("debug", "info", "warning", "error"):
         fail(f"--log-level must be debug, info, warning or error, got {log_level!r}", code=2)
     if config is not None and not Path(config).is_file():
         fail(f"--config {config}: no such file", code=2)
     try:
-        serving_app = build_app(settings_from(), Path(config) if config else None)
-    except (ServingConfigError, ModelLoadError) as exc:
+        serving_app = build_app(
+            settings_from(), Path(config) if config else None, insecure_admin=insecure_admin, admin_port=admin_port
+        )
+        run(serving_app, host=host, port=port, log_level=log_level)
+    except (ServingConfigError, ModelLoadError, ListenerError) as exc:
         fail(str(exc))
-    run(serving_app, host=host, port=port, log_level=log_level)
 
 
 # --- run --------------------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import orjson
 
 from finmlops import __version__
 from finmlops.serving.batching import ArrivalGate
-from finmlops.serving.config import ServingConfig, ServingConfigError
+from finmlops.serving.config import ADMIN_OFF, ServingConfig, ServingConfigError
 from finmlops.serving.experiments import (
     Experiment,
     ExperimentConfigError,
@@ -537,7 +537,12 @@ class ServingApp:
             return ok(model.metadata())
         match = _ADMIN_PATH.match(path)
         if match is not None:
-            who = self._authorize(headers, self._admin) if self._admin else _anonymous(headers, scope)
+            if self._admin:
+                who = self._authorize(headers, self._admin)
+            elif self.config.auth.insecure_admin:
+                who = _anonymous(headers, scope)
+            else:  # secure by default: no token configured means no admin API, not an open one
+                raise V2Error(403, ADMIN_OFF)
             name = match.group(1)
             if name is None:
                 only("GET")
