@@ -85,7 +85,10 @@ class ServingApp:
         self.metrics = ServerMetrics()
         for experiment in self.experiments:
             self._declare_arms(experiment)
-        self.request_log = RequestLog(request_log) if request_log is not None else None
+        self.request_log = (
+            RequestLog(request_log, max_buffered_rows=self.options.request_log_max_rows) if request_log else None
+        )
+        self.metrics.watch_request_log(self.request_log)
         self.ledger = FeedbackLedger(
             max_ids=self.options.feedback_ids,
             experiments=self.experiments,

@@ -87,6 +87,9 @@ class ServerOptions(_Strict):
     intra_op_threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads per session.")
     request_log: Path | None = Field(default=None, description="SQLite file (default <home>/serving/requests.db).")
     request_log_enabled: bool = True
+    request_log_max_rows: int = Field(
+        default=100_000, ge=100, description="Rows buffered while the log cannot write (a full disk); more are dropped."
+    )
     model_cache: Path | None = Field(default=None, description="Download folder (default <home>/serving/models).")
     drift_window: int = Field(default=500, ge=10, description="Recent requests the online PSI is computed over.")
     feedback_ids: int = Field(
