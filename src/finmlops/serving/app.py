@@ -125,6 +125,8 @@ class ServingApp:
 
     def _on_loaded(self, model: LoadedModel, previous: str | None) -> None:
         self.metrics.set_model_info(model.name, model.version, model.data_hash, previous)
+        if previous is not None and previous != model.version:
+            self._drift.pop((model.name, previous), None)  # the swapped-out version's PSI window (else one per swap)
         if model.drift_reference is None:
             return
         from finmlops.monitoring.drift import SlidingDrift

@@ -336,7 +336,8 @@ class ModelStore:
                 version = self.registry.resolve(ref[0], ref[1], None)
                 if version == entry.current.version:
                     continue
-                new = self._load(entry.spec, version)
+                t0 = time.perf_counter()
+                new = self._load(entry.spec, version)  # download + onnxruntime session + warm-up
             except ModelLoadError as exc:
                 # Once per distinct cause, not at every poll: a registry that stays down is one warning line.
                 level = logging.DEBUG if str(exc) == entry.last_error else logging.WARNING
@@ -351,5 +352,8 @@ class ModelStore:
             entry.current = new
             self.reloads += 1
             swaps.append((entry.spec.name, old, version))
-            log.info("%s: alias %s moved, now serving version %s (was %s)", entry.spec.name, ref[1], version, old)
+            log.info(
+                "%s: alias %s moved, now serving version %s (was %s; downloaded and loaded in %.2f s)",
+                entry.spec.name, ref[1], version, old, time.perf_counter() - t0,
+            )  # fmt: skip
         return swaps
