@@ -236,9 +236,10 @@ async def swapper(uri: str, versions: list[str], every: float, stop: float, pid:
 
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     for version in versions[1:]:
-        await asyncio.sleep(every)
-        if time.monotonic() >= stop - 1:
+        next_move = time.monotonic() + every
+        if next_move >= stop - 1:  # too late for an answer from the new version before the traffic stops
             return
+        await asyncio.sleep(next_move - time.monotonic())
         await asyncio.to_thread(client.set_registered_model_alias, MODEL, "champion", version)
         swaps.append((time.monotonic(), version, rss_mib(pid)))
 

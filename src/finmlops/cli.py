@@ -932,7 +932,10 @@ def abtest_analyze(
         "experiment's traffic sent to the winner (needs --server and/or --config). Tagged.",
     ),
     server: str | None = typer.Option(
-        None, "--server", help="With --apply: running server URL whose experiment is changed (PUT /admin/...)."
+        None,
+        "--server",
+        help="With --apply: running server URL whose experiment is changed (PUT /admin/...; its admin port when "
+        "server.admin_port is set).",
     ),
     token: str | None = typer.Option(
         None, "--token", envvar="FINMLOPS_ADMIN_TOKEN", help="Admin bearer token for --server."
