@@ -1001,7 +1001,10 @@ def abtest_analyze(
         "experiment's traffic sent to the winner (needs --server and/or --config). Tagged.",
     ),
     server: str | None = typer.Option(
-        None, "--server", help="With --apply: running server URL whose experiment is changed (PUT /admin/...)."
+        None,
+        "--server",
+        help="With --apply: running server URL whose experiment is changed (PUT /admin/...; its admin port when "
+        "server.admin_port is set).",
     ),
     token: str | None = typer.Option(
         None, "--token", envvar="FINMLOPS_ADMIN_TOKEN", help="Admin bearer token for --server."
@@ -1218,14 +1221,21 @@ def serve_command(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port."),
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    admin_port: int | None = typer.Option(
+        None, "--admin-port", min=1, max=65535, help="Serve /admin/* only on this port (server.admin_host, loopback)."
+    ),
+    insecure_admin: bool = typer.Option(
+        False, "--insecure-admin", help="Open /admin/* to anyone when serving.yaml has no admin_tokens (local use)."
+    ),
 ) -> None:
     """Serve models over the Open Inference Protocol V2 (REST), with Seldon-style experiments, feedback,
-    Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. See docs/serving.md."""
+    Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. The admin API is off unless
+    serving.yaml sets auth.admin_tokens (or --insecure-admin). See docs/serving.md."""
     from pathlib import Path
 
     from finmlops.serving.config import ServingConfigError, load_config
     from finmlops.serving.models import ModelLoadError
-    from finmlops.serving.server import build_app, needs_registry, run
+    from finmlops.serving.server import ListenerError, build_app, needs_registry, run
 
     if log_level not in ("debug", "info", "warning", "error"):
         fail(f"--log-level must be debug, info, warning or error, got {log_level!r}", code=2)
@@ -1242,10 +1252,10 @@ def serve_command(
                 check_reachable(settings.tracking_uri)
             except TrackingError as exc:
                 fail(str(exc))
-        serving_app = build_app(settings, config=loaded)
-    except (ServingConfigError, ModelLoadError) as exc:
+        serving_app = build_app(settings, config=loaded, insecure_admin=insecure_admin, admin_port=admin_port)
+        run(serving_app, host=host, port=port, log_level=log_level)
+    except (ServingConfigError, ModelLoadError, ListenerError) as exc:
         fail(str(exc))
-    run(serving_app, host=host, port=port, log_level=log_level)
 
 
 # --- run --------------------------------------------------------------------------------------------------------------

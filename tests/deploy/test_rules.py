@@ -27,6 +27,8 @@ SERVER_METRICS = {
     "finmlops_feature_psi",
     "finmlops_model_info",
     "finmlops_baseline_accuracy",
+    "finmlops_request_log_write_errors_total",
+    "finmlops_request_log_dropped_rows_total",
     "up",
 }
 REQUIRED_ALERTS = {
@@ -36,8 +38,10 @@ REQUIRED_ALERTS = {
     "FinmlopsFeatureDrift",
     "FinmlopsExperimentArmStarved",
     "FinmlopsScrapeTargetDown",
+    "FinmlopsRequestLogFailing",
+    "FinmlopsRequestLogDroppingRows",
 }
-PROMQL_WORDS = {"sum", "by", "on", "and", "rate", "histogram_quantile", "group_left", "le"}
+PROMQL_WORDS = {"sum", "by", "on", "and", "rate", "increase", "histogram_quantile", "group_left", "le"}
 
 
 def alerts() -> dict[str, dict[str, Any]]:
@@ -63,7 +67,7 @@ def test_rules_use_only_the_server_metrics() -> None:
     for name, rule in alerts().items():
         expr = re.sub(r'\{[^}]*\}|"[^"]*"|\[[^\]]*\]', "", rule["expr"])
         used = set(re.findall(r"[a-zA-Z_][a-zA-Z0-9_]*", expr)) - PROMQL_WORDS
-        assert used <= SERVER_METRICS | {"model", "experiment", "arm"}, f"{name}: {used - SERVER_METRICS}"
+        assert used <= SERVER_METRICS | {"model", "experiment", "arm", "instance"}, f"{name}: {used - SERVER_METRICS}"
 
 
 def test_prometheus_rule_is_in_sync_with_the_rules_file() -> None:
@@ -160,6 +164,11 @@ def test_each_alert_fires_on_its_failure_only(tmp_path: Path) -> None:
         _series("finmlops_requests_total", {**bad, "experiment": "ef", "arm": "enhanced", "status": "200"}, "0x90"),
         _series("up", {"job": "finmlops-server", "instance": "10.0.0.7:8080"}, "0x90"),
         _series("up", {"job": "finmlops-server", "instance": "10.0.0.8:8080"}, "1x90"),
+        # Pod .7's disk fills at minute 10: a write error a minute, rows dropped from minute 20; pod .8 is healthy.
+        _series("finmlops_request_log_write_errors_total", {"instance": "10.0.0.7:8080"}, "0x10 1+1x80"),
+        _series("finmlops_request_log_dropped_rows_total", {"instance": "10.0.0.7:8080"}, "0x20 50+50x70"),
+        _series("finmlops_request_log_write_errors_total", {"instance": "10.0.0.8:8080"}, "0x90"),
+        _series("finmlops_request_log_dropped_rows_total", {"instance": "10.0.0.8:8080"}, "0x90"),
     ]
     tests = [
         _alert("FinmlopsAccuracyBelowBaseline", "30m"),  # not yet for 1h
@@ -175,6 +184,10 @@ def test_each_alert_fires_on_its_failure_only(tmp_path: Path) -> None:
         ),
         _alert("FinmlopsScrapeTargetDown", "3m"),
         _alert("FinmlopsScrapeTargetDown", "10m", {"job": "finmlops-server", "instance": "10.0.0.7:8080"}),
+        _alert("FinmlopsRequestLogFailing", "9m"),
+        _alert("FinmlopsRequestLogFailing", "20m", {"instance": "10.0.0.7:8080"}),
+        _alert("FinmlopsRequestLogDroppingRows", "19m"),
+        _alert("FinmlopsRequestLogDroppingRows", "25m", {"instance": "10.0.0.7:8080"}),
     ]
     spec = tmp_path / "rules_test.yaml"
     spec.write_text(

@@ -429,7 +429,8 @@ def test_each_arm_is_exported_at_zero_before_its_first_request(tmp_path: Path) -
     sources = [{"name": n, "source": str(model)} for n in ("a-model", "b-model", "c-model")]
     arms = [{"name": "a", "model": "a-model", "weight": 1}, {"name": "b", "model": "b-model", "weight": 1},
             {"name": "c", "model": "c-model", "weight": 0}]  # fmt: skip
-    config = parse_config({"models": sources, "experiments": [{"name": "ab", "candidates": arms}]})
+    experiments = [{"name": "ab", "candidates": arms}]
+    config = parse_config({"models": sources, "experiments": experiments, "auth": {"insecure_admin": True}})
     app = ServingApp(config, registry=None, request_log=None)
 
     def zero_arms(text: str) -> set[str]:

@@ -25,10 +25,11 @@ import numpy as np
 import orjson
 
 from finmlops import __version__
-from finmlops.serving.config import ServingConfig
+from finmlops.serving.config import ADMIN_OFF, ServingConfig
 from finmlops.serving.dataplane import DataPlane, InferenceEvent
 from finmlops.serving.errors import (
     BadRequest,
+    Forbidden,
     MethodNotAllowed,
     NotFound,
     ServingError,
@@ -235,7 +236,12 @@ class ServingApp:
             return ok(model.metadata())
         match = _ADMIN_PATH.match(path)
         if match is not None:
-            who = self._authorize(headers, self._admin) if self._admin else _anonymous(headers, scope)
+            if self._admin:
+                who = self._authorize(headers, self._admin)
+            elif self.config.auth.insecure_admin:
+                who = _anonymous(headers, scope)
+            else:  # secure by default: no token configured means no admin API, not an open one
+                raise Forbidden(ADMIN_OFF)
             name = match.group(1)
             if name is None:
                 only("GET")

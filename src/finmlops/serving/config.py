@@ -59,10 +59,37 @@ class ServerOptions(_Strict):
         default=1.0, ge=0, le=100, description="Longest a request waits for companions still being read."
     )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    # HTTP limits (finmlops.serving.limits), near nginx's and Envoy's defaults.
+    max_header_bytes: int = Field(
+        default=32 * 1024, ge=1024, description="Request line and headers together; more gets 431 (nginx: 4 x 8 KiB)."
+    )
+    max_header_line_bytes: int = Field(
+        default=8 * 1024, ge=256, description="One header line (431) or the request line (414) (nginx: 8 KiB)."
+    )
+    max_headers: int = Field(default=100, ge=8, description="Request headers; more gets 431 (Envoy: 100).")
+    header_timeout_s: float = Field(
+        default=15.0, gt=0, description="The headers must arrive within it (from connect); else 408 and close."
+    )
+    body_timeout_s: float = Field(
+        default=60.0, gt=0, description="The body must arrive within it (from the headers); else 408 and close."
+    )
+    max_connections: int = Field(
+        default=1024, ge=1, description="Open connections; a request on one more gets 503 (nginx: 1024 per worker)."
+    )
+    admin_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve /admin/* only on this port (on admin_host); the main port then answers 404 there.",
+    )
+    admin_host: str = Field(default="127.0.0.1", description="Address of the admin listener (default loopback).")
     reload_interval_s: float = Field(default=30.0, ge=0, description="Registry alias poll period; 0 disables.")
     intra_op_threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads per session.")
     request_log: Path | None = Field(default=None, description="SQLite file (default <home>/serving/requests.db).")
     request_log_enabled: bool = True
+    request_log_max_rows: int = Field(
+        default=100_000, ge=100, description="Rows buffered while the log cannot write (a full disk); more are dropped."
+    )
     model_cache: Path | None = Field(default=None, description="Download folder (default <home>/serving/models).")
     drift_window: int = Field(default=500, ge=10, description="Recent requests the online PSI is computed over.")
     feedback_ids: int = Field(
@@ -80,8 +107,15 @@ class ServerOptions(_Strict):
 class AuthOptions(_Strict):
     """Bearer tokens by holder name: the name is what ``admin_log.who`` records."""
 
-    admin_tokens: dict[str, str] = Field(default_factory=dict, description="Required on /admin/* when set.")
+    admin_tokens: dict[str, str] = Field(
+        default_factory=dict, description="Required on /admin/*; without any, the admin API is off (403)."
+    )
     infer_tokens: dict[str, str] = Field(default_factory=dict, description="Required on infer/feedback when set.")
+    insecure_admin: bool = Field(
+        default=False,
+        description="Open the admin API to anyone when admin_tokens is empty: local use only "
+        "(`finmlops serve --insecure-admin` sets it).",
+    )
 
     @field_validator("admin_tokens", "infer_tokens")
     @classmethod
@@ -97,6 +131,12 @@ class AuthOptions(_Strict):
                 raise ValueError(f"token of {who!r}: use at least 16 characters")
             out[who] = token
         return out
+
+
+ADMIN_OFF = (
+    "the admin API is off: set auth.admin_tokens in serving.yaml (a bearer token per holder, e.g. "
+    "${FINMLOPS_ADMIN_TOKEN}), or for local use only auth.insecure_admin: true (finmlops serve --insecure-admin)"
+)
 
 
 class ServingConfig(_Strict):

@@ -257,6 +257,9 @@ class DriftObserver:
     def track(self, model: LoadedModel, tracker: Any, order: np.ndarray) -> None:
         self._tracked[(model.name, model.version)] = (tracker, order, deque(maxlen=self.window))
 
+    def forget(self, name: str, version: str) -> None:
+        self._tracked.pop((name, version), None)
+
     def on_inference(self, event: InferenceEvent) -> None:
         if event.shadow or event.x is None or event.version is None:
             return
@@ -320,7 +323,10 @@ class DataPlane:
         self.metrics = ServerMetrics()
         for experiment in self.experiments:
             self._declare_arms(experiment)
-        self.request_log = RequestLog(request_log) if request_log is not None else None
+        self.request_log = (
+            RequestLog(request_log, max_buffered_rows=self.options.request_log_max_rows) if request_log else None
+        )
+        self.metrics.watch_request_log(self.request_log)
         self.ledger = FeedbackLedger(
             max_ids=self.options.feedback_ids,
             experiments=self.experiments,
@@ -365,6 +371,8 @@ class DataPlane:
     def on_loaded(self, model: LoadedModel, previous: str | None) -> None:
         """A model version starts serving (at start-up, or after its alias moved from ``previous``)."""
         self.metrics.set_model_info(model.name, model.version, model.data_hash, previous)
+        if previous is not None and previous != model.version:
+            self.drift.forget(model.name, previous)  # the swapped-out version's PSI window (else one per swap)
         self._fits.clear()  # a new version may take another window shape
         self._uniform.clear()
         if model.drift_reference is None or self._drift_factory is None:

@@ -35,6 +35,13 @@ class Unauthorized(ServingError):
     grpc_code = "UNAUTHENTICATED"
 
 
+class Forbidden(ServingError):
+    """The endpoint is switched off by configuration (the admin API without admin tokens)."""
+
+    status = 403
+    grpc_code = "PERMISSION_DENIED"
+
+
 class NotFound(ServingError):
     """No such model, version, experiment, request id or route."""
 

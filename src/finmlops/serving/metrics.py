@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 # Sub-millisecond buckets: a scored request takes 0.1-1 ms on one core; the alert threshold is 100 ms.
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -80,9 +81,15 @@ class ServerMetrics:
             ["experiment"],
             registry=r,
         )
+        self._request_log = _RequestLogCollector()
+        r.register(self._request_log)
         self._request_children: dict[tuple[str, str, str, int], Any] = {}
         self._latency_children: dict[tuple[str, str, str], Any] = {}
         self._class_children: dict[str, tuple[Any, Any]] = {}
+
+    def watch_request_log(self, request_log: Any) -> None:
+        """Export ``request_log``'s write errors and dropped rows (a ``RequestLog``; 0 while there is none)."""
+        self._request_log.source = request_log
 
     def observe_request(self, model: str, experiment: str, arm: str, status: int, seconds: float) -> None:
         """Count one request and its latency (cached children: no label parsing per request)."""
@@ -137,3 +144,23 @@ class ServerMetrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every series."""
         return generate_latest(self.registry)
+
+
+class _RequestLogCollector:
+    """The request log's failure counters, read from it at scrape time (its writer thread owns them)."""
+
+    def __init__(self) -> None:
+        self.source: Any = None
+
+    def collect(self) -> Any:
+        log = self.source
+        yield CounterMetricFamily(
+            "finmlops_request_log_write_errors",
+            "Failed writes of the request log (each retried later; a full or failing disk).",
+            value=log.write_errors if log is not None else 0,
+        )
+        yield CounterMetricFamily(
+            "finmlops_request_log_dropped_rows",
+            "Request-log rows dropped because the writer was failing and the buffer was full.",
+            value=log.dropped_rows if log is not None else 0,
+        )

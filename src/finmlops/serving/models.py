@@ -27,7 +27,14 @@ log = logging.getLogger("finmlops.serving")
 
 
 class ModelLoadError(RuntimeError):
-    """A model cannot be found, downloaded or loaded; the message names the source."""
+    """A model cannot be found, downloaded or loaded; the message names the source (passwords redacted)."""
+
+
+def _redact(text: str) -> str:
+    # finmlops.tracking imports mlflow: only the registry paths, which have it loaded already, call this
+    from finmlops.tracking.backend import redact
+
+    return redact(text)
 
 
 @dataclass
@@ -118,10 +125,15 @@ class Registry:
     """The MLflow model registry, through mlflow-skinny's client (no torch)."""
 
     def __init__(self, tracking_uri: str, cache: Path) -> None:
+        # mlflow (through finmlops.tracking) is imported only when a registry is used: local paths serve without it
         import mlflow
 
-        from finmlops.tracking.backend import storage_url
+        from finmlops.tracking.backend import TrackingError, check_reachable, storage_url
 
+        try:  # a dead registry fails in seconds, naming the URI (password redacted), not after minutes of retries
+            check_reachable(tracking_uri)
+        except TrackingError as exc:
+            raise ModelLoadError(str(exc)) from None
         tracking_uri = storage_url(tracking_uri)  # postgresql:// works with psycopg2 as in the rest of finmlops
         mlflow.set_tracking_uri(tracking_uri)
         mlflow.set_registry_uri(tracking_uri)
@@ -131,7 +143,12 @@ class Registry:
 
     def champions(self) -> list[str]:
         """Registered model names that have a ``champion`` alias."""
-        return [m.name for m in self.client.search_registered_models() if "champion" in (m.aliases or {})]
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return [m.name for m in self.client.search_registered_models() if "champion" in (m.aliases or {})]
+        except MlflowException as exc:
+            raise ModelLoadError(_redact(f"cannot list the models of the registry at {self.uri}: {exc}")) from None
 
     def resolve(self, name: str, alias: str | None, version: str | None) -> str:
         """The version number an alias (or an explicit version) names now."""
@@ -143,7 +160,7 @@ class Registry:
             return str(self.client.get_model_version(name, str(version)).version)
         except MlflowException as exc:
             raise ModelLoadError(
-                f"models:/{name}@{alias or version}: not in the registry at {self.uri}: {exc}"
+                _redact(f"models:/{name}@{alias or version}: not in the registry at {self.uri}: {exc}")
             ) from None
 
     def download(self, name: str, version: str) -> Path:
@@ -163,7 +180,7 @@ class Registry:
             )
             got.rename(target) if got != staging else staging.rename(target)
         except (MlflowException, OSError) as exc:
-            raise ModelLoadError(f"cannot download models:/{name}/{version}: {exc}") from None
+            raise ModelLoadError(_redact(f"cannot download models:/{name}/{version}: {exc}")) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
@@ -175,6 +192,7 @@ class Entry:
 
     spec: ModelSource
     current: LoadedModel
+    last_error: str | None = None
 
 
 class ModelStore:
@@ -259,15 +277,24 @@ class ModelStore:
                 version = self.registry.resolve(ref[0], ref[1], None)
                 if version == entry.current.version:
                     continue
-                new = self._load(entry.spec, version)
+                t0 = time.perf_counter()
+                new = self._load(entry.spec, version)  # download + onnxruntime session + warm-up
             except ModelLoadError as exc:
-                log.warning(
-                    "reload of %s skipped, still serving version %s: %s", entry.spec.name, entry.current.version, exc
-                )
+                # Once per distinct cause, not at every poll: a registry that stays down is one warning line.
+                level = logging.DEBUG if str(exc) == entry.last_error else logging.WARNING
+                entry.last_error = str(exc)
+                log.log(
+                    level, "reload of %s skipped, still serving version %s: %s", entry.spec.name, entry.current.version,
+                    exc,
+                )  # fmt: skip
                 continue
+            entry.last_error = None
             old = entry.current.version
             entry.current = new
             self.reloads += 1
             swaps.append((entry.spec.name, old, version))
-            log.info("%s: alias %s moved, now serving version %s (was %s)", entry.spec.name, ref[1], version, old)
+            log.info(
+                "%s: alias %s moved, now serving version %s (was %s; downloaded and loaded in %.2f s)",
+                entry.spec.name, ref[1], version, old, time.perf_counter() - t0,
+            )  # fmt: skip
         return swaps

@@ -131,14 +131,14 @@ def openapi_schema() -> dict[str, Any]:
                     "responses": {"200": _json({"type": "object"}, "recorded"), **_errors(400, 401, 404, 415)},
                 }
             },
-            "/admin/experiments": _get("Every experiment's config and live state", [], 401),
+            "/admin/experiments": _get("Every experiment's config and live state", [], 401, 403),
             "/admin/experiments/{experiment}": {
-                **_get("One experiment's config and live state", [_EXPERIMENT], 401, 404),
+                **_get("One experiment's config and live state", [_EXPERIMENT], 401, 403, 404),
                 "put": {
                     "summary": "Change an experiment at run time (logged with who changed what).",
                     "parameters": [_EXPERIMENT],
                     "requestBody": {"required": True, "content": {"application/json": {"schema": patch}}},
-                    "responses": {"200": _json({"type": "object"}, "new state"), **_errors(400, 401, 404, 415)},
+                    "responses": {"200": _json({"type": "object"}, "new state"), **_errors(400, 401, 403, 404, 415)},
                 },
             },
             "/metrics": {

@@ -12,6 +12,7 @@ rowid) status-200 row, as the feedback lookup does.
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
+
+log = logging.getLogger("finmlops.serving")
 
 REQUESTS_TABLE = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -138,10 +141,15 @@ class RequestLog:
     """Buffered writer of ``RequestRecord``/``FeedbackRecord``/``AdminRecord`` rows to the SQLite file ``path``.
 
     ``append`` is safe from any thread and never touches the disk. ``flush`` writes what is buffered now;
-    ``close`` stops the writer thread after a final flush. A failed write keeps the rows for the next try.
+    ``close`` stops the writer thread after a final flush. A failed write (a full disk) keeps the rows for the next
+    try, up to ``max_buffered_rows``; beyond that new rows are dropped and counted (``dropped_rows``), so memory stays
+    bounded. The first failure is one error line on the log (stderr), and so is the recovery; ``write_errors``
+    counts failed flushes. ``close`` never raises: rows it cannot write are reported and given up.
     """
 
-    def __init__(self, path: Path, *, flush_interval_s: float = 0.2, batch_rows: int = 1000) -> None:
+    def __init__(
+        self, path: Path, *, flush_interval_s: float = 0.2, batch_rows: int = 1000, max_buffered_rows: int = 100_000
+    ) -> None:
         self.path = Path(path)
         self._db = connect(self.path)
         self._buffer: deque[Any] = deque()
@@ -150,18 +158,30 @@ class RequestLog:
         self._closed = False
         self._interval = flush_interval_s
         self._batch_rows = batch_rows
+        self.max_buffered_rows = max_buffered_rows
         self.write_errors = 0
+        self.dropped_rows = 0
+        self._failing = False
         self._thread = threading.Thread(target=self._run, name="finmlops-requestlog", daemon=True)
         self._thread.start()
 
     def append(self, record: RequestRecord | FeedbackRecord | AdminRecord) -> None:
-        """Buffer one record (deque.append is atomic, so no lock on the hot path)."""
+        """Buffer one record (deque.append is atomic, so no lock on the hot path); drop it if the buffer is full."""
+        if len(self._buffer) >= self.max_buffered_rows:
+            self.dropped_rows += 1  # the writer is failing: keep the oldest rows, bounded, and count the rest
+            return
         self._buffer.append(record)
         if len(self._buffer) >= self._batch_rows:
             self._wake.set()
 
+    @property
+    def buffered(self) -> int:
+        """Rows waiting to be written."""
+        return len(self._buffer)
+
     def flush(self) -> int:
-        """Write every buffered record in one transaction; returns how many were written."""
+        """Write every buffered record in one transaction; returns how many were written. A failure keeps the rows
+        buffered, counts the error and raises ``sqlite3.Error`` (or the ``OSError`` of the disk)."""
         with self._write_lock:
             rows = [self._buffer.popleft() for _ in range(len(self._buffer))]
             if not rows:
@@ -172,21 +192,35 @@ class RequestLog:
                         batch = [r for r in rows if type(r) is kind]  # NamedTuples bind as they are
                         if batch:
                             self._db.executemany(statement, batch)
-            except sqlite3.Error:
+            except (sqlite3.Error, OSError) as exc:
                 self.write_errors += 1
                 self._buffer.extendleft(reversed(rows))  # keep them, oldest first, for the next flush
+                if not self._failing:
+                    self._failing = True
+                    log.error(
+                        "request log %s: cannot write (%s); keeping up to %d rows in memory, dropping the rest until "
+                        "it can (finmlops_request_log_write_errors_total, finmlops_request_log_dropped_rows_total)",
+                        self.path, exc, self.max_buffered_rows,
+                    )  # fmt: skip
                 raise
+            if self._failing:
+                self._failing = False
+                log.warning("request log %s: writing again (%d rows dropped meanwhile)", self.path, self.dropped_rows)
             return len(rows)
 
     def close(self) -> None:
-        """Flush what is left and stop the writer thread."""
+        """Flush what is left and stop the writer thread; on a failing disk, report what is lost instead of raising."""
         if self._closed:
             return
         self._closed = True
         self._wake.set()
         self._thread.join(timeout=10)
-        self.flush()
-        self._db.close()
+        try:
+            self.flush()
+        except (sqlite3.Error, OSError):
+            log.warning("request log %s closed with %d rows unwritten (disk full?)", self.path, len(self._buffer))
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
 
     def _run(self) -> None:
         while not self._closed:
@@ -194,8 +228,9 @@ class RequestLog:
             self._wake.clear()
             try:
                 self.flush()
-            except sqlite3.Error:
-                time.sleep(self._interval)  # the disk is busy or full: retry later, never lose the server
+            except (sqlite3.Error, OSError):
+                # the disk is busy or full: retry later (not at every batch: each retry rewrites the whole buffer)
+                time.sleep(max(self._interval, 1.0))
 
 
 def _read(path: Path, query: str | Callable[[sqlite3.Connection], str]) -> pd.DataFrame:

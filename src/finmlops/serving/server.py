@@ -13,7 +13,9 @@ from typing import Any
 
 from finmlops.serving.app import ServingApp
 from finmlops.serving.config import ServingConfig, default_config, load_config
+from finmlops.serving.limits import guarded_protocol
 from finmlops.serving.models import Registry
+from finmlops.serving.protocol import error_body
 from finmlops.settings import Settings
 
 STARTUP_TIMEOUT_S = 60.0
@@ -23,9 +25,18 @@ def needs_registry(config: ServingConfig) -> bool:
     return any(m.registry_ref is not None for m in config.models)
 
 
-def build_app(settings: Settings, config_path: Path | None = None, config: ServingConfig | None = None) -> ServingApp:
+def build_app(
+    settings: Settings,
+    config_path: Path | None = None,
+    config: ServingConfig | None = None,
+    *,
+    insecure_admin: bool = False,
+    admin_port: int | None = None,
+) -> ServingApp:
     """The app for ``config`` (or the file ``config_path``; or, with neither, every ``*-predictor@champion`` in the
-    registry plus the default A/B experiment). Raises ``ServingConfigError``/``ModelLoadError`` naming the cause."""
+    registry plus the default A/B experiment). ``insecure_admin`` and ``admin_port`` override the file's
+    ``auth.insecure_admin`` and ``server.admin_port``. Raises ``ServingConfigError``/``ModelLoadError`` naming the
+    cause."""
     if config is None and config_path is not None:
         config = load_config(config_path)
     serving_dir = settings.home / "serving"
@@ -36,33 +47,108 @@ def build_app(settings: Settings, config_path: Path | None = None, config: Servi
     if config is None:
         assert registry is not None
         config = default_config(registry.champions())
+    if insecure_admin:
+        config = config.model_copy(update={"auth": config.auth.model_copy(update={"insecure_admin": True})})
+    if admin_port is not None:
+        config = config.model_copy(update={"server": config.server.model_copy(update={"admin_port": admin_port})})
     log_path = None
     if config.server.request_log_enabled:
         log_path = config.server.request_log or serving_dir / "requests.db"
     return ServingApp(config, registry=registry, request_log=log_path)
 
 
-def run(app: ServingApp, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
-    """Serve ``app`` with uvicorn (uvloop + httptools when installed, no access log: it costs more than a request).
+class ListenerError(RuntimeError):
+    """A listening socket cannot be opened; the message names the address."""
 
-    SIGTERM/SIGINT stop accepting connections, drain in-flight requests, then flush the request log.
-    """
+
+class Listeners:
+    """ASGI wrapper that splits the API by listening port when ``admin_port`` is set: ``/admin/*`` only on the
+    admin port (with the health checks), everything else only on the main port; the other side answers 404, as if
+    the route did not exist. Without ``admin_port`` every route is on the one port."""
+
+    def __init__(self, app: Any, admin_port: int | None) -> None:
+        self.app = app
+        self.admin_port = admin_port
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and self.admin_port is not None:
+            path = scope["path"]
+            on_admin_port = (scope.get("server") or ("", None))[1] == self.admin_port
+            is_admin = path == "/admin" or path.startswith("/admin/")
+            if is_admin and not on_admin_port:
+                return await _not_found(
+                    send, f"no route {path}: the admin API listens on its own port (server.admin_port)"
+                )
+            if on_admin_port and not is_admin and not path.startswith("/v2/health/"):
+                return await _not_found(send, f"no route {path} on the admin port: it serves /admin/* only")
+        await self.app(scope, receive, send)
+
+
+async def _not_found(send: Any, message: str) -> None:
+    body = error_body(message)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def uvicorn_config(app: ServingApp, log_level: str = "info") -> Any:
+    """The uvicorn configuration of ``app``: its HTTP limits (finmlops.serving.limits), the connection cap (a
+    request on one connection more gets 503), the admin listener split, no access log (it costs more than a
+    request), uvloop when installed. SIGTERM/SIGINT stop accepting connections, drain in-flight requests, then
+    flush the request log."""
     import uvicorn
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
+    options = app.options
+    return uvicorn.Config(
+        Listeners(app, options.admin_port),
         log_level=log_level,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=30,
         loop="auto",
-        http="auto",
+        http=guarded_protocol(options),
+        # uvicorn counts the connection being served itself, so N allowed connections is a limit of N + 1
+        limit_concurrency=options.max_connections + 1,
         server_header=False,
         date_header=False,
     )
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound TCP socket on ``host:port`` (IPv6 when ``host`` has a colon); ``ListenerError`` names a busy one."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ListenerError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def sockets_for(app: ServingApp, host: str, port: int) -> list[socket.socket]:
+    """The main listener and, when ``server.admin_port`` is set, the admin one on ``server.admin_host``."""
+    sockets = [listen(host, port)]
+    if app.options.admin_port is not None:
+        try:
+            sockets.append(listen(app.options.admin_host, app.options.admin_port))
+        except ListenerError:
+            sockets[0].close()
+            raise
+    return sockets
+
+
+def run(app: ServingApp, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
+    """Serve ``app`` with uvicorn on ``host:port`` (and its admin listener); ``ListenerError`` if a port is busy."""
+    import uvicorn
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sockets = sockets_for(app, host, port)
+    try:
+        uvicorn.Server(uvicorn_config(app, log_level)).run(sockets=sockets)
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
 def free_port() -> int:
@@ -76,17 +162,21 @@ def free_port() -> int:
 def running_server(app: Any) -> Iterator[str]:
     """Run the ASGI ``app`` under uvicorn on 127.0.0.1 in a daemon thread; yields the base URL.
 
-    The listening socket is bound here and handed to uvicorn, so no other process can take the port in between.
+    A ``ServingApp`` runs with its limits and, when ``server.admin_port`` is set, its admin listener on that port.
+    The listening sockets are bound here and handed to uvicorn, so no other process can take a port in between.
     On exit uvicorn drains in-flight requests and runs the app's shutdown, which flushes the request log.
     """
     import uvicorn
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    if isinstance(app, ServingApp):
+        sockets = sockets_for(app, "127.0.0.1", 0)
+        config = uvicorn_config(app, "warning")
+    else:
+        sockets = [listen("127.0.0.1", 0)]
+        config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    port = int(sockets[0].getsockname()[1])
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="finmlops-server", daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, name="finmlops-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     try:
@@ -98,4 +188,5 @@ def running_server(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=60)
-        sock.close()
+        for sock in sockets:
+            sock.close()

@@ -8,6 +8,7 @@ used as given, except that ``postgresql://`` gets the psycopg2 driver when psyco
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import re
@@ -15,7 +16,7 @@ import urllib.error
 import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -55,9 +56,14 @@ def storage_url(url: str) -> str:
     return url
 
 
-def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+# scheme://user:password@ anywhere in a text; the password runs to the last "@" before the host (an unencoded "@"
+# in a password must not leave its tail visible).
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#@]*:)[^\s/?#]*@")
+
+
+def redact(text: str) -> str:
+    """``text`` (a URL, or a message that contains URLs) with every URL's password replaced by ``***``."""
+    return _USERINFO.sub(r"\1***@", text)
 
 
 def check_database(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
@@ -96,7 +102,7 @@ def check_reachable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     scheme = urlparse(uri).scheme
     if scheme in {"http", "https"}:
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            with urllib.request.urlopen(_health_request(uri), timeout=timeout_s) as response:
                 if response.status != 200:
                     raise TrackingError(
                         f"MLflow tracking server {redact(uri)} answered /health with HTTP {response.status}"
@@ -113,6 +119,21 @@ def check_reachable(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
             raise TrackingError(f"MLflow tracking database {uri}: cannot create {db.parent}: {exc}") from None
     elif scheme.split("+")[0] in DATABASE_DIALECTS:
         check_database(uri, timeout_s)
+
+
+def _health_request(uri: str) -> urllib.request.Request:
+    """``GET <uri>/health``; credentials in the URI (``http://user:password@host``, which MLflow's client sends as
+    basic auth) go into an Authorization header, as urllib would otherwise take them for part of the host name."""
+    parts = urlparse(uri)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    request = urllib.request.Request(parts._replace(netloc=netloc).geturl().rstrip("/") + "/health")
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(pair).decode())
+    return request
 
 
 def configure_tracking(settings: Settings) -> str:
