@@ -153,7 +153,10 @@ def _server(rendered: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
     return deployment["spec"]["template"]["spec"], {d["metadata"]["name"]: d for d in docs if d["kind"] == "ConfigMap"}
 
 
-def test_server_config_is_mounted_and_matches_the_seldon_experiment(rendered: dict[str, str]) -> None:
+def test_server_config_is_mounted_and_matches_the_seldon_experiment(
+    rendered: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FINMLOPS_ADMIN_TOKEN", "a-token-from-the-k8s-secret")  # the pod reads it from its Secret
     pod, configmaps = _server(rendered)
     (server,) = pod["containers"]
     config_path = Path(parse_cli(server["args"])["config"])
@@ -194,10 +197,13 @@ def _tiny_onnx(path: Path, seq_len: int, n_features: int) -> None:
     onnx.save(model, str(path))
 
 
-def test_init_container_fills_the_folders_serving_yaml_names(rendered: dict[str, str], tmp_path: Path) -> None:
+def test_init_container_fills_the_folders_serving_yaml_names(
+    rendered: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Runs the init container's script for real against a file-based MLflow store holding finmlops ONNX pyfuncs
     (URIs shaped like S3's: a folder ending in ``/artifacts``), with /models moved under tmp_path; the server then
     starts from the rendered serving.yaml: both models load and the A/B experiment routes between them."""
+    monkeypatch.setenv("FINMLOPS_ADMIN_TOKEN", "a-token-from-the-k8s-secret")  # the pod reads it from its Secret
     mlflow = pytest.importorskip("mlflow")
     import numpy as np
 

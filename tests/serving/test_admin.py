@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_support import Client, free_port, serve, tiny_onnx
+from finmlops_testing.serving import Client, free_port, serve, tiny_onnx
 
 from finmlops.serving.app import ServingApp
 from finmlops.serving.config import parse_config

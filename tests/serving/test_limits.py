@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from serving_support import Client, serve, tiny_onnx, v2_body
+from finmlops_testing.serving import Client, serve, tiny_onnx, v2_body
 
 from finmlops.serving.app import ServingApp
 from finmlops.serving.config import parse_config

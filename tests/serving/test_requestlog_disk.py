@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving_support import tiny_onnx
+from finmlops_testing.serving import tiny_onnx
 
 from finmlops.serving.app import ServingApp
 from finmlops.serving.config import parse_config

@@ -11,9 +11,9 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from finmlops.tracking.contract import OnnxExport
-from serving_support import free_port, tiny_onnx
+from finmlops_testing.serving import free_port, tiny_onnx
 
+from finmlops.contract import OnnxExport
 from finmlops.data import load_snapshot
 from finmlops.serving.batching import ArrivalGate
 from finmlops.serving.config import parse_config

@@ -195,6 +195,10 @@ class RequestLog:
             except (sqlite3.Error, OSError) as exc:
                 self.write_errors += 1
                 self._buffer.extendleft(reversed(rows))  # keep them, oldest first, for the next flush
+                # Rows appended while this flush ran may push the buffer over its bound: drop the newest beyond it.
+                while len(self._buffer) > self.max_buffered_rows:
+                    self._buffer.pop()
+                    self.dropped_rows += 1
                 if not self._failing:
                     self._failing = True
                     log.error(
