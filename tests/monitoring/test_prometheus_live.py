@@ -27,7 +27,7 @@ from serving_support import free_port, tiny_onnx
 
 from finmlops.data import load_snapshot
 from finmlops.features import compute_features, feature_names
-from finmlops.monitoring.drift import reference_profile
+from finmlops.stats.drift import reference_profile
 
 pytestmark = pytest.mark.integration
 

@@ -124,7 +124,7 @@ class ServingApp:
         self.metrics.set_model_info(model.name, model.version, model.data_hash, previous)
         if model.drift_reference is None:
             return
-        from finmlops.monitoring.drift import SlidingDrift
+        from finmlops.stats.drift import SlidingDrift
 
         try:
             tracker = SlidingDrift(model.drift_reference, window=self.options.drift_window)

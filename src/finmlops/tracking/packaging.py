@@ -3,7 +3,7 @@
 Export formats: ``mlflow`` (the MLflow model directory), ``triton`` (a Triton model repository:
 ``<name>/config.pbtxt`` + ``<name>/1/model.onnx``) and ``mlserver`` (``<name>/model-settings.json`` + ``model.onnx``
 + a small onnxruntime runtime). Every format carries ``finmlops-model.json``: feature order, window length, data hash,
-and ``drift_reference.json`` (``finmlops.monitoring.drift.reference_profile`` of the logged windows' last timesteps).
+and ``drift_reference.json`` (``finmlops.stats.drift.reference_profile`` of the logged windows' last timesteps).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from mlflow.models.model import ModelInfo
 from mlflow.types.schema import Schema, TensorSpec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from finmlops.monitoring.drift import reference_profile
+from finmlops.stats.drift import reference_profile
 from finmlops.tracking.contract import INPUT_NAME, OUTPUT_NAME, OnnxExport
 
 ExportFormat = Literal["mlflow", "triton", "mlserver"]
