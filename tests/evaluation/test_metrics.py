@@ -14,7 +14,6 @@ from sklearn.calibration import calibration_curve
 
 from finmlops.evaluation.metrics import (
     BootstrapConfig,
-    block_bootstrap_weights,
     calibration_bins,
     evaluate_predictions,
     mcnemar_exact,
@@ -26,6 +25,7 @@ from finmlops.evaluation.metrics import (
     weighted_metrics,
 )
 from finmlops.provenance import json_safe
+from finmlops.stats.bootstrap import block_bootstrap_weights
 
 
 def _sklearn_metrics(rows: pd.DataFrame) -> dict[str, float]:
@@ -96,22 +96,6 @@ def test_date_weights_equal_explicit_resampling(preds: pd.DataFrame) -> None:
     ic_draws = per_date.loc[drawn.to_numpy()]
     assert ours["ic"] == pytest.approx(ic_draws.mean(), rel=1e-9)
     assert ours["icir"] == pytest.approx(ic_draws.mean() / ic_draws.std(ddof=1), rel=1e-9)
-
-
-def test_block_bootstrap_weights_are_contiguous_blocks_and_seeded() -> None:
-    w = block_bootstrap_weights(50, n_boot=200, block_len=5, seed=1)
-    assert w.shape == (200, 50)
-    assert (w.sum(axis=1) == 50).all()
-    np.testing.assert_array_equal(w, block_bootstrap_weights(50, n_boot=200, block_len=5, seed=1))
-    assert not np.array_equal(w, block_bootstrap_weights(50, n_boot=200, block_len=5, seed=2))
-    # One block as long as the series is a rotation of it: every date exactly once.
-    assert (block_bootstrap_weights(50, n_boot=10, block_len=50, seed=0) == 1).all()
-    # Circular blocks: every date is drawn once per resample on average.
-    assert block_bootstrap_weights(50, n_boot=4000, block_len=5, seed=0).mean(axis=0) == pytest.approx(
-        np.ones(50), abs=0.1
-    )
-    with pytest.raises(ValueError, match="block_len"):
-        block_bootstrap_weights(50, n_boot=10, block_len=0, seed=0)
 
 
 def test_ci_reflects_dates_not_rows_when_tickers_move_together() -> None:
