@@ -17,7 +17,7 @@ _EXPORTS = {
     "onnx_export": ("ParityError", "ProbabilityModel", "export_onnx", "onnx_probabilities", "torch_probabilities"),
     "packaging": ("EXPORT_FORMATS", "ModelCard", "ModelError", "export_model", "fetch_model", "log_onnx_model"),
     "registry": (
-        "ALIASES", "PairedTest", "PromotionRefused", "list_models", "paired_block_bootstrap", "promote",
+        "ALIASES", "PairedTest", "PromotionRefused", "list_models", "accuracy_test", "promote",
         "mark_challenger", "register_variant", "registered_name",
     ),
     "runs": (
