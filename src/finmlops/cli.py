@@ -691,7 +691,7 @@ def promote_command(
     else:
         console.print(
             f"promoted {model} v{version} to {alias!r}: accuracy {decision['candidate_accuracy']:.4f} vs "
-            f"{decision['reference']} {decision['reference_accuracy']:.4f}, p = {decision['p_value']:.4f}",
+            f"{decision['reference_accuracy']:.4f}, {decision['summary']}",
             highlight=False,
         )
 
@@ -711,15 +711,18 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print th
         return
     from rich.table import Table
 
+    from finmlops.tracking.registry import promotion_comparisons
+
     table = Table(title="registered models")
-    for column in ("model", "version", "aliases", "wf accuracy", "rows", "data hash", "created"):
+    for column in ("model", "version", "aliases", "wf accuracy", "rows", "promotion test", "data hash", "created"):
         table.add_column(column)
     for entry in models:
         for v in entry["versions"]:
             tags = v["tags"]
+            tests = "; ".join(f"{alias}: {text}" for alias, text in promotion_comparisons(tags).items())
             table.add_row(
                 entry["name"], str(v["version"]), ",".join(v["aliases"]), tags.get("wf_accuracy", ""),
-                tags.get("wf_rows", ""), tags.get("data_hash", "")[:12], v["created"],
+                tags.get("wf_rows", ""), tests, tags.get("data_hash", "")[:12], v["created"],
             )  # fmt: skip
     console.print(table)
 

@@ -182,3 +182,32 @@ def test_missing_columns_and_duplicates_are_rejected(preds: pd.DataFrame) -> Non
         validate_predictions(preds.drop(columns="ret_next"))
     with pytest.raises(ValueError, match="duplicate row"):
         validate_predictions(pd.concat([preds, preds.iloc[:1]]))
+
+
+def test_a_model_worse_than_the_majority_class_reads_as_worse() -> None:
+    """Issue 15.2: a significant two-sided p for a model BELOW the majority class is worded "worse than majority",
+    from the ``comparison`` field evaluation.json carries, never as a win."""
+    from finmlops.evaluation.metrics import baseline_comparison
+    from finmlops.stats import describe_comparison
+
+    rng = np.random.default_rng(5)
+    dates = np.repeat(pd.bdate_range("2020-01-01", periods=600), 5)
+    y = (rng.random(len(dates)) < 0.56).astype(int)
+    base = {"date": dates, "ticker": np.tile(list("ABCDE"), 600), "fold": 0, "y_true": y, "ret_next": 0.0}
+    frame = pd.concat(
+        [
+            pd.DataFrame(base | {"model": "majority", "prob_up": 0.6}),
+            pd.DataFrame(base | {"model": "coin", "prob_up": rng.random(len(dates))}),
+        ]
+    )
+    result = evaluate_predictions(frame, baselines=["majority"], boot=BootstrapConfig(n_boot=300, block_len=5))
+    test = json_safe(result)["models"]["coin"]["vs_baselines"]["majority"]
+    assert test["comparison"] == {
+        "metric": "accuracy", "reference": "majority", "difference": test["accuracy_diff"],
+        "p_value": test["p_value_bootstrap"], "side": "two-sided", "alpha": 0.05,
+    }  # fmt: skip
+    text = describe_comparison(baseline_comparison(test, "majority"))
+    assert test["accuracy_diff"] < 0 and text.startswith("worse than majority (accuracy -0.")
+    # An evaluation.json written before the field existed reads the same.
+    old = {k: v for k, v in test.items() if k != "comparison"}
+    assert describe_comparison(baseline_comparison(old, "majority")) == text

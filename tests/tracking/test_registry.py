@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from collections.abc import Callable
 from typing import Any
@@ -83,6 +84,8 @@ def test_promotion_rules(versions: Callable[[float], int], trained: Any) -> None
     good = versions(0.65)
     decision = promote(NAME, good, "champion")
     assert decision["p_value"] < 0.05 and decision["difference"] > 0.005 and not decision["forced"]
+    assert decision["summary"].startswith("better than majority class (") and "(accuracy +0." in decision["summary"]
+    assert "greater p" in decision["summary"]
     assert int(client.get_registered_model(NAME).aliases["champion"]) == good
 
     slightly = versions(0.655)  # about as good as the champion: no significant gain
@@ -137,8 +140,15 @@ def test_cli_register_promote_models(versions: Callable[[float], int]) -> None:
         app, ["promote", "--model", NAME, "--version", "2", "--alias", "challenger", "--force", "--reason", "demo"]
     )
     assert forced.exit_code == 0, forced.output
+    assert runner.invoke(app, ["models"]).exit_code == 0
     listing = runner.invoke(app, ["models", "--json"])
     (model,) = json.loads(listing.stdout)
+    # The `models` table's promotion column: the recorded test in words, or who forced it and why.
+    from finmlops.tracking.registry import promotion_comparisons
+
+    assert promotion_comparisons(model["versions"][0]["tags"]) == {"challenger": f"forced by {getpass.getuser()}: demo"}
+    refused_tags = {k.replace("forced_by", "x"): v for k, v in model["versions"][0]["tags"].items()}
+    assert promotion_comparisons(refused_tags)["challenger"].startswith("not different from majority class")
     assert model["aliases"] == {"challenger": 2} and [v["version"] for v in model["versions"]] == [2, 1]
     assert runner.invoke(app, ["register", "--variant", "huge"]).exit_code == 2
 

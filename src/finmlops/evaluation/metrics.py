@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from finmlops.models.baselines import BASELINES
+from finmlops.stats import Comparison
 from finmlops.stats.bootstrap import BootstrapConfig, interval, paired_test
 from finmlops.stats.classification import log_loss, ranked_auc, score_ranks
 
@@ -276,6 +277,16 @@ def paired_accuracy_test(pairs: pd.DataFrame, boot: BootstrapConfig, baseline: s
         "n_rows": test.n_rows,
         "n_dates": test.n_dates,
     }
+
+
+def baseline_comparison(test: dict[str, Any], baseline: str) -> Comparison:
+    """The :class:`~finmlops.stats.Comparison` of one ``vs_baselines`` entry of ``evaluation.json`` (its
+    ``comparison`` field; older files without it: their ``accuracy_diff`` and two-sided ``p_value_bootstrap``)."""
+    if "comparison" in test:
+        return Comparison.model_validate(test["comparison"])
+    return Comparison(
+        metric="accuracy", reference=baseline, difference=test["accuracy_diff"], p_value=test["p_value_bootstrap"]
+    )
 
 
 def per_ticker(rows: pd.DataFrame) -> dict[str, dict[str, float]]:

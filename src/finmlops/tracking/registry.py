@@ -229,6 +229,24 @@ def promote(
     return {"name": name, "version": version, "alias": alias, "forced": False, **fields, "summary": summary}
 
 
+def promotion_comparisons(tags: dict[str, str]) -> dict[str, str]:
+    """Per alias, the promotion test recorded on a version's tags (``promotion.<alias>.*``), in words
+    (``describe_comparison``, one-sided); a forced promotion says so. Aliases without a recorded test are left out."""
+    out: dict[str, str] = {}
+    for alias in ALIASES:
+        prefix = f"promotion.{alias}"
+        if f"{prefix}.forced_by" in tags:
+            out[alias] = f"forced by {tags[f'{prefix}.forced_by']}: {tags.get(f'{prefix}.reason', '')}"
+        elif f"{prefix}.p_value" in tags:
+            comparison = Comparison(
+                metric="accuracy", reference=tags.get(f"{prefix}.reference", "the holder"),
+                difference=float(tags[f"{prefix}.difference"]), p_value=float(tags[f"{prefix}.p_value"]),
+                side="greater", alpha=ALPHA,
+            )  # fmt: skip
+            out[alias] = describe_comparison(comparison)
+    return out
+
+
 def tag_version(name: str, version: str) -> dict[str, str]:
     """Store the pooled walk-forward accuracy, its row count and the data hash on a model version (as tags)."""
     client = _client()

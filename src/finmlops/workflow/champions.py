@@ -150,7 +150,7 @@ def decide_champion(name: str, version: int, seed: int) -> dict[str, Any]:
         return {
             "decision": "promoted",
             "champion": version,
-            "detail": f"beat {decision['reference']} by {decision['difference']:+.4f}, p = {decision['p_value']:.3f}",
+            "detail": decision["summary"],
         }
     except PromotionRefused as exc:
         if holder is not None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from finmlops.provenance import file_sha256
 from finmlops.settings import Settings
+from finmlops.stats import describe_comparison
 from finmlops.workflow.engine import (
     Context,
     Outcome,
@@ -250,6 +251,7 @@ def _train_inputs(ctx: Context) -> dict[str, Any]:
 
 
 def _train(ctx: Context) -> Outcome:
+    from finmlops.evaluation.metrics import baseline_comparison
     from finmlops.evaluation.workspace import evaluate_and_write
     from finmlops.training.walkforward import walk_forward_predictions
 
@@ -275,13 +277,13 @@ def _train(ctx: Context) -> Outcome:
     )
     deep = {m: payload["models"][m] for m in plan.variants}
     best = max(deep, key=lambda m: deep[m]["pooled"]["accuracy"]["value"])
-    vs = deep[best]["vs_baselines"]["majority"]
+    vs = describe_comparison(baseline_comparison(deep[best]["vs_baselines"]["majority"], "majority"))
     majority = payload["models"]["majority"]["pooled"]["accuracy"]["value"]
     results = ctx.settings.results_dir
     run_id = _track(ctx, "log_evaluation_result", result=payload)
     return Outcome(
         figure=f"{len(plan.test_years)} folds, {len(payload['models'])} models; best deep {best} accuracy "
-        f"{_ci(deep[best]['pooled']['accuracy'])} vs majority {majority:.3f} (p = {vs['p_value_bootstrap']:.3f})",
+        f"{_ci(deep[best]['pooled']['accuracy'])}, majority {majority:.3f}: {vs}",
         files=[results / "predictions.parquet", results / "evaluation.json", results / "evaluation.md"],
         data={
             "predictions_sha256": payload["predictions"]["sha256"],
