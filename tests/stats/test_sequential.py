@@ -8,20 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from finmlops.stats.sequential import daily_msprt, msprt, rejection_rate, simulate_days, wilson_interval
+from finmlops.stats.sequential import (
+    daily_msprt,
+    per_outcome_msprt,
+    rejection_rate,
+    simulate_days,
+    wilson_interval,
+)
 
 EXPERIMENTS = 2000
 # Two standard errors of a 5% rejection rate estimated from EXPERIMENTS simulated A/A tests.
 SIMULATION_ERROR = 2 * math.sqrt(0.05 * 0.95 / EXPERIMENTS)
-
-
-def per_outcome_msprt(n_a: np.ndarray, s_a: np.ndarray, n_b: np.ndarray, s_b: np.ndarray) -> dict[str, np.ndarray]:
-    """The former test: every outcome independent, variance p(1-p)/n per arm, on the cumulative counts."""
-    total_a, correct_a, total_b, correct_b = (np.cumsum(x, axis=-1).astype(float) for x in (n_a, s_a, n_b, s_b))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_a, p_b = correct_a / total_a, correct_b / total_b
-        var = p_a * (1 - p_a) / total_a + p_b * (1 - p_b) / total_b
-    return msprt(p_b - p_a, var, (total_a >= 100) & (total_b >= 100))
 
 
 @pytest.mark.parametrize("per_day", [10, 100])

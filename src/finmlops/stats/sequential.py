@@ -113,6 +113,20 @@ def daily_msprt(
     return out | {"days": days}
 
 
+def per_outcome_msprt(
+    n_a: np.ndarray, s_a: np.ndarray, n_b: np.ndarray, s_b: np.ndarray, *, min_outcomes: int = MIN_OUTCOMES
+) -> dict[str, np.ndarray]:
+    """The mSPRT that counts every outcome as independent (V = p_a(1-p_a)/N_a + p_b(1-p_b)/N_b), on the same per-day
+    inputs as :func:`daily_msprt`: finmlops' test before the day became its unit, kept as the reference that the
+    calibration (docs/monitoring.md, tests/stats/test_sequential.py) is measured against. Not for decisions."""
+    totals = [np.cumsum(np.asarray(x, dtype=np.float64), axis=-1) for x in (n_a, s_a, n_b, s_b)]
+    total_a, correct_a, total_b, correct_b = totals
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_a, p_b = correct_a / total_a, correct_b / total_b
+        variance = p_a * (1 - p_a) / total_a + p_b * (1 - p_b) / total_b
+        return msprt(p_b - p_a, variance, (total_a >= min_outcomes) & (total_b >= min_outcomes))
+
+
 def simulate_days(
     p_a: float,
     p_b: float,
