@@ -335,7 +335,8 @@ def _register(ctx: Context) -> Outcome:
             data_hash=ctx.output("ingest")["dataset_hash"], gap_seq_len=plan.gap_seq_len,
             test_years=plan.test_years, epochs=plan.epochs,
         )  # fmt: skip
-        entry |= decide_champion(entry["name"], entry["version"], ctx.settings.seed)
+        # The evaluation's bootstrap, so the promotion test is the one evaluation.json recorded for the pair.
+        entry |= decide_champion(entry["name"], entry["version"], _bootstrap(plan, ctx.settings.seed))
         ctx.log(f"[register] {entry['name']} v{entry['version']}: {entry['decision']} ({entry['detail']})")
         models[variant] = entry
     by_decision: dict[str, list[str]] = {}
