@@ -70,8 +70,8 @@ def tiny_graph(path: Path, n_features: int, bias: float) -> Path:
 def register_versions(workdir: Path, uri: str, n: int) -> list[str]:
     """Log ``n`` finmlops ONNX models (feature set basic) as versions of MODEL in the sqlite registry at ``uri``."""
     import mlflow
-    from finmlops.contract import OnnxExport
 
+    from finmlops.contract import OnnxExport
     from finmlops.features import feature_names
     from finmlops.tracking.packaging import ModelCard, log_onnx_model
 

@@ -752,7 +752,7 @@ def promote_command(
     else:
         console.print(
             f"promoted {model} v{version} to {alias!r}: accuracy {decision['candidate_accuracy']:.4f} vs "
-            f"{decision['reference']} {decision['reference_accuracy']:.4f}, p = {decision['p_value']:.4f}",
+            f"{decision['reference_accuracy']:.4f}, {decision['summary']}",
             highlight=False,
         )
         console.print(evidence(), highlight=False)
@@ -774,14 +774,17 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print th
         return
     from rich.table import Table
 
+    from finmlops.tracking.registry import promotion_comparisons
+
     table = Table(title="registered models")
-    for column in ("model", "version", "aliases", "accuracy (evidence)", "data hash", "created"):
+    for column in ("model", "version", "aliases", "accuracy (evidence)", "promotion test", "data hash", "created"):
         table.add_column(column)
     for entry in models:
         for v in entry["versions"]:
             tags = v["tags"]
+            tests = "; ".join(f"{alias}: {text}" for alias, text in promotion_comparisons(tags).items())
             table.add_row(
-                entry["name"], str(v["version"]), ",".join(v["aliases"]) or "-", describe_evidence(tags),
+                entry["name"], str(v["version"]), ",".join(v["aliases"]) or "-", describe_evidence(tags), tests,
                 tags.get("data_hash", "unknown")[:12], v["created"],
             )  # fmt: skip
     if not models:

@@ -14,7 +14,6 @@ from sklearn.calibration import calibration_curve
 
 from finmlops.evaluation.metrics import (
     BootstrapConfig,
-    block_bootstrap_weights,
     calibration_bins,
     evaluate_predictions,
     mcnemar_exact,
@@ -26,6 +25,7 @@ from finmlops.evaluation.metrics import (
     weighted_metrics,
 )
 from finmlops.provenance import json_safe
+from finmlops.stats.bootstrap import block_bootstrap_weights
 
 
 def _sklearn_metrics(rows: pd.DataFrame) -> dict[str, float]:
@@ -96,22 +96,6 @@ def test_date_weights_equal_explicit_resampling(preds: pd.DataFrame) -> None:
     ic_draws = per_date.loc[drawn.to_numpy()]
     assert ours["ic"] == pytest.approx(ic_draws.mean(), rel=1e-9)
     assert ours["icir"] == pytest.approx(ic_draws.mean() / ic_draws.std(ddof=1), rel=1e-9)
-
-
-def test_block_bootstrap_weights_are_contiguous_blocks_and_seeded() -> None:
-    w = block_bootstrap_weights(50, n_boot=200, block_len=5, seed=1)
-    assert w.shape == (200, 50)
-    assert (w.sum(axis=1) == 50).all()
-    np.testing.assert_array_equal(w, block_bootstrap_weights(50, n_boot=200, block_len=5, seed=1))
-    assert not np.array_equal(w, block_bootstrap_weights(50, n_boot=200, block_len=5, seed=2))
-    # One block as long as the series is a rotation of it: every date exactly once.
-    assert (block_bootstrap_weights(50, n_boot=10, block_len=50, seed=0) == 1).all()
-    # Circular blocks: every date is drawn once per resample on average.
-    assert block_bootstrap_weights(50, n_boot=4000, block_len=5, seed=0).mean(axis=0) == pytest.approx(
-        np.ones(50), abs=0.1
-    )
-    with pytest.raises(ValueError, match="block_len"):
-        block_bootstrap_weights(50, n_boot=10, block_len=0, seed=0)
 
 
 def test_ci_reflects_dates_not_rows_when_tickers_move_together() -> None:
@@ -198,3 +182,32 @@ def test_missing_columns_and_duplicates_are_rejected(preds: pd.DataFrame) -> Non
         validate_predictions(preds.drop(columns="ret_next"))
     with pytest.raises(ValueError, match="duplicate row"):
         validate_predictions(pd.concat([preds, preds.iloc[:1]]))
+
+
+def test_a_model_worse_than_the_majority_class_reads_as_worse() -> None:
+    """Issue 15.2: a significant two-sided p for a model BELOW the majority class is worded "worse than majority",
+    from the ``comparison`` field evaluation.json carries, never as a win."""
+    from finmlops.evaluation.metrics import baseline_comparison
+    from finmlops.stats import describe_comparison
+
+    rng = np.random.default_rng(5)
+    dates = np.repeat(pd.bdate_range("2020-01-01", periods=600), 5)
+    y = (rng.random(len(dates)) < 0.56).astype(int)
+    base = {"date": dates, "ticker": np.tile(list("ABCDE"), 600), "fold": 0, "y_true": y, "ret_next": 0.0}
+    frame = pd.concat(
+        [
+            pd.DataFrame(base | {"model": "majority", "prob_up": 0.6}),
+            pd.DataFrame(base | {"model": "coin", "prob_up": rng.random(len(dates))}),
+        ]
+    )
+    result = evaluate_predictions(frame, baselines=["majority"], boot=BootstrapConfig(n_boot=300, block_len=5))
+    test = json_safe(result)["models"]["coin"]["vs_baselines"]["majority"]
+    assert test["comparison"] == {
+        "metric": "accuracy", "reference": "majority", "difference": test["accuracy_diff"],
+        "p_value": test["p_value_bootstrap"], "side": "two-sided", "alpha": 0.05,
+    }  # fmt: skip
+    text = describe_comparison(baseline_comparison(test, "majority"))
+    assert test["accuracy_diff"] < 0 and text.startswith("worse than majority (accuracy -0.")
+    # An evaluation.json written before the field existed reads the same.
+    old = {k: v for k, v in test.items() if k != "comparison"}
+    assert describe_comparison(baseline_comparison(old, "majority")) == text

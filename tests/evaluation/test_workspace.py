@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +38,12 @@ def test_evaluation_files_are_stamped_and_reproducible(home: Path, preds: pd.Dat
     assert first["models"] == again["models"]
     assert first["predictions"]["sha256"] == again["predictions"]["sha256"]
     table = (results / "evaluation.md").read_text()
-    assert "| net |" in table and "majority (baseline)" in table and "Δacc vs momentum" in table
+    assert "| net |" in table and "majority (baseline)" in table and "| vs momentum |" in table
+    # Every paired test is worded with its sign, side and verdict (describe_comparison), never a bare p.
+    worded = re.findall(
+        r"(?:better than|worse than|not different from) momentum \(accuracy [+-]\d\.\d{3}, two-sided p", table
+    )
+    assert len(worded) == 2 and "(p=" not in table
     assert markdown_table(first).count("\n| ") == 3  # one row per model below the header
 
 

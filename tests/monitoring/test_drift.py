@@ -17,15 +17,8 @@ from typer.testing import CliRunner
 from finmlops.cli import app
 from finmlops.data import load_snapshot
 from finmlops.features import compute_features
-from finmlops.monitoring.drift import (
-    DriftThresholds,
-    SlidingDrift,
-    bin_counts,
-    drift_report,
-    psi,
-    quantile_edges,
-    reference_profile,
-)
+from finmlops.monitoring.drift import DriftThresholds, drift_report
+from finmlops.stats.drift import SlidingDrift, bin_counts, psi, quantile_edges, reference_profile
 
 SHIFTED = "rsi_14"
 

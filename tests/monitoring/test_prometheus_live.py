@@ -25,7 +25,7 @@ from onnx import TensorProto, helper
 
 from finmlops.data import load_snapshot
 from finmlops.features import compute_features, feature_names
-from finmlops.monitoring.drift import reference_profile
+from finmlops.stats.drift import reference_profile
 
 pytestmark = pytest.mark.integration
 

@@ -30,12 +30,12 @@ from finmlops_testing.serving import (
 
 from finmlops.data import load_snapshot
 from finmlops.features import compute_features, feature_names, market_returns
-from finmlops.monitoring.drift import reference_profile
 from finmlops.serving.app import ServingApp
 from finmlops.serving.config import parse_config
 from finmlops.serving.feedback import ModelStats
 from finmlops.serving.raw import min_history
 from finmlops.serving.requestlog import read_admin_log, read_requests
+from finmlops.stats.drift import reference_profile
 
 TOKEN = "alice-token-0123456789"
 

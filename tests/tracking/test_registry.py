@@ -1,7 +1,8 @@
-"""Registry and promotion: the paired block bootstrap, refusals, promotions and the recorded --force."""
+"""Registry and promotion: the paired test (the evaluation's), refusals, promotions and the recorded --force."""
 
 from __future__ import annotations
 
+import getpass
 import json
 from collections.abc import Callable
 from typing import Any
@@ -13,12 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 from finmlops.cli import app
+from finmlops.evaluation.metrics import evaluate_predictions
 from finmlops.settings import Settings
+from finmlops.stats.bootstrap import BootstrapConfig
 from finmlops.tracking import (
     PromotionRefused,
     TrainedNetwork,
+    accuracy_test,
     log_training_run,
-    paired_block_bootstrap,
     promote,
     registered_name,
 )
@@ -31,13 +34,14 @@ def test_bootstrap_p_value_tracks_the_evidence() -> None:
     dates = np.repeat(pd.bdate_range("2020-01-01", periods=400).to_numpy(), 5)
     reference = (rng.random(len(dates)) < 0.52).astype(float)
     better = np.where(rng.random(len(dates)) < 0.15, 1.0, reference)  # flips ~7% of the misses to hits
-    strong = paired_block_bootstrap(better, reference, dates, margin=0.005, reference="r")
+    strong = accuracy_test(better, reference, dates, margin=0.005, reference="r")
     assert strong.difference > 0.05 and strong.p_value < 0.01 and strong.significant
-    assert strong.n_rows == 2000 and strong.n_dates == 400 and strong.block_len == 7
-    same = paired_block_bootstrap(reference, reference, dates, margin=0.005, reference="r")
+    assert strong.n_rows == 2000 and strong.n_dates == 400 and strong.block_len == BootstrapConfig().block_len
+    assert strong.comparison.verdict == "better"
+    same = accuracy_test(reference, reference, dates, margin=0.005, reference="r")
     assert same.difference == 0 and same.p_value == 1.0 and not same.significant
     # A real but small edge does not clear a margin above it.
-    assert not paired_block_bootstrap(better, reference, dates, margin=0.2, reference="r").significant
+    assert not accuracy_test(better, reference, dates, margin=0.2, reference="r").significant
 
 
 def test_evidence_says_what_was_measured() -> None:
@@ -102,6 +106,8 @@ def test_promotion_rules(versions: Callable[[float], int], trained: Any) -> None
     good = versions(0.65)
     decision = promote(NAME, good, "champion")
     assert decision["p_value"] < 0.05 and decision["difference"] > 0.005 and not decision["forced"]
+    assert decision["summary"].startswith("better than majority class (") and "(accuracy +0." in decision["summary"]
+    assert "greater p" in decision["summary"]
     assert int(client.get_registered_model(NAME).aliases["champion"]) == good
 
     slightly = versions(0.655)  # about as good as the champion: no significant gain
@@ -119,6 +125,28 @@ def test_promotion_rules(versions: Callable[[float], int], trained: Any) -> None
     assert tags["promotion.champion.forced_by"] and tags["promotion.champion.forced_at"]
     with pytest.raises(ValueError, match="unknown alias"):
         promote(NAME, good, "production")
+
+
+def test_promote_and_the_evaluation_agree_on_the_same_pair(versions: Callable[[float], int]) -> None:
+    """The same two versions' walk-forward rows: ``promote`` (margin 0) reports exactly the one-sided p that
+    evaluation.json's ``vs_baselines`` records for that pair, from the same bootstrap, and both word it alike."""
+    from finmlops.tracking.registry import version_predictions
+
+    holder, candidate = versions(0.55), versions(0.6)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(NAME, "champion", str(holder))
+    boot = BootstrapConfig(n_boot=400, block_len=7, seed=3)
+    rows = {
+        name: version_predictions(client.get_model_version(NAME, str(v))).assign(model=name)
+        for name, v in (("candidate", candidate), ("holder", holder))
+    }
+    frame = pd.concat(rows.values()).assign(fold=0, ret_next=0.0)
+    evaluated = evaluate_predictions(frame, baselines=["holder"], boot=boot)["models"]["candidate"]["vs_baselines"]
+    decision = promote(NAME, candidate, "champion", margin=0.0, boot=boot)
+    assert decision["p_value"] == evaluated["holder"]["p_value_greater"] < 0.05
+    assert decision["difference"] == pytest.approx(evaluated["holder"]["accuracy_diff"])
+    assert evaluated["holder"]["comparison"]["side"] == "two-sided" and decision["summary"].startswith("better than")
+    assert evaluated["holder"]["p_value_bootstrap"] < 0.05  # and the two-sided test says "better" too
 
 
 def test_cli_register_promote_models(versions: Callable[[float], int]) -> None:
@@ -141,6 +169,12 @@ def test_cli_register_promote_models(versions: Callable[[float], int]) -> None:
     assert "…" not in table.output and "None" not in table.output  # piped: whole cells, never cut to 80 columns
     listing = runner.invoke(app, ["models", "--json"])
     (model,) = json.loads(listing.stdout)
+    # The `models` table's promotion column: the recorded test in words, or who forced it and why.
+    from finmlops.tracking.registry import promotion_comparisons
+
+    assert promotion_comparisons(model["versions"][0]["tags"]) == {"challenger": f"forced by {getpass.getuser()}: demo"}
+    refused_tags = {k.replace("forced_by", "x"): v for k, v in model["versions"][0]["tags"].items()}
+    assert promotion_comparisons(refused_tags)["challenger"].startswith("not different from majority class")
     assert model["aliases"] == {"challenger": 2} and [v["version"] for v in model["versions"]] == [2, 1]
     assert runner.invoke(app, ["register", "--variant", "huge"]).exit_code == 2
 

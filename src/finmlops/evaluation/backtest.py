@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from finmlops.stats.sharpe import deflated_sharpe, expected_max_sharpe
+
 Execution = Literal["close", "open"]
 EXECUTION_TIMING: dict[str, str] = {
     "close": "decided on data to the close of t, entered at the close of t+1, held to the close of t+2 (adj_close)",
@@ -47,7 +49,6 @@ NOT_MODELLED: tuple[str, ...] = (
 STRATEGIES: tuple[str, ...] = ("long_flat", "long_short", "top_k")
 BENCHMARK = "buy_hold"
 PERIODS_PER_YEAR = 252
-EULER_GAMMA = 0.5772156649015329
 
 
 def close_to_close_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
@@ -167,37 +168,6 @@ def performance(daily: pd.DataFrame, periods: int = PERIODS_PER_YEAR) -> dict[st
         "skew": float(stats.skew(net)) if n > 2 else float("nan"),
         "kurtosis": float(stats.kurtosis(net, fisher=False)) if n > 3 else float("nan"),
     }
-
-
-def expected_max_sharpe(n_trials: int, sharpe_variance: float) -> float:
-    """Expected maximum of ``n_trials`` per-period Sharpe estimates under the null of no skill.
-
-    Bailey & Lopez de Prado (2014), eq. for SR_0: sqrt(V[SR]) * ((1 - g) Z(1 - 1/N) + g Z(1 - 1/(N e))), with g
-    the Euler-Mascheroni constant and Z the standard normal quantile. 0 for a single trial.
-    """
-    if n_trials < 1:
-        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
-    if n_trials == 1 or sharpe_variance <= 0:
-        return 0.0
-    z = stats.norm.ppf
-    return math.sqrt(sharpe_variance) * (
-        (1 - EULER_GAMMA) * z(1 - 1 / n_trials) + EULER_GAMMA * z(1 - 1 / (n_trials * math.e))
-    )
-
-
-def deflated_sharpe(
-    sharpe: float, *, n_obs: int, skew: float, kurtosis: float, n_trials: int, sharpe_variance: float
-) -> float:
-    """Deflated Sharpe ratio: the probability that the true per-period Sharpe exceeds the best of ``n_trials``
-    unskilled tries, correcting for non-normal returns (``kurtosis`` is the raw, non-excess kurtosis).
-
-    DSR = Phi((SR - SR_0) sqrt(T - 1) / sqrt(1 - skew SR + (kurtosis - 1) / 4 SR^2)), SR per period.
-    """
-    sr0 = expected_max_sharpe(n_trials, sharpe_variance)
-    denom = 1 - skew * sharpe + (kurtosis - 1) / 4 * sharpe**2
-    if not (math.isfinite(sharpe) and n_obs > 1 and denom > 0):
-        return float("nan")
-    return float(stats.norm.cdf((sharpe - sr0) * math.sqrt(n_obs - 1) / math.sqrt(denom)))
 
 
 @dataclass(frozen=True)

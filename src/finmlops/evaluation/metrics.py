@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from finmlops.models.baselines import BASELINES
+from finmlops.stats import Comparison
+from finmlops.stats.bootstrap import BootstrapConfig, interval, paired_test
+from finmlops.stats.classification import log_loss, ranked_auc, score_ranks
 
 PREDICTION_COLUMNS: tuple[str, ...] = ("date", "ticker", "fold", "model", "prob_up", "y_true", "ret_next")
 METRICS: tuple[str, ...] = (
@@ -36,8 +39,6 @@ METRICS: tuple[str, ...] = (
     "icir",
     "rank_icir",
 )
-# Same clipping as scikit-learn's log_loss for float64 probabilities.
-_EPS = float(np.finfo(np.float64).eps)
 
 
 def validate_predictions(frame: pd.DataFrame, source: str = "predictions") -> pd.DataFrame:
@@ -138,7 +139,7 @@ def prepare(rows: pd.DataFrame) -> Prepared:
     dates, date_idx = np.unique(rows["date"].to_numpy(), return_inverse=True)
     prob = rows["prob_up"].to_numpy(dtype=float)
     ret = rows["ret_next"].to_numpy(dtype=float)
-    _, score_idx = np.unique(prob, return_inverse=True)
+    score_idx, n_scores = score_ranks(prob)
     n_dates = len(dates)
     ic = _corr_by_date(date_idx, prob, ret, n_dates)
     rank_ic = _corr_by_date(date_idx, _rank_within_dates(date_idx, prob), _rank_within_dates(date_idx, ret), n_dates)
@@ -147,7 +148,7 @@ def prepare(rows: pd.DataFrame) -> Prepared:
         prob=prob,
         date_idx=date_idx,
         score_idx=score_idx,
-        n_scores=int(score_idx.max()) + 1,
+        n_scores=n_scores,
         dates=dates,
         ic=ic,
         rank_ic=rank_ic,
@@ -156,19 +157,9 @@ def prepare(rows: pd.DataFrame) -> Prepared:
 
 
 def _weighted_auc(p: Prepared, w: np.ndarray) -> float:
-    """ROC AUC with row weights ``w``: P(score_pos > score_neg) + 0.5 P(tie), by the Mann-Whitney identity.
-
-    NaN for a model whose scores are constant within every fold (``p.ranks`` False) or without both classes.
-    """
-    if not p.ranks:
-        return float("nan")
-    pos = np.bincount(p.score_idx, w * p.y, p.n_scores)
-    neg = np.bincount(p.score_idx, w * (1.0 - p.y), p.n_scores)
-    total_pos, total_neg = pos.sum(), neg.sum()
-    if total_pos <= 0 or total_neg <= 0:
-        return float("nan")
-    neg_below = np.cumsum(neg) - neg
-    return float((pos * (neg_below + 0.5 * neg)).sum() / (total_pos * total_neg))
+    """ROC AUC with row weights ``w`` (``finmlops.stats.classification.ranked_auc``); NaN for a model whose scores
+    are constant within every fold (``p.ranks`` False) or without both classes."""
+    return ranked_auc(p.score_idx, p.n_scores, p.y, w) if p.ranks else float("nan")
 
 
 def _ic_summary(ic: np.ndarray, date_w: np.ndarray) -> tuple[float, float]:
@@ -186,7 +177,7 @@ def _ic_summary(ic: np.ndarray, date_w: np.ndarray) -> tuple[float, float]:
 def weighted_metrics(p: Prepared, date_w: np.ndarray | None = None) -> dict[str, float]:
     """Every metric in :data:`METRICS` with date weights ``date_w`` (shape ``[n_dates]``; None = all ones).
 
-    Predicted class is ``prob_up > 0.5``. Log loss clips probabilities to ``[eps, 1 - eps]`` like scikit-learn.
+    Predicted class is ``prob_up > 0.5``. Log loss is ``finmlops.stats.classification.log_loss``.
     """
     date_w = np.ones(p.n_dates) if date_w is None else np.asarray(date_w, dtype=float)
     w = date_w[p.date_idx]
@@ -196,8 +187,6 @@ def weighted_metrics(p: Prepared, date_w: np.ndarray | None = None) -> dict[str,
     fp = float((w * pred * (1 - p.y)).sum())
     fn = float((w * (1 - pred) * p.y).sum())
     tn = float(total - tp - fp - fn)
-    clipped = np.clip(p.prob, _EPS, 1 - _EPS)
-    nll = -(p.y * np.log(clipped) + (1 - p.y) * np.log(1 - clipped))
     with np.errstate(invalid="ignore", divide="ignore"):
         tpr = tp / (tp + fn)
         tnr = tn / (tn + fp)
@@ -209,7 +198,7 @@ def weighted_metrics(p: Prepared, date_w: np.ndarray | None = None) -> dict[str,
         "accuracy": (tp + tn) / total,
         "balanced_accuracy": float(np.nanmean([tpr, tnr])) if np.isfinite([tpr, tnr]).any() else float("nan"),
         "roc_auc": _weighted_auc(p, w),
-        "log_loss": float((w * nll).sum() / total),
+        "log_loss": log_loss(p.y, p.prob, w),
         "brier": float((w * (p.prob - p.y) ** 2).sum() / total),
         # scikit-learn's convention: F1 is 0 when there are no positive predictions and no positives.
         "f1": 2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) > 0 else 0.0,
@@ -222,62 +211,13 @@ def weighted_metrics(p: Prepared, date_w: np.ndarray | None = None) -> dict[str,
     }
 
 
-def block_bootstrap_weights(n_dates: int, *, n_boot: int, block_len: int, seed: int) -> np.ndarray:
-    """Date multiplicities of ``n_boot`` circular moving-block bootstrap resamples, shape ``[n_boot, n_dates]``.
-
-    Each resample concatenates ``ceil(n_dates / block_len)`` blocks of ``block_len`` consecutive dates starting
-    at uniform random positions (wrapping around the end, so every date is equally likely), truncated to
-    ``n_dates`` dates. Row ``b`` counts how often each date appears in resample ``b``; rows sum to ``n_dates``.
-    """
-    if n_dates < 1 or n_boot < 1 or block_len < 1:
-        raise ValueError(f"need n_dates, n_boot and block_len >= 1, got {n_dates}, {n_boot}, {block_len}")
-    block_len = min(block_len, n_dates)
-    rng = np.random.default_rng(seed)
-    n_blocks = -(-n_dates // block_len)
-    starts = rng.integers(0, n_dates, size=(n_boot, n_blocks))
-    idx = ((starts[:, :, None] + np.arange(block_len)) % n_dates).reshape(n_boot, -1)[:, :n_dates]
-    flat = (idx + np.arange(n_boot)[:, None] * n_dates).ravel()
-    return np.bincount(flat, minlength=n_boot * n_dates).reshape(n_boot, n_dates).astype(float)
-
-
-@dataclass(frozen=True)
-class BootstrapConfig:
-    """Block bootstrap settings: ``n_boot`` resamples of blocks of ``block_len`` trading days, ``level`` CI.
-
-    ``method="percentile"`` reads the interval off the resamples' quantiles. ``"normal"`` uses the point estimate
-    plus or minus z times the resamples' standard deviation: stable at the extreme levels of a Bonferroni
-    correction, where a few hundred resamples cannot resolve a 0.1% tail.
-    """
-
-    n_boot: int = 1000
-    block_len: int = 10
-    seed: int = 42
-    level: float = 0.95
-    method: Literal["percentile", "normal"] = "percentile"
-
-    def weights(self, n_dates: int) -> np.ndarray:
-        return block_bootstrap_weights(n_dates, n_boot=self.n_boot, block_len=self.block_len, seed=self.seed)
-
-
-def _interval(samples: np.ndarray, point: float, boot: BootstrapConfig) -> tuple[float, float]:
-    finite = samples[np.isfinite(samples)]
-    if finite.size == 0:
-        return float("nan"), float("nan")
-    alpha = (1 - boot.level) / 2
-    if boot.method == "normal":
-        half = float(stats.norm.ppf(1 - alpha)) * float(finite.std(ddof=1))
-        return point - half, point + half
-    lo, hi = np.quantile(finite, [alpha, 1 - alpha])
-    return float(lo), float(hi)
-
-
 def metrics_with_ci(p: Prepared, boot: BootstrapConfig) -> dict[str, dict[str, float]]:
     """``{metric: {"value", "ci_low", "ci_high"}}``: point estimates and block-bootstrap CIs (``boot.method``)."""
     point = weighted_metrics(p)
     draws = [weighted_metrics(p, w) for w in boot.weights(p.n_dates)]
     out: dict[str, dict[str, float]] = {}
     for name in METRICS:
-        lo, hi = _interval(np.array([d[name] for d in draws], dtype=float), point[name], boot)
+        lo, hi = interval(np.array([d[name] for d in draws], dtype=float), point[name], boot)
         out[name] = {"value": point[name], "ci_low": lo, "ci_high": hi}
     return out
 
@@ -315,31 +255,38 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, flo
     return {"only_model_correct": only_a, "only_baseline_correct": only_b, "p_value": p}
 
 
-def paired_accuracy_test(pairs: pd.DataFrame, boot: BootstrapConfig) -> dict[str, Any]:
-    """Accuracy difference model - baseline on the same rows, with a paired block bootstrap over dates.
+def paired_accuracy_test(pairs: pd.DataFrame, boot: BootstrapConfig, baseline: str = "baseline") -> dict[str, Any]:
+    """Accuracy difference model - ``baseline`` on the same rows: ``finmlops.stats.bootstrap.paired_test`` (the
+    promotion rule's test too), its two-sided and one-sided (model better) null-centred p-values, and McNemar.
 
-    The two-sided p-value is the share of bootstrap differences at least as far from the observed difference as
-    the observed difference is from 0 (the bootstrap distribution shifted to the null of no difference), with the
-    usual +1 correction so that it is never 0.
+    ``comparison`` is the ``finmlops.stats.Comparison`` to print it with (``describe_comparison``): the signed
+    difference, the two-sided p and its side. ``accuracy_diff``/``p_value_bootstrap`` are the same numbers under
+    their earlier names.
     """
-    dates, date_idx = np.unique(pairs["date"].to_numpy(), return_inverse=True)
-    n_dates = len(dates)
-    diff_sum = np.bincount(date_idx, pairs["correct_model"] - pairs["correct_baseline"], n_dates)
-    count = np.bincount(date_idx, minlength=n_dates).astype(float)
-    observed = float(diff_sum.sum() / count.sum())
-    weights = boot.weights(n_dates)
-    draws = (weights @ diff_sum) / (weights @ count)
-    lo, hi = _interval(draws, observed, boot)
-    extreme = int((np.abs(draws - observed) >= abs(observed)).sum())
+    _, date_idx = np.unique(pairs["date"].to_numpy(), return_inverse=True)
+    diff = (pairs["correct_model"] - pairs["correct_baseline"]).to_numpy(dtype=float)
+    test = paired_test(diff, date_idx, boot)
     return {
-        "accuracy_diff": observed,
-        "ci_low": lo,
-        "ci_high": hi,
-        "p_value_bootstrap": (extreme + 1) / (len(draws) + 1),
+        "accuracy_diff": test.difference,
+        "ci_low": test.ci_low,
+        "ci_high": test.ci_high,
+        "p_value_bootstrap": test.p_value,
+        "p_value_greater": test.p_value_greater,
+        "comparison": test.comparison("accuracy", baseline).model_dump(),
         "mcnemar": mcnemar_exact(pairs["correct_model"].to_numpy(), pairs["correct_baseline"].to_numpy()),
-        "n_rows": len(pairs),
-        "n_dates": n_dates,
+        "n_rows": test.n_rows,
+        "n_dates": test.n_dates,
     }
+
+
+def baseline_comparison(test: dict[str, Any], baseline: str) -> Comparison:
+    """The :class:`~finmlops.stats.Comparison` of one ``vs_baselines`` entry of ``evaluation.json`` (its
+    ``comparison`` field; older files without it: their ``accuracy_diff`` and two-sided ``p_value_bootstrap``)."""
+    if "comparison" in test:
+        return Comparison.model_validate(test["comparison"])
+    return Comparison(
+        metric="accuracy", reference=baseline, difference=test["accuracy_diff"], p_value=test["p_value_bootstrap"]
+    )
 
 
 def per_ticker(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
@@ -416,7 +363,7 @@ def evaluate_predictions(
             "pooled": metrics_with_ci(prepared, boot),
             "folds": folds,
             "vs_baselines": {
-                b: paired_accuracy_test(paired_rows(preds, model, b), boot) for b in present_baselines if b != model
+                b: paired_accuracy_test(paired_rows(preds, model, b), boot, b) for b in present_baselines if b != model
             },
             "per_ticker": per_ticker(rows),
             "calibration": calibration_bins(prepared.prob, prepared.y, n_calibration_bins),

@@ -25,9 +25,15 @@ from finmlops.evaluation.backtest import (
     execution_returns,
     run_backtest,
 )
-from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
+from finmlops.evaluation.metrics import (
+    BootstrapConfig,
+    baseline_comparison,
+    evaluate_predictions,
+    validate_predictions,
+)
 from finmlops.provenance import atomic_path, file_lock, file_sha256, stamp, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
+from finmlops.stats import describe_comparison
 
 PAIRED_BASELINES: tuple[str, ...] = ("majority", "momentum")
 PREDICTIONS_FILE = "predictions.parquet"
@@ -46,10 +52,9 @@ def _fmt_ci(entry: dict[str, float], digits: int = 3, undefined: str = "–") ->
     return f"{_num(entry['value'], spec)} [{_num(entry['ci_low'], spec)}, {_num(entry['ci_high'], spec)}]"
 
 
-def _fmt_p(test: dict[str, Any] | None) -> str:
-    if test is None:
-        return "–"
-    return f"{test['accuracy_diff']:+.3f} (p={test['p_value_bootstrap']:.3f})"
+def _fmt_p(test: dict[str, Any] | None, baseline: str) -> str:
+    """The paired test against ``baseline`` in words (``describe_comparison``), or a dash without one."""
+    return "–" if test is None else describe_comparison(baseline_comparison(test, baseline))
 
 
 def markdown_table(evaluation: dict[str, Any]) -> str:
@@ -67,7 +72,7 @@ def markdown_table(evaluation: dict[str, Any]) -> str:
         "IC [CI]",
         "rank IC",
         "ICIR",
-        *(f"Δacc vs {b} (p)" for b in PAIRED_BASELINES),
+        *(f"vs {b}" for b in PAIRED_BASELINES),
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, m in evaluation["models"].items():
@@ -85,14 +90,15 @@ def markdown_table(evaluation: dict[str, Any]) -> str:
             _fmt_ci(p["ic"]),
             _num(p["rank_ic"]["value"], "+.4f"),
             _num(p["icir"]["value"], "+.3f"),
-            *(_fmt_p(m["vs_baselines"].get(b)) for b in PAIRED_BASELINES),
+            *(_fmt_p(m["vs_baselines"].get(b), b) for b in PAIRED_BASELINES),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     boot = evaluation["bootstrap"]
     lines.append("")
     lines.append(
         f"CIs: circular block bootstrap over dates, {boot['n_boot']} resamples of {boot['block_len']}-day blocks, "
-        f"seed {boot['seed']}. p: paired block-bootstrap p-value of the accuracy difference on the same rows."
+        f"seed {boot['seed']}. vs: the model's accuracy minus the baseline's on the same rows, with the two-sided "
+        "paired block-bootstrap p-value (null-centred); better/worse only where p < 0.05 in that direction."
     )
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,8 @@
-"""finmlops.monitoring: feature and prediction drift (``drift``: PSI, KS, normalised Wasserstein, the online
-``SlidingDrift`` the server updates per request), the A/B analysis of serving experiments (``abtest``: per-arm
-accuracy and latency, an always-valid mSPRT, the promote/rollback/continue decision) and explanations (``explain``).
+"""finmlops.monitoring: feature and prediction drift reports (``drift``: PSI, KS and normalised Wasserstein per
+column; the statistics and the server's online ``SlidingDrift`` are ``finmlops.stats.drift``), the A/B analysis of
+serving experiments (``abtest``: per-arm accuracy and latency, an always-valid day-unit mSPRT, the
+promote/rollback/continue decision) and explanations (``explain``).
 
-Submodules are imported directly (``from finmlops.monitoring.drift import SlidingDrift``) so the server loads only
+Submodules are imported directly (``from finmlops.monitoring.abtest import run_abtest``) so that a command loads only
 what it needs. See docs/monitoring.md.
 """

@@ -1,139 +1,29 @@
 """A/B analysis of a serving experiment from the request log: per-arm accuracy (Wilson 95% CI) and latency, and an
 always-valid sequential test of each challenger's accuracy difference against the control arm.
 
-The test is the mixture sequential probability ratio test (mSPRT) with a normal mixture N(0, tau^2) over the
-difference theta = acc(challenger) - acc(control), in the two-sample normal approximation of Johari, Koomen, Pekelis
-and Walsh ("Peeking at A/B tests", KDD 2017; "Always valid inference", Operations Research 2022), the method of
-Optimizely's Stats Engine. With the estimate theta_hat and its variance V = p_a(1-p_a)/n_a + p_b(1-p_b)/n_b:
-
-    Lambda = sqrt(V / (V + tau^2)) * exp(tau^2 * theta_hat^2 / (2 V (V + tau^2)))
-
-Lambda is (asymptotically) a nonnegative martingale under H0: theta = 0, so by Ville's inequality
-P(Lambda ever >= 1/alpha) <= alpha: looking after every day, or every request, does not inflate false positives.
-The always-valid p-value is the running minimum of 1/Lambda. Decision rule (module-level ``decide``): promote when a
-challenger's always-valid p < alpha / (arms - 1) with theta_hat > 0 at the look where p first fell below that,
-roll back when it did so with theta_hat < 0, otherwise continue.
+The test is ``finmlops.stats.sequential.daily_msprt``: the mixture sequential probability ratio test (mSPRT) of
+Johari et al. with the trading day as its unit (one look per day, a cluster-robust variance by day), because the
+outcomes of one day are correlated. An outcome counts on the day it became known: for a request for trading day d
+(its ``as_of``) that is ``outcome_lag`` trading days later (the label's horizon), else the UTC day of its feedback.
+Decision rule (``decide``): promote when a challenger's always-valid p < alpha / (arms - 1) with theta_hat > 0 at
+the look where p first fell below that, roll back when it did so with theta_hat < 0, otherwise continue.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+
+from finmlops.stats.sequential import ALPHA, MIN_DAYS, MIN_OUTCOMES, TAU, daily_msprt, wilson_interval
 
 if TYPE_CHECKING:
     from finmlops.settings import Settings
 
-ALPHA = 0.05
-# Prior scale of the accuracy difference: differences between direction models are a few points at most.
-TAU = 0.05
-# Below this many labelled outcomes per arm the normal approximation (and the plug-in variance) is not trusted.
-MIN_OUTCOMES = 100
 Action = Literal["promote", "rollback", "continue"]
-
-
-# --- statistics ------------------------------------------------------------------------------------------------------
-
-
-def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (Wilson 1927); (nan, nan) when n = 0."""
-    if n == 0:
-        return float("nan"), float("nan")
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def msprt(
-    n_a: np.ndarray,
-    s_a: np.ndarray,
-    n_b: np.ndarray,
-    s_b: np.ndarray,
-    *,
-    tau: float = TAU,
-    alpha: float = ALPHA,
-    min_outcomes: int = MIN_OUTCOMES,
-) -> dict[str, np.ndarray]:
-    """The mSPRT at each look, vectorised over any array shape (e.g. ``[experiments, looks]``).
-
-    ``n_*``: cumulative labelled outcomes, ``s_*``: cumulative correct ones, for control (a) and challenger (b).
-    Returns arrays of that shape: ``difference`` (theta_hat), ``log_lambda`` (0 where not yet tested: fewer than
-    ``min_outcomes`` in an arm or zero variance), ``boundary`` (log(1/alpha)), ``half_width`` of the always-valid
-    confidence sequence theta_hat +- half_width (inf where not tested), and ``p_value`` (1/Lambda, capped at 1; take
-    the running minimum over looks for the always-valid p-value).
-    """
-    n_a, s_a, n_b, s_b = (np.asarray(v, dtype=np.float64) for v in (n_a, s_a, n_b, s_b))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        p_a, p_b = s_a / n_a, s_b / n_b
-        diff = p_b - p_a
-        var = p_a * (1 - p_a) / n_a + p_b * (1 - p_b) / n_b
-        tested = (n_a >= min_outcomes) & (n_b >= min_outcomes) & (var > 0)
-        v = np.where(tested, var, 1.0)
-        t2 = tau * tau
-        log_lambda = np.where(tested, 0.5 * np.log(v / (v + t2)) + t2 * diff**2 / (2 * v * (v + t2)), 0.0)
-        log_boundary = math.log(1 / alpha)
-        half = np.sqrt(2 * v * (v + t2) / t2 * (log_boundary + 0.5 * np.log((v + t2) / v)))
-    return {
-        "difference": diff,
-        "log_lambda": log_lambda,
-        "boundary": np.full_like(log_lambda, log_boundary),
-        "half_width": np.where(tested, half, np.inf),
-        "p_value": np.minimum(1.0, np.exp(-log_lambda)),
-    }
-
-
-def fixed_horizon_p(n_a: np.ndarray, s_a: np.ndarray, n_b: np.ndarray, s_b: np.ndarray) -> np.ndarray:
-    """Two-sided p-value of the ordinary two-proportion z-test (pooled variance): valid for ONE look only."""
-    n_a, s_a, n_b, s_b = (np.asarray(v, dtype=np.float64) for v in (n_a, s_a, n_b, s_b))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        pooled = (s_a + s_b) / (n_a + n_b)
-        z = (s_b / n_b - s_a / n_a) / np.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
-    return np.where(np.isfinite(z), 2 * stats.norm.sf(np.abs(z)), 1.0)
-
-
-def simulate_peeking(
-    p_control: float,
-    p_challenger: float,
-    *,
-    per_look: tuple[int, int] = (100, 100),
-    looks: int = 60,
-    experiments: int = 2000,
-    alpha: float = ALPHA,
-    tau: float = TAU,
-    min_outcomes: int = MIN_OUTCOMES,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Share of ``experiments`` simulated A/B tests that declare a difference at ANY of ``looks`` daily looks, for
-    the mSPRT and for a fixed-horizon z-test peeked at daily; ``per_look`` labelled outcomes per arm per day.
-
-    With equal accuracies these are false-positive rates, otherwise power. Also the mean look of the mSPRT's first
-    rejection (among rejecting experiments).
-    """
-    rng = np.random.default_rng(seed)
-    shape = (experiments, looks)
-    n_a = np.cumsum(np.full(shape, per_look[0]), axis=1)
-    n_b = np.cumsum(np.full(shape, per_look[1]), axis=1)
-    s_a = np.cumsum(rng.binomial(per_look[0], p_control, size=shape), axis=1)
-    s_b = np.cumsum(rng.binomial(per_look[1], p_challenger, size=shape), axis=1)
-    test = msprt(n_a, s_a, n_b, s_b, tau=tau, alpha=alpha, min_outcomes=min_outcomes)
-    crossed = test["log_lambda"] >= test["boundary"]
-    rejected = crossed.any(axis=1)
-    first = np.argmax(crossed, axis=1)[rejected] + 1
-    return {
-        "msprt_rejection_rate": float(rejected.mean()),
-        "peeking_z_test_rejection_rate": float((fixed_horizon_p(n_a, s_a, n_b, s_b) < alpha).any(axis=1).mean()),
-        "final_look_z_test_rejection_rate": float((fixed_horizon_p(n_a, s_a, n_b, s_b)[:, -1] < alpha).mean()),
-        "mean_first_rejection_look": float(first.mean()) if first.size else float("nan"),
-        "experiments": experiments,
-        "looks": looks,
-    }
 
 
 # --- the request log -------------------------------------------------------------------------------------------------
@@ -183,37 +73,65 @@ def _day(ts: pd.Series) -> pd.Series:
     return pd.to_datetime(ts, unit="s", utc=True).dt.strftime("%Y-%m-%d")
 
 
+def known_day(as_of: pd.Series, calendar: Sequence[str], lag: int) -> pd.Series:
+    """The trading day ``lag`` trading days after each ``as_of`` day (ISO strings): the next days of ``calendar``
+    (the sorted trading days of the log), business days past its end; NaN where ``as_of`` is NaN."""
+    days = list(calendar)
+    position = {d: i for i, d in enumerate(days)}
+
+    def shift(day: Any) -> Any:
+        if not isinstance(day, str):
+            return np.nan
+        i = position[day] + lag
+        if i < len(days):
+            return days[i]
+        return (pd.Timestamp(days[-1]) + pd.offsets.BDay(i - len(days) + 1)).strftime("%Y-%m-%d")
+
+    return as_of.map(shift)
+
+
 def timeline(
-    rows: pd.DataFrame, control: str, challengers: Sequence[str], *, alpha: float, tau: float, min_outcomes: int
+    rows: pd.DataFrame,
+    control: str,
+    challengers: Sequence[str],
+    *,
+    alpha: float,
+    tau: float,
+    min_outcomes: int,
+    min_days: int = MIN_DAYS,
+    outcome_lag: int = 1,
 ) -> list[dict[str, Any]]:
     """One entry per day (a daily look): cumulative requests and that day's traffic share per arm, cumulative
-    labelled outcomes and accuracy per arm, and per challenger the mSPRT statistic, its boundary, the confidence
-    sequence and the always-valid (running-minimum) p-value.
+    labelled outcomes and accuracy per arm, and per challenger the day-unit mSPRT statistic, its boundary, the
+    confidence sequence and the always-valid (running-minimum) p-value.
 
     A request's day is its ``as_of`` (the trading day the client said it was for: a replay sends its simulated
-    day, so months replayed in seconds still give one look per trading day) and its outcome counts on that day
-    too; without ``as_of`` the request counts on the UTC day of ``ts`` and its outcome on that of ``feedback_ts``
-    (when the outcome was known)."""
+    day, so months replayed in seconds still give one look per trading day); its outcome counts on the day it
+    became known, ``outcome_lag`` trading days later. Without ``as_of`` the request counts on the UTC day of ``ts``
+    and its outcome on that of ``feedback_ts``."""
     arms = [control, *challengers]
     as_of = rows["as_of"] if "as_of" in rows else pd.Series(None, index=rows.index, dtype=object)
     rows = rows.assign(day=as_of.fillna(_day(rows["ts"])))
     requests = rows.pivot_table(index="day", columns="arm", values="id", aggfunc="count")
     labelled = rows[rows["correct"].notna()]
-    by_feedback = labelled.assign(day=as_of[labelled.index].fillna(_day(labelled["feedback_ts"])))
+    calendar = sorted(as_of.dropna().unique())
+    known = known_day(as_of[labelled.index], calendar, outcome_lag)
+    by_feedback = labelled.assign(day=known.fillna(_day(labelled["feedback_ts"])))
     n = by_feedback.pivot_table(index="day", columns="arm", values="correct", aggfunc="count")
     s = by_feedback.pivot_table(index="day", columns="arm", values="correct", aggfunc="sum")
     days = sorted(set(requests.index) | set(n.index))
     requests, n, s = (f.reindex(index=days, columns=arms).fillna(0) for f in (requests, n, s))
     cum_requests, cum_n, cum_s = requests.cumsum(), n.cumsum(), s.cumsum()
     tests = {
-        arm: msprt(
-            cum_n[control].to_numpy(),
-            cum_s[control].to_numpy(),
-            cum_n[arm].to_numpy(),
-            cum_s[arm].to_numpy(),
+        arm: daily_msprt(
+            n[control].to_numpy(),
+            s[control].to_numpy(),
+            n[arm].to_numpy(),
+            s[arm].to_numpy(),
             tau=tau,
             alpha=alpha,
             min_outcomes=min_outcomes,
+            min_days=min_days,
         )
         for arm in challengers
     }
@@ -236,6 +154,7 @@ def timeline(
                 "boundary": float(test["boundary"][i]),
                 "ci": [diff - half, diff + half],
                 "p_value": float(np.min(test["p_value"][: i + 1])),
+                "days": int(test["days"][i]),
             }
         out.append(entry)
     return out
@@ -296,6 +215,8 @@ def analyze(
     alpha: float = ALPHA,
     tau: float = TAU,
     min_outcomes: int = MIN_OUTCOMES,
+    min_days: int = MIN_DAYS,
+    outcome_lag: int = 1,
 ) -> dict[str, Any]:
     """The full analysis of ``experiment`` from request-log frames (``read_requests``, ``read_feedback``).
 
@@ -316,7 +237,10 @@ def analyze(
     arms = {arm: arm_summary(rows[rows["arm"] == arm]) for arm in [control, *challengers]}
     # Bonferroni over challengers: each boundary and confidence sequence is at alpha / k.
     level = alpha / max(1, len(challengers))
-    days = timeline(rows, control, challengers, alpha=level, tau=tau, min_outcomes=min_outcomes)
+    days = timeline(
+        rows, control, challengers, alpha=level, tau=tau, min_outcomes=min_outcomes, min_days=min_days,
+        outcome_lag=outcome_lag,
+    )  # fmt: skip
     comparisons = []
     for arm in challengers:
         last = days[-1]["tests"][arm]
@@ -333,7 +257,12 @@ def analyze(
         "alpha": alpha,
         "tau": tau,
         "min_outcomes": min_outcomes,
-        "method": "mSPRT, normal mixture (Johari et al. 2017), daily looks by feedback time",
+        "min_days": min_days,
+        "outcome_lag": outcome_lag,
+        "method": (
+            "mSPRT, normal mixture (Johari et al. 2017), the trading day as unit: one look per day, cluster-robust "
+            "variance by day, outcomes on the day they became known"
+        ),
         "arms": arms,
         "comparisons": comparisons,
         "decision": decide(comparisons, alpha),
@@ -514,7 +443,10 @@ def run_abtest(
 
     path = log_path or settings.home / "serving" / "requests.db"
     requests, feedback = read_requests(path), read_feedback(path)
-    result = analyze(requests, feedback, experiment, control=control, alpha=alpha, tau=tau)
+    # The outcome of trading day d is known at the close of d + horizon.
+    result = analyze(
+        requests, feedback, experiment, control=control, alpha=alpha, tau=tau, outcome_lag=settings.horizon
+    )
     if apply:
         import mlflow
 

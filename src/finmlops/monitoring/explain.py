@@ -37,6 +37,7 @@ from finmlops.contract.explain import (
     onnx_probabilities,
     window_pair,
 )
+from finmlops.stats.classification import roc_auc
 
 # --- Captum's implementation of the same integral (torch) -------------------------------------------------------------
 
@@ -232,17 +233,6 @@ def _accuracy(y: np.ndarray, p: np.ndarray) -> float:
     return float(np.mean((p > 0.5) == (y > 0.5)))
 
 
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) formula, ties averaged; NaN with one class only."""
-    from scipy.stats import rankdata
-
-    pos = y > 0.5
-    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((rankdata(p)[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
 def permutation_importance(
     predict_fn: Callable[[np.ndarray], np.ndarray],
     windows: Any,
@@ -271,7 +261,7 @@ def permutation_importance(
     if len(names) != x.shape[2]:
         raise ValueError(f"{len(names)} feature names for {x.shape[2]} features")
     base = np.asarray(predict_fn(x), dtype=np.float64)
-    base_acc, base_auc = _accuracy(y, base), _auc(y, base)
+    base_acc, base_auc = _accuracy(y, base), roc_auc(y, base)
     rng = np.random.default_rng(seed)
     drops = np.empty((x.shape[2], n_repeats, 2))
     shuffled = x.copy()
@@ -279,7 +269,7 @@ def permutation_importance(
         for j in range(x.shape[2]):
             shuffled[:, :, j] = x[rng.permutation(len(x)), :, j]
             p = np.asarray(predict_fn(shuffled), dtype=np.float64)
-            drops[j, r] = base_acc - _accuracy(y, p), base_auc - _auc(y, p)
+            drops[j, r] = base_acc - _accuracy(y, p), base_auc - roc_auc(y, p)
             shuffled[:, :, j] = x[:, :, j]
     ddof = 1 if n_repeats > 1 else 0
     frame = pd.DataFrame(

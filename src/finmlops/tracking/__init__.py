@@ -19,8 +19,8 @@ _EXPORTS = {
         "log_onnx_model",
     ),
     "registry": (
-        "ALIASES", "PairedTest", "PromotionRefused", "describe_evidence", "evidence_of", "list_models",
-        "paired_block_bootstrap", "promote", "mark_challenger", "register_variant", "registered_name",
+        "ALIASES", "PairedTest", "PromotionRefused", "accuracy_test", "describe_evidence", "evidence_of",
+        "list_models", "promote", "mark_challenger", "register_variant", "registered_name",
     ),
     "runs": (
         "TrainedNetwork", "list_runs", "log_backtest_result", "log_evaluation", "log_evaluation_result",

@@ -3,7 +3,7 @@
 Export formats: ``mlflow`` (the MLflow model directory), ``triton`` (a Triton model repository:
 ``<name>/config.pbtxt`` + ``<name>/1/model.onnx``) and ``mlserver`` (``<name>/model-settings.json`` + ``model.onnx``
 + a small onnxruntime runtime). Every format carries ``finmlops-model.json``: feature order, window length, data hash,
-and ``drift_reference.json`` (``finmlops.monitoring.drift.reference_profile`` of the logged windows' last timesteps).
+and ``drift_reference.json`` (``finmlops.stats.drift.reference_profile`` of the logged windows' last timesteps).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from finmlops.contract import (
     OnnxExport,
     locate_model,
 )
-from finmlops.monitoring.drift import reference_profile
+from finmlops.stats.drift import reference_profile
 
 ExportFormat = Literal["mlflow", "triton", "mlserver"]
 EXPORT_FORMATS: tuple[str, ...] = ("mlflow", "triton", "mlserver")

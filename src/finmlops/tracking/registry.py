@@ -1,8 +1,11 @@
 """The model registry: one registered model per variant, ``champion``/``challenger`` aliases, and the promotion rule.
 
 Promotion rule: a candidate version takes an alias only if its pooled walk-forward accuracy beats the current
-holder's on the SAME ``(date, ticker)`` rows by more than ``margin``, with significance: a one-sided paired moving-block
-bootstrap over dates of the accuracy difference gives p = share of replicates <= margin, and p must be < ``alpha``.
+holder's on the SAME ``(date, ticker)`` rows by more than ``margin``, with significance: the evaluation's paired test
+(``finmlops.stats.bootstrap.paired_test``: circular block bootstrap over dates, null-centred) of H0: difference <=
+``margin`` gives the one-sided p (``p_value_greater``), and p must be < ``alpha``. With the same bootstrap settings
+(``boot``, by default the evaluation's) and ``margin`` 0 it is the ``p_value_greater`` that ``evaluation.json``
+records for the same pair, so ``promote`` and the evaluation cannot disagree.
 When nobody holds the alias, the reference is the majority class of those rows' outcomes (the best constant
 predictor in hindsight, so a conservative bar). ``force`` skips the test and is recorded as tags on the version.
 
@@ -14,9 +17,8 @@ predictions its hyperparameters were chosen on: a test on those rows is biased u
 from __future__ import annotations
 
 import getpass
-import math
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,13 +29,14 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from finmlops.models import VARIANTS
+from finmlops.stats import Comparison, describe_comparison
+from finmlops.stats.bootstrap import BootstrapConfig, paired_test
 
 ALIASES: tuple[str, ...] = ("champion", "challenger")
 PREDICTIONS_ARTIFACT = "walk_forward/predictions.parquet"
 EVIDENCE_TAG = "finmlops.evidence"  # "selection": its predictions are the rows it was selected on
 # On a training run: what its logged predictions are ("walk-forward, 10 folds, <first>..<last>" or "test split, ...").
 SPLIT_TAG = "finmlops.predictions_split"
-N_BOOT = 2000
 ALPHA = 0.05
 
 
@@ -50,7 +53,8 @@ def registered_name(variant: str) -> str:
 
 @dataclass(frozen=True)
 class PairedTest:
-    """Candidate minus reference pooled accuracy on ``n_rows`` shared rows over ``n_dates`` dates."""
+    """Candidate minus reference pooled accuracy on ``n_rows`` shared rows over ``n_dates`` dates; ``p_value`` is
+    the one-sided p of H0: difference <= ``margin``."""
 
     reference: str
     candidate_accuracy: float
@@ -67,50 +71,44 @@ class PairedTest:
     def significant(self) -> bool:
         return self.difference > self.margin and self.p_value < ALPHA
 
+    @property
+    def comparison(self) -> Comparison:
+        """The one-sided comparison as ``describe_comparison`` words it."""
+        return Comparison(
+            metric="accuracy", reference=self.reference, difference=self.difference, p_value=self.p_value,
+            side="greater", alpha=ALPHA,
+        )  # fmt: skip
 
-def block_length(n_dates: int) -> int:
-    """Moving-block length ~ n^(1/3) (Hall, Horowitz and Jing 1995), at least 1."""
-    return max(1, round(n_dates ** (1 / 3)))
 
-
-def paired_block_bootstrap(
+def accuracy_test(
     candidate_correct: np.ndarray,
     reference_correct: np.ndarray,
     dates: np.ndarray,
     *,
     margin: float,
     reference: str,
-    n_boot: int = N_BOOT,
-    seed: int = 0,
+    boot: BootstrapConfig | None = None,
 ) -> PairedTest:
-    """One-sided test of H0: acc(candidate) - acc(reference) <= ``margin`` on the same rows.
-
-    Inputs are ``[n]`` 0/1 arrays (row correct) and the row's decision date. Rows are summed per date, whole dates
-    are resampled in moving blocks of consecutive dates (keeping cross-ticker and serial dependence), and each
-    replicate's pooled difference is sum(diff) / sum(rows). p = (1 + #{replicate <= margin}) / (1 + n_boot).
-    """
-    frame = pd.DataFrame({"date": dates, "diff": candidate_correct.astype(float) - reference_correct.astype(float)})
-    if frame.empty:
+    """One-sided test of H0: acc(candidate) - acc(reference) <= ``margin`` on the same rows: ``[n]`` 0/1 arrays
+    (row correct) and the row's decision date, through the evaluation's ``paired_test`` with ``boot`` (default
+    ``BootstrapConfig()``, the evaluation's default)."""
+    if len(dates) == 0:
         raise ValueError("no shared rows to compare")
-    daily = frame.groupby("date")["diff"].agg(["sum", "count"]).sort_index()
-    sums, counts = daily["sum"].to_numpy(), daily["count"].to_numpy()
-    n_dates, block = len(daily), block_length(len(daily))
-    rng = np.random.default_rng(seed)
-    n_blocks = math.ceil(n_dates / block)
-    starts = rng.integers(0, n_dates - block + 1, size=(n_boot, n_blocks))
-    idx = (starts[:, :, None] + np.arange(block)).reshape(n_boot, -1)[:, :n_dates]
-    replicates = sums[idx].sum(axis=1) / counts[idx].sum(axis=1)
+    _, date_idx = np.unique(np.asarray(dates), return_inverse=True)
+    boot = boot or BootstrapConfig()
+    diff = candidate_correct.astype(float) - reference_correct.astype(float)
+    test = paired_test(diff, date_idx, boot, margin=margin)
     return PairedTest(
         reference=reference,
         candidate_accuracy=float(candidate_correct.mean()),
         reference_accuracy=float(reference_correct.mean()),
-        difference=float(sums.sum() / counts.sum()),
+        difference=test.difference,
         margin=margin,
-        p_value=float((1 + np.sum(replicates <= margin)) / (1 + n_boot)),
-        n_rows=int(counts.sum()),
-        n_dates=n_dates,
-        block_len=block,
-        n_boot=n_boot,
+        p_value=test.p_value_greater,
+        n_rows=test.n_rows,
+        n_dates=test.n_dates,
+        block_len=test.block_len,
+        n_boot=test.n_boot,
     )
 
 
@@ -142,15 +140,17 @@ def _correct(rows: pd.DataFrame, prob: str = "prob_up") -> np.ndarray:
     return ((rows[prob].to_numpy() > 0.5) == (rows["y_true"].to_numpy() == 1)).astype(float)
 
 
-def compare(candidate: ModelVersion, holder: ModelVersion | None, margin: float, seed: int = 0) -> PairedTest:
+def compare(
+    candidate: ModelVersion, holder: ModelVersion | None, margin: float, boot: BootstrapConfig | None = None
+) -> PairedTest:
     """The paired test of ``candidate`` against ``holder``, or against the majority class when ``holder`` is None."""
     rows = version_predictions(candidate)
     if holder is None:
         majority = float(rows["y_true"].mean() >= 0.5)
         reference_correct = (rows["y_true"].to_numpy() == majority).astype(float)
-        return paired_block_bootstrap(
+        return accuracy_test(
             _correct(rows), reference_correct, rows["date"].to_numpy(), margin=margin,
-            reference=f"majority class ({int(majority)})", seed=seed,
+            reference=f"majority class ({int(majority)})", boot=boot,
         )  # fmt: skip
     shared = rows.merge(version_predictions(holder), on=["date", "ticker"], suffixes=("", "_ref"))
     if shared.empty:
@@ -158,9 +158,9 @@ def compare(candidate: ModelVersion, holder: ModelVersion | None, margin: float,
             f"{candidate.name} v{candidate.version} and v{holder.version} share no walk-forward rows; "
             "retrain both on the same data to compare them"
         )
-    return paired_block_bootstrap(
+    return accuracy_test(
         _correct(shared), _correct(shared, "prob_up_ref"), shared["date"].to_numpy(), margin=margin,
-        reference=f"{holder.name} v{holder.version}", seed=seed,
+        reference=f"{holder.name} v{holder.version}", boot=boot,
     )  # fmt: skip
 
 
@@ -178,12 +178,15 @@ def promote(
     margin: float = 0.005,
     force: bool = False,
     reason: str | None = None,
-    seed: int = 0,
+    boot: BootstrapConfig | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Give ``alias`` to ``name`` version ``version`` if it passes the promotion rule (module docstring).
 
-    Raises ``PromotionRefused`` with the measured numbers when it does not. ``force`` needs a ``reason`` and
-    records who, when and why as ``promotion.<alias>.*`` tags on the version. Returns what was decided.
+    ``boot``: the bootstrap of the test (default the evaluation's default); ``seed`` overrides its seed. Raises
+    ``PromotionRefused`` with the measured numbers when it does not. ``force`` needs a ``reason`` and records who,
+    when and why as ``promotion.<alias>.*`` tags on the version. Returns what was decided, with ``summary`` the
+    comparison in words (``describe_comparison``).
     """
     if alias not in ALIASES:
         raise ValueError(f"unknown alias {alias!r}; use one of {', '.join(ALIASES)}")
@@ -212,17 +215,38 @@ def promote(
             client.set_model_version_tag(name, str(version), f"{prefix}.{key}", value)
         client.set_registered_model_alias(name, alias, str(version))
         return {"name": name, "version": version, "alias": alias, "forced": True, **tags}
-    test = compare(candidate, holder, margin, seed)
+    boot = boot or BootstrapConfig()
+    test = compare(candidate, holder, margin, boot if seed is None else replace(boot, seed=seed))
     for key in ("reference", "difference", "p_value", "n_rows", "n_dates"):
         client.set_model_version_tag(name, str(version), f"{prefix}.{key}", str(getattr(test, key)))
     if not test.significant:
         raise PromotionRefused(
-            f"{name} v{version} does not beat {test.reference}: accuracy {test.candidate_accuracy:.4f} vs "
-            f"{test.reference_accuracy:.4f} (difference {test.difference:+.4f}, margin {margin}, one-sided block "
-            f"bootstrap p = {test.p_value:.3f}, need < {ALPHA}) on {test.n_rows} rows over {test.n_dates} dates"
+            f"{name} v{version} does not beat {test.reference} by more than the margin {margin}: accuracy "
+            f"{test.candidate_accuracy:.4f} vs {test.reference_accuracy:.4f}, {describe_comparison(test.comparison)}"
+            f" (need difference > {margin} and p < {ALPHA}) on {test.n_rows} rows over {test.n_dates} dates"
         )
     client.set_registered_model_alias(name, alias, str(version))
-    return {"name": name, "version": version, "alias": alias, "forced": False, **asdict(test)}
+    fields = {k: getattr(test, k) for k in test.__dataclass_fields__}
+    summary = describe_comparison(test.comparison)
+    return {"name": name, "version": version, "alias": alias, "forced": False, **fields, "summary": summary}
+
+
+def promotion_comparisons(tags: dict[str, str]) -> dict[str, str]:
+    """Per alias, the promotion test recorded on a version's tags (``promotion.<alias>.*``), in words
+    (``describe_comparison``, one-sided); a forced promotion says so. Aliases without a recorded test are left out."""
+    out: dict[str, str] = {}
+    for alias in ALIASES:
+        prefix = f"promotion.{alias}"
+        if f"{prefix}.forced_by" in tags:
+            out[alias] = f"forced by {tags[f'{prefix}.forced_by']}: {tags.get(f'{prefix}.reason', '')}"
+        elif f"{prefix}.p_value" in tags:
+            comparison = Comparison(
+                metric="accuracy", reference=tags.get(f"{prefix}.reference", "the holder"),
+                difference=float(tags[f"{prefix}.difference"]), p_value=float(tags[f"{prefix}.p_value"]),
+                side="greater", alpha=ALPHA,
+            )  # fmt: skip
+            out[alias] = describe_comparison(comparison)
+    return out
 
 
 def split_of(predictions: pd.DataFrame) -> str:

@@ -17,6 +17,7 @@ import torch
 
 from finmlops.models.variants import VariantConfig
 from finmlops.settings import Settings
+from finmlops.stats.classification import log_loss, roc_auc
 from finmlops.training.config import TrainConfig
 from finmlops.training.trainer import DeepModel
 
@@ -26,15 +27,12 @@ WEIGHTS_FILE, SCALER_FILE, CONFIG_FILE = "model.pt", "scaler.json", "config.json
 def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """Accuracy at 0.5, ROC AUC, log loss and Brier score of P(up) ``p`` ``[n]`` against 0/1 labels ``y`` ``[n]``,
     with ``n``, the realised up-rate and the share of "up" predictions (a constant model shows 0 or 1 here)."""
-    from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
-
-    both = 0 < y.sum() < len(y)
     return {
         "n": len(y),
         "accuracy": float(np.mean((p > 0.5) == (y > 0.5))),
-        "auc": float(roc_auc_score(y, p)) if both else float("nan"),
-        "log_loss": float(log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])),
-        "brier": float(brier_score_loss(y, p)),
+        "auc": roc_auc(y, p),
+        "log_loss": log_loss(y, p),
+        "brier": float(np.mean((p - y) ** 2)),
         "up_rate": float(np.mean(y)),
         "predicted_up_share": float(np.mean(p > 0.5)),
     }

@@ -22,6 +22,7 @@ from torch import nn
 from finmlops.models.base import WindowsLike, check_windows
 from finmlops.models.networks import build_network
 from finmlops.models.variants import VariantConfig
+from finmlops.stats.classification import roc_auc
 from finmlops.training.config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -85,12 +86,6 @@ def predict_logits(net: nn.Module, x: np.ndarray, device: torch.device, batch_si
         for start in range(0, len(x), batch_size):
             out.append(net(_to_tensor(x[start : start + batch_size], device)).float().cpu())
     return torch.cat(out).numpy() if out else np.empty(0, dtype=np.float32)
-
-
-def _auc(y: np.ndarray, score: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(y, score)) if 0 < y.sum() < len(y) else math.nan
 
 
 def _optimizer(net: nn.Module, variant: VariantConfig) -> torch.optim.Optimizer:
@@ -208,7 +203,7 @@ def train_network(
                 "train_loss": total / len(xt),
                 "val_loss": val_loss,
                 "val_accuracy": float(np.mean((val_logits > 0) == (y_val > 0.5))),
-                "val_auc": _auc(y_val, val_logits),
+                "val_auc": roc_auc(y_val, val_logits),
                 "lr": lr,
                 "seconds": time.perf_counter() - t0,
             }

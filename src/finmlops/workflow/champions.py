@@ -133,8 +133,9 @@ def register_final_model(
     }
 
 
-def decide_champion(name: str, version: int, seed: int) -> dict[str, Any]:
-    """Give ``champion`` to ``name`` v``version`` by the promotion rule, or bootstrap it.
+def decide_champion(name: str, version: int, boot: Any) -> dict[str, Any]:
+    """Give ``champion`` to ``name`` v``version`` by the promotion rule with the run's bootstrap ``boot`` (a
+    ``finmlops.stats.bootstrap.BootstrapConfig``, the evaluation's), or bootstrap it.
 
     - ``promoted``: it beat the holder (or, with no holder, the majority class) significantly.
     - ``bootstrapped``: nobody held ``champion`` and the rule refused; the alias is set with a recorded forced
@@ -146,11 +147,11 @@ def decide_champion(name: str, version: int, seed: int) -> dict[str, Any]:
 
     holder = alias_holder(name, "champion")
     try:
-        decision = promote(name, version, "champion", margin=PROMOTION_MARGIN, seed=seed)
+        decision = promote(name, version, "champion", margin=PROMOTION_MARGIN, boot=boot)
         return {
             "decision": "promoted",
             "champion": version,
-            "detail": f"beat {decision['reference']} by {decision['difference']:+.4f}, p = {decision['p_value']:.3f}",
+            "detail": decision["summary"],
         }
     except PromotionRefused as exc:
         if holder is not None:

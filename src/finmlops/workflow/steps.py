@@ -18,6 +18,7 @@ from typing import Any
 
 from finmlops.provenance import file_sha256
 from finmlops.settings import Settings
+from finmlops.stats import describe_comparison
 from finmlops.workflow.config import RunConfig, shipped_config, write_resolved
 from finmlops.workflow.engine import (
     Context,
@@ -215,6 +216,7 @@ def _train_inputs(ctx: Context) -> dict[str, Any]:
 
 
 def _train(ctx: Context) -> Outcome:
+    from finmlops.evaluation.metrics import baseline_comparison
     from finmlops.evaluation.workspace import evaluate_and_write
     from finmlops.training.walkforward import walk_forward_predictions
 
@@ -240,13 +242,13 @@ def _train(ctx: Context) -> Outcome:
     )
     deep = {m: payload["models"][m] for m in plan.variant_names}
     best = max(deep, key=lambda m: deep[m]["pooled"]["accuracy"]["value"])
-    vs = deep[best]["vs_baselines"]["majority"]
+    vs = describe_comparison(baseline_comparison(deep[best]["vs_baselines"]["majority"], "majority"))
     majority = payload["models"]["majority"]["pooled"]["accuracy"]["value"]
     results = ctx.settings.results_dir
     run_id = _track(ctx, "log_evaluation_result", result=payload)
     return Outcome(
         figure=f"{len(plan.test_years)} folds, {len(payload['models'])} models; best deep {best} accuracy "
-        f"{_ci(deep[best]['pooled']['accuracy'])} vs majority {majority:.3f} (p = {vs['p_value_bootstrap']:.3f})",
+        f"{_ci(deep[best]['pooled']['accuracy'])}, majority {majority:.3f}: {vs}",
         files=[results / "predictions.parquet", results / "evaluation.json", results / "evaluation.md"],
         data={
             "predictions_sha256": payload["predictions"]["sha256"],
@@ -298,7 +300,8 @@ def _register(ctx: Context) -> Outcome:
             data_hash=ctx.output("ingest")["dataset_hash"], gap_seq_len=plan.gap_seq_len,
             test_years=plan.test_years, epochs=plan.epochs,
         )  # fmt: skip
-        entry |= decide_champion(entry["name"], entry["version"], ctx.settings.seed)
+        # The evaluation's bootstrap, so the promotion test is the one evaluation.json recorded for the pair.
+        entry |= decide_champion(entry["name"], entry["version"], _bootstrap(plan, ctx.settings.seed))
         ctx.log(f"[register] {entry['name']} v{entry['version']}: {entry['decision']} ({entry['detail']})")
         models[variant] = entry
     by_decision: dict[str, list[str]] = {}
