@@ -32,7 +32,8 @@ def test_without_any_as_of_the_wall_clock_days_are_the_axis_and_the_page_says_so
     days = [Day(date=d, traffic_share={}, accuracy={}) for d in ("2024-03-04", "2024-03-05")]
     assert split_days(days, Clock(frozenset(), without_as_of=10)) == (days, [])
     assert split_days(days, None) == (days, [])
-    assert split_days(days, Clock(frozenset({"2024-03-04"}), 1)) == (days[:1], days[1:])
+    later = [*days, Day(date="2026-11-30", traffic_share={}, accuracy={})]  # a hand-sent request's wall-clock day
+    assert split_days(later, Clock(frozenset({"2024-03-04"}), 1)) == (days, later[2:])
 
 
 def test_each_challenger_is_worded_by_describe_comparison(workspace: Settings, result: Any) -> None:
@@ -46,9 +47,14 @@ def test_each_challenger_is_worded_by_describe_comparison(workspace: Settings, r
 
 def test_the_decision_names_its_arm_and_leaves_the_numbers_to_the_comparisons(workspace: Settings) -> None:
     body = abtest.build(workspace).body
-    assert "Decision: <b>PROMOTE</b> enhanced-predictor<br>" in body
+    # The fixture's replay is shorter than the day-unit mSPRT's 20 days of outcomes, so it continues.
+    assert "Decision: <b>CONTINUE</b>" in body
     assert "beats" not in body  # the decision's own wording of the difference is not repeated beside the sentence
     ab = AbTest.model_validate_json((workspace.results_dir / "abtest_ab.json").read_text())
+    won = ab.decision.model_copy(update={"action": "promote", "arm": "enhanced"})
+    assert "Decision: <b>PROMOTE</b> enhanced-predictor<br>" in abtest.render(
+        ab.model_copy(update={"decision": won}), None
+    )
     reason = "no challenger is significantly different from the control yet"
     held = ab.decision.model_copy(update={"action": "continue", "arm": None, "reason": reason})
     assert f"Decision: <b>CONTINUE</b>: {reason}<br>" in abtest.render(ab.model_copy(update={"decision": held}), None)

@@ -11,6 +11,7 @@ which is which); the table, the test and the decision still count every request.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, timedelta
 from html import escape
 from pathlib import Path
 
@@ -125,7 +126,15 @@ def split_days(days: list[Day], clock: Clock | None) -> tuple[list[Day], list[Da
     ``as_of``). Everything stays on the axis when no request said its day, or when the log is unknown."""
     if clock is None or not clock.as_of_days:
         return days, []
-    return [d for d in days if d.date in clock.as_of_days], [d for d in days if d.date not in clock.as_of_days]
+    # An outcome counts on the day it became known (horizon trading days after its as_of day), so the replay's
+    # timeline runs a little past its last as_of day; two weeks covers any horizon the A/B replay uses.
+    first, last = min(clock.as_of_days), max(clock.as_of_days)
+    until = (date.fromisoformat(last) + timedelta(days=14)).isoformat()
+
+    def replayed(day: Day) -> bool:
+        return day.date in clock.as_of_days or first <= day.date <= until
+
+    return [d for d in days if replayed(d)], [d for d in days if not replayed(d)]
 
 
 def as_comparison(c: ArmComparison, level: float) -> Comparison:
