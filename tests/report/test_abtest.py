@@ -51,7 +51,7 @@ def test_the_decision_names_its_arm_and_leaves_the_numbers_to_the_comparisons(wo
     assert "Decision: <b>CONTINUE</b>" in body
     assert "beats" not in body  # the decision's own wording of the difference is not repeated beside the sentence
     ab = AbTest.model_validate_json((workspace.results_dir / "abtest_ab.json").read_text())
-    won = ab.decision.model_copy(update={"action": "promote", "arm": "enhanced"})
+    won = ab.decision.model_copy(update={"action": "promote", "arm": "enhanced-predictor"})
     assert "Decision: <b>PROMOTE</b> enhanced-predictor<br>" in abtest.render(
         ab.model_copy(update={"decision": won}), None
     )
