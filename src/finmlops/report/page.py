@@ -541,21 +541,19 @@ def calibration_section(settings: Settings) -> Section:
     return Section("calibration", title, body, tuple(sources))
 
 
-def equity_paths(
-    preds: pd.DataFrame, config: dict[str, Any], execution_returns: pd.Series
-) -> dict[str, dict[str, pd.Series]]:
-    """Daily equity (value of 1 invested, net of costs) per ``{model: {strategy or "buy_hold": Series}}``.
+def equity_paths(preds: pd.DataFrame, config: dict[str, Any]) -> dict[str, dict[str, pd.Series]]:
+    """Equity (value of 1 invested, net of costs) per ``{model: {strategy or "buy_hold": Series}}``.
 
-    Recomputes ``finmlops.evaluation.backtest.run_backtest``'s paths from the predictions with the stored config
-    (``strategies``, ``cost_bps``, ``slippage_bps``, ``execution``, ``top_k``) and the returns of
-    ``finmlops.evaluation.backtest.execution_returns(universe, config["execution"])``; indexed by decision date.
+    Recomputes ``finmlops.evaluation.backtest.run_backtest``'s paths from the predictions (their traded returns
+    ``ret_next``) with the stored config (``strategies``, ``cost_bps``, ``slippage_bps``, ``top_k`` and the
+    ``label``, whose horizon sets the rebalancing dates); indexed by decision date.
     """
     from finmlops.evaluation.backtest import BENCHMARK, priced_rows, simulate, target_weights
 
     costs = {"cost_bps": config["cost_bps"], "slippage_bps": config["slippage_bps"]}
     out: dict[str, dict[str, pd.Series]] = {}
     for model, rows in preds.groupby("model", sort=True):
-        rows, returns = priced_rows(rows, execution_returns)
+        rows, returns = priced_rows(rows, int((config.get("label") or {}).get("horizon", 1)))
         paths = {}
         for strategy in (BENCHMARK, *config["strategies"]):
             daily = simulate(target_weights(rows, strategy, config["top_k"]), returns, **costs)
@@ -576,14 +574,7 @@ def _equity_charts(settings: Settings, bt: dict[str, Any]) -> tuple[str, list[st
 
     preds = validate_predictions(pd.read_parquet(pred_path), source=str(pred_path))
     config = bt["config"]
-    from finmlops.data import DataError, DataStore
-    from finmlops.evaluation.backtest import execution_returns
-
-    try:
-        universe = DataStore(settings.data_dir).read(tickers=sorted(preds["ticker"].unique()))
-    except (DataError, OSError) as exc:
-        return _note(f"equity curves need the data store's prices ({exc})."), [str(pred_path)]
-    paths = equity_paths(preds, config, execution_returns(universe, config["execution"]))
+    paths = equity_paths(preds, config)
     for model, by_s in bt["results"].items():
         for strategy, perf in by_s.items():
             got = float(paths[model][strategy].iloc[-1] - 1.0)

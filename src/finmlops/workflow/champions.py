@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from finmlops.features.target import LabelSpec, label_from_settings
 from finmlops.settings import Settings
 
 DRIFT_REFERENCE_WINDOWS = 5000  # training windows kept as the drift reference (evenly spaced): plenty for PSI bins
@@ -28,29 +29,28 @@ def final_fit(
     epochs: int,
     seed: int,
     threads: int,
-    horizon: int = 1,
-    threshold: float = 0.0,
+    label: LabelSpec,
 ) -> tuple[Any, Any, Any]:
-    """Fit ``variant_name`` on all dates before ``last_test_year`` (the walk-forward's last fold, whose purge and
-    embargo are sized by ``gap_seq_len`` and ``horizon``), on the label ``make_target(universe, horizon,
-    threshold)``. Returns ``(model, train_windows, test_windows)``; the test windows are
-    that year's, to check the fit against the walk-forward predictions."""
-    from finmlops.features import compute_features, make_target, make_windows, walk_forward_folds
+    """Fit ``variant_name`` on all dates before ``last_test_year`` with ``cross_val_predict`` on the walk-forward's
+    last fold (purge and embargo sized by ``gap_seq_len`` and ``label``, the runner's loop settings), on the label
+    ``make_target(universe, label)``. Returns ``(model, train_windows, test_windows)``; the test windows are that
+    year's, to check the fit against the walk-forward predictions."""
+    from finmlops.features import compute_features, make_target, make_windows
     from finmlops.models.variants import get_variant
-    from finmlops.training import DeepModel, TrainConfig
+    from finmlops.training import DeepModel, cross_val_predict, label_folds, train_config
 
     variant = get_variant(variant_name)
-    target = make_target(universe, horizon=horizon, threshold=threshold)
+    target = make_target(universe, label)
     windows = make_windows(compute_features(universe, variant.feature_set), target, variant.seq_len)
-    windows = windows.subset(np.isfinite(windows.y))
-    (fold,) = walk_forward_folds(
-        target.index.get_level_values("date"), seq_len=gap_seq_len, horizon=horizon, test_years=[last_test_year]
-    )
-    train_mask, val_mask, test_mask = fold.masks(windows.dates)
-    train, val, test = (windows.subset(m) for m in (train_mask, val_mask, test_mask))
-    # The walk-forward runner's defaults (patience 2, device auto), so this is the model its last fold scored.
-    config = TrainConfig(epochs=epochs, patience=2, seed=seed, threads=threads, device="auto", verbosity="silent")
-    model = DeepModel(variant, config).fit(train, val)
+    folds = label_folds(target, seq_len=gap_seq_len, label=label, test_years=[last_test_year])
+    loop = train_config(epochs=epochs, seed=seed, threads=threads)
+    fitted: list[tuple[Any, Any]] = []
+    cross_val_predict(
+        lambda: DeepModel(variant, loop), windows, folds, label,
+        on_fold=lambda _fold, model, test, _prob: fitted.append((model, test)),
+    )  # fmt: skip
+    ((model, test),) = fitted
+    train = windows.subset(folds[0].masks(windows.dates)[0] & np.isfinite(windows.y))
     return model, train, test
 
 
@@ -84,9 +84,10 @@ def register_final_model(
 
     from finmlops.tracking import TrainedNetwork, log_training_run
 
+    label = label_from_settings(settings)
     model, train, test = final_fit(
         universe, variant_name, gap_seq_len=gap_seq_len, last_test_year=test_years[-1], epochs=epochs,
-        seed=settings.seed, threads=settings.threads, horizon=settings.horizon, threshold=settings.threshold,
+        seed=settings.seed, threads=settings.threads, label=label,
     )  # fmt: skip
     rows = predictions[predictions["model"] == variant_name]
     last = rows[rows["fold"] == str(test_years[-1])]
@@ -108,7 +109,7 @@ def register_final_model(
             "variant": model.variant.model_dump(),
             "train": model.config.model_dump(),
             "test_years": list(test_years),
-            "label": {"horizon": settings.horizon, "threshold": settings.threshold},
+            "label": label.model_dump(),
             "tickers": sorted(universe),
             "final_fit": span | {"windows": len(train)},
         },

@@ -17,6 +17,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from finmlops.features.target import label_from_settings
 from finmlops.provenance import file_sha256
 from finmlops.settings import Settings
 from finmlops.workflow.engine import (
@@ -242,7 +243,7 @@ def _train_inputs(ctx: Context) -> dict[str, Any]:
         "baselines": plan.baselines,
         "epochs": plan.epochs,
         "test_years": plan.test_years,
-        "label": [ctx.settings.horizon, ctx.settings.threshold],
+        "label": label_from_settings(ctx.settings).model_dump(),
         "seed": ctx.settings.seed,
         "threads": ctx.settings.threads,
         "bootstrap": [plan.n_boot, plan.block_len],
@@ -258,7 +259,7 @@ def _train(ctx: Context) -> Outcome:
     preds = walk_forward_predictions(
         universe, variants=plan.variants, baselines=plan.baselines, test_years=plan.test_years, epochs=plan.epochs,
         seed=seed, threads=ctx.settings.threads, device="auto", progress=ctx.cache.get("progress", False),
-        horizon=ctx.settings.horizon, threshold=ctx.settings.threshold,
+        label=label_from_settings(ctx.settings),
     )  # fmt: skip
     ctx.cache["predictions"] = preds
     fit_seconds: dict[str, float] = {}
@@ -268,7 +269,7 @@ def _train(ctx: Context) -> Outcome:
     config = {
         "variants": list(plan.variants), "baselines": list(plan.baselines), "epochs": plan.epochs,
         "test_years": list(plan.test_years), "tickers": sorted(universe), "bootstrap": asdict(boot),
-        "label": {"horizon": ctx.settings.horizon, "threshold": ctx.settings.threshold},
+        "label": label_from_settings(ctx.settings).model_dump(),
     }  # fmt: skip
     payload = evaluate_and_write(
         preds, ctx.settings.results_dir, data_hash=ctx.output("ingest")["dataset_hash"], config=config, boot=boot
