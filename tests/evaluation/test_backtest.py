@@ -136,6 +136,7 @@ def test_a_longer_horizon_rebalances_every_horizon_days() -> None:
     adj = universe["A"]["adj_close"].to_numpy()
     np.testing.assert_allclose(preds["ret_next"], adj[3:] / adj[1:-2] - 1)
     rows, earned = priced_rows(preds, label.horizon)
+    assert list(earned.index) == list(rows["date"].unique())
     assert list(rows["date"]) == list(preds["date"].iloc[[0, 2]])
     result = run_backtest(preds, BacktestConfig(strategies=("long_flat",), cost_bps=0.0), label=label)
     long_flat = result["results"]["m"]["long_flat"]
@@ -187,5 +188,5 @@ def test_bad_inputs_are_rejected(three_days: pd.DataFrame) -> None:
     with pytest.raises(ValueError, match="no return for held position A on 2023-01-04"):
         simulate(target_weights(three_days, "long_flat"), returns, cost_bps=5, slippage_bps=0)
     # The label decides what is traded: a backtest at another price than the label's is refused.
-    with pytest.raises(ValueError, match="labelled for execution at the close .* rerun `finmlops evaluate`"):
+    with pytest.raises(ValueError, match=r"labelled for execution at the close .* rerun `finmlops evaluate`"):
         run_backtest(validate_predictions(three_days), BacktestConfig(execution="open"), label=LabelSpec())

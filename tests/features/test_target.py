@@ -9,7 +9,7 @@ import pytest
 from finmlops.features import LabelSpec, forward_return, make_target
 
 
-def L(horizon: int = 1, threshold: float = 0.0, execution: str = "close") -> LabelSpec:  # noqa: N802
+def L(horizon: int = 1, threshold: float = 0.0, execution: str = "close") -> LabelSpec:
     return LabelSpec(horizon=horizon, threshold=threshold, execution=execution)  # type: ignore[arg-type]
 
 

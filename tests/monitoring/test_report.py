@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from finmlops.cli import app
 from finmlops.data import DataStore, ingest
-from finmlops.evaluation.backtest import BacktestConfig, execution_returns
+from finmlops.evaluation.backtest import BacktestConfig
 from finmlops.evaluation.metrics import BootstrapConfig
 from finmlops.evaluation.workspace import run_backtest_workspace, run_evaluation
 from finmlops.features import compute_features
@@ -140,14 +140,13 @@ def test_every_section_is_filled_with_the_numbers_of_its_result_file(workspace: 
 def test_equity_curves_end_at_the_backtest_total_returns(workspace: Settings) -> None:
     backtest = _results(workspace, "backtest.json")
     preds = pd.read_parquet(workspace.results_dir / "predictions.parquet")
-    returns = execution_returns(DataStore(workspace.data_dir).read(), backtest["config"]["execution"])
-    paths = equity_paths(preds, backtest["config"], returns)
+    paths = equity_paths(preds, backtest["config"])
     for model, by_s in backtest["results"].items():
         assert paths[model]["buy_hold"].iloc[-1] - 1 == pytest.approx(backtest["benchmark"]["total_return"], 1e-12)
         for strategy, perf in by_s.items():
             assert paths[model][strategy].iloc[-1] - 1 == pytest.approx(perf["total_return"], rel=1e-12)
     # Costs matter: without them the same books end higher.
-    free = equity_paths(preds, {**backtest["config"], "cost_bps": 0.0, "slippage_bps": 0.0}, returns)
+    free = equity_paths(preds, {**backtest["config"], "cost_bps": 0.0, "slippage_bps": 0.0})
     assert all(free[m]["long_short"].iloc[-1] > paths[m]["long_short"].iloc[-1] for m in paths)
 
 

@@ -99,7 +99,7 @@ def cross_val_predict(
 
     Returns the rows ``date, ticker, fold, prob_up, y_true`` (0/1), in fold order then ``(date, ticker)``;
     ``attrs["fit_seconds"]`` lists ``{"fold", "seconds"}`` per fit. Raises ``ValueError`` naming the fold and the
-    block when a fold has no training, validation or test windows.
+    block when a fold has no training, validation (unless it has no validation dates) or test windows.
     """
     windows = _labelled(windows)
     parts, fit_seconds = [], []
@@ -107,7 +107,8 @@ def cross_val_predict(
         fold.check_gaps(windows.seq_len, label.reach)
         train, val, test = (windows.subset(m) for m in fold.masks(windows.dates))
         for block, part in (("training", train), ("validation", val), ("test", test)):
-            if len(part) == 0:
+            # A fold built without a validation block (val_frac 0) is for models that do not stop early.
+            if len(part) == 0 and (block != "validation" or len(fold.val_dates)):
                 raise ValueError(f"fold {fold.name}: no {block} windows")
         started = time.perf_counter()
         model = factory().fit(train, val)
