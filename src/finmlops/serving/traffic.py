@@ -182,8 +182,9 @@ def replay_days(
         for t, f in universe.items()
     }
     regimes = {t: volatility_regime(f["adj_close"]).to_numpy() for t, f in universe.items()}
-    # The training target: 1 up, 0 down, NaN when flat or when the next day is not in the data.
-    target = make_target(universe, horizon=1, threshold=0.0)
+    # The default training label (finmlops.features.LabelSpec()): 1 when the close-to-close move from t+1 to t+2 is
+    # up, 0 otherwise, NaN when those days are not in the data.
+    target = make_target(universe)
     labels = {t: target.xs(t, level="ticker").reindex(f.index).to_numpy() for t, f in universe.items()}
     calendar = sorted(set.intersection(*(set(f.index) for f in universe.values())))
     days = [d for d in calendar if start is None or d.date() >= start]
