@@ -432,6 +432,7 @@ def _importance_inputs(ctx: Context) -> dict[str, Any]:
         "test_years": plan.test_years[-plan.importance_folds :],
         "epochs": plan.epochs,
         "repeats": plan.importance_repeats,
+        "label": label_from_settings(ctx.settings).model_dump(),
         "seed": ctx.settings.seed,
         "threads": ctx.settings.threads,
     }
