@@ -1021,7 +1021,10 @@ def traffic_command(
     duration: float = typer.Option(60.0, "--duration", help="Seconds; no new simulated day starts after it."),
     url: str = typer.Option("http://127.0.0.1:8080", "--url", help="Base URL of the V2 server."),
     feedback_delay: int = typer.Option(
-        1, "--feedback-delay", min=0, help="Simulated trading days before a prediction's outcome is posted."
+        2,
+        "--feedback-delay",
+        min=0,
+        help="Simulated trading days before a prediction's outcome is posted (2: the label's exit, the close of t+2).",
     ),
     model_input: str = typer.Option(
         "raw", "--model-input", help="raw (OHLCV history; works for any arm) or tensor (one feature window)."

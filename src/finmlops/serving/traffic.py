@@ -4,9 +4,10 @@ Each simulated trading day ``d``, every ticker sends its OHLCV history up to and
 arms with different feature sets answer the same request) or a ready feature window (``model_input="tensor"``),
 routed by the ``seldon-model: <experiment>.experiment`` header with a sticky user key; ``parameters.as_of`` names
 ``d``, so the request log (and the A/B timeline) knows the simulated day however fast it is replayed. When the
-replay reaches day ``d + feedback_delay`` it posts the realised direction of ``d`` (``adj_close`` at ``d+1`` vs
-``d``) to ``/v2/feedback``. Requests are rate-limited, run over a few keep-alive connections, and bounded by a
-duration; a bad answer is counted, never fatal.
+replay reaches day ``d + feedback_delay`` it posts the realised label of ``d`` to ``/v2/feedback``: the direction
+of the traded move from the close of ``d+1`` to the close of ``d+2`` (``finmlops.features.LabelSpec()``, what the
+models predict), known from the close of ``d+2``, hence the default delay of 2. Requests are rate-limited, run
+over a few keep-alive connections, and bounded by a duration; a bad answer is counted, never fatal.
 """
 
 from __future__ import annotations
@@ -328,7 +329,7 @@ def run_traffic(
     rate: float,
     duration_s: float,
     model_input: ModelInput = "raw",
-    feedback_delay: int = 1,
+    feedback_delay: int = 2,
     seed: int = 0,
     users: int = 100,
     key_header: str = "x-user-id",

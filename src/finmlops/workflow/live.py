@@ -77,7 +77,7 @@ def serve_and_replay(
     with running_server(app) as url:
         summary = run_traffic(
             days, url=url, experiment=DEFAULT_EXPERIMENT, rate=rate, duration_s=duration_s, model_input="raw",
-            feedback_delay=1, seed=seed,
+            feedback_delay=2, seed=seed,
         ).as_dict()  # fmt: skip
     if summary["ok"] == 0:
         raise RuntimeError(f"the server answered no request: errors {summary['errors']}")
