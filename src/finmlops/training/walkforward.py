@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finmlops.features.splits import Fold
+from finmlops.features.splits import Fold, walk_forward_folds
 from finmlops.features.target import LabelSpec
 from finmlops.features.windows import Windows
 from finmlops.models.base import Predictor
@@ -132,8 +132,6 @@ def label_folds(
 ) -> list[Fold]:
     """Yearly expanding walk-forward folds on the calendar of ``target`` (``make_target(universe, label)``), with
     purge and embargo of ``min_gap(seq_len, label.reach)`` trading days."""
-    from finmlops.features import walk_forward_folds
-
     calendar = target.index.get_level_values("date")
     return walk_forward_folds(
         calendar, seq_len=seq_len, reach=label.reach, test_years=list(test_years), val_frac=val_frac
