@@ -201,3 +201,27 @@ def test_serve_against_a_dead_registry(cli: Cli, tmp_path: Path, monkeypatch: py
     outcome = cli("serve", home=tmp_path / "ws")
     line = outcome.error_line
     assert outcome.code == 1 and "postgresql://finmlops:***@127.0.0.1:1/mlflow" in line and "s3cret" not in line
+
+
+def test_serve_works_on_a_read_only_workspace(
+    read_only: Callable[[Path], Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A read-only workspace (a mounted volume): the server still builds and answers; its request log goes to a
+    temporary folder, said in one warning."""
+    from finmlops_testing.serving import tiny_onnx
+
+    from finmlops.serving.config import parse_config
+    from finmlops.serving.server import build_app
+    from finmlops.settings import Settings
+
+    graph = tiny_onnx(tmp_path / "m.onnx", 10, 4)
+    home = tmp_path / "home"
+    home.mkdir()
+    view = read_only(home)
+    config = parse_config({"models": [{"name": "m", "source": str(graph)}]})
+    with caplog.at_level("WARNING", logger="finmlops.serving"):
+        app = build_app(Settings(home=view), config=config)
+    log = app.plane.request_log
+    assert log is not None and view not in log.path.parents
+    assert "is not writable" in caplog.text and str(log.path.parent) in caplog.text
+    assert app.plane.ready()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from finmlops.serving.protocol import error_body
 from finmlops.settings import Settings
 
 STARTUP_TIMEOUT_S = 60.0
+log = logging.getLogger("finmlops.serving")
 
 
 def needs_registry(config: ServingConfig) -> bool:
@@ -39,7 +41,7 @@ def build_app(
     cause."""
     if config is None and config_path is not None:
         config = load_config(config_path)
-    serving_dir = settings.home / "serving"
+    serving_dir = writable_serving_dir(settings.home)
     registry = None
     if config is None or needs_registry(config):
         cache = (config.server.model_cache if config else None) or serving_dir / "models"
@@ -55,6 +57,23 @@ def build_app(
     if config.server.request_log_enabled:
         log_path = config.server.request_log or serving_dir / "requests.db"
     return ServingApp(config, registry=registry, request_log=log_path)
+
+
+def writable_serving_dir(home: Path) -> Path:
+    """``<home>/serving`` for the request log and the model cache; on a read-only workspace (a mounted volume, a
+    shared checkout) a temporary folder instead, said in one warning, so that serving still works."""
+    folder = Path(home) / "serving"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-check-"):
+            return folder
+    except OSError as exc:
+        fallback = Path(tempfile.mkdtemp(prefix="finmlops-serving-"))
+        log.warning(
+            "%s is not writable (%s); the request log and model cache go to %s, which is not kept",
+            folder, exc.strerror or exc, fallback,
+        )  # fmt: skip
+        return fallback
 
 
 class ListenerError(RuntimeError):
