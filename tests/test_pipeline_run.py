@@ -260,15 +260,13 @@ def test_quick_run_served_both_arms_with_feedback(quick: tuple[Path, dict[str, A
 
 
 def test_second_quick_run_skips_every_step(quick: tuple[Path, dict[str, Any], float]) -> None:
-    home, _, first_seconds = quick
+    home, _, _ = quick
     versions_before = len(_registry(home).search_model_versions("name LIKE '%-predictor'"))
-    started = time.perf_counter()
     code, payload, stderr = _invoke(home, "--json")
     assert code == 0, stderr[-3000:]
     *steps, report = payload["steps"]
     assert {s["status"] for s in steps} == {"skipped"} and report["status"] == "skipped"
     assert len(_registry(home).search_model_versions("name LIKE '%-predictor'")) == versions_before
-    assert time.perf_counter() - started < first_seconds / 2
 
 
 def _quick_config(tmp: Path, **changes: Any) -> Path:

@@ -67,6 +67,21 @@ def tiny_onnx(path: Path, seq_len: int, n_features: int, bias: float = 0.0, outp
     return path
 
 
+def carded_model(folder: Path, variant: str, bias: float = 0.0) -> Path:
+    """``tiny_onnx`` as wide as ``variant``'s feature set, with the model card ``finmlops export`` writes beside it,
+    so that the server computes that set from raw OHLCV; returns the folder (a ``source`` for serving.yaml)."""
+    from finmlops.features import feature_names
+    from finmlops.models.variants import get_variant
+    from finmlops.tracking.packaging import CARD_FILE
+
+    config = get_variant(variant)
+    names = feature_names(config.feature_set)
+    tiny_onnx(folder / "model.onnx", config.seq_len, len(names), bias=bias)
+    card = {"variant": variant, "feature_set": config.feature_set, "feature_names": names, "seq_len": config.seq_len}
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    return folder
+
+
 def tiny_reference(x: np.ndarray, bias: float = 0.0) -> np.ndarray:
     """What ``tiny_onnx`` computes, in numpy: ``[n, S, F] -> [n, 1]``."""
     weights = np.linspace(-1.0, 1.0, x.shape[1], dtype=np.float32)
