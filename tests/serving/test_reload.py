@@ -65,12 +65,12 @@ def test_alias_move_swaps_the_model_under_load_without_a_failed_request(registry
         threads = [threading.Thread(target=hammer) for _ in range(3)]
         for t in threads:
             t.start()
-        wait_until(lambda: len(seen) >= 10, timeout=30, what="v1 answering the first requests")
+        wait_until(lambda: len(seen) >= 10, timeout=120, what="v1 answering the first requests")
         v2 = _register(tmp, 1.0)
         reg.client.set_registered_model_alias(NAME, "champion", v2)
-        wait_until(lambda: any(v == v2 for _, v, _ in seen[-5:]), timeout=30, what=f"the swap to version {v2}")
+        wait_until(lambda: any(v == v2 for _, v, _ in seen[-5:]), timeout=120, what=f"the swap to version {v2}")
         # enough answers after the swap that "it stays swapped" is checked on data, not on a guessed pause
-        wait_until(lambda: sum(v == v2 for _, v, _ in seen) >= 30, timeout=30, what=f"30 answers from version {v2}")
+        wait_until(lambda: sum(v == v2 for _, v, _ in seen) >= 30, timeout=120, what=f"30 answers from version {v2}")
         stop.set()
         for t in threads:
             t.join()
