@@ -184,6 +184,15 @@ def check_workspace(home: Path) -> None:
         )
 
 
+def validation_message(exc: ValidationError, root: str = "config") -> str:
+    """A pydantic error as one line, ``field.path: message; ...``, without input dumps or documentation URLs (the
+    serving config and the run config word their errors with it)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or root}: {str(e['msg']).removeprefix('Value error, ')}"
+        for e in exc.errors(include_url=False)
+    )
+
+
 def _field_errors(exc: ValidationError) -> list[tuple[str, str]]:
     """(field, message) per error, without pydantic's input dumps and documentation URLs."""
     alias_of = {

@@ -16,6 +16,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from finmlops.settings import validation_message
+
 DEFAULT_EXPERIMENT = "financial-ab-test-experiment"
 _ENV_REF = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -158,13 +160,6 @@ class ServingConfig(_Strict):
         return self
 
 
-def _errors(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg'].removeprefix('Value error, ')}"
-        for e in exc.errors()
-    )
-
-
 def parse_config(raw: Any, where: str = "serving config") -> ServingConfig:
     """Validate a parsed YAML document; ``ServingConfigError`` names ``where`` and the field."""
     if not isinstance(raw, dict):
@@ -172,7 +167,7 @@ def parse_config(raw: Any, where: str = "serving config") -> ServingConfig:
     try:
         return ServingConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ServingConfigError(f"{where}: {_errors(exc)}") from None
+        raise ServingConfigError(f"{where}: {validation_message(exc)}") from None
 
 
 def load_config(path: Path) -> ServingConfig:

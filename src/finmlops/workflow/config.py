@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from finmlops.provenance import write_text_atomic
+from finmlops.settings import validation_message
 
 CONFIG_FILE = "run_config.yaml"  # the resolved config every run writes to its results folder
 SHIPPED = ("default", "quick")
@@ -140,7 +141,7 @@ class RunConfig(_Section):
             try:
                 VariantConfig.model_validate({**VARIANTS[v.name].model_dump(), **v.params, "name": v.name})
             except ValidationError as exc:
-                raise ValueError(f"variants.{i}.params ({v.name}): {_validation_message(exc)}") from None
+                raise ValueError(f"variants.{i}.params ({v.name}): {validation_message(exc)}") from None
         bad = [b for b in self.baselines if b not in BASELINES]
         if bad:
             raise ValueError(f"unknown baseline(s) {bad}; known: {', '.join(BASELINES)}")
@@ -201,15 +202,6 @@ class RunConfig(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def _validation_message(exc: ValidationError) -> str:
-    """One line per field, ``universe.end: end 2010-01-01 must be after ...``, without pydantic's URLs."""
-    lines = []
-    for err in exc.errors(include_url=False):
-        where = ".".join(str(p) for p in err["loc"]) or "config"
-        lines.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
-    return "; ".join(lines)
-
-
 def parse_run_config(text: str, source: str) -> RunConfig:
     """A :class:`RunConfig` from YAML ``text``; ``source`` names it in errors (:class:`RunConfigError`)."""
     try:
@@ -221,7 +213,7 @@ def parse_run_config(text: str, source: str) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise RunConfigError(f"{source}: {_validation_message(exc)}") from None
+        raise RunConfigError(f"{source}: {validation_message(exc)}") from None
 
 
 def load_run_config(path: Path) -> RunConfig:
