@@ -170,7 +170,8 @@ def test_torn_parquet_write(
     monkeypatch.setattr(pq, "write_table", torn)
     with pytest.raises(OSError, match="No space left"):
         store.write(_update(q1_2023), "torn")
-    assert len(calls) == 2 and calls[1].parent == store.root
+    # The files are written on several threads, so the third may be written too before the failure stops the commit.
+    assert len(calls) >= 2 and all(c.parent == store.root for c in calls)
     assert store_bytes(store.root) == before
     assert not list(store.root.glob(".*.tmp"))
     assert store.manifest().version == 1 and len(store.read()["AAPL"]) == 20
