@@ -117,6 +117,12 @@ def ingest_command(
         "snapshot", "--source", help="snapshot (bundled real data, default), yahoo (yfinance) or csv (a folder)."
     ),
     tickers: str | None = typer.Option(None, "--tickers", help="Comma-separated tickers (default: settings)."),
+    tickers_file: str | None = typer.Option(
+        None, "--tickers-file", help="File of tickers, one per line, # comments (instead of --tickers)."
+    ),
+    universe: str | None = typer.Option(
+        None, "--universe", help="A named universe's tickers: snapshot10 or sp500 (the shipped list of 443)."
+    ),
     start: str | None = typer.Option(
         None, "--start", callback=iso_date_option, help="First date, YYYY-MM-DD, inclusive (default: settings)."
     ),
@@ -136,10 +142,19 @@ def ingest_command(
     Bad data or a failed download leave the store byte-for-byte as it was.
     Dates already stored are kept; a re-ingest with nothing new changes nothing.
     """
-    from finmlops.data import SOURCES, DataError, DataStore, ingest
+    from finmlops.data import SOURCES, DataError, DataStore, ingest, read_tickers_file, universe_tickers
 
     if source not in SOURCES:
         fail(f"--source must be one of {', '.join(SOURCES)}, got {source!r}", code=2)
+    if sum(x is not None for x in (tickers, tickers_file, universe)) > 1:
+        fail("give one of --tickers, --tickers-file and --universe", code=2)
+    try:
+        if tickers_file is not None:
+            tickers = ",".join(read_tickers_file(Path(tickers_file)))
+        elif universe is not None:
+            tickers = ",".join(universe_tickers(universe))
+    except DataError as exc:
+        fail(str(exc), code=2)
     settings = settings_from(tickers=tickers, start=start, end=end, raw_data_dir=data_dir)
     tracked = not no_track and tracking_ready(settings)
     try:

@@ -118,6 +118,29 @@ def _snapshot_digest(tickers: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
+def _universe_source(ctx: Context) -> Any:
+    """The run's universe resolved to an ingest source, CSV folder and tickers (``finmlops.data.universe``)."""
+    from finmlops.data import universe_source
+
+    return universe_source(ctx.plan.universe.source, ctx.settings.sp500_dir)
+
+
+def _source_digest(ctx: Context) -> str:
+    """SHA-256 of the run's input files: the bundled snapshot's, or the CSV folder's files of the run's tickers."""
+    plan: RunConfig = ctx.plan
+    source = _universe_source(ctx)
+    if source.data_dir is None:
+        return _snapshot_digest(plan.tickers)
+    from finmlops.data.csv_source import find_csv_files
+
+    found = find_csv_files(source.data_dir)
+    digest = hashlib.sha256()
+    for t in plan.tickers:
+        files = found.get(t, [])
+        digest.update(t.encode() + b"\0" + (files[0].read_bytes() if len(files) == 1 else b"missing or ambiguous"))
+    return digest.hexdigest()
+
+
 def _feature_sets(plan: RunConfig) -> list[str]:
     from finmlops.features import FEATURE_SETS
 
@@ -157,7 +180,10 @@ def _ingest(ctx: Context) -> Outcome:
 
     plan: RunConfig = ctx.plan
     store = DataStore(ctx.settings.data_dir)
-    report = ingest(store, plan.universe.source, list(plan.tickers), plan.universe.start, plan.universe.end)
+    source = _universe_source(ctx)
+    report = ingest(
+        store, source.source, list(plan.tickers), plan.universe.start, plan.universe.end, data_dir=source.data_dir
+    )
     for warning in report.warnings:
         ctx.log(f"[ingest] warning: {warning}")
     ctx.cache.pop("universe", None)
@@ -451,13 +477,13 @@ def build_steps() -> list[Step]:
     return [
         Step(
             "ingest",
-            "ingest the bundled snapshot",
+            "ingest the universe (bundled snapshot or CSV folder)",
             (),
             lambda ctx: {
                 "tickers": plan_of(ctx).tickers,
                 "start": plan_of(ctx).universe.start,
                 "end": plan_of(ctx).universe.end,
-                "snapshot": _snapshot_digest(plan_of(ctx).tickers),
+                "snapshot": _source_digest(ctx),
             },
             _ingest,
             _ingest_valid,
