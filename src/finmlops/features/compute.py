@@ -100,8 +100,7 @@ def compute_features(
     check_universe(universe)
     if np.dtype(dtype) not in (np.dtype(np.float64), np.dtype(np.float32)):
         raise ValueError(f"dtype must be float64 or float32, got {np.dtype(dtype)}")
-    values, dates, tickers = compute_panel(universe, features, _markets(universe, features, market), dtype)
-    index = pd.MultiIndex.from_arrays([pd.DatetimeIndex(dates, name="date"), pd.Index(tickers, name="ticker")])
+    values, index = compute_panel(universe, features, _markets(universe, features, market), dtype)
     return pd.DataFrame(values, index=index, columns=[f.name for f in features], copy=False)
 
 

@@ -8,7 +8,7 @@ own, the padding sits after the last real row, and the results are the per-ticke
 (tests/features/test_panel.py checks every set). TA-Lib takes one 1-D array per call: :data:`ta` calls it on each
 panel row (TA-Lib loops forward, so the trailing padding cannot reach a real row).
 
-Tickers go in chunks of :data:`CHUNK_TICKERS`, sorted by length (little padding), so that the intermediates one
+Tickers go in chunks of :data:`CHUNK_TICKERS` consecutive ones, so that the intermediates one
 chunk memoises stay small (about 200 arrays of ``chunk x rows`` float64 for Alpha158), on :data:`THREADS` threads
 (numpy and TA-Lib run without the GIL). Each chunk's columns are scattered straight into the output matrix in its
 final ``(date, ticker)`` order: no per-ticker block, no concatenation, no sorted copy.
@@ -58,12 +58,6 @@ class _RowWise:
 ta = _RowWise()
 
 
-def _chunks(lengths: np.ndarray, size: int) -> list[np.ndarray]:
-    """Ticker positions in chunks of ``size``, longest first, so each chunk pads to similar lengths."""
-    order = np.argsort(-lengths, kind="stable")
-    return [order[i : i + size] for i in range(0, len(order), size)]
-
-
 def _panel_inputs(frames: Sequence[pd.DataFrame], markets: Sequence[np.ndarray | None]) -> TickerInputs:
     """One chunk's inputs as ``[k, n_max]`` panels, NaN after each ticker's last row."""
     width = max(len(f) for f in frames)
@@ -93,40 +87,59 @@ def compute_panel(
     features: Sequence[Feature],
     markets: Mapping[str, np.ndarray | None],
     dtype: type[np.floating[Any]] = np.float64,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The long feature matrix of ``universe``: (values ``[rows, features]`` F-ordered, dates ``[rows]``
-    datetime64[ns], tickers ``[rows]`` object), rows sorted by (date, ticker); non-finite values are NaN.
+) -> tuple[np.ndarray, pd.MultiIndex]:
+    """The long feature matrix of ``universe``: values ``[rows, features]`` (F-ordered: each feature's column is
+    contiguous) and its ``(date, ticker)`` index, rows sorted by date then ticker; non-finite values are NaN.
 
     ``markets`` maps each ticker to its market-return series on its own dates (``[n]``), or None. Computed in
     float64; ``dtype`` is the stored type (float32 rounds each finished value once).
+
+    Two stages, both sequential in memory: each chunk writes its cells as one contiguous block of a ticker-major
+    matrix (ticker, own row); then each column is laid on a dense ``[tickers, dates]`` grid and read back through
+    its transpose, which is the (date, ticker) order, in place, one column at a time.
     """
-    names = list(universe)
+    names = sorted(universe, key=lambda t: str(t).upper())
     frames = [universe[t] for t in names]
+    labels = np.array([str(t).upper() for t in names], dtype=object)
     lengths = np.array([len(f) for f in frames], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)])
-    dates = np.concatenate([f.index.to_numpy(dtype="datetime64[ns]") for f in frames])
-    labels = np.array([str(t).upper() for t in names], dtype=object)
-    tickers = np.repeat(labels, lengths)
-    order = np.lexsort((tickers.astype(str), dates))
-    destination = np.empty(len(order), dtype=np.int64)  # row of the output for each (ticker, own row) in input order
-    destination[order] = np.arange(len(order))
-    values = np.empty((len(features), len(order)), dtype=dtype).T  # F-ordered: each feature's column is contiguous
+    n_rows = int(starts[-1])
+    own_dates = np.concatenate([f.index.to_numpy(dtype="datetime64[ns]") for f in frames])
+    calendar = np.unique(own_dates)
+    date_codes = np.searchsorted(calendar, own_dates)
+    ticker_codes = np.repeat(np.arange(len(names)), lengths)
+    grid_cells = ticker_codes * len(calendar) + date_codes  # ticker-major cell of each row on the [tickers, dates] grid
+    present = np.zeros((len(names), len(calendar)), dtype=bool)
+    present.ravel()[grid_cells] = True
+    date_major = np.flatnonzero(present.T.ravel())  # present cells of the transposed grid: (date, ticker) order
+    values = np.empty((len(features), n_rows), dtype=dtype).T
 
     def run(chunk: np.ndarray) -> None:
         inputs = _panel_inputs([frames[i] for i in chunk], [markets[names[i]] for i in chunk])
         width = inputs.close.shape[-1]
         real = np.arange(width) < lengths[chunk][:, None]
-        rows = np.concatenate([destination[starts[i] : starts[i + 1]] for i in chunk])
+        first, last = int(starts[chunk[0]]), int(starts[chunk[-1] + 1])
         for j, feature in enumerate(features):
             column = np.asarray(feature.compute(inputs), dtype=np.float64)[real].astype(dtype, copy=False)
             column[~np.isfinite(column)] = np.nan
-            values[rows, j] = column
+            values[first:last, j] = column
 
-    chunks = _chunks(lengths, CHUNK_TICKERS)
+    chunks = [np.arange(i, min(i + CHUNK_TICKERS, len(names))) for i in range(0, len(names), CHUNK_TICKERS)]
     if THREADS > 1 and len(chunks) > 1:
         with ThreadPoolExecutor(max_workers=THREADS) as pool:
             list(pool.map(run, chunks))
     else:
         for chunk in chunks:
             run(chunk)
-    return values, dates[order], tickers[order]
+    grid = np.empty(present.shape, dtype=dtype)
+    for j in range(len(features)):
+        grid.ravel()[grid_cells] = values[:, j]
+        values[:, j] = np.ascontiguousarray(grid.T).ravel()[date_major]
+    codes_date, codes_ticker = np.divmod(date_major, len(names))
+    index = pd.MultiIndex(
+        levels=[pd.DatetimeIndex(calendar, name="date"), pd.Index(labels, name="ticker")],
+        codes=[codes_date, codes_ticker],
+        names=["date", "ticker"],
+        verify_integrity=False,
+    )
+    return values, index
