@@ -3,6 +3,8 @@
 Run: ``.venv/bin/python bench/universe.py [--sp500-dir DIR] [--only CASE ...] [--json]``. Each case runs in its
 own subprocess, so its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is its own. Rows:
 
+* ``memory-floor``: writing Alpha158's float64 output bytes (2.7 GB) to fresh memory and again: the reference
+  that bounds the feature rows (a VM's first touch of memory can cost seconds per GB);
 * ``ingest``: ``finmlops.data.ingest`` of every CSV into a fresh store (parse, validate, hash, write, commit);
   goal <= 15 s on 2 cores;
 * ``features-<set>[-float32]``: ``compute_features`` over the whole stored universe (the store read is not timed,
@@ -123,6 +125,27 @@ def _reference_case(feature_set: str) -> Callable[[argparse.Namespace], Result]:
     return run
 
 
+def case_memory_floor(args: argparse.Namespace) -> Result:
+    """The reference for the feature rows: writing the Alpha158 float64 output's bytes (2.13 M x 158 x 8) to
+    fresh memory, then again to the same memory. On a VM whose first touch of a page is slow, the first figure
+    bounds any feature path's rows/s from above."""
+    import numpy as np
+
+    rows, n = 2_133_445, 2_133_445 * 158
+    started = time.perf_counter()
+    block = np.empty(n)
+    block.fill(1.0)
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    block.fill(2.0)
+    again = time.perf_counter() - started
+    gb = n * 8 / 1e9
+    return {
+        "gb": gb, "first_touch_s": first, "rewrite_s": again, "first_touch_gb_per_s": gb / first,
+        "floor_rows_per_s": rows / first,
+    }  # fmt: skip
+
+
 def _pending(what: str) -> Callable[[argparse.Namespace], Result]:
     def run(args: argparse.Namespace) -> Result:
         return {"status": f"not measured: {what} (issue 12 section 6, added with that feature)"}
@@ -132,6 +155,7 @@ def _pending(what: str) -> Callable[[argparse.Namespace], Result]:
 
 CASES: dict[str, Callable[[argparse.Namespace], Result]] = {
     "ingest": case_ingest,
+    "memory-floor": case_memory_floor,
     "features-advanced": _features_case("advanced", "float64"),
     "features-alpha158": _features_case("alpha158", "float64"),
     "features-alpha158-float32": _features_case("alpha158", "float32"),
@@ -150,7 +174,8 @@ def _format(name: str, result: Result) -> str:
         return f"{name:28s} {result.get('error') or result['status']}"
     parts = []
     for key in ("tickers", "rows", "features", "dtype", "seconds", "rows_per_s", "panel_rows_per_s",
-                "per_ticker_rows_per_s", "ratio", "peak_rss_mb", "frame_mb", "bitwise_equal", "met"):  # fmt: skip
+                "per_ticker_rows_per_s", "ratio", "peak_rss_mb", "frame_mb", "bitwise_equal", "gb", "first_touch_s",
+                "rewrite_s", "floor_rows_per_s", "met"):  # fmt: skip
         if key in result:
             value = result[key]
             parts.append(f"{key} {value:,.2f}" if isinstance(value, float) else f"{key} {value}")
