@@ -50,5 +50,5 @@ def test_a_csv_folder_is_a_universe(tmp_path: Path) -> None:
 
 def test_snapshot10_is_the_snapshot_and_a_missing_folder_is_one_error(tmp_path: Path) -> None:
     assert len(parse_run_config(_config("snapshot10"), "run.yaml").resolve().tickers) == 10
-    with pytest.raises(RunConfigError, match="universe.source: .*neither snapshot10 nor sp500 nor a folder"):
+    with pytest.raises(RunConfigError, match=r"universe.source: .*neither snapshot10 nor sp500 nor a folder"):
         parse_run_config(_config(str(tmp_path / "nowhere")), "run.yaml").resolve()
