@@ -237,7 +237,7 @@ def test_writer_killed_mid_write(
     script.write_text(KILLED_WRITER)
     proc = subprocess.Popen([sys.executable, str(script), str(store.root)], stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "half written"
+        assert proc.stdout is not None and proc.stdout.readline().startswith("half written")  # two threads may print
         leftovers = list(store.root.glob(".*.tmp"))
         # The files are written on threads: one or both tickers' temporaries may be there, at least one half full.
         assert 1 <= len(leftovers) <= 2 and any(p.stat().st_size > 0 for p in leftovers)
