@@ -8,7 +8,7 @@ from finmlops.features.registry import FEATURE_SETS, REGISTRY, Feature, feature_
 from finmlops.features.scaling import FeatureScaler
 from finmlops.features.splits import Fold, chronological_split, min_gap, walk_forward_folds
 from finmlops.features.store import load_features, save_features
-from finmlops.features.target import forward_return, make_target
+from finmlops.features.target import LabelSpec, forward_return, label_from_settings, make_target
 from finmlops.features.windows import Windows, make_windows
 
 __all__ = [
@@ -17,12 +17,14 @@ __all__ = [
     "Feature",
     "FeatureScaler",
     "Fold",
+    "LabelSpec",
     "Windows",
     "chronological_split",
     "compute_features",
     "feature_names",
     "features_of",
     "forward_return",
+    "label_from_settings",
     "load_features",
     "make_target",
     "make_windows",
