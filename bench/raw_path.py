@@ -7,7 +7,8 @@ are those of `finmlops traffic` (``finmlops.serving.traffic``): AAPL's last ``--
 return for raw, its last ``seq_len`` feature rows for tensor, computed by ``compute_features`` on those same days,
 so both must get the same answer (checked first). Then, ``--reps`` times, tensor and each raw history in turn:
 ``wrk -t2 -c32`` (pinned to CPU 0) for ``--duration``, after a discarded 2 s warm-up. Prints c=32 throughput and
-p50 per body, the median over reps, and raw / tensor throughput (goal of issue 13: >= 0.25).
+p50 per body and the server's CPU time per request, the median over reps, and raw / tensor throughput (goal of
+issue 13: >= 0.25).
 
 Usage: python bench/raw_path.py [--feature-set advanced] [--seq-len 15] [--history 120,1000] [--reps 3]
        [--duration 8s] [--workdir build/raw-path-bench] [--json]
@@ -115,14 +116,24 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 120)
     raise SystemExit(f"{base} not ready after {timeout_s} s")
 
 
-def wrk(url: str, body: Path, lua: Path, duration: str, pin: list[str]) -> dict[str, float]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` and its threads so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wrk(url: str, body: Path, lua: Path, duration: str, pin: list[str], server: int) -> dict[str, float]:
+    """One ``wrk -t2 -c32`` run after a 2 s warm-up; adds the server's CPU milliseconds per request."""
     env = {**os.environ, "WRK_BODY": str(body)}
     subprocess.run([*pin, "wrk", "-t2", "-c32", "-d2s", "-s", str(lua), url], env=env, check=True,
                    capture_output=True)  # fmt: skip
+    before = cpu_seconds(server)
     out = subprocess.run([*pin, "wrk", "-t2", "-c32", f"-d{duration}", "--timeout", "10s", "-s", str(lua), url],
                          env=env, check=True, capture_output=True, text=True).stdout  # fmt: skip
+    used = cpu_seconds(server) - before
     line = next(x for x in out.splitlines() if x.startswith("WRKJSON "))
-    return json.loads(line.removeprefix("WRKJSON "))
+    result = json.loads(line.removeprefix("WRKJSON "))
+    return {**result, "server_cpu_ms": 1e3 * used / max(result["requests"], 1)}
 
 
 def main() -> None:
@@ -160,9 +171,12 @@ def main() -> None:
     url = f"{base}/v2/models/{MODEL}/infer"
     finmlops = Path(sys.executable).with_name("finmlops")
     log = open(work / "server.log", "wb")  # noqa: SIM115  # closed after the server stops
-    proc = subprocess.Popen([*server_pin, str(finmlops), "serve", "--config", str(work / "serving.json"), "--port",
-                             str(args.port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env={**os.environ, "FINMLOPS_HOME": str(work / "home")})  # fmt: skip
+    serve = [str(finmlops), "serve", "--config", str(work / "serving.json"), "--port", str(args.port), "--log-level",
+             "warning"]  # fmt: skip
+    home = {**os.environ, "FINMLOPS_HOME": str(work / "home")}
+    proc = subprocess.Popen(
+        [*server_pin, *serve], stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=home
+    )
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in payloads}
     try:
         wait_ready(base, proc)
@@ -174,11 +188,12 @@ def main() -> None:
             raise SystemExit(f"raw and tensor bodies of the same day disagree by {gap:.2e}: not the same features")
         for rep in range(args.reps):
             for name in payloads:
-                r = wrk(url, work / f"{name}.json", lua, args.duration, client_pin)
+                r = wrk(url, work / f"{name}.json", lua, args.duration, client_pin, proc.pid)
                 if r["non2xx"] or r["errors"]:
                     raise SystemExit(f"{name}: {r['non2xx']} non-2xx answers and {r['errors']} socket errors")
                 runs[name].append(r)
-                print(f"rep {rep + 1} {name}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms", file=sys.stderr)
+                print(f"rep {rep + 1} {name}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, server CPU "
+                      f"{r['server_cpu_ms']:.3f} ms/request", file=sys.stderr)  # fmt: skip
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
@@ -189,6 +204,7 @@ def main() -> None:
             "rps": round(statistics.median(r["rps"] for r in rs), 1),
             "p50_ms": round(statistics.median(r["p50_ms"] for r in rs), 3),
             "p99_ms": round(statistics.median(r["p99_ms"] for r in rs), 3),
+            "server_cpu_ms": round(statistics.median(r["server_cpu_ms"] for r in rs), 3),
             "vs_tensor": round(statistics.median(r["rps"] for r in rs) / tensor_rps, 3),
             "body_bytes": len(payloads[name]),
         }
@@ -198,10 +214,11 @@ def main() -> None:
         print(json.dumps({"feature_set": args.feature_set, "seq_len": args.seq_len, "reps": args.reps, **summary}))
         return
     print(f"{args.feature_set} features, seq_len {args.seq_len}, c=32, median of {args.reps} reps of {args.duration}")
-    print("| body | req/s | p50 ms | p99 ms | throughput vs tensor |")
-    print("|---|---|---|---|---|")
+    print("| body | req/s | p50 ms | p99 ms | server CPU ms/request | throughput vs tensor |")
+    print("|---|---|---|---|---|---|")
     for name, s in summary.items():
-        print(f"| {name} ({s['body_bytes']:,} B) | {s['rps']:,.0f} | {s['p50_ms']} | {s['p99_ms']} | {s['vs_tensor']} |")
+        print(f"| {name} ({s['body_bytes']:,} B) | {s['rps']:,.0f} | {s['p50_ms']} | {s['p99_ms']} | "
+              f"{s['server_cpu_ms']} | {s['vs_tensor']} |")  # fmt: skip
     for name in (n for n in summary if n != "tensor"):
         verdict = "meets" if summary[name]["vs_tensor"] >= 0.25 else "misses"
         print(f"{name}: {summary[name]['vs_tensor']:.2f}x the tensor path's throughput ({verdict} the goal of 0.25)")
