@@ -85,3 +85,13 @@ def test_a_card_in_its_own_column_order_gets_those_columns(universe: dict) -> No
     reordered = raw_windows(inputs, "enhanced", names, SEQ_LEN)
     plain = raw_windows(inputs, "enhanced", feature_names("enhanced"), SEQ_LEN)
     np.testing.assert_array_equal(reordered, plain[:, :, [feature_names("enhanced").index(n) for n in names]])
+
+
+def test_one_or_two_rows_are_computed_on_the_loop_and_larger_batches_in_a_thread(universe: dict) -> None:
+    """A worker thread costs more than a row's features (bench/raw_path.py); a large batch must not stall the loop."""
+    from finmlops.serving.raw import INLINE_ROWS, runs_inline
+
+    inputs = _inputs(universe, 200)
+    assert len(TICKERS) > INLINE_ROWS
+    assert runs_inline({k: v[:1] for k, v in inputs.items()}) and not runs_inline(inputs)
+    assert not runs_inline({k: v for k, v in inputs.items() if k != "close"})
