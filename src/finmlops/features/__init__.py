@@ -3,7 +3,7 @@
 See docs/features.md (generated from the registry) for every feature's formula and warm-up window.
 """
 
-from finmlops.features.compute import compute_features, market_returns
+from finmlops.features.compute import compute_features, feature_matrix, market_returns, settled_history
 from finmlops.features.registry import FEATURE_SETS, REGISTRY, Feature, feature_names, features_of
 from finmlops.features.scaling import FeatureScaler
 from finmlops.features.splits import Fold, chronological_split, min_gap, walk_forward_folds
@@ -21,6 +21,7 @@ __all__ = [
     "Windows",
     "chronological_split",
     "compute_features",
+    "feature_matrix",
     "feature_names",
     "features_of",
     "forward_return",
@@ -31,5 +32,6 @@ __all__ = [
     "market_returns",
     "min_gap",
     "save_features",
+    "settled_history",
     "walk_forward_folds",
 ]
