@@ -6,7 +6,7 @@ the original one-ticker-at-a-time loop, kept as the reference that the panel mus
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -75,6 +75,27 @@ def _markets(
     }
 
 
+def feature_matrix(inputs: TickerInputs, features: Sequence[Feature]) -> np.ndarray:
+    """One ticker's features ``[n, len(features)]`` float64, in the order of ``features``; warm-up rows and
+    undefined values (a division by zero) are NaN. The per-ticker core of ``compute_features``; the server's raw
+    inputs call it on the arrays of a request (no frame, no index), so both compute with the same code."""
+    block = np.empty((len(inputs.close), len(features)), dtype=np.float64)
+    for j, feature in enumerate(features):
+        block[:, j] = feature.compute(inputs)
+    block[~np.isfinite(block)] = np.nan
+    return block
+
+
+def settled_history(features: Sequence[Feature], seq_len: int) -> int:
+    """Rows of history that give the last ``seq_len`` rows of ``features`` as any longer history does.
+
+    ``max(window + memory) + seq_len - 1``: a feature of finite window reads no older row (the value can differ in
+    the last bits only, where TA-Lib's running sums round differently); an exponential smoothing keeps less than
+    ``MEMORY_TOL`` (1e-12) of older rows (tests/features/test_compute.py bounds the difference on real data).
+    """
+    return max(f.window + f.memory for f in features) + seq_len - 1
+
+
 def compute_features(
     universe: Mapping[str, pd.DataFrame],
     feature_set: str,
@@ -121,14 +142,10 @@ def compute_features_per_ticker(
         n = len(frame)
         m = markets[ticker]
         inputs = TickerInputs.from_frame(frame, m if m is not None else np.full(n, np.nan))
-        block = np.empty((n, len(features)), dtype=np.float64)
-        for j, feature in enumerate(features):
-            block[:, j] = feature.compute(inputs)
-        blocks.append(block)
+        blocks.append(feature_matrix(inputs, features))
         dates.append(frame.index.to_numpy(dtype="datetime64[ns]"))
         tickers.append(np.full(n, str(ticker).upper(), dtype=object))
     values = np.concatenate(blocks)
-    values[~np.isfinite(values)] = np.nan
     all_dates = np.concatenate(dates)
     all_tickers = np.concatenate(tickers)
     order = np.lexsort((all_tickers.astype(str), all_dates))
