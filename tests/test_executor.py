@@ -1,14 +1,13 @@
 """The executors: serial and Ray give the same walk-forward predictions bit for bit (SHA-256 of the file's bytes).
 
-The Ray tests start one local Ray (2 CPUs, loopback, no dashboard) for the module; its start and the first tasks'
-worker processes (each imports torch) take 20-40 s on the shared 2-core machine, so they are marked slow. The
+The Ray tests share the session's local Ray (``finmlops_testing.ray``); its start and the first tasks' worker
+processes (each imports torch) take 20-40 s on the shared 2-core machine, so they are marked slow. The
 default suite checks the serial executor, the config and the one-line error without Ray.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -56,17 +55,6 @@ def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _error_line(caught.value) == (
         "this command needs ray, which is not installed: pip install 'finmlops[distributed]'"
     )
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    ray = pytest.importorskip("ray", reason="Ray is the extra finmlops[distributed]")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway local Ray for the tests: no token file in the home folder
-    ray.init(**ray_init_kwargs(RayConfig(num_cpus=2)))
-    yield
-    ray.shutdown()
-    mp.undo()
 
 
 @pytest.mark.slow

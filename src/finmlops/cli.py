@@ -10,7 +10,7 @@ import errno
 import json
 import os
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -109,7 +109,7 @@ def _root(
     """Honest MLOps for next-day stock direction."""
 
 
-class Executor(str, Enum):
+class Executor(StrEnum):
     """Where ``run``, ``evaluate``, ``tune`` and ``predict`` run their independent work (docs/distributed.md)."""
 
     serial = "serial"
@@ -1419,6 +1419,9 @@ def predict_command(
     out: str = typer.Option("predictions.csv", "--out", help="CSV to write: date,ticker,prob_up,pred_up[,y_true]."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the realised metrics' CIs."),
     block_len: int = typer.Option(10, "--block-len", help="Bootstrap block length in trading days."),
+    executor: Executor | None = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", min=1, help=RAY_CPUS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Score every window of the CSVs in --data with a logged or exported ONNX model (features computed by the
@@ -1434,8 +1437,9 @@ def predict_command(
     settings = settings_from()
     try:
         report = predict_folder(
-            settings, model, Path(data), Path(out), boot=_bootstrap(n_boot, block_len, settings.seed)
-        ).as_dict()
+            settings, model, Path(data), Path(out), boot=_bootstrap(n_boot, block_len, settings.seed),
+            executor=executor_config(executor, ray_address, ray_cpus),
+        ).as_dict()  # fmt: skip
     except (DataError, ModelError, TrackingError, OSError, ValueError) as exc:
         fail(str(exc))
     if json_out:
