@@ -1490,6 +1490,11 @@ def tune_command(
     metric: str = typer.Option("log_loss", "--metric", help="Objective per fold: log_loss, auc or accuracy."),
     seed: int | None = typer.Option(None, "--seed", help="TPE and training seed (default: settings)."),
     no_register: bool = typer.Option(False, "--no-register", help="Do not refit and register the best model."),
+    executor: Executor | None = typer.Option(
+        None, "--executor", help="serial, or ray: trials as Ray tasks on the shared study (docs/distributed.md)."
+    ),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", min=1, help=RAY_CPUS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Optuna search (seeded TPE, median pruning after each walk-forward fold) over a deep variant's
@@ -1514,6 +1519,7 @@ def tune_command(
         report = run_tuning(
             settings, variant, trials=trials, folds=_parse_folds(folds) if folds else None, epochs=epochs,
             metric=metric, storage=storage, study_name=study, register=not no_register,
+            executor=executor_config(executor, ray_address, ray_cpus),
         ).as_dict()  # fmt: skip
     except TuningInterrupted as exc:
         fail(str(exc), code=130)
