@@ -75,3 +75,16 @@ def test_a_failing_ray_task_raises_its_own_error(local_ray: None) -> None:
 
     with open_executor(ExecutorConfig(kind="ray")) as run, pytest.raises(ValueError, match="fold 2: no training"):
         run.map(boom, [1, 2, 3])
+
+
+def test_run_config_names_the_executor_and_rejects_unknown_ones() -> None:
+    from finmlops.workflow.config import RunConfigError, parse_run_config, shipped_config
+
+    quick = shipped_config("quick")
+    assert quick.executor_config == ExecutorConfig()
+    text = quick.to_yaml() + "executor: ray\nray:\n  address: ray://head:10001\n"
+    config = parse_run_config(text.replace("executor: serial\n", "").replace("ray:\n  address: null\n  num_cpus: "
+                                          "null\n  task_cpus: null\n", ""), "x.yaml")  # fmt: skip
+    assert config.executor_config == ExecutorConfig(kind="ray", ray=RayConfig(address="ray://head:10001"))
+    with pytest.raises(RunConfigError, match="executor"):
+        parse_run_config(quick.to_yaml().replace("executor: serial", "executor: dask"), "x.yaml")
