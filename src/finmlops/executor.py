@@ -12,6 +12,7 @@ Ray is the optional extra ``finmlops[distributed]``; nothing here imports it unt
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -123,14 +124,17 @@ def open_executor(config: ExecutorConfig | None) -> Iterator[SerialExecutor | Ra
 
     executor = RayExecutor(config.ray)
     started = not ray.is_initialized()
+    kwargs = ray_init_kwargs(config.ray) if started else {}
     if started:
-        ray.init(**ray_init_kwargs(config.ray))
+        ray.init(**kwargs)
     try:
         executor.workers = int(ray.cluster_resources().get("CPU", 0))
         yield executor
     finally:
         if started:
             ray.shutdown()
+            if "_temp_dir" in kwargs:  # the local Ray's session files and logs
+                shutil.rmtree(kwargs["_temp_dir"], ignore_errors=True)
 
 
 def ray_init_kwargs(config: RayConfig) -> dict[str, Any]:
