@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -106,6 +107,31 @@ def _root(
     ),
 ) -> None:
     """Honest MLOps for next-day stock direction."""
+
+
+class Executor(StrEnum):
+    """Where ``run``, ``evaluate``, ``tune`` and ``predict`` run their independent work (docs/distributed.md)."""
+
+    serial = "serial"
+    ray = "ray"
+
+
+def executor_config(executor: Executor | None, ray_address: str | None, ray_cpus: int | None) -> Any:
+    """The ``finmlops.executor.ExecutorConfig`` of the flags; ``None`` when no flag is given (the default)."""
+    from finmlops.executor import ExecutorConfig, RayConfig
+
+    if executor is None and ray_address is None and ray_cpus is None:
+        return None
+    if executor is Executor.serial:
+        if ray_address or ray_cpus:
+            fail("--ray-address and --ray-cpus need --executor ray", code=2)
+        return ExecutorConfig()
+    return ExecutorConfig(kind="ray", ray=RayConfig(address=ray_address, num_cpus=ray_cpus))
+
+
+EXECUTOR_HELP = "serial, or ray: independent work as Ray tasks, same results (docs/distributed.md)."
+RAY_ADDRESS_HELP = "Ray cluster to join, e.g. ray://head:10001 (default: start a local Ray on this machine's cores)."
+RAY_CPUS_HELP = "CPUs of the local Ray (default: this machine's cores)."
 
 
 # --- data: ingest, data info ---------------------------------------------------------------------------------------
@@ -393,6 +419,9 @@ def evaluate_command(
     folds: str = typer.Option("2014-2023", "--folds", help="Test years, one walk-forward fold each."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the CIs and paired tests."),
     block_len: int = typer.Option(10, "--block-len", help="Bootstrap block length in trading days."),
+    executor: Executor | None = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", min=1, help=RAY_CPUS_HELP),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log an evaluation run to MLflow."),
     json_out: bool = typer.Option(False, "--json", help="Print the evaluation as JSON."),
 ) -> None:
@@ -421,6 +450,7 @@ def evaluate_command(
             test_years=_parse_folds(folds),
             boot=_bootstrap(n_boot, block_len, settings.seed),
             progress=not json_out,
+            executor=executor_config(executor, ray_address, ray_cpus),
         )
     except (DataError, OSError, ValueError, KeyError) as exc:
         fail(str(exc))
@@ -1295,6 +1325,11 @@ def run_command(
         None, "--step", help="Rerun this step even when its inputs are unchanged (repeatable); the others as usual."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Run nothing; show which steps would run and why."),
+    executor: Executor | None = typer.Option(
+        None, "--executor", help="Replaces the config's executor: " + EXECUTOR_HELP
+    ),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", min=1, help=RAY_CPUS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """The whole platform on the bundled snapshot, from a fresh checkout to a finished report (docs/run.md).
@@ -1329,7 +1364,7 @@ def run_command(
     try:
         result = run_pipeline(
             settings, run_config, quick=quick, force=force, steps=step or (), dry_run=dry_run, progress=not json_out,
-            log=say, on_step=on_step,
+            log=say, on_step=on_step, executor=executor_config(executor, ray_address, ray_cpus),
         )  # fmt: skip
     except StepFailed as exc:
         fail(f"{exc} (earlier steps' outputs are kept; rerun `finmlops run` to resume from this step)")
@@ -1399,6 +1434,9 @@ def predict_command(
     out: str = typer.Option("predictions.csv", "--out", help="CSV to write: date,ticker,prob_up,pred_up[,y_true]."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the realised metrics' CIs."),
     block_len: int = typer.Option(10, "--block-len", help="Bootstrap block length in trading days."),
+    executor: Executor | None = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", min=1, help=RAY_CPUS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Score every window of the CSVs in --data with a logged or exported ONNX model (features computed by the
@@ -1414,8 +1452,9 @@ def predict_command(
     settings = settings_from()
     try:
         report = predict_folder(
-            settings, model, Path(data), Path(out), boot=_bootstrap(n_boot, block_len, settings.seed)
-        ).as_dict()
+            settings, model, Path(data), Path(out), boot=_bootstrap(n_boot, block_len, settings.seed),
+            executor=executor_config(executor, ray_address, ray_cpus),
+        ).as_dict()  # fmt: skip
     except (DataError, ModelError, TrackingError, OSError, ValueError) as exc:
         fail(str(exc))
     if json_out:
@@ -1466,6 +1505,11 @@ def tune_command(
     metric: str = typer.Option("log_loss", "--metric", help="Objective per fold: log_loss, auc or accuracy."),
     seed: int | None = typer.Option(None, "--seed", help="TPE and training seed (default: settings)."),
     no_register: bool = typer.Option(False, "--no-register", help="Do not refit and register the best model."),
+    executor: Executor | None = typer.Option(
+        None, "--executor", help="serial, or ray: trials as Ray tasks on the shared study (docs/distributed.md)."
+    ),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", min=1, help=RAY_CPUS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Optuna search (seeded TPE, median pruning after each walk-forward fold) over a deep variant's
@@ -1490,6 +1534,7 @@ def tune_command(
         report = run_tuning(
             settings, variant, trials=trials, folds=_parse_folds(folds) if folds else None, epochs=epochs,
             metric=metric, storage=storage, study_name=study, register=not no_register,
+            executor=executor_config(executor, ray_address, ray_cpus),
         ).as_dict()  # fmt: skip
     except TuningInterrupted as exc:
         fail(str(exc), code=130)
@@ -1651,7 +1696,7 @@ def deploy_rules(
 EXTRA_OF_MODULE = {
     "torch": "train", "sklearn": "train", "lightgbm": "train", "mlflow": "train", "onnx": "train", "optuna": "train",
     "captum": "train", "psycopg2": "train", "boto3": "train", "yfinance": "yahoo", "onnxruntime": "serve",
-    "starlette": "serve", "uvicorn": "serve", "orjson": "serve", "prometheus_client": "serve",
+    "starlette": "serve", "uvicorn": "serve", "orjson": "serve", "prometheus_client": "serve", "ray": "distributed",
 }  # fmt: skip
 _OS_ERROR_HINTS = {
     errno.ENOSPC: "the disk is full; free space and retry (the data store keeps its last complete version)",

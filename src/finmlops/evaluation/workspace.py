@@ -25,6 +25,7 @@ from finmlops.evaluation.metrics import (
     evaluate_predictions,
     validate_predictions,
 )
+from finmlops.executor import ExecutorConfig
 from finmlops.features.target import LabelSpec, label_from_settings
 from finmlops.provenance import atomic_path, file_lock, file_sha256, stamp, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
@@ -156,8 +157,10 @@ def run_evaluation(
     test_years: Sequence[int],
     boot: BootstrapConfig,
     progress: bool = True,
+    executor: ExecutorConfig | None = None,
 ) -> dict[str, Any]:
-    """Walk-forward over the whole store (every baseline, the given ``variants``) and score it."""
+    """Walk-forward over the whole store (every baseline, the given ``variants``) and score it; ``executor`` runs
+    the fits serially or as Ray tasks (same predictions)."""
     from finmlops.data import DataStore
     from finmlops.models import BASELINES
     from finmlops.training.walkforward import walk_forward_predictions
@@ -175,6 +178,7 @@ def run_evaluation(
         device="auto",
         progress=progress,
         label=label,
+        executor=executor,
     )
     config = {
         "variants": list(variants),

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from finmlops.executor import ExecutorConfig, ExecutorKind, RayConfig
 from finmlops.features.target import LabelSpec
 from finmlops.provenance import write_text_atomic
 from finmlops.settings import validation_message
@@ -125,6 +126,10 @@ class RunConfig(_Section):
     costs: CostsConfig = CostsConfig()
     traffic: TrafficConfig = TrafficConfig()
     importance: ImportanceConfig = ImportanceConfig()
+    executor: ExecutorKind = Field(
+        default="serial", description="serial, or ray: the walk-forward's fold x model fits as Ray tasks."
+    )
+    ray: RayConfig = RayConfig()
 
     @field_validator("test_years")
     @classmethod
@@ -171,6 +176,11 @@ class RunConfig(_Section):
         from finmlops.models.variants import get_variant
 
         return [get_variant(v.name, **v.params) for v in self.variants]
+
+    @property
+    def executor_config(self) -> ExecutorConfig:
+        """The walk-forward's executor (docs/distributed.md): the same predictions, bit for bit, either way."""
+        return ExecutorConfig(kind=self.executor, ray=self.ray)
 
     @property
     def tickers(self) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from finmlops.executor import ExecutorConfig
 from finmlops.provenance import file_sha256
 from finmlops.settings import Settings
 from finmlops.stats import describe_comparison
@@ -252,7 +253,7 @@ def _train(ctx: Context) -> Outcome:
     preds = walk_forward_predictions(
         universe, variants=plan.variant_configs(), baselines=plan.baselines, test_years=plan.test_years,
         epochs=plan.epochs, seed=seed, threads=ctx.settings.threads, device="auto",
-        progress=ctx.cache.get("progress", False), label=plan.label,
+        progress=ctx.cache.get("progress", False), label=plan.label, executor=plan.executor_config,
     )  # fmt: skip
     ctx.cache["predictions"] = preds
     fit_seconds: dict[str, float] = {}
@@ -541,6 +542,7 @@ def run_pipeline(
     progress: bool = False,
     log: Callable[[str], None] = lambda _: None,
     on_step: Callable[[StepReport], None] = lambda _: None,
+    executor: ExecutorConfig | None = None,
 ) -> RunResult:
     """Run the ten steps of ``config`` (default: ``configs/default.yaml``, or ``configs/quick.yaml`` with
     ``quick``); returns the summary. The resolved config is written to ``<results>/run_config.yaml`` before any
@@ -549,7 +551,8 @@ def run_pipeline(
     Raises :class:`~finmlops.workflow.engine.StepFailed` naming the first failing step; the steps before it keep
     their outputs and records. ``steps``: names rerun even when their inputs are unchanged (``--step``; a
     ``ValueError`` names an unknown one); every other step runs or is skipped as usual. ``progress`` shows the
-    walk-forward's progress bar on stderr.
+    walk-forward's progress bar on stderr. ``executor`` (``--executor``) replaces the config's ``executor`` and
+    ``ray`` sections; it changes where the fits run, not the predictions, so it does not rerun the train step.
     """
     import time
 
@@ -559,6 +562,8 @@ def run_pipeline(
     if unknown:
         raise ValueError(f"unknown step(s) {', '.join(unknown)}; the steps are {', '.join(s.name for s in pipeline)}")
     config = (config or shipped_config("quick" if quick else "default")).resolve()
+    if executor is not None:
+        config = config.model_copy(update={"executor": executor.kind, "ray": executor.ray})
     for difference in settings_differences(settings, config):
         log(f"note: the run config declares {difference.split(':')[0]}; it is used ({difference})")
     settings = run_settings(settings, config)
