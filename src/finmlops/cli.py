@@ -1236,11 +1236,11 @@ def serve_command(
         min=0,
         max=65535,
         help="gRPC V2 port on --host (default server.grpc_port, 8081); 0 turns gRPC off.",
-    ),  # fmt: skip
+    ),
 ) -> None:
-    """Serve models over the Open Inference Protocol V2 (REST, and gRPC on --grpc-port), with Seldon-style experiments, feedback,
-    Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. The admin API is off unless
-    serving.yaml sets auth.admin_tokens (or --insecure-admin). See docs/serving.md."""
+    """Serve models over the Open Inference Protocol V2 (REST, and gRPC on --grpc-port), with Seldon-style
+    experiments, feedback, Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. The admin
+    API is off unless serving.yaml sets auth.admin_tokens (or --insecure-admin). See docs/serving.md."""
     from pathlib import Path
 
     from finmlops.serving.config import ServingConfigError, load_config
