@@ -21,10 +21,10 @@ import pytest
 
 pytest.importorskip("grpc", reason="the gRPC transport needs grpcio (the serve extra)")
 
-from finmlops_testing.serving import AB, ab_config, serve, tiny_onnx, tiny_reference  # noqa: E402
+from finmlops_testing.serving import AB, ab_config, serve, tiny_onnx, tiny_reference
 
-from finmlops.serving.app import ServingApp  # noqa: E402
-from finmlops.serving.config import parse_config  # noqa: E402
+from finmlops.serving.app import ServingApp
+from finmlops.serving.config import parse_config
 
 ADMIN = "admin-token-0123456789"
 ROOT = Path(__file__).resolve().parents[2]
