@@ -86,8 +86,9 @@ out["typed"] = list(r.outputs[0].contents.fp32_contents)
 raw = pb.ModelInferRequest(model_name="solo", inputs=[pb.ModelInferRequest.InferInputTensor(
     name="input_data", datatype="FP32", shape=[1, 10, 35])], raw_input_contents=[x.tobytes()])
 out["raw"] = np.frombuffer(stub.ModelInfer(raw).raw_output_contents[0], "<f4").tolist()
+short = pb.InferTensorContents(fp32_contents=x.ravel()[:175])
 bad = pb.ModelInferRequest(model_name="solo", inputs=[pb.ModelInferRequest.InferInputTensor(
-    name="input_data", datatype="FP32", shape=[1, 5, 35], contents=pb.InferTensorContents(fp32_contents=x.ravel()[:175]))])
+    name="input_data", datatype="FP32", shape=[1, 5, 35], contents=short)])
 try:
     stub.ModelInfer(bad)
 except grpc.RpcError as e:
