@@ -184,7 +184,8 @@ def ratios(results: Path) -> None:
                      + r.get("c32_err_timeout", 0) + r.get("c32_err_read", 0) for r in rs)  # fmt: skip
         server = median(label, "server_cpu_pct_whole_run" if grpc else "server_cpu_pct") if (
             "server_cpu_pct" in rs[0] or grpc) else float("nan")  # fmt: skip
-        client = median(label, "client_cpu_pct") if grpc else median(label, "wrk_cpu_pct")
+        client = median(label, "client_cpu_pct") if grpc else (
+            median(label, "wrk_cpu_pct") if "wrk_cpu_pct" in rs[0] else float("nan"))  # fmt: skip
         print(f"| {label} | {'gRPC' if grpc else 'REST'} | {median(label, 'c1_p50_ms'):.3f} | "
               f"{median(label, 'c1_p99_ms'):.3f} | {median(label, 'c32_rps'):.0f} | "
               f"{median(label, 'c32_p99_ms'):.1f} | "
@@ -261,7 +262,11 @@ def main() -> None:
     ap.add_argument("--grpc-port", type=int, default=18081)
     ap.add_argument("--skip-mlserver", action="store_true")
     ap.add_argument("--skip-raw", action="store_true")
+    ap.add_argument("--summarize", type=Path, help="only print the table and ratios of an earlier results file")
     args = ap.parse_args()
+    if args.summarize:
+        ratios(args.summarize)
+        return
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found (apt-get install wrk util-linux)")
@@ -320,7 +325,7 @@ def main() -> None:
             measure(label, [str(venv / "bin" / "mlserver"), "start", "."], base, args, results, grpc_target, cwd=repo)
 
     rest = args.workdir / (results.stem + "-rest.jsonl")  # the harness's table reads the REST rows only
-    rest.write_text("".join(ln + "\n" for ln in results.read_text().splitlines() if '"transport": "grpc"' not in ln))
+    rest.write_text("".join(ln + "\n" for ln in results.read_text().splitlines() if '"wrk_cpu_pct"' in ln))
     sh([sys.executable, str(HARNESS / "serve_summarize.py"), str(rest)])
     print(f"machine load (1, 5, 15 min) at the end: {os.getloadavg()}")
     ratios(results)
