@@ -9,7 +9,8 @@ go through an experiment (Seldon `default` takeover of the model's endpoint), Pr
 request log. Rows:
 - REST: finmlops, MLServer defaults and tuned, and the harness's HTTP+JSON floor (serve_floor_server.py `_parse`:
   body read, JSON to numpy, a reply, no model);
-- gRPC: finmlops and both MLServer settings (raw_input_contents, the tritonclient default);
+- gRPC: finmlops and both MLServer settings (raw_input_contents, the tritonclient default), and the gRPC floor
+  (bench/grpc_floor_server.py: a grpc.aio server answering a constant);
 - raw OHLCV through an experiment (REST, the bundled snapshot's AAPL history) beside tensors to the same model
   (a small carded model of the baseline variant: [batch, 10, 16]).
 
@@ -204,6 +205,10 @@ def ratios(results: Path) -> None:
             if other in rows:
                 rps = median("finmlops-grpc", "c32_rps") / median(other, "c32_rps")
                 print(f"gRPC c=32: finmlops {rps:.2f}x {other} (goal >= 3x)")
+        if "floor-grpc" in rows:
+            share = median("finmlops-grpc", "c32_rps") / median("floor-grpc", "c32_rps")
+            print(f"gRPC floor (constant answer): c=1 p50 {median('floor-grpc', 'c1_p50_ms'):.3f} ms, c=32 "
+                  f"{median('floor-grpc', 'c32_rps'):.0f} req/s; finmlops gRPC is {100 * share:.0f}% of it")
         print(f"gRPC c=1 p50: {median('finmlops-grpc', 'c1_p50_ms'):.3f} ms (goal <= 0.3 ms); client CPU at c=32 "
               f"{median('finmlops-grpc', 'client_cpu_pct'):.0f}% of its core")  # fmt: skip
     if "raw-ohlcv" in rows and "raw-tensor" in rows:
@@ -289,6 +294,18 @@ def main() -> None:
     floor = [sys.executable, str(HARNESS / "serve_floor_server.py"), "--model", str(model), "--name", MODEL,
              "--port", str(args.port)]  # fmt: skip
     measure("floor-http-json", floor, base, args, results, model="_parse")
+    # The gRPC floor: a grpc.aio server that answers a constant (bench/grpc_floor_server.py).
+    log = open(args.workdir / "floor-grpc.log", "wb")  # noqa: SIM115  # closed after the server stops
+    proc = subprocess.Popen(["taskset", "-c", "1", sys.executable, str(ROOT / "bench" / "grpc_floor_server.py"),
+                             "--port", str(args.grpc_port)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    try:
+        time.sleep(3)
+        for _ in range(args.reps):
+            grpc_row("floor-grpc", grpc_target, proc.pid, args, results)
+    finally:
+        stop(proc)
+        log.close()
 
     if not args.skip_raw:
         folder, raw_body, tensor_body = raw_setup(args.workdir)
