@@ -207,8 +207,10 @@ def ratios(results: Path) -> None:
                 print(f"gRPC c=32: finmlops {rps:.2f}x {other} (goal >= 3x)")
         if "floor-grpc" in rows:
             share = median("finmlops-grpc", "c32_rps") / median("floor-grpc", "c32_rps")
-            print(f"gRPC floor (constant answer): c=1 p50 {median('floor-grpc', 'c1_p50_ms'):.3f} ms, c=32 "
-                  f"{median('floor-grpc', 'c32_rps'):.0f} req/s; finmlops gRPC is {100 * share:.0f}% of it")
+            print(
+                f"gRPC floor (constant answer): c=1 p50 {median('floor-grpc', 'c1_p50_ms'):.3f} ms, c=32 "
+                f"{median('floor-grpc', 'c32_rps'):.0f} req/s; finmlops gRPC is {100 * share:.0f}% of it"
+            )
         print(f"gRPC c=1 p50: {median('finmlops-grpc', 'c1_p50_ms'):.3f} ms (goal <= 0.3 ms); client CPU at c=32 "
               f"{median('finmlops-grpc', 'client_cpu_pct'):.0f}% of its core")  # fmt: skip
     if "raw-ohlcv" in rows and "raw-tensor" in rows:
