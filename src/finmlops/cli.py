@@ -1278,10 +1278,17 @@ def serve_command(
     insecure_admin: bool = typer.Option(
         False, "--insecure-admin", help="Open /admin/* to anyone when serving.yaml has no admin_tokens (local use)."
     ),
+    grpc_port: int | None = typer.Option(
+        None,
+        "--grpc-port",
+        min=0,
+        max=65535,
+        help="gRPC V2 port on --host (default server.grpc_port, 8081); 0 turns gRPC off.",
+    ),
 ) -> None:
-    """Serve models over the Open Inference Protocol V2 (REST), with Seldon-style experiments, feedback,
-    Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. The admin API is off unless
-    serving.yaml sets auth.admin_tokens (or --insecure-admin). See docs/serving.md."""
+    """Serve models over the Open Inference Protocol V2 (REST, and gRPC on --grpc-port), with Seldon-style
+    experiments, feedback, Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. The admin
+    API is off unless serving.yaml sets auth.admin_tokens (or --insecure-admin). See docs/serving.md."""
     from pathlib import Path
 
     from finmlops.serving.config import ServingConfigError, load_config
@@ -1303,7 +1310,9 @@ def serve_command(
                 check_reachable(settings.tracking_uri)
             except TrackingError as exc:
                 fail(str(exc))
-        serving_app = build_app(settings, config=loaded, insecure_admin=insecure_admin, admin_port=admin_port)
+        serving_app = build_app(
+            settings, config=loaded, insecure_admin=insecure_admin, admin_port=admin_port, grpc_port=grpc_port
+        )
         run(serving_app, host=host, port=port, log_level=log_level)
     except (ServingConfigError, ModelLoadError, ListenerError) as exc:
         fail(str(exc))
@@ -1696,7 +1705,8 @@ def deploy_rules(
 EXTRA_OF_MODULE = {
     "torch": "train", "sklearn": "train", "lightgbm": "train", "mlflow": "train", "onnx": "train", "optuna": "train",
     "captum": "train", "psycopg2": "train", "boto3": "train", "yfinance": "yahoo", "onnxruntime": "serve",
-    "starlette": "serve", "uvicorn": "serve", "orjson": "serve", "prometheus_client": "serve", "ray": "distributed",
+    "starlette": "serve", "uvicorn": "serve", "orjson": "serve", "prometheus_client": "serve", "grpc": "serve",
+    "grpc_health": "serve", "ray": "distributed",
 }  # fmt: skip
 _OS_ERROR_HINTS = {
     errno.ENOSPC: "the disk is full; free space and retry (the data store keeps its last complete version)",

@@ -56,7 +56,8 @@ def test_each_serving_choice_has_its_objects(rendered: dict[str, str]) -> None:
         assert "finmlops-server" in by_kind(finmlops, kind), kind
     server = by_kind(finmlops, "Deployment")["finmlops-server"]["spec"]["template"]["spec"]["containers"][0]
     assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert server["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert server["livenessProbe"]["grpc"]["service"] == "inference.GRPCInferenceService"  # grpc.health.v1
     assert set(by_kind(load_documents(rendered["overlays/_serving-kserve"]), "InferenceService")) == set(MODEL_NAMES)
     seldon = load_documents(rendered["overlays/_serving-seldon"])
     assert set(by_kind(seldon, "Model")) == set(MODEL_NAMES)
