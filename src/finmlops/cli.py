@@ -758,10 +758,19 @@ def promote_command(
         console.print(evidence(), highlight=False)
 
 
-@app.command("models")
-def models_command(json_out: bool = typer.Option(False, "--json", help="Print the registry as JSON.")) -> None:
+models_app = typer.Typer(help="The model registry: versions, aliases and their audited history.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models_command(
+    ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="Print the registry as JSON.")
+) -> None:
     """List registered *-predictor models, their versions, aliases and recorded accuracy, saying on what it was
-    measured (walk-forward folds, or the single test split of `finmlops train`)."""
+    measured (walk-forward folds, or the single test split of `finmlops train`). `finmlops models history` says
+    who held each alias on every day, and why."""
+    if ctx.invoked_subcommand is not None:
+        return
     from finmlops.tracking import TrackingError, configure_tracking, describe_evidence, list_models
 
     try:
@@ -791,6 +800,63 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print th
         console.print("no registered *-predictor models (finmlops train or finmlops run registers them)")
         return
     console.print(table)
+
+
+@models_app.command("history")
+def models_history_command(
+    model: list[str] = typer.Option(
+        [], "--model", help="Registered model name (repeatable); default every *-predictor."
+    ),
+    on: str | None = typer.Option(None, "--on", help="A day (YYYY-MM-DD): who held each alias then, and why."),
+    json_out: bool = typer.Option(False, "--json", help="Print the history as JSON."),
+) -> None:
+    """Which version held `champion` and `challenger` on each day, and why (the promotion evidence or the forced
+    reason), reconstructed from the registry's audited alias events, so it survives any restart."""
+    from datetime import date as _date
+
+    from finmlops.tracking import TrackingError, configure_tracking, list_models
+    from finmlops.tracking.registry import alias_history, describe_event, holders_on
+
+    try:
+        day = _date.fromisoformat(on) if on else None
+    except ValueError:
+        fail(f"--on {on!r}: not a date; use YYYY-MM-DD", code=2)
+    try:
+        configure_tracking(settings_from())
+        names = model or [m["name"] for m in list_models()]
+        if day is not None:
+            payload: Any = {"day": str(day), "models": {}}
+            for name in names:
+                holders = holders_on(name, day)
+                payload["models"][name] = {
+                    a: None if p is None else {**p.model_dump(mode="json"), "why": describe_event(p.event)}
+                    for a, p in holders.items()
+                }
+            if len(names) == 1:
+                payload["holders"] = payload["models"][names[0]]
+        else:
+            payload = {name: [p.model_dump(mode="json") | {"why": describe_event(p.event)} for p in
+                              alias_history(name)] for name in names}  # fmt: skip
+    except (TrackingError, ValueError) as exc:
+        fail(str(exc))
+    if json_out:
+        emit_json(payload)
+        return
+    if day is not None:
+        for name, holders in payload["models"].items():
+            for alias, period in holders.items():
+                held = "nobody (or set before the audit log)" if period is None else f"v{period['version']}"
+                why = f" since {period['start']}: {period['why']}" if period else ""
+                console.print(f"{name} {alias} on {day}: {held}{why}", highlight=False)
+        return
+    for name, periods in payload.items():
+        if not periods:
+            console.print(f"{name}: no audited alias moves", highlight=False)
+        for p in periods:
+            holder = "removed" if p["version"] is None else f"v{p['version']}"
+            console.print(
+                f"{name} {p['alias']:<10} {holder:<8} {p['start']}..{p['end'] or 'now'}  {p['why']}", highlight=False
+            )
 
 
 # --- monitoring: explain ----------------------------------------------------------------------------------------------
