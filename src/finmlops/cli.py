@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -1398,6 +1399,72 @@ def run_command(
     for c in result.champions.values():
         console.print(f"champion of {c['name']}: v{c['champion']} ({c['decision']}: {c['detail']})", highlight=False)
     console.print(f"report: {result.report}" if result.report else "report: none (see the report step)")
+
+
+class LiveFeed(StrEnum):
+    replay = "replay"
+    yahoo = "yahoo"
+
+
+@app.command("live")
+def live_command(
+    start: str | None = typer.Option(None, "--from", callback=iso_date_option, help="First trading day (YYYY-MM-DD)."),
+    end: str | None = typer.Option(None, "--to", callback=iso_date_option, help="Last trading day (YYYY-MM-DD)."),
+    today: bool = typer.Option(False, "--today", help="Live today only (for a cron): the Yahoo feed by default."),
+    config: str = typer.Option(
+        "live",
+        "--config",
+        help="A live config file (YAML), or a shipped one: live, live-quarterly, live-drift, "
+        "live-static, live-tiny (configs/).",
+    ),
+    feed: LiveFeed | None = typer.Option(
+        None, "--feed", help="replay: the history store's bars as if from Yahoo (default with --from); yahoo: yfinance."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Live day by day (docs/live.md): each trading day the bars arrive through the ingest path, the served champion
+    (and a challenger in shadow or canary) scores every ticker, yesterday's outcomes are fed back, drift is checked,
+    a refit starts on schedule, on drift or on decaying accuracy (in another process), and the always-valid test
+    moves the challenger shadow -> canary steps -> champion, or rolls it back; every alias move is audited.
+
+    Kill it at any point and run it again: it resumes, and nothing is ingested, fed back, registered or moved twice.
+    """
+    from datetime import date as _date
+
+    from finmlops.workflow.config import RunConfigError
+    from finmlops.workflow.daily import LiveError, run_live
+    from finmlops.workflow.live_config import SHIPPED_LIVE, load_live_config, shipped_live_config
+
+    if today == (start is not None or end is not None):
+        fail("give --from and --to, or --today", code=2)
+    if not today and (start is None or end is None):
+        fail("--from and --to go together", code=2)
+    first = _date.today() if today else _date.fromisoformat(start or "")
+    last = first if today else _date.fromisoformat(end or "")
+    if last < first:
+        fail(f"--to {last} is before --from {first}", code=2)
+    settings = settings_from()
+    try:
+        check_workspace(settings.home)
+        live_config = shipped_live_config(config) if config in SHIPPED_LIVE else load_live_config(Path(config))
+    except (SettingsError, RunConfigError) as exc:
+        fail(str(exc))
+    chosen = (feed.value if feed else None) or ("yahoo" if today else "replay")
+    say = (lambda text: None) if json_out else (lambda text: err_console.print(text, highlight=False, markup=False))
+    try:
+        result = run_live(settings, live_config, start=first, end=last, feed=chosen, log=say)  # type: ignore[arg-type]
+    except (LiveError, ValueError, OSError) as exc:
+        fail(f"{exc} (finished days are kept; rerun to resume)")
+    if json_out:
+        emit_json(result.model_dump(mode="json"))
+        return
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.phase_seconds.items() if v)
+    console.print(
+        f"finmlops live {result.name} ({result.feed}) in {result.home}: {len(result.days)} days lived, "
+        f"{result.skipped} already done, {result.seconds:.0f} s ({phases}); champion v{result.champion}"
+        + (f", challenger v{result.challenger}" if result.challenger else ""),
+        highlight=False,
+    )
 
 
 # --- monitoring: report -----------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from finmlops.provenance import write_text_atomic
 from finmlops.report.base import ReportError, Section
-from finmlops.report.sections import abtest, audit, backtest, calibration, drift, evaluation, importance, latency
+from finmlops.report.sections import abtest, audit, backtest, calibration, drift, evaluation, importance, latency, live
 from finmlops.report.sections import provenance as provenance_section
 from finmlops.settings import Settings
 
@@ -30,6 +30,7 @@ SECTIONS: tuple[tuple[str, Callable[[Settings], Section]], ...] = (
     ("importance", importance.build),
     ("drift", drift.build),
     ("abtest", abtest.build),
+    ("live", live.build),
     ("latency", latency.build),
 )
 

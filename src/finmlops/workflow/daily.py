@@ -171,13 +171,17 @@ class YahooFeed:
     def __init__(self, tickers: Sequence[str], retries: int = 2) -> None:
         self.tickers = list(tickers)
         self.retries = retries
+        self._fetched: dict[date, list[Any]] = {}
 
     def bars(self, day: date) -> list[Any]:
         from finmlops.data import DataSourceError
         from finmlops.data.yahoo import fetch_yahoo
 
+        if day in self._fetched:
+            return self._fetched[day]
         try:
-            return fetch_yahoo(self.tickers, day, day, retries=self.retries, backoff_s=1.0)
+            self._fetched[day] = fetch_yahoo(self.tickers, day, day, retries=self.retries, backoff_s=1.0)
+            return self._fetched[day]
         except DataSourceError as exc:
             raise LiveError(
                 f"the yahoo feed has no bars for {day} ({exc}); offline, rate-limited, or not a trading day: "
@@ -909,6 +913,7 @@ class Loop:
             days = [start] if start == end else []
             if not days:
                 raise LiveError("the yahoo feed runs one day at a time (finmlops live --today)")
+            feed.bars(start)  # before anything else: offline, say so now rather than after a bootstrap fit
         else:
             self._history()
             feed = ReplayFeed(self.paths.history, tickers)
