@@ -221,6 +221,9 @@ class LoopState(BaseModel):
     last_retrain: int | None = None
     scored: list[date] = Field(default_factory=list)
     champion_hits: list[list[int]] = Field(default_factory=list)  # [n, correct] of the champion's recent days
+    retrains: int = 0
+    promotions: int = 0
+    rollbacks: int = 0
 
 
 class DayRecord(BaseModel):
@@ -636,9 +639,38 @@ class Loop:
         st.day_index = index + 1
         record.done = True
         _write_day(self.paths, record)
+        self._write_metrics(record)
         summary = self._summary(record)
         summary.seconds = {k: round(v, 4) for k, v in timings.items()}
         return record, summary
+
+    def _write_metrics(self, record: DayRecord) -> None:
+        """The loop's gauges in Prometheus' text format, ``<live>/metrics/finmlops_live.prom`` (atomically): what
+        the missed-day, stuck-canary and repeated-rollback alerts read (monitoring/prometheus/live-rules.yaml),
+        pushed to a Pushgateway by the CronWorkflow or read by node-exporter's textfile collector."""
+        from finmlops.provenance import write_text_atomic
+
+        st, label = record.state, f'{{setup="{self.config.name}"}}'
+        midnight = pd.Timestamp(record.day, tz="UTC").timestamp()
+        gauges = {
+            "finmlops_live_last_day_timestamp_seconds": ("gauge", "The last day lived (UTC midnight).", midnight),
+            "finmlops_live_last_success_timestamp_seconds": ("gauge", "When the last day finished.", time.time()),
+            "finmlops_live_champion_version": ("gauge", "Registry version holding champion.", st.champion or 0),
+            "finmlops_live_canary_share": ("gauge", "Challenger's share of tickers.", canary_share(self.config, st)),
+            "finmlops_live_canary_step_days": ("gauge", "Days the challenger has been at its current step.",
+                                               st.step_days if st.challenger is not None else 0),
+            "finmlops_live_canary_days": ("gauge", "Days since the challenger went to shadow.",
+                                          len(st.canary) if st.challenger is not None else 0),
+            "finmlops_live_drift_alarm": ("gauge", "1 when the day's drift check alarmed.",
+                                          int(bool(record.phases.get("drift", {}).get("alarm")))),
+            "finmlops_live_retrains_total": ("counter", "Refits started.", st.retrains),
+            "finmlops_live_promotions_total": ("counter", "Challengers promoted to champion.", st.promotions),
+            "finmlops_live_rollbacks_total": ("counter", "Challengers rolled back.", st.rollbacks),
+        }  # fmt: skip
+        lines = []
+        for name, (kind, help_text, value) in gauges.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{label} {float(value):.15g}"]
+        write_text_atomic(self.paths.home / "metrics" / "finmlops_live.prom", "\n".join(lines) + "\n")
 
     def _summary(self, record: DayRecord) -> DaySummary:
         events = [e for phase in record.phases.values() for e in phase.get("events", [])]
@@ -819,6 +851,7 @@ class Loop:
             move_alias(name, "challenger", None, action="rollback", reason=f"rolled back v{challenger}: {why}",
                        evidence=body | {"version": challenger}, day=day, event_id=f"{tag}-rollback")  # fmt: skip
             events.append(f"rollback v{challenger} ({why})")
+            st.rollbacks += 1
             st.challenger, st.challenger_window, st.step, st.step_days, st.canary = None, None, 0, 0, []
             return {"decision": "rollback", "evidence": body, "events": events}
         if st.step_days < rollout.step_days:
@@ -834,6 +867,7 @@ class Loop:
         move_alias(name, "challenger", None, action="retire", reason=f"v{challenger} promoted to champion", day=day,
                    event_id=f"{tag}-retire")  # fmt: skip
         events.append(f"promote v{challenger} (replaces v{st.champion})")
+        st.promotions += 1
         st.champion, st.champion_window = challenger, st.challenger_window
         st.challenger, st.challenger_window, st.step, st.step_days, st.canary = None, None, 0, 0, []
         return {"decision": "promote", "evidence": body, "events": events}
@@ -899,6 +933,7 @@ class Loop:
         self._launch(self._spec(rid, day))
         st.pending = Pending(id=rid, day=day, due=index + retrain.lag_days, reason=reason)
         st.last_retrain = index
+        st.retrains += 1
         return {"refit": rid, "reason": reason, "events": [f"retrain started ({reason})"]}
 
     # --- the walk ------------------------------------------------------------------------------------------------
