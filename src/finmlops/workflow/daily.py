@@ -430,6 +430,7 @@ class Loop:
         self.phase_seconds: dict[str, float] = dict.fromkeys((*PHASES, "bootstrap"), 0.0)
         self._universe: dict[str, pd.DataFrame] | None = None
         self._drift_refs: dict[int, Any] = {}
+        self._calendar: list[date] = []
 
     # --- setup ---------------------------------------------------------------------------------------------------
 
@@ -644,6 +645,11 @@ class Loop:
         summary.seconds = {k: round(v, 4) for k, v in timings.items()}
         return record, summary
 
+    def _next_day(self, day: date) -> date:
+        """The trading day after ``day``: the replay's calendar, else the next business day."""
+        later = [d for d in self._calendar if d > day]
+        return later[0] if later else (pd.Timestamp(day) + pd.offsets.BDay(1)).date()
+
     def _write_metrics(self, record: DayRecord) -> None:
         """The loop's gauges in Prometheus' text format, ``<live>/metrics/finmlops_live.prom`` (atomically): what
         the missed-day, stuck-canary and repeated-rollback alerts read (monitoring/prometheus/live-rules.yaml),
@@ -844,12 +850,13 @@ class Loop:
         events: list[str] = []
         challenger = st.challenger
         tag = f"live-{day:%Y%m%d}"
+        effective = self._next_day(day)  # decided after the day's scoring: the move serves from the next day
         if decision == "rollback" or (len(st.canary) >= rollout.max_days and st.step == last):
             why = "the challenger is worse (always-valid CS below 0)" if decision == "rollback" else (
                 f"inconclusive after {len(st.canary)} days"
             )  # fmt: skip
             move_alias(name, "challenger", None, action="rollback", reason=f"rolled back v{challenger}: {why}",
-                       evidence=body | {"version": challenger}, day=day, event_id=f"{tag}-rollback")  # fmt: skip
+                       evidence=body | {"version": challenger}, day=effective, event_id=f"{tag}-rollback")  # fmt: skip
             events.append(f"rollback v{challenger} ({why})")
             st.rollbacks += 1
             st.challenger, st.challenger_window, st.step, st.step_days, st.canary = None, None, 0, 0, []
@@ -861,11 +868,11 @@ class Loop:
             events.append(f"canary v{challenger} -> {rollout.steps[st.step]}%")
             return {"decision": "advance", "step": rollout.steps[st.step], "evidence": body, "events": events}
         try:
-            promote_live(name, challenger, evidence, margin=rollout.margin, day=day, event_id=f"{tag}-promote")
+            promote_live(name, challenger, evidence, margin=rollout.margin, day=effective, event_id=f"{tag}-promote")
         except PromotionRefused as exc:
             return {"decision": "wait", "step": 100, "evidence": body, "detail": str(exc)}
-        move_alias(name, "challenger", None, action="retire", reason=f"v{challenger} promoted to champion", day=day,
-                   event_id=f"{tag}-retire")  # fmt: skip
+        move_alias(name, "challenger", None, action="retire", reason=f"v{challenger} promoted to champion",
+                   day=effective, event_id=f"{tag}-retire")  # fmt: skip
         events.append(f"promote v{challenger} (replaces v{st.champion})")
         st.promotions += 1
         st.champion, st.champion_window = challenger, st.challenger_window
@@ -953,6 +960,7 @@ class Loop:
             self._history()
             feed = ReplayFeed(self.paths.history, tickers)
             days = feed.trading_days(start, end)
+            self._calendar = feed.trading_days(start, date.max)
             if not days:
                 raise LiveError(f"no trading day of {', '.join(tickers)} between {start} and {end} in the history")
         done = journal_days(self.paths)
