@@ -33,6 +33,8 @@ SECTIONS: tuple[tuple[str, Callable[[Settings], Section]], ...] = (
     ("live", live.build),
     ("latency", latency.build),
 )
+# Sections about something a workspace may never do (`finmlops live`): left out, not shown empty, when absent.
+OPTIONAL = frozenset({"live"})
 
 
 def collect_sections(settings: Settings) -> list[Section]:
@@ -43,7 +45,9 @@ def collect_sections(settings: Settings) -> list[Section]:
     sections = []
     for name, build in SECTIONS:
         try:
-            sections.append(build(settings))
+            section = build(settings)
+            if not (name in OPTIONAL and not section.filled):
+                sections.append(section)
         except ReportError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
