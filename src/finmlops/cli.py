@@ -846,7 +846,10 @@ def models_history_command(
     if day is not None:
         for name, holders in payload["models"].items():
             for alias, period in holders.items():
-                held = "nobody (or set before the audit log)" if period is None else f"v{period['version']}"
+                if period is None:
+                    held = "nobody (or set before the audit log)"
+                else:
+                    held = "nobody (removed)" if period["version"] is None else f"v{period['version']}"
                 why = f" since {period['start']}: {period['why']}" if period else ""
                 console.print(f"{name} {alias} on {day}: {held}{why}", highlight=False)
         return
