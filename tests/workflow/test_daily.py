@@ -83,7 +83,7 @@ def test_canary_split_is_stable_and_near_its_share() -> None:
 @pytest.mark.slow
 def test_live_days_through_the_cli_and_the_history_of_every_day(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:  # noqa: E501
+) -> None:
     monkeypatch.setenv("FINMLOPS_HOME", str(tmp_path))
     runner = CliRunner()
     args = ["live", "--from", "2022-01-03", "--to", "2022-01-12", "--config", "live-tiny", "--json"]
