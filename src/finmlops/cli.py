@@ -426,10 +426,10 @@ def backtest_command(
     ),
     cost_bps: float = typer.Option(5.0, "--cost-bps", help="Commission per unit of turnover, basis points."),
     slippage_bps: float = typer.Option(0.0, "--slippage-bps", help="Slippage per unit of turnover, basis points."),
-    execution: str = typer.Option(
-        "close",
+    execution: str | None = typer.Option(
+        None,
         "--execution",
-        help="Signal after the close of t; close: hold from the close of t+1 to t+2; open: open t+1 to open t+2.",
+        help="close or open of t+1; default, and it must be, the predictions' label's (the `execution` setting).",
     ),
     top_k: int = typer.Option(2, "--top-k", min=1, help="Names per side of the top_k long/short book."),
     capital: float = typer.Option(100_000.0, "--capital", help="Starting capital for the business-impact figures."),
@@ -444,7 +444,7 @@ def backtest_command(
     from finmlops.evaluation.workspace import run_backtest_workspace
 
     bad = [s for s in strategy if s not in STRATEGIES]
-    if bad or execution not in ("close", "open"):
+    if bad or execution not in (None, "close", "open"):
         fail(f"--strategy must be among {', '.join(STRATEGIES)} and --execution close or open", code=2)
     if cost_bps < 0 or slippage_bps < 0 or capital <= 0:
         fail("--cost-bps and --slippage-bps must be >= 0 and --capital > 0", code=2)
@@ -460,7 +460,7 @@ def backtest_command(
     tracked = not no_track and tracking_ready(settings)
     try:
         result = run_backtest_workspace(settings, config)
-    except (DataError, OSError, ValueError, KeyError) as exc:  # the store's prices price every execution
+    except (DataError, OSError, ValueError, KeyError) as exc:  # no evaluation, or another execution than the label's
         fail(str(exc))
     if tracked:
         track("backtest", "log_backtest_result", settings, result=result)
@@ -1171,7 +1171,10 @@ def traffic_command(
     ),
     url: str = typer.Option("http://127.0.0.1:8080", "--url", help="Base URL of the V2 server."),
     feedback_delay: int = typer.Option(
-        1, "--feedback-delay", min=0, help="Simulated trading days before a prediction's outcome is posted."
+        2,
+        "--feedback-delay",
+        min=0,
+        help="Simulated trading days before a prediction's outcome is posted (2: the label's exit, the close of t+2).",
     ),
     model_input: str = typer.Option(
         "raw", "--model-input", help="raw (OHLCV history; works for any arm) or tensor (one feature window)."

@@ -11,7 +11,7 @@ import os
 import re
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AliasChoices, Field, ValidationError, field_validator
@@ -88,13 +88,18 @@ class Settings(BaseSettings):
     )
     feature_set: str = Field(default="basic", description="Default feature set: basic, enhanced or advanced.")
     horizon: int = Field(
-        default=1, ge=1, description="Label horizon h in trading days: direction of adj_close from t to t+h."
+        default=1, ge=1, description="Label horizon h in trading days: direction of the traded return t+1 -> t+1+h."
     )
     threshold: float = Field(
         default=0.0,
         ge=0.0,
         description="Dead band of the label as a fraction (0.002 = 0.2 %): |return| <= threshold is unlabelled; "
         "0 labels every known move (up if > 0, else down).",
+    )
+    execution: Literal["close", "open"] = Field(
+        default="close",
+        description="The label's trade: entered at the close (or open) of t+1, exited horizon days later at the same "
+        "kind of price; the backtest earns exactly that return.",
     )
     seed: int = Field(default=42, description="Seed for every random choice in a run.")
     threads: int = Field(default=2, ge=1, description="CPU threads for torch and onnxruntime.")

@@ -13,6 +13,7 @@ from finmlops.data import load_snapshot
 from finmlops.evaluation.audit import (
     LEAK_FEATURE,
     AuditConfig,
+    bayes_accuracy,
     check_ohlcv,
     future_dependence,
     permute_bars,
@@ -24,7 +25,7 @@ from finmlops.evaluation.audit import (
     with_leak,
 )
 from finmlops.evaluation.metrics import BootstrapConfig
-from finmlops.features import compute_features
+from finmlops.features import LabelSpec, compute_features
 
 BOOT = BootstrapConfig(n_boot=200, block_len=10)
 
@@ -99,12 +100,20 @@ def test_future_dependence_passes_the_pipeline_and_flags_the_leak() -> None:
     assert "return_1d" in future_dependence(centred, market)
 
 
+def test_bayes_rate_follows_the_label() -> None:
+    """The default label (close t+1 -> close t+2) is two sign steps after the last seen move: (1 + (2q-1)^2) / 2."""
+    assert bayes_accuracy(0.7) == pytest.approx((1 + 0.4**2) / 2, abs=0.005)
+    assert bayes_accuracy(0.5) == pytest.approx(0.5, abs=0.005)
+    # Five days of moves after the entry day dilute the one-day memory further.
+    assert 0.5 < bayes_accuracy(0.7, LabelSpec(horizon=5)) < bayes_accuracy(0.7) - 0.02
+
+
 def test_probe_recovers_planted_signal_and_leak_beats_bayes() -> None:
-    market = simulate_planted([0.02] * 4, 1000, persistence=0.6, seed=3)
+    market = simulate_planted([0.02] * 4, 1000, persistence=0.8, seed=3)
     clean = probe_predictions(market, basic, test_years=[2013])
     leaked = probe_predictions(market, with_leak(basic), test_years=[2013])
     acc = lambda p: ((p["prob_up"] > 0.5) == p["y_true"]).mean()  # noqa: E731
-    assert 0.55 < acc(clean) < 0.65
+    assert 0.62 < acc(clean) < 0.74  # Bayes (1 + 0.6^2) / 2 = 0.68
     assert acc(leaked) > 0.95
     assert set(clean["fold"]) == {2013} and (clean["date"].dt.year == 2013).all()
 

@@ -1,4 +1,5 @@
-"""Backtest arithmetic against a hand-computed three-day example, the deflated Sharpe ratio against the paper."""
+"""Backtest arithmetic against a hand-computed three-day example, the traded return is the label's, the deflated
+Sharpe ratio against the paper."""
 
 from __future__ import annotations
 
@@ -11,17 +12,16 @@ from scipy import stats
 
 from finmlops.evaluation.backtest import (
     BacktestConfig,
-    close_to_close_returns,
     deflated_sharpe,
-    execution_returns,
     expected_max_sharpe,
-    open_to_open_returns,
     performance,
+    priced_rows,
     run_backtest,
     simulate,
     target_weights,
 )
 from finmlops.evaluation.metrics import validate_predictions
+from finmlops.features import LabelSpec, forward_return, make_target
 
 DATES = pd.to_datetime(["2023-01-03", "2023-01-04", "2023-01-05"])
 
@@ -84,58 +84,64 @@ def test_performance_summary_by_hand(three_days: pd.DataFrame) -> None:
     assert perf["costs_paid"] == pytest.approx(0.0005 * (1 + equity[0] + equity[1]))
 
 
-def test_open_execution_uses_adjusted_next_opens() -> None:
-    dates = pd.bdate_range("2023-01-02", periods=5)
+def _one_ticker() -> dict[str, pd.DataFrame]:
+    dates = pd.bdate_range("2023-01-02", periods=6)
     frame = pd.DataFrame(
         {
-            "open": [10.0, 11.0, 12.0, 12.0, 15.0],
-            "close": [10.0, 11.0, 12.0, 12.0, 15.0],
-            # A dividend between day 2 and day 3: adj_close/close steps from 0.9 to 1.
-            "adj_close": [9.0, 9.9, 10.8, 12.0, 15.0],
+            "open": [100.0, 108.0, 100.0, 104.0, 111.0, 112.0],
+            "close": [100.0, 110.0, 99.0, 110.0, 110.0, 121.0],  # a 1 % dividend goes ex on day 4
+            "adj_close": [99.0, 108.9, 98.01, 110.0, 110.0, 121.0],
         },
         index=pd.Index(dates, name="date"),
     )
-    ret = open_to_open_returns({"A": frame}).loc[(slice(None), "A")]
-    adj_open = np.array([9.0, 9.9, 10.8, 12.0, 15.0])
-    expected = [adj_open[2] / adj_open[1] - 1, adj_open[3] / adj_open[2] - 1, adj_open[4] / adj_open[3] - 1]
-    np.testing.assert_allclose(ret.iloc[:3], expected)
-    assert ret.iloc[3:].isna().all()
+    return {"A": frame}
 
 
-def test_close_execution_earns_the_next_close_to_close_return() -> None:
-    """Decided after the close of t, bought at the close of t+1, sold at the close of t+2, on adjusted closes."""
-    dates = pd.bdate_range("2023-01-02", periods=5)
-    adj_close = [100.0, 110.0, 99.0, 108.9, 108.9]
-    frame = pd.DataFrame(
-        {
-            "open": [100.0, 110.0, 99.0, 110.0, 110.0],
-            "close": [100.0, 110.0, 99.0, 110.0, 110.0],  # a 1 % dividend goes ex on day 4
-            "adj_close": adj_close,
-        },
-        index=pd.Index(dates, name="date"),
-    )
-    ret = close_to_close_returns({"A": frame}).loc[(slice(None), "A")]
-    np.testing.assert_allclose(ret.iloc[:3], [99 / 110 - 1, 108.9 / 99 - 1, 0.0])
-    assert ret.iloc[3:].isna().all()
-    # Always long on the first four decision dates; the fourth's t+2 is not in the data, so it is not traded.
-    preds = pd.DataFrame(
-        {
-            "date": dates[:4],
-            "ticker": "A",
-            "fold": 2023,
-            "model": "m",
-            "prob_up": 0.9,
-            "y_true": [1, 0, 1, 0],
-            "ret_next": np.array(adj_close[1:]) / np.array(adj_close[:-1]) - 1,
-        }
-    )
-    config = BacktestConfig(strategies=("long_flat",), cost_bps=0.0)
-    result = run_backtest(validate_predictions(preds), config, returns=execution_returns({"A": frame}, "close"))
+def _labelled_preds(universe: dict[str, pd.DataFrame], label: LabelSpec) -> pd.DataFrame:
+    """Always-long predictions of ticker A on every date with a known label, as the walk-forward writes them."""
+    y = make_target(universe, label).dropna()
+    keys = y.index
+    return validate_predictions(
+        pd.DataFrame(
+            {"date": keys.get_level_values("date"), "ticker": "A", "fold": 2023, "model": "m", "prob_up": 0.9,
+             "y_true": y.to_numpy().astype(int), "ret_next": forward_return(universe, label).reindex(keys).to_numpy()}
+        )
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("execution", ["close", "open"])
+def test_the_backtest_earns_exactly_the_labelled_return(execution: str) -> None:
+    """Decided after the close of t, entered at the execution price of t+1, held to t+2: the label's trade."""
+    universe = _one_ticker()
+    label = LabelSpec(execution=execution)  # type: ignore[arg-type]
+    preds = _labelled_preds(universe, label)
+    frame = universe["A"]
+    price = frame["adj_close"] if execution == "close" else frame["open"] * frame["adj_close"] / frame["close"]
+    traded = price.to_numpy()[2:] / price.to_numpy()[1:-1] - 1  # t+1 -> t+2 for t = day 1 .. day 4
+    np.testing.assert_allclose(preds["ret_next"], traded)
+    # The label is the direction of that same return, not of close(t) -> close(t+1).
+    np.testing.assert_array_equal(preds["y_true"], (traded > 0).astype(int))
+    result = run_backtest(preds, BacktestConfig(strategies=("long_flat",), cost_bps=0.0), label=label)
     long_flat = result["results"]["m"]["long_flat"]
-    assert long_flat["days"] == 3
-    # -10 %, +10 %, 0 %; trading at the close of t on ret_next would have made 1.1 * 0.9 * 1.1 - 1 = +8.9 %.
-    assert long_flat["total_return"] == pytest.approx(0.9 * 1.1 - 1)
-    assert result["benchmark"]["total_return"] == pytest.approx(0.9 * 1.1 - 1)
+    assert long_flat["days"] == 4 and result["config"]["label"] == label.model_dump()
+    assert long_flat["total_return"] == pytest.approx(np.prod(1 + traded) - 1)
+    assert result["business"]["assumptions"]["timing"] == label.timing
+
+
+def test_a_longer_horizon_rebalances_every_horizon_days() -> None:
+    """Horizon 2: positions are held two days, so the book trades every second decision date, on 2-day returns."""
+    universe = _one_ticker()
+    label = LabelSpec(horizon=2)
+    preds = _labelled_preds(universe, label)
+    adj = universe["A"]["adj_close"].to_numpy()
+    np.testing.assert_allclose(preds["ret_next"], adj[3:] / adj[1:-2] - 1)
+    rows, earned = priced_rows(preds, label.horizon)
+    assert list(earned.index) == list(rows["date"].unique())
+    assert list(rows["date"]) == list(preds["date"].iloc[[0, 2]])
+    result = run_backtest(preds, BacktestConfig(strategies=("long_flat",), cost_bps=0.0), label=label)
+    long_flat = result["results"]["m"]["long_flat"]
+    assert long_flat["days"] == 2 and result["config"]["periods_per_year"] == 126
+    assert long_flat["total_return"] == pytest.approx((adj[3] / adj[1]) * (adj[5] / adj[3]) - 1)
 
 
 def test_deflated_sharpe_matches_bailey_lopez_de_prado_example() -> None:
@@ -154,11 +160,10 @@ def test_single_trial_is_the_probabilistic_sharpe_ratio() -> None:
 
 
 def test_run_backtest_counts_trials_and_finds_the_informative_model(preds: pd.DataFrame) -> None:
-    # "net" sees ret_next (t -> t+1); trading it means earning ret_next itself, so the returns are built as if
-    # that return were the one the execution earns.
-    returns = preds.drop_duplicates(["date", "ticker"]).set_index(["date", "ticker"])["ret_next"]
+    # "net" sees ret_next, the traded return, through noise.
     config = BacktestConfig(cost_bps=5, slippage_bps=1, top_k=1)
-    result = run_backtest(validate_predictions(preds), config, returns=returns)
+    label = LabelSpec()
+    result = run_backtest(validate_predictions(preds), config, label=label)
     assert result["trials"]["this_run"] == 3 * 3  # models x strategies
     net = result["results"]["net"]
     # "net" sees ret_next through noise: its long/short book must beat the noise model's.
@@ -166,7 +171,7 @@ def test_run_backtest_counts_trials_and_finds_the_informative_model(preds: pd.Da
     assert 0 <= net["long_short"]["deflated_sharpe"] <= 1
     # Earlier tries with widely spread Sharpe ratios raise the bar a lucky best try must clear.
     prior = run_backtest(
-        validate_predictions(preds), config, returns=returns, prior_trials=list(np.linspace(-0.3, 0.3, 20))
+        validate_predictions(preds), config, label=label, prior_trials=list(np.linspace(-0.3, 0.3, 20))
     )
     assert prior["trials"]["total"] == 29
     assert prior["trials"]["expected_max_sharpe_daily"] > result["trials"]["expected_max_sharpe_daily"]
@@ -182,8 +187,6 @@ def test_bad_inputs_are_rejected(three_days: pd.DataFrame) -> None:
     returns.iloc[1, 0] = np.nan
     with pytest.raises(ValueError, match="no return for held position A on 2023-01-04"):
         simulate(target_weights(three_days, "long_flat"), returns, cost_bps=5, slippage_bps=0)
-    for execution in ("close", "open"):
-        with pytest.raises(ValueError, match=f"execution '{execution}' needs prices"):
-            run_backtest(validate_predictions(three_days), BacktestConfig(execution=execution))
-    with pytest.raises(ValueError, match="unknown execution"):
-        execution_returns({}, "noon")  # type: ignore[arg-type]
+    # The label decides what is traded: a backtest at another price than the label's is refused.
+    with pytest.raises(ValueError, match=r"labelled for execution at the close .* rerun `finmlops evaluate`"):
+        run_backtest(validate_predictions(three_days), BacktestConfig(execution="open"), label=LabelSpec())

@@ -211,3 +211,29 @@ def test_a_model_worse_than_the_majority_class_reads_as_worse() -> None:
     # An evaluation.json written before the field existed reads the same.
     old = {k: v for k, v in test.items() if k != "comparison"}
     assert describe_comparison(baseline_comparison(old, "majority")) == text
+
+
+def test_within_date_auc_ignores_market_timing_and_pools_pairs_by_date() -> None:
+    from finmlops.evaluation.metrics import within_date_auc
+    from finmlops.stats.bootstrap import BootstrapConfig as Boot
+
+    rng = np.random.default_rng(0)
+    dates = np.repeat(pd.bdate_range("2021-01-04", periods=200), 10)
+    market = np.repeat(rng.random(200) < 0.5, 10)
+    # Labels follow the market on most dates; a score that knows only the market orders no ticker within a date.
+    y = np.where(rng.random(dates.size) < 0.8, market, ~market).astype(int)
+    rows = pd.DataFrame({"date": dates, "ticker": np.tile(list("ABCDEFGHIJ"), 200), "y_true": y})
+    boot = Boot(n_boot=200, block_len=5, seed=1)
+    timing = within_date_auc(rows.assign(prob_up=np.where(market, 0.6, 0.4)), boot)
+    assert timing["value"] == pytest.approx(0.5) and timing["ci_low"] <= 0.5 <= timing["ci_high"]
+    # A score that sees the labels orders every pair of every date.
+    assert within_date_auc(rows.assign(prob_up=y + 0.01 * rng.random(y.size)), boot)["value"] == 1.0
+    # It is the pair-weighted mean of the per-date Mann-Whitney AUCs.
+    rows = rows.assign(prob_up=rng.random(y.size) + 0.3 * y)
+    per_date = [
+        (sum((a > b) + 0.5 * (a == b) for a in g.prob_up[g.y_true == 1] for b in g.prob_up[g.y_true == 0]),
+         (g.y_true == 1).sum() * (g.y_true == 0).sum())
+        for _, g in rows.groupby("date")
+    ]  # fmt: skip
+    expected = sum(u for u, _ in per_date) / sum(n for _, n in per_date)
+    assert within_date_auc(rows, boot)["value"] == pytest.approx(expected, rel=1e-12)

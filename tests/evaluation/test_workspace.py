@@ -53,7 +53,8 @@ def test_backtest_cli_writes_json_and_counts_every_trial(home: Path) -> None:
     assert out.exit_code == 0, out.output
     result = json.loads(out.stdout)
     assert result["trials"] == result["trials"] | {"this_run": 9, "prior": 0, "total": 9}
-    assert "entered at the close of t+1, held to the close of t+2" in result["timing"]
+    assert "entered at the close of t+1, held 1 trading day(s) to the close of t+2" in result["timing"]
+    assert result["config"]["label"] == {"kind": "direction", "horizon": 1, "threshold": 0.0, "execution": "close"}
     saved = json.loads((home / "results" / "backtest.json").read_text())
     assert saved["provenance"]["config"]["cost_bps"] == 5.0
     # Other costs are other configurations: the second run's DSR must account for the first run's nine.
@@ -79,10 +80,12 @@ def test_backtest_cli_errors_are_clear(tmp_path: Path, monkeypatch: pytest.Monke
     assert missing.exit_code == 1 and "run `finmlops evaluate` first" in missing.stderr
     bad = runner.invoke(app, ["backtest", "--strategy", "yolo"])
     assert bad.exit_code == 2
-    # Predictions but no data store: the returns each execution earns come from the store's prices.
+    # The predictions' label decides the trade: no data store is needed, and another execution is refused.
     evaluate_and_write(preds, tmp_path / "results", data_hash="abc", config={}, boot=BOOT)
-    no_prices = runner.invoke(app, ["backtest"])
-    assert no_prices.exit_code == 1 and "run `finmlops ingest` first" in no_prices.stderr
+    assert runner.invoke(app, ["backtest"]).exit_code == 0
+    other = runner.invoke(app, ["backtest", "--execution", "open"])
+    assert other.exit_code == 1 and "labelled for execution at the close" in other.stderr
+    assert "Traceback" not in other.output
 
 
 RECORDER = """

@@ -57,7 +57,7 @@ def test_the_check_catches_the_label(small_universe: dict[str, pd.DataFrame]) ->
 
 def test_no_feature_tracks_the_next_day_return(snapshot: dict[str, pd.DataFrame]) -> None:
     """On real data, |corr(feature, next-day return)| stays far from 1 for every feature of every set."""
-    nxt = forward_return(snapshot, 1)
+    nxt = forward_return(snapshot)
     for feature_set in FEATURE_SETS:
         frame = compute_features(snapshot, feature_set)
         assert nxt.name not in frame.columns and not any("target" in c or "forward" in c for c in frame.columns)

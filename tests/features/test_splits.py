@@ -1,4 +1,4 @@
-"""Splits keep purge/embargo gaps of at least seq_len + horizon; the scaler sees training rows only."""
+"""Splits keep purge/embargo gaps of at least seq_len + reach; the scaler sees training rows only."""
 
 from __future__ import annotations
 
@@ -33,21 +33,21 @@ def test_min_gap() -> None:
 
 
 def test_chronological_split_fractions_and_gaps() -> None:
-    split = chronological_split(np.repeat(CAL, 3), val_frac=0.15, test_frac=0.15, seq_len=20, horizon=1)
+    split = chronological_split(np.repeat(CAL, 3), val_frac=0.15, test_frac=0.15, seq_len=20, reach=1)
     assert len(split.test_dates) == round(len(CAL) * 0.15) and len(split.val_dates) == round(len(CAL) * 0.15)
     assert split.test_dates[-1] == CAL[-1]
     assert _gap(split.train_dates, split.val_dates) == 21 and _gap(split.val_dates, split.test_dates) == 21
     assert _gap(split.train_dates, split.val_dates) >= min_gap(20, 1)
     with pytest.raises(ValueError, match=r"gap=10 .* at least 21"):
-        chronological_split(CAL, gap=10, seq_len=20)
-    no_val = chronological_split(CAL, val_frac=0.0, test_frac=0.2, gap=50, seq_len=20)
+        chronological_split(CAL, gap=10, seq_len=20, reach=1)
+    no_val = chronological_split(CAL, val_frac=0.0, test_frac=0.2, gap=50, seq_len=20, reach=1)
     assert len(no_val.val_dates) == 0 and _gap(no_val.train_dates, no_val.test_dates) == 50
 
 
 @pytest.mark.parametrize("mode,train_years", [("expanding", None), ("rolling", 3)])
 def test_walk_forward_years(mode: str, train_years: int | None) -> None:
     folds = walk_forward_folds(
-        CAL, seq_len=30, horizon=2, test_years=range(2014, 2024), mode=mode, train_years=train_years, purge=40
+        CAL, seq_len=30, reach=2, test_years=range(2014, 2024), mode=mode, train_years=train_years, purge=40
     )
     assert [f.name for f in folds] == [str(y) for y in range(2014, 2024)]
     for fold in folds:
@@ -65,23 +65,31 @@ def test_walk_forward_years(mode: str, train_years: int | None) -> None:
 
 
 def test_walk_forward_n_folds_and_errors() -> None:
-    folds = walk_forward_folds(CAL, seq_len=10, n_folds=4, val_frac=0.0)
+    folds = walk_forward_folds(CAL, seq_len=10, reach=1, n_folds=4, val_frac=0.0)
     assert len(folds) == 4 and all(len(f.val_dates) == 0 for f in folds)
     tests = np.concatenate([f.test_dates for f in folds])
     assert len(np.unique(tests)) == len(tests) and tests[-1] == CAL[-1]
     assert all(_gap(f.train_dates, f.test_dates) == 11 for f in folds)
     with pytest.raises(ValueError, match=r"purge=5 .* at least 11"):
-        walk_forward_folds(CAL, seq_len=10, n_folds=4, purge=5)
+        walk_forward_folds(CAL, seq_len=10, reach=1, n_folds=4, purge=5)
     with pytest.raises(ValueError, match=r"embargo=3"):
-        walk_forward_folds(CAL, seq_len=10, n_folds=4, embargo=3)
+        walk_forward_folds(CAL, seq_len=10, reach=1, n_folds=4, embargo=3)
     with pytest.raises(ValueError, match="test year 2030 has no dates"):
-        walk_forward_folds(CAL, seq_len=10, test_years=[2030])
+        walk_forward_folds(CAL, seq_len=10, reach=1, test_years=[2030])
     with pytest.raises(ValueError, match="fold 2010: no training dates"):
-        walk_forward_folds(CAL, seq_len=10, test_years=[2010])
+        walk_forward_folds(CAL, seq_len=10, reach=1, test_years=[2010])
     with pytest.raises(ValueError, match="exactly one"):
-        walk_forward_folds(CAL, seq_len=10)
+        walk_forward_folds(CAL, seq_len=10, reach=1)
     with pytest.raises(ValueError, match="train_years"):
-        walk_forward_folds(CAL, seq_len=10, n_folds=2, mode="rolling")
+        walk_forward_folds(CAL, seq_len=10, reach=1, n_folds=2, mode="rolling")
+
+
+def test_fold_records_its_gaps_and_checks_them_against_a_label() -> None:
+    (fold,) = walk_forward_folds(CAL, seq_len=10, reach=2, test_years=[2020])
+    assert (fold.purge, fold.embargo) == (12, 12)
+    fold.check_gaps(10, 2)
+    with pytest.raises(ValueError, match=r"fold 2020: purge of 12 .* \(needs 16\)"):
+        fold.check_gaps(10, 6)  # a horizon-5 label reads past the gap these folds were built for
 
 
 def test_fold_masks() -> None:
@@ -95,7 +103,7 @@ def test_fold_masks() -> None:
 def test_scaler_fits_training_windows_only(small_universe: dict[str, pd.DataFrame]) -> None:
     features = compute_features(small_universe, "advanced")
     windows = make_windows(features, make_target(small_universe), seq_len=5)
-    fold = chronological_split(windows.dates, val_frac=0.0, test_frac=0.3, seq_len=5)
+    fold = chronological_split(windows.dates, val_frac=0.0, test_frac=0.3, seq_len=5, reach=2)
     train_mask, _, test_mask = fold.masks(windows.dates)
     scaler = FeatureScaler().fit(windows.X[train_mask])
     train_rows = windows.X[train_mask].reshape(-1, 36).astype(np.float64)

@@ -9,9 +9,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from finmlops.data import DataStore
-from finmlops.evaluation.backtest import BacktestConfig, backtest_paths, execution_returns
-from finmlops.evaluation.workspace import load_predictions
+from finmlops.evaluation.backtest import BacktestConfig, backtest_paths
+from finmlops.evaluation.workspace import load_predictions, predictions_label
 from finmlops.provenance import file_sha256, write_json_atomic
 from finmlops.report.sections import backtest
 from finmlops.settings import Settings
@@ -33,9 +32,9 @@ def test_saved_paths_end_at_the_backtest_total_returns(workspace: Settings, resu
 
 def test_costs_lower_every_saved_path(workspace: Settings) -> None:
     preds, _ = load_predictions(workspace.results_dir)
-    returns = execution_returns(DataStore(workspace.data_dir).read(), "close")
-    costly = backtest_paths(preds, BacktestConfig(cost_bps=10.0), returns).groupby(["model", "strategy"])["equity"]
-    free = backtest_paths(preds, BacktestConfig(cost_bps=0.0), returns).groupby(["model", "strategy"])["equity"]
+    label = predictions_label(workspace.results_dir)
+    costly = backtest_paths(preds, BacktestConfig(cost_bps=10.0), label).groupby(["model", "strategy"])["equity"]
+    free = backtest_paths(preds, BacktestConfig(cost_bps=0.0), label).groupby(["model", "strategy"])["equity"]
     assert (costly.last() < free.last()).all()
 
 

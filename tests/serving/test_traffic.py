@@ -140,14 +140,15 @@ def test_replay_against_a_stub_server_counts_errors_arms_and_feedback(stub: Stub
     assert summary["ok"] + sum(summary["errors"].values()) == summary["requests"]
     assert sum(summary["arms"].values()) == summary["ok"] == len(stub.served)
     assert set(summary["arms"]) == {"up", "dn"}
-    # Every answered request with a known direction gets exactly its true outcome; the last day has none.
+    # Every answered request with a known label gets exactly its true outcome (the close of d+1 to the close of d+2,
+    # the models' label); the last two days have none.
     assert summary["feedback_sent"] == summary["feedback_ok"] == len(stub.feedback)
     for rid, outcome in stub.feedback.items():
         ticker, day = rid.split("-")[2], rid.split("-")[1]
         frame = universe[ticker]
         pos = frame.index.get_loc(f"{day[:4]}-{day[4:6]}-{day[6:]}")
-        assert outcome == int(frame["adj_close"].iloc[pos + 1] > frame["adj_close"].iloc[pos])
-    assert len(stub.feedback) >= len(stub.served) - len(TICKERS)
+        assert outcome == int(frame["adj_close"].iloc[pos + 2] > frame["adj_close"].iloc[pos + 1])
+    assert len(stub.feedback) >= len(stub.served) - 2 * len(TICKERS)
     # The arm that always says "up" is right on the up days: the client-side tally agrees with the data.
     ups = sum(stub.feedback[r] for r, arm in stub.served.items() if arm == "up" and r in stub.feedback)
     assert summary["arm_accuracy"]["up"]["n"] * summary["arm_accuracy"]["up"]["accuracy"] == pytest.approx(ups)
@@ -176,7 +177,7 @@ def test_feedback_waits_a_simulated_day(stub: StubV2, universe: dict) -> None:
             assert calendar[i + 1] in before and calendar[i + 2] not in before
         else:
             assert before == set(calendar)  # the last days' outcomes are posted once the replay ends
-    assert fed == sum(1 for d in calendar[:-1] for _ in TICKERS)
+    assert fed == sum(1 for d in calendar[:-2] for _ in TICKERS)
 
 
 def test_days_bound_the_replay_and_the_rate_caps_its_speed(stub: StubV2, universe: dict) -> None:

@@ -19,7 +19,8 @@ from finmlops_testing import wait_until
 
 from finmlops.data import DataStore, load_snapshot
 from finmlops.evaluation.backtest import BacktestConfig
-from finmlops.evaluation.workspace import record_tuning_trials, run_backtest_workspace
+from finmlops.evaluation.metrics import BootstrapConfig
+from finmlops.evaluation.workspace import evaluate_and_write, record_tuning_trials, run_backtest_workspace
 from finmlops.settings import Settings
 from finmlops.tuning.search import default_storage, redact, run_tuning, storage_url
 
@@ -80,13 +81,11 @@ def test_study_logs_nested_runs_records_trials_and_registers_the_best(store: Set
 def test_tuning_trials_raise_the_deflated_sharpe_trial_count(
     settings: Settings, real_windows: Any, predictions: Any
 ) -> None:
-    # The backtest takes each decision's return from the store's prices: the snapshot behind real_windows.
-    DataStore(settings.data_dir).write(
-        load_snapshot(["AAPL", "MSFT", "JPM"], date(2021, 1, 1), date(2022, 12, 31)), "snapshot"
-    )
+    # The backtest trades the predictions' ret_next, the label evaluation.json records.
     frame = predictions(real_windows, "baseline", 0.55, seed=3)
     settings.results_dir.mkdir(parents=True)
-    frame.to_parquet(settings.results_dir / "predictions.parquet", index=False)
+    boot = BootstrapConfig(n_boot=20, block_len=5)
+    evaluate_and_write(frame, settings.results_dir, data_hash=None, config={"label": {"horizon": 1}}, boot=boot)
     config = BacktestConfig(strategies=("long_flat",))
     before = run_backtest_workspace(settings, config)["trials"]
     assert record_tuning_trials(settings.results_dir, "s1", 7) == 7

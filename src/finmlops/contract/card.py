@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -37,8 +37,13 @@ class ModelCard(BaseModel):
     train_start: str | None = Field(default=None, description="First decision date the model was trained on.")
     train_end: str | None = Field(default=None, description="Last decision date the model was trained on.")
     walk_forward: dict[str, float] = Field(default_factory=dict, description="Pooled walk-forward metrics.")
-    horizon: int = Field(default=1, ge=1, description="Label horizon: the output is P(up from t to t+horizon).")
+    # The label (finmlops.features.LabelSpec) the model was fit on; absent in older cards: the defaults.
+    kind: Literal["direction"] = Field(default="direction", description="Label kind: direction of the traded return.")
+    horizon: int = Field(
+        default=1, ge=1, description="Label horizon: P(up) of the return from t+1 to t+1+horizon (execution prices)."
+    )
     threshold: float = Field(default=0.0, ge=0.0, description="Label dead band (fraction) the model was fit with.")
+    execution: Literal["close", "open"] = Field(default="close", description="Label's entry and exit price.")
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
 

@@ -11,7 +11,7 @@ mourning); the features treat such a gap as a break that no window or label span
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -120,18 +120,42 @@ def _check_bounds(frame: pd.DataFrame, source: str, label: RowLabel) -> None:
             source, label(i), "positive_price", f"{col} = {prices[i][PRICE_COLUMNS.index(col)]} <= 0"
         )
     o, h, lo, c = (frame[k].to_numpy() for k in ("open", "high", "low", "close"))
-    top, bottom = np.maximum(o, c), np.minimum(o, c)
-    if (i := _first(h < top * (1 - BOUND_REL_TOL))) is not None:
+    if (i := _first(_high_broken(o, h, c))) is not None:
         raise DataValidationError(
             source, label(i), "high_bound", f"high {h[i]} < max(open {o[i]}, close {c[i]}) on {frame.index[i].date()}"
         )
-    if (i := _first(lo > bottom * (1 + BOUND_REL_TOL))) is not None:
+    if (i := _first(_low_broken(o, lo, c))) is not None:
         raise DataValidationError(
             source, label(i), "low_bound", f"low {lo[i]} > min(open {o[i]}, close {c[i]}) on {frame.index[i].date()}"
         )
     volume = frame["volume"].to_numpy()
     if (i := _first(volume < 0)) is not None:
         raise DataValidationError(source, label(i), "volume_negative", f"volume {volume[i]} < 0")
+
+
+def _high_broken(o: np.ndarray, h: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return h < np.maximum(o, c) * (1 - BOUND_REL_TOL)
+
+
+def _low_broken(o: np.ndarray, lo: np.ndarray, c: np.ndarray) -> np.ndarray:
+    return lo > np.minimum(o, c) * (1 + BOUND_REL_TOL)
+
+
+def broken_rows(columns: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Boolean ``[batch]``: True for each series that breaks a value rule of ``validate_ohlcv``, all at once.
+
+    ``columns`` holds the six ``OHLCV_COLUMNS``, each ``[batch, T]`` float (oldest day first). The rules are those
+    of ``validate_ohlcv`` on the values (``nan``, ``positive_price``, ``high_bound``, ``low_bound``,
+    ``volume_negative``, and a whole-number volume for its int64 ``dtype``), with the same bound formulas; there
+    are no dates to check. For callers that hold many short series (the server's raw inputs): a series found
+    broken is passed to ``validate_ohlcv`` as a frame, for its one message.
+    """
+    o, h, lo, c, adj, v = (np.asarray(columns[k], dtype=np.float64) for k in OHLCV_COLUMNS)
+    prices = np.stack([o, h, lo, c, adj])
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(prices).all(axis=0) | ~np.isfinite(v) | (prices <= 0).any(axis=0)
+        bad |= _high_broken(o, h, c) | _low_broken(o, lo, c) | (v < 0) | (v != np.round(v)) | (np.abs(v) >= 2.0**62)
+    return bad.any(axis=-1)
 
 
 def missing_business_days(dates: np.ndarray | pd.DatetimeIndex) -> np.ndarray:

@@ -9,9 +9,14 @@ Scenarios (see docs/evaluation.md):
   labels permuted among the tickers of each date (:func:`permute_labels`), so they keep each date's share of up
   days and lose every link to the features.
 * ``planted``: the sign of each daily return repeats the previous day's sign with probability ``q``; magnitudes are
-  i.i.d. So the Bayes accuracy of any forecaster that sees the past is exactly ``max(q, 1 - q)``.
-* ``leak``: the original system's flaw, a feature derived from the next day's return (``target_class``), must be
-  flagged by :func:`future_dependence` and by an accuracy above the planted Bayes rate.
+  i.i.d. The best forecast of any label then depends on the past only through today's sign, and the Bayes
+  accuracy of the label (:func:`bayes_accuracy`) follows: for the default label, the direction of the move from
+  the close of t+1 to the close of t+2, it is ``(1 + (2q - 1)^2) / 2`` (0.58 at q = 0.7).
+* ``leak``: the original system's flaw, a feature derived from the label (``target_class``), must be flagged by
+  :func:`future_dependence` and by an accuracy above the planted Bayes rate.
+
+Every scenario uses the label under audit (``AuditConfig.label``, a ``finmlops.features.LabelSpec``) and every
+walk-forward fit goes through ``finmlops.training.cross_val_predict``.
 
 A model "finds no signal" when its accuracy and AUC confidence intervals contain 0.5; it "recovers" the planted
 signal when its accuracy CI contains the Bayes rate; it "leaks" when its accuracy CI lies above the Bayes rate.
@@ -27,7 +32,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from finmlops.evaluation.metrics import BootstrapConfig, metrics_with_ci, prepare, validate_predictions
+from finmlops.evaluation.metrics import (
+    BootstrapConfig,
+    metrics_with_ci,
+    prepare,
+    validate_predictions,
+    within_date_auc,
+)
+from finmlops.features import LabelSpec, Windows
 
 Universe = Mapping[str, pd.DataFrame]
 FeatureFn = Callable[[Universe], pd.DataFrame]
@@ -36,7 +48,7 @@ Predictor = Callable[[Universe], pd.DataFrame]
 """A universe in, a predictions frame (``docs/architecture.md``) out: the pipeline under audit."""
 PredictorFactory = Callable[[list[int], LabelTransform | None], Predictor]
 """``(test_years, label_transform)`` to the pipeline under audit, which applies ``label_transform`` (if not None)
-to its label series ``make_target(universe)`` before training and scoring."""
+to its label series ``make_target(universe, label)`` before training and scoring."""
 
 LEAK_FEATURE = "target_class"
 # Models that by construction cannot use the past; they are exempt from "must recover the planted signal".
@@ -88,8 +100,9 @@ def simulate_planted(
     """A market where sign(r_t) = sign(r_{t-1}) with probability ``persistence``; |r_t| i.i.d. half-normal.
 
     The direction is a two-state Markov chain independent of the magnitudes, so given any history the best
-    forecast is "same as yesterday" (if ``persistence > 0.5``) and the Bayes accuracy is
-    ``max(persistence, 1 - persistence)``. Yesterday's return is feature ``return_1d`` of every feature set.
+    forecast of the next move is "same as today" (if ``persistence > 0.5``), right with probability
+    ``max(persistence, 1 - persistence)``; :func:`bayes_accuracy` gives the rate for a label. Today's return is
+    feature ``return_1d`` of every feature set.
     """
     if not 0.0 <= persistence <= 1.0:
         raise ValueError(f"persistence must be in [0, 1], got {persistence}")
@@ -104,9 +117,26 @@ def simulate_planted(
     return universe
 
 
-def bayes_accuracy(persistence: float) -> float:
-    """The best achievable accuracy in :func:`simulate_planted`."""
-    return max(persistence, 1.0 - persistence)
+BAYES_TICKERS, BAYES_DAYS = 20, 5000  # 100k labelled rows: a standard error of about 0.0016
+
+
+def bayes_accuracy(persistence: float, label: LabelSpec | None = None, seed: int = 0) -> float:
+    """The best achievable accuracy of ``label`` (default ``LabelSpec()``) in :func:`simulate_planted`.
+
+    Given the close of t, the future of the market depends on the past only through the sign of t's move (the signs
+    are a Markov chain, magnitudes and the open's noise are drawn afresh each day), so the Bayes forecast is a
+    function of that sign: the accuracy is ``sum_s P(s) max(P(y = 1 | s), P(y = 0 | s))``. It is computed on a
+    large planted market of its own (:data:`BAYES_TICKERS` x :data:`BAYES_DAYS`), so it holds for any horizon,
+    execution and dead band; for the default label it equals ``(1 + (2q - 1)^2) / 2`` up to that sampling error.
+    """
+    from finmlops.features import make_target
+
+    market = simulate_planted([0.01] * BAYES_TICKERS, BAYES_DAYS, persistence=persistence, seed=seed)
+    target = make_target(market, label or LabelSpec())
+    sign = pd.concat({t: np.sign(np.log(f["adj_close"]).diff()) for t, f in market.items()}, names=["ticker", "date"])
+    frame = pd.DataFrame({"s": sign.swaplevel().reindex(target.index).to_numpy(), "y": target.to_numpy()}).dropna()
+    up = frame.groupby("s")["y"].agg(["mean", "size"])
+    return float((np.maximum(up["mean"], 1 - up["mean"]) * up["size"]).sum() / up["size"].sum())
 
 
 def permute_bars(universe: Universe, *, seed: int) -> dict[str, pd.DataFrame]:
@@ -223,15 +253,36 @@ def future_dependence(
     return flagged
 
 
-def with_leak(feature_fn: FeatureFn) -> FeatureFn:
-    """``feature_fn`` plus the original system's ``target_class``: 1 if tomorrow's adj_close is higher, else 0."""
+def with_leak(feature_fn: FeatureFn, label: LabelSpec | None = None) -> FeatureFn:
+    """``feature_fn`` plus the original system's flaw ``target_class``: the label itself (``make_target(universe,
+    label)``) as a feature."""
     from finmlops.features import make_target
 
     def leaky(universe: Universe) -> pd.DataFrame:
         features = feature_fn(universe)
-        return features.assign(**{LEAK_FEATURE: make_target(universe).reindex(features.index)})
+        return features.assign(**{LEAK_FEATURE: make_target(universe, label).reindex(features.index)})
 
     return leaky
+
+
+class ProbeModel:
+    """The audit's probe as a ``finmlops.models.Predictor``: gradient-boosted trees on the last row of each window."""
+
+    name = "probe"
+
+    def __init__(self, seed: int) -> None:
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        self.model = HistGradientBoostingClassifier(
+            max_iter=50, max_depth=2, learning_rate=0.05, early_stopping=False, random_state=seed
+        )
+
+    def fit(self, train: Windows, val: Windows) -> ProbeModel:
+        self.model.fit(train.X[:, -1, :], train.y.astype(int))
+        return self
+
+    def predict_proba(self, windows: Windows) -> np.ndarray:
+        return self.model.predict_proba(windows.X[:, -1, :])[:, 1]
 
 
 def probe_predictions(
@@ -241,53 +292,39 @@ def probe_predictions(
     test_years: Sequence[int],
     seed: int = 0,
     label_transform: LabelTransform | None = None,
+    label: LabelSpec | None = None,
 ) -> pd.DataFrame:
     """Walk-forward predictions of a small gradient-boosted tree model on the rows of ``feature_fn``.
 
     A cheap model for auditing a feature function, independent of the deep pipeline: shallow trees (depth 2, 50
     rounds, learning rate 0.05) can represent a threshold such as "up if yesterday was up" and are too weak to
-    memorise noise. For each test year it trains on every earlier complete row, except the last date before the
-    year (its label is the test year's first move), and predicts the year. Returns a predictions frame with model
-    ``probe``. ``label_transform`` maps the label series before training and scoring, as in the pipeline.
+    memorise noise. It runs through ``finmlops.training.cross_val_predict`` on one-row windows of the complete
+    feature rows: for each test year it trains on every earlier row up to an embargo of ``1 + label.reach`` trading
+    days (no validation block) and predicts the year. Returns a predictions frame with model ``probe``.
+    ``label_transform`` maps the label series before training and scoring, as in the pipeline.
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    from finmlops.features import forward_return, make_target, make_windows, walk_forward_folds
+    from finmlops.training import cross_val_predict
 
-    from finmlops.features import forward_return, make_target
-
+    label = label or LabelSpec()
     features = feature_fn(universe)
-    target = make_target(universe)
+    target = make_target(universe, label)
     if label_transform is not None:
         target = label_transform(target)
-    frame = features.assign(_y=target.reindex(features.index))
-    frame = frame.assign(_r=forward_return(universe).reindex(features.index)).dropna()
-    dates = frame.index.get_level_values("date")
-    parts = []
-    for year in test_years:
-        train_dates = np.unique(dates[dates.year < year])
-        if len(train_dates) < 2:
-            raise ValueError(f"probe: no training data before test year {year}")
-        train, test = frame.loc[dates < train_dates[-1]], frame.loc[dates.year == year]
-        if test.empty:
-            raise ValueError(f"probe: no complete rows in test year {year}")
-        model = HistGradientBoostingClassifier(
-            max_iter=50, max_depth=2, learning_rate=0.05, early_stopping=False, random_state=seed
-        )
-        model.fit(train[features.columns].to_numpy(), train["_y"].to_numpy().astype(int))
-        prob = model.predict_proba(test[features.columns].to_numpy())[:, 1]
-        parts.append(
-            pd.DataFrame(
-                {
-                    "date": test.index.get_level_values("date"),
-                    "ticker": test.index.get_level_values("ticker"),
-                    "fold": year,
-                    "model": "probe",
-                    "prob_up": prob,
-                    "y_true": test["_y"].to_numpy().astype(int),
-                    "ret_next": test["_r"].to_numpy(),
-                }
-            )
-        )
-    return pd.concat(parts, ignore_index=True)
+    windows = make_windows(features, target, 1)
+    calendar = target.index.get_level_values("date")
+    folds = walk_forward_folds(calendar, seq_len=1, reach=label.reach, test_years=list(test_years), val_frac=0.0)
+    for fold in folds:
+        if not np.isin(windows.dates, fold.train_dates).any():
+            raise ValueError(f"probe: no training data before test year {fold.name}")
+    try:
+        preds = cross_val_predict(lambda: ProbeModel(seed), windows, folds, label)
+    except ValueError as exc:
+        raise ValueError(f"probe: {exc}") from None
+    keys = pd.MultiIndex.from_frame(preds[["date", "ticker"]])
+    return preds.assign(
+        fold=preds["fold"].astype(int), model="probe", ret_next=forward_return(universe, label).reindex(keys).to_numpy()
+    )
 
 
 @dataclass
@@ -356,26 +393,36 @@ def no_signal_checks(scenario: str, preds: pd.DataFrame, boot: BootstrapConfig) 
 
 
 def permuted_label_checks(scenario: str, preds: pd.DataFrame, boot: BootstrapConfig) -> list[Check]:
-    """Labels permuted within date blocks: per model, accuracy CI not above the majority-class rate of the test
-    rows, max(b, 1 - b), and AUC CI (where defined) containing 0.5 (``boot`` already corrected).
+    """Labels permuted among the tickers of each date: per model, accuracy CI not above the majority-class rate of
+    the test rows, max(b, 1 - b), and within-date AUC CI (where defined) containing 0.5 (``boot`` already corrected).
 
     The real labels are not balanced (52 % up days over the snapshot), and the permutation keeps that: "always up"
-    scores b honestly, so b, not 0.5, is the accuracy no model may beat without leakage.
+    scores b honestly, so b, not 0.5, is the accuracy no model may beat without leakage. The permutation also keeps
+    each date's share of up labels, so whatever the features say about the market's direction survives it; the
+    pooled AUC can then differ from 0.5 without any leak (it is reported beside the check). What the permutation
+    destroys is which ticker of a date carries which label, so the check is on the within-date AUC
+    (``finmlops.evaluation.metrics.within_date_auc``), 0.5 in expectation for any model that does not see the labels.
     """
     checks = []
-    base = float(validate_predictions(preds).groupby("model")["y_true"].mean().iloc[0])
+    preds = validate_predictions(preds)
+    base = float(preds.groupby("model")["y_true"].mean().iloc[0])
     rate = max(base, 1 - base)
-    for model, m in _pooled(preds, boot).items():
+    pooled = _pooled(preds, boot)
+    for model, rows in preds.groupby("model", sort=True):
+        m = pooled[str(model)]
         acc = m["accuracy"]
-        auc_ok, auc_text = _auc_contains_half(m["roc_auc"])
+        within = within_date_auc(rows, boot)
+        auc_ok, auc_text = _auc_contains_half(within)
+        _, pooled_text = _auc_contains_half(m["roc_auc"])
         checks.append(
             Check(
                 scenario,
-                model,
-                f"accuracy not above majority rate {rate:.3f}; AUC CI contains 0.5",
+                str(model),
+                f"accuracy not above majority rate {rate:.3f}; within-date AUC CI contains 0.5",
                 bool(acc["ci_low"] <= rate) and auc_ok,
-                f"acc {_fmt(acc)}; AUC {auc_text}",
-                m,
+                f"acc {_fmt(acc)}; within-date AUC {auc_text} (pooled AUC {pooled_text}, which the permutation's "
+                "date-level up share may move)",
+                {**m, "within_date_auc": within},
             )
         )
     return checks
@@ -417,8 +464,9 @@ class AuditConfig:
     n_tickers: int | None = None
     n_days: int | None = None
     test_years: int = 3
-    persistence: float = 0.6
+    persistence: float = 0.7
     label_block_days: int = 1
+    label: LabelSpec = field(default_factory=LabelSpec)
     seed: int = 42
     boot: BootstrapConfig = field(default_factory=lambda: BootstrapConfig(n_boot=500, block_len=10))
 
@@ -453,7 +501,7 @@ def run_audit(
     shuffled = permute_bars(real, seed=config.seed + 2)
     for market in (random_walk, planted, shuffled):
         check_ohlcv(market)
-    bayes = bayes_accuracy(config.persistence)
+    bayes = bayes_accuracy(config.persistence, config.label, seed=config.seed + 4)
     planted_years = _test_years(planted, config.test_years)
     permute: LabelTransform = lambda target: permute_labels(  # noqa: E731
         target, block_days=config.label_block_days, seed=config.seed + 3
@@ -479,7 +527,7 @@ def run_audit(
             "future_dependence", "features", "no feature reads prices after its date", not clean, str(clean or "none")
         )
     )
-    leaked = future_dependence(with_leak(feature_fn), planted, seed=config.seed)
+    leaked = future_dependence(with_leak(feature_fn, config.label), planted, seed=config.seed)
     checks.append(
         Check(
             "leak",
@@ -489,16 +537,15 @@ def run_audit(
             f"flagged: {sorted(leaked)}",
         )
     )
-    for label, fn in (("features", feature_fn), ("features+target_class", with_leak(feature_fn))):
-        acc = _pooled(probe_predictions(planted, fn, test_years=planted_years, seed=config.seed), boot)["probe"][
-            "accuracy"
-        ]
+    for name, fn in (("features", feature_fn), ("features+target_class", with_leak(feature_fn, config.label))):
+        probe = probe_predictions(planted, fn, test_years=planted_years, seed=config.seed, label=config.label)
+        acc = _pooled(probe, boot)["probe"]["accuracy"]
         above = bool(acc["ci_low"] > bayes)
-        expect_leak = label != "features"
+        expect_leak = name != "features"
         checks.append(
             Check(
                 "leak",
-                f"probe({label})",
+                f"probe({name})",
                 "accuracy above Bayes flagged" if expect_leak else f"accuracy not above Bayes {bayes:.3f}",
                 above == expect_leak,
                 f"acc {_fmt(acc)}",
@@ -509,6 +556,6 @@ def run_audit(
         "passed": all(c.passed for c in checks),
         "bayes_accuracy": bayes,
         "ci_level": boot.level,
-        "config": {**asdict(config), "n_tickers": n_tickers, "n_days": n_days},
+        "config": {**asdict(config), "label": config.label.model_dump(), "n_tickers": n_tickers, "n_days": n_days},
         "checks": [asdict(c) for c in checks],
     }

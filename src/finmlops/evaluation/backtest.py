@@ -1,24 +1,25 @@
-"""Vectorised daily backtests of the predictions, net of costs, with the deflated Sharpe ratio.
+"""Vectorised backtests of the predictions, net of costs, with the deflated Sharpe ratio.
 
-Timing. A prediction for decision date t uses data up to the close of t, so it can be traded only after that
-close: both executions trade on the next day, and the position's return is not the label's ``ret_next`` (t -> t+1),
-but the following day's.
+What is traded is what is labelled. A prediction for decision date t uses data up to the close of t, and its label
+(``finmlops.features.LabelSpec``) is about the return of a position entered at the execution price of t+1 (the
+close, a market-on-close order, or the open) and exited ``horizon`` trading days later at the same kind of price.
+That traded return is the predictions frame's ``ret_next`` (``finmlops.features.forward_return``), and the backtest
+earns exactly it: no second notion of "the return" exists. Rows whose exit price is not in the data have no label
+and so no prediction row.
 
-* ``execution="close"``: the position is entered at the close of t+1 (a market-on-close order) and held to the
-  close of t+2; it earns the adjusted close-to-close return t+1 -> t+2.
-* ``execution="open"``: the position is entered at the open of t+1 and held to the open of t+2; it earns the
-  open-to-open return of dividend-adjusted opens (``open * adj_close / close``).
-
-Both come from the prices (:func:`execution_returns`); the last dates, whose t+2 price is not in the data yet,
-cannot be traded and are dropped.
+Rebalancing. With horizon 1 the book is rebalanced on every decision date. With horizon h > 1 a position is held
+h days, so the book is rebalanced on every h-th decision date (the first, the (h+1)-th, ...) and each period earns
+the h-day traded return; returns and volatility are annualised with 252 / h periods a year. Overlapping positions
+are not modelled.
 
 Portfolio. On each date the N_t tickers with a prediction share the capital equally. ``long_flat``: weight 1/N_t
 when ``prob_up > 0.5``, else 0. ``long_short``: +1/N_t or -1/N_t. ``top_k``: +1/(2k) on the k highest
 ``prob_up``, -1/(2k) on the k lowest (gross 1, net 0). ``buy_hold``, the benchmark: 1/N_t on every ticker.
 
-Costs. Turnover on date t is sum_i |w_t,i - w_{t-1,i}| of target weights (weight drift within a day is ignored;
-entering from cash counts). Costs of ``(cost_bps + slippage_bps) / 1e4`` per unit of turnover are subtracted from
-that day's return. No borrow fees, financing, taxes or market impact beyond the slippage; risk-free rate 0.
+Costs. Turnover on rebalancing date t is sum_i |w_t,i - w_{t-1,i}| of target weights (weight drift within a period
+is ignored; entering from cash counts). Costs of ``(cost_bps + slippage_bps) / 1e4`` per unit of turnover are
+subtracted from that period's return. No borrow fees, financing, taxes or market impact beyond the slippage;
+risk-free rate 0.
 """
 
 from __future__ import annotations
@@ -26,19 +27,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from finmlops.features.target import Execution, LabelSpec
 from finmlops.stats.sharpe import deflated_sharpe, expected_max_sharpe
 
-Execution = Literal["close", "open"]
-EXECUTION_TIMING: dict[str, str] = {
-    "close": "decided on data to the close of t, entered at the close of t+1, held to the close of t+2 (adj_close)",
-    "open": "decided on data to the close of t, entered at the open of t+1, held to the open of t+2 (adjusted opens)",
-}
 NOT_MODELLED: tuple[str, ...] = (
     "borrow fees for shorts",
     "financing",
@@ -49,42 +46,6 @@ NOT_MODELLED: tuple[str, ...] = (
 STRATEGIES: tuple[str, ...] = ("long_flat", "long_short", "top_k")
 BENCHMARK = "buy_hold"
 PERIODS_PER_YEAR = 252
-
-
-def close_to_close_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
-    """Return from the adjusted close of t+1 to the adjusted close of t+2, indexed by ``(date t, ticker)``.
-
-    t+1 and t+2 are the ticker's next two trading days. NaN where t+2 is not in the data.
-    """
-    parts = []
-    for ticker, frame in universe.items():
-        ret = frame["adj_close"].shift(-2) / frame["adj_close"].shift(-1) - 1.0
-        parts.append(pd.DataFrame({"date": frame.index, "ticker": ticker, "ret": ret.to_numpy()}))
-    return pd.concat(parts, ignore_index=True).set_index(["date", "ticker"])["ret"]
-
-
-def open_to_open_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
-    """Return from the adjusted open of t+1 to the adjusted open of t+2, indexed by ``(date t, ticker)``.
-
-    The adjusted open is ``open * adj_close / close`` so that dividends do not show up as losses. NaN where t+2
-    is not in the data.
-    """
-    parts = []
-    for ticker, frame in universe.items():
-        adj_open = frame["open"] * frame["adj_close"] / frame["close"]
-        ret = adj_open.shift(-2) / adj_open.shift(-1) - 1.0
-        parts.append(pd.DataFrame({"date": frame.index, "ticker": ticker, "ret": ret.to_numpy()}))
-    return pd.concat(parts, ignore_index=True).set_index(["date", "ticker"])["ret"]
-
-
-def execution_returns(universe: Mapping[str, pd.DataFrame], execution: Execution) -> pd.Series:
-    """The return a position decided on date t earns with ``execution`` (see the module docstring), indexed by
-    ``(date t, ticker)``."""
-    if execution == "close":
-        return close_to_close_returns(universe)
-    if execution == "open":
-        return open_to_open_returns(universe)
-    raise ValueError(f"unknown execution {execution!r}; use close or open")
 
 
 def target_weights(rows: pd.DataFrame, strategy: str, top_k: int = 2) -> pd.DataFrame:
@@ -134,8 +95,11 @@ def simulate(weights: pd.DataFrame, returns: pd.DataFrame, *, cost_bps: float, s
     )
 
 
-def performance(daily: pd.DataFrame, periods: int = PERIODS_PER_YEAR) -> dict[str, float]:
-    """Summary of a :func:`simulate` path; returns and volatility annualised with ``periods`` days a year.
+def performance(daily: pd.DataFrame, periods: float = PERIODS_PER_YEAR) -> dict[str, float]:
+    """Summary of a :func:`simulate` path; returns and volatility annualised with ``periods`` periods a year.
+
+    A period is a trading day with horizon 1, and ``horizon`` trading days otherwise: ``days``, ``sharpe_daily``,
+    ``turnover_daily`` and ``hit_rate`` are then per period (the names are kept for horizon 1, the default).
 
     ``sharpe`` and ``sortino`` are annualised, risk-free rate 0; ``sharpe_daily`` is the per-day ratio the
     deflated Sharpe ratio uses. ``max_drawdown`` is negative (peak-to-trough of the equity curve starting at 1).
@@ -172,40 +136,53 @@ def performance(daily: pd.DataFrame, periods: int = PERIODS_PER_YEAR) -> dict[st
 
 @dataclass(frozen=True)
 class BacktestConfig:
-    """One backtest run: ``strategies`` for every model, costs in basis points of turnover, timing, capital."""
+    """One backtest run: ``strategies`` for every model, costs in basis points of turnover, capital.
+
+    ``execution``: None trades at the predictions' label's execution price; "close" or "open" must equal it (the
+    label decides what is traded: to trade at the open, evaluate with an open-execution label)."""
 
     strategies: tuple[str, ...] = STRATEGIES
     cost_bps: float = 5.0
     slippage_bps: float = 0.0
-    execution: Execution = "close"
+    execution: Execution | None = None
     top_k: int = 2
     capital: float = 100_000.0
 
 
-def priced_rows(rows: pd.DataFrame, returns: pd.Series) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One model's prediction ``rows`` (columns ``date, ticker, prob_up``) on the dates where every predicted ticker
-    has a return in ``returns`` (from :func:`execution_returns`), and the date x ticker frame of those returns.
+def priced_rows(rows: pd.DataFrame, horizon: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One model's prediction ``rows`` (columns ``date, ticker, prob_up, ret_next``) on its rebalancing dates
+    (every ``horizon``-th decision date, the first included), and the date x ticker frame of their traded returns
+    ``ret_next`` (NaN where a ticker has no prediction)."""
+    if horizon < 1:
+        raise ValueError(f"horizon must be >= 1, got {horizon}")
+    dates = np.unique(rows["date"].to_numpy())[::horizon]
+    rows = rows.loc[rows["date"].isin(dates)]
+    earned = rows.pivot(index="date", columns="ticker", values="ret_next").sort_index()
+    return rows, earned
 
-    The last dates of the data, whose exit price is unknown, drop out, for every strategy alike."""
-    ret = returns.reindex(pd.MultiIndex.from_frame(rows[["date", "ticker"]])).to_numpy()
-    earned = rows.assign(ret=ret).pivot(index="date", columns="ticker", values="ret").sort_index()
-    prob = rows.pivot(index="date", columns="ticker", values="prob_up").sort_index()
-    usable = ~(prob.notna() & earned.isna()).any(axis=1)
-    return rows.loc[rows["date"].isin(usable.index[usable])], earned.loc[usable]
+
+def check_execution(config: BacktestConfig, label: LabelSpec) -> None:
+    """Raise ``ValueError`` when ``config.execution`` asks for a trade other than the label's."""
+    if config.execution is not None and config.execution != label.execution:
+        raise ValueError(
+            f"the predictions are labelled for execution at the {label.execution} ({label.timing}); a backtest at the "
+            f"{config.execution} would trade another return than the one the models learnt and were scored on: "
+            f"set execution: {config.execution} (FINMLOPS_EXECUTION) and rerun `finmlops evaluate`"
+        )
 
 
-def backtest_paths(preds: pd.DataFrame, config: BacktestConfig, returns: pd.Series) -> pd.DataFrame:
+def backtest_paths(preds: pd.DataFrame, config: BacktestConfig, label: LabelSpec) -> pd.DataFrame:
     """The daily path behind :func:`run_backtest`'s figures, one row per decision date t and book, for charts.
 
     Long frame with the columns ``model``, ``strategy``, ``date`` and :func:`simulate`'s ``gross``, ``turnover``,
     ``cost``, ``net`` and ``exposure`` (fractions), plus ``equity`` (value of 1 invested, net of costs): every model
     x ``config.strategies``, and the equal-weight benchmark once, as model ``buy_hold``, strategy ``benchmark``.
-    ``returns`` as for :func:`run_backtest`. Each book's last ``equity`` is 1 + its ``total_return``.
+    ``label`` as for :func:`run_backtest`. Each book's last ``equity`` is 1 + its ``total_return``.
     """
     costs = {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps}
     parts = []
     for model, rows in preds.groupby("model", sort=True):
-        rows, earned = priced_rows(rows, returns)
+        rows, earned = priced_rows(rows, label.horizon)
         books = [(str(model), s, target_weights(rows, s, config.top_k)) for s in config.strategies]
         if not parts:  # every model is scored on the same rows: one benchmark serves all
             books.insert(0, (BENCHMARK, "benchmark", target_weights(rows, BENCHMARK)))
@@ -221,29 +198,29 @@ def run_backtest(
     preds: pd.DataFrame,
     config: BacktestConfig,
     *,
-    returns: pd.Series | None = None,
+    label: LabelSpec,
     prior_trials: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Backtest every model x strategy of a validated predictions frame against equal-weight buy-and-hold.
 
-    ``returns`` is ``execution_returns(universe, config.execution)``, the prices' answer to what each decision
-    earns. Dates on which a predicted ticker has no such return (the last dates of the data, whose t+2 price is
-    unknown) are dropped for every configuration alike. ``prior_trials`` are the per-period Sharpe ratios of
-    configurations tried earlier on the same predictions; with this run's they set the trial count and variance of
-    the deflated Sharpe ratio.
+    ``label`` is the label the predictions were made with: each position earns its traded return, the frame's
+    ``ret_next``, and the book is rebalanced every ``label.horizon`` decision dates (module docstring).
+    ``prior_trials`` are the per-period Sharpe ratios of configurations tried earlier on the same predictions; with
+    this run's they set the trial count and variance of the deflated Sharpe ratio.
     Returns ``{"config", "benchmark", "results": {model: {strategy: performance + dsr}}, "trials", "business"}``.
     """
-    if returns is None:
-        raise ValueError(f"execution {config.execution!r} needs prices: pass execution_returns(universe, execution)")
+    check_execution(config, label)
+    periods = PERIODS_PER_YEAR / label.horizon
     results: dict[str, dict[str, Any]] = {}
     benchmark: dict[str, Any] | None = None
     for model, rows in preds.groupby("model", sort=True):
-        rows, earned = priced_rows(rows, returns)
+        rows, earned = priced_rows(rows, label.horizon)
         costs = {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps}
         if benchmark is None:  # every model is scored on the same rows, so one benchmark serves all
-            benchmark = performance(simulate(target_weights(rows, BENCHMARK), earned, **costs))
+            benchmark = performance(simulate(target_weights(rows, BENCHMARK), earned, **costs), periods)
         results[str(model)] = {
-            s: performance(simulate(target_weights(rows, s, config.top_k), earned, **costs)) for s in config.strategies
+            s: performance(simulate(target_weights(rows, s, config.top_k), earned, **costs), periods)
+            for s in config.strategies
         }
     sharpes = [r["sharpe_daily"] for by_s in results.values() for r in by_s.values()]
     # Every configuration tried counts, even one whose Sharpe is undefined (a book that never trades).
@@ -262,7 +239,10 @@ def run_backtest(
             )
     assert benchmark is not None
     return {
-        "config": {**config.__dict__, "strategies": list(config.strategies)},
+        "config": {
+            **config.__dict__, "strategies": list(config.strategies), "execution": label.execution,
+            "label": label.model_dump(), "periods_per_year": periods,
+        },
         "benchmark": benchmark,
         "results": results,
         "trials": {
@@ -272,12 +252,15 @@ def run_backtest(
             "sharpe_daily_variance": variance,
             "expected_max_sharpe_daily": expected_max_sharpe(n_trials, variance),
         },
-        "business": business_impact(results, benchmark, config),
-    }
+        "business": business_impact(results, benchmark, config, label),
+    }  # fmt: skip
 
 
 def business_impact(
-    results: Mapping[str, Mapping[str, Mapping[str, float]]], benchmark: Mapping[str, float], config: BacktestConfig
+    results: Mapping[str, Mapping[str, Mapping[str, float]]],
+    benchmark: Mapping[str, float],
+    config: BacktestConfig,
+    label: LabelSpec,
 ) -> dict[str, Any]:
     """Money terms for each model x strategy, computed only from the backtest, with the assumptions they rest on.
 
@@ -300,12 +283,12 @@ def business_impact(
     assumptions = {
         "cost_bps_per_unit_turnover": config.cost_bps,
         "slippage_bps_per_unit_turnover": config.slippage_bps,
-        "execution": config.execution,
-        "timing": EXECUTION_TIMING[config.execution],
+        "execution": label.execution,
+        "timing": label.timing,
         "top_k": config.top_k,
-        "trading_days": benchmark["days"],
+        "trading_days": benchmark["days"] * label.horizon,
         "risk_free_rate": 0.0,
-        "rebalancing": "to the target weights every trading day, returns compounded",
+        "rebalancing": f"to the target weights every {label.horizon} trading day(s), returns compounded",
         "not_modelled": list(NOT_MODELLED),
     }
     return {"capital": capital, "buy_hold_end_value": bench_end, "assumptions": assumptions, "by_config": rows}

@@ -222,6 +222,35 @@ def metrics_with_ci(p: Prepared, boot: BootstrapConfig) -> dict[str, dict[str, f
     return out
 
 
+def within_date_auc(rows: pd.DataFrame, boot: BootstrapConfig) -> dict[str, float]:
+    """Cross-sectional ROC AUC of one model's rows: how well ``prob_up`` orders the tickers of each date by
+    ``y_true``, pooled over dates, with a block-bootstrap CI over dates (``{"value", "ci_low", "ci_high"}``).
+
+    Per date d with n1 labels 1 and n0 labels 0, U_d is the Mann-Whitney count of (1, 0) pairs that the score
+    orders correctly (ties count 1/2); the pooled value is sum_d U_d / sum_d n1 n0, and a bootstrap draw weights
+    each date's U_d and pairs. Dates with one class only hold no pairs. Any information common to all tickers of
+    a date (the market's direction) cancels: a score that only times the market has a within-date AUC of 0.5.
+    NaN when no date holds both classes or the scores are constant within every fold.
+    """
+    dates, date_idx = np.unique(rows["date"].to_numpy(), return_inverse=True)
+    n_dates = len(dates)
+    y = rows["y_true"].to_numpy(dtype=float)
+    ranks = _rank_within_dates(date_idx, rows["prob_up"].to_numpy(dtype=float))
+    n1 = np.bincount(date_idx, y, n_dates)
+    n0 = np.bincount(date_idx, 1.0 - y, n_dates)
+    u = np.bincount(date_idx, ranks * y, n_dates) - n1 * (n1 + 1) / 2
+    pairs = n1 * n0
+    if pairs.sum() == 0 or not scores_vary_within_a_fold(rows):
+        nan = float("nan")
+        return {"value": nan, "ci_low": nan, "ci_high": nan}
+    point = float(u.sum() / pairs.sum())
+    w = boot.weights(n_dates)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        draws = (w @ u) / (w @ pairs)
+    lo, hi = interval(draws, point, boot)
+    return {"value": point, "ci_low": lo, "ci_high": hi}
+
+
 def paired_rows(preds: pd.DataFrame, model: str, baseline: str) -> pd.DataFrame:
     """The ``(date, ticker)`` rows both models scored, with ``correct_model`` and ``correct_baseline`` (0/1)."""
     cols = ["date", "ticker", "prob_up", "y_true"]

@@ -18,19 +18,14 @@ from typing import Any
 
 import pandas as pd
 
-from finmlops.evaluation.backtest import (
-    EXECUTION_TIMING,
-    BacktestConfig,
-    backtest_paths,
-    execution_returns,
-    run_backtest,
-)
+from finmlops.evaluation.backtest import BacktestConfig, backtest_paths, check_execution, run_backtest
 from finmlops.evaluation.metrics import (
     BootstrapConfig,
     baseline_comparison,
     evaluate_predictions,
     validate_predictions,
 )
+from finmlops.features.target import LabelSpec, label_from_settings
 from finmlops.provenance import atomic_path, file_lock, file_sha256, stamp, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
 from finmlops.stats import describe_comparison
@@ -168,6 +163,7 @@ def run_evaluation(
     from finmlops.training.walkforward import walk_forward_predictions
 
     universe, data_hash = DataStore(settings.data_dir).read_versioned()
+    label = label_from_settings(settings)
     preds = walk_forward_predictions(
         universe,
         variants=variants,
@@ -178,12 +174,11 @@ def run_evaluation(
         threads=settings.threads,
         device="auto",
         progress=progress,
-        horizon=settings.horizon,
-        threshold=settings.threshold,
+        label=label,
     )
     config = {
         "variants": list(variants),
-        "label": {"horizon": settings.horizon, "threshold": settings.threshold},
+        "label": label.model_dump(),
         "baselines": list(BASELINES),
         "epochs": epochs,
         "test_years": list(test_years),
@@ -201,8 +196,8 @@ def load_predictions(results_dir: Path) -> tuple[pd.DataFrame, str]:
     return validate_predictions(pd.read_parquet(path), source=str(path)), file_sha256(path)
 
 
-def _trial_key(model: str, strategy: str, config: BacktestConfig) -> str:
-    return json.dumps([model, strategy, config.cost_bps, config.slippage_bps, config.execution, config.top_k])
+def _trial_key(model: str, strategy: str, config: BacktestConfig, label: LabelSpec) -> str:
+    return json.dumps([model, strategy, config.cost_bps, config.slippage_bps, label.execution, config.top_k])
 
 
 TRIALS_FILE = "backtest_trials.json"
@@ -228,53 +223,61 @@ def record_tuning_trials(results_dir: Path, study: str, n_trials: int) -> int:
     return sum(ledger["tuning"].values())
 
 
+def predictions_label(results_dir: Path) -> LabelSpec:
+    """The label the saved predictions were made with, from ``evaluation.json`` (older files without the execution:
+    the default close). Raises ``FileNotFoundError`` when ``evaluate`` has not run."""
+    path = results_dir / "evaluation.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no evaluation; run `finmlops evaluate` first (it records the label)")
+    label = json.loads(path.read_text())["provenance"]["config"].get("label") or {}
+    return LabelSpec.model_validate(label)
+
+
 def run_backtest_workspace(settings: Settings, config: BacktestConfig) -> dict[str, Any]:
-    """Backtest the saved predictions on the store's prices (the return each decision earns at ``config.execution``
-    comes from them); records every configuration tried on the predictions in ``backtest_trials.json``.
+    """Backtest the saved predictions: each position earns the label's traded return, the predictions' ``ret_next``
+    (the label comes from evaluation.json); records every configuration tried on the predictions in
+    ``backtest_trials.json``.
 
     The deflated Sharpe ratio counts all configurations ever tried on the same predictions file (identified by its
     SHA-256), not only this run's, so re-running with other settings until something looks good is paid for; the
     hyperparameter trials of ``finmlops tune`` (:func:`record_tuning_trials`) count too.
     """
-    from finmlops.data import DataStore
-
     preds, pred_sha = load_predictions(settings.results_dir)
-    eval_path = settings.results_dir / "evaluation.json"
-    data_hash = json.loads(eval_path.read_text())["provenance"]["data_hash"] if eval_path.exists() else None
-    universe = DataStore(settings.data_dir).read(tickers=sorted(preds["ticker"].unique()))
+    label = predictions_label(settings.results_dir)
+    check_execution(config, label)
+    data_hash = json.loads((settings.results_dir / "evaluation.json").read_text())["provenance"]["data_hash"]
     ledger_path = settings.results_dir / TRIALS_FILE
     with file_lock(settings.results_dir / f".{TRIALS_FILE}.lock"):
-        return _backtest_with_ledger(settings, config, preds, pred_sha, data_hash, universe, ledger_path)
+        return _backtest_with_ledger(settings, config, label, preds, pred_sha, data_hash, ledger_path)
 
 
 def _backtest_with_ledger(
     settings: Settings,
     config: BacktestConfig,
+    label: LabelSpec,
     preds: pd.DataFrame,
     pred_sha: str,
     data_hash: str | None,
-    universe: dict[str, pd.DataFrame],
     ledger_path: Path,
 ) -> dict[str, Any]:
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
     trials: dict[str, float | None] = ledger.get("trials", {}) if ledger.get("predictions_sha256") == pred_sha else {}
     tuning: dict[str, int] = ledger.get("tuning", {})
-    this_keys = {_trial_key(m, s, config) for m in preds["model"].unique() for s in config.strategies}
+    this_keys = {_trial_key(m, s, config, label) for m in preds["model"].unique() for s in config.strategies}
     prior = [v if v is not None else float("nan") for k, v in trials.items() if k not in this_keys]
     prior += [float("nan")] * sum(tuning.values())
-    returns = execution_returns(universe, config.execution)
-    result = run_backtest(preds, config, returns=returns, prior_trials=prior)
+    result = run_backtest(preds, config, label=label, prior_trials=prior)
     result["trials"]["tuning"] = sum(tuning.values())  # part of "prior"
     for model, by_s in result["results"].items():
         for strategy, perf in by_s.items():
-            trials[_trial_key(model, strategy, config)] = perf["sharpe_daily"]
+            trials[_trial_key(model, strategy, config, label)] = perf["sharpe_daily"]
     write_json_atomic(ledger_path, {"predictions_sha256": pred_sha, "trials": trials, "tuning": tuning})
     payload = {
         "provenance": stamp(
             data_hash=data_hash, config={**result["config"], "predictions_sha256": pred_sha}, seed=None
         ),
-        "timing": EXECUTION_TIMING[config.execution],
-        "paths": write_backtest_paths(settings.results_dir, preds, config, returns),
+        "timing": label.timing,
+        "paths": write_backtest_paths(settings.results_dir, preds, config, label),
         **result,
     }
     write_json_atomic(settings.results_dir / "backtest.json", payload)
@@ -285,12 +288,12 @@ PATHS_FILE = "backtest_paths.parquet"
 
 
 def write_backtest_paths(
-    results_dir: Path, preds: pd.DataFrame, config: BacktestConfig, returns: pd.Series
+    results_dir: Path, preds: pd.DataFrame, config: BacktestConfig, label: LabelSpec
 ) -> dict[str, str]:
     """Write :func:`~finmlops.evaluation.backtest.backtest_paths` (the daily equity of every book) to
     ``backtest_paths.parquet`` beside ``backtest.json``, which names it with its SHA-256 (the returned
     ``{"file", "sha256"}``): the report draws these paths and recomputes nothing."""
-    path = write_parquet_atomic(backtest_paths(preds, config, returns), results_dir / PATHS_FILE)
+    path = write_parquet_atomic(backtest_paths(preds, config, label), results_dir / PATHS_FILE)
     return {"file": PATHS_FILE, "sha256": file_sha256(path)}
 
 
@@ -318,13 +321,15 @@ def run_audit_workspace(
     from finmlops.training.walkforward import walk_forward_predictions
 
     snapshot = load_snapshot()
-    config = AuditConfig(seed=seed, boot=boot)
+    label = label_from_settings(settings)
+    config = AuditConfig(seed=seed, boot=boot, label=label)
     if quick:
         config = replace(config, n_tickers=10, n_days=2600, test_years=1)
 
     def predictor_for(years: list[int], label_transform: LabelTransform | None) -> Predictor:
         run: Callable[[Any], pd.DataFrame] = lambda universe: walk_forward_predictions(  # noqa: E731
             universe,
+            label=label,
             label_transform=label_transform,
             variants=variants,
             baselines=BASELINES,

@@ -3,12 +3,12 @@
 See docs/features.md (generated from the registry) for every feature's formula and warm-up window.
 """
 
-from finmlops.features.compute import compute_features, market_returns
+from finmlops.features.compute import compute_features, feature_matrix, market_returns, settled_history
 from finmlops.features.registry import FEATURE_SETS, REGISTRY, Feature, feature_names, features_of
 from finmlops.features.scaling import FeatureScaler
 from finmlops.features.splits import Fold, chronological_split, min_gap, walk_forward_folds
 from finmlops.features.store import load_features, save_features
-from finmlops.features.target import forward_return, make_target
+from finmlops.features.target import LabelSpec, forward_return, label_from_settings, make_target
 from finmlops.features.windows import Windows, make_windows
 
 __all__ = [
@@ -17,17 +17,21 @@ __all__ = [
     "Feature",
     "FeatureScaler",
     "Fold",
+    "LabelSpec",
     "Windows",
     "chronological_split",
     "compute_features",
+    "feature_matrix",
     "feature_names",
     "features_of",
     "forward_return",
+    "label_from_settings",
     "load_features",
     "make_target",
     "make_windows",
     "market_returns",
     "min_gap",
     "save_features",
+    "settled_history",
     "walk_forward_folds",
 ]

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from finmlops.data.validation import OHLCV_COLUMNS
-from finmlops.features.registry import TickerInputs, features_of
+from finmlops.features.registry import Feature, TickerInputs, features_of
 
 _PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
 
@@ -55,6 +55,27 @@ def market_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
     return returns.mean(axis=1, skipna=True)
 
 
+def feature_matrix(inputs: TickerInputs, features: Sequence[Feature]) -> np.ndarray:
+    """One ticker's features ``[n, len(features)]`` float64, in the order of ``features``; warm-up rows and
+    undefined values (a division by zero) are NaN. The per-ticker core of ``compute_features``; the server's raw
+    inputs call it on the arrays of a request (no frame, no index), so both compute with the same code."""
+    block = np.empty((len(inputs.close), len(features)), dtype=np.float64)
+    for j, feature in enumerate(features):
+        block[:, j] = feature.compute(inputs)
+    block[~np.isfinite(block)] = np.nan
+    return block
+
+
+def settled_history(features: Sequence[Feature], seq_len: int) -> int:
+    """Rows of history that give the last ``seq_len`` rows of ``features`` as any longer history does.
+
+    ``max(window + memory) + seq_len - 1``: a feature of finite window reads no older row (the value can differ in
+    the last bits only, where TA-Lib's running sums round differently); an exponential smoothing keeps less than
+    ``MEMORY_TOL`` (1e-12) of older rows (tests/features/test_compute.py bounds the difference on real data).
+    """
+    return max(f.window + f.memory for f in features) + seq_len - 1
+
+
 def compute_features(
     universe: Mapping[str, pd.DataFrame],
     feature_set: str,
@@ -83,15 +104,10 @@ def compute_features(
         n = len(frame)
         source = (market[ticker] if market is not None else shared) if cross_asset else None
         m = source.reindex(frame.index).to_numpy(np.float64) if source is not None else np.full(n, np.nan)
-        inputs = TickerInputs.from_frame(frame, m)
-        block = np.empty((n, len(features)), dtype=np.float64)
-        for j, feature in enumerate(features):
-            block[:, j] = feature.compute(inputs)
-        blocks.append(block)
+        blocks.append(feature_matrix(TickerInputs.from_frame(frame, m), features))
         dates.append(frame.index.to_numpy(dtype="datetime64[ns]"))
         tickers.append(np.full(n, str(ticker).upper(), dtype=object))
     values = np.concatenate(blocks)
-    values[~np.isfinite(values)] = np.nan
     all_dates = np.concatenate(dates)
     all_tickers = np.concatenate(tickers)
     order = np.lexsort((all_tickers.astype(str), all_dates))

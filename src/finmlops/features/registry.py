@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from finmlops.data.validation import OHLCV_COLUMNS
+
 # The project's own sets, then the field's standard ones (finmlops.features.alpha158: Qlib's Alpha158, and Krauss,
 # Do & Huck's 31 multi-period returns).
 FEATURE_SETS: tuple[str, ...] = ("basic", "enhanced", "advanced", "alpha158", "kdh")
@@ -40,17 +42,32 @@ class TickerInputs:
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, market_return: np.ndarray) -> TickerInputs:
-        """Build from an OHLCV frame (see docs/architecture.md); prices are adjusted here, once."""
-        close = frame["close"].to_numpy(np.float64)
-        adj = frame["adj_close"].to_numpy(np.float64)
+        """Build from an OHLCV frame (see docs/architecture.md)."""
+        return cls.from_arrays(*(frame[c].to_numpy(np.float64) for c in OHLCV_COLUMNS), market_return)
+
+    @classmethod
+    def from_arrays(
+        cls,
+        open: np.ndarray,
+        high: np.ndarray,
+        low: np.ndarray,
+        close: np.ndarray,
+        adj_close: np.ndarray,
+        volume: np.ndarray,
+        market_return: np.ndarray,
+    ) -> TickerInputs:
+        """Build from the six OHLCV columns, each ``[n]`` (prices in currency, volume in shares), and the market
+        return ``[n]``; prices are dividend-adjusted here, once (``from_frame`` and the server both come here)."""
+        close = np.asarray(close, dtype=np.float64)
+        adj = np.asarray(adj_close, dtype=np.float64)
         factor = adj / close
         return cls(
-            open=frame["open"].to_numpy(np.float64) * factor,
-            high=frame["high"].to_numpy(np.float64) * factor,
-            low=frame["low"].to_numpy(np.float64) * factor,
+            open=np.asarray(open, dtype=np.float64) * factor,
+            high=np.asarray(high, dtype=np.float64) * factor,
+            low=np.asarray(low, dtype=np.float64) * factor,
             close=adj,
             raw_close=close,
-            volume=frame["volume"].to_numpy(np.float64),
+            volume=np.asarray(volume, dtype=np.float64),
             market_return=np.asarray(market_return, dtype=np.float64),
         )
 
@@ -66,7 +83,11 @@ class Feature:
     """A declared feature.
 
     ``window``: rows of history one value needs, the current row included; the first ``window - 1`` rows of a
-    ticker's series are NaN (warm-up). ``cross_asset``: it reads the universe, not only the ticker.
+    ticker's series are NaN (warm-up). ``cross_asset``: it reads the universe, not only the ticker. ``memory``:
+    0 when a value reads rows t-window+1..t only (up to rounding: TA-Lib's running sums); for an exponential
+    smoothing (EMA, Wilder), which never forgets its start, the further rows after which the weight left on
+    everything older is below ``MEMORY_TOL`` (``smoothing_memory``), so that ``window + memory`` rows give the
+    value of any longer history within that tolerance (``finmlops.features.settled_history``).
     """
 
     name: str
@@ -74,6 +95,17 @@ class Feature:
     window: int
     compute: Callable[[TickerInputs], np.ndarray]
     cross_asset: bool = False
+    memory: int = 0
+
+
+# Weight an exponential smoothing may leave on the history before ``window + memory`` rows (relative to the value).
+MEMORY_TOL = 1e-12
+
+
+def smoothing_memory(alpha: float, tol: float = MEMORY_TOL) -> int:
+    """Rows ``k`` after which an exponential smoothing of weight ``alpha`` (EMA: ``2 / (n + 1)``; Wilder:
+    ``1 / n``) keeps less than ``tol`` of its state: the smallest ``k`` with ``(1 - alpha) ** k < tol``."""
+    return int(np.ceil(np.log(tol) / np.log1p(-alpha)))
 
 
 REGISTRY: dict[str, Feature] = {}

@@ -1,8 +1,10 @@
 """Time splits on decision dates, with gaps that stop a window or a label from straddling two blocks.
 
-A window ending at decision date t reads feature rows ``t - seq_len + 1 .. t`` and its label reads the price at
-``t + horizon``. Two blocks separated by at least ``min_gap(seq_len, horizon) = seq_len + horizon`` trading days
-therefore share no input row and no label: every split here enforces that gap.
+A window ending at decision date t reads feature rows ``t - seq_len + 1 .. t`` and its label reads prices up to
+``t + reach`` (``LabelSpec.reach``: entry at t+1, exit ``horizon`` days later). Two blocks separated by at least
+``min_gap(seq_len, reach) = seq_len + reach`` trading days therefore share no input row and no label: every split
+here enforces that gap, and records it on the fold (``Fold.purge``, ``Fold.embargo``) so that a consumer can
+check it against its own label and windows.
 """
 
 from __future__ import annotations
@@ -15,22 +17,22 @@ import numpy as np
 import pandas as pd
 
 
-def min_gap(seq_len: int, horizon: int = 1) -> int:
-    """Smallest allowed gap in trading days between blocks: ``seq_len + horizon``."""
-    if seq_len < 1 or horizon < 1:
-        raise ValueError(f"seq_len and horizon must be >= 1, got seq_len={seq_len}, horizon={horizon}")
-    return seq_len + horizon
+def min_gap(seq_len: int, reach: int) -> int:
+    """Smallest allowed gap in trading days between blocks: ``seq_len + reach``."""
+    if seq_len < 1 or reach < 1:
+        raise ValueError(f"seq_len and reach must be >= 1, got seq_len={seq_len}, reach={reach}")
+    return seq_len + reach
 
 
-def _checked_gap(name: str, gap: int | None, seq_len: int, horizon: int) -> int:
-    """``gap`` (default the minimum), or a ValueError when it is below ``min_gap(seq_len, horizon)``."""
-    needed = min_gap(seq_len, horizon)
+def _checked_gap(name: str, gap: int | None, seq_len: int, reach: int) -> int:
+    """``gap`` (default the minimum), or a ValueError when it is below ``min_gap(seq_len, reach)``."""
+    needed = min_gap(seq_len, reach)
     if gap is None:
         return needed
     if gap < needed:
         raise ValueError(
-            f"{name}={gap} trading days is too small: windows of seq_len={seq_len} with horizon={horizon} need "
-            f"at least {needed} (seq_len + horizon) so that no input row or label is shared across the gap"
+            f"{name}={gap} trading days is too small: windows of seq_len={seq_len} with reach={reach} need "
+            f"at least {needed} (seq_len + reach) so that no input row or label is shared across the gap"
         )
     return gap
 
@@ -51,6 +53,19 @@ class Fold:
     train_dates: np.ndarray
     val_dates: np.ndarray
     test_dates: np.ndarray
+    purge: int = 0  # trading days between the training and the validation block
+    embargo: int = 0  # trading days between everything the model saw and the test block
+
+    def check_gaps(self, seq_len: int, reach: int) -> None:
+        """Raise ``ValueError`` unless the fold's purge and embargo are at least ``min_gap(seq_len, reach)``."""
+        needed = min_gap(seq_len, reach)
+        for name, gap in (("purge", self.purge if len(self.val_dates) else needed), ("embargo", self.embargo)):
+            if gap < needed:
+                raise ValueError(
+                    f"fold {self.name}: {name} of {gap} trading days is too small for windows of seq_len={seq_len} "
+                    f"and a label reaching {reach} days ahead (needs {needed}); build the folds with "
+                    f"seq_len >= {seq_len} and reach >= {reach}"
+                )
 
     def masks(self, dates: Iterable[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Boolean masks ``[n]`` (train, val, test) over ``dates`` ``[n]``, e.g. ``Windows.dates``."""
@@ -58,7 +73,7 @@ class Fold:
         return np.isin(d, self.train_dates), np.isin(d, self.val_dates), np.isin(d, self.test_dates)
 
 
-def _carve(name: str, history: np.ndarray, test: np.ndarray, n_val: int, purge: int) -> Fold:
+def _carve(name: str, history: np.ndarray, test: np.ndarray, n_val: int, purge: int, embargo: int) -> Fold:
     """Fold from the dates before the test block: a validation tail of ``n_val`` dates after a ``purge`` gap."""
     val = history[len(history) - n_val :] if n_val else history[:0]
     train = history[: max(len(history) - n_val - (purge if n_val else 0), 0)]
@@ -67,7 +82,7 @@ def _carve(name: str, history: np.ndarray, test: np.ndarray, n_val: int, purge: 
             f"fold {name}: no training dates left before {pd.Timestamp(test[0]).date()} after the gaps "
             f"({len(history)} dates available, {n_val} for validation, purge {purge})"
         )
-    return Fold(name, train, val, test)
+    return Fold(name, train, val, test, purge, embargo)
 
 
 def _check_frac(name: str, value: float) -> None:
@@ -82,21 +97,21 @@ def chronological_split(
     gap: int | None = None,
     *,
     seq_len: int,
-    horizon: int = 1,
+    reach: int,
 ) -> Fold:
     """One split: train | gap | val | gap | test, by fractions of the unique dates (val may be empty).
 
-    ``gap`` defaults to, and must be at least, ``min_gap(seq_len, horizon)`` trading days.
+    ``gap`` defaults to, and must be at least, ``min_gap(seq_len, reach)`` trading days.
     """
     _check_frac("val_frac", val_frac)
     _check_frac("test_frac", test_frac)
-    gap = _checked_gap("gap", gap, seq_len, horizon)
+    gap = _checked_gap("gap", gap, seq_len, reach)
     u = unique_dates(dates)
     n_test = round(len(u) * test_frac)
     if n_test == 0:
         raise ValueError(f"test_frac={test_frac} of {len(u)} dates leaves no test dates")
     history = u[: max(len(u) - n_test - gap, 0)]
-    return _carve("holdout", history, u[len(u) - n_test :], round(len(u) * val_frac), gap)
+    return _carve("holdout", history, u[len(u) - n_test :], round(len(u) * val_frac), gap, gap)
 
 
 def _test_blocks(u: np.ndarray, test_years: Sequence[int] | None, n_folds: int | None) -> list[tuple[str, int, int]]:
@@ -126,7 +141,7 @@ def walk_forward_folds(
     dates: Iterable[Any],
     *,
     seq_len: int,
-    horizon: int = 1,
+    reach: int,
     test_years: Sequence[int] | None = None,
     n_folds: int | None = None,
     mode: Literal["expanding", "rolling"] = "expanding",
@@ -140,13 +155,13 @@ def walk_forward_folds(
     Layout of a fold: ``train | purge | val | embargo | test``. ``val`` is the last ``val_frac`` of the dates
     before the test block (for early stopping); ``purge`` separates it from the dates the model fits on, and
     ``embargo`` separates everything the model saw from the test block. Both default to, and must be at least,
-    ``min_gap(seq_len, horizon)``. Test blocks are calendar years (``test_years``) or ``n_folds`` equal blocks
+    ``min_gap(seq_len, reach)``. Test blocks are calendar years (``test_years``) or ``n_folds`` equal blocks
     after an initial block of the same length. ``mode="expanding"`` trains on all earlier dates;
     ``mode="rolling"`` on the ``train_years`` calendar years before the test block.
     """
     _check_frac("val_frac", val_frac)
-    purge = _checked_gap("purge", purge, seq_len, horizon)
-    embargo = _checked_gap("embargo", embargo, seq_len, horizon)
+    purge = _checked_gap("purge", purge, seq_len, reach)
+    embargo = _checked_gap("embargo", embargo, seq_len, reach)
     if mode not in ("expanding", "rolling"):
         raise ValueError(f"mode must be 'expanding' or 'rolling', got {mode!r}")
     if (mode == "rolling") != (train_years is not None):
@@ -158,5 +173,5 @@ def walk_forward_folds(
         if train_years is not None:
             first = int(np.searchsorted(u, (pd.Timestamp(u[start]) - pd.DateOffset(years=train_years)).to_datetime64()))
         history = u[first : max(start - embargo, first)]
-        folds.append(_carve(name, history, u[start:stop], round(len(history) * val_frac), purge))
+        folds.append(_carve(name, history, u[start:stop], round(len(history) * val_frac), purge, embargo))
     return folds

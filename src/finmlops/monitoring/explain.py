@@ -37,6 +37,7 @@ from finmlops.contract.explain import (
     onnx_probabilities,
     window_pair,
 )
+from finmlops.features.target import LabelSpec
 from finmlops.stats.classification import roc_auc
 
 # --- Captum's implementation of the same integral (torch) -------------------------------------------------------------
@@ -307,8 +308,8 @@ def walk_forward_importance(
     variant: str,
     *,
     test_years: Sequence[int],
+    label: LabelSpec | None = None,
     epochs: int = 8,
-    patience: int = 2,
     seed: int = 42,
     threads: int = 2,
     device: str = "auto",
@@ -318,47 +319,43 @@ def walk_forward_importance(
 ) -> dict[str, Any]:
     """Permutation importance of ``variant`` on each walk-forward test fold (one calendar year each).
 
-    The folds, windows and per-fold fit are those of ``finmlops.training.walk_forward_predictions`` run for this
-    variant alone (same purge/embargo, ``val_frac``, ``TrainConfig`` and seed, so the unpermuted predictions are
-    the runner's); the runner does not return its fitted models, so this hook refits them with the public
-    ``DeepModel`` API. Returns per-fold tables and the pooled ranking of :func:`_pool_folds`.
+    The folds, windows and fits are ``finmlops.training.cross_val_predict``'s for this variant, as
+    ``walk_forward_predictions`` runs it (same label, purge/embargo, ``val_frac``, loop settings and seed, so the
+    unpermuted predictions are the runner's); each fold's fitted model is permuted in the fold callback.
+    ``label`` defaults to ``LabelSpec()``. Returns per-fold tables and the pooled
+    ranking of :func:`_pool_folds`.
     """
-    from finmlops.features import Windows, compute_features, make_target, make_windows, walk_forward_folds
+    from finmlops.features import Windows, compute_features, make_target, make_windows
     from finmlops.models.variants import get_variant
-    from finmlops.training import DeepModel, TrainConfig
+    from finmlops.training import DeepModel, cross_val_predict, label_folds, train_config
 
+    label = label or LabelSpec()
     config = get_variant(variant)
-    target = make_target(universe, horizon=1)
+    target = make_target(universe, label)
     windows = make_windows(compute_features(universe, config.feature_set), target, config.seq_len)
-    windows = windows.subset(np.isfinite(windows.y))
-    calendar = target.index.get_level_values("date")
-    folds = walk_forward_folds(
-        calendar, seq_len=config.seq_len, horizon=1, test_years=list(test_years), val_frac=val_frac
-    )
-    train_config = TrainConfig(
-        epochs=epochs, patience=patience, seed=seed, threads=threads, device=device,  # type: ignore[arg-type]
-        verbosity="silent",
-    )  # fmt: skip
-    results = []
-    for fold in folds:
-        train, val, test = (windows.subset(m) for m in fold.masks(windows.dates))
-        for block, part in (("training", train), ("validation", val), ("test", test)):
-            if len(part) == 0:
-                raise ValueError(f"fold {fold.name}: variant {variant} has no {block} windows")
-        started = time.perf_counter()
-        model = DeepModel(config, train_config).fit(train, val)
+    folds = label_folds(target, seq_len=config.seq_len, label=label, test_years=test_years, val_frac=val_frac)
+    loop = train_config(epochs=epochs, seed=seed, threads=threads, device=device)
+    results: list[dict[str, Any]] = []
+    started = [time.perf_counter()]
 
-        def predict(x: np.ndarray, test: Windows = test, model: DeepModel = model) -> np.ndarray:
+    def permute(fold: Any, model: Any, test: Windows, _prob: np.ndarray) -> None:
+        def predict(x: np.ndarray) -> np.ndarray:
             return model.predict_proba(Windows(x, test.y, test.dates, test.tickers, test.feature_names))
 
         table = permutation_importance(predict, test, test.y, n_repeats, seed)
         results.append({
             "fold": fold.name, "n": table.attrs["n"], "accuracy": table.attrs["accuracy"], "auc": table.attrs["auc"],
-            "seconds": time.perf_counter() - started, "features": table.to_dict(orient="index"),
+            "seconds": time.perf_counter() - started[0], "features": table.to_dict(orient="index"),
         })  # fmt: skip
         if log is not None:
             log(f"fold {fold.name}: {len(test)} test windows, accuracy {table.attrs['accuracy']:.4f}, "
                 f"{results[-1]['seconds']:.1f}s")  # fmt: skip
+        started[0] = time.perf_counter()
+
+    try:
+        cross_val_predict(lambda: DeepModel(config, loop), windows, folds, label, on_fold=permute)
+    except ValueError as exc:
+        raise ValueError(f"variant {variant}: {exc}") from None
     n = sum(f["n"] for f in results)
     accuracy = sum(f["accuracy"] * f["n"] for f in results) / n
     return {
@@ -366,6 +363,7 @@ def walk_forward_importance(
         "feature_set": config.feature_set,
         "seq_len": config.seq_len,
         "test_years": [int(y) for y in test_years],
+        "label": label.model_dump(),
         "epochs": epochs,
         "n_repeats": n_repeats,
         "seed": seed,
@@ -390,6 +388,7 @@ def run_global_importance(
     ``finmlops run``'s own tickers and dates), written with a provenance stamp to
     ``results/importance_<variant>.json`` (atomically). Returns the result with its ``path``."""
     from finmlops.data import DataStore, dataset_hash_of
+    from finmlops.features import label_from_settings
     from finmlops.provenance import stamp, write_json_atomic
 
     if universe is None:
@@ -398,11 +397,12 @@ def run_global_importance(
     else:
         data_hash = dataset_hash_of(universe)
     result = walk_forward_importance(
-        universe, variant, test_years=test_years, epochs=epochs, seed=settings.seed, threads=settings.threads,
-        device=device, n_repeats=n_repeats, log=log,
+        universe, variant, test_years=test_years, label=label_from_settings(settings), epochs=epochs,
+        seed=settings.seed, threads=settings.threads, device=device, n_repeats=n_repeats, log=log,
     )  # fmt: skip
     run_config = {
-        "variant": variant, "test_years": result["test_years"], "epochs": epochs, "n_repeats": n_repeats,
+        "variant": variant, "test_years": result["test_years"], "label": result["label"], "epochs": epochs,
+        "n_repeats": n_repeats,
         "tickers": sorted(universe),
     }  # fmt: skip
     result["provenance"] = stamp(data_hash=data_hash, config=run_config, seed=settings.seed)

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from finmlops.contract import CARD_FILE, ModelArtifact, ModelCard, ModelError, open_session, score
+from finmlops.features import LabelSpec, forward_return, make_target
 from finmlops.provenance import atomic_path
 from finmlops.settings import Settings
 from finmlops.tracking.packaging import fetch_model, read_model, registry_uri
@@ -114,9 +115,14 @@ def skipped_rows(universe: dict[str, pd.DataFrame], windows: Any, need: int) -> 
     return report
 
 
+def card_label(card: ModelCard) -> LabelSpec:
+    """The label the model was fit on, from its card (older cards: the default label)."""
+    return LabelSpec(kind=card.kind, horizon=card.horizon, threshold=card.threshold, execution=card.execution)
+
+
 def realised_metrics(rows: pd.DataFrame, model: str, boot: Any) -> dict[str, Any]:
     """Accuracy, balanced accuracy and ROC AUC with block-bootstrap CIs (``finmlops.evaluation.metrics``) on the
-    rows whose next close is known, beside the majority-class rate of those rows (the best constant in hindsight)."""
+    rows whose label is known, beside the majority-class rate of those rows (the best constant in hindsight)."""
     from finmlops.evaluation.metrics import metrics_with_ci, prepare, validate_predictions
 
     frame = validate_predictions(rows.assign(fold="predict", model=model))
@@ -157,6 +163,7 @@ class PredictionReport:
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     realised: dict[str, Any] | None = None
+    label: dict[str, Any] = field(default_factory=dict)  # the model card's label, which y_true and realised use
 
     def as_dict(self) -> dict[str, Any]:
         from finmlops.provenance import json_safe
@@ -167,13 +174,12 @@ class PredictionReport:
 def predict_folder(settings: Settings, model: str, data_dir: Path, out: Path, *, boot: Any) -> PredictionReport:
     """Score every CSV in ``data_dir`` with ``model`` (see :func:`resolve_model`) and write ``out``: one row per
     (date, ticker) window with columns ``date, ticker, prob_up, pred_up`` (``prob_up > 0.5``, as the metrics), plus
-    ``y_true`` (1 up, 0 down, empty where the next close is unknown or unchanged) when any outcome is known.
+    ``y_true`` (the model card's label: 1 up, 0 down, empty where the traded return is unknown or in the dead band)
+    when any outcome is known.
 
     ``boot``: ``finmlops.evaluation.metrics.BootstrapConfig`` for the realised metrics' CIs. Raises ``ModelError``,
     ``TrackingError``, ``DataError`` or ``ValueError`` with a message naming the model, file or ticker.
     """
-    from finmlops.features import forward_return, make_target
-
     universe, warnings = read_folder(data_dir)
     with tempfile.TemporaryDirectory(prefix="finmlops-predict-") as tmp:
         if not Path(model).exists():
@@ -190,13 +196,14 @@ def predict_folder(settings: Settings, model: str, data_dir: Path, out: Path, *,
         {"date": keys.get_level_values("date"), "ticker": windows.tickers, "prob_up": prob,
          "pred_up": (prob > 0.5).astype(np.int8)}
     )  # fmt: skip
-    y = make_target(universe).reindex(keys).to_numpy()
+    label = card_label(card)
+    y = make_target(universe, label).reindex(keys).to_numpy()
     realised = None
     if np.isfinite(y).any():
         rows["y_true"] = pd.array(np.where(np.isfinite(y), y, np.nan), dtype="Int8")
         known = np.isfinite(y)
         labelled = rows.loc[known, ["date", "ticker", "prob_up"]].assign(
-            y_true=y[known].astype(np.int8), ret_next=forward_return(universe).reindex(keys).to_numpy()[known]
+            y_true=y[known].astype(np.int8), ret_next=forward_return(universe, label).reindex(keys).to_numpy()[known]
         )
         realised = realised_metrics(labelled, card.variant, boot)
     write_csv_atomic(rows.assign(date=rows["date"].dt.strftime("%Y-%m-%d")), out)
@@ -206,4 +213,5 @@ def predict_folder(settings: Settings, model: str, data_dir: Path, out: Path, *,
         first_date=str(rows["date"].min().date()) if len(rows) else None,
         last_date=str(rows["date"].max().date()) if len(rows) else None,
         skipped=skipped_rows(universe, windows, min_history(card)), notes=notes, warnings=warnings, realised=realised,
+        label=label.model_dump(),
     )  # fmt: skip

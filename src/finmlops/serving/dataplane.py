@@ -454,10 +454,15 @@ class DataPlane:
                 if arriving:
                     self.gate.leave()
             if raw:
-                # Raw OHLCV: computing its features is ~1.4 ms of pandas. In a worker thread the event loop keeps
-                # serving meanwhile (measured: fewer and shorter stalls), and, out of the arrival gate, no batch
-                # waits for it.
-                x = await asyncio.to_thread(self.model_input, model, request.inputs)
+                from finmlops.serving.raw import runs_inline  # pandas feature code: only raw requests need it
+
+                # Raw OHLCV, out of the arrival gate (no batch waits for it): a row or two on the loop itself (a
+                # worker thread's GIL hand-offs cost more than their features), a larger batch in a worker thread
+                # so that the loop keeps serving meanwhile.
+                if runs_inline(request.inputs):
+                    x = self.model_input(model, request.inputs)
+                else:
+                    x = await asyncio.to_thread(self.model_input, model, request.inputs)
                 future = model.batcher.submit(x)  # type: ignore[union-attr]
             event.y = await future
         except ServingError as exc:

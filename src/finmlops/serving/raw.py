@@ -1,4 +1,4 @@
-"""Raw OHLCV inputs: compute a model's features with ``finmlops.features.compute_features`` (the training code).
+"""Raw OHLCV inputs: a model's features by ``finmlops.features.feature_matrix``, the core of ``compute_features``.
 
 Tensors ``open``, ``high``, ``low``, ``close``, ``volume`` (and optionally ``adj_close``, default ``close``), each
 ``[batch, T]``, oldest day first. Each batch row is one ticker's last T trading days. Models whose features read the
@@ -7,10 +7,12 @@ equal-weight daily return on the same days (``finmlops.features.market_returns``
 one ticker's history, and a stand-in would be training/serving skew, so without it the request is a 400. The model's
 window is the last ``seq_len`` rows of the features, in the card's feature order.
 
-Each batch row is checked by the store's own ``finmlops.data.validate_ohlcv`` (one rule set: positive prices,
-``high >= max(open, close)``, ``low <= min(open, close)``, whole non-negative volumes, ...), so a row the store would
-refuse is never scored. T is at most ``MAX_HISTORY_DAYS`` (a 413 beyond): features need a few hundred days, and the
-synthetic calendar must stay within pandas' dates.
+The whole batch is checked at once by the store's value rules (``finmlops.data.validation.broken_rows``: positive
+prices, ``high >= max(open, close)``, ``low <= min(open, close)``, whole non-negative volumes, ...); a broken row is
+passed to the store's ``validate_ohlcv`` for its message, so a row the store would refuse is never scored. Features
+are computed on the arrays (no frame) and on the last ``settled_history`` rows only: a longer history gives the same
+windows, up to the rounding of running sums and the 1e-12 that an exponential smoothing (RSI, ATR, MACD) keeps of
+older rows (docs/serving.md, "Raw inputs at tensor speed"). T is at most ``MAX_HISTORY_DAYS`` (a 413 beyond).
 """
 
 from __future__ import annotations
@@ -19,17 +21,27 @@ import numpy as np
 import pandas as pd
 
 from finmlops.data.errors import DataValidationError
-from finmlops.data.validation import validate_ohlcv
-from finmlops.features import compute_features
-from finmlops.features.registry import features_of
-from finmlops.serving.errors import BadRequest, TooLarge
+from finmlops.data.validation import OHLCV_COLUMNS, broken_rows, validate_ohlcv
+from finmlops.features import feature_matrix, settled_history
+from finmlops.features.registry import Feature, TickerInputs, features_of
+from finmlops.serving.errors import BadRequest, InternalError, TooLarge
 
 REQUIRED = ("open", "high", "low", "close", "volume")
 MARKET = "market_return"
 # Longest raw history a request may send: 40 years of trading days, far beyond any feature's window.
 MAX_HISTORY_DAYS = 10_000
+# Batch rows whose features the server computes on its event loop rather than in a worker thread: one row costs
+# 0.2-0.6 ms (the settled tail bounds it, whatever T), and the thread's GIL hand-offs cost ~0.3 ms of CPU per request
+# (bench/raw_path.py: 1.0 -> 0.73 ms of server CPU per raw request, 0.30 -> 0.43 of the tensor path's throughput).
+INLINE_ROWS = 2
 # Synthetic trading days: no feature reads the calendar, only the order of rows.
 _END = pd.Timestamp("2000-01-03")
+
+
+def runs_inline(inputs: dict[str, np.ndarray]) -> bool:
+    """Whether a raw request is small enough (at most ``INLINE_ROWS`` batch rows) to compute on the event loop."""
+    close = inputs.get("close")
+    return close is not None and close.ndim == 2 and close.shape[0] <= INLINE_ROWS
 
 
 def min_history(feature_set: str, seq_len: int) -> int:
@@ -77,15 +89,20 @@ def raw_windows(inputs: dict[str, np.ndarray], feature_set: str, feature_names: 
     if MARKET in columns and not np.isfinite(columns[MARKET]).all():
         row, day = (int(v) for v in np.argwhere(~np.isfinite(columns[MARKET]))[0])
         raise BadRequest(f"input {MARKET!r}: row {row}, day {day}: must be finite")
-    dates = pd.bdate_range(end=_END, periods=days, name="date")
-    universe = {f"ROW{i:05d}": _frame(columns, i, dates) for i in range(batch)}
-    market = {t: pd.Series(columns[MARKET][i], index=dates) for i, t in enumerate(universe)} if cross_asset else None
-    try:
-        frame = compute_features(universe, feature_set, market=market)
-    except ValueError as exc:
-        raise BadRequest(f"raw inputs: {exc}") from None
-    values = frame[feature_names].to_numpy(np.float64).reshape(days, batch, len(feature_names))
-    windows = np.ascontiguousarray(values[-seq_len:].transpose(1, 0, 2), dtype=np.float32)
+    features = _card_features(feature_set, feature_names)
+    ohlcv = {n: columns.get(n, columns["close"]) for n in OHLCV_COLUMNS}
+    broken = np.flatnonzero(broken_rows(ohlcv))
+    if broken.size:
+        _frame(columns, int(broken[0]), pd.bdate_range(end=_END, periods=days, name="date"))  # raises its message
+        raise InternalError(f"raw inputs: batch row {int(broken[0])} breaks an OHLCV rule the store's check missed")
+    # Only the rows the last seq_len windows can depend on (finmlops.features.settled_history), vectorised per row.
+    start = max(0, days - settled_history(features, seq_len))
+    no_market = np.full(days - start, np.nan)
+    windows = np.empty((batch, seq_len, len(features)), dtype=np.float32)
+    for i in range(batch):
+        market = columns[MARKET][i, start:] if cross_asset else no_market
+        ticker = TickerInputs.from_arrays(*(ohlcv[n][i, start:] for n in OHLCV_COLUMNS), market)
+        windows[i] = feature_matrix(ticker, features)[-seq_len:]
     bad = ~np.isfinite(windows)
     if bad.any():
         row, step, j = (int(v) for v in np.argwhere(bad)[0])
@@ -94,6 +111,15 @@ def raw_windows(inputs: dict[str, np.ndarray], feature_set: str, feature_names: 
             f"{days - seq_len + step} (a constant or zero-range history?)",
         )
     return windows
+
+
+def _card_features(feature_set: str, feature_names: list[str]) -> list[Feature]:
+    """The ``Feature`` records of a model card's columns, in the card's order."""
+    declared = {f.name: f for f in features_of(feature_set)}
+    unknown = [n for n in feature_names if n not in declared]
+    if unknown:
+        raise InternalError(f"the model card names features outside its {feature_set!r} set: {', '.join(unknown)}")
+    return [declared[n] for n in feature_names]
 
 
 def _frame(columns: dict[str, np.ndarray], row: int, dates: pd.DatetimeIndex) -> pd.DataFrame:

@@ -4,8 +4,9 @@ Each simulated trading day ``d``, every ticker sends its OHLCV history up to and
 arms with different feature sets answer the same request) or a ready feature window (``model_input="tensor"``),
 routed by the ``seldon-model: <experiment>.experiment`` header with a sticky user key; ``parameters.as_of`` names
 ``d``, so the request log (and the A/B timeline) knows the simulated day however fast it is replayed. When the
-replay reaches day ``d + feedback_delay`` it posts the realised direction of ``d`` (``adj_close`` at ``d+1`` vs
-``d``) to ``/v2/feedback``. A bad answer is counted, never fatal.
+replay reaches day ``d + feedback_delay`` it posts the realised label of ``d`` to ``/v2/feedback``: the direction
+of the traded move from the close of ``d+1`` to the close of ``d+2`` (``finmlops.features.LabelSpec()``, what the
+models predict), known from the close of ``d+2``, hence the default delay of 2. A bad answer is counted, never fatal.
 
 What is sent is a function of the data, the days (``start``..``end``, or a number of days) and the seed only: one
 request per ticker per trading day, request ids ``s<seed>-<YYYYMMDD>-<ticker>`` (the server routes a request
@@ -191,8 +192,9 @@ def replay_days(
         for t, f in universe.items()
     }
     regimes = {t: volatility_regime(f["adj_close"]).to_numpy() for t, f in universe.items()}
-    # The training target: 1 up, 0 down, NaN when flat or when the next day is not in the data.
-    target = make_target(universe, horizon=1, threshold=0.0)
+    # The default training label (finmlops.features.LabelSpec()): 1 when the close-to-close move from t+1 to t+2 is
+    # up, 0 otherwise, NaN when those days are not in the data.
+    target = make_target(universe)
     labels = {t: target.xs(t, level="ticker").reindex(f.index).to_numpy() for t, f in universe.items()}
     calendar = sorted(set.intersection(*(set(f.index) for f in universe.values())))
     days = [d for d in calendar if (start is None or d.date() >= start) and (end is None or d.date() <= end)]
@@ -352,7 +354,7 @@ def run_traffic(
     rate: float | None = None,
     max_days: int | None = None,
     model_input: ModelInput = "raw",
-    feedback_delay: int = 1,
+    feedback_delay: int = 2,
     seed: int = 0,
     users: int = 100,
     key_header: str = "x-user-id",

@@ -13,7 +13,13 @@ from finmlops.training.trainer import (
     resolve_device,
     train_network,
 )
-from finmlops.training.walkforward import PREDICTION_COLUMNS, walk_forward_predictions
+from finmlops.training.walkforward import (
+    PREDICTION_COLUMNS,
+    cross_val_predict,
+    label_folds,
+    train_config,
+    walk_forward_predictions,
+)
 
 __all__ = [
     "PREDICTION_COLUMNS",
@@ -21,13 +27,16 @@ __all__ = [
     "TrainConfig",
     "TrainOutcome",
     "classification_metrics",
+    "cross_val_predict",
     "deterministic",
+    "label_folds",
     "load_model",
     "pos_weight_for",
     "predict_logits",
     "resolve_device",
     "run_training",
     "save_model",
+    "train_config",
     "train_network",
     "train_variant",
     "walk_forward_predictions",

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from finmlops.features.target import LabelSpec, label_from_settings
 from finmlops.models.variants import VariantConfig
 from finmlops.settings import Settings
 from finmlops.stats.classification import log_loss, roc_auc
@@ -62,19 +63,16 @@ def train_variant(
     *,
     val_frac: float = 0.15,
     test_frac: float = 0.15,
-    horizon: int = 1,
-    threshold: float = 0.0,
+    label: LabelSpec | None = None,
 ) -> tuple[DeepModel, dict[str, Any]]:
     """Train ``variant`` on ``universe`` with a train | purge | val | purge | test split of the dates.
 
-    The label is ``make_target(universe, horizon, threshold)``; the gaps are ``min_gap(seq_len, horizon)`` trading
-    days (``finmlops.features.chronological_split``); the scaler is fit on the training windows only. Returns the
-    fitted model and a JSON-ready result: the label, split spans, history, best epoch and metrics on the validation
-    and test windows (the majority-class accuracy on test for reference).
+    The label is ``make_target(universe, label)`` (default ``LabelSpec()``); the gaps are
+    ``min_gap(seq_len, label.reach)`` trading days (``finmlops.features.chronological_split``); the scaler is fit
+    on the training windows only. Returns the fitted model and a JSON-ready result: the label, split spans, history,
+    best epoch and metrics on the validation and test windows (the majority-class accuracy on test for reference).
     """
-    trained = fit_variant(
-        universe, variant, config, val_frac=val_frac, test_frac=test_frac, horizon=horizon, threshold=threshold
-    )
+    trained = fit_variant(universe, variant, config, val_frac=val_frac, test_frac=test_frac, label=label)
     return trained.model, trained.result
 
 
@@ -85,18 +83,18 @@ def fit_variant(
     *,
     val_frac: float = 0.15,
     test_frac: float = 0.15,
-    horizon: int = 1,
-    threshold: float = 0.0,
+    label: LabelSpec | None = None,
 ) -> TrainedVariant:
     """:func:`train_variant`, keeping the feature frame and the training and test windows."""
     from finmlops.features import chronological_split, compute_features, make_target, make_windows
 
-    target = make_target(universe, horizon=horizon, threshold=threshold)
+    label = label or LabelSpec()
+    target = make_target(universe, label)
     features = compute_features(universe, variant.feature_set)
     windows = make_windows(features, target, variant.seq_len)
     windows = windows.subset(np.isfinite(windows.y))
     fold = chronological_split(
-        target.index.get_level_values("date"), val_frac, test_frac, seq_len=variant.seq_len, horizon=horizon
+        target.index.get_level_values("date"), val_frac, test_frac, seq_len=variant.seq_len, reach=label.reach
     )
     train_mask, val_mask, test_mask = fold.masks(windows.dates)
     train, val, test = (windows.subset(m) for m in (train_mask, val_mask, test_mask))
@@ -108,7 +106,7 @@ def fit_variant(
     majority = float(np.mean(train.y) >= 0.5)
     result = {
         "variant": variant.name,
-        "label": {"horizon": horizon, "threshold": threshold},
+        "label": label.model_dump(),
         "split": {"train": _span(train.dates), "val": _span(val.dates), "test": _span(test.dates)},
         "windows": {"train": len(train), "val": len(val), "test": len(test)},
         "feature_names": list(windows.feature_names),
@@ -209,7 +207,7 @@ def run_training(
         verbosity=verbosity,  # type: ignore[arg-type]
         class_balanced=class_balanced,
     )
-    trained = fit_variant(universe, variant, config, horizon=settings.horizon, threshold=settings.threshold)
+    trained = fit_variant(universe, variant, config, label=label_from_settings(settings))
     model, result = trained.model, trained.result
     run_config = {
         "variant": variant.model_dump(),

@@ -1,5 +1,10 @@
-"""The walk-forward runner: yearly test folds, expanding training history, every model retrained per fold and
-scored on the same ``(date, ticker)`` rows. Its output is the predictions frame of docs/architecture.md."""
+"""Walk-forward evaluation: :func:`cross_val_predict`, the one fit loop (fit on each fold's training block,
+predict its test block), and the runner that applies it to every model on yearly test folds and scores them all on
+the same ``(date, ticker)`` rows. Its output is the predictions frame of docs/architecture.md.
+
+Every consumer of walk-forward predictions (``finmlops evaluate``, ``tune``, ``explain --global``, the champions
+step of ``finmlops run`` and the leakage audit) calls :func:`cross_val_predict`, so they fit the same models on the
+same rows, with the same label, purge and embargo."""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from finmlops.features.splits import Fold, walk_forward_folds
+from finmlops.features.target import LabelSpec
+from finmlops.features.windows import Windows
 from finmlops.models.base import Predictor
 from finmlops.models.baselines import BASELINES, make_baseline
 from finmlops.models.variants import VARIANTS, VariantConfig, get_variant
@@ -22,9 +30,10 @@ log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS: tuple[str, ...] = ("date", "ticker", "fold", "model", "prob_up", "y_true", "ret_next")
 DEFAULT_TEST_YEARS: tuple[int, ...] = tuple(range(2014, 2024))
+WALK_FORWARD_PATIENCE = 2  # epochs without a better validation loss before a walk-forward fit stops
 
 
-def _labelled(windows: Any) -> Any:
+def _labelled(windows: Windows) -> Windows:
     """Only the windows with a known 0/1 label (``make_windows`` already requires one; this guards custom targets)."""
     return windows.subset(np.isfinite(windows.y))
 
@@ -67,6 +76,68 @@ def _intersect(fold: str, scored: dict[str, pd.DataFrame]) -> tuple[pd.MultiInde
     return common, report
 
 
+FoldCallback = Callable[[Fold, Predictor, Windows, np.ndarray], None]
+"""``on_fold(fold, fitted_model, test_windows, prob_up)``, called after each fold: tuning reports the fold's metric
+to Optuna there (and may raise ``optuna.TrialPruned``), importance permutes the test features there."""
+
+
+def cross_val_predict(
+    factory: Callable[[], Predictor],
+    windows: Windows,
+    folds: Sequence[Fold],
+    label: LabelSpec,
+    *,
+    on_fold: FoldCallback | None = None,
+) -> pd.DataFrame:
+    """Out-of-sample P(up) of one model on every fold's test block (scikit-learn's ``cross_val_predict`` pattern).
+
+    ``factory()`` returns a fresh, unfitted, seeded model (its config carries the seed, so the same factory gives the
+    same predictions); it is fitted on the fold's training windows, with the validation windows for early stopping
+    only, and predicts the test windows. ``windows`` are labelled with ``make_target(universe, label)``; each
+    fold's purge and embargo must be at least ``min_gap(windows.seq_len, label.reach)`` trading days
+    (``Fold.check_gaps``), so no training window or label reads a day a test window reads.
+
+    Returns the rows ``date, ticker, fold, prob_up, y_true`` (0/1), in fold order then ``(date, ticker)``;
+    ``attrs["fit_seconds"]`` lists ``{"fold", "seconds"}`` per fit. Raises ``ValueError`` naming the fold and the
+    block when a fold has no training, validation (unless it has no validation dates) or test windows.
+    """
+    windows = _labelled(windows)
+    parts, fit_seconds = [], []
+    for fold in folds:
+        fold.check_gaps(windows.seq_len, label.reach)
+        train, val, test = (windows.subset(m) for m in fold.masks(windows.dates))
+        for block, part in (("training", train), ("validation", val), ("test", test)):
+            # A fold built without a validation block (val_frac 0) is for models that do not stop early.
+            if len(part) == 0 and (block != "validation" or len(fold.val_dates)):
+                raise ValueError(f"fold {fold.name}: no {block} windows")
+        started = time.perf_counter()
+        model = factory().fit(train, val)
+        prob = np.asarray(model.predict_proba(test), dtype=np.float64)
+        fit_seconds.append({"fold": fold.name, "seconds": time.perf_counter() - started})
+        parts.append(
+            pd.DataFrame(
+                {"date": pd.DatetimeIndex(test.dates), "ticker": test.tickers, "fold": fold.name, "prob_up": prob,
+                 "y_true": test.y.astype(np.int8)}
+            )
+        )  # fmt: skip
+        if on_fold is not None:
+            on_fold(fold, model, test, prob)
+    out = pd.concat(parts, ignore_index=True)
+    out.attrs["fit_seconds"] = fit_seconds
+    return out
+
+
+def label_folds(
+    target: pd.Series, *, seq_len: int, label: LabelSpec, test_years: Sequence[int], val_frac: float = 0.1
+) -> list[Fold]:
+    """Yearly expanding walk-forward folds on the calendar of ``target`` (``make_target(universe, label)``), with
+    purge and embargo of ``min_gap(seq_len, label.reach)`` trading days."""
+    calendar = target.index.get_level_values("date")
+    return walk_forward_folds(
+        calendar, seq_len=seq_len, reach=label.reach, test_years=list(test_years), val_frac=val_frac
+    )
+
+
 def walk_forward_predictions(
     universe: Mapping[str, pd.DataFrame],
     *,
@@ -78,34 +149,36 @@ def walk_forward_predictions(
     threads: int = 2,
     device: str = "auto",
     progress: bool = True,
-    patience: int = 2,
+    patience: int = WALK_FORWARD_PATIENCE,
     val_frac: float = 0.1,
     baseline_feature_set: str = "advanced",
-    horizon: int = 1,
-    threshold: float = 0.0,
+    label: LabelSpec | None = None,
     label_transform: Callable[[pd.Series], pd.Series] | None = None,
 ) -> pd.DataFrame:
-    """Predictions of every model on yearly walk-forward test folds.
+    """Predictions of every model on yearly walk-forward test folds, each by :func:`cross_val_predict`.
 
     For each year in ``test_years`` every model is refit on all earlier data (expanding window; the last
     ``val_frac`` of it, after a purge gap, is the early-stopping validation block) and predicts every test-year
-    window. Purge and embargo come from ``finmlops.features.walk_forward_folds`` with the largest ``seq_len`` of the
-    requested variants, so no training window or label overlaps the test year. ``variants`` are preset names or
-    configs; ``baselines`` are names from ``BASELINES`` (logistic and LightGBM read ``baseline_feature_set``). The
-    label is ``make_target(universe, horizon, threshold)`` and the gaps are sized by ``horizon`` too.
-    ``label_transform``, if given, maps that label series to the one used for training and ``y_true`` (the
-    leakage audit's label-permutation control; features and windows stay the real ones).
-    ``epochs`` and ``patience`` bound each deep fit (early stopping restores the best epoch).
+    window. Purge and embargo are ``min_gap(seq_len, label.reach)`` with the largest ``seq_len`` of the requested
+    variants, so no training window or label overlaps the test year. ``variants`` are preset names or configs;
+    ``baselines`` are names from ``BASELINES`` (logistic and LightGBM read ``baseline_feature_set``). The label is
+    ``make_target(universe, label)`` (default ``LabelSpec()``). ``label_transform``, if given, maps that label
+    series to the one used for training and ``y_true`` (the leakage audit's label-permutation control; features,
+    windows and the traded return stay the real ones). ``epochs`` and ``patience`` bound each deep fit (early
+    stopping restores the best epoch); :func:`train_config` builds the loop settings.
 
     Returns a frame with columns ``PREDICTION_COLUMNS``: ``date`` (decision date t), ``ticker``, ``fold`` (the test
-    year as a string), ``model``, ``prob_up`` in [0, 1], ``y_true`` (0/1) and ``ret_next`` (return t -> t+1), sorted
-    by fold, model, date, ticker. Every model has the same ``(date, ticker)`` rows in each fold; ``attrs["row_report"]``
-    lists per fold how many rows each model lost to that intersection and why, and ``attrs["fit_seconds"]`` the
-    wall-clock time of each fit (it varies between identical runs, so ``finmlops evaluate`` reports it in
-    evaluation.json and keeps it out of predictions.parquet).
+    year as a string), ``model``, ``prob_up`` in [0, 1], ``y_true`` (0/1) and ``ret_next``, the label's traded
+    return (``forward_return(universe, label)``: entered at the execution price of t+1, exited ``label.horizon``
+    days later), sorted by fold, model, date, ticker. Every model has the same ``(date, ticker)`` rows in each
+    fold; ``attrs["row_report"]`` lists per fold how many rows each model lost to that intersection and why,
+    ``attrs["fit_seconds"]`` the wall-clock time of each fit (it varies between identical runs, so ``finmlops
+    evaluate`` reports it in evaluation.json and keeps it out of predictions.parquet) and ``attrs["label"]`` the
+    label.
     """
-    from finmlops.features import compute_features, forward_return, make_target, make_windows, walk_forward_folds
+    from finmlops.features import compute_features, forward_return, make_target, make_windows
 
+    label = label or LabelSpec()
     configs = [v if isinstance(v, VariantConfig) else get_variant(v) for v in variants]
     names = [c.name for c in configs] + list(baselines)
     if not names:
@@ -116,73 +189,78 @@ def walk_forward_predictions(
         if b not in BASELINES:
             raise KeyError(f"unknown baseline {b!r}; known: {', '.join(BASELINES)}")
 
-    target = make_target(universe, horizon=horizon, threshold=threshold)
+    target = make_target(universe, label)
     if label_transform is not None:
         target = label_transform(target)
-    ret_next = forward_return(universe, horizon=1)  # the backtest trades daily, whatever the label's horizon
+    traded = forward_return(universe, label)
     features: dict[str, pd.DataFrame] = {}
-    windows: dict[str, Any] = {}
+    windows: dict[str, Windows] = {}
     for c in configs:
         if c.feature_set not in features:
             features[c.feature_set] = compute_features(universe, c.feature_set)
-        windows[c.name] = _labelled(make_windows(features[c.feature_set], target, c.seq_len))
-    if set(baselines) & {"logistic", "lightgbm", "majority", "momentum"}:
+        windows[c.name] = make_windows(features[c.feature_set], target, c.seq_len)
+    if baselines:
         if baseline_feature_set not in features:
             features[baseline_feature_set] = compute_features(universe, baseline_feature_set)
-        base = _labelled(make_windows(features[baseline_feature_set], target, 1))
+        base = make_windows(features[baseline_feature_set], target, 1)
         windows.update(dict.fromkeys(baselines, base))
 
     gap_seq = max([c.seq_len for c in configs], default=1)
-    calendar = target.index.get_level_values("date")
-    folds = walk_forward_folds(
-        calendar, seq_len=gap_seq, horizon=horizon, test_years=list(test_years), val_frac=val_frac
-    )
-    train_config = TrainConfig(
-        epochs=epochs,
-        patience=patience,
-        seed=seed,
-        threads=threads,
-        device=device,
-        verbosity="silent",  # type: ignore[arg-type]
-    )
+    folds = label_folds(target, seq_len=gap_seq, label=label, test_years=test_years, val_frac=val_frac)
+    loop = train_config(epochs=epochs, seed=seed, threads=threads, device=device, patience=patience)
 
-    def model_for(name: str) -> Predictor:
+    def factory_for(name: str) -> Callable[[], Predictor]:
         config = next((c for c in configs if c.name == name), None)
         if config is not None:
-            return DeepModel(config, train_config)
-        return make_baseline(name, universe=universe, seed=seed, threads=threads)
+            return lambda: DeepModel(config, loop)
+        return lambda: make_baseline(name, universe=universe, seed=seed, threads=threads)
 
-    parts, reports, fit_seconds = [], [], []
+    scored: dict[str, pd.DataFrame] = {}
+    fit_seconds = []
     with _tasks(len(folds) * len(names), progress) as advance:
-        for fold in folds:
-            scored: dict[str, pd.DataFrame] = {}
-            for name in names:
-                w = windows[name]
-                train_mask, val_mask, test_mask = fold.masks(w.dates)
-                train, val, test = w.subset(train_mask), w.subset(val_mask), w.subset(test_mask)
-                for block, part in (("training", train), ("validation", val), ("test", test)):
-                    if len(part) == 0:
-                        raise ValueError(f"fold {fold.name}: model {name} has no {block} windows")
-                started = time.perf_counter()
-                prob = model_for(name).fit(train, val).predict_proba(test)
-                fit_seconds.append({"fold": fold.name, "model": name, "seconds": time.perf_counter() - started})
-                scored[name] = pd.DataFrame({"date": test.dates, "ticker": test.tickers, "prob_up": prob})
-                advance(f"fold {fold.name}: {name} ({fit_seconds[-1]['seconds']:.1f}s)")
-            common, report = _intersect(fold.name, scored)
-            reports.append(report)
-            if any(report["dropped"].values()):
-                log.info("fold %s: kept %d common rows; dropped %s", fold.name, report["rows"], report["dropped"])
-            for name, frame in scored.items():
-                kept = frame.set_index(["date", "ticker"]).reindex(common).reset_index()
-                kept.insert(2, "fold", fold.name)
-                kept.insert(3, "model", name)
-                parts.append(kept)
+        for name in names:
+            # One fold at a time, so the progress bar moves per fit.
+            parts = []
+            for fold in folds:
+                try:
+                    part = cross_val_predict(factory_for(name), windows[name], [fold], label)
+                except ValueError as exc:
+                    raise ValueError(f"model {name}: {exc}") from None
+                seconds = part.attrs["fit_seconds"][0]["seconds"]
+                fit_seconds.append({"fold": fold.name, "model": name, "seconds": seconds})
+                parts.append(part)
+                advance(f"fold {fold.name}: {name} ({seconds:.1f}s)")
+            scored[name] = pd.concat(parts, ignore_index=True)
 
-    out = pd.concat(parts, ignore_index=True)
+    out_parts, reports = [], []
+    for fold in folds:
+        by_model = {name: frame[frame["fold"] == fold.name] for name, frame in scored.items()}
+        common, report = _intersect(fold.name, by_model)
+        reports.append(report)
+        if any(report["dropped"].values()):
+            log.info("fold %s: kept %d common rows; dropped %s", fold.name, report["rows"], report["dropped"])
+        for name, frame in by_model.items():
+            kept = frame.set_index(["date", "ticker"])[["prob_up"]].reindex(common).reset_index()
+            kept.insert(2, "fold", fold.name)
+            kept.insert(3, "model", name)
+            out_parts.append(kept)
+
+    out = pd.concat(out_parts, ignore_index=True)
     keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(out["date"]), out["ticker"]])
     out["y_true"] = target.reindex(keys).to_numpy().astype(np.int8)
-    out["ret_next"] = ret_next.reindex(keys).to_numpy()
+    out["ret_next"] = traded.reindex(keys).to_numpy()
     out = out[list(PREDICTION_COLUMNS)].sort_values(["fold", "model", "date", "ticker"], ignore_index=True)
     out.attrs["row_report"] = reports
     out.attrs["fit_seconds"] = fit_seconds
+    out.attrs["label"] = label.model_dump()
     return out
+
+
+def train_config(
+    *, epochs: int, seed: int, threads: int, device: str = "auto", patience: int = WALK_FORWARD_PATIENCE
+) -> TrainConfig:
+    """The training loop of every walk-forward fit (silent; early stopping after ``patience`` epochs)."""
+    return TrainConfig(
+        epochs=epochs, patience=patience, seed=seed, threads=threads, device=device,  # type: ignore[arg-type]
+        verbosity="silent",
+    )  # fmt: skip

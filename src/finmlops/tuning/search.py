@@ -1,7 +1,8 @@
 """Hyperparameter search (``finmlops tune``): Optuna TPE over a deep variant, scored by walk-forward folds.
 
-Each trial fits the variant on every fold (expanding history, purged validation tail for early stopping) and reports
-the fold's out-of-sample metric after each fold, so a ``MedianPruner`` stops a trial whose fold is worse than the
+Each trial fits the variant on every fold with ``finmlops.training.cross_val_predict`` (expanding history, purged
+validation tail for early stopping, the settings' label) and reports the fold's out-of-sample metric after each
+fold, so a ``MedianPruner`` stops a trial whose fold is worse than the
 median of earlier trials on the same fold. The objective is the mean over folds. Those folds take part in the
 selection, so judge the tuned model on other years, and read the backtest's deflated Sharpe ratio: every finished
 trial is recorded with ``finmlops.evaluation.workspace.record_tuning_trials``.
@@ -28,12 +29,13 @@ import optuna
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from finmlops.features import Fold, LabelSpec, Windows, label_from_settings
 from finmlops.models.variants import VariantConfig, get_variant
 from finmlops.settings import Settings
 from finmlops.tracking.backend import TrackingError, configure_tracking, ensure_experiment, redact, storage_url
 from finmlops.tracking.registry import PREDICTIONS_ARTIFACT
 from finmlops.tracking.runs import TrainedNetwork, _log_predictions, log_training_run, provenance_tags
-from finmlops.training.config import TrainConfig
+from finmlops.training import cross_val_predict, label_folds, train_config
 
 METRICS: dict[str, str] = {"log_loss": "minimize", "auc": "maximize", "accuracy": "maximize"}
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -107,8 +109,8 @@ class TuneReport:
 
 
 class WalkForwardObjective:
-    """The objective: ``fit on each fold, report the fold's metric, return the mean``. Features are computed once;
-    windows once per window length."""
+    """The objective: ``cross_val_predict`` over the folds, reporting each fold's metric to Optuna (which may prune
+    the trial there), returning the mean. Features are computed once; windows once per window length."""
 
     def __init__(
         self,
@@ -120,18 +122,18 @@ class WalkForwardObjective:
         epochs: int,
         seed: int,
         threads: int,
+        label: LabelSpec,
     ) -> None:
-        from finmlops.features import compute_features, make_target
+        from finmlops.features import compute_features, forward_return, make_target
 
-        self.base, self.folds, self.metric = base, list(folds), metric
-        self.train_config = TrainConfig(
-            epochs=epochs, patience=2, seed=seed, threads=threads, device="cpu", verbosity="silent"
-        )
-        self.target = make_target(universe, horizon=1)
+        self.base, self.folds, self.metric, self.label = base, list(folds), metric, label
+        self.train_config = train_config(epochs=epochs, seed=seed, threads=threads, device="cpu")
+        self.target = make_target(universe, label)
+        self.traded = forward_return(universe, label)
         self.features = compute_features(universe, base.feature_set)
-        self._windows: dict[int, Any] = {}
+        self._windows: dict[int, Windows] = {}
 
-    def windows(self, seq_len: int) -> Any:
+    def windows(self, seq_len: int) -> Windows:
         """Labelled windows of ``seq_len`` days (cached)."""
         from finmlops.features import make_windows
 
@@ -146,14 +148,13 @@ class WalkForwardObjective:
         return DeepModel(variant, self.train_config).fit(train, val)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from finmlops.features import walk_forward_folds
+        from finmlops.training.trainer import DeepModel
 
         variant = suggest_variant(trial, self.base)
         windows = self.windows(variant.seq_len)
-        folds = walk_forward_folds(
-            self.target.index.get_level_values("date"), seq_len=variant.seq_len, horizon=1,
-            test_years=self.folds, val_frac=VAL_FRAC,
-        )  # fmt: skip
+        folds = label_folds(
+            self.target, seq_len=variant.seq_len, label=self.label, test_years=self.folds, val_frac=VAL_FRAC
+        )
         # Nested runs do not inherit the parent's experiment: name it.
         parent = mlflow.active_run()
         mlflow.start_run(
@@ -161,26 +162,29 @@ class WalkForwardObjective:
             nested=True, tags={"finmlops.trial": str(trial.number)},
         )  # fmt: skip
         status = "FAILED"
+        values: list[float] = []
+
+        def report(fold: Fold, _model: Any, test: Windows, prob: np.ndarray) -> None:
+            nonlocal status
+            value = fold_metric(self.metric, test.y, prob)
+            mlflow.log_metric(f"fold/{self.metric}", value, step=len(values))
+            trial.report(value, len(values))
+            values.append(value)
+            if trial.should_prune():
+                status = "KILLED"
+                raise optuna.TrialPruned(f"fold {fold.name}: {self.metric} {value:.4f} worse than the median")
+
         try:
             mlflow.log_params({k: str(v) for k, v in trial.params.items()})
             trial.set_user_attr("mlflow_run_id", mlflow.active_run().info.run_id)
-            values, parts = [], []
-            for step, fold in enumerate(folds):
-                train, val, test = (windows.subset(m) for m in fold.masks(windows.dates))
-                prob = self.fit(variant, train, val).predict_proba(test)
-                value = fold_metric(self.metric, test.y, prob)
-                values.append(value)
-                part = {"date": pd.to_datetime(test.dates), "ticker": test.tickers, "fold": fold.name}
-                part |= {"model": self.base.name, "prob_up": prob, "y_true": test.y.astype(np.int8)}
-                parts.append(pd.DataFrame(part))
-                mlflow.log_metric(f"fold/{self.metric}", value, step=step)
-                trial.report(value, step)
-                if trial.should_prune():
-                    status = "KILLED"
-                    raise optuna.TrialPruned(f"fold {fold.name}: {self.metric} {value:.4f} worse than the median")
+            preds = cross_val_predict(
+                lambda: DeepModel(variant, self.train_config), windows, folds, self.label, on_fold=report
+            )
+            keys = pd.MultiIndex.from_frame(preds[["date", "ticker"]])
+            preds = preds.assign(model=self.base.name, ret_next=self.traded.reindex(keys).to_numpy())
             objective = float(np.mean(values))
             mlflow.log_metric(self.metric, objective)
-            _log_predictions(pd.concat(parts, ignore_index=True))
+            _log_predictions(preds)
             status = "FINISHED"
             return objective
         except KeyboardInterrupt:
@@ -191,14 +195,14 @@ class WalkForwardObjective:
             mlflow.end_run(status)
 
 
-def final_split(windows: Any, seq_len: int) -> tuple[Any, Any]:
+def final_split(windows: Any, seq_len: int, label: LabelSpec) -> tuple[Any, Any]:
     """All labelled windows as (train, val): the last ``VAL_FRAC`` of the dates validate early stopping, after a
-    purge of ``min_gap(seq_len)`` trading days."""
+    purge of ``min_gap(seq_len, label.reach)`` trading days."""
     from finmlops.features import min_gap
 
     dates = np.unique(windows.dates)
     n_val = max(1, round(len(dates) * VAL_FRAC))
-    train_dates = dates[: max(len(dates) - n_val - min_gap(seq_len), 0)]
+    train_dates = dates[: max(len(dates) - n_val - min_gap(seq_len, label.reach), 0)]
     if len(train_dates) == 0:
         raise ValueError(f"too few dates ({len(dates)}) to refit the best configuration")
     return windows.subset(np.isin(windows.dates, train_dates)), windows.subset(np.isin(windows.dates, dates[-n_val:]))
@@ -222,13 +226,13 @@ def register_best(
     from finmlops.tracking.registry import EVIDENCE_TAG, mark_challenger
 
     variant = get_variant(objective.base.name, **{k: best.params[k] for k in best.params})
-    train, val = final_split(objective.windows(variant.seq_len), variant.seq_len)
+    train, val = final_split(objective.windows(variant.seq_len), variant.seq_len, objective.label)
     model = objective.fit(variant, train, val)
     history = model.outcome.history
     run_id = log_training_run(
         settings, variant=variant.name, experiment="tuning",
         params={"variant": variant.model_dump(), "train": objective.train_config.model_dump(), "tuning": meta,
-                "best_trial": best.number},
+                "best_trial": best.number, "label": objective.label.model_dump()},
         feature_set=variant.feature_set, feature_names=list(train.feature_names), data_hash=meta["data_hash"],
         epoch_losses={k: [h[k] for h in history] for k in ("train_loss", "val_loss")},
         metrics={f"wf_{objective.metric}": best.value},
@@ -338,11 +342,14 @@ def run_tuning(
         raise ValueError(f"the store spans {years[0]}-{years[-1]}: give --folds (test years with history before)")
     folds = list(folds) if folds else years[-4:-1]
     name = study_name or f"{variant}-{metric}"
+    label = label_from_settings(settings)
     meta = {"variant": variant, "metric": metric, "folds": folds, "epochs": epochs, "data_hash": data_hash}
+    meta["label"] = label.model_dump()
     study = open_study(name, storage or default_storage(settings), meta, settings.seed)
     objective = WalkForwardObjective(
-        universe, base, folds=folds, metric=metric, epochs=epochs, seed=settings.seed, threads=settings.threads
-    )
+        universe, base, folds=folds, metric=metric, epochs=epochs, seed=settings.seed, threads=settings.threads,
+        label=label,
+    )  # fmt: skip
     report = TuneReport(
         study=name, storage=redact(storage) if storage else str(settings.home / "tuning" / "optuna.journal"),
         variant=variant, metric=metric, direction=METRICS[metric], folds=folds, target_trials=trials,

@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from finmlops.features.target import LabelSpec
+from finmlops.models.variants import VariantConfig
 from finmlops.settings import Settings
 
 DRIFT_REFERENCE_WINDOWS = 5000  # training windows kept as the drift reference (evenly spaced): plenty for PSI bins
@@ -21,36 +23,34 @@ PROMOTION_MARGIN = 0.005
 
 def final_fit(
     universe: Mapping[str, pd.DataFrame],
-    variant_name: str,
+    variant: VariantConfig,
     *,
     gap_seq_len: int,
     last_test_year: int,
     epochs: int,
     seed: int,
     threads: int,
-    horizon: int = 1,
-    threshold: float = 0.0,
+    label: LabelSpec,
 ) -> tuple[Any, Any, Any]:
-    """Fit ``variant_name`` on all dates before ``last_test_year`` (the walk-forward's last fold, whose purge and
-    embargo are sized by ``gap_seq_len`` and ``horizon``), on the label ``make_target(universe, horizon,
-    threshold)``. Returns ``(model, train_windows, test_windows)``; the test windows are
-    that year's, to check the fit against the walk-forward predictions."""
-    from finmlops.features import compute_features, make_target, make_windows, walk_forward_folds
-    from finmlops.models.variants import get_variant
-    from finmlops.training import DeepModel, TrainConfig
+    """Fit ``variant`` (a preset with the run config's overrides) on all dates before ``last_test_year`` with
+    ``cross_val_predict`` on the walk-forward's
+    last fold (purge and embargo sized by ``gap_seq_len`` and ``label``, the runner's loop settings), on the label
+    ``make_target(universe, label)``. Returns ``(model, train_windows, test_windows)``; the test windows are that
+    year's, to check the fit against the walk-forward predictions."""
+    from finmlops.features import compute_features, make_target, make_windows
+    from finmlops.training import DeepModel, cross_val_predict, label_folds, train_config
 
-    variant = get_variant(variant_name)
-    target = make_target(universe, horizon=horizon, threshold=threshold)
+    target = make_target(universe, label)
     windows = make_windows(compute_features(universe, variant.feature_set), target, variant.seq_len)
-    windows = windows.subset(np.isfinite(windows.y))
-    (fold,) = walk_forward_folds(
-        target.index.get_level_values("date"), seq_len=gap_seq_len, horizon=horizon, test_years=[last_test_year]
-    )
-    train_mask, val_mask, test_mask = fold.masks(windows.dates)
-    train, val, test = (windows.subset(m) for m in (train_mask, val_mask, test_mask))
-    # The walk-forward runner's defaults (patience 2, device auto), so this is the model its last fold scored.
-    config = TrainConfig(epochs=epochs, patience=2, seed=seed, threads=threads, device="auto", verbosity="silent")
-    model = DeepModel(variant, config).fit(train, val)
+    folds = label_folds(target, seq_len=gap_seq_len, label=label, test_years=[last_test_year])
+    loop = train_config(epochs=epochs, seed=seed, threads=threads)
+    fitted: list[tuple[Any, Any]] = []
+    cross_val_predict(
+        lambda: DeepModel(variant, loop), windows, folds, label,
+        on_fold=lambda _fold, model, test, _prob: fitted.append((model, test)),
+    )  # fmt: skip
+    ((model, test),) = fitted
+    train = windows.subset(folds[0].masks(windows.dates)[0] & np.isfinite(windows.y))
     return model, train, test
 
 
@@ -65,8 +65,9 @@ def _pooled_metrics(evaluation: Mapping[str, Any], variant: str) -> tuple[dict[s
 
 def register_final_model(
     settings: Settings,
-    variant_name: str,
+    variant: VariantConfig,
     *,
+    label: LabelSpec,
     universe: Mapping[str, pd.DataFrame],
     predictions: pd.DataFrame,
     evaluation: Mapping[str, Any],
@@ -75,7 +76,9 @@ def register_final_model(
     test_years: Sequence[int],
     epochs: int,
 ) -> dict[str, Any]:
-    """Fit, log (ONNX pyfunc + the variant's walk-forward predictions) and register one variant's final model.
+    """Fit, log (ONNX pyfunc + the variant's walk-forward predictions) and register one variant's final model:
+    ``variant`` with the run config's hyperparameters, on the run's ``label``, so the registered model is the one
+    the walk-forward evaluated.
 
     Returns ``name``, ``version``, ``run_id``, the training span and ``max_abs_diff_last_fold``: how far the final
     model's P(up) on the last test year is from the walk-forward's (0 when training is deterministic).
@@ -84,9 +87,10 @@ def register_final_model(
 
     from finmlops.tracking import TrainedNetwork, log_training_run
 
+    variant_name = variant.name
     model, train, test = final_fit(
-        universe, variant_name, gap_seq_len=gap_seq_len, last_test_year=test_years[-1], epochs=epochs,
-        seed=settings.seed, threads=settings.threads, horizon=settings.horizon, threshold=settings.threshold,
+        universe, variant, gap_seq_len=gap_seq_len, last_test_year=test_years[-1], epochs=epochs,
+        seed=settings.seed, threads=settings.threads, label=label,
     )  # fmt: skip
     rows = predictions[predictions["model"] == variant_name]
     last = rows[rows["fold"] == str(test_years[-1])]
@@ -108,7 +112,7 @@ def register_final_model(
             "variant": model.variant.model_dump(),
             "train": model.config.model_dump(),
             "test_years": list(test_years),
-            "label": {"horizon": settings.horizon, "threshold": settings.threshold},
+            "label": label.model_dump(),
             "tickers": sorted(universe),
             "final_fit": span | {"windows": len(train)},
         },

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from finmlops.features.target import LabelSpec
 from finmlops.provenance import write_text_atomic
 from finmlops.settings import validation_message
 
@@ -55,14 +56,6 @@ class UniverseConfig(_Section):
         if self.end <= self.start:
             raise ValueError(f"end {self.end} must be after start {self.start}")
         return self
-
-
-class LabelConfig(_Section):
-    """The label: direction of ``adj_close`` over ``horizon`` trading days, with a dead band ``threshold``
-    (a fraction: 0.002 = 0.2 %)."""
-
-    horizon: int = Field(default=1, ge=1)
-    threshold: float = Field(default=0.0, ge=0.0, lt=1.0)
 
 
 class VariantSpec(_Section):
@@ -112,7 +105,7 @@ class RunConfig(_Section):
     seed: int = 42
     threads: int = Field(default=2, ge=1)
     universe: UniverseConfig
-    label: LabelConfig = LabelConfig()
+    label: LabelSpec = LabelSpec()
     variants: list[VariantSpec]
     baselines: list[str]
     epochs: int = Field(ge=1)

@@ -80,7 +80,7 @@ def serve_and_replay(
     days = replay_days(dict(universe), start=start, end=end, model_input="raw")
     with running_server(app) as url:
         summary = run_traffic(
-            days, url=url, experiment=DEFAULT_EXPERIMENT, model_input="raw", feedback_delay=1, seed=seed
+            days, url=url, experiment=DEFAULT_EXPERIMENT, model_input="raw", feedback_delay=2, seed=seed
         ).as_dict()
     problem = failure(summary)
     if problem is not None:

@@ -62,7 +62,7 @@ def run_settings(settings: Settings, config: RunConfig) -> Settings:
     home = settings.home / config.workspace if config.workspace else settings.home
     update = {
         "home": home, "tickers": list(config.tickers), "seed": config.seed, "threads": config.threads,
-        "horizon": config.label.horizon, "threshold": config.label.threshold,
+        "horizon": config.label.horizon, "threshold": config.label.threshold, "execution": config.label.execution,
     }  # fmt: skip
     return settings.model_copy(update=update)
 
@@ -72,7 +72,8 @@ def settings_differences(settings: Settings, config: RunConfig) -> list[str]:
     ``name: settings X, config Y``, so that ``finmlops run`` can say so instead of silently ignoring them."""
     pairs = {
         "tickers": (list(settings.tickers), list(config.tickers)), "horizon": (settings.horizon, config.label.horizon),
-        "threshold": (settings.threshold, config.label.threshold), "seed": (settings.seed, config.seed),
+        "threshold": (settings.threshold, config.label.threshold),
+        "execution": (settings.execution, config.label.execution), "seed": (settings.seed, config.seed),
         "threads": (settings.threads, config.threads),
     }  # fmt: skip
     return [f"{name}: settings {ours}, config {theirs}" for name, (ours, theirs) in pairs.items() if ours != theirs]
@@ -225,7 +226,7 @@ def _train(ctx: Context) -> Outcome:
     preds = walk_forward_predictions(
         universe, variants=plan.variant_configs(), baselines=plan.baselines, test_years=plan.test_years,
         epochs=plan.epochs, seed=seed, threads=ctx.settings.threads, device="auto",
-        progress=ctx.cache.get("progress", False), horizon=ctx.settings.horizon, threshold=ctx.settings.threshold,
+        progress=ctx.cache.get("progress", False), label=plan.label,
     )  # fmt: skip
     ctx.cache["predictions"] = preds
     fit_seconds: dict[str, float] = {}
@@ -235,7 +236,7 @@ def _train(ctx: Context) -> Outcome:
     config = {
         "variants": [v.model_dump() for v in plan.variants], "baselines": list(plan.baselines), "epochs": plan.epochs,
         "test_years": list(plan.test_years), "tickers": sorted(universe), "bootstrap": asdict(boot),
-        "label": {"horizon": ctx.settings.horizon, "threshold": ctx.settings.threshold},
+        "label": ctx.plan.label.model_dump(),
     }  # fmt: skip
     payload = evaluate_and_write(
         preds, ctx.settings.results_dir, data_hash=ctx.output("ingest")["dataset_hash"], config=config, boot=boot
@@ -293,11 +294,12 @@ def _register(ctx: Context) -> Outcome:
     plan: RunConfig = ctx.plan
     evaluation = json.loads((ctx.settings.results_dir / "evaluation.json").read_text())
     models: dict[str, Any] = {}
-    for variant in plan.variant_names:
+    for config in plan.variant_configs():
+        variant = config.name
         ctx.log(f"[register] {variant}: final fit on every date before {plan.test_years[-1]}, ONNX export, register")
         entry = register_final_model(
-            ctx.settings, variant, universe=_universe(ctx), predictions=_predictions(ctx), evaluation=evaluation,
-            data_hash=ctx.output("ingest")["dataset_hash"], gap_seq_len=plan.gap_seq_len,
+            ctx.settings, config, label=plan.label, universe=_universe(ctx), predictions=_predictions(ctx),
+            evaluation=evaluation, data_hash=ctx.output("ingest")["dataset_hash"], gap_seq_len=plan.gap_seq_len,
             test_years=plan.test_years, epochs=plan.epochs,
         )  # fmt: skip
         # The evaluation's bootstrap, so the promotion test is the one evaluation.json recorded for the pair.
@@ -399,6 +401,7 @@ def _importance_inputs(ctx: Context) -> dict[str, Any]:
         "test_years": plan.test_years[-plan.importance.folds :],
         "epochs": plan.epochs,
         "repeats": plan.importance.repeats,
+        "label": plan.label.model_dump(),
         "seed": ctx.settings.seed,
         "threads": ctx.settings.threads,
     }
