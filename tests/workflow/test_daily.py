@@ -65,11 +65,12 @@ def test_label_outcomes_follow_the_config_label(tmp_path: Path) -> None:
     config = shipped_live_config("live-tiny")
     out = label_outcomes(universe, date(2022, 1, 3), config)["AAPL"]
     adj = universe["AAPL"]["adj_close"]
-    assert out["return"] == pytest.approx(adj.iloc[1] / adj.iloc[0] - 1)
-    assert out["outcome"] == int(adj.iloc[1] > adj.iloc[0])
+    # The LabelSpec's traded return: entered at the close of t+1, held one day (close t+1 -> close t+2).
+    assert out["return"] == pytest.approx(adj.iloc[2] / adj.iloc[1] - 1)
+    assert out["outcome"] == int(adj.iloc[2] > adj.iloc[1])
     banded = config.model_copy(update={"label": config.label.model_copy(update={"threshold": 0.5})})
     assert label_outcomes(universe, date(2022, 1, 3), banded)["AAPL"]["outcome"] is None  # in the dead band
-    assert label_outcomes(universe, date(2022, 1, 31), config)["AAPL"]["outcome"] is None  # the future is unknown
+    assert label_outcomes(universe, date(2022, 1, 28), config)["AAPL"]["outcome"] is None  # the future is unknown
 
 
 def test_canary_split_is_stable_and_near_its_share() -> None:

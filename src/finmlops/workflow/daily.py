@@ -12,8 +12,9 @@ written atomically after every phase) before the next starts:
    the next day for every ticker: one raw-OHLCV request per model per day (``[n_tickers, T]``), the champion's and,
    when there is one, the challenger's; the request log records both. The challenger's answer is served for the
    tickers of its canary share (a stable hash of day and ticker), the champion's for the others.
-4. ``feedback``: the outcomes of the day ``label.horizon`` trading days back are now known; each scored row gets
-   its ``/v2/feedback``; per model the day's hits, IC and the served book's return are recorded.
+4. ``feedback``: the outcomes of the day ``label.reach`` trading days back (horizon + 1: the label's trade
+   enters at t+1) are now known; each scored row gets its ``/v2/feedback``; per model the day's hits, IC and
+   the served book's return are recorded.
 5. ``rollout``: the always-valid test (``daily_msprt``, the day as the unit) on the challenger's and the
    champion's outcomes since the challenger went to shadow; it rolls back, moves to the next canary step after
    ``rollout.step_days``, or after the last step promotes through the registry's live rule. Every move is an
@@ -93,7 +94,7 @@ def live_settings(settings: Settings, config: LiveConfig) -> Settings:
     home.mkdir(parents=True, exist_ok=True)
     update = {
         "home": home, "tickers": list(config.universe.tickers), "seed": config.seed,
-        "horizon": config.label.horizon, "threshold": config.label.threshold,
+        "horizon": config.label.horizon, "threshold": config.label.threshold, "execution": config.label.execution,
     }  # fmt: skip
     if settings.mlflow_tracking_uri is None:
         return settings.model_copy(update=update)
@@ -105,12 +106,13 @@ def live_settings(settings: Settings, config: LiveConfig) -> Settings:
 
 
 def label_outcomes(universe: Mapping[str, pd.DataFrame], day: date, config: LiveConfig) -> dict[str, Any]:
-    """Per ticker, the outcome of decision ``day`` under the config's label (1 up, 0 down, None when unknown or in
-    the dead band) and the realised forward return over the label's horizon (NaN when unknown)."""
+    """Per ticker, the outcome of decision ``day`` under the config's label (``LabelSpec``: the traded return from
+    the execution price of t+1 over ``horizon`` days; 1 up, 0 down, None when unknown or in the dead band) and that
+    traded return (NaN when unknown). It is known at the close of ``day`` + ``label.reach`` trading days."""
     from finmlops.features import forward_return, make_target
 
-    target = make_target(universe, horizon=config.label.horizon, threshold=config.label.threshold)
-    returns = forward_return(universe, horizon=config.label.horizon)
+    target = make_target(universe, config.label)
+    returns = forward_return(universe, config.label)
     stamp = pd.Timestamp(day)
     out: dict[str, Any] = {}
     for ticker in sorted(universe):
@@ -476,7 +478,7 @@ class Loop:
         return RetrainSpec(
             id=rid, store=str(self.paths.data), out=str(self.paths.retrains / rid), tickers=c.universe.tickers,
             start=c.universe.history_start, end=day, variant=c.model.variant, params=c.model.params,
-            horizon=c.label.horizon, threshold=c.label.threshold, window=c.window.kind, window_days=c.window.days,
+            label=c.label, window=c.window.kind, window_days=c.window.days,
             val_days=c.model.val_days, epochs=c.model.epochs, seed=c.seed, threads=c.model.threads,
         )  # fmt: skip
 
@@ -545,7 +547,7 @@ class Loop:
                 self.settings, variant=spec.variant,
                 params={
                     "variant": model.variant.model_dump(), "train": model.config.model_dump(),
-                    "label": {"horizon": spec.horizon, "threshold": spec.threshold},
+                    "label": spec.label.model_dump(),
                     "tickers": spec.tickers, "window": {"kind": spec.window, "days": spec.window_days},
                     "live": {"retrain": spec.id, "workspace": self.config.workspace, "reason": reason},
                     "final_fit": {"train_start": str(result.train_start), "train_end": str(result.train_end),
@@ -752,17 +754,17 @@ class Loop:
             t: st.challenger if st.challenger is not None and served_by_challenger(day, t, share) else st.champion
             for t in tickers
         }
-        st.scored = [*st.scored, day][-(self.config.label.horizon + 1) :]
+        st.scored = [*st.scored, day][-(self.config.label.reach + 1) :]
         return {
             "champion": st.champion, "challenger": st.challenger, "share": share, "tickers": tickers,
             "probs": probs, "served": served,
         }  # fmt: skip
 
     def _feedback(self, day: date, st: LoopState) -> dict[str, Any]:
-        """Post the outcomes of the day ``horizon`` trading days back, per row of each model's request."""
+        """Post the outcomes of the day ``label.reach`` trading days back, per row of each model's request."""
         from scipy import stats
 
-        h = self.config.label.horizon
+        h = self.config.label.reach  # the outcome of decision day t is known at the close of t + reach
         if len(st.scored) <= h:
             return {}
         decided = st.scored[-1 - h]

@@ -145,7 +145,7 @@ def hindsight(paths: LivePaths, config: LiveConfig, days: int = HINDSIGHT_DAYS) 
         return []
     universe = DataStore(paths.history).read(config.universe.tickers)
     variant = config.variant()
-    target = make_target(universe, horizon=config.label.horizon, threshold=config.label.threshold)
+    target = make_target(universe, config.label)
     windows = make_windows(compute_features(universe, variant.feature_set), target, variant.seq_len)
     windows = windows.subset(np.isfinite(windows.y))
     calendar = np.unique(windows.dates)

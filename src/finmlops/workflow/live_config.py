@@ -17,8 +17,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from finmlops.features.target import LabelSpec
 from finmlops.settings import validation_message
-from finmlops.workflow.config import LabelConfig, RunConfigError
+from finmlops.workflow.config import RunConfigError
 
 SHIPPED_LIVE = ("live", "live-quarterly", "live-drift", "live-static", "live-tiny")
 
@@ -120,7 +121,7 @@ class LiveConfig(_Section):
     workspace: str = "live"
     seed: int = 42
     universe: LiveUniverse
-    label: LabelConfig = LabelConfig()
+    label: LabelSpec = LabelSpec()
     model: LiveModel = LiveModel()
     window: WindowConfig = WindowConfig()
     retrain: RetrainConfig = RetrainConfig()

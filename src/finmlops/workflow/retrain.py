@@ -2,7 +2,7 @@
 
 ``python -m finmlops.workflow.retrain <spec.json>`` reads the live store up to the spec's ``end`` day (the store
 may already hold later days by the time it runs: they are cut off), fits the variant on the expanding or rolling
-window of labelled decision dates (the last ``val_days`` dates, after a purge of ``seq_len + horizon`` days, for
+window of labelled decision dates (the last ``val_days`` dates, after a purge of ``seq_len + reach`` days, for
 early stopping), and writes into the spec's ``out`` folder, atomically: ``model.pt`` (the fitted
 ``finmlops.training.DeepModel``), ``windows.npy`` (training windows for the ONNX parity check) and ``result.json``
 (:class:`RetrainResult`), last. A second process started on the same spec (a resumed loop) computes the same
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from finmlops.features.target import LabelSpec
 from finmlops.provenance import atomic_path, write_json_atomic
 
 RESULT = "result.json"
@@ -28,8 +29,9 @@ EXPORT_WINDOWS = 2000  # training windows kept for the export parity check and t
 
 
 class RetrainSpec(BaseModel):
-    """What to fit: ``variant`` (with ``params``) on the live store at ``store`` up to ``end``, label ``horizon``
-    and ``threshold``; ``window`` "expanding" or "rolling" (``window_days`` decision dates)."""
+    """What to fit: ``variant`` (with ``params``) on the live store at ``store`` up to ``end``, on ``label`` (only
+    decision dates whose traded return is known by ``end`` are labelled); ``window`` "expanding" or "rolling"
+    (``window_days`` decision dates)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -41,8 +43,7 @@ class RetrainSpec(BaseModel):
     end: date
     variant: str
     params: dict[str, object] = {}
-    horizon: int
-    threshold: float
+    label: LabelSpec
     window: str
     window_days: int
     val_days: int
@@ -80,13 +81,13 @@ def fit(spec: RetrainSpec) -> RetrainResult:
     started, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     universe = DataStore(spec.store).read(list(spec.tickers), spec.start, spec.end)
     variant = get_variant(spec.variant, **spec.params)
-    target = make_target(universe, horizon=spec.horizon, threshold=spec.threshold)
+    target = make_target(universe, spec.label)
     windows = make_windows(compute_features(universe, variant.feature_set), target, variant.seq_len)
     windows = windows.subset(np.isfinite(windows.y))
     dates = np.unique(windows.dates)
     if spec.window == "rolling":
         dates = dates[-spec.window_days :]
-    gap = min_gap(variant.seq_len, spec.horizon)
+    gap = min_gap(variant.seq_len, spec.label.reach)
     if len(dates) < spec.val_days + gap + 20:
         raise ValueError(f"retrain {spec.id}: {len(dates)} labelled dates up to {spec.end} are too few to fit")
     val_dates, train_dates = dates[-spec.val_days :], dates[: -(spec.val_days + gap)]
