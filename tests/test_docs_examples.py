@@ -145,6 +145,8 @@ def parse_cli(args: list[str]) -> None:
     command: Any = typer.main.get_command(app)
     ctx = command.make_context("finmlops", list(args))
     while hasattr(command, "resolve_command"):  # a group (typer vendors its own click, so no isinstance)
+        if not [*ctx._protected_args, *ctx.args] and command.invoke_without_command:
+            return  # a group that is a command too (`finmlops models`)
         name, command, rest = command.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
         assert command is not None and name is not None, args
         ctx = command.make_context(name, rest, parent=ctx)

@@ -803,10 +803,19 @@ def promote_command(
         console.print(evidence(), highlight=False)
 
 
-@app.command("models")
-def models_command(json_out: bool = typer.Option(False, "--json", help="Print the registry as JSON.")) -> None:
+models_app = typer.Typer(help="The model registry: versions, aliases and their audited history.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models_command(
+    ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="Print the registry as JSON.")
+) -> None:
     """List registered *-predictor models, their versions, aliases and recorded accuracy, saying on what it was
-    measured (walk-forward folds, or the single test split of `finmlops train`)."""
+    measured (walk-forward folds, or the single test split of `finmlops train`). `finmlops models history` says
+    who held each alias on every day, and why."""
+    if ctx.invoked_subcommand is not None:
+        return
     from finmlops.tracking import TrackingError, configure_tracking, describe_evidence, list_models
 
     try:
@@ -836,6 +845,66 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print th
         console.print("no registered *-predictor models (finmlops train or finmlops run registers them)")
         return
     console.print(table)
+
+
+@models_app.command("history")
+def models_history_command(
+    model: list[str] = typer.Option(
+        [], "--model", help="Registered model name (repeatable); default every *-predictor."
+    ),
+    on: str | None = typer.Option(None, "--on", help="A day (YYYY-MM-DD): who held each alias then, and why."),
+    json_out: bool = typer.Option(False, "--json", help="Print the history as JSON."),
+) -> None:
+    """Which version held `champion` and `challenger` on each day, and why (the promotion evidence or the forced
+    reason), reconstructed from the registry's audited alias events, so it survives any restart."""
+    from datetime import date as _date
+
+    from finmlops.tracking import TrackingError, configure_tracking, list_models
+    from finmlops.tracking.registry import alias_history, describe_event, holders_on
+
+    try:
+        day = _date.fromisoformat(on) if on else None
+    except ValueError:
+        fail(f"--on {on!r}: not a date; use YYYY-MM-DD", code=2)
+    try:
+        configure_tracking(settings_from())
+        names = model or [m["name"] for m in list_models()]
+        if day is not None:
+            payload: Any = {"day": str(day), "models": {}}
+            for name in names:
+                holders = holders_on(name, day)
+                payload["models"][name] = {
+                    a: None if p is None else {**p.model_dump(mode="json"), "why": describe_event(p.event)}
+                    for a, p in holders.items()
+                }
+            if len(names) == 1:
+                payload["holders"] = payload["models"][names[0]]
+        else:
+            payload = {name: [p.model_dump(mode="json") | {"why": describe_event(p.event)} for p in
+                              alias_history(name)] for name in names}  # fmt: skip
+    except (TrackingError, ValueError) as exc:
+        fail(str(exc))
+    if json_out:
+        emit_json(payload)
+        return
+    if day is not None:
+        for name, holders in payload["models"].items():
+            for alias, period in holders.items():
+                if period is None:
+                    held = "nobody (or set before the audit log)"
+                else:
+                    held = "nobody (removed)" if period["version"] is None else f"v{period['version']}"
+                why = f" since {period['start']}: {period['why']}" if period else ""
+                console.print(f"{name} {alias} on {day}: {held}{why}", highlight=False)
+        return
+    for name, periods in payload.items():
+        if not periods:
+            console.print(f"{name}: no audited alias moves", highlight=False)
+        for p in periods:
+            holder = "removed" if p["version"] is None else f"v{p['version']}"
+            console.print(
+                f"{name} {p['alias']:<10} {holder:<8} {p['start']}..{p['end'] or 'now'}  {p['why']}", highlight=False
+            )
 
 
 # --- monitoring: explain ----------------------------------------------------------------------------------------------
@@ -1394,6 +1463,72 @@ def run_command(
     for c in result.champions.values():
         console.print(f"champion of {c['name']}: v{c['champion']} ({c['decision']}: {c['detail']})", highlight=False)
     console.print(f"report: {result.report}" if result.report else "report: none (see the report step)")
+
+
+class LiveFeed(StrEnum):
+    replay = "replay"
+    yahoo = "yahoo"
+
+
+@app.command("live")
+def live_command(
+    start: str | None = typer.Option(None, "--from", callback=iso_date_option, help="First trading day (YYYY-MM-DD)."),
+    end: str | None = typer.Option(None, "--to", callback=iso_date_option, help="Last trading day (YYYY-MM-DD)."),
+    today: bool = typer.Option(False, "--today", help="Live today only (for a cron): the Yahoo feed by default."),
+    config: str = typer.Option(
+        "live",
+        "--config",
+        help="A live config file (YAML), or a shipped one: live, live-quarterly, live-drift, "
+        "live-static, live-tiny (configs/).",
+    ),
+    feed: LiveFeed | None = typer.Option(
+        None, "--feed", help="replay: the history store's bars as if from Yahoo (default with --from); yahoo: yfinance."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Live day by day (docs/live.md): each trading day the bars arrive through the ingest path, the served champion
+    (and a challenger in shadow or canary) scores every ticker, yesterday's outcomes are fed back, drift is checked,
+    a refit starts on schedule, on drift or on decaying accuracy (in another process), and the always-valid test
+    moves the challenger shadow -> canary steps -> champion, or rolls it back; every alias move is audited.
+
+    Kill it at any point and run it again: it resumes, and nothing is ingested, fed back, registered or moved twice.
+    """
+    from datetime import date as _date
+
+    from finmlops.workflow.config import RunConfigError
+    from finmlops.workflow.daily import LiveError, run_live
+    from finmlops.workflow.live_config import SHIPPED_LIVE, load_live_config, shipped_live_config
+
+    if today == (start is not None or end is not None):
+        fail("give --from and --to, or --today", code=2)
+    if not today and (start is None or end is None):
+        fail("--from and --to go together", code=2)
+    first = _date.today() if today else _date.fromisoformat(start or "")
+    last = first if today else _date.fromisoformat(end or "")
+    if last < first:
+        fail(f"--to {last} is before --from {first}", code=2)
+    settings = settings_from()
+    try:
+        check_workspace(settings.home)
+        live_config = shipped_live_config(config) if config in SHIPPED_LIVE else load_live_config(Path(config))
+    except (SettingsError, RunConfigError) as exc:
+        fail(str(exc))
+    chosen = (feed.value if feed else None) or ("yahoo" if today else "replay")
+    say = (lambda text: None) if json_out else (lambda text: err_console.print(text, highlight=False, markup=False))
+    try:
+        result = run_live(settings, live_config, start=first, end=last, feed=chosen, log=say)  # type: ignore[arg-type]
+    except (LiveError, ValueError, OSError) as exc:
+        fail(f"{exc} (finished days are kept; rerun to resume)")
+    if json_out:
+        emit_json(result.model_dump(mode="json"))
+        return
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.phase_seconds.items() if v)
+    console.print(
+        f"finmlops live {result.name} ({result.feed}) in {result.home}: {len(result.days)} days lived, "
+        f"{result.skipped} already done, {result.seconds:.0f} s ({phases}); champion v{result.champion}"
+        + (f", challenger v{result.challenger}" if result.challenger else ""),
+        highlight=False,
+    )
 
 
 # --- monitoring: report -----------------------------------------------------------------------------------------------
