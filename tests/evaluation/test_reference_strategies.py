@@ -46,7 +46,7 @@ def test_fk_weights_returns_and_costs_by_hand() -> None:
 
 def test_fk_refuses_a_universe_smaller_than_2k_and_run_backtest_notes_it() -> None:
     rows = _rows([[0.9, 0.5, 0.4, 0.1]] * 3, [[0.01, 0.0, 0.0, -0.01]] * 3)
-    with pytest.raises(StrategySkipped, match="needs 20 tickers.*at most 4"):
+    with pytest.raises(StrategySkipped, match=r"needs 20 tickers.*at most 4"):
         fk_weights(rows, k=10)
     result = run_backtest(rows, BacktestConfig(strategies=("long_flat", "fk_long_short")), label=LabelSpec())
     assert "fk_long_short" not in result["results"]["m"]

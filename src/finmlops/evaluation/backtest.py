@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -159,7 +159,7 @@ class BacktestConfig:
     top_k: int = 2
     capital: float = 100_000.0
     fk_k: int = 10
-    topk_dropout: TopkDropoutConfig = TopkDropoutConfig()
+    topk_dropout: TopkDropoutConfig = field(default_factory=TopkDropoutConfig)
 
 
 def book_path(rows: pd.DataFrame, earned: pd.DataFrame, strategy: str, config: BacktestConfig) -> pd.DataFrame:

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from finmlops.models.baselines import BASELINES
 from finmlops.evaluation.signal import signal_measures
+from finmlops.models.baselines import BASELINES
 from finmlops.stats import Comparison
 from finmlops.stats.bootstrap import BootstrapConfig, interval, paired_test
 from finmlops.stats.classification import log_loss, ranked_auc, score_ranks

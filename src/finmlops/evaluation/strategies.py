@@ -82,9 +82,7 @@ def fk_weights(rows: pd.DataFrame, k: int = 10) -> tuple[pd.DataFrame, int]:
     return pd.DataFrame(w, index=prob.index, columns=prob.columns), int((~ok).sum())
 
 
-def topk_dropout_step(
-    held: list[str], score: pd.Series, topk: int, n_drop: int
-) -> tuple[list[str], list[str]]:
+def topk_dropout_step(held: list[str], score: pd.Series, topk: int, n_drop: int) -> tuple[list[str], list[str]]:
     """One decision of Qlib's TopkDropoutStrategy: ``(sell, buy)`` ticker lists from the ``held`` tickers (all with
     a score) and the date's ``score`` (ticker -> score). Sorting is by score descending, ties by ticker name."""
     order = score.sort_index().sort_values(ascending=False, kind="stable")

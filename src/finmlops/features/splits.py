@@ -211,6 +211,8 @@ def study_period_folds(
     folds = []
     for k, start in enumerate(range(first, len(u), trade_days), start=1):
         history = u[start - embargo - train_days : start - embargo]
-        fold = _carve(f"sp{k:02d}", history, u[start : start + trade_days], round(train_days * val_frac), purge, embargo)
+        fold = _carve(
+            f"sp{k:02d}", history, u[start : start + trade_days], round(train_days * val_frac), purge, embargo
+        )
         folds.append(fold)
     return folds
