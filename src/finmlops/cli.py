@@ -438,7 +438,7 @@ def evaluate_command(
         fail(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}", code=2)
     settings = settings_from(seed=seed)
     from finmlops.data import DataError
-    from finmlops.evaluation.workspace import markdown_table, run_evaluation
+    from finmlops.evaluation.workspace import markdown_table, run_evaluation, signal_table
 
     tracked = not no_track and tracking_ready(settings)
     try:
@@ -460,14 +460,19 @@ def evaluate_command(
         emit_json(result)
         return
     console.print(markdown_table(result), highlight=False, markup=False)
+    console.print(signal_table(result), highlight=False, markup=False)
     console.print(f"wrote {settings.results_dir / 'evaluation.json'} and evaluation.md", highlight=False)
 
 
 @app.command("backtest")
 def backtest_command(
     strategy: list[str] = typer.Option(
-        [], "--strategy", help="long_flat, long_short or top_k (repeatable; all by default)."
+        [],
+        "--strategy",
+        help="long_flat, long_short, top_k, fk_long_short (Fischer & Krauss, k=--fk-k) or topk_dropout (Qlib: topk "
+        "50, n_drop 5, open 0.05 %, close 0.15 %) (repeatable; the first three by default).",
     ),
+    fk_k: int = typer.Option(10, "--fk-k", min=1, help="Names per side of fk_long_short (F&K: 10)."),
     cost_bps: float = typer.Option(5.0, "--cost-bps", help="Commission per unit of turnover, basis points."),
     slippage_bps: float = typer.Option(0.0, "--slippage-bps", help="Slippage per unit of turnover, basis points."),
     execution: str | None = typer.Option(
@@ -484,12 +489,12 @@ def backtest_command(
     deflated Sharpe ratio over every configuration tried; writes results/backtest.json and logs it (metrics per
     model and strategy, tagged with the predictions' SHA-256) to MLflow's evaluation experiment."""
     from finmlops.data import DataError
-    from finmlops.evaluation.backtest import STRATEGIES, BacktestConfig
+    from finmlops.evaluation.backtest import ALL_STRATEGIES, STRATEGIES, BacktestConfig
     from finmlops.evaluation.workspace import run_backtest_workspace
 
-    bad = [s for s in strategy if s not in STRATEGIES]
+    bad = [s for s in strategy if s not in ALL_STRATEGIES]
     if bad or execution not in (None, "close", "open"):
-        fail(f"--strategy must be among {', '.join(STRATEGIES)} and --execution close or open", code=2)
+        fail(f"--strategy must be among {', '.join(ALL_STRATEGIES)} and --execution close or open", code=2)
     if cost_bps < 0 or slippage_bps < 0 or capital <= 0:
         fail("--cost-bps and --slippage-bps must be >= 0 and --capital > 0", code=2)
     settings = settings_from()
@@ -500,6 +505,7 @@ def backtest_command(
         execution=execution,  # type: ignore[arg-type]
         top_k=top_k,
         capital=capital,
+        fk_k=fk_k,
     )
     tracked = not no_track and tracking_ready(settings)
     try:
@@ -535,6 +541,8 @@ def backtest_command(
             "–" if dsr is None else f"{dsr:.3f}",
         )
     console.print(table)
+    for strat, why in result.get("skipped", {}).items():
+        console.print(f"{strat}: {why}", highlight=False)
     business = result["business"]
     assumed = business["assumptions"]
     money = Table(
