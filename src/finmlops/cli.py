@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from finmlops import __version__
+from finmlops.data import DataError, DataStore, load_snapshot
 from finmlops.data.ingest import SOURCES
 from finmlops.features.registry import FEATURE_SETS
 from finmlops.features.target import Execution
@@ -167,28 +168,17 @@ def ingest_command(
     Bad data or a failed download leave the store byte-for-byte as it was.
     Dates already stored are kept; a re-ingest with nothing new changes nothing.
     """
-    from finmlops.data import DataError, DataStore, ingest
+    from finmlops.workflow.services import ingest_stage  # deferred: scipy and the evaluation stack
 
     settings = settings_from(tickers=tickers, start=start, end=end, raw_data_dir=data_dir)
     tracked = not no_track and tracking_ready(settings)
     try:
-        report = ingest(
-            DataStore(settings.data_dir),
-            source.value,
-            settings.tickers,
-            settings.start,
-            settings.end,
-            data_dir=settings.raw_data_dir,
-            retries=retries,
-        )
+        report = ingest_stage(
+            settings, source.value, settings.tickers, settings.start, settings.end, data_dir=settings.raw_data_dir,
+            retries=retries, tracker=cli_tracker(settings) if tracked else None,
+        ).report  # fmt: skip
     except DataError as exc:
         fail(str(exc))
-    if tracked:
-        track(
-            "ingestion", "log_ingestion", settings, tickers=[t.ticker for t in report.tickers], start=settings.start,
-            end=settings.end, source=source.value, dataset_hash=report.dataset_hash,
-            n_rows=sum(t.rows for t in report.tickers), warnings=report.warnings,
-        )  # fmt: skip
     if json_out:
         emit_json(report.model_dump(mode="json"))
         return
@@ -212,7 +202,6 @@ def data_info_command(
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Show the store's tickers, first/last dates, rows and content hashes, and the dataset hash."""
-    from finmlops.data import DataError, DataStore
 
     store = DataStore(settings_from().data_dir)
     try:
@@ -274,7 +263,6 @@ def features_command(
         console.print(table)
         return
 
-    from finmlops.data import DataError, DataStore
     from finmlops.features import compute_features, save_features
 
     settings = settings_from(feature_set=feature_set)
@@ -321,8 +309,6 @@ def train_command(
     registers the model as a new version of <variant>-predictor with the challenger alias."""
     import logging
     from functools import partial
-
-    from finmlops.data import DataError
 
     settings = settings_from(seed=seed, threads=threads)
     if quiet:
@@ -409,24 +395,18 @@ def evaluate_command(
         fail("use either --variant or --all", code=2)
     names = list(VARIANTS) if all_variants else [v.value for v in variant] or ["baseline"]
     settings = settings_from(seed=seed)
-    from finmlops.data import DataError
-    from finmlops.evaluation.workspace import markdown_table, run_evaluation
+    from finmlops.evaluation.workspace import markdown_table  # deferred: scipy and the evaluation stack
+    from finmlops.workflow.services import evaluate_stage
 
     tracked = not no_track and tracking_ready(settings)
     try:
-        result = run_evaluation(
-            settings,
-            variants=names,
-            epochs=epochs,
-            seed=settings.seed,
-            test_years=_parse_folds(folds),
-            boot=_bootstrap(n_boot, block_len, settings.seed),
-            progress=not json_out,
-        )
+        result = evaluate_stage(
+            settings, variants=names, epochs=epochs, test_years=_parse_folds(folds),
+            boot=_bootstrap(n_boot, block_len, settings.seed), progress=not json_out,
+            tracker=cli_tracker(settings) if tracked else None,
+        ).result  # fmt: skip
     except (DataError, OSError, ValueError, KeyError) as exc:
         fail(str(exc))
-    if tracked:
-        track("evaluation", "log_evaluation_result", settings, result=result)
     if json_out:
         emit_json(result)
         return
@@ -454,9 +434,8 @@ def backtest_command(
     """Backtest the saved walk-forward predictions net of costs against equal-weight buy-and-hold, with the
     deflated Sharpe ratio over every configuration tried; writes results/backtest.json and logs it (metrics per
     model and strategy, tagged with the predictions' SHA-256) to MLflow's evaluation experiment."""
-    from finmlops.data import DataError
-    from finmlops.evaluation.backtest import STRATEGIES, BacktestConfig
-    from finmlops.evaluation.workspace import run_backtest_workspace
+    from finmlops.evaluation.backtest import STRATEGIES, BacktestConfig  # deferred: scipy
+    from finmlops.workflow.services import backtest_stage
 
     if cost_bps < 0 or slippage_bps < 0 or capital <= 0:
         fail("--cost-bps and --slippage-bps must be >= 0 and --capital > 0", code=2)
@@ -471,11 +450,9 @@ def backtest_command(
     )
     tracked = not no_track and tracking_ready(settings)
     try:
-        result = run_backtest_workspace(settings, config)
+        result = backtest_stage(settings, config, tracker=cli_tracker(settings) if tracked else None).result
     except (DataError, OSError, ValueError, KeyError) as exc:  # no evaluation, or another execution than the label's
         fail(str(exc))
-    if tracked:
-        track("backtest", "log_backtest_result", settings, result=result)
     if json_out:
         emit_json(result)
         return
@@ -599,14 +576,11 @@ def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str | 
     line naming the tracking URI, exit code 1. Without MLflow it says tracking is skipped and returns None: the
     command's own results are already written.
     """
-    import logging
-
     import finmlops.tracking as tracking
+    from finmlops.workflow.services import log_to_mlflow
 
-    # MLflow's INFO lines (database migrations, registrations) would clutter the command's output.
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
-        run_id = getattr(tracking, function)(settings, **kwargs)
+        run_id = log_to_mlflow(settings, function, **kwargs)
     except ImportError as exc:
         err_console.print(f"tracking {what} skipped: {exc.name or exc} is not installed", highlight=False)
         return None
@@ -620,6 +594,11 @@ def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str | 
         fail(f"tracking {what}: the ONNX export failed its parity check (run FAILED, no model registered): {exc}")
     err_console.print(f"tracked {what} as MLflow run {run_id}", highlight=False)
     return run_id
+
+
+def cli_tracker(settings: Settings) -> Any:
+    """The tracker (:mod:`finmlops.workflow.services`) of a command: :func:`track`, one error line on failure."""
+    return lambda what, function, **kwargs: track(what, function, settings, **kwargs)
 
 
 @app.command("runs")
@@ -838,7 +817,6 @@ def explain_command(
     With --global: how much walk-forward test accuracy and AUC drop when each feature is shuffled across windows,
     refitting the variant per fold; writes results/importance_<variant>.json.
     """
-    from finmlops.data import DataError
 
     if (variant is None) == (model is None):
         fail("give one of --variant NAME (a model from finmlops train) or --model NAME@alias|NAME/VERSION", code=2)
@@ -947,7 +925,6 @@ def drift_command(
     normalised Wasserstein per feature; writes results/drift.json. Exit 0 even when features drift (a report)."""
     from pathlib import Path
 
-    from finmlops.data import DataError
     from finmlops.monitoring.drift import DriftThresholds, run_drift
 
     if model is None and reference is None:
@@ -1143,7 +1120,6 @@ def traffic_command(
     """
     from datetime import date
 
-    from finmlops.data import DataError, load_snapshot
     from finmlops.serving.traffic import describe_errors, failure, replay_days, run_traffic
 
     if rate <= 0:
@@ -1392,7 +1368,6 @@ def predict_command(
     the majority-class rate. Rows without enough history are reported per ticker and skipped."""
     from pathlib import Path
 
-    from finmlops.data import DataError
     from finmlops.prediction.batch import predict_folder
     from finmlops.tracking import ModelError, TrackingError
 
