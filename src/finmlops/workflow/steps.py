@@ -30,6 +30,7 @@ from finmlops.workflow.engine import (
     StepReport,
     run_steps,
 )
+from finmlops.workflow.services import backtest_stage, ingest_stage, mlflow_tracker, track_evaluation
 
 DRIFT_MODEL = "enhanced-predictor@champion"  # the challenger arm: the larger feature set, more to drift
 
@@ -164,28 +165,17 @@ def _ci(entry: dict[str, Any]) -> str:
 # --- the steps --------------------------------------------------------------------------------------------------------
 
 
-def _track(ctx: Context, function: str, **kwargs: Any) -> str:
-    """Log a step's result to MLflow exactly as its standalone command does (``finmlops.tracking.<function>``),
-    so a run's ingestion, evaluation and backtest are traceable like theirs; returns the MLflow run id."""
-    import logging
-
-    import mlflow  # noqa: F401  # it sets its logger to INFO on import: quiet it after
-
-    from finmlops import tracking
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    return str(getattr(tracking, function)(ctx.settings, **kwargs))
-
-
 def _ingest(ctx: Context) -> Outcome:
-    from finmlops.data import DataStore, dataset_hash_of, ingest
+    from finmlops.data import dataset_hash_of
 
     plan: RunConfig = ctx.plan
-    store = DataStore(ctx.settings.data_dir)
+    # The same service as `finmlops ingest`, tracked the same way.
     source = _universe_source(ctx)
-    report = ingest(
-        store, source.source, list(plan.tickers), plan.universe.start, plan.universe.end, data_dir=source.data_dir
-    )
+    outcome = ingest_stage(
+        ctx.settings, source.source, list(plan.tickers), plan.universe.start, plan.universe.end,
+        data_dir=source.data_dir, tracker=mlflow_tracker(ctx.settings),
+    )  # fmt: skip
+    report, run_id = outcome.report, outcome.mlflow_run
     for warning in report.warnings:
         ctx.log(f"[ingest] warning: {warning}")
     ctx.cache.pop("universe", None)
@@ -194,10 +184,6 @@ def _ingest(ctx: Context) -> Outcome:
     first = min(f.index.min() for f in universe.values()).date()
     last = max(f.index.max() for f in universe.values()).date()
     data_hash = dataset_hash_of(universe)
-    run_id = _track(
-        ctx, "log_ingestion", tickers=sorted(universe), start=plan.universe.start, end=plan.universe.end,
-        source=plan.universe.source, dataset_hash=report.dataset_hash, n_rows=rows, warnings=report.warnings,
-    )  # fmt: skip
     return Outcome(
         figure=f"{len(universe)} tickers, {rows:,} rows {first}..{last}, data {data_hash[:12]}",
         data={"dataset_hash": data_hash, "rows": rows, "first": str(first), "last": str(last), "mlflow_run": run_id},
@@ -273,7 +259,7 @@ def _train(ctx: Context) -> Outcome:
     vs = describe_comparison(baseline_comparison(deep[best]["vs_baselines"]["majority"], "majority"))
     majority = payload["models"]["majority"]["pooled"]["accuracy"]["value"]
     results = ctx.settings.results_dir
-    run_id = _track(ctx, "log_evaluation_result", result=payload)
+    run_id = track_evaluation(payload, mlflow_tracker(ctx.settings))
     return Outcome(
         figure=f"{len(plan.test_years)} folds, {len(payload['models'])} models; best deep {best} accuracy "
         f"{_ci(deep[best]['pooled']['accuracy'])}, majority {majority:.3f}: {vs}",
@@ -289,14 +275,15 @@ def _train(ctx: Context) -> Outcome:
 
 def _backtest(ctx: Context) -> Outcome:
     from finmlops.evaluation.backtest import BacktestConfig
-    from finmlops.evaluation.workspace import run_backtest_workspace
 
-    result = run_backtest_workspace(ctx.settings, BacktestConfig(**ctx.plan.costs.model_dump()))
+    outcome = backtest_stage(
+        ctx.settings, BacktestConfig(**ctx.plan.costs.model_dump()), tracker=mlflow_tracker(ctx.settings)
+    )
+    result, run_id = outcome.result, outcome.mlflow_run
     # The deep variants' best: the majority baseline's long_flat is buy-and-hold itself.
     rows = [(m, s, p) for m, by_s in result["results"].items() if m in ctx.plan.variant_names for s, p in by_s.items()]
     model, strategy, best = max(rows, key=lambda r: r[2]["sharpe"])
     dsr = best.get("deflated_sharpe")
-    run_id = _track(ctx, "log_backtest_result", result=result)
     return Outcome(
         figure=f"best deep net Sharpe {best['sharpe']:.2f} ({model} {strategy}, deflated SR "
         f"{'n/a' if dsr is None else f'{dsr:.2f}'}) vs buy-and-hold {result['benchmark']['sharpe']:.2f}",
