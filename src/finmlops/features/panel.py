@@ -108,21 +108,29 @@ def compute_panel(
     calendar = np.unique(own_dates)
     date_codes = np.searchsorted(calendar, own_dates)
     ticker_codes = np.repeat(np.arange(len(names)), lengths)
-    grid_cells = ticker_codes * len(calendar) + date_codes  # ticker-major cell of each row on the [tickers, dates] grid
-    present = np.zeros((len(names), len(calendar)), dtype=bool)
-    present.ravel()[grid_cells] = True
-    date_major = np.flatnonzero(present.T.ravel())  # present cells of the transposed grid: (date, ticker) order
+    # Cell of each (ticker-major) row on the transposed grid [dates, tickers]; its present cells in order are the
+    # output's (date, ticker) rows, so a row's output position is the count of present cells before its own.
+    cells = date_codes * len(names) + ticker_codes
+    present = np.zeros(len(calendar) * len(names), dtype=bool)
+    present[cells] = True
+    date_major = np.flatnonzero(present)
+    destination = np.cumsum(present)[cells] - 1
+    del present, cells, date_codes, ticker_codes
     values = np.empty((len(features), n_rows), dtype=dtype).T
 
     def run(chunk: np.ndarray) -> None:
         inputs = _panel_inputs([frames[i] for i in chunk], [markets[names[i]] for i in chunk])
         width = inputs.close.shape[-1]
-        real = np.arange(width) < lengths[chunk][:, None]
         first, last = int(starts[chunk[0]]), int(starts[chunk[-1] + 1])
+        # The chunk's real cells of the [k, width] panel (ticker k's row i: k * width + i), in output order, and
+        # their output rows, ascending: each feature is one gather and one scatter of near-contiguous runs.
+        cell = np.arange(last - first) - np.repeat(starts[chunk] - first - np.arange(len(chunk)) * width, lengths[chunk])
+        order = np.argsort(destination[first:last], kind="stable")
+        cell, rows = cell[order], destination[first:last][order]
         for j, feature in enumerate(features):
-            column = np.asarray(feature.compute(inputs), dtype=np.float64)[real].astype(dtype, copy=False)
+            column = np.asarray(feature.compute(inputs), dtype=np.float64).reshape(-1)[cell].astype(dtype, copy=False)
             column[~np.isfinite(column)] = np.nan
-            values[first:last, j] = column
+            values[:, j][rows] = column  # a 1-D view: numpy's fast scatter (values[rows, j] is ~40x slower)
 
     chunks = [np.arange(i, min(i + CHUNK_TICKERS, len(names))) for i in range(0, len(names), CHUNK_TICKERS)]
     if THREADS > 1 and len(chunks) > 1:
@@ -131,10 +139,6 @@ def compute_panel(
     else:
         for chunk in chunks:
             run(chunk)
-    grid = np.empty(present.shape, dtype=dtype)
-    for j in range(len(features)):
-        grid.ravel()[grid_cells] = values[:, j]
-        values[:, j] = np.ascontiguousarray(grid.T).ravel()[date_major]
     codes_date, codes_ticker = np.divmod(date_major, len(names))
     index = pd.MultiIndex(
         levels=[pd.DatetimeIndex(calendar, name="date"), pd.Index(labels, name="ticker")],
