@@ -124,7 +124,8 @@ def compute_panel(
         first, last = int(starts[chunk[0]]), int(starts[chunk[-1] + 1])
         # The chunk's real cells of the [k, width] panel (ticker k's row i: k * width + i), in output order, and
         # their output rows, ascending: each feature is one gather and one scatter of near-contiguous runs.
-        cell = np.arange(last - first) - np.repeat(starts[chunk] - first - np.arange(len(chunk)) * width, lengths[chunk])
+        shift = starts[chunk] - first - np.arange(len(chunk)) * width
+        cell = np.arange(last - first) - np.repeat(shift, lengths[chunk])
         order = np.argsort(destination[first:last], kind="stable")
         cell, rows = cell[order], destination[first:last][order]
         for j, feature in enumerate(features):
