@@ -120,17 +120,35 @@ def _quantile(p: TickerInputs, d: int, q: float) -> np.ndarray:
     return p.memo(f"qtl_c_{d}_{q}", compute)
 
 
-def _window_sums(x: np.ndarray, d: int) -> np.ndarray:
-    """Sum of each trailing window of ``d`` rows, ``[n]``, from one cumulative sum (O(n), not O(n d)); NaN until
-    ``d`` rows and for any window that holds a non-finite value."""
-    finite = np.isfinite(x)
-    n = x.shape[-1]
-    sums = np.full(x.shape, np.nan)
+def _prefix(p: TickerInputs, key: str, make: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Running sums of series ``key`` (``make()``, ``[..., n]``) along the last axis, memoised, so that every window
+    length reads one cumulative sum: ``(sums [..., n + 1] of its finite values, 0 first; counts [..., n + 1] of its
+    non-finite ones, or None when it has none)``."""
+
+    def compute() -> tuple[np.ndarray, np.ndarray | None]:
+        x = make()
+        finite = np.isfinite(x)
+        sums = np.zeros((*x.shape[:-1], x.shape[-1] + 1))
+        np.cumsum(np.where(finite, x, 0.0), axis=-1, out=sums[..., 1:])
+        if finite.all():
+            return sums, None
+        bad = np.zeros(sums.shape, dtype=np.int64)
+        np.cumsum(~finite, axis=-1, out=bad[..., 1:])
+        return sums, bad
+
+    return p.memo(f"prefix_{key}", compute)
+
+
+def _window_sums(p: TickerInputs, key: str, make: Callable[[], np.ndarray], d: int) -> np.ndarray:
+    """Sum of each trailing window of ``d`` rows of series ``key``, ``[..., n]``, from its running sums (O(n), not
+    O(n d)); NaN until ``d`` rows and for any window that holds a non-finite value."""
+    cs, bad = _prefix(p, key, make)
+    n = cs.shape[-1] - 1
+    sums = np.full((*cs.shape[:-1], n), np.nan)
     if n >= d:
-        zero = np.zeros((*x.shape[:-1], 1))
-        cs = np.concatenate([zero, np.cumsum(np.where(finite, x, 0.0), axis=-1)], axis=-1)
-        cb = np.concatenate([zero.astype(np.int64), np.cumsum(~finite, axis=-1)], axis=-1)
-        sums[..., d - 1 :] = np.where(cb[..., d:] - cb[..., :-d] > 0, np.nan, cs[..., d:] - cs[..., :-d])
+        np.subtract(cs[..., d:], cs[..., :-d], out=sums[..., d - 1 :])
+        if bad is not None:
+            sums[..., d - 1 :][bad[..., d:] - bad[..., :-d] > 0] = np.nan
     return sums
 
 
@@ -145,8 +163,12 @@ def _centred(x: np.ndarray) -> np.ndarray:
     return x - np.where(finite.any(axis=-1)[..., None], first, 0.0)
 
 
+def _centred_of(p: TickerInputs, name: str, x: np.ndarray) -> np.ndarray:
+    return p.memo(f"ctr_{name}", lambda: _centred(x))
+
+
 def _sum_of(p: TickerInputs, name: str, x: np.ndarray, d: int) -> np.ndarray:
-    return p.memo(f"sum_{name}_{d}", lambda: _window_sums(x, d))
+    return p.memo(f"sum_{name}_{d}", lambda: _window_sums(p, name, lambda: x, d))
 
 
 def _mean_of(p: TickerInputs, name: str, x: np.ndarray, d: int) -> np.ndarray:
@@ -157,8 +179,8 @@ def _std_of(p: TickerInputs, name: str, x: np.ndarray, d: int) -> np.ndarray:
     """Sample standard deviation (ddof 1, as Qlib's pandas rolling std) of each trailing window."""
 
     def compute() -> np.ndarray:
-        c = _centred(x)
-        s1, s2 = _window_sums(c, d), _window_sums(c * c, d)
+        c = _centred_of(p, name, x)
+        s1, s2 = _window_sums(p, f"ctr_{name}", lambda: c, d), _window_sums(p, f"ctr2_{name}", lambda: c * c, d)
         return np.sqrt(np.maximum(s2 - s1 * s1 / d, 0.0) / (d - 1))
 
     return p.memo(f"std_{name}_{d}", compute)
@@ -169,9 +191,11 @@ def _regression_memo(p: TickerInputs, d: int) -> tuple[np.ndarray, np.ndarray, n
     residual of the last day), ``[n]`` each, from running sums of ``y`` and ``i y`` (``i``: the row number)."""
 
     def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        y = _centred(p.close)
+        y = _centred_of(p, "c", p.close)
         i = np.arange(y.shape[-1], dtype=np.float64)
-        sy, syy, siy = _window_sums(y, d), _window_sums(y * y, d), _window_sums(i * y, d)
+        sy = _window_sums(p, "ctr_c", lambda: y, d)
+        syy = _window_sums(p, "ctr2_c", lambda: y * y, d)
+        siy = _window_sums(p, "iy_c", lambda: i * y, d)
         t_mean = (d - 1) / 2
         first = i - (d - 1)  # row of each window's first day
         sty = siy - (first + t_mean) * sy  # sum over the window of (t - t_mean) y
@@ -186,12 +210,16 @@ def _regression_memo(p: TickerInputs, d: int) -> tuple[np.ndarray, np.ndarray, n
     return p.memo(f"reg_close_{d}", compute)
 
 
-def _corr_of(a: np.ndarray, b: np.ndarray, d: int) -> np.ndarray:
-    """Pearson correlation of ``a`` and ``b`` over each trailing window of ``d`` rows, from running sums."""
-    a, b = _centred(a), _centred(b)
-    sa, sb = _window_sums(a, d), _window_sums(b, d)
-    cov = _window_sums(a * b, d) - sa * sb / d
-    va, vb = _window_sums(a * a, d) - sa * sa / d, _window_sums(b * b, d) - sb * sb / d
+def _corr_of(p: TickerInputs, names: tuple[str, str], a: np.ndarray, b: np.ndarray, d: int) -> np.ndarray:
+    """Pearson correlation of series ``a`` and ``b`` (named ``names``) over each trailing window of ``d`` rows,
+    from running sums."""
+    na, nb = names
+    a, b = _centred_of(p, na, a), _centred_of(p, nb, b)
+    sa, sb = _window_sums(p, f"ctr_{na}", lambda: a, d), _window_sums(p, f"ctr_{nb}", lambda: b, d)
+    with np.errstate(invalid="ignore"):
+        cov = _window_sums(p, f"ctrx_{na}_{nb}", lambda: a * b, d) - sa * sb / d
+    va = _window_sums(p, f"ctr2_{na}", lambda: a * a, d) - sa * sa / d
+    vb = _window_sums(p, f"ctr2_{nb}", lambda: b * b, d) - sb * sb / d
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where((va > 0) & (vb > 0), cov / np.sqrt(va * vb), np.nan)
 
@@ -216,6 +244,10 @@ def _log_volume(p: TickerInputs) -> np.ndarray:
 def _volume_change(p: TickerInputs) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return p.memo("log_dv", lambda: np.log(_div(p.volume, _lagged(p.volume, 1)) + 1.0))
+
+
+def _close_ratio(p: TickerInputs) -> np.ndarray:
+    return p.memo("c_ratio", lambda: _div(p.close, _lagged(p.close, 1)))
 
 
 def _abs_ret_volume(p: TickerInputs) -> np.ndarray:
@@ -292,10 +324,10 @@ def _rolling_features(d: int) -> dict[str, tuple[str, int, Callable[[TickerInput
             f"(argmax(h, {d}) - argmin(l, {d})) / {d}", d,
             lambda p: _rolling(p, "h", p.high, d, "argmax") / d - _rolling(p, "l", p.low, d, "argmin") / d,
         ),
-        f"CORR{d}": (f"corr(c, log(v), {d}) (Qlib: log(v + 1))", d, lambda p: _corr_of(p.close, _log_volume(p), d)),
+        f"CORR{d}": (f"corr(c, log(v), {d}) (Qlib: log(v + 1))", d, lambda p: _corr_of(p, ("c", "log_v"), p.close, _log_volume(p), d)),
         f"CORD{d}": (
             f"corr(c / c[-1], log(v / v[-1] + 1), {d})", d + 1,
-            lambda p: _corr_of(_div(p.close, _lagged(p.close, 1)), _volume_change(p), d),
+            lambda p: _corr_of(p, ("c_ratio", "log_dv"), _close_ratio(p), _volume_change(p), d),
         ),
         f"CNTP{d}": (f"mean(c > c[-1], {d})", d + 1, lambda p: flags(p, 1)),
         f"CNTN{d}": (f"mean(c < c[-1], {d})", d + 1, lambda p: flags(p, -1)),
