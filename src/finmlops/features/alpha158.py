@@ -95,29 +95,28 @@ def _rolling(p: TickerInputs, name: str, x: np.ndarray, d: int, stat: str) -> np
     return p.memo(f"{stat}_{name}_{d}", compute)
 
 
-def _sorted_windows(p: TickerInputs, d: int) -> np.ndarray:
-    """Each complete window of the close, sorted ascending: ``[..., n - d + 1, d]`` (one copy, memoised; numpy's
-    SIMD sort, about 10x faster here than ``np.quantile``'s partition)."""
-    return p.memo(f"sorted_c_{d}", lambda: np.sort(_windows(p, "c", p.close, d), axis=-1))
+def _quantiles(p: TickerInputs, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 0.2 and 0.8 quantiles of each window of the close, ``[..., n]`` each, memoised: numpy's default
+    ``linear`` rule with its very arithmetic (``np.quantile``: index ``(d - 1) q``, ``a + (b - a) g``, or
+    ``b - (b - a)(1 - g)`` for ``g >= 0.5``), so the values are ``np.quantile``'s bit for bit
+    (tests/features/test_operators.py), from one sorted copy of the windows (numpy's SIMD sort, about 10x faster
+    here than ``np.quantile``'s partition; freed once both are taken). NaN where a window holds a NaN."""
 
+    def compute() -> tuple[np.ndarray, np.ndarray]:
+        s = np.sort(_windows(p, "c", p.close, d), axis=-1)
+        nan = np.isnan(s[..., -1])
+        out = []
+        for q in (0.2, 0.8):
+            index = (d - 1) * np.float64(q)
+            below = np.floor(index)
+            gamma = index - below
+            a, b = s[..., int(below)], s[..., min(int(below) + 1, d - 1)]
+            diff = b - a
+            value = b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
+            out.append(_pad(np.where(nan, np.nan, value), p.close.shape[-1]))
+        return out[0], out[1]
 
-def _quantile(p: TickerInputs, d: int, q: float) -> np.ndarray:
-    """Quantile ``q`` of each window of the close, ``[..., n]``: numpy's default ``linear`` rule, with its very
-    arithmetic (``np.quantile``: index ``(d - 1) q``, ``a + (b - a) g``, or ``b - (b - a)(1 - g)`` for ``g >= 0.5``),
-    so the values are ``np.quantile``'s bit for bit (tests/features/test_operators.py). NaN where a window holds a
-    NaN (it sorts last)."""
-
-    def compute() -> np.ndarray:
-        s = _sorted_windows(p, d)
-        index = (d - 1) * np.float64(q)
-        below = np.floor(index)
-        gamma = index - below
-        a, b = s[..., int(below)], s[..., min(int(below) + 1, d - 1)]
-        diff = b - a
-        value = b - diff * (1 - gamma) if gamma >= 0.5 else a + diff * gamma
-        return _pad(np.where(np.isnan(s[..., -1]), np.nan, value), p.close.shape[-1])
-
-    return p.memo(f"qtl_c_{d}_{q}", compute)
+    return p.memo(f"qtl_c_{d}", compute)
 
 
 def _prefix(p: TickerInputs, key: str, make: Callable[[], np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
@@ -308,8 +307,8 @@ def _rolling_features(d: int) -> dict[str, tuple[str, int, Callable[[TickerInput
         f"RESI{d}": (f"resi(c, {d}) / c", d, lambda p: _div(_regression_memo(p, d)[2], p.close)),
         f"MAX{d}": (f"max(h, {d}) / c", d, lambda p: _div(_rolling(p, "h", p.high, d, "max"), p.close)),
         f"MIN{d}": (f"min(l, {d}) / c", d, lambda p: _div(_rolling(p, "l", p.low, d, "min"), p.close)),
-        f"QTLU{d}": (f"quantile(c, {d}, 0.8) / c", d, lambda p: _div(_quantile(p, d, 0.8), p.close)),
-        f"QTLD{d}": (f"quantile(c, {d}, 0.2) / c", d, lambda p: _div(_quantile(p, d, 0.2), p.close)),
+        f"QTLU{d}": (f"quantile(c, {d}, 0.8) / c", d, lambda p: _div(_quantiles(p, d)[1], p.close)),
+        f"QTLD{d}": (f"quantile(c, {d}, 0.2) / c", d, lambda p: _div(_quantiles(p, d)[0], p.close)),
         f"RANK{d}": (f"rank of c within its last {d} values, as a fraction", d, lambda p: _rank(p, d)),
         f"RSV{d}": (
             f"(c - min(l, {d})) / (max(h, {d}) - min(l, {d}) + 1e-12)", d,

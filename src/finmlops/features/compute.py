@@ -38,8 +38,10 @@ def check_universe(universe: Mapping[str, pd.DataFrame]) -> None:
         if not index.is_monotonic_increasing:
             bad = int(np.argmax(np.diff(index.asi8) < 0)) + 1
             raise ValueError(f"{ticker}: row {index[bad].date()}: dates are not ascending")
-        prices = frame[list(_PRICE_COLUMNS)].to_numpy(np.float64)
-        volume = frame["volume"].to_numpy(np.float64)
+        # The store's frames hold exactly these columns, in this order: one to_numpy, no column take.
+        ordered = tuple(frame.columns) == OHLCV_COLUMNS
+        block = (frame if ordered else frame[list(OHLCV_COLUMNS)]).to_numpy(np.float64)
+        prices, volume = block[:, : len(_PRICE_COLUMNS)], block[:, len(_PRICE_COLUMNS)]
         if np.isfinite(prices).all() and (prices > 0).all() and np.isfinite(volume).all() and (volume >= 0).all():
             continue  # the common case, in two array checks; the loop below names the first bad cell
         for column in OHLCV_COLUMNS:
