@@ -9,6 +9,9 @@ own subprocess, so its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) 
   goal <= 15 s on 2 cores;
 * ``features-<set>[-float32]``: ``compute_features`` over the whole stored universe (the store read is not timed,
   the peak RSS includes it); goal >= 2 M rows/s with peak RSS <= 3 GB;
+* ``windows-60``: ``make_window_index`` over the universe's advanced features (float32), ``seq_len`` 60, for
+  prediction (no target): its time, peak RSS and the bytes of its rows against those of the copy-per-window ``X``
+  that ``make_windows`` would hold; then 50 batches of 4,096 windows gathered from it (the lean path at 2-3 M rows);
 * ``reference-<set>``: the panel against the one-ticker-at-a-time reference (``compute_features_per_ticker``, the
   code as it was before the panel) on a slice of ``--slice`` tickers, side by side in one process: the ratio, and
   whether the two agree bit for bit;
@@ -82,13 +85,13 @@ def _features_case(feature_set: str, dtype: str) -> Callable[[argparse.Namespace
         universe = DataStore(_store_of(args)).read()
         rows = sum(len(f) for f in universe.values())
         before = _peak_rss_mb()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         frame = compute_features(universe, feature_set, dtype=getattr(np, dtype))
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         peak = _peak_rss_mb()
         return {
             "tickers": len(universe), "rows": rows, "features": frame.shape[1], "dtype": dtype,
-            "frame_mb": frame.to_numpy().nbytes / 2**20, "seconds": seconds, "rows_per_s": rows / seconds,
+            "frame_mb": frame.to_numpy().nbytes / 2**20, "seconds": seconds, "cpu_s": cpu, "rows_per_s": rows / seconds,
             "peak_rss_mb": peak, "rss_before_mb": before, "goal": ">= 2 M rows/s, peak RSS <= 3 GB",
             "met": rows / seconds >= 2e6 and peak <= 3 * 1024,
         }  # fmt: skip
@@ -123,6 +126,35 @@ def _reference_case(feature_set: str) -> Callable[[argparse.Namespace], Result]:
         }  # fmt: skip
 
     return run
+
+
+def case_windows(args: argparse.Namespace) -> Result:
+    """``make_window_index`` at universe scale: T = 60 windows of the 36 advanced features (float32)."""
+    import numpy as np
+
+    from finmlops.data import DataStore
+    from finmlops.features import compute_features, make_window_index
+
+    universe = DataStore(_store_of(args)).read()
+    features = compute_features(universe, "advanced", dtype=np.float32)
+    del universe
+    before = _peak_rss_mb()
+    started = time.perf_counter()
+    index = make_window_index(features, None, 60, require_target=False)
+    seconds = time.perf_counter() - started
+    peak = _peak_rss_mb()
+    started = time.perf_counter()
+    batch_bytes = 0
+    for _, batch in zip(range(50), index.batches(4096), strict=False):
+        batch_bytes = max(batch_bytes, batch.nbytes)
+    batch_s = time.perf_counter() - started
+    n_features = len(index.feature_names)
+    return {
+        "rows": len(features), "windows": len(index), "features": n_features, "seconds": seconds,
+        "rows_per_s": len(features) / seconds, "rows_mb": index.rows.nbytes / 2**20,
+        "copy_per_window_mb": len(index) * 60 * n_features * 4 / 2**20, "peak_rss_mb": peak,
+        "rss_before_mb": before, "batch_windows_per_s": 50 * 4096 / batch_s, "batch_mb": batch_bytes / 2**20,
+    }  # fmt: skip
 
 
 def case_memory_floor(args: argparse.Namespace) -> Result:
@@ -160,6 +192,8 @@ CASES: dict[str, Callable[[argparse.Namespace], Result]] = {
     "features-alpha158": _features_case("alpha158", "float64"),
     "features-alpha158-float32": _features_case("alpha158", "float32"),
     "features-kdh": _features_case("kdh", "float64"),
+    "features-advanced-float32": _features_case("advanced", "float32"),
+    "windows-60": case_windows,
     "reference-advanced": _reference_case("advanced"),
     "reference-alpha158": _reference_case("alpha158"),
     # Hooks for later rows: replace each placeholder by a function taking the parsed args, returning a dict.
@@ -173,9 +207,10 @@ def _format(name: str, result: Result) -> str:
     if "error" in result or "status" in result:
         return f"{name:28s} {result.get('error') or result['status']}"
     parts = []
-    for key in ("tickers", "rows", "features", "dtype", "seconds", "rows_per_s", "panel_rows_per_s",
-                "per_ticker_rows_per_s", "ratio", "peak_rss_mb", "frame_mb", "bitwise_equal", "gb", "first_touch_s",
-                "rewrite_s", "floor_rows_per_s", "met"):  # fmt: skip
+    for key in ("tickers", "rows", "windows", "features", "dtype", "seconds", "cpu_s", "rows_per_s",
+                "panel_rows_per_s", "per_ticker_rows_per_s", "ratio", "peak_rss_mb", "frame_mb", "rows_mb",
+                "copy_per_window_mb", "batch_windows_per_s", "bitwise_equal", "gb", "first_touch_s", "rewrite_s",
+                "floor_rows_per_s", "met"):  # fmt: skip
         if key in result:
             value = result[key]
             parts.append(f"{key} {value:,.2f}" if isinstance(value, float) else f"{key} {value}")

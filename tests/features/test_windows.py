@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from finmlops.features import compute_features, make_target, make_windows
+from finmlops.features import compute_features, make_target, make_window_index, make_windows
 
 
 def _long(rows: dict[str, list[int]], nan_rows: dict[str, list[int]] | None = None) -> pd.DataFrame:
@@ -82,3 +82,27 @@ def test_no_window_spans_a_gap_every_ticker_shares() -> None:
     # Every window that stays on one side is kept: 36 before the gap, 26 after it.
     assert len(w) == (40 - 4) + (30 - 4)
     np.testing.assert_array_equal(last - first, np.full(len(w), 4.0))
+
+
+def test_the_window_index_holds_the_rows_once_and_gives_the_same_windows(
+    small_universe: dict[str, pd.DataFrame],
+) -> None:
+    """make_window_index: the windows of make_windows (same order, values, labels) without a copy per window; its
+    batches, subsets and last rows are those of the materialised X, and its rows array is the only big one."""
+    features = compute_features(small_universe, "advanced")
+    features = features.drop(features.index[::41])  # missing days: NaN rows in the dense layout
+    target = make_target(small_universe)
+    index = make_window_index(features, target, seq_len=20)
+    windows = make_windows(features, target, seq_len=20)
+    assert len(index) == len(windows) > 0
+    assert np.array_equal(index.batch(), windows.X) and np.array_equal(index.y, windows.y, equal_nan=True)
+    assert np.array_equal(index.dates, windows.dates) and np.array_equal(index.tickers, windows.tickers)
+    assert np.array_equal(np.concatenate(list(index.batches(97))), windows.X)
+    assert np.array_equal(index.last_rows(), windows.X[:, -1, :])
+    mask = windows.tickers == "XOM"
+    sub = index.subset(mask)
+    assert sub.rows is index.rows and np.array_equal(sub.batch(), windows.subset(mask).X)
+    # The rows: about one per feature row (plus the NaN rows of missing days), not seq_len of them.
+    assert index.rows.nbytes < 1.2 * len(features) * features.shape[1] * 4 and index.rows.nbytes < windows.X.nbytes / 5
+    with pytest.raises(ValueError, match="batch size"):
+        next(index.batches(0))

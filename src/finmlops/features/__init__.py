@@ -9,7 +9,7 @@ from finmlops.features.scaling import FeatureScaler
 from finmlops.features.splits import Fold, chronological_split, min_gap, walk_forward_folds
 from finmlops.features.store import load_features, save_features
 from finmlops.features.target import LabelSpec, forward_return, label_from_settings, make_target
-from finmlops.features.windows import Windows, make_windows
+from finmlops.features.windows import WindowIndex, Windows, make_window_index, make_windows
 
 __all__ = [
     "FEATURE_SETS",
@@ -18,6 +18,7 @@ __all__ = [
     "FeatureScaler",
     "Fold",
     "LabelSpec",
+    "WindowIndex",
     "Windows",
     "chronological_split",
     "compute_features",
@@ -28,6 +29,7 @@ __all__ = [
     "label_from_settings",
     "load_features",
     "make_target",
+    "make_window_index",
     "make_windows",
     "market_returns",
     "min_gap",

@@ -38,6 +38,12 @@ def check_universe(universe: Mapping[str, pd.DataFrame]) -> None:
         if not index.is_monotonic_increasing:
             bad = int(np.argmax(np.diff(index.asi8) < 0)) + 1
             raise ValueError(f"{ticker}: row {index[bad].date()}: dates are not ascending")
+        # The store's frames hold exactly these columns, in this order: one to_numpy, no column take.
+        ordered = tuple(frame.columns) == OHLCV_COLUMNS
+        block = (frame if ordered else frame[list(OHLCV_COLUMNS)]).to_numpy(np.float64)
+        prices, volume = block[:, : len(_PRICE_COLUMNS)], block[:, len(_PRICE_COLUMNS)]
+        if np.isfinite(prices).all() and (prices > 0).all() and np.isfinite(volume).all() and (volume >= 0).all():
+            continue  # the common case, in two array checks; the loop below names the first bad cell
         for column in OHLCV_COLUMNS:
             values = frame[column].to_numpy(np.float64)
             bad_rows = ~np.isfinite(values) | (values <= 0 if column in _PRICE_COLUMNS else values < 0)
@@ -47,6 +53,32 @@ def check_universe(universe: Mapping[str, pd.DataFrame]) -> None:
                 raise ValueError(f"{ticker}: row {index[row].date()}: field {column!r} = {values[row]} must be {rule}")
 
 
+def _returns_grid(universe: Mapping[str, pd.DataFrame]) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Each ticker's daily returns laid on the union calendar: ``(grid [n_dates, tickers sorted], each ticker's
+    date codes [n_t] in that order, calendar [n_dates])``; NaN where the ticker has no row or no previous row."""
+    names = sorted(universe)
+    dates = [universe[t].index.to_numpy(dtype="datetime64[ns]") for t in names]
+    calendar = np.unique(np.concatenate(dates)) if names else np.array([], dtype="datetime64[ns]")
+    codes = [np.searchsorted(calendar, d) for d in dates]
+    grid = np.full((len(calendar), len(names)), np.nan)
+    for k, t in enumerate(names):
+        close = universe[t]["adj_close"].to_numpy(np.float64)
+        if len(close) > 1:
+            grid[codes[k][1:], k] = close[1:] / close[:-1] - 1.0  # pandas' pct_change, on the ticker's own rows
+    return grid, codes, calendar
+
+
+def _grid_mean(grid: np.ndarray) -> np.ndarray:
+    """The NaN-skipping mean over tickers (axis 1, contiguous) of a returns grid ``[n_dates, tickers]``: numpy's
+    pairwise sum of each date's row in ticker order, as pandas' ``DataFrame.mean(axis=1)`` over the same columns
+    takes it (bitwise; tests/features/test_operators.py)."""
+    present = ~np.isnan(grid)
+    total = np.where(present, grid, 0.0).sum(axis=1)
+    count = present.sum(axis=1).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / count, np.nan)
+
+
 def market_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
     """The universe's equal-weight daily return on the union of its dates (``[n_dates]``, fraction).
 
@@ -54,10 +86,8 @@ def market_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
     return taken on the ticker's own previous row: same-day data or earlier only. NaN where no ticker has a return.
     Summed in ticker order, so the result is bitwise the same however the universe is ordered.
     """
-    returns = pd.concat(
-        {t: universe[t]["adj_close"].astype(np.float64).pct_change(fill_method=None) for t in sorted(universe)}, axis=1
-    )
-    return returns.mean(axis=1, skipna=True)
+    grid, _, calendar = _returns_grid(universe)
+    return pd.Series(_grid_mean(grid), index=pd.DatetimeIndex(calendar, name="date"))
 
 
 def _markets(
@@ -66,13 +96,13 @@ def _markets(
     """Each ticker's market return on its own dates (``[n]``), or None when no feature of the set reads it."""
     if not any(f.cross_asset for f in features):
         return dict.fromkeys(universe)
-    if market is not None and (missing := sorted(set(universe) - set(market))):
-        raise ValueError(f"market returns missing for tickers {', '.join(map(str, missing))}")
-    shared = market_returns(universe) if market is None else None
-    return {
-        t: (market[t] if market is not None else shared).reindex(frame.index).to_numpy(np.float64)  # type: ignore[union-attr]
-        for t, frame in universe.items()
-    }
+    if market is not None:
+        if missing := sorted(set(universe) - set(market)):
+            raise ValueError(f"market returns missing for tickers {', '.join(map(str, missing))}")
+        return {t: market[t].reindex(frame.index).to_numpy(np.float64) for t, frame in universe.items()}
+    grid, codes, _ = _returns_grid(universe)
+    shared = _grid_mean(grid)
+    return {t: shared[c] for t, c in zip(sorted(universe), codes, strict=True)}
 
 
 def feature_matrix(inputs: TickerInputs, features: Sequence[Feature]) -> np.ndarray:
