@@ -3,6 +3,7 @@ run_config.yaml) of synthetic walk-forward predictions with a known signal, chec
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -18,8 +19,10 @@ from finmlops.provenance import file_sha256, stamp, write_json_atomic
 from finmlops.report.reproduction import (
     NOT_IN_RUN,
     PAPERS,
+    Book,
     Estimate,
     ReproductionError,
+    _in_words,
     parse_period,
     render_markdown,
     reproduce_fischer_krauss,
@@ -165,6 +168,9 @@ def test_an_interval_that_includes_zero_is_never_an_edge(run: Path, page: str) -
     assert verdict(Estimate(value=0.001, ci_low=0.0002, ci_high=0.002, p_value=0.2)) == "no edge measured"
     assert verdict(Estimate(value=0.001, ci_low=0.0002, ci_high=0.002, p_value=0.01)) == "edge"
     assert verdict(Estimate(value=-0.001, ci_low=-0.002, ci_high=-0.0002, p_value=0.01)) == "loss"
+    border = Estimate(value=0.001, ci_low=0.0002, ci_high=0.002, p_value=0.2)
+    words = _in_words(Book(mean_daily=border, sharpe=border, verdict=verdict(border)), "after costs", 4)
+    assert words.startswith("no edge measured after costs: the CI excludes 0 but the test does not reject")
     rep = reproduce_fischer_krauss(run, boot=BOOT)
     books = [(c, b) for c in rep.cells if c.ok for b in (c.before, c.after) if b]
     assert books
@@ -225,6 +231,10 @@ def test_the_command_writes_the_page(run: Path, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "| kdh_rf | 2009-2010 |" in out.read_text()
     assert str(out) in result.output
+    as_json = CliRunner().invoke(app, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    figures = json.loads(as_json.output)
+    assert figures["periods"] == ["2001-2009", "2010-2021"] and figures["run"]["data_hash"] == DATA_HASH
     bad = CliRunner().invoke(app, [*args, "--period", "2010"])
     assert bad.exit_code == 2 and "expected FIRST-LAST" in bad.output
     missing = CliRunner().invoke(app, ["reproduce", "fischer-krauss", "--results", str(tmp_path / "no"), "--out",

@@ -417,6 +417,50 @@ def ci_num(e: Estimate | None, digits: int = 2) -> str:
     return "–" if e is None else f"{num(e.value, digits)} [{num(e.ci_low, digits)}, {num(e.ci_high, digits)}]"
 
 
+def _listed(cells: Sequence[Cell], which: Literal["before", "after"]) -> str:
+    """``model in period, mean [CI] (p)`` of each cell's ``which`` book, joined by semicolons."""
+    books = [(c, getattr(c, which)) for c in cells]
+    return "; ".join(
+        f"{c.model} in {c.period}, {ci_pct(b.mean_daily)} ({p_text(b.mean_daily.p_value)})" for c, b in books
+    )
+
+
+def _borderline(book: Book | None) -> bool:
+    """A mean whose CI excludes 0 but whose test does not reject (or the reverse): not counted as an edge."""
+    if book is None or book.verdict in ("edge", "loss", "undefined"):
+        return False
+    return book.mean_daily.ci_low > 0 or book.mean_daily.ci_high < 0
+
+
+def _headline(rep: Reproduction, level: str) -> list[str]:
+    """The answer to "does any edge survive costs?", from the verdicts alone."""
+    ok = [c for c in rep.cells if c.ok]
+    if not ok:
+        return ["**Not measurable from this run**: no model x period has a book (the tables say why)."]
+    edges = [c for c in ok if c.after and c.after.verdict == "edge"]
+    gross = [c for c in ok if c.before and c.before.verdict == "edge"]
+    rule = f"a {level} CI above 0 and p < {ALPHA:g}"
+    if edges:
+        text = (
+            f"**Yes, in {len(edges)} of {len(ok)} model x period books** ({rule}), after costs: "
+            f"{_listed(edges, 'after')}. With {len(ok)} books tried, compare p with {ALPHA:g} / {len(ok)} = "
+            f"{ALPHA / len(ok):.4f} (Bonferroni) before reading one as more than luck."
+        )
+    else:
+        text = f"**No.** None of the {len(ok)} model x period books has an edge after costs ({rule})."
+    text += (
+        f" Before costs, edges in: {_listed(gross, 'before')}." if gross else " Before costs, none has an edge either."
+    )
+    for which in ("before", "after"):
+        border = [c for c in ok if _borderline(getattr(c, which))]
+        if border:
+            text += (
+                f" Not counted, as the interval excludes 0 but the test does not reject ({which} costs): "
+                f"{_listed(border, which)}."
+            )
+    return [text]
+
+
 def _in_words(book: Book, costs: str, n_tests: int) -> str:
     m = book.mean_daily
     if book.verdict == "edge":
@@ -430,6 +474,8 @@ def _in_words(book: Book, costs: str, n_tests: int) -> str:
         return f"edge {costs}: mean daily return above 0 ({p_text(m.p_value)}; {more})"
     if book.verdict == "loss":
         return f"loses {costs}: mean daily return below 0 ({p_text(m.p_value)})"
+    if book.verdict == "no edge measured" and _borderline(book):
+        return f"no edge measured {costs}: the CI excludes 0 but the test does not reject ({p_text(m.p_value)})"
     if book.verdict == "no edge measured":
         return f"no edge measured {costs}: the CI of the mean daily return includes 0 ({p_text(m.p_value)})"
     return f"undefined {costs}"
@@ -477,9 +523,6 @@ def _provenance(rep: Reproduction) -> list[str]:
 def render_markdown(rep: Reproduction) -> str:
     """The reproduction page (Markdown) of :func:`reproduce_fischer_krauss`'s result."""
     level = f"{100 * rep.boot['level']:g}%"
-    ok = [c for c in rep.cells if c.ok]
-    edges = [c for c in ok if c.after and c.after.verdict == "edge"]
-    gross_edges = [c for c in ok if c.before and c.before.verdict == "edge"]
     out = [
         "# Fischer & Krauss (2018), side by side with this run",
         "",
@@ -494,27 +537,7 @@ def render_markdown(rep: Reproduction) -> str:
         "## Does any edge survive costs?",
         "",
     ]
-    if not ok:
-        out.append("**Not measurable from this run**: no model x period has a book (see the table for why).")
-    elif edges:
-        out.append(
-            "**Yes, measured here**: "
-            + "; ".join(
-                f"{c.model} in {c.period}, {ci_pct(c.after.mean_daily)} a day after costs" for c in edges if c.after
-            )
-            + f". The other {len(ok) - len(edges)} of {len(ok)} books show none after costs."
-        )
-    else:
-        out.append(
-            f"**No.** None of the {len(ok)} model x period books has a mean daily return after costs whose {level} "
-            f"CI lies above 0. Before costs: "
-            + (
-                "; ".join(f"{c.model} in {c.period}, {ci_pct(c.before.mean_daily)}" for c in gross_edges if c.before)
-                + " (edges that the costs remove)."
-                if gross_edges
-                else f"none either (no CI above 0 with p < {ALPHA:g})."
-            )
-        )
+    out += _headline(rep, level)
     missing = [m for m in PAPER_MODELS if not any(c.model == m and c.ok for c in rep.cells)]
     if missing:
         out.append(
