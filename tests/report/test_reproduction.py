@@ -134,6 +134,7 @@ def test_page_records_the_runs_config_data_hash_and_code(page: str, run: Path) -
     assert file_sha256(run / "predictions.parquet") + "` (matches)" in page
     assert "name `synthetic`, universe `sp500` (24 tickers" in page
     assert "Code version that made the predictions: git `" in page
+    assert (run / "run_config.yaml").read_text().rstrip("\n") in page
 
 
 def test_the_pages_numbers_equal_a_direct_computation(page: str, run: Path) -> None:
@@ -220,6 +221,9 @@ def test_periods_and_missing_files_are_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ReproductionError, match="expected FIRST-LAST"):
         parse_period("2009-2001")
     with pytest.raises(ReproductionError, match=r"evaluation\.json: missing"):
+        reproduce_fischer_krauss(tmp_path)
+    (tmp_path / "evaluation.json").write_text("{")
+    with pytest.raises(ReproductionError, match=r"evaluation\.json: cannot read \(JSONDecodeError"):
         reproduce_fischer_krauss(tmp_path)
 
 

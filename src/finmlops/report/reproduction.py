@@ -95,6 +95,7 @@ class RunRecord(BaseModel):
     label: dict[str, Any]
     bootstrap: dict[str, Any]
     run_config: dict[str, Any] | None
+    run_config_text: str | None
     run_config_sha256: str | None
     backtest_fk: dict[str, dict[str, Any]]  # model -> backtest.json's fk_long_short entry (whole test span)
     backtest_strategies: list[str] | None
@@ -119,7 +120,11 @@ def read_run(results_dir: Path) -> RunRecord:
     backtest = read_result(results_dir / "backtest.json") or {}
     prov = evaluation.get("provenance", {})
     config_path = results_dir / "run_config.yaml"
-    run_config = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
+    config_text = config_path.read_text() if config_path.exists() else None
+    try:
+        run_config = yaml.safe_load(config_text) if config_text else None
+    except yaml.YAMLError as exc:
+        raise ReproductionError(f"{config_path}: not valid YAML ({exc})".replace("\n", " ")) from None
     label = (run_config or {}).get("label") or prov.get("config", {}).get("label") or {}
     fk = {m: by_s[FK_STRATEGY] for m, by_s in backtest.get("results", {}).items() if FK_STRATEGY in by_s}
     return RunRecord(
@@ -132,6 +137,7 @@ def read_run(results_dir: Path) -> RunRecord:
         label={"kind": "direction", "horizon": 1, **label},
         bootstrap=evaluation.get("bootstrap", {}),
         run_config=run_config,
+        run_config_text=config_text,
         run_config_sha256=file_sha256(config_path) if config_path.exists() else None,
         backtest_fk=fk,
         backtest_strategies=backtest.get("config", {}).get("strategies") if backtest else None,
@@ -517,6 +523,18 @@ def _provenance(rep: Reproduction) -> list[str]:
         f"{rep.boot['seed']}, {100 * rep.boot['level']:g}% intervals).",
         "",
     ]
+    if run.run_config_text:
+        lines += [
+            "<details><summary>The run's resolved config (run_config.yaml; `finmlops run --config` on it reruns the "
+            "run)</summary>",
+            "",
+            "```yaml",
+            run.run_config_text.rstrip("\n"),
+            "```",
+            "",
+            "</details>",
+            "",
+        ]
     return lines
 
 
