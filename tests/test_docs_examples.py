@@ -179,7 +179,8 @@ def test_shell_example_commands_parse(example: Example) -> None:
 
 TOUR_PLACEHOLDERS = {
     "X": "baseline", "M": "baseline-predictor", "N": "1", "DIR": "/tmp/finmlops-docs",
-    "E": "financial-ab-test-experiment", "NAME": "drift", "URL": "http://127.0.0.1:8080", "F": "serving.yaml", "SET": "advanced",
+    "E": "financial-ab-test-experiment", "NAME": "drift", "URL": "http://127.0.0.1:8080", "F": "serving.yaml",
+    "SET": "advanced",
 }  # fmt: skip
 
 
