@@ -21,7 +21,8 @@ from finmlops.features.splits import Fold, walk_forward_folds
 from finmlops.features.target import LabelSpec
 from finmlops.features.windows import Windows
 from finmlops.models.base import Predictor
-from finmlops.models.baselines import BASELINES, make_baseline
+from finmlops.models.baselines import ALL_BASELINES, BASELINES, make_baseline
+from finmlops.models.estimators import ESTIMATORS, make_estimator
 from finmlops.models.variants import VARIANTS, VariantConfig, get_variant
 from finmlops.training.config import TrainConfig
 from finmlops.training.trainer import DeepModel
@@ -154,6 +155,7 @@ def walk_forward_predictions(
     baseline_feature_set: str = "advanced",
     label: LabelSpec | None = None,
     label_transform: Callable[[pd.Series], pd.Series] | None = None,
+    estimators: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Predictions of every model on yearly walk-forward test folds, each by :func:`cross_val_predict`.
 
@@ -161,7 +163,8 @@ def walk_forward_predictions(
     ``val_frac`` of it, after a purge gap, is the early-stopping validation block) and predicts every test-year
     window. Purge and embargo are ``min_gap(seq_len, label.reach)`` with the largest ``seq_len`` of the requested
     variants, so no training window or label overlaps the test year. ``variants`` are preset names or configs;
-    ``baselines`` are names from ``BASELINES`` (logistic and LightGBM read ``baseline_feature_set``). The label is
+    ``baselines`` are names from ``ALL_BASELINES`` (logistic and LightGBM read ``baseline_feature_set``);
+    ``estimators`` names from ``ESTIMATORS`` (tree models on their own feature set, :func:`estimator`). The label is
     ``make_target(universe, label)`` (default ``LabelSpec()``). ``label_transform``, if given, maps that label
     series to the one used for training and ``y_true`` (the leakage audit's label-permutation control; features,
     windows and the traded return stay the real ones). ``epochs`` and ``patience`` bound each deep fit (early
@@ -180,14 +183,14 @@ def walk_forward_predictions(
 
     label = label or LabelSpec()
     configs = [v if isinstance(v, VariantConfig) else get_variant(v) for v in variants]
-    names = [c.name for c in configs] + list(baselines)
+    names = [c.name for c in configs] + list(baselines) + list(estimators)
     if not names:
         raise ValueError("no models requested: give at least one variant or baseline")
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique, got {names}")
     for b in baselines:
-        if b not in BASELINES:
-            raise KeyError(f"unknown baseline {b!r}; known: {', '.join(BASELINES)}")
+        if b not in ALL_BASELINES:
+            raise KeyError(f"unknown baseline {b!r}; known: {', '.join(ALL_BASELINES)}")
 
     target = make_target(universe, label)
     if label_transform is not None:
@@ -199,6 +202,11 @@ def walk_forward_predictions(
         if c.feature_set not in features:
             features[c.feature_set] = compute_features(universe, c.feature_set)
         windows[c.name] = make_windows(features[c.feature_set], target, c.seq_len)
+    for e in estimators:
+        spec = ESTIMATORS[e]  # KeyError names it
+        if spec.feature_set not in features:
+            features[spec.feature_set] = compute_features(universe, spec.feature_set)
+        windows[e] = make_windows(features[spec.feature_set], target, 1)
     if baselines:
         if baseline_feature_set not in features:
             features[baseline_feature_set] = compute_features(universe, baseline_feature_set)
@@ -213,6 +221,8 @@ def walk_forward_predictions(
         config = next((c for c in configs if c.name == name), None)
         if config is not None:
             return lambda: DeepModel(config, loop)
+        if name in estimators:
+            return lambda: estimator(name, loop)
         return lambda: make_baseline(name, universe=universe, seed=seed, threads=threads)
 
     scored: dict[str, pd.DataFrame] = {}
@@ -254,6 +264,20 @@ def walk_forward_predictions(
     out.attrs["fit_seconds"] = fit_seconds
     out.attrs["label"] = label.model_dump()
     return out
+
+
+def estimator(name: str, loop: TrainConfig) -> Predictor:
+    """A fresh tree model of ``finmlops.models.ESTIMATORS`` seeded by ``loop.seed`` on ``loop.threads`` threads;
+    ``kdh_ensemble`` is the equal-weight mean of ``kdh_dnn`` (a :class:`DeepModel` trained with ``loop``),
+    ``kdh_gbt`` and ``kdh_rf``."""
+    if name == "kdh_ensemble":
+        members = [
+            DeepModel(get_variant("kdh_dnn"), loop),
+            make_estimator("kdh_gbt", seed=loop.seed, threads=loop.threads),
+            make_estimator("kdh_rf", seed=loop.seed, threads=loop.threads),
+        ]
+        return make_estimator(name, members=members)
+    return make_estimator(name, seed=loop.seed, threads=loop.threads)
 
 
 def train_config(

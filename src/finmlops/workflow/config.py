@@ -124,20 +124,20 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        from finmlops.models.baselines import BASELINES  # light: no torch at import
-        from finmlops.models.variants import VARIANTS, VariantConfig
+        from finmlops.models.baselines import ALL_BASELINES  # light: no torch at import
+        from finmlops.models.variants import PRESETS, VariantConfig
 
-        unknown = [v.name for v in self.variants if v.name not in VARIANTS]
+        unknown = [v.name for v in self.variants if v.name not in PRESETS]
         if unknown:
-            raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+            raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(PRESETS)}")
         for i, v in enumerate(self.variants):
             try:
-                VariantConfig.model_validate({**VARIANTS[v.name].model_dump(), **v.params, "name": v.name})
+                VariantConfig.model_validate({**PRESETS[v.name].model_dump(), **v.params, "name": v.name})
             except ValidationError as exc:
                 raise ValueError(f"variants.{i}.params ({v.name}): {validation_message(exc)}") from None
-        bad = [b for b in self.baselines if b not in BASELINES]
+        bad = [b for b in self.baselines if b not in ALL_BASELINES]
         if bad:
-            raise ValueError(f"unknown baseline(s) {bad}; known: {', '.join(BASELINES)}")
+            raise ValueError(f"unknown baseline(s) {bad}; known: {', '.join(ALL_BASELINES)}")
         if not self.universe.start.year < self.test_years[0] <= self.test_years[-1] <= self.universe.end.year:
             raise ValueError(
                 f"test_years {self.test_years[0]}..{self.test_years[-1]} must lie after the first year of data "

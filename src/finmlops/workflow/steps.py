@@ -343,7 +343,12 @@ def _traffic(ctx: Context) -> Outcome:
 
     plan: RunConfig = ctx.plan
     summary = serve_and_replay(
-        ctx.settings, _universe(ctx), start=plan.traffic_start, end=plan.traffic_end, seed=ctx.settings.seed
+        ctx.settings,
+        _universe(ctx),
+        start=plan.traffic_start,
+        end=plan.traffic_end,
+        seed=ctx.settings.seed,
+        label=plan.label,
     )
     summary["provenance"] = stamp(data_hash=ctx.output("ingest")["dataset_hash"], config=_traffic_inputs(ctx))
     path = write_json_atomic(ctx.settings.results_dir / "traffic.json", summary)
