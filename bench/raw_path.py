@@ -172,7 +172,7 @@ def main() -> None:
     finmlops = Path(sys.executable).with_name("finmlops")
     log = open(work / "server.log", "wb")  # noqa: SIM115  # closed after the server stops
     serve = [str(finmlops), "serve", "--config", str(work / "serving.json"), "--port", str(args.port), "--log-level",
-             "warning"]  # fmt: skip
+             "warning", "--grpc-port", "0"]  # fmt: skip
     home = {**os.environ, "FINMLOPS_HOME": str(work / "home")}
     proc = subprocess.Popen(
         [*server_pin, *serve], stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=home

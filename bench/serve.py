@@ -1,11 +1,21 @@
-"""Benchmark `finmlops serve` against MLServer 1.7.1 (defaults and tuned) on the same ONNX model, in one run.
+"""Benchmark `finmlops serve` against MLServer 1.7.1 (defaults and tuned) on the same ONNX model, in one run,
+over REST and gRPC, with the HTTP+JSON floor and the raw-OHLCV path measured in the same run.
 
 Uses the shared harness in ../shared/bench (serve_bench.sh: c=1 latency over one keep-alive connection, then
-wrk -t2 -c32). Each server runs pinned to CPU 1 (`taskset -c 1`), the clients to CPU 0. finmlops runs with
-everything on: requests go through an experiment (Seldon `default` takeover of the model's endpoint), Prometheus
-metrics and the SQLite request log.
+wrk -t2 -c32) for REST, and bench/grpc_load.py (a closed-loop grpc.aio client: c=1, then 32 concurrent calls) for
+gRPC. Each server runs pinned to CPU 1 (`taskset -c 1`), the clients to CPU 0; the gRPC client reports its own CPU
+use, so a client at ~100 % of its core (the limit, not the server) shows. finmlops runs with everything on: requests
+go through an experiment (Seldon `default` takeover of the model's endpoint), Prometheus metrics and the SQLite
+request log. Rows:
+- REST: finmlops, MLServer defaults and tuned, and the harness's HTTP+JSON floor (serve_floor_server.py `_parse`:
+  body read, JSON to numpy, a reply, no model);
+- gRPC: finmlops and both MLServer settings (raw_input_contents, the tritonclient default), and the gRPC floor
+  (bench/grpc_floor_server.py: a grpc.aio server answering a constant);
+- raw OHLCV through an experiment (REST, the bundled snapshot's AAPL history) beside tensors to the same model
+  (a small carded model of the baseline variant: [batch, 10, 16]).
 
 Usage: python bench/serve.py [--workdir build/serve-bench] [--reps 1] [--duration 20s] [--skip-mlserver]
+         [--skip-raw]
 Needs: wrk and GNU time (apt), taskset, torch in this venv (builds the model). The MLServer venv
 (mlserver==1.7.1, uvloop<0.22) is created under WORKDIR/mlserver-venv on first use.
 """
@@ -24,6 +34,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))  # finmlops_testing (raw model)
 HARNESS = Path(os.environ.get("FINMLOPS_BENCH_HARNESS", Path(__file__).resolve().parents[2] / "shared" / "bench"))
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "lstm"
@@ -77,20 +88,59 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
-def measure(label: str, cmd: list[str], base: str, args: argparse.Namespace, results: Path, **popen: object) -> None:
-    """Start ``cmd`` pinned to CPU 1, wait until ready, run the harness with clients on CPU 0, stop it."""
+def measure(
+    label: str,
+    cmd: list[str],
+    base: str,
+    args: argparse.Namespace,
+    results: Path,
+    grpc_target: str | None = None,
+    model: str = MODEL,
+    **popen: object,
+) -> None:
+    """Start ``cmd`` pinned to CPU 1, wait until ready, run the REST harness (and, with ``grpc_target``, the gRPC
+    client) with clients on CPU 0, stop it."""
     log = open(args.workdir / f"{label}.log", "wb")  # noqa: SIM115  # closed after the server stops
     proc = subprocess.Popen(["taskset", "-c", "1", *cmd], stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True, **popen)  # type: ignore[call-overload]  # fmt: skip
     try:
         wait_ready(base, proc)
         pids = " ".join(str(p) for p in descendants(proc.pid))
-        sh([str(HARNESS / "serve_bench.sh"), base, MODEL, SHAPE, "--label", label, "--reps", str(args.reps),
+        sh([str(HARNESS / "serve_bench.sh"), base, model, SHAPE, "--label", label, "--reps", str(args.reps),
             "--client-cpus", "0", "--server-pids", pids, "--duration", args.duration, "--quiet-wait", "20",
             "--out", str(results)])  # fmt: skip
+        if grpc_target is not None:
+            for _ in range(args.reps):
+                grpc_row(f"{label}-grpc", grpc_target, proc.pid, args, results)
     finally:
         stop(proc)
         log.close()
+
+
+def proc_ticks(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total
+
+
+def grpc_row(label: str, target: str, server_pid: int, args: argparse.Namespace, results: Path) -> None:
+    """One gRPC row: bench/grpc_load.py pinned to CPU 0, with the server's CPU use over the whole run."""
+    pids = descendants(server_pid)
+    hz, t0, w0 = os.sysconf("SC_CLK_TCK"), proc_ticks(pids), time.perf_counter()
+    out = sh(["taskset", "-c", "0", sys.executable, str(ROOT / "bench" / "grpc_load.py"), "--target", target,
+              "--model", MODEL, "--shape", SHAPE, "--raw", "--label", label,
+              "--duration", str(float(args.duration.rstrip("s")))], capture_output=True)  # fmt: skip
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    row["server_cpu_pct_whole_run"] = round(100 * (proc_ticks(pids) - t0) / hz / (time.perf_counter() - w0), 1)
+    row["transport"] = "grpc"
+    print(json.dumps(row))
+    with results.open("a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def mlserver_venv(workdir: Path) -> Path:
@@ -115,23 +165,99 @@ def finmlops_config(workdir: Path, model: Path) -> Path:
 
 
 def ratios(results: Path) -> None:
-    """Print finmlops' c=1 p50 and c=32 throughput against each MLServer setting (medians over reps)."""
+    """Print one table of every row (medians over reps) and the ratios the goals are stated in."""
     rows: dict[str, list[dict[str, float]]] = {}
     for line in results.read_text().splitlines():
         r = json.loads(line)
         rows.setdefault(r["label"], []).append(r)
 
     def median(label: str, key: str) -> float:
-        return round(statistics.median(r[key] for r in rows[label]), 3)
+        return round(statistics.median(r[key] for r in rows[label] if r.get(key) is not None), 3)
 
-    if "finmlops" not in rows:
-        return
-    for other in (label for label in rows if label != "finmlops"):
-        p50 = median(other, "c1_p50_ms") / median("finmlops", "c1_p50_ms")
-        rps = median("finmlops", "c32_rps") / median(other, "c32_rps")
-        print(f"finmlops vs {other}: c=1 p50 {p50:.2f}x lower, c=32 throughput {rps:.2f}x higher")
-    print(f"finmlops goals (c=1 p50 <= 0.45 ms, p99 <= 1 ms, c=32 >= 7000 req/s): p50 {median('finmlops', 'c1_p50_ms')}"
-          f" ms, p99 {median('finmlops', 'c1_p99_ms')} ms, {median('finmlops', 'c32_rps'):.0f} req/s")  # fmt: skip
+    print(
+        "\n| row | transport | c=1 p50 ms | c=1 p99 ms | c=32 req/s | c=32 p99 ms | errors | server CPU % "
+        "| client CPU % |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for label, rs in rows.items():
+        grpc = rs[0].get("transport") == "grpc"
+        errors = sum(r.get("c1_errors", 0) + r.get("c32_errors", 0) + r.get("c32_non2xx", 0)
+                     + r.get("c32_err_timeout", 0) + r.get("c32_err_read", 0) for r in rs)  # fmt: skip
+        server = median(label, "server_cpu_pct_whole_run" if grpc else "server_cpu_pct") if (
+            "server_cpu_pct" in rs[0] or grpc) else float("nan")  # fmt: skip
+        client = median(label, "client_cpu_pct") if grpc else (
+            median(label, "wrk_cpu_pct") if "wrk_cpu_pct" in rs[0] else float("nan"))  # fmt: skip
+        print(f"| {label} | {'gRPC' if grpc else 'REST'} | {median(label, 'c1_p50_ms'):.3f} | "
+              f"{median(label, 'c1_p99_ms'):.3f} | {median(label, 'c32_rps'):.0f} | "
+              f"{median(label, 'c32_p99_ms'):.1f} | "
+              f"{errors} | {server:.0f} | {client:.0f} |")  # fmt: skip
+    print()
+    if "finmlops" in rows:
+        for other in (label for label in rows if label.startswith("mlserver") and not label.endswith("-grpc")):
+            p50 = median(other, "c1_p50_ms") / median("finmlops", "c1_p50_ms")
+            rps = median("finmlops", "c32_rps") / median(other, "c32_rps")
+            print(f"REST finmlops vs {other}: c=1 p50 {p50:.2f}x lower, c=32 throughput {rps:.2f}x higher")
+    if "finmlops" in rows and "floor-http-json" in rows:
+        share = median("finmlops", "c32_rps") / median("floor-http-json", "c32_rps")
+        print(f"REST c=32: finmlops is {100 * share:.0f}% of the HTTP+JSON floor (goal >= 85%)")
+    if "finmlops-grpc" in rows:
+        for other in ("mlserver-default-grpc", "mlserver-tuned-grpc"):
+            if other in rows:
+                rps = median("finmlops-grpc", "c32_rps") / median(other, "c32_rps")
+                print(f"gRPC c=32: finmlops {rps:.2f}x {other} (goal >= 3x)")
+        if "floor-grpc" in rows:
+            share = median("finmlops-grpc", "c32_rps") / median("floor-grpc", "c32_rps")
+            print(
+                f"gRPC floor (constant answer): c=1 p50 {median('floor-grpc', 'c1_p50_ms'):.3f} ms, c=32 "
+                f"{median('floor-grpc', 'c32_rps'):.0f} req/s; finmlops gRPC is {100 * share:.0f}% of it"
+            )
+        print(f"gRPC c=1 p50: {median('finmlops-grpc', 'c1_p50_ms'):.3f} ms (goal <= 0.3 ms); client CPU at c=32 "
+              f"{median('finmlops-grpc', 'client_cpu_pct'):.0f}% of its core")  # fmt: skip
+    if "raw-ohlcv" in rows and "raw-tensor" in rows:
+        share = median("raw-ohlcv", "c32_rps") / median("raw-tensor", "c32_rps")
+        print(f"raw OHLCV c=32: {100 * share:.0f}% of the tensor path on the same model (goal >= 25%)")
+
+
+def raw_setup(workdir: Path) -> tuple[Path, Path, Path]:
+    """A carded model of the baseline variant ([batch, 10, 16] basic features) served as ``raw`` behind the experiment
+    ``raw-ab``, a raw OHLCV body (AAPL's last days of the bundled snapshot) and a tensor body for the same model."""
+    import numpy as np  # numpy, finmlops and its test support: only the raw rows need them
+    from finmlops_testing.serving import carded_model
+
+    from finmlops.data import load_snapshot
+    from finmlops.serving.raw import min_history
+
+    folder = carded_model(workdir / "raw-model", "baseline")
+    frame = load_snapshot(["AAPL"]).get("AAPL")
+    days = min_history("basic", 10) + 5
+    columns = {c: frame[c].to_numpy(np.float64)[-days:] for c in ("open", "high", "low", "close", "volume")}
+    raw = {"inputs": [{"name": c, "shape": [1, days], "datatype": "FP64", "data": v.tolist()}
+                      for c, v in columns.items()]}  # fmt: skip
+    x = np.random.default_rng(0).normal(size=(1, 10, 16))
+    tensor = {"inputs": [{"name": "input_data", "shape": [1, 10, 16], "datatype": "FP32", "data": x.ravel().tolist()}]}
+    (workdir / "raw-body.json").write_text(json.dumps(raw))
+    (workdir / "tensor16-body.json").write_text(json.dumps(tensor))
+    return folder, workdir / "raw-body.json", workdir / "tensor16-body.json"
+
+
+def body_row(label: str, base: str, model: str, body: Path, server_pid: int, args: argparse.Namespace,
+             results: Path) -> None:  # fmt: skip
+    """A REST row for a prepared body: c=1 with the harness's latency client, c=32 with wrk, clients on CPU 0."""
+    url = f"{base}/v2/models/{model}/infer"
+    c1 = sh(["taskset", "-c", "0", sys.executable, str(HARNESS / "serve_latency_c1.py"), "--url", url, "--body",
+             str(body), "-n", "1000", "--warmup", "100"], capture_output=True)  # fmt: skip
+    row = {k: v for k, v in json.loads(c1.stdout.strip().splitlines()[-1]).items() if k != "response_sample"}
+    pids = descendants(server_pid)
+    hz, t0, w0 = os.sysconf("SC_CLK_TCK"), proc_ticks(pids), time.perf_counter()
+    wrk = sh(["taskset", "-c", "0", "wrk", "-t2", "-c32", f"-d{args.duration}", "--timeout", "5s", "-s",
+              str(HARNESS / "serve_v2_post.lua"), url], capture_output=True,
+             env={**os.environ, "WRK_BODY": str(body)})  # fmt: skip
+    line = next(ln for ln in wrk.stdout.splitlines() if ln.startswith("WRKJSON "))
+    row.update(json.loads(line.removeprefix("WRKJSON ")))
+    row.update(label=label, server_cpu_pct=round(100 * (proc_ticks(pids) - t0) / hz / (time.perf_counter() - w0), 1))
+    print(json.dumps(row))
+    with results.open("a") as f:
+        f.write(json.dumps(row) + "\n")
 
 
 def main() -> None:
@@ -140,8 +266,14 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1)
     ap.add_argument("--duration", default="20s")
     ap.add_argument("--port", type=int, default=18080)
+    ap.add_argument("--grpc-port", type=int, default=18081)
     ap.add_argument("--skip-mlserver", action="store_true")
+    ap.add_argument("--skip-raw", action="store_true")
+    ap.add_argument("--summarize", type=Path, help="only print the table and ratios of an earlier results file")
     args = ap.parse_args()
+    if args.summarize:
+        ratios(args.summarize)
+        return
     for tool in ("wrk", "taskset"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} not found (apt-get install wrk util-linux)")
@@ -156,8 +288,47 @@ def main() -> None:
     finmlops = Path(sys.executable).with_name("finmlops")
     env = {**os.environ, "FINMLOPS_HOME": str(args.workdir / "home")}
     (args.workdir / "requests.db").unlink(missing_ok=True)
+    grpc_target = f"127.0.0.1:{args.grpc_port}"
     measure("finmlops", [str(finmlops), "serve", "--config", str(finmlops_config(args.workdir, model)),
-                         "--port", str(args.port), "--log-level", "warning"], base, args, results, env=env)  # fmt: skip
+                         "--port", str(args.port), "--grpc-port", str(args.grpc_port), "--log-level", "warning"],
+            base, args, results, grpc_target, env=env)  # fmt: skip
+    # The harness's HTTP+JSON floor, same model file, same machine, same run.
+    floor = [sys.executable, str(HARNESS / "serve_floor_server.py"), "--model", str(model), "--name", MODEL,
+             "--port", str(args.port)]  # fmt: skip
+    measure("floor-http-json", floor, base, args, results, model="_parse")
+    # The gRPC floor: a grpc.aio server that answers a constant (bench/grpc_floor_server.py).
+    log = open(args.workdir / "floor-grpc.log", "wb")  # noqa: SIM115  # closed after the server stops
+    proc = subprocess.Popen(["taskset", "-c", "1", sys.executable, str(ROOT / "bench" / "grpc_floor_server.py"),
+                             "--port", str(args.grpc_port)], stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    try:
+        time.sleep(3)
+        for _ in range(args.reps):
+            grpc_row("floor-grpc", grpc_target, proc.pid, args, results)
+    finally:
+        stop(proc)
+        log.close()
+
+    if not args.skip_raw:
+        folder, raw_body, tensor_body = raw_setup(args.workdir)
+        config = {
+            "models": [{"name": "raw", "source": str(folder)}],
+            "experiments": [{"name": "raw-ab", "default": "raw", "candidates": [{"name": "raw", "weight": 1}]}],
+            "server": {"request_log": str(args.workdir / "requests-raw.db"), "reload_interval_s": 0},
+        }
+        (args.workdir / "serving-raw.json").write_text(json.dumps(config))
+        log = open(args.workdir / "raw.log", "wb")  # noqa: SIM115  # closed after the server stops
+        proc = subprocess.Popen(["taskset", "-c", "1", str(finmlops), "serve", "--config",
+                                 str(args.workdir / "serving-raw.json"), "--port", str(args.port), "--grpc-port", "0",
+                                 "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env)  # fmt: skip
+        try:
+            wait_ready(base, proc)
+            body_row("raw-tensor", base, "raw", tensor_body, proc.pid, args, results)
+            body_row("raw-ohlcv", base, "raw", raw_body, proc.pid, args, results)
+        finally:
+            stop(proc)
+            log.close()
 
     if not args.skip_mlserver:
         venv = mlserver_venv(args.workdir)
@@ -168,10 +339,14 @@ def main() -> None:
             repo = args.workdir / label
             shutil.rmtree(repo, ignore_errors=True)
             sh([str(venv / "bin" / "python"), str(HARNESS / "serve_mlserver_runtime" / "make_repo.py"), "--model",
-                str(model), "--out", str(repo), "--name", MODEL, "--http-port", str(args.port), *extra])  # fmt: skip
-            measure(label, [str(venv / "bin" / "mlserver"), "start", "."], base, args, results, cwd=repo)
+                str(model), "--out", str(repo), "--name", MODEL, "--http-port", str(args.port), "--grpc-port",
+                str(args.grpc_port), "--metrics-port", str(args.port + 2), *extra])  # fmt: skip
+            measure(label, [str(venv / "bin" / "mlserver"), "start", "."], base, args, results, grpc_target, cwd=repo)
 
-    sh([sys.executable, str(HARNESS / "serve_summarize.py"), str(results)])
+    rest = args.workdir / (results.stem + "-rest.jsonl")  # the harness's table reads the REST rows only
+    rest.write_text("".join(ln + "\n" for ln in results.read_text().splitlines() if '"wrk_cpu_pct"' in ln))
+    sh([sys.executable, str(HARNESS / "serve_summarize.py"), str(rest)])
+    print(f"machine load (1, 5, 15 min) at the end: {os.getloadavg()}")
     ratios(results)
     print(f"raw results: {results}")
 

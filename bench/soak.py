@@ -279,7 +279,7 @@ def main() -> None:
            "FINMLOPS_SOAK_TOKEN": TOKEN}  # fmt: skip
     log = (workdir / "server.log").open("wb")
     cmd = [sys.executable, "-c", "from finmlops.cli import main; main()", "serve", "--config",
-           str(workdir / "serving.yaml"), "--port", str(port)]  # fmt: skip
+           str(workdir / "serving.yaml"), "--port", str(port), "--grpc-port", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120

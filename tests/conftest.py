@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 # The workspace fixtures (settings, trained, predictions, port, postgres, ...) of tracking, tuning and prediction.
-pytest_plugins = ["finmlops_testing.workspace"]
+pytest_plugins = ["finmlops_testing.workspace", "finmlops_testing.ray"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -10,14 +10,21 @@ import errno
 import json
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from finmlops import __version__
+from finmlops.data import DataError, DataStore, load_snapshot, read_tickers_file, universe_tickers
+from finmlops.data.ingest import SOURCES
+from finmlops.features.registry import FEATURE_SETS
+from finmlops.features.target import Execution
+from finmlops.models.variants import VARIANTS
+from finmlops.serving.traffic import ModelInput
 from finmlops.settings import (
     Settings,
     SettingsError,
@@ -48,6 +55,33 @@ def _stdout_console() -> Console:
 PIPED_WIDTH = 1000  # columns of stdout when it is not a terminal: wider than any table or line the commands print
 console = _stdout_console()
 err_console = Console(stderr=True)
+
+
+# --- choices: Typer checks them (exit code 2 naming the option and the allowed values) --------------------------------
+
+
+def _choices(name: str, values: Any) -> Any:
+    """A ``StrEnum`` named ``name`` whose members are ``values`` (each its own name), for a Typer option: the
+    stage's own tuple or Literal is the single source of the allowed values."""
+    return StrEnum(name, {str(v): str(v) for v in values})
+
+
+Source = _choices("Source", SOURCES)
+FeatureSet = _choices("FeatureSet", FEATURE_SETS)
+Variant = _choices("Variant", VARIANTS)
+ExecutionChoice = _choices("ExecutionChoice", get_args(Execution))
+ModelInputChoice = _choices("ModelInputChoice", get_args(ModelInput))
+# The stages below define these where importing them would load torch, MLflow or scipy at every command's start;
+# tests/test_cli_choices.py checks that each equals its stage's tuple.
+Device = _choices("Device", ("auto", "cpu", "cuda", "mps"))  # finmlops.training.config.Device (torch)
+Strategy = _choices(  # evaluation.backtest.ALL_STRATEGIES (scipy)
+    "Strategy", ("long_flat", "long_short", "top_k", "fk_long_short", "topk_dropout")
+)
+Metric = _choices("Metric", ("log_loss", "auc", "accuracy"))  # tuning.search.METRICS (optuna, torch)
+ExportFormat = _choices("ExportFormat", ("mlflow", "triton", "mlserver"))  # tracking.EXPORT_FORMATS (mlflow)
+Experiment = _choices("Experiment", ("ingestion", "training", "tuning", "evaluation"))  # tracking EXPERIMENTS
+CurrentSource = _choices("CurrentSource", ("recent", "log"))  # monitoring.drift.CURRENT_SOURCES (scipy)
+LogLevel = _choices("LogLevel", ("debug", "info", "warning", "error"))  # uvicorn's levels, server.run
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
@@ -108,15 +142,46 @@ def _root(
     """Honest MLOps for next-day stock direction."""
 
 
+class Executor(StrEnum):
+    """Where ``run``, ``evaluate``, ``tune`` and ``predict`` run their independent work (docs/distributed.md)."""
+
+    serial = "serial"
+    ray = "ray"
+
+
+def executor_config(executor: Executor | None, ray_address: str | None, ray_cpus: int | None) -> Any:
+    """The ``finmlops.executor.ExecutorConfig`` of the flags; ``None`` when no flag is given (the default)."""
+    from finmlops.executor import ExecutorConfig, RayConfig
+
+    if executor is None and ray_address is None and ray_cpus is None:
+        return None
+    if executor is Executor.serial:
+        if ray_address or ray_cpus:
+            fail("--ray-address and --ray-cpus need --executor ray", code=2)
+        return ExecutorConfig()
+    return ExecutorConfig(kind="ray", ray=RayConfig(address=ray_address, num_cpus=ray_cpus))
+
+
+EXECUTOR_HELP = "serial, or ray: independent work as Ray tasks, same results (docs/distributed.md)."
+RAY_ADDRESS_HELP = "Ray cluster to join, e.g. ray://head:10001 (default: start a local Ray on this machine's cores)."
+RAY_CPUS_HELP = "CPUs of the local Ray (default: this machine's cores)."
+
+
 # --- data: ingest, data info ---------------------------------------------------------------------------------------
 
 
 @app.command("ingest")
 def ingest_command(
-    source: str = typer.Option(
+    source: Source = typer.Option(
         "snapshot", "--source", help="snapshot (bundled real data, default), yahoo (yfinance) or csv (a folder)."
     ),
     tickers: str | None = typer.Option(None, "--tickers", help="Comma-separated tickers (default: settings)."),
+    tickers_file: str | None = typer.Option(
+        None, "--tickers-file", help="File of tickers, one per line, # comments (instead of --tickers)."
+    ),
+    universe: str | None = typer.Option(
+        None, "--universe", help="A named universe's tickers: snapshot10 or sp500 (the shipped list of 443)."
+    ),
     start: str | None = typer.Option(
         None, "--start", callback=iso_date_option, help="First date, YYYY-MM-DD, inclusive (default: settings)."
     ),
@@ -136,30 +201,26 @@ def ingest_command(
     Bad data or a failed download leave the store byte-for-byte as it was.
     Dates already stored are kept; a re-ingest with nothing new changes nothing.
     """
-    from finmlops.data import SOURCES, DataError, DataStore, ingest
+    from finmlops.workflow.services import ingest_stage  # deferred: scipy and the evaluation stack
 
-    if source not in SOURCES:
-        fail(f"--source must be one of {', '.join(SOURCES)}, got {source!r}", code=2)
+    if sum(x is not None for x in (tickers, tickers_file, universe)) > 1:
+        fail("give one of --tickers, --tickers-file and --universe", code=2)
+    try:
+        if tickers_file is not None:
+            tickers = ",".join(read_tickers_file(Path(tickers_file)))
+        elif universe is not None:
+            tickers = ",".join(universe_tickers(universe))
+    except DataError as exc:
+        fail(str(exc), code=2)
     settings = settings_from(tickers=tickers, start=start, end=end, raw_data_dir=data_dir)
     tracked = not no_track and tracking_ready(settings)
     try:
-        report = ingest(
-            DataStore(settings.data_dir),
-            source,  # type: ignore[arg-type]  # checked against SOURCES above
-            settings.tickers,
-            settings.start,
-            settings.end,
-            data_dir=settings.raw_data_dir,
-            retries=retries,
-        )
+        report = ingest_stage(
+            settings, source.value, settings.tickers, settings.start, settings.end, data_dir=settings.raw_data_dir,
+            retries=retries, tracker=cli_tracker(settings) if tracked else None,
+        ).report  # fmt: skip
     except DataError as exc:
         fail(str(exc))
-    if tracked:
-        track(
-            "ingestion", "log_ingestion", settings, tickers=[t.ticker for t in report.tickers], start=settings.start,
-            end=settings.end, source=source, dataset_hash=report.dataset_hash,
-            n_rows=sum(t.rows for t in report.tickers), warnings=report.warnings,
-        )  # fmt: skip
     if json_out:
         emit_json(report.model_dump(mode="json"))
         return
@@ -183,7 +244,6 @@ def data_info_command(
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Show the store's tickers, first/last dates, rows and content hashes, and the dataset hash."""
-    from finmlops.data import DataError, DataStore
 
     store = DataStore(settings_from().data_dir)
     try:
@@ -213,7 +273,7 @@ def data_info_command(
 
 @app.command("features")
 def features_command(
-    feature_set: str | None = typer.Option(
+    feature_set: FeatureSet | None = typer.Option(
         None, "--set", help="basic, enhanced or advanced (default: settings.feature_set; with --list: every set)."
     ),
     list_only: bool = typer.Option(False, "--list", help="Print the feature registry (name, formula, window)."),
@@ -224,10 +284,9 @@ def features_command(
     Each value uses data at or before its date only; see docs/features.md. With --list, compute nothing and print
     the registry instead.
     """
-    from finmlops.features.registry import FEATURE_SETS, all_features, features_of, sets_of
+    from finmlops.features.registry import all_features, features_of, sets_of
 
-    if feature_set is not None and feature_set not in FEATURE_SETS:
-        fail(f"--set must be one of {', '.join(FEATURE_SETS)}, got {feature_set!r}", code=2)
+    feature_set = feature_set.value if feature_set else None
     if list_only:
         records = [
             {"name": f.name, "formula": f.formula, "window": f.window, "sets": sets_of(f.name)}
@@ -246,7 +305,6 @@ def features_command(
         console.print(table)
         return
 
-    from finmlops.data import DataError, DataStore
     from finmlops.features import compute_features, save_features
 
     settings = settings_from(feature_set=feature_set)
@@ -278,12 +336,10 @@ def features_command(
 
 @app.command("train")
 def train_command(
-    variant: str = typer.Option(
-        "baseline", "--variant", help="baseline, lightweight, enhanced, advanced or transformer."
-    ),
+    variant: Variant = typer.Option("baseline", "--variant", help="The deep variant to train."),
     epochs: int | None = typer.Option(None, "--epochs", min=1, help="Maximum epochs (early stopping) (default: 30)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for initialisation and shuffling (default: settings)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or mps."),
+    device: Device = typer.Option("auto", "--device", help="Where torch trains."),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for torch (default: settings)."),
     class_balanced: bool = typer.Option(False, "--class-balanced", help="Weight the loss by n_neg/n_pos."),
     quiet: bool = typer.Option(False, "--quiet", help="One log line per epoch instead of a progress bar."),
@@ -296,13 +352,6 @@ def train_command(
     import logging
     from functools import partial
 
-    from finmlops.data import DataError
-    from finmlops.models import VARIANTS
-
-    if variant not in VARIANTS:
-        fail(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}", code=2)
-    if device not in ("auto", "cpu", "cuda", "mps"):
-        fail(f"--device must be auto, cpu, cuda or mps, got {device!r}", code=2)
     settings = settings_from(seed=seed, threads=threads)
     if quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -312,9 +361,9 @@ def train_command(
     try:
         result = run_training(
             settings,
-            variant,
+            variant.value,
             epochs=epochs,
-            device=device,
+            device=device.value,
             verbosity="log" if quiet else "silent" if json_out else "bar",
             class_balanced=class_balanced,
             on_trained=partial(track, "training", "log_trained_variant", settings) if tracked else None,
@@ -371,61 +420,59 @@ def _bootstrap(n_boot: int, block_len: int, seed: int) -> Any:
 
 @app.command("evaluate")
 def evaluate_command(
-    variant: list[str] = typer.Option([], "--variant", help="Deep variant to evaluate (repeatable)."),
+    variant: list[Variant] = typer.Option([], "--variant", help="Deep variant to evaluate (repeatable)."),
     all_variants: bool = typer.Option(False, "--all", help="Evaluate every deep variant."),
     epochs: int = typer.Option(8, "--epochs", min=1, help="Maximum epochs per fit."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for training and the bootstrap (default: settings)."),
     folds: str = typer.Option("2014-2023", "--folds", help="Test years, one walk-forward fold each."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the CIs and paired tests."),
     block_len: int = typer.Option(10, "--block-len", help="Bootstrap block length in trading days."),
+    executor: Executor | None = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", min=1, help=RAY_CPUS_HELP),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log an evaluation run to MLflow."),
     json_out: bool = typer.Option(False, "--json", help="Print the evaluation as JSON."),
 ) -> None:
     """Walk-forward evaluation of deep variants and every baseline over the whole store, with block-bootstrap
     CIs and paired tests; writes results/evaluation.json, evaluation.md and predictions.parquet, and logs them
     (with per-fold metrics, fold and calibration tables and plots, and backtest.json if any) to MLflow."""
-    from finmlops.models import VARIANTS
-
     if all_variants and variant:
         fail("use either --variant or --all", code=2)
-    names = list(VARIANTS) if all_variants else variant or ["baseline"]
-    unknown = [v for v in names if v not in VARIANTS]
-    if unknown:
-        fail(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}", code=2)
+    names = list(VARIANTS) if all_variants else [v.value for v in variant] or ["baseline"]
     settings = settings_from(seed=seed)
-    from finmlops.data import DataError
-    from finmlops.evaluation.workspace import markdown_table, run_evaluation
+    from finmlops.evaluation.workspace import markdown_table, signal_table  # deferred: scipy, the evaluation stack
+    from finmlops.workflow.services import evaluate_stage
 
     tracked = not no_track and tracking_ready(settings)
     try:
-        result = run_evaluation(
-            settings,
-            variants=names,
-            epochs=epochs,
-            seed=settings.seed,
-            test_years=_parse_folds(folds),
-            boot=_bootstrap(n_boot, block_len, settings.seed),
-            progress=not json_out,
-        )
+        result = evaluate_stage(
+            settings, variants=names, epochs=epochs, test_years=_parse_folds(folds),
+            boot=_bootstrap(n_boot, block_len, settings.seed), progress=not json_out,
+            executor=executor_config(executor, ray_address, ray_cpus),
+            tracker=cli_tracker(settings) if tracked else None,
+        ).result  # fmt: skip
     except (DataError, OSError, ValueError, KeyError) as exc:
         fail(str(exc))
-    if tracked:
-        track("evaluation", "log_evaluation_result", settings, result=result)
     if json_out:
         emit_json(result)
         return
     console.print(markdown_table(result), highlight=False, markup=False)
+    console.print(signal_table(result), highlight=False, markup=False)
     console.print(f"wrote {settings.results_dir / 'evaluation.json'} and evaluation.md", highlight=False)
 
 
 @app.command("backtest")
 def backtest_command(
-    strategy: list[str] = typer.Option(
-        [], "--strategy", help="long_flat, long_short or top_k (repeatable; all by default)."
+    strategy: list[Strategy] = typer.Option(
+        [],
+        "--strategy",
+        help="long_flat, long_short, top_k, fk_long_short (Fischer & Krauss, k=--fk-k) or topk_dropout (Qlib: topk "
+        "50, n_drop 5, open 0.05 %, close 0.15 %) (repeatable; the first three by default).",
     ),
+    fk_k: int = typer.Option(10, "--fk-k", min=1, help="Names per side of fk_long_short (F&K: 10)."),
     cost_bps: float = typer.Option(5.0, "--cost-bps", help="Commission per unit of turnover, basis points."),
     slippage_bps: float = typer.Option(0.0, "--slippage-bps", help="Slippage per unit of turnover, basis points."),
-    execution: str | None = typer.Option(
+    execution: ExecutionChoice | None = typer.Option(
         None,
         "--execution",
         help="close or open of t+1; default, and it must be, the predictions' label's (the `execution` setting).",
@@ -438,31 +485,26 @@ def backtest_command(
     """Backtest the saved walk-forward predictions net of costs against equal-weight buy-and-hold, with the
     deflated Sharpe ratio over every configuration tried; writes results/backtest.json and logs it (metrics per
     model and strategy, tagged with the predictions' SHA-256) to MLflow's evaluation experiment."""
-    from finmlops.data import DataError
-    from finmlops.evaluation.backtest import STRATEGIES, BacktestConfig
-    from finmlops.evaluation.workspace import run_backtest_workspace
+    from finmlops.evaluation.backtest import STRATEGIES, BacktestConfig  # deferred: scipy
+    from finmlops.workflow.services import backtest_stage
 
-    bad = [s for s in strategy if s not in STRATEGIES]
-    if bad or execution not in (None, "close", "open"):
-        fail(f"--strategy must be among {', '.join(STRATEGIES)} and --execution close or open", code=2)
     if cost_bps < 0 or slippage_bps < 0 or capital <= 0:
         fail("--cost-bps and --slippage-bps must be >= 0 and --capital > 0", code=2)
     settings = settings_from()
     config = BacktestConfig(
-        strategies=tuple(strategy) or STRATEGIES,
+        strategies=tuple(s.value for s in strategy) or STRATEGIES,
         cost_bps=cost_bps,
         slippage_bps=slippage_bps,
-        execution=execution,  # type: ignore[arg-type]
+        execution=execution.value if execution else None,
         top_k=top_k,
         capital=capital,
+        fk_k=fk_k,
     )
     tracked = not no_track and tracking_ready(settings)
     try:
-        result = run_backtest_workspace(settings, config)
+        result = backtest_stage(settings, config, tracker=cli_tracker(settings) if tracked else None).result
     except (DataError, OSError, ValueError, KeyError) as exc:  # no evaluation, or another execution than the label's
         fail(str(exc))
-    if tracked:
-        track("backtest", "log_backtest_result", settings, result=result)
     if json_out:
         emit_json(result)
         return
@@ -490,6 +532,8 @@ def backtest_command(
             "–" if dsr is None else f"{dsr:.3f}",
         )
     console.print(table)
+    for strat, why in result.get("skipped", {}).items():
+        console.print(f"{strat}: {why}", highlight=False)
     business = result["business"]
     assumed = business["assumptions"]
     money = Table(
@@ -521,7 +565,9 @@ def backtest_command(
 @app.command("audit")
 def audit_command(
     quick: bool = typer.Option(False, "--quick", help="Smaller markets (10 tickers, 2600 days, 1 test year)."),
-    variant: list[str] = typer.Option([], "--variant", help="Deep variant to audit (repeatable; default lightweight)."),
+    variant: list[Variant] = typer.Option(
+        [], "--variant", help="Deep variant to audit (repeatable; default lightweight)."
+    ),
     all_variants: bool = typer.Option(False, "--all", help="Audit all five deep variants (slow)."),
     epochs: int = typer.Option(20, "--epochs", min=1, help="Maximum epochs per fit (early stopping, patience 5)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed for the synthetic markets, training and bootstrap."),
@@ -529,14 +575,9 @@ def audit_command(
 ) -> None:
     """Leakage audit: random-walk, shuffled, permuted-label and planted-signal markets through the real pipeline,
     and a planted next-day feature that must be flagged. Exit code 1 when any check fails; writes results/audit.json."""
-    from finmlops.models import VARIANTS
-
     if all_variants and variant:
         fail("use either --variant or --all", code=2)
-    names = list(VARIANTS) if all_variants else list(dict.fromkeys(variant)) or ["lightweight"]
-    unknown = [v for v in names if v not in VARIANTS]
-    if unknown:
-        fail(f"unknown variant(s) {', '.join(unknown)}; known: {', '.join(VARIANTS)}", code=2)
+    names = list(VARIANTS) if all_variants else list(dict.fromkeys(v.value for v in variant)) or ["lightweight"]
     settings = settings_from(seed=seed)
     from finmlops.evaluation.metrics import BootstrapConfig
     from finmlops.evaluation.workspace import run_audit_workspace
@@ -589,14 +630,11 @@ def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str | 
     line naming the tracking URI, exit code 1. Without MLflow it says tracking is skipped and returns None: the
     command's own results are already written.
     """
-    import logging
-
     import finmlops.tracking as tracking
+    from finmlops.workflow.services import log_to_mlflow
 
-    # MLflow's INFO lines (database migrations, registrations) would clutter the command's output.
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
     try:
-        run_id = getattr(tracking, function)(settings, **kwargs)
+        run_id = log_to_mlflow(settings, function, **kwargs)
     except ImportError as exc:
         err_console.print(f"tracking {what} skipped: {exc.name or exc} is not installed", highlight=False)
         return None
@@ -612,11 +650,14 @@ def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str | 
     return run_id
 
 
+def cli_tracker(settings: Settings) -> Any:
+    """The tracker (:mod:`finmlops.workflow.services`) of a command: :func:`track`, one error line on failure."""
+    return lambda what, function, **kwargs: track(what, function, settings, **kwargs)
+
+
 @app.command("runs")
 def runs_command(
-    experiment: str | None = typer.Option(
-        None, "--experiment", help="ingestion, training, tuning or evaluation (default: all)."
-    ),
+    experiment: Experiment | None = typer.Option(None, "--experiment", help="MLflow experiment (default: all)."),
     limit: int = typer.Option(20, "--limit", min=1, help="Most recent runs to show."),
     json_out: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
 ) -> None:
@@ -628,7 +669,7 @@ def runs_command(
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = settings_from()
     try:
-        runs = list_runs(settings, experiment, limit)
+        runs = list_runs(settings, experiment.value if experiment else None, limit)
     except TrackingError as exc:
         fail(str(exc))
     except ValueError as exc:
@@ -655,7 +696,7 @@ def export_command(
     model: str = typer.Option(
         ..., "--model", help="A variant, registered name (its champion, else latest), MLflow URI or model folder."
     ),
-    fmt: str = typer.Option("mlflow", "--format", help="mlflow, triton or mlserver."),
+    fmt: ExportFormat = typer.Option("mlflow", "--format", help="Layout to write."),
     out: str = typer.Option(..., "--out", help="Folder that receives <name>/ (replaced atomically)."),
     name: str | None = typer.Option(None, "--name", help="Model name in the layout (default: <variant>-predictor)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
@@ -663,25 +704,23 @@ def export_command(
     """Lay a logged ONNX model out as an MLflow model folder, a Triton repository or an MLServer model."""
     from pathlib import Path
 
-    from finmlops.tracking import EXPORT_FORMATS, ModelError, TrackingError, configure_tracking, export_model
+    from finmlops.tracking import ModelError, TrackingError, configure_tracking, export_model
 
-    if fmt not in EXPORT_FORMATS:
-        fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}", code=2)
     try:
         if not Path(model).exists():
             configure_tracking(settings_from())
-        target = export_model(model, fmt, Path(out), name)  # type: ignore[arg-type]  # checked above
+        target = export_model(model, fmt.value, Path(out), name)
     except (ModelError, TrackingError) as exc:
         fail(str(exc))
     if json_out:
-        emit_json({"model": model, "format": fmt, "path": str(target)})
+        emit_json({"model": model, "format": fmt.value, "path": str(target)})
     else:
         console.print(f"exported {model} as {fmt} to {target}", highlight=False)
 
 
 @app.command("register")
 def register_command(
-    variant: str = typer.Option(..., "--variant", help="baseline, lightweight, enhanced, advanced or transformer."),
+    variant: Variant = typer.Option(..., "--variant", help="The trained deep variant to register."),
     run_id: str | None = typer.Option(
         None, "--run-id", help="Training run whose model to register (default: the variant's newest)."
     ),
@@ -699,7 +738,7 @@ def register_command(
 
     try:
         configure_tracking(settings_from())
-        version = register_variant(variant, run_id)
+        version = register_variant(variant.value, run_id)
     except KeyError as exc:
         fail(str(exc.args[0]), code=2)
     except (TrackingError, PromotionRefused, ValueError) as exc:
@@ -758,10 +797,19 @@ def promote_command(
         console.print(evidence(), highlight=False)
 
 
-@app.command("models")
-def models_command(json_out: bool = typer.Option(False, "--json", help="Print the registry as JSON.")) -> None:
+models_app = typer.Typer(help="The model registry: versions, aliases and their audited history.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.callback(invoke_without_command=True)
+def models_command(
+    ctx: typer.Context, json_out: bool = typer.Option(False, "--json", help="Print the registry as JSON.")
+) -> None:
     """List registered *-predictor models, their versions, aliases and recorded accuracy, saying on what it was
-    measured (walk-forward folds, or the single test split of `finmlops train`)."""
+    measured (walk-forward folds, or the single test split of `finmlops train`). `finmlops models history` says
+    who held each alias on every day, and why."""
+    if ctx.invoked_subcommand is not None:
+        return
     from finmlops.tracking import TrackingError, configure_tracking, describe_evidence, list_models
 
     try:
@@ -793,12 +841,72 @@ def models_command(json_out: bool = typer.Option(False, "--json", help="Print th
     console.print(table)
 
 
+@models_app.command("history")
+def models_history_command(
+    model: list[str] = typer.Option(
+        [], "--model", help="Registered model name (repeatable); default every *-predictor."
+    ),
+    on: str | None = typer.Option(None, "--on", help="A day (YYYY-MM-DD): who held each alias then, and why."),
+    json_out: bool = typer.Option(False, "--json", help="Print the history as JSON."),
+) -> None:
+    """Which version held `champion` and `challenger` on each day, and why (the promotion evidence or the forced
+    reason), reconstructed from the registry's audited alias events, so it survives any restart."""
+    from datetime import date as _date
+
+    from finmlops.tracking import TrackingError, configure_tracking, list_models
+    from finmlops.tracking.registry import alias_history, describe_event, holders_on
+
+    try:
+        day = _date.fromisoformat(on) if on else None
+    except ValueError:
+        fail(f"--on {on!r}: not a date; use YYYY-MM-DD", code=2)
+    try:
+        configure_tracking(settings_from())
+        names = model or [m["name"] for m in list_models()]
+        if day is not None:
+            payload: Any = {"day": str(day), "models": {}}
+            for name in names:
+                holders = holders_on(name, day)
+                payload["models"][name] = {
+                    a: None if p is None else {**p.model_dump(mode="json"), "why": describe_event(p.event)}
+                    for a, p in holders.items()
+                }
+            if len(names) == 1:
+                payload["holders"] = payload["models"][names[0]]
+        else:
+            payload = {name: [p.model_dump(mode="json") | {"why": describe_event(p.event)} for p in
+                              alias_history(name)] for name in names}  # fmt: skip
+    except (TrackingError, ValueError) as exc:
+        fail(str(exc))
+    if json_out:
+        emit_json(payload)
+        return
+    if day is not None:
+        for name, holders in payload["models"].items():
+            for alias, period in holders.items():
+                if period is None:
+                    held = "nobody (or set before the audit log)"
+                else:
+                    held = "nobody (removed)" if period["version"] is None else f"v{period['version']}"
+                why = f" since {period['start']}: {period['why']}" if period else ""
+                console.print(f"{name} {alias} on {day}: {held}{why}", highlight=False)
+        return
+    for name, periods in payload.items():
+        if not periods:
+            console.print(f"{name}: no audited alias moves", highlight=False)
+        for p in periods:
+            holder = "removed" if p["version"] is None else f"v{p['version']}"
+            console.print(
+                f"{name} {p['alias']:<10} {holder:<8} {p['start']}..{p['end'] or 'now'}  {p['why']}", highlight=False
+            )
+
+
 # --- monitoring: explain ----------------------------------------------------------------------------------------------
 
 
 @app.command("explain")
 def explain_command(
-    variant: str | None = typer.Option(
+    variant: Variant | None = typer.Option(
         None, "--variant", help="Deep variant: its trained model in <home>/models/<variant>/ (finmlops train)."
     ),
     model: str | None = typer.Option(
@@ -832,13 +940,10 @@ def explain_command(
     With --global: how much walk-forward test accuracy and AUC drop when each feature is shuffled across windows,
     refitting the variant per fold; writes results/importance_<variant>.json.
     """
-    from finmlops.data import DataError
-    from finmlops.models import VARIANTS
 
     if (variant is None) == (model is None):
         fail("give one of --variant NAME (a model from finmlops train) or --model NAME@alias|NAME/VERSION", code=2)
-    if variant is not None and variant not in VARIANTS:
-        fail(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}", code=2)
+    variant = variant.value if variant else None
     if global_ and variant is None:
         fail("--global refits a variant per fold: give --variant", code=2)
     settings = settings_from(seed=seed)
@@ -927,7 +1032,9 @@ def drift_command(
     reference: str | None = typer.Option(
         None, "--reference", help="Reference features parquet (default with --model: its training date range)."
     ),
-    current: str = typer.Option("recent", "--current", help="recent (the store) or log (the server's inputs)."),
+    current: CurrentSource = typer.Option(
+        "recent", "--current", help="recent (the store) or log (the server's inputs)."
+    ),
     window: int = typer.Option(90, "--window", min=1, help="Current window: the last DAYS calendar days."),
     psi: float = typer.Option(0.2, "--psi", min=0.0, help="Alert when a feature's PSI exceeds this."),
     ks_p: float = typer.Option(0.05, "--ks-p", min=1e-12, max=0.5, help="Alert when the KS p-value is below this."),
@@ -941,11 +1048,8 @@ def drift_command(
     normalised Wasserstein per feature; writes results/drift.json. Exit 0 even when features drift (a report)."""
     from pathlib import Path
 
-    from finmlops.data import DataError
-    from finmlops.monitoring.drift import CURRENT_SOURCES, DriftThresholds, run_drift
+    from finmlops.monitoring.drift import DriftThresholds, run_drift
 
-    if current not in CURRENT_SOURCES:
-        fail(f"--current must be one of {', '.join(CURRENT_SOURCES)}, got {current!r}", code=2)
     if model is None and reference is None:
         fail("give --model NAME@alias or --reference FEATURES.parquet", code=2)
     settings = settings_from()
@@ -957,7 +1061,7 @@ def drift_command(
         errors = (DataError, OSError, ValueError)
     try:
         result = run_drift(
-            settings, model=model, reference=Path(reference) if reference else None, current=current,
+            settings, model=model, reference=Path(reference) if reference else None, current=current.value,
             window_days=window,
             thresholds=DriftThresholds(psi=psi, ks_p_value=ks_p, wasserstein=wasserstein, n_bins=bins),
         )  # fmt: skip
@@ -1106,7 +1210,7 @@ def traffic_command(
         min=0,
         help="Simulated trading days before a prediction's outcome is posted (2: the label's exit, the close of t+2).",
     ),
-    model_input: str = typer.Option(
+    model_input: ModelInputChoice = typer.Option(
         "raw", "--model-input", help="raw (OHLCV history; works for any arm) or tensor (one feature window)."
     ),
     seed: int = typer.Option(
@@ -1120,7 +1224,7 @@ def traffic_command(
         None, "--end", callback=iso_date_option, help="Last simulated day, YYYY-MM-DD (default: the data's last)."
     ),
     history: int = typer.Option(120, "--history", min=2, help="Rows of OHLCV history per raw request."),
-    feature_set: str = typer.Option("basic", "--feature-set", help="Feature set of --model-input tensor."),
+    feature_set: FeatureSet = typer.Option("basic", "--feature-set", help="Feature set of --model-input tensor."),
     seq_len: int = typer.Option(10, "--seq-len", min=1, help="Window length of --model-input tensor."),
     users: int = typer.Option(100, "--users", min=1, help="Simulated users behind the sticky key header."),
     key_header: str = typer.Option("x-user-id", "--key-header", help="Header carrying the sticky user key."),
@@ -1139,11 +1243,8 @@ def traffic_command(
     """
     from datetime import date
 
-    from finmlops.data import DataError, load_snapshot
     from finmlops.serving.traffic import describe_errors, failure, replay_days, run_traffic
 
-    if model_input not in ("raw", "tensor"):
-        fail(f"--model-input must be raw or tensor, got {model_input!r}", code=2)
     if rate <= 0:
         fail(f"--rate must be positive, got {rate}", code=2)
     try:
@@ -1156,8 +1257,8 @@ def traffic_command(
             start=first,
             end=last,
             history=history,
-            model_input=model_input,  # type: ignore[arg-type]  # checked above
-            feature_set=feature_set,
+            model_input=model_input.value,
+            feature_set=feature_set.value,
             seq_len=seq_len,
         )
     except (ValueError, DataError) as exc:
@@ -1180,7 +1281,7 @@ def traffic_command(
                 experiment=experiment,
                 rate=rate,
                 max_days=days,
-                model_input=model_input,  # type: ignore[arg-type]
+                model_input=model_input.value,
                 feedback_delay=feedback_delay,
                 seed=seed,
                 users=users,
@@ -1226,25 +1327,30 @@ def serve_command(
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes it to the network)."),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port."),
-    log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
+    log_level: LogLevel = typer.Option("info", "--log-level", help="The server's log level."),
     admin_port: int | None = typer.Option(
         None, "--admin-port", min=1, max=65535, help="Serve /admin/* only on this port (server.admin_host, loopback)."
     ),
     insecure_admin: bool = typer.Option(
         False, "--insecure-admin", help="Open /admin/* to anyone when serving.yaml has no admin_tokens (local use)."
     ),
+    grpc_port: int | None = typer.Option(
+        None,
+        "--grpc-port",
+        min=0,
+        max=65535,
+        help="gRPC V2 port on --host (default server.grpc_port, 8081); 0 turns gRPC off.",
+    ),
 ) -> None:
-    """Serve models over the Open Inference Protocol V2 (REST), with Seldon-style experiments, feedback,
-    Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. The admin API is off unless
-    serving.yaml sets auth.admin_tokens (or --insecure-admin). See docs/serving.md."""
+    """Serve models over the Open Inference Protocol V2 (REST, and gRPC on --grpc-port), with Seldon-style
+    experiments, feedback, Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. The admin
+    API is off unless serving.yaml sets auth.admin_tokens (or --insecure-admin). See docs/serving.md."""
     from pathlib import Path
 
     from finmlops.serving.config import ServingConfigError, load_config
     from finmlops.serving.models import ModelLoadError
     from finmlops.serving.server import ListenerError, build_app, needs_registry, run
 
-    if log_level not in ("debug", "info", "warning", "error"):
-        fail(f"--log-level must be debug, info, warning or error, got {log_level!r}", code=2)
     if config is not None and not Path(config).is_file():
         fail(f"--config {config}: no such file", code=2)
     settings = settings_from()
@@ -1258,8 +1364,10 @@ def serve_command(
                 check_reachable(settings.tracking_uri)
             except TrackingError as exc:
                 fail(str(exc))
-        serving_app = build_app(settings, config=loaded, insecure_admin=insecure_admin, admin_port=admin_port)
-        run(serving_app, host=host, port=port, log_level=log_level)
+        serving_app = build_app(
+            settings, config=loaded, insecure_admin=insecure_admin, admin_port=admin_port, grpc_port=grpc_port
+        )
+        run(serving_app, host=host, port=port, log_level=log_level.value)
     except (ServingConfigError, ModelLoadError, ListenerError) as exc:
         fail(str(exc))
 
@@ -1280,6 +1388,11 @@ def run_command(
         None, "--step", help="Rerun this step even when its inputs are unchanged (repeatable); the others as usual."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Run nothing; show which steps would run and why."),
+    executor: Executor | None = typer.Option(
+        None, "--executor", help="Replaces the config's executor: " + EXECUTOR_HELP
+    ),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", min=1, help=RAY_CPUS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),
 ) -> None:
     """The whole platform on the bundled snapshot, from a fresh checkout to a finished report (docs/run.md).
@@ -1314,7 +1427,7 @@ def run_command(
     try:
         result = run_pipeline(
             settings, run_config, quick=quick, force=force, steps=step or (), dry_run=dry_run, progress=not json_out,
-            log=say, on_step=on_step,
+            log=say, on_step=on_step, executor=executor_config(executor, ray_address, ray_cpus),
         )  # fmt: skip
     except StepFailed as exc:
         fail(f"{exc} (earlier steps' outputs are kept; rerun `finmlops run` to resume from this step)")
@@ -1335,6 +1448,72 @@ def run_command(
     for c in result.champions.values():
         console.print(f"champion of {c['name']}: v{c['champion']} ({c['decision']}: {c['detail']})", highlight=False)
     console.print(f"report: {result.report}" if result.report else "report: none (see the report step)")
+
+
+class LiveFeed(StrEnum):
+    replay = "replay"
+    yahoo = "yahoo"
+
+
+@app.command("live")
+def live_command(
+    start: str | None = typer.Option(None, "--from", callback=iso_date_option, help="First trading day (YYYY-MM-DD)."),
+    end: str | None = typer.Option(None, "--to", callback=iso_date_option, help="Last trading day (YYYY-MM-DD)."),
+    today: bool = typer.Option(False, "--today", help="Live today only (for a cron): the Yahoo feed by default."),
+    config: str = typer.Option(
+        "live",
+        "--config",
+        help="A live config file (YAML), or a shipped one: live, live-quarterly, live-drift, "
+        "live-static, live-tiny (configs/).",
+    ),
+    feed: LiveFeed | None = typer.Option(
+        None, "--feed", help="replay: the history store's bars as if from Yahoo (default with --from); yahoo: yfinance."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Live day by day (docs/live.md): each trading day the bars arrive through the ingest path, the served champion
+    (and a challenger in shadow or canary) scores every ticker, yesterday's outcomes are fed back, drift is checked,
+    a refit starts on schedule, on drift or on decaying accuracy (in another process), and the always-valid test
+    moves the challenger shadow -> canary steps -> champion, or rolls it back; every alias move is audited.
+
+    Kill it at any point and run it again: it resumes, and nothing is ingested, fed back, registered or moved twice.
+    """
+    from datetime import date as _date
+
+    from finmlops.workflow.config import RunConfigError
+    from finmlops.workflow.daily import LiveError, run_live
+    from finmlops.workflow.live_config import SHIPPED_LIVE, load_live_config, shipped_live_config
+
+    if today == (start is not None or end is not None):
+        fail("give --from and --to, or --today", code=2)
+    if not today and (start is None or end is None):
+        fail("--from and --to go together", code=2)
+    first = _date.today() if today else _date.fromisoformat(start or "")
+    last = first if today else _date.fromisoformat(end or "")
+    if last < first:
+        fail(f"--to {last} is before --from {first}", code=2)
+    settings = settings_from()
+    try:
+        check_workspace(settings.home)
+        live_config = shipped_live_config(config) if config in SHIPPED_LIVE else load_live_config(Path(config))
+    except (SettingsError, RunConfigError) as exc:
+        fail(str(exc))
+    chosen = (feed.value if feed else None) or ("yahoo" if today else "replay")
+    say = (lambda text: None) if json_out else (lambda text: err_console.print(text, highlight=False, markup=False))
+    try:
+        result = run_live(settings, live_config, start=first, end=last, feed=chosen, log=say)  # type: ignore[arg-type]
+    except (LiveError, ValueError, OSError) as exc:
+        fail(f"{exc} (finished days are kept; rerun to resume)")
+    if json_out:
+        emit_json(result.model_dump(mode="json"))
+        return
+    phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.phase_seconds.items() if v)
+    console.print(
+        f"finmlops live {result.name} ({result.feed}) in {result.home}: {len(result.days)} days lived, "
+        f"{result.skipped} already done, {result.seconds:.0f} s ({phases}); champion v{result.champion}"
+        + (f", challenger v{result.challenger}" if result.challenger else ""),
+        highlight=False,
+    )
 
 
 # --- monitoring: report -----------------------------------------------------------------------------------------------
@@ -1384,6 +1563,9 @@ def predict_command(
     out: str = typer.Option("predictions.csv", "--out", help="CSV to write: date,ticker,prob_up,pred_up[,y_true]."),
     n_boot: int = typer.Option(1000, "--n-boot", help="Bootstrap resamples for the realised metrics' CIs."),
     block_len: int = typer.Option(10, "--block-len", help="Bootstrap block length in trading days."),
+    executor: Executor | None = typer.Option(None, "--executor", help=EXECUTOR_HELP),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", min=1, help=RAY_CPUS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Score every window of the CSVs in --data with a logged or exported ONNX model (features computed by the
@@ -1392,15 +1574,15 @@ def predict_command(
     the majority-class rate. Rows without enough history are reported per ticker and skipped."""
     from pathlib import Path
 
-    from finmlops.data import DataError
     from finmlops.prediction.batch import predict_folder
     from finmlops.tracking import ModelError, TrackingError
 
     settings = settings_from()
     try:
         report = predict_folder(
-            settings, model, Path(data), Path(out), boot=_bootstrap(n_boot, block_len, settings.seed)
-        ).as_dict()
+            settings, model, Path(data), Path(out), boot=_bootstrap(n_boot, block_len, settings.seed),
+            executor=executor_config(executor, ray_address, ray_cpus),
+        ).as_dict()  # fmt: skip
     except (DataError, ModelError, TrackingError, OSError, ValueError) as exc:
         fail(str(exc))
     if json_out:
@@ -1438,7 +1620,7 @@ def predict_command(
 
 @app.command("tune")
 def tune_command(
-    variant: str = typer.Option(..., "--variant", help="baseline, lightweight, enhanced, advanced or transformer."),
+    variant: Variant = typer.Option(..., "--variant", help="The deep variant whose hyperparameters to search."),
     trials: int = typer.Option(20, "--trials", min=1, help="Finished trials the study should reach (resumes)."),
     storage: str | None = typer.Option(
         None, "--storage", help="Optuna database URL shared by workers (default: <home>/tuning/optuna.journal)."
@@ -1448,23 +1630,23 @@ def tune_command(
         None, "--folds", help="Test years, one walk-forward fold each (default: the 3 years before the last)."
     ),
     epochs: int = typer.Option(5, "--epochs", min=1, help="Maximum epochs per fold fit."),
-    metric: str = typer.Option("log_loss", "--metric", help="Objective per fold: log_loss, auc or accuracy."),
+    metric: Metric = typer.Option("log_loss", "--metric", help="Objective per fold."),
     seed: int | None = typer.Option(None, "--seed", help="TPE and training seed (default: settings)."),
     no_register: bool = typer.Option(False, "--no-register", help="Do not refit and register the best model."),
+    executor: Executor | None = typer.Option(
+        None, "--executor", help="serial, or ray: trials as Ray tasks on the shared study (docs/distributed.md)."
+    ),
+    ray_address: str | None = typer.Option(None, "--ray-address", help=RAY_ADDRESS_HELP),
+    ray_cpus: int | None = typer.Option(None, "--ray-cpus", min=1, help=RAY_CPUS_HELP),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Optuna search (seeded TPE, median pruning after each walk-forward fold) over a deep variant's
     hyperparameters. Each trial is an MLflow run nested under a tuning run; the trial count enters the backtest's
     deflated Sharpe ratio; the best configuration is refit on all data and registered as the challenger.
     Ctrl-C keeps finished trials: rerun the same command to resume."""
-    from finmlops.models import VARIANTS
     from finmlops.tracking import TrackingError
-    from finmlops.tuning.search import METRICS, TuningInterrupted, run_tuning
+    from finmlops.tuning.search import TuningInterrupted, run_tuning
 
-    if variant not in VARIANTS:
-        fail(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}", code=2)
-    if metric not in METRICS:
-        fail(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}", code=2)
     settings = settings_from(seed=seed)
     import logging
 
@@ -1473,8 +1655,9 @@ def tune_command(
         logging.getLogger("optuna").setLevel(logging.WARNING)
     try:
         report = run_tuning(
-            settings, variant, trials=trials, folds=_parse_folds(folds) if folds else None, epochs=epochs,
-            metric=metric, storage=storage, study_name=study, register=not no_register,
+            settings, variant.value, trials=trials, folds=_parse_folds(folds) if folds else None, epochs=epochs,
+            metric=metric.value, storage=storage, study_name=study, register=not no_register,
+            executor=executor_config(executor, ray_address, ray_cpus),
         ).as_dict()  # fmt: skip
     except TuningInterrupted as exc:
         fail(str(exc), code=130)
@@ -1636,7 +1819,8 @@ def deploy_rules(
 EXTRA_OF_MODULE = {
     "torch": "train", "sklearn": "train", "lightgbm": "train", "mlflow": "train", "onnx": "train", "optuna": "train",
     "captum": "train", "psycopg2": "train", "boto3": "train", "yfinance": "yahoo", "onnxruntime": "serve",
-    "starlette": "serve", "uvicorn": "serve", "orjson": "serve", "prometheus_client": "serve",
+    "starlette": "serve", "uvicorn": "serve", "orjson": "serve", "prometheus_client": "serve", "grpc": "serve",
+    "grpc_health": "serve", "ray": "distributed",
 }  # fmt: skip
 _OS_ERROR_HINTS = {
     errno.ENOSPC: "the disk is full; free space and retry (the data store keeps its last complete version)",

@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         description="Folder of Yahoo-format CSVs for `ingest --source csv`.",
         validation_alias=AliasChoices("FINMLOPS_RAW_DATA_DIR", "RAW_DATA_DIR"),
     )
+    sp500_dir: Path | None = Field(
+        default=None,
+        description="Folder of the sp500 universe's Yahoo-format CSVs (<TICKER>.csv), read by a run config with "
+        "`universe: {source: sp500}`; not shipped (see docs/data.md), e.g. ../shared/data/sp500/ohlcv.",
+        validation_alias=AliasChoices("FINMLOPS_SP500_DIR"),
+    )
     feature_set: str = Field(default="basic", description="Default feature set: basic, enhanced or advanced.")
     horizon: int = Field(
         default=1, ge=1, description="Label horizon h in trading days: direction of the traded return t+1 -> t+1+h."

@@ -170,7 +170,8 @@ def test_torn_parquet_write(
     monkeypatch.setattr(pq, "write_table", torn)
     with pytest.raises(OSError, match="No space left"):
         store.write(_update(q1_2023), "torn")
-    assert len(calls) == 2 and calls[1].parent == store.root
+    # The files are written on several threads, so the third may be written too before the failure stops the commit.
+    assert len(calls) >= 2 and all(c.parent == store.root for c in calls)
     assert store_bytes(store.root) == before
     assert not list(store.root.glob(".*.tmp"))
     assert store.manifest().version == 1 and len(store.read()["AAPL"]) == 20
@@ -200,7 +201,8 @@ def test_failure_after_some_files_were_written_leaves_the_old_version(
     with pytest.raises(OSError, match="I/O error"):
         store.write(_update(q1_2023), "flaky")
     monkeypatch.undo()
-    assert replaced[0].startswith("AAPL.")  # at least one new file had been written before the failure
+    # At least one new file had been written before the failure (the files are written on threads, in any order).
+    assert replaced[0].startswith(("AAPL.", "JPM."))
     assert store_bytes(store.root) == before
     assert not list(store.root.glob("JPM*")) and not list(store.root.glob(".*.tmp"))
     assert store.manifest().version == 1 and len(store.read()["MSFT"]) == 20
@@ -235,9 +237,10 @@ def test_writer_killed_mid_write(
     script.write_text(KILLED_WRITER)
     proc = subprocess.Popen([sys.executable, str(script), str(store.root)], stdout=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None and proc.stdout.readline().strip() == "half written"
+        assert proc.stdout is not None and proc.stdout.readline().startswith("half written")  # two threads may print
         leftovers = list(store.root.glob(".*.tmp"))
-        assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0
+        # The files are written on threads: one or both tickers' temporaries may be there, at least one half full.
+        assert 1 <= len(leftovers) <= 2 and any(p.stat().st_size > 0 for p in leftovers)
     finally:
         proc.kill()  # SIGKILL: no finally blocks, no cleanup
         proc.wait(timeout=30)

@@ -21,7 +21,14 @@ SERVING_VARIANTS = {
     "serving-seldon": ["serving-seldon"],
     "serving-kserve": ["serving-kserve"],
 }
-TARGETS = ("overlays/dev", "overlays/prod", "jobs/tuning", "argocd", *(f"overlays/_{v}" for v in SERVING_VARIANTS))
+TARGETS = (
+    "overlays/dev",
+    "overlays/prod",
+    "jobs/tuning",
+    "jobs/ray",
+    "argocd",
+    *(f"overlays/_{v}" for v in SERVING_VARIANTS),
+)
 
 
 def kustomize(path: Path) -> str:

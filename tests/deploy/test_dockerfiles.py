@@ -51,7 +51,8 @@ def test_multi_stage_non_root_and_pinned(extra: str) -> None:
     assert users and users[-1].split(":")[0] not in {"0", "root"}, "the final stage must run as a non-root user"
     installs = [a for k, a in steps if k == "RUN" and "pip install" in a]
     assert installs and all("--constraint constraints.txt" in a for a in installs)
-    assert f'".[{extra}]"' in installs[-1]
+    # The training image also runs the Ray head and workers of deploy/k8s/jobs/ray.
+    assert f'".[{ {"train": "train,distributed"}.get(extra, extra) }]"' in installs[-1]
 
 
 def test_serving_image_has_no_training_dependencies() -> None:
@@ -75,12 +76,14 @@ def test_constraints_pin_every_package_and_agree_with_pyproject() -> None:
 
 
 def test_constraints_pin_every_dependency_of_the_images() -> None:
-    """Core, train, serve and yahoo requirements, and what they pull in (read from the installed distributions,
-    extras and markers evaluated), all have a pin: an unpinned one would get whatever PyPI has on build day."""
+    """Core, train, serve, yahoo and distributed requirements, and what they pull in (read from the installed
+    distributions, extras and markers evaluated), all have a pin: an unpinned one would get whatever PyPI has on
+    build day."""
     pins = {_normal(ln.split("==", 1)[0]) for ln in CONSTRAINTS.read_text().splitlines() if "==" in ln}
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    roots = [Requirement(r) for r in project["dependencies"] + extras["train"] + extras["serve"] + extras["yahoo"]]
+    images = extras["train"] + extras["serve"] + extras["yahoo"] + extras["distributed"]
+    roots = [Requirement(r) for r in project["dependencies"] + images]
     assert [str(r) for r in roots if _normal(r.name) not in pins] == [], "pin these in deploy/docker/constraints.txt"
     missing, seen, todo = [], set(), [(r, "pyproject.toml") for r in roots]
     while todo:

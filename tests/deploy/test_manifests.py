@@ -56,7 +56,8 @@ def test_each_serving_choice_has_its_objects(rendered: dict[str, str]) -> None:
         assert "finmlops-server" in by_kind(finmlops, kind), kind
     server = by_kind(finmlops, "Deployment")["finmlops-server"]["spec"]["template"]["spec"]["containers"][0]
     assert server["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
-    assert server["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert server["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert server["livenessProbe"]["grpc"]["service"] == "inference.GRPCInferenceService"  # grpc.health.v1
     assert set(by_kind(load_documents(rendered["overlays/_serving-kserve"]), "InferenceService")) == set(MODEL_NAMES)
     seldon = load_documents(rendered["overlays/_serving-seldon"])
     assert set(by_kind(seldon, "Model")) == set(MODEL_NAMES)
@@ -260,3 +261,20 @@ def test_operator_serving_pods_are_scraped(rendered: dict[str, str], target: str
         assert port in allowed, f"{endpoint['port']} -> {port} is not open to Prometheus"
         assert re.fullmatch(job_pattern, relabel["job"]["replacement"])
         assert endpoint["path"] == "/metrics"
+
+
+def test_ray_job_runs_the_walk_forward_on_the_ray_cluster(rendered: dict[str, str]) -> None:
+    docs = load_documents(rendered["jobs/ray"])
+    cluster = by_kind(docs, "RayCluster")["finmlops-ray"]["spec"]
+    job = by_kind(docs, "RayJob")["finmlops-walk-forward"]["spec"]
+    assert job["clusterSelector"] == {"ray.io/cluster": "finmlops-ray"} and job["submissionMode"] == "HTTPMode"
+    entrypoint = job["entrypoint"]
+    assert entrypoint.startswith("finmlops evaluate") and "--executor ray --ray-address auto" in entrypoint
+    images = {c["image"] for g in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+              for c in g["template"]["spec"]["containers"]}  # fmt: skip
+    assert images == {"ghcr.io/finmlops/finmlops-train:0.1.0"}  # the image with the distributed extra
+    broken = copy.deepcopy(docs)
+    by_kind(broken, "RayCluster")["finmlops-ray"]["spec"]["workerGroupSpecs"][0]["template"]["spec"].pop(
+        "securityContext"
+    )
+    assert any("worker group cpu" in p and "runAsNonRoot" in p for p in check_all(broken))

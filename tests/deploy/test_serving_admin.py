@@ -67,7 +67,7 @@ def test_nothing_admits_traffic_to_the_admin_port(rendered: dict[str, str], targ
     server = _server(docs)
     assert admin_port not in {p["containerPort"] for p in server["ports"]}
     service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "finmlops-server")
-    assert {p["port"] for p in service["spec"]["ports"]} == {8080} and admin_port != 8080
+    assert {p["port"] for p in service["spec"]["ports"]} == {8080, 8081} and admin_port not in (8080, 8081)
     labels = {"app.kubernetes.io/name": "finmlops-server", "finmlops.io/role": "serving"}
     policies = [
         d
@@ -83,10 +83,28 @@ def test_nothing_admits_traffic_to_the_admin_port(rendered: dict[str, str], targ
     sources = {
         s["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for s in own["spec"]["ingress"][0]["from"]
     }
-    assert sources == {"ingress-nginx", "monitoring"} and _admits(own, 8080)
+    assert sources == {"ingress-nginx", "monitoring"} and _admits(own, 8080) and _admits(own, 8081)
 
 
 def test_the_check_catches_a_policy_that_opens_every_port() -> None:
     policy = {"spec": {"ingress": [{"from": [{"namespaceSelector": {}}]}]}}
     assert _admits(policy, 8081)
     assert not _admits({"spec": {"ingress": [{"ports": [{"protocol": "TCP", "port": 8080}]}]}}, 8081)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_the_server_exposes_grpc_with_a_grpc_health_probe(rendered: dict[str, str], target: str) -> None:
+    """The container serves gRPC on the port it declares, kubelet probes it with grpc.health.v1, the Service
+    carries it as h2c, and serving.yaml's gRPC port is that port (not the admin one)."""
+    docs = _objects(rendered, target)
+    server = _server(docs)
+    args = server["args"]
+    grpc_port = int(args[args.index("--grpc-port") + 1])
+    assert {p["name"]: p["containerPort"] for p in server["ports"]}["grpc"] == grpc_port
+    assert server["livenessProbe"]["grpc"] == {"port": grpc_port, "service": "inference.GRPCInferenceService"}
+    config = parse_config(yaml.safe_load(_serving_yaml(docs).replace("${FINMLOPS_ADMIN_TOKEN}", "x" * 32)))
+    assert config.server.grpc_port == grpc_port != config.server.admin_port
+    service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == "finmlops-server")
+    grpc_svc = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert (grpc_svc["port"], grpc_svc["targetPort"]) == (grpc_port, "grpc")
+    assert grpc_svc["appProtocol"] == "kubernetes.io/h2c"

@@ -142,7 +142,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
     procs: list[subprocess.Popen[bytes]] = []
     try:
         procs.append(subprocess.Popen(
-            [FINMLOPS, "serve", "--config", str(root / "serving.yaml"), "--port", str(port), "--log-level", "warning"],
+            [FINMLOPS, "serve", "--config", str(root / "serving.yaml"), "--port", str(port), "--log-level", "warning",
+             "--grpc-port", "0"],
             env=env, stdout=subprocess.DEVNULL, stderr=(root / "serve.log").open("wb"),
         ))  # fmt: skip
         _wait_until(lambda: _get(f"{server_url}/v2/health/ready") is not None, "finmlops serve", 60)

@@ -72,7 +72,16 @@ def test_serve_flags_insecure_admin_and_admin_port(tmp_path: Path) -> None:
     )
     port, admin_port = free_port(), free_port()
     env = {**os.environ, "FINMLOPS_HOME": str(tmp_path / "home"), "PYTHONPATH": os.pathsep.join(sys.path)}
-    args = ["--config", str(tmp_path / "serving.yaml"), "--port", str(port), "--log-level", "warning"]
+    args = [
+        "--config",
+        str(tmp_path / "serving.yaml"),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--grpc-port",
+        "0",
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-c", "from finmlops.cli import main; main()", "serve", *args, "--insecure-admin",
          "--admin-port", str(admin_port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -434,7 +434,10 @@ def test_each_arm_is_exported_at_zero_before_its_first_request(tmp_path: Path) -
     app = ServingApp(config, registry=None, request_log=None)
 
     def zero_arms(text: str) -> set[str]:
-        pattern = r'^finmlops_requests_total\{arm="(\w)",experiment="ab",model="\w-model",status="200"\} 0\.0$'
+        pattern = (
+            r'^finmlops_requests_total\{arm="(\w)",experiment="ab",model="\w-model",'
+            r'protocol="rest",status="200"\} 0\.0$'
+        )
         return set(re.findall(pattern, text, re.MULTILINE))
 
     assert zero_arms(app.render_metrics().decode()) == {"a", "b"}  # c is off (weight 0) on purpose

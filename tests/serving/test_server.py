@@ -88,6 +88,7 @@ def test_metadata_health_and_readiness(ab_server: tuple[str, Any]) -> None:
     assert client.request("GET", "/v2/health/ready")[0] == 200
     status, server, _ = client.request("GET", "/v2")
     assert status == 200 and server["name"] == "finmlops" and "binary_tensor_data" in server["extensions"]
+    assert "model_repository" in server["extensions"]
     for path in ("/v2/models/baseline-predictor", "/v2/models/baseline-predictor/versions/1"):
         status, meta, _ = client.request("GET", path)
         assert status == 200
@@ -148,7 +149,9 @@ def test_feedback_counts_once_updates_metrics_and_reaches_the_request_log(ab_ser
     assert f'finmlops_traffic_share{{arm="baseline-predictor",experiment="{AB}"}} 0.7' in text
     assert 'finmlops_model_info{data_hash="",model="baseline-predictor",version="1"} 1.0' in text
     assert re.search(
-        r'finmlops_requests_total\{arm="\w+-predictor",experiment="' + AB + r'",model="\w+-predictor",status="200"\}',
+        r'finmlops_requests_total\{arm="\w+-predictor",experiment="'
+        + AB
+        + r'",model="\w+-predictor",protocol="rest",status="200"\}',
         text,
     )
     app.request_log.flush()

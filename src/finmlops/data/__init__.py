@@ -5,6 +5,13 @@ from finmlops.data.errors import DataError, DataSourceError, DataStoreError, Dat
 from finmlops.data.ingest import SOURCES, IngestReport, TickerReport, ingest
 from finmlops.data.snapshot import load_snapshot, snapshot_tickers
 from finmlops.data.store import DataStore, Manifest, TickerEntry, WriteResult, content_hash, dataset_hash_of
+from finmlops.data.universe import (
+    UNIVERSES,
+    UniverseSource,
+    read_tickers_file,
+    universe_source,
+    universe_tickers,
+)
 from finmlops.data.validation import OHLCV_COLUMNS, PRICE_COLUMNS, validate_ohlcv
 from finmlops.data.yahoo import fetch_yahoo, normalise_yahoo
 
@@ -12,6 +19,7 @@ __all__ = [
     "OHLCV_COLUMNS",
     "PRICE_COLUMNS",
     "SOURCES",
+    "UNIVERSES",
     "DataError",
     "DataSourceError",
     "DataStore",
@@ -21,6 +29,7 @@ __all__ = [
     "Manifest",
     "TickerEntry",
     "TickerReport",
+    "UniverseSource",
     "WriteResult",
     "content_hash",
     "dataset_hash_of",
@@ -30,6 +39,9 @@ __all__ = [
     "load_snapshot",
     "normalise_yahoo",
     "parse_ohlcv_csv",
+    "read_tickers_file",
     "snapshot_tickers",
+    "universe_source",
+    "universe_tickers",
     "validate_ohlcv",
 ]

@@ -113,13 +113,14 @@ def _check_dates(index: pd.DatetimeIndex, source: str, label: RowLabel) -> None:
 
 
 def _check_bounds(frame: pd.DataFrame, source: str, label: RowLabel) -> None:
-    prices = frame[list(PRICE_COLUMNS)].to_numpy()
-    if (i := _first((prices <= 0).any(axis=1))) is not None:
-        col = PRICE_COLUMNS[int(np.argmax(prices[i] <= 0))]
-        raise DataValidationError(
-            source, label(i), "positive_price", f"{col} = {prices[i][PRICE_COLUMNS.index(col)]} <= 0"
-        )
-    o, h, lo, c = (frame[k].to_numpy() for k in ("open", "high", "low", "close"))
+    columns = {k: frame[k].to_numpy() for k in PRICE_COLUMNS}
+    nonpositive = np.zeros(len(frame), dtype=bool)
+    for values in columns.values():
+        nonpositive |= values <= 0
+    if (i := _first(nonpositive)) is not None:
+        col = next(k for k in PRICE_COLUMNS if columns[k][i] <= 0)
+        raise DataValidationError(source, label(i), "positive_price", f"{col} = {columns[col][i]} <= 0")
+    o, h, lo, c = (columns[k] for k in ("open", "high", "low", "close"))
     if (i := _first(_high_broken(o, h, c))) is not None:
         raise DataValidationError(
             source, label(i), "high_bound", f"high {h[i]} < max(open {o[i]}, close {c[i]}) on {frame.index[i].date()}"

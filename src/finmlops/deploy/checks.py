@@ -55,6 +55,15 @@ def pods(doc: Doc) -> Iterator[tuple[str, Doc, list[tuple[Doc, bool]]]]:
         pod = spec.get("podSpec") or {}
         containers = [(c, c.get("name") == "mlserver") for c in pod.get("containers", [])]
         yield name_of(doc), pod.get("securityContext") or {}, containers
+    elif kind in ("RayCluster", "RayJob"):
+        # A RayJob may bring its own cluster (rayClusterSpec) or run on a RayCluster (clusterSelector: no pods).
+        cluster = spec if kind == "RayCluster" else spec.get("rayClusterSpec") or {}
+        groups = [("head", cluster.get("headGroupSpec"))] if cluster.get("headGroupSpec") else []
+        groups += [(f"worker group {g.get('groupName')}", g) for g in cluster.get("workerGroupSpecs") or []]
+        for group, spec_ in groups:
+            pod = (spec_.get("template") or {}).get("spec") or {}
+            # KubeRay adds its own readiness and liveness probes to Ray containers: checked as batch here.
+            yield f"{name_of(doc)} {group}", pod.get("securityContext") or {}, _batch(pod.get("containers"))
     elif kind == "InferenceService":
         predictor = spec.get("predictor") or {}
         yield name_of(doc), predictor.get("securityContext") or {}, [(predictor.get("model") or {}, True)]

@@ -26,13 +26,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from finmlops.evaluation.strategies import (
+    FK_STRATEGY,
+    REFERENCE_STRATEGIES,
+    TOPK_DROPOUT,
+    StrategySkipped,
+    TopkDropoutConfig,
+    fk_weights,
+    topk_dropout_path,
+)
 from finmlops.features.target import Execution, LabelSpec
 from finmlops.stats.sharpe import deflated_sharpe, expected_max_sharpe
 
@@ -44,6 +53,8 @@ NOT_MODELLED: tuple[str, ...] = (
     "weight drift within the day",
 )
 STRATEGIES: tuple[str, ...] = ("long_flat", "long_short", "top_k")
+# Opt-in (``--strategy``): the papers' books, see finmlops.evaluation.strategies.
+ALL_STRATEGIES: tuple[str, ...] = (*STRATEGIES, *REFERENCE_STRATEGIES)
 BENCHMARK = "buy_hold"
 PERIODS_PER_YEAR = 252
 
@@ -147,6 +158,33 @@ class BacktestConfig:
     execution: Execution | None = None
     top_k: int = 2
     capital: float = 100_000.0
+    fk_k: int = 10
+    topk_dropout: TopkDropoutConfig = field(default_factory=TopkDropoutConfig)
+
+
+def book_path(rows: pd.DataFrame, earned: pd.DataFrame, strategy: str, config: BacktestConfig) -> pd.DataFrame:
+    """The daily :func:`simulate` path of one ``strategy`` for one model's priced rows (:func:`priced_rows`).
+
+    ``fk_long_short`` pays ``cost_bps + slippage_bps`` per half-turn (per unit of turnover); ``topk_dropout`` pays
+    its own open/close costs (``config.topk_dropout``). ``attrs["note"]`` says how many days were flat or positions
+    force-sold. Raises ``StrategySkipped`` when the universe is smaller than the strategy's k.
+    """
+    costs = {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps}
+    if strategy == FK_STRATEGY:
+        weights, flat = fk_weights(rows, config.fk_k)
+        daily = simulate(weights, earned, **costs)
+        daily.attrs["note"] = f"{flat} flat days (fewer than {2 * config.fk_k} tickers)" if flat else ""
+        return daily
+    if strategy == TOPK_DROPOUT:
+        daily, forced = topk_dropout_path(rows, config.topk_dropout)
+        daily.attrs["note"] = f"{forced} positions sold because their ticker had no prediction" if forced else ""
+        return daily
+    return simulate(target_weights(rows, strategy, config.top_k), earned, **costs)
+
+
+def before_costs(daily: pd.DataFrame) -> pd.DataFrame:
+    """The same path with every cost set to 0 (``net`` = ``gross``): the "before transaction costs" figures."""
+    return daily.assign(net=daily["gross"], cost=0.0)
 
 
 def priced_rows(rows: pd.DataFrame, horizon: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -183,11 +221,15 @@ def backtest_paths(preds: pd.DataFrame, config: BacktestConfig, label: LabelSpec
     parts = []
     for model, rows in preds.groupby("model", sort=True):
         rows, earned = priced_rows(rows, label.horizon)
-        books = [(str(model), s, target_weights(rows, s, config.top_k)) for s in config.strategies]
+        books = []
         if not parts:  # every model is scored on the same rows: one benchmark serves all
-            books.insert(0, (BENCHMARK, "benchmark", target_weights(rows, BENCHMARK)))
-        for name, strategy, weights in books:
-            daily = simulate(weights, earned, **costs)
+            books.append((BENCHMARK, "benchmark", simulate(target_weights(rows, BENCHMARK), earned, **costs)))
+        for s in config.strategies:
+            try:
+                books.append((str(model), s, book_path(rows, earned, s, config)))
+            except StrategySkipped:  # run_backtest records why
+                continue
+        for name, strategy, daily in books:
             daily["equity"] = (1.0 + daily["net"]).cumprod()
             parts.append(daily.rename_axis("date").reset_index().assign(model=name, strategy=strategy))
     columns = ["model", "strategy", "date", "gross", "turnover", "cost", "net", "exposure", "equity"]
@@ -212,16 +254,25 @@ def run_backtest(
     check_execution(config, label)
     periods = PERIODS_PER_YEAR / label.horizon
     results: dict[str, dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
     benchmark: dict[str, Any] | None = None
     for model, rows in preds.groupby("model", sort=True):
         rows, earned = priced_rows(rows, label.horizon)
         costs = {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps}
         if benchmark is None:  # every model is scored on the same rows, so one benchmark serves all
             benchmark = performance(simulate(target_weights(rows, BENCHMARK), earned, **costs), periods)
-        results[str(model)] = {
-            s: performance(simulate(target_weights(rows, s, config.top_k), earned, **costs), periods)
-            for s in config.strategies
-        }
+        results[str(model)] = {}
+        for s in config.strategies:
+            try:
+                daily = book_path(rows, earned, s, config)
+            except StrategySkipped as exc:
+                skipped[s] = str(exc)
+                continue
+            results[str(model)][s] = {
+                **performance(daily, periods),
+                "before_costs": performance(before_costs(daily), periods),
+                "note": daily.attrs.get("note", ""),
+            }
     sharpes = [r["sharpe_daily"] for by_s in results.values() for r in by_s.values()]
     # Every configuration tried counts, even one whose Sharpe is undefined (a book that never trades).
     n_trials = max(len(prior_trials) + len(sharpes), 1)
@@ -241,10 +292,12 @@ def run_backtest(
     return {
         "config": {
             **config.__dict__, "strategies": list(config.strategies), "execution": label.execution,
+            "topk_dropout": config.topk_dropout.__dict__,
             "label": label.model_dump(), "periods_per_year": periods,
         },
         "benchmark": benchmark,
         "results": results,
+        "skipped": skipped,
         "trials": {
             "this_run": len(sharpes),
             "prior": len(prior_trials),

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from finmlops.evaluation.signal import signal_measures
 from finmlops.models.baselines import ALL_BASELINES
 from finmlops.stats import Comparison
 from finmlops.stats.bootstrap import BootstrapConfig, interval, paired_test
@@ -385,11 +386,15 @@ def evaluate_predictions(
             for fold, group in rows.groupby("fold", sort=True)
         }
         prepared = prepare(rows)
+        pooled = metrics_with_ci(prepared, boot)
+        correct = ((prepared.prob > 0.5) == (prepared.y == 1)).astype(float)
+        signal = signal_measures(pooled, prepared.ic, prepared.rank_ic, correct, prepared.date_idx, boot)
         result[model] = {
             "is_baseline": model in present_baselines or model in ALL_BASELINES,
             "n_rows": len(rows),
             "n_dates": prepared.n_dates,
-            "pooled": metrics_with_ci(prepared, boot),
+            "pooled": pooled,
+            "signal": signal.model_dump(mode="json"),
             "folds": folds,
             "vs_baselines": {
                 b: paired_accuracy_test(paired_rows(preds, model, b), boot, b) for b in present_baselines if b != model

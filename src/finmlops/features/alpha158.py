@@ -19,6 +19,11 @@ Where finmlops differs from Qlib (docs/features.md lists it too):
 
 Every value at row t uses rows t-window+1..t only (``sliding_window_view`` over the ticker's own rows), so neither
 set can look ahead; tests/features/test_leakage.py checks it as for every set.
+
+Every operator here works along the last axis: on one ticker's ``[n]`` series or on a panel ``[tickers, rows]``
+whose row k holds one ticker's own rows, left-aligned and NaN-padded (``finmlops.features.panel``). Running sums
+(``np.cumsum`` along that axis) add in the same order in both layouts, so the panel gives bitwise the per-ticker
+values (tests/features/test_panel.py).
 """
 
 from __future__ import annotations
@@ -39,18 +44,19 @@ EPS = 1e-12  # Qlib's guard against a zero denominator
 
 
 def _pad(values: np.ndarray, n: int) -> np.ndarray:
-    """Right-align ``values`` (one per complete window) in ``[n]``, NaN in front."""
-    out = np.full(n, np.nan)
-    if len(values):
-        out[n - len(values) :] = values
+    """Right-align ``values`` ``[..., m]`` (one per complete window) in ``[..., n]``, NaN in front."""
+    out = np.full((*values.shape[:-1], n), np.nan)
+    m = values.shape[-1]
+    if m:
+        out[..., n - m :] = values
     return out
 
 
 def _windows(p: TickerInputs, name: str, x: np.ndarray, d: int) -> np.ndarray:
-    """Rolling windows ``[n - d + 1, d]`` of series ``x`` (a view, memoised per ticker), oldest first."""
-    if len(x) < d:
-        return np.empty((0, d))
-    return p.memo(f"win_{name}_{d}", lambda: sliding_window_view(x, d))
+    """Rolling windows ``[..., n - d + 1, d]`` of series ``x`` ``[..., n]`` (a view, memoised), oldest first."""
+    if x.shape[-1] < d:
+        return np.empty((*x.shape[:-1], 0, d))
+    return p.memo(f"win_{name}_{d}", lambda: sliding_window_view(x, d, axis=-1))
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,7 +66,7 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _lagged(x: np.ndarray, k: int) -> np.ndarray:
     out = np.full_like(x, np.nan)
-    out[k:] = x[:-k]
+    out[..., k:] = x[..., :-k]
     return out
 
 
@@ -68,30 +74,50 @@ def _diff(p: TickerInputs, name: str, x: np.ndarray) -> np.ndarray:
     return p.memo(f"diff_{name}", lambda: x - _lagged(x, 1))
 
 
-def _rolling(p: TickerInputs, name: str, x: np.ndarray, d: int, stat: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """``stat`` of each complete window of ``x`` (axis 1), right-aligned in ``[n]``: for the order statistics
-    (max, min, argmax, quantiles) that have no running-sum form."""
-    return _pad(stat(_windows(p, name, x, d)), len(x))
+_ORDER_STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "max": lambda w: w.max(axis=-1),
+    "min": lambda w: w.min(axis=-1),
+    "argmax": lambda w: w.argmax(axis=-1),
+    "argmin": lambda w: w.argmin(axis=-1),
+}
+
+
+def _rolling(p: TickerInputs, name: str, x: np.ndarray, d: int, stat: str) -> np.ndarray:
+    """Order statistic ``stat`` (max, min, argmax, argmin) of each complete window of ``x`` (last axis),
+    right-aligned in ``[..., n]``, memoised: for the statistics that have no running-sum form."""
+    return p.memo(f"{stat}_{name}_{d}", lambda: _pad(_ORDER_STATS[stat](_windows(p, name, x, d)), x.shape[-1]))
+
+
+def _quantiles(p: TickerInputs, d: int) -> np.ndarray:
+    """The 0.2 and 0.8 quantiles (numpy's linear rule) of each window of the close: ``[2, ..., n]``, one pass."""
+    return p.memo(
+        f"qtl_c_{d}", lambda: _pad(np.quantile(_windows(p, "c", p.close, d), [0.2, 0.8], axis=-1), p.close.shape[-1])
+    )
 
 
 def _window_sums(x: np.ndarray, d: int) -> np.ndarray:
     """Sum of each trailing window of ``d`` rows, ``[n]``, from one cumulative sum (O(n), not O(n d)); NaN until
     ``d`` rows and for any window that holds a non-finite value."""
     finite = np.isfinite(x)
-    n = len(x)
-    sums = np.full(n, np.nan)
+    n = x.shape[-1]
+    sums = np.full(x.shape, np.nan)
     if n >= d:
-        cs = np.concatenate([[0.0], np.cumsum(np.where(finite, x, 0.0))])
-        cb = np.concatenate([[0], np.cumsum(~finite)])
-        sums[d - 1 :] = np.where(cb[d:] - cb[:-d] > 0, np.nan, cs[d:] - cs[:-d])
+        zero = np.zeros((*x.shape[:-1], 1))
+        cs = np.concatenate([zero, np.cumsum(np.where(finite, x, 0.0), axis=-1)], axis=-1)
+        cb = np.concatenate([zero.astype(np.int64), np.cumsum(~finite, axis=-1)], axis=-1)
+        sums[..., d - 1 :] = np.where(cb[..., d:] - cb[..., :-d] > 0, np.nan, cs[..., d:] - cs[..., :-d])
     return sums
 
 
 def _centred(x: np.ndarray) -> np.ndarray:
     """``x`` minus its first finite value, so that sums of squares do not cancel catastrophically. The first value,
     not the mean: a constant taken from the whole series would let later rows move earlier ones by rounding."""
-    finite = np.flatnonzero(np.isfinite(x))
-    return x - x[finite[0]] if len(finite) else x
+    if x.ndim == 1:
+        finite = np.flatnonzero(np.isfinite(x))
+        return x - x[finite[0]] if len(finite) else x
+    finite = np.isfinite(x)
+    first = np.take_along_axis(x, finite.argmax(axis=-1)[..., None], axis=-1)
+    return x - np.where(finite.any(axis=-1)[..., None], first, 0.0)
 
 
 def _sum_of(p: TickerInputs, name: str, x: np.ndarray, d: int) -> np.ndarray:
@@ -119,7 +145,7 @@ def _regression_memo(p: TickerInputs, d: int) -> tuple[np.ndarray, np.ndarray, n
 
     def compute() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         y = _centred(p.close)
-        i = np.arange(len(y), dtype=np.float64)
+        i = np.arange(y.shape[-1], dtype=np.float64)
         sy, syy, siy = _window_sums(y, d), _window_sums(y * y, d), _window_sums(i * y, d)
         t_mean = (d - 1) / 2
         first = i - (d - 1)  # row of each window's first day
@@ -146,8 +172,8 @@ def _corr_of(a: np.ndarray, b: np.ndarray, d: int) -> np.ndarray:
 
 
 def _rank_last(w: np.ndarray) -> np.ndarray:
-    last = w[:, -1:]
-    return ((w < last).sum(axis=1) + 0.5 * ((w == last).sum(axis=1) - 1) + 1) / w.shape[1]
+    last = w[..., -1:]
+    return ((w < last).sum(axis=-1) + 0.5 * ((w == last).sum(axis=-1) - 1) + 1) / w.shape[-1]
 
 
 def _log_volume(p: TickerInputs) -> np.ndarray:
@@ -219,23 +245,23 @@ def _rolling_features(d: int) -> dict[str, tuple[str, int, Callable[[TickerInput
         f"BETA{d}": (f"slope(c, {d}) / c", d, lambda p: _div(_regression_memo(p, d)[0], p.close)),
         f"RSQR{d}": (f"rsquare(c, {d})", d, lambda p: _regression_memo(p, d)[1]),
         f"RESI{d}": (f"resi(c, {d}) / c", d, lambda p: _div(_regression_memo(p, d)[2], p.close)),
-        f"MAX{d}": (f"max(h, {d}) / c", d, lambda p: _div(_rolling(p, "h", p.high, d, lambda w: w.max(axis=1)), p.close)),
-        f"MIN{d}": (f"min(l, {d}) / c", d, lambda p: _div(_rolling(p, "l", p.low, d, lambda w: w.min(axis=1)), p.close)),
-        f"QTLU{d}": (f"quantile(c, {d}, 0.8) / c", d, lambda p: _div(_pad(np.quantile(close_w(p), 0.8, axis=1), len(p.close)), p.close)),
-        f"QTLD{d}": (f"quantile(c, {d}, 0.2) / c", d, lambda p: _div(_pad(np.quantile(close_w(p), 0.2, axis=1), len(p.close)), p.close)),
-        f"RANK{d}": (f"rank of c within its last {d} values, as a fraction", d, lambda p: _pad(_rank_last(close_w(p)), len(p.close))),
+        f"MAX{d}": (f"max(h, {d}) / c", d, lambda p: _div(_rolling(p, "h", p.high, d, "max"), p.close)),
+        f"MIN{d}": (f"min(l, {d}) / c", d, lambda p: _div(_rolling(p, "l", p.low, d, "min"), p.close)),
+        f"QTLU{d}": (f"quantile(c, {d}, 0.8) / c", d, lambda p: _div(_quantiles(p, d)[1], p.close)),
+        f"QTLD{d}": (f"quantile(c, {d}, 0.2) / c", d, lambda p: _div(_quantiles(p, d)[0], p.close)),
+        f"RANK{d}": (f"rank of c within its last {d} values, as a fraction", d, lambda p: _pad(_rank_last(close_w(p)), p.close.shape[-1])),
         f"RSV{d}": (
             f"(c - min(l, {d})) / (max(h, {d}) - min(l, {d}) + 1e-12)", d,
             lambda p: _div(
-                p.close - _rolling(p, "l", p.low, d, lambda w: w.min(axis=1)),
-                _rolling(p, "h", p.high, d, lambda w: w.max(axis=1)) - _rolling(p, "l", p.low, d, lambda w: w.min(axis=1)) + EPS,
+                p.close - _rolling(p, "l", p.low, d, "min"),
+                _rolling(p, "h", p.high, d, "max") - _rolling(p, "l", p.low, d, "min") + EPS,
             ),
         ),
-        f"IMAX{d}": (f"(argmax(h, {d}) + 1) / {d} (1: the oldest day)", d, lambda p: _rolling(p, "h", p.high, d, lambda w: (w.argmax(axis=1) + 1) / d)),
-        f"IMIN{d}": (f"(argmin(l, {d}) + 1) / {d}", d, lambda p: _rolling(p, "l", p.low, d, lambda w: (w.argmin(axis=1) + 1) / d)),
+        f"IMAX{d}": (f"(argmax(h, {d}) + 1) / {d} (1: the oldest day)", d, lambda p: (_rolling(p, "h", p.high, d, "argmax") + 1) / d),
+        f"IMIN{d}": (f"(argmin(l, {d}) + 1) / {d}", d, lambda p: (_rolling(p, "l", p.low, d, "argmin") + 1) / d),
         f"IMXD{d}": (
             f"(argmax(h, {d}) - argmin(l, {d})) / {d}", d,
-            lambda p: _rolling(p, "h", p.high, d, lambda w: w.argmax(axis=1) / d) - _rolling(p, "l", p.low, d, lambda w: w.argmin(axis=1) / d),
+            lambda p: _rolling(p, "h", p.high, d, "argmax") / d - _rolling(p, "l", p.low, d, "argmin") / d,
         ),
         f"CORR{d}": (f"corr(c, log(v), {d}) (Qlib: log(v + 1))", d, lambda p: _corr_of(p.close, _log_volume(p), d)),
         f"CORD{d}": (

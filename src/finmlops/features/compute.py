@@ -1,4 +1,8 @@
-"""``compute_features``: the long feature frame of a universe, per ticker, from data at or before each date."""
+"""``compute_features``: the long feature frame of a universe, per ticker, from data at or before each date.
+
+The universe is computed as panels of tickers (``finmlops.features.panel``); ``compute_features_per_ticker`` is
+the original one-ticker-at-a-time loop, kept as the reference that the panel must equal bit for bit.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from finmlops.data.validation import OHLCV_COLUMNS
+from finmlops.features.panel import compute_panel
 from finmlops.features.registry import Feature, TickerInputs, features_of
 
 _PRICE_COLUMNS = ("open", "high", "low", "close", "adj_close")
@@ -55,6 +60,21 @@ def market_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
     return returns.mean(axis=1, skipna=True)
 
 
+def _markets(
+    universe: Mapping[str, pd.DataFrame], features: list[Feature], market: Mapping[str, pd.Series] | None
+) -> dict[str, np.ndarray | None]:
+    """Each ticker's market return on its own dates (``[n]``), or None when no feature of the set reads it."""
+    if not any(f.cross_asset for f in features):
+        return dict.fromkeys(universe)
+    if market is not None and (missing := sorted(set(universe) - set(market))):
+        raise ValueError(f"market returns missing for tickers {', '.join(map(str, missing))}")
+    shared = market_returns(universe) if market is None else None
+    return {
+        t: (market[t] if market is not None else shared).reindex(frame.index).to_numpy(np.float64)  # type: ignore[union-attr]
+        for t, frame in universe.items()
+    }
+
+
 def feature_matrix(inputs: TickerInputs, features: Sequence[Feature]) -> np.ndarray:
     """One ticker's features ``[n, len(features)]`` float64, in the order of ``features``; warm-up rows and
     undefined values (a division by zero) are NaN. The per-ticker core of ``compute_features``; the server's raw
@@ -81,30 +101,48 @@ def compute_features(
     feature_set: str,
     *,
     market: Mapping[str, pd.Series] | None = None,
+    dtype: type[np.floating] = np.float64,
 ) -> pd.DataFrame:
-    """Long feature frame ``[sum of rows, n_features]`` indexed by ``(date, ticker)``, float64, sorted.
+    """Long feature frame ``[sum of rows, n_features]`` indexed by ``(date, ticker)``, sorted, of ``dtype``.
 
     Each ticker is computed on its own rows; only the cross-asset features read the other tickers, through the
-    same-day equal-weight market return. Warm-up rows and undefined values (a division by zero) are NaN.
+    same-day equal-weight market return. Warm-up rows and undefined values (a division by zero) are NaN: a ticker
+    that starts late (an IPO, a late listing) has NaN features until it has its own ``window`` rows of each
+    feature, whatever the other tickers hold.
 
     ``market`` maps each ticker to the market return series (fraction, by date) its cross-asset features use, in
     place of ``market_returns(universe)``: for callers that hold only part of the training universe (serving one
     ticker's history), so that they see the market the model was trained on.
+
+    ``dtype``: float64 (default) or float32. Values are always computed in float64; float32 rounds each finished
+    value once (relative error <= 6e-8), halving the frame (Alpha158 over the S&P 500 set: 2.7 GB -> 1.35 GB).
     """
     features = features_of(feature_set)
     check_universe(universe)
-    cross_asset = any(f.cross_asset for f in features)
-    if cross_asset and market is not None and (missing := sorted(set(universe) - set(market))):
-        raise ValueError(f"market returns missing for tickers {', '.join(map(str, missing))}")
-    shared = market_returns(universe) if cross_asset and market is None else None
+    if np.dtype(dtype) not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise ValueError(f"dtype must be float64 or float32, got {np.dtype(dtype)}")
+    values, index = compute_panel(universe, features, _markets(universe, features, market), dtype)
+    return pd.DataFrame(values, index=index, columns=[f.name for f in features], copy=False)
+
+
+def compute_features_per_ticker(
+    universe: Mapping[str, pd.DataFrame],
+    feature_set: str,
+    *,
+    market: Mapping[str, pd.Series] | None = None,
+) -> pd.DataFrame:
+    """:func:`compute_features` one ticker at a time on ``[n]`` arrays (float64): the reference for the panel."""
+    features = features_of(feature_set)
+    check_universe(universe)
+    markets = _markets(universe, features, market)
     blocks: list[np.ndarray] = []
     dates: list[np.ndarray] = []
     tickers: list[np.ndarray] = []
     for ticker, frame in universe.items():
         n = len(frame)
-        source = (market[ticker] if market is not None else shared) if cross_asset else None
-        m = source.reindex(frame.index).to_numpy(np.float64) if source is not None else np.full(n, np.nan)
-        blocks.append(feature_matrix(TickerInputs.from_frame(frame, m), features))
+        m = markets[ticker]
+        inputs = TickerInputs.from_frame(frame, m if m is not None else np.full(n, np.nan))
+        blocks.append(feature_matrix(inputs, features))
         dates.append(frame.index.to_numpy(dtype="datetime64[ns]"))
         tickers.append(np.full(n, str(ticker).upper(), dtype=object))
     values = np.concatenate(blocks)

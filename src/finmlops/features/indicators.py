@@ -14,22 +14,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from types import SimpleNamespace
 
 import numpy as np
-import talib as _talib
 
+from finmlops.features.panel import ta
 from finmlops.features.registry import Feature, TickerInputs, declare, include, smoothing_memory
-
-# TA-Lib's C functions without the pandas/polars dispatch its package wraps them in (about half of a call's 2.3 us on
-# 120 rows, which the server's raw inputs pay per request): every input here is a float64 array already. Same
-# functions, same results.
-talib = SimpleNamespace(
-    **{
-        name: getattr(getattr(_talib, name), "__wrapped__", getattr(_talib, name))
-        for name in ("ATR", "BBANDS", "CORREL", "MACD", "OBV", "ROC", "RSI", "SMA", "STDDEV", "STOCH", "SUM")
-    }
-)
 
 BASIC_AND_UP = ("basic", "enhanced")
 ENHANCED = ("enhanced",)
@@ -38,7 +27,7 @@ ENHANCED = ("enhanced",)
 def lag(x: np.ndarray, k: int) -> np.ndarray:
     """``x`` shifted ``k >= 1`` rows later (row t holds ``x[t-k]``), NaN-padded; shape kept."""
     out = np.full_like(x, np.nan)
-    out[k:] = x[:-k]
+    out[..., k:] = x[..., :-k]
     return out
 
 
@@ -55,32 +44,32 @@ def ret1(p: TickerInputs) -> np.ndarray:
 
 def sma(p: TickerInputs, n: int) -> np.ndarray:
     """TA-Lib SMA of the adjusted close over ``n`` rows."""
-    return p.memo(f"sma{n}", lambda: talib.SMA(p.close, n))
+    return p.memo(f"sma{n}", lambda: ta.SMA(p.close, n))
 
 
 def macd(p: TickerInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """TA-Lib MACD(12, 26, 9) of the adjusted close: (macd, signal, histogram), in price units."""
-    return p.memo("macd", lambda: talib.MACD(p.close, 12, 26, 9))
+    return p.memo("macd", lambda: ta.MACD(p.close, 12, 26, 9))
 
 
 def bbands(p: TickerInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """TA-Lib BBANDS(20, 2, 2, SMA) of the adjusted close: (upper, middle, lower) in price units."""
-    return p.memo("bbands", lambda: talib.BBANDS(p.close, 20, 2.0, 2.0, 0))
+    return p.memo("bbands", lambda: ta.BBANDS(p.close, 20, 2.0, 2.0, 0))
 
 
 def volatility(p: TickerInputs, n: int) -> np.ndarray:
     """Population std (TA-Lib STDDEV, ddof 0) of daily returns over ``n`` rows; not annualised."""
-    return p.memo(f"vol{n}", lambda: talib.STDDEV(ret1(p), n, 1.0))
+    return p.memo(f"vol{n}", lambda: ta.STDDEV(ret1(p), n, 1.0))
 
 
 def volume_sma(p: TickerInputs, n: int) -> np.ndarray:
     """TA-Lib SMA of volume over ``n`` rows, in shares."""
-    return p.memo(f"vsma{n}", lambda: talib.SMA(p.volume, n))
+    return p.memo(f"vsma{n}", lambda: ta.SMA(p.volume, n))
 
 
 def stoch(p: TickerInputs) -> tuple[np.ndarray, np.ndarray]:
     """TA-Lib slow stochastic (14, 3, 3, SMA) on adjusted prices: (%K, %D) in [0, 100]."""
-    return p.memo("stoch", lambda: talib.STOCH(p.high, p.low, p.close, 14, 3, 0, 3, 0))
+    return p.memo("stoch", lambda: ta.STOCH(p.high, p.low, p.close, 14, 3, 0, 3, 0))
 
 
 def vwap(p: TickerInputs, n: int) -> np.ndarray:
@@ -89,7 +78,7 @@ def vwap(p: TickerInputs, n: int) -> np.ndarray:
     def compute() -> np.ndarray:
         typical = (p.high + p.low + p.close) / 3.0
         with np.errstate(divide="ignore", invalid="ignore"):
-            return talib.SUM(typical * p.volume, n) / talib.SUM(p.volume, n)
+            return ta.SUM(typical * p.volume, n) / ta.SUM(p.volume, n)
 
     return p.memo(f"vwap{n}", compute)
 
@@ -144,7 +133,7 @@ _f(
     "rsi_14",
     "TA-Lib RSI(c, 14), Wilder smoothing, in [0, 100]",
     15,
-    lambda p: talib.RSI(p.close, 14),
+    lambda p: ta.RSI(p.close, 14),
     BASIC_AND_UP,
     memory=wilder(14),
 )
@@ -193,7 +182,7 @@ _f(
     "atr_14",
     "TA-Lib ATR(h, l, c, 14) (Wilder) / c",
     15,
-    lambda p: talib.ATR(p.high, p.low, p.close, 14) / p.close,
+    lambda p: ta.ATR(p.high, p.low, p.close, 14) / p.close,
     ENHANCED,
     memory=wilder(14),
 )
@@ -202,7 +191,7 @@ _f(
     "(OBV - OBV[-20]) / sum of v over 20 rows, OBV = TA-Lib OBV(c, v); in [-1, 1] (raw OBV is a share count "
     "that depends on where the series starts)",
     21,
-    lambda p: (lambda o: (o - lag(o, 20)) / talib.SUM(p.volume, 20))(talib.OBV(p.close, p.volume)),
+    lambda p: (lambda o: (o - lag(o, 20)) / ta.SUM(p.volume, 20))(ta.OBV(p.close, p.volume)),
     ENHANCED,
 )
 _f("stoch_k", "TA-Lib slow stochastic %K(h, l, c; 14, 3 SMA), in [0, 100]", 18, lambda p: stoch(p)[0], ENHANCED)
@@ -226,7 +215,7 @@ for _n in (3, 5, 10, 20):
         f"momentum_{_n}",
         f"c / c[-{_n}] - 1 (TA-Lib ROC({_n}) / 100)",
         _n + 1,
-        lambda p, n=_n: talib.ROC(p.close, n) / 100.0,
+        lambda p, n=_n: ta.ROC(p.close, n) / 100.0,
         (),
     )
 for _n in (5, 10, 20):
@@ -234,7 +223,7 @@ for _n in (5, 10, 20):
         f"volatility_ratio_{_n}",
         f"volatility_{_n} / SMA50(volatility_{_n})",
         _n + 50,
-        lambda p, n=_n: volatility(p, n) / talib.SMA(volatility(p, n), 50),
+        lambda p, n=_n: volatility(p, n) / ta.SMA(volatility(p, n), 50),
         (),
     )
 _f(
@@ -254,14 +243,14 @@ _f(
 _f("high_low_ratio", "h / l - 1", 1, lambda p: rel(p.high, p.low), ())
 _f("close_to_high", "c / h - 1 (<= 0)", 1, lambda p: rel(p.close, p.high), ())
 _f("close_to_low", "c / l - 1 (>= 0)", 1, lambda p: rel(p.close, p.low), ())
-_f("rsi_9", "TA-Lib RSI(c, 9), in [0, 100]", 10, lambda p: talib.RSI(p.close, 9), (), memory=wilder(9))
-_f("rsi_21", "TA-Lib RSI(c, 21), in [0, 100]", 22, lambda p: talib.RSI(p.close, 21), (), memory=wilder(21))
+_f("rsi_9", "TA-Lib RSI(c, 9), in [0, 100]", 10, lambda p: ta.RSI(p.close, 9), (), memory=wilder(9))
+_f("rsi_21", "TA-Lib RSI(c, 21), in [0, 100]", 22, lambda p: ta.RSI(p.close, 21), (), memory=wilder(21))
 _f(
     "vwap_20",
     "VWAP20 / SMA20(tp) - 1, VWAP20 = sum(tp x v) / sum(v) over 20 rows, tp = (h + l + c) / 3: the volume-weighting "
     "premium (VWAP's dollar level is not scale-free; TA-Lib has no VWAP)",
     20,
-    lambda p: rel(vwap(p, 20), talib.SMA((p.high + p.low + p.close) / 3.0, 20)),
+    lambda p: rel(vwap(p, 20), ta.SMA((p.high + p.low + p.close) / 3.0, 20)),
     (),
 )
 _f("price_to_vwap_20", "c / VWAP20 - 1", 20, lambda p: rel(p.close, vwap(p, 20)), ())
@@ -280,7 +269,7 @@ declare(
         "market_corr_20",
         "TA-Lib CORREL(r, m, 20): Pearson correlation over 20 rows",
         21,
-        lambda p: talib.CORREL(ret1(p), p.market_return, 20),
+        lambda p: ta.CORREL(ret1(p), p.market_return, 20),
         cross_asset=True,
     ),
     (),
@@ -290,9 +279,7 @@ declare(
         "market_beta_20",
         "cov(r, m) / var(m) over 20 rows = CORREL x STDDEV(r) / STDDEV(m) (TA-Lib BETA differs: it takes prices)",
         21,
-        lambda p: (
-            talib.CORREL(ret1(p), p.market_return, 20) * volatility(p, 20) / talib.STDDEV(p.market_return, 20, 1.0)
-        ),
+        lambda p: ta.CORREL(ret1(p), p.market_return, 20) * volatility(p, 20) / ta.STDDEV(p.market_return, 20, 1.0),
         cross_asset=True,
     ),
     (),

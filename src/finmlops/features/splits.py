@@ -175,3 +175,44 @@ def walk_forward_folds(
         history = u[first : max(start - embargo, first)]
         folds.append(_carve(name, history, u[start:stop], round(len(history) * val_frac), purge, embargo))
     return folds
+
+
+def study_period_folds(
+    dates: Iterable[Any],
+    *,
+    seq_len: int,
+    reach: int,
+    train_days: int = 750,
+    trade_days: int = 250,
+    val_frac: float = 0.2,
+    purge: int | None = None,
+    embargo: int | None = None,
+) -> list[Fold]:
+    """Fischer & Krauss's study periods: ``train_days`` trading days of training, then ``trade_days`` of trading,
+    rolled forward by ``trade_days`` so that the trading blocks follow each other without overlap.
+
+    Layout of a fold: ``train | purge | val | embargo | trade``, where ``train | purge | val`` are the
+    ``train_days`` dates before the embargo and ``val`` is their last ``val_frac`` (F&K: 20 % for early stopping).
+    F&K had no gap; here the purge and embargo default to, and must be at least, ``min_gap(seq_len, reach)``, as
+    every split of this module. The first trading block starts after ``train_days + embargo`` dates; a last block
+    shorter than ``trade_days`` is kept (named with its length). Folds are named ``sp01``, ``sp02``, ...
+    """
+    _check_frac("val_frac", val_frac)
+    if train_days < 1 or trade_days < 1:
+        raise ValueError(f"train_days and trade_days must be >= 1, got {train_days}, {trade_days}")
+    purge = _checked_gap("purge", purge, seq_len, reach)
+    embargo = _checked_gap("embargo", embargo, seq_len, reach)
+    u = unique_dates(dates)
+    first = train_days + embargo
+    if len(u) <= first:
+        raise ValueError(
+            f"{len(u)} dates are too few for one study period ({train_days} training + {embargo} embargo + trading)"
+        )
+    folds = []
+    for k, start in enumerate(range(first, len(u), trade_days), start=1):
+        history = u[start - embargo - train_days : start - embargo]
+        fold = _carve(
+            f"sp{k:02d}", history, u[start : start + trade_days], round(train_days * val_frac), purge, embargo
+        )
+        folds.append(fold)
+    return folds

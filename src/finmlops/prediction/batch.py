@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 
 from finmlops.contract import CARD_FILE, ModelArtifact, ModelCard, ModelError, open_session, score
+from finmlops.contract.session import SCORE_BATCH
+from finmlops.executor import ExecutorConfig, open_executor
 from finmlops.features import LabelSpec, forward_return, make_target
 from finmlops.provenance import atomic_path
 from finmlops.settings import Settings
@@ -171,14 +173,43 @@ class PredictionReport:
         return json_safe(asdict(self))
 
 
-def predict_folder(settings: Settings, model: str, data_dir: Path, out: Path, *, boot: Any) -> PredictionReport:
+def _score_span(shared: tuple[bytes, np.ndarray, int], span: tuple[int, int]) -> np.ndarray:
+    """P(up) of windows ``x[start:stop]`` by the ONNX graph ``graph`` (bytes), in a Ray task."""
+    graph, x, threads = shared
+    with tempfile.TemporaryDirectory(prefix="finmlops-score-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(graph)
+        return score(open_session(path, threads), x[span[0] : span[1]])
+
+
+def score_windows(graph: Path, x: np.ndarray, threads: int, executor: ExecutorConfig | None = None) -> np.ndarray:
+    """P(up) ``[n]`` float64 of windows ``x`` ``[n, seq_len, n_features]``, in this process or as Ray tasks.
+
+    Under Ray the windows (ticker-major, so each chunk is a run of tickers) go to the object store once and each
+    task scores a chunk of consecutive rows; chunks are cut at multiples of ``SCORE_BATCH``, so every ONNX call sees
+    the batch it sees serially, and the scores are the same bit for bit."""
+    if executor is None or executor.kind == "serial":
+        return score(open_session(graph, threads), x)
+    with open_executor(executor) as run:
+        per_worker = -(-len(x) // max(run.workers // max(threads, 1), 1))
+        chunk = max(SCORE_BATCH, -(-per_worker // SCORE_BATCH) * SCORE_BATCH)
+        spans = [(i, min(i + chunk, len(x))) for i in range(0, len(x), chunk)]
+        parts = run.map(_score_span, spans, shared=(graph.read_bytes(), x, threads), cpus=threads)
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def predict_folder(
+    settings: Settings, model: str, data_dir: Path, out: Path, *, boot: Any, executor: ExecutorConfig | None = None
+) -> PredictionReport:
     """Score every CSV in ``data_dir`` with ``model`` (see :func:`resolve_model`) and write ``out``: one row per
     (date, ticker) window with columns ``date, ticker, prob_up, pred_up`` (``prob_up > 0.5``, as the metrics), plus
     ``y_true`` (the model card's label: 1 up, 0 down, empty where the traded return is unknown or in the dead band)
     when any outcome is known.
 
-    ``boot``: ``finmlops.evaluation.metrics.BootstrapConfig`` for the realised metrics' CIs. Raises ``ModelError``,
-    ``TrackingError``, ``DataError`` or ``ValueError`` with a message naming the model, file or ticker.
+    ``boot``: ``finmlops.evaluation.metrics.BootstrapConfig`` for the realised metrics' CIs. ``executor``: score in
+    this process (default) or as Ray tasks over chunks of tickers (:func:`score_windows`; same output). Raises
+    ``ModelError``, ``TrackingError``, ``DataError`` or ``ValueError`` with a message naming the model, file or
+    ticker.
     """
     universe, warnings = read_folder(data_dir)
     with tempfile.TemporaryDirectory(prefix="finmlops-predict-") as tmp:
@@ -190,7 +221,7 @@ def predict_folder(settings: Settings, model: str, data_dir: Path, out: Path, *,
         windows, notes = prediction_windows(universe, card)
         if len(windows.dates) == 0:
             raise ValueError(no_window_message(universe, card, data_dir))
-        prob = score(open_session(artifact.graph, settings.threads), windows.X)
+        prob = score_windows(artifact.graph, windows.X, settings.threads, executor)
     keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), windows.tickers], names=["date", "ticker"])
     rows = pd.DataFrame(
         {"date": keys.get_level_values("date"), "ticker": windows.tickers, "prob_up": prob,

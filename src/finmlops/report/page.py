@@ -16,7 +16,7 @@ from pathlib import Path
 
 from finmlops.provenance import write_text_atomic
 from finmlops.report.base import ReportError, Section
-from finmlops.report.sections import abtest, audit, backtest, calibration, drift, evaluation, importance, latency
+from finmlops.report.sections import abtest, audit, backtest, calibration, drift, evaluation, importance, latency, live
 from finmlops.report.sections import provenance as provenance_section
 from finmlops.settings import Settings
 
@@ -30,8 +30,11 @@ SECTIONS: tuple[tuple[str, Callable[[Settings], Section]], ...] = (
     ("importance", importance.build),
     ("drift", drift.build),
     ("abtest", abtest.build),
+    ("live", live.build),
     ("latency", latency.build),
 )
+# Sections about something a workspace may never do (`finmlops live`): left out, not shown empty, when absent.
+OPTIONAL = frozenset({"live"})
 
 
 def collect_sections(settings: Settings) -> list[Section]:
@@ -42,7 +45,9 @@ def collect_sections(settings: Settings) -> list[Section]:
     sections = []
     for name, build in SECTIONS:
         try:
-            sections.append(build(settings))
+            section = build(settings)
+            if not (name in OPTIONAL and not section.filled):
+                sections.append(section)
         except ReportError:
             raise
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:

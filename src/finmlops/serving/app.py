@@ -48,6 +48,8 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 JSON = b"application/json"
 _MODEL_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer|/explain)?$")
 _ADMIN_PATH = re.compile(r"^/admin/experiments(?:/([^/]+))?$")
+_REPOSITORY_PATH = re.compile(r"^/v2/repository/(?:index|models/([^/]+)/(load|unload))$")
+EXTENSIONS = ["binary_tensor_data", "model_repository", "experiments", "feedback"]
 _CHALLENGE = [(b"www-authenticate", b'Bearer realm="finmlops"')]
 
 
@@ -65,6 +67,11 @@ class ServingApp:
         self._admin = config.auth.admin_tokens
         self._infer_tokens = config.auth.infer_tokens
         self._reload_task: asyncio.Task[None] | None = None
+        # Where the gRPC transport listens, set before start (``server.run``, ``running_server``); None: no gRPC.
+        # ``grpc_port`` is the bound port once it started (the OS's pick for port 0).
+        self.grpc_listen: tuple[str, int] | None = None
+        self.grpc_port: int | None = None
+        self._grpc: Any = None
         self._schema = orjson.dumps(openapi_schema())
 
     # The data plane's parts, for callers that inspect a running server (tests, the soak benchmark).
@@ -109,12 +116,33 @@ class ServingApp:
                 # collection scans only per-request objects (measured: 108 ms pauses with a large heap otherwise).
                 gc.collect()
                 gc.freeze()
+                try:
+                    await self.start_grpc()
+                except Exception as exc:  # a port taken between the check and the bind: one line, no traceback
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 self.start_background()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.stop_grpc()
                 await self.stop_background()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def start_grpc(self) -> None:
+        """Start the gRPC transport on ``grpc_listen`` (on this event loop, so that it shares the data plane)."""
+        if self.grpc_listen is None or self._grpc is not None:
+            return
+        from finmlops.serving.grpc_transport import GrpcTransport  # grpcio: only a server with gRPC on needs it
+
+        self._grpc = GrpcTransport(self.plane, self.config)
+        self.grpc_port = await self._grpc.start(*self.grpc_listen)
+
+    async def stop_grpc(self, grace_s: float = 10.0) -> None:
+        """Stop taking gRPC calls and let the in-flight ones finish (at most ``grace_s``)."""
+        if self._grpc is not None:
+            await self._grpc.stop(grace_s)
+            self._grpc = None
 
     def start_background(self) -> None:
         """Start polling the registry for moved aliases (when any source is an alias and polling is on)."""
@@ -201,7 +229,7 @@ class ServingApp:
                 {
                     "name": "finmlops",
                     "version": __version__,
-                    "extensions": ["binary_tensor_data", "model_repository_readonly", "experiments", "feedback"],
+                    "extensions": EXTENSIONS,
                 }
             )
         if path == "/v2/health/live":
@@ -234,14 +262,26 @@ class ServingApp:
                     self._authorize(headers, self._infer_tokens)
                 return ok(await self._explain(name, version, headers, receive))
             return ok(model.metadata())
+        match = _REPOSITORY_PATH.match(path)
+        if match is not None:
+            only("POST")
+            who = self._admin_who(headers, scope)
+            name, action = match.groups()
+            if name is None:  # POST /v2/repository/index, body {"ready": bool} (optional)
+                doc = await _read_json(receive, headers, self.options.max_body_bytes, empty_ok=True)
+                ready = doc.get("ready", False)
+                if not isinstance(ready, bool):
+                    raise BadRequest(f"'ready' must be true or false, got {ready!r}")
+                return ok([m.as_dict() for m in self.plane.repository_index(ready)])
+            await _read_body(receive, headers, self.options.max_body_bytes)  # Triton's optional parameters: unused
+            if action == "load":
+                await self.plane.load_model(name, who)
+            else:
+                await self.plane.unload_model(name, who)
+            return ok({})
         match = _ADMIN_PATH.match(path)
         if match is not None:
-            if self._admin:
-                who = self._authorize(headers, self._admin)
-            elif self.config.auth.insecure_admin:
-                who = _anonymous(headers, scope)
-            else:  # secure by default: no token configured means no admin API, not an open one
-                raise Forbidden(ADMIN_OFF)
+            who = self._admin_who(headers, scope)
             name = match.group(1)
             if name is None:
                 only("GET")
@@ -277,6 +317,15 @@ class ServingApp:
             "model": served.model if served else None,
             "correct": served.correct if served else None,
         }
+
+    def _admin_who(self, headers: dict[str, str], scope: dict[str, Any]) -> str:
+        """Who makes an admin call (experiments, the model repository): the admin token's holder (401 without a
+        valid one); with no token configured, 403 unless ``insecure_admin``."""
+        if self._admin:
+            return self._authorize(headers, self._admin)
+        if self.config.auth.insecure_admin:
+            return _anonymous(headers, scope)
+        raise Forbidden(ADMIN_OFF)  # secure by default: no token configured means no admin API, not an open one
 
     def _authorize(self, headers: dict[str, str], tokens: dict[str, str]) -> str:
         """The holder of the request's bearer token; 401 without a valid one."""
@@ -328,11 +377,15 @@ async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> b
     return b"".join(chunks)
 
 
-async def _read_json(receive: Receive, headers: dict[str, str], limit: int) -> dict[str, Any]:
+async def _read_json(receive: Receive, headers: dict[str, str], limit: int, empty_ok: bool = False) -> dict[str, Any]:
+    """The JSON object body (``empty_ok``: an empty body is ``{}``); 415 for another content type."""
     ctype = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if ctype and ctype != "application/json":
         raise UnsupportedMediaType(f"unsupported content type {ctype!r}; send application/json")
-    doc = loads_json(await _read_body(receive, headers, limit))
+    body = await _read_body(receive, headers, limit)
+    if empty_ok and not body.strip():
+        return {}
+    doc = loads_json(body)
     if not isinstance(doc, dict):
         raise BadRequest("the body must be a JSON object")
     return doc

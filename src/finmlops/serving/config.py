@@ -85,6 +85,13 @@ class ServerOptions(_Strict):
         description="Serve /admin/* only on this port (on admin_host); the main port then answers 404 there.",
     )
     admin_host: str = Field(default="127.0.0.1", description="Address of the admin listener (default loopback).")
+    grpc_port: int | None = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="The gRPC V2 listener (inference.GRPCInferenceService, grpc.health.v1) beside REST, on the same "
+        "host; 0 or null turns it off (finmlops serve --grpc-port overrides it).",
+    )
     reload_interval_s: float = Field(default=30.0, ge=0, description="Registry alias poll period; 0 disables.")
     intra_op_threads: int = Field(default=1, ge=1, description="onnxruntime intra-op threads per session.")
     request_log: Path | None = Field(default=None, description="SQLite file (default <home>/serving/requests.db).")

@@ -1,7 +1,7 @@
 """The transport-agnostic data plane, as MLServer's ``DataPlane``: what a request means, not how it travelled.
 
-A transport (REST in ``finmlops.serving.app``; gRPC later) parses its wire format into a
-:class:`~finmlops.serving.protocol.InferRequest` (model, version, tensors, parameters, lower-cased headers or
+A transport (REST in ``finmlops.serving.app``, gRPC in ``finmlops.serving.grpc_transport``) parses its wire format
+into a :class:`~finmlops.serving.protocol.InferRequest` (model, version, tensors, parameters, lower-cased headers or
 metadata) and calls :meth:`DataPlane.infer`, which routes it (experiments), builds the model input (a tensor, or
 raw OHLCV through the training feature code), scores it on the model's micro-batcher and returns an
 :class:`InferenceEvent`. Refusals are typed :class:`~finmlops.serving.errors.ServingError` subclasses that each
@@ -37,6 +37,7 @@ from finmlops.serving.batching import ArrivalGate
 from finmlops.serving.config import ServingConfig, ServingConfigError
 from finmlops.serving.errors import (
     BadRequest,
+    Conflict,
     InternalError,
     NotFound,
     ServingError,
@@ -53,7 +54,7 @@ from finmlops.serving.experiments import (
 )
 from finmlops.serving.feedback import FeedbackLedger, FeedbackResult, ModelStats, Prediction, UnknownRequestId
 from finmlops.serving.metrics import ServerMetrics
-from finmlops.serving.models import LoadedModel, ModelStore, Registry
+from finmlops.serving.models import LoadedModel, ModelLoadError, ModelStore, Registry
 from finmlops.serving.protocol import RAW_INPUTS, InferRequest, as_fp32, as_of_parameter
 from finmlops.serving.requestlog import AdminRecord, FeedbackRecord, RequestLog, RequestRecord
 
@@ -95,6 +96,7 @@ class InferenceEvent:
     seconds: float = 0.0
     probs: list[float] = field(default_factory=list)
     row_ids: list[str] = field(default_factory=list)
+    protocol: str = "rest"
 
     @property
     def status(self) -> int:
@@ -111,6 +113,19 @@ class InferenceEvent:
             self.probs = self.y[:, 0].tolist()
             n = len(self.probs)
             self.row_ids = [self.id] if n == 1 else [f"{self.id}/{i}" for i in range(n)]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIndex:
+    """One entry of the model repository index (Triton's and MLServer's ``RepositoryIndex``)."""
+
+    name: str
+    version: str
+    state: str  # READY or UNAVAILABLE
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "state": self.state, "reason": self.reason}
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +169,9 @@ class MetricsObserver:
     def on_inference(self, event: InferenceEvent) -> None:
         if event.shadow:
             return
-        self.metrics.observe_request(event.model, event.experiment, event.arm, event.status, event.seconds)
+        self.metrics.observe_request(
+            event.model, event.experiment, event.arm, event.status, event.seconds, event.protocol
+        )
         if event.y is not None:
             n_up = sum(p > 0.5 for p in event.probs)
             self.metrics.observe_predictions(event.model, n_up, len(event.probs) - n_up)
@@ -223,7 +240,9 @@ class RequestLogObserver:
             self.log.append(FeedbackRecord(event.result.id, event.ts, event.result.outcome))
 
     def on_admin(self, event: AdminEvent) -> None:
-        self.log.append(AdminRecord(event.ts, event.who, event.experiment, orjson.dumps(dict(event.patch)).decode()))
+        self.log.append(
+            AdminRecord(event.ts, event.who, event.experiment or None, orjson.dumps(dict(event.patch)).decode())
+        )
 
 
 class LedgerObserver:
@@ -339,6 +358,7 @@ class DataPlane:
         if self.request_log is not None:
             self.observers.append(RequestLogObserver(self.request_log))
         self._fits: dict[tuple[Experiment, tuple[Any, ...]], tuple[int, ...]] = {}
+        self._repository_lock = asyncio.Lock()
         self._uniform: dict[Experiment, bool] = {}
         for entry in self.store.entries:
             self.on_loaded(entry.current, None)
@@ -433,7 +453,9 @@ class DataPlane:
         ``arriving``: the transport entered ``gate`` when it began reading the request (so that batches wait for
         it); infer leaves it once the request is queued or refused. Raises a ``ServingError`` (already published).
         """
-        event = InferenceEvent(request.id or uuid.uuid4().hex, "", request.received or time.perf_counter())
+        event = InferenceEvent(
+            request.id or uuid.uuid4().hex, "", request.received or time.perf_counter(), protocol=request.protocol
+        )
         try:
             try:  # the arrival phase: batches may wait for requests in it, so it must always end
                 event.as_of = as_of_parameter(request.parameters)
@@ -480,9 +502,9 @@ class DataPlane:
             asyncio.get_running_loop().call_soon(self._shadow, route.shadows, event, request.inputs)
         return event
 
-    def refused(self, error: ServingError, started: float, rid: str = "") -> None:
+    def refused(self, error: ServingError, started: float, rid: str = "", protocol: str = "rest") -> None:
         """Publish a request the transport refused before it could call ``infer`` (a bad body, a 413, ...)."""
-        self._publish(InferenceEvent(rid or uuid.uuid4().hex, "", started, error=error))
+        self._publish(InferenceEvent(rid or uuid.uuid4().hex, "", started, error=error, protocol=protocol))
 
     def _publish(self, event: InferenceEvent) -> None:
         asyncio.get_running_loop().call_soon(self._deliver, event)
@@ -698,6 +720,76 @@ class DataPlane:
             return self.experiments.get(name).describe()
         except UnknownExperiment as exc:
             raise NotFound(str(exc)) from None
+
+    # --- the model repository extension ----------------------------------------------------------------------------
+
+    def repository_index(self, ready_only: bool = False) -> list[ModelIndex]:
+        """Every configured model entry (the repository is serving.yaml's ``models``): version, READY or
+        UNAVAILABLE (unloaded) and why; ``ready_only`` keeps the READY ones."""
+        out = []
+        for entry in self.store.entries:
+            if entry.unloaded is None:
+                out.append(ModelIndex(entry.spec.name, entry.current.version, "READY", ""))
+            elif not ready_only:
+                out.append(ModelIndex(entry.spec.name, entry.current.version, "UNAVAILABLE", entry.unloaded))
+        return out
+
+    async def load_model(self, name: str, who: str) -> list[ModelIndex]:
+        """(Re)load every entry of the configured model ``name`` from its source (a registry alias is resolved
+        anew), as Triton's load: the new session is built and warmed up in a worker thread, then swapped in; a
+        request that already holds the old session finishes on it, so none fails. ``NotFound`` for a name that is
+        not configured, ``Unavailable`` when the source cannot be loaded (the old version keeps serving)."""
+        entries = self._configured(name)
+        async with self._repository_lock:
+            for entry in entries:
+                try:
+                    new = await asyncio.to_thread(self.store.reload_entry, entry)
+                except ModelLoadError as exc:
+                    raise Unavailable(f"model {name!r} cannot be loaded: {exc}") from None
+                previous = None if entry.unloaded is not None else entry.current.version
+                entry.current, entry.unloaded = new, None  # the swap: one assignment on the event loop
+                self.on_loaded(new, previous)
+            self._repository_event(who, "load", name, entries)
+        log.info("model %s loaded by %s: version %s", name, who, ", ".join(e.current.version for e in entries))
+        return [ModelIndex(name, e.current.version, "READY", "") for e in entries]
+
+    async def unload_model(self, name: str, who: str) -> list[ModelIndex]:
+        """Stop serving the configured model ``name``: later requests get 404 (NOT_FOUND), requests already
+        queued on it are still answered. ``Conflict`` while an experiment's arm routes to it (change the experiment
+        first), since its share of the traffic would otherwise fail."""
+        entries = self._configured(name)
+        async with self._repository_lock:
+            for experiment in self.experiments:
+                arms = [c.name for c in experiment.config.candidates if c.target.split("@", 1)[0] == name]
+                if arms:
+                    raise Conflict(
+                        f"model {name!r} is arm {', '.join(map(repr, arms))} of experiment {experiment.name!r}: "
+                        "change the experiment (PUT /admin/experiments/...) before unloading it"
+                    )
+            reason = f"unloaded by {who} at {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}"
+            for entry in entries:
+                if entry.unloaded is None:
+                    entry.unloaded = reason
+                    self.metrics.unset_model_info(entry.spec.name, entry.current.version)
+                    self.drift.forget(entry.spec.name, entry.current.version)
+            self._fits.clear()
+            self._uniform.clear()
+            self._repository_event(who, "unload", name, entries)
+        log.info("model %s unloaded by %s", name, who)
+        return [ModelIndex(name, e.current.version, "UNAVAILABLE", e.unloaded or "") for e in entries]
+
+    def _configured(self, name: str) -> list[Any]:
+        entries = self.store.configured(name)
+        if not entries:
+            configured = sorted({e.spec.name for e in self.store.entries})
+            raise NotFound(f"no model {name!r} in the repository; configured: {', '.join(configured)}")
+        return entries
+
+    def _repository_event(self, who: str, action: str, name: str, entries: list[Any]) -> None:
+        patch = {"repository": action, "model": name, "versions": [e.current.version for e in entries]}
+        event = AdminEvent(time.time(), who, "", patch)
+        for observer in self.observers:
+            observer.on_admin(event)
 
     # --- metrics --------------------------------------------------------------------------------------------------
 

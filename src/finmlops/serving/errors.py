@@ -56,6 +56,13 @@ class MethodNotAllowed(ServingError):
     grpc_code = "UNIMPLEMENTED"
 
 
+class Conflict(ServingError):
+    """The change conflicts with the server's state (unloading a model an experiment routes to)."""
+
+    status = 409
+    grpc_code = "FAILED_PRECONDITION"
+
+
 class TooLarge(ServingError):
     """The body, or a tensor's history, exceeds a configured or documented limit."""
 

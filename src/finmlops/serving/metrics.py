@@ -25,14 +25,15 @@ class ServerMetrics:
         r = self.registry
         self.requests = Counter(
             "finmlops_requests",
-            "Inference requests by answering model, experiment, arm and HTTP status.",
-            ["model", "experiment", "arm", "status"],
+            "Inference requests by answering model, experiment, arm, protocol (rest, grpc) and HTTP status (a gRPC "
+            "error counts as the REST status of its kind).",
+            ["model", "experiment", "arm", "protocol", "status"],
             registry=r,
         )
         self.latency = Histogram(
             "finmlops_request_latency_seconds",
             "Time from receiving an inference request to its response.",
-            ["model", "experiment", "arm"],
+            ["model", "experiment", "arm", "protocol"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
@@ -83,35 +84,37 @@ class ServerMetrics:
         )
         self._request_log = _RequestLogCollector()
         r.register(self._request_log)
-        self._request_children: dict[tuple[str, str, str, int], Any] = {}
-        self._latency_children: dict[tuple[str, str, str], Any] = {}
+        self._request_children: dict[tuple[str, str, str, str, int], Any] = {}
+        self._latency_children: dict[tuple[str, str, str, str], Any] = {}
         self._class_children: dict[str, tuple[Any, Any]] = {}
 
     def watch_request_log(self, request_log: Any) -> None:
         """Export ``request_log``'s write errors and dropped rows (a ``RequestLog``; 0 while there is none)."""
         self._request_log.source = request_log
 
-    def observe_request(self, model: str, experiment: str, arm: str, status: int, seconds: float) -> None:
+    def observe_request(
+        self, model: str, experiment: str, arm: str, status: int, seconds: float, protocol: str = "rest"
+    ) -> None:
         """Count one request and its latency (cached children: no label parsing per request)."""
-        key = (model, experiment, arm, status)
+        key = (model, experiment, arm, protocol, status)
         child = self._request_children.get(key)
         if child is None:
-            child = self._request_children[key] = self.requests.labels(model, experiment, arm, str(status))
+            child = self._request_children[key] = self.requests.labels(model, experiment, arm, protocol, str(status))
         child.inc()
-        lkey = (model, experiment, arm)
+        lkey = (model, experiment, arm, protocol)
         hist = self._latency_children.get(lkey)
         if hist is None:
-            hist = self._latency_children[lkey] = self.latency.labels(model, experiment, arm)
+            hist = self._latency_children[lkey] = self.latency.labels(model, experiment, arm, protocol)
         hist.observe(seconds)
 
     def count_signature_routed(self, experiment: str) -> None:
         self.signature_routed.labels(experiment).inc()
 
     def declare_arm(self, model: str, experiment: str, arm: str) -> None:
-        """Export the arm's request counter (status 200) at 0 before its first request, so that it exists."""
-        key = (model, experiment, arm, 200)
+        """Export the arm's REST request counter (status 200) at 0 before its first request, so that it exists."""
+        key = (model, experiment, arm, "rest", 200)
         if key not in self._request_children:
-            self._request_children[key] = self.requests.labels(model, experiment, arm, "200")
+            self._request_children[key] = self.requests.labels(model, experiment, arm, "rest", "200")
 
     def observe_predictions(self, model: str, n_up: int, n_down: int) -> None:
         children = self._class_children.get(model)
@@ -132,6 +135,12 @@ class ServerMetrics:
                 if labels[1] == previous:
                     self.model_info.remove(*labels)
         self.model_info.labels(model, version, data_hash).set(1)
+
+    def unset_model_info(self, model: str, version: str) -> None:
+        """``version`` of ``model`` is no longer served (unloaded)."""
+        for labels in list(self._info_labels(model)):
+            if labels[1] == version:
+                self.model_info.remove(*labels)
 
     def _info_labels(self, model: str) -> list[tuple[str, str, str]]:
         out = []

@@ -193,6 +193,8 @@ class Entry:
     spec: ModelSource
     current: LoadedModel
     last_error: str | None = None
+    # Set by the repository API's unload (who and why); requests then get 404 until a load.
+    unloaded: str | None = None
 
 
 class ModelStore:
@@ -234,19 +236,28 @@ class ModelStore:
         return model
 
     def names(self) -> list[str]:
-        return list(self._by_name)
+        """The names being served (loaded)."""
+        return [name for name, entries in self._by_name.items() if any(e.unloaded is None for e in entries)]
+
+    def configured(self, name: str) -> list[Entry]:
+        """Every entry of the configured model ``name`` (loaded or not); empty if ``name`` is not configured."""
+        return list(self._by_name.get(name, ()))
 
     def get(self, name: str, version: str | None = None) -> LoadedModel | None:
-        """The model ``name`` (its first configured entry), or the entry serving ``version``; None if absent."""
+        """The model ``name`` (its first loaded entry), or the entry serving ``version``; None if absent or
+        unloaded."""
         entries = self._by_name.get(name)
         if not entries:
             return None
-        if version is None:
-            return entries[0].current
         for entry in entries:
-            if entry.current.version == version:
+            if entry.unloaded is None and (version is None or entry.current.version == version):
                 return entry.current
         return None
+
+    def reload_entry(self, entry: Entry) -> LoadedModel:
+        """A fresh session of ``entry``'s source (a registry alias resolved anew), loaded and warmed up; the caller
+        swaps it in. Runs in a worker thread; ``ModelLoadError`` names the source."""
+        return self._load(entry.spec)
 
     def resolve(self, ref: str) -> LoadedModel | None:
         """An experiment's model reference: ``name``, ``name@version`` or ``name@alias``."""
@@ -258,7 +269,7 @@ class ModelStore:
             return found
         for entry in self._by_name.get(name, []):
             r = entry.spec.registry_ref
-            if r is not None and r[1] == tag:
+            if r is not None and r[1] == tag and entry.unloaded is None:
                 return entry.current
         return None
 
@@ -271,7 +282,7 @@ class ModelStore:
         swaps = []
         for entry in self.entries:
             ref = entry.spec.registry_ref
-            if ref is None or ref[1] is None or self.registry is None:
+            if ref is None or ref[1] is None or self.registry is None or entry.unloaded is not None:
                 continue
             try:
                 version = self.registry.resolve(ref[0], ref[1], None)

@@ -74,7 +74,8 @@ class InferRequest:
     ``inputs`` maps tensor names to arrays of their declared shape. ``model``/``version`` come from the REST path
     (or the gRPC message); ``headers`` are the lower-cased HTTP headers (or gRPC metadata): the routing headers
     ``seldon-model`` and ``x-seldon-route``, an experiment's sticky or context header. ``received`` is the
-    ``time.perf_counter()`` at which the transport began reading the request (latency is measured from it).
+    ``time.perf_counter()`` at which the transport began reading the request (latency is measured from it);
+    ``protocol`` names the transport (``rest`` or ``grpc``: the metrics' ``protocol`` label).
     """
 
     id: str | None
@@ -86,6 +87,7 @@ class InferRequest:
     version: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     received: float = 0.0
+    protocol: str = "rest"
 
 
 def _shape(raw: Any, where: str) -> tuple[int, ...]:

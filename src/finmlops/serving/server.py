@@ -34,11 +34,12 @@ def build_app(
     *,
     insecure_admin: bool = False,
     admin_port: int | None = None,
+    grpc_port: int | None = None,
 ) -> ServingApp:
     """The app for ``config`` (or the file ``config_path``; or, with neither, every ``*-predictor@champion`` in the
-    registry plus the default A/B experiment). ``insecure_admin`` and ``admin_port`` override the file's
-    ``auth.insecure_admin`` and ``server.admin_port``. Raises ``ServingConfigError``/``ModelLoadError`` naming the
-    cause."""
+    registry plus the default A/B experiment). ``insecure_admin``, ``admin_port`` and ``grpc_port`` (0: no gRPC)
+    override the file's ``auth.insecure_admin``, ``server.admin_port`` and ``server.grpc_port``. Raises
+    ``ServingConfigError``/``ModelLoadError`` naming the cause."""
     if config is None and config_path is not None:
         config = load_config(config_path)
     serving_dir = writable_serving_dir(settings.home)
@@ -53,6 +54,8 @@ def build_app(
         config = config.model_copy(update={"auth": config.auth.model_copy(update={"insecure_admin": True})})
     if admin_port is not None:
         config = config.model_copy(update={"server": config.server.model_copy(update={"admin_port": admin_port})})
+    if grpc_port is not None:
+        config = config.model_copy(update={"server": config.server.model_copy(update={"grpc_port": grpc_port})})
     log_path = None
     if config.server.request_log_enabled:
         log_path = config.server.request_log or serving_dir / "requests.db"
@@ -81,9 +84,10 @@ class ListenerError(RuntimeError):
 
 
 class Listeners:
-    """ASGI wrapper that splits the API by listening port when ``admin_port`` is set: ``/admin/*`` only on the
-    admin port (with the health checks), everything else only on the main port; the other side answers 404, as if
-    the route did not exist. Without ``admin_port`` every route is on the one port."""
+    """ASGI wrapper that splits the API by listening port when ``admin_port`` is set: ``/admin/*`` and the model
+    repository API ``/v2/repository/*`` only on the admin port (with the health checks), everything else only on
+    the main port; the other side answers 404, as if the route did not exist. Without ``admin_port`` every route is
+    on the one port."""
 
     def __init__(self, app: Any, admin_port: int | None) -> None:
         self.app = app
@@ -93,7 +97,7 @@ class Listeners:
         if scope["type"] == "http" and self.admin_port is not None:
             path = scope["path"]
             on_admin_port = (scope.get("server") or ("", None))[1] == self.admin_port
-            is_admin = path == "/admin" or path.startswith("/admin/")
+            is_admin = path == "/admin" or path.startswith(("/admin/", "/v2/repository/"))
             if is_admin and not on_admin_port:
                 return await _not_found(
                     send, f"no route {path}: the admin API listens on its own port (server.admin_port)"
@@ -158,10 +162,17 @@ def sockets_for(app: ServingApp, host: str, port: int) -> list[socket.socket]:
 
 
 def run(app: ServingApp, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
-    """Serve ``app`` with uvicorn on ``host:port`` (and its admin listener); ``ListenerError`` if a port is busy."""
+    """Serve ``app`` with uvicorn on ``host:port`` (and its admin listener), and gRPC on ``host:server.grpc_port``
+    unless it is 0 or null; ``ListenerError`` if a port is busy."""
     import uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    grpc_port = app.options.grpc_port
+    if grpc_port:
+        if grpc_port in (port, app.options.admin_port):
+            raise ListenerError(f"the gRPC port {grpc_port} is also the REST or admin port: pick another --grpc-port")
+        listen(host, grpc_port).close()  # a busy gRPC port is one line naming it, before anything starts
+        app.grpc_listen = (host, grpc_port)
     sockets = sockets_for(app, host, port)
     try:
         uvicorn.Server(uvicorn_config(app, log_level)).run(sockets=sockets)
@@ -178,16 +189,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(app: Any) -> Iterator[str]:
+def running_server(app: Any, grpc: bool = False) -> Iterator[str]:
     """Run the ASGI ``app`` under uvicorn on 127.0.0.1 in a daemon thread; yields the base URL.
 
-    A ``ServingApp`` runs with its limits and, when ``server.admin_port`` is set, its admin listener on that port.
+    A ``ServingApp`` runs with its limits and, when ``server.admin_port`` is set, its admin listener on that port;
+    with ``grpc``, also its gRPC transport on a port the OS picks (``app.grpc_port`` once started).
     The listening sockets are bound here and handed to uvicorn, so no other process can take a port in between.
     On exit uvicorn drains in-flight requests and runs the app's shutdown, which flushes the request log.
     """
     import uvicorn
 
     if isinstance(app, ServingApp):
+        if grpc:
+            app.grpc_listen = ("127.0.0.1", 0)
         sockets = sockets_for(app, "127.0.0.1", 0)
         config = uvicorn_config(app, "warning")
     else:

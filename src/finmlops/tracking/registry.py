@@ -17,16 +17,19 @@ predictions its hyperparameters were chosen on: a test on those rows is biased u
 from __future__ import annotations
 
 import getpass
+import json
+import re
 import tempfile
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, Literal
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from pydantic import BaseModel, ConfigDict, Field
 
 from finmlops.models import VARIANTS
 from finmlops.stats import Comparison, describe_comparison
@@ -213,7 +216,7 @@ def promote(
         tags |= {"reason": reason, "replaced": str(holder.version) if holder else "none"}
         for key, value in tags.items():
             client.set_model_version_tag(name, str(version), f"{prefix}.{key}", value)
-        client.set_registered_model_alias(name, alias, str(version))
+        move_alias(name, alias, int(version), action="force", reason=reason)
         return {"name": name, "version": version, "alias": alias, "forced": True, **tags}
     boot = boot or BootstrapConfig()
     test = compare(candidate, holder, margin, boot if seed is None else replace(boot, seed=seed))
@@ -225,9 +228,11 @@ def promote(
             f"{test.candidate_accuracy:.4f} vs {test.reference_accuracy:.4f}, {describe_comparison(test.comparison)}"
             f" (need difference > {margin} and p < {ALPHA}) on {test.n_rows} rows over {test.n_dates} dates"
         )
-    client.set_registered_model_alias(name, alias, str(version))
     fields = {k: getattr(test, k) for k in test.__dataclass_fields__}
     summary = describe_comparison(test.comparison)
+    evidence = {k: fields[k] for k in ("reference", "difference", "p_value", "n_rows", "n_dates", "margin")}
+    evidence["rule"] = "walk-forward"
+    move_alias(name, alias, int(version), action="promote", reason=summary, evidence=evidence)
     return {"name": name, "version": version, "alias": alias, "forced": False, **fields, "summary": summary}
 
 
@@ -317,8 +322,8 @@ def mark_challenger(run_id: str) -> dict[str, Any]:
     if not versions:
         raise ValueError(f"run {run_id} registered no model version")
     version = max(versions, key=lambda v: int(v.version))
-    client.set_registered_model_alias(version.name, "challenger", str(version.version))
     client.set_model_version_tag(version.name, str(version.version), "promotion.challenger.reason", "newest training")
+    move_alias(version.name, "challenger", int(version.version), action="challenger", reason="newest training")
     holder = alias_holder(version.name, "champion")
     return {
         "model": version.name,
@@ -376,3 +381,205 @@ def list_models() -> list[dict[str, Any]]:
             }
         )
     return listing
+
+
+# --- the audited alias history -----------------------------------------------------------------------------------
+#
+# MLflow keeps only where an alias points now. Every alias move made through this module (``promote``,
+# ``mark_challenger``, ``move_alias``: ``finmlops promote``, ``finmlops run``, ``finmlops live``) first writes one
+# event as a tag of the registered model, ``finmlops.alias_event.<id>`` = JSON, and then moves the alias. The tags
+# live in the registry's database, so ``alias_history`` reconstructs who held which alias on every day after any
+# restart. An event written and not yet applied (a crash in between) is completed by the same call with the same
+# ``event_id``, never duplicated.
+
+ALIAS_EVENT_PREFIX = "finmlops.alias_event."
+AliasAction = Literal["promote", "force", "challenger", "rollback", "retire"]
+_EVENT_ID = re.compile(r"[^A-Za-z0-9_.\-]")
+
+
+class AliasEvent(BaseModel):
+    """One audited alias move: ``alias`` went to ``version`` (None: the alias was removed) on ``day`` (the
+    trading day it takes effect; the wall-clock date for a manual promotion), replacing ``previous``.
+    ``evidence`` holds the test the move was decided on (or is empty for a forced one, whose ``reason`` says why)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    alias: str
+    version: int | None
+    previous: int | None
+    day: date
+    at: str = Field(description="UTC time the event was recorded, ISO 8601.")
+    by: str
+    action: AliasAction
+    reason: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+class AliasPeriod(BaseModel):
+    """``version`` held ``alias`` from ``start`` to ``end`` (inclusive; None: still holds it), set by ``event``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    alias: str
+    version: int | None
+    start: date
+    end: date | None
+    event: AliasEvent
+
+
+def _registered(client: mlflow.MlflowClient, name: str) -> Any:
+    try:
+        return client.get_registered_model(name)
+    except MlflowException:
+        raise ValueError(f"no registered model {name!r}") from None
+
+
+def move_alias(
+    name: str,
+    alias: str,
+    version: int | None,
+    *,
+    action: AliasAction,
+    reason: str,
+    evidence: dict[str, Any] | None = None,
+    day: date | None = None,
+    event_id: str | None = None,
+) -> AliasEvent:
+    """Record an :class:`AliasEvent` on ``name``, then give ``alias`` to ``version`` (None: delete the alias).
+
+    ``event_id`` makes the move idempotent: when an event of that id exists it is the one returned, and the alias is
+    only set if the crash came between the two writes. ``day`` defaults to today's UTC date.
+    """
+    if alias not in ALIASES:
+        raise ValueError(f"unknown alias {alias!r}; use one of {', '.join(ALIASES)}")
+    client = _client()
+    model = _registered(client, name)
+    now = datetime.now(UTC)
+    key = _EVENT_ID.sub("_", event_id) if event_id else f"{now.strftime('%Y%m%dT%H%M%S%f')}-{alias}"
+    existing = model.tags.get(ALIAS_EVENT_PREFIX + key)
+    if existing is not None:
+        event = AliasEvent.model_validate({**json.loads(existing), "id": key, "name": name})
+    else:
+        held = model.aliases.get(alias)
+        event = AliasEvent(
+            id=key, name=name, alias=alias, version=version, previous=int(held) if held is not None else None,
+            day=day or now.date(), at=now.isoformat(timespec="microseconds"), by=getpass.getuser(), action=action,
+            reason=reason, evidence=evidence or {},
+        )  # fmt: skip
+        body = event.model_dump(mode="json", exclude={"id", "name"})
+        client.set_registered_model_tag(name, ALIAS_EVENT_PREFIX + key, json.dumps(body, sort_keys=True))
+    current = _registered(client, name).aliases.get(alias)
+    if event.version is None:
+        if current is not None:
+            client.delete_registered_model_alias(name, alias)
+    elif str(current) != str(event.version):
+        client.set_registered_model_alias(name, alias, str(event.version))
+    return event
+
+
+def alias_events(name: str) -> list[AliasEvent]:
+    """Every recorded alias event of ``name``, in the order they took effect (day, then recording time)."""
+    model = _registered(_client(), name)
+    events = [
+        AliasEvent.model_validate({**json.loads(value), "id": key.removeprefix(ALIAS_EVENT_PREFIX), "name": name})
+        for key, value in model.tags.items()
+        if key.startswith(ALIAS_EVENT_PREFIX)
+    ]
+    return sorted(events, key=lambda e: (e.day, e.at, e.id))
+
+
+def alias_history(name: str, alias: str | None = None) -> list[AliasPeriod]:
+    """The periods each alias (or only ``alias``) was held, oldest first, from :func:`alias_events`. Several moves
+    on one day leave only the last as that day's holder; a period ends the day before the next move."""
+    periods: list[AliasPeriod] = []
+    for which in [alias] if alias else list(ALIASES):
+        events = [e for e in alias_events(name) if e.alias == which]
+        last_per_day = {e.day: e for e in events}  # dict keeps the last event of each day, in day order
+        ordered = list(last_per_day.values())
+        for i, event in enumerate(ordered):
+            end = None
+            if i + 1 < len(ordered):
+                end = date.fromordinal(ordered[i + 1].day.toordinal() - 1)
+            periods.append(AliasPeriod(alias=which, version=event.version, start=event.day, end=end, event=event))
+    return sorted(periods, key=lambda p: (p.start, p.alias))
+
+
+def holders_on(name: str, day: date) -> dict[str, AliasPeriod | None]:
+    """Per alias, the period covering ``day`` (its version and why), or None when nobody held it then (or its
+    moves predate the audit log)."""
+    out: dict[str, AliasPeriod | None] = {}
+    for alias in ALIASES:
+        covering = [p for p in alias_history(name, alias) if p.start <= day and (p.end is None or day <= p.end)]
+        out[alias] = covering[-1] if covering else None
+    return out
+
+
+def describe_event(event: AliasEvent) -> str:
+    """Why a move happened, in one line: the forced reason, or the evidence's test in words."""
+    evidence = event.evidence
+    if event.action == "force":
+        return f"forced by {event.by}: {event.reason}"
+    if "difference" in evidence and "p_value" in evidence:
+        ci = evidence.get("ci")
+        interval = f" [{ci[0]:+.4f}, {ci[1]:+.4f}]" if isinstance(ci, list) and None not in ci else ""
+        days = f" over {evidence['days']} days" if "days" in evidence else ""
+        return (
+            f"{event.action}: {evidence.get('rule', 'test')} difference {float(evidence['difference']):+.4f}"
+            f"{interval}, p = {float(evidence['p_value']):.3g}{days}; {event.reason}"
+        )
+    return f"{event.action}: {event.reason}"
+
+
+# --- the live promotion rule ---------------------------------------------------------------------------------------
+
+
+class LiveEvidence(BaseModel):
+    """The always-valid sequential test of a canary (``finmlops.stats.sequential.daily_msprt``, the trading day as
+    the unit) on the live outcomes since the challenger went to shadow: ``difference`` = accuracy(challenger) -
+    accuracy(champion) over ``days`` days and ``outcomes`` labelled outcomes per arm, its always-valid 95%
+    confidence sequence ``ci`` (None before the test may be read) and always-valid p-value."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rule: str = "live-sequential"
+    difference: float
+    ci: tuple[float, float] | None
+    p_value: float
+    days: int
+    outcomes: int
+    tested: bool
+
+
+def live_decision(evidence: LiveEvidence, margin: float) -> Literal["promote", "rollback", "wait"]:
+    """The live rule, Flagger's: roll back as soon as the test says the challenger is worse (its confidence
+    sequence lies below 0); promote once the test may be read and the challenger is not worse by more than
+    ``margin`` in point estimate (a non-inferiority call, not a proof of superiority); else wait."""
+    if evidence.tested and evidence.ci is not None and evidence.ci[1] < 0:
+        return "rollback"
+    if evidence.tested and evidence.difference >= -margin:
+        return "promote"
+    return "wait"
+
+
+def promote_live(
+    name: str, version: int, evidence: LiveEvidence, *, margin: float, day: date, event_id: str
+) -> AliasEvent:
+    """Give ``champion`` to ``name`` v``version`` by :func:`live_decision` on live ``evidence``; the evidence is
+    recorded on the version (``promotion.champion.*``) and in the alias event. Raises ``PromotionRefused`` naming
+    the numbers otherwise."""
+    decision = live_decision(evidence, margin)
+    if decision != "promote":
+        raise PromotionRefused(
+            f"{name} v{version}: live difference {evidence.difference:+.4f} over {evidence.days} days "
+            f"({evidence.outcomes} outcomes per arm), tested={evidence.tested}: {decision}, not promote"
+        )
+    client = _client()
+    for key in ("difference", "p_value", "days", "outcomes", "rule"):
+        client.set_model_version_tag(name, str(version), f"promotion.champion.{key}", str(getattr(evidence, key)))
+    client.set_model_version_tag(name, str(version), "promotion.champion.reference", "live champion")
+    body = evidence.model_dump(mode="json")
+    reason = f"live canary not worse than the champion by more than {margin} (always-valid test, day as unit)"
+    return move_alias(name, "champion", version, action="promote", reason=reason, evidence=body, day=day,
+                      event_id=event_id)  # fmt: skip

@@ -12,11 +12,13 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from finmlops.executor import ExecutorConfig, open_executor
 from finmlops.features.splits import Fold, walk_forward_folds
 from finmlops.features.target import LabelSpec
 from finmlops.features.windows import Windows
@@ -156,6 +158,7 @@ def walk_forward_predictions(
     label: LabelSpec | None = None,
     label_transform: Callable[[pd.Series], pd.Series] | None = None,
     estimators: Sequence[str] = (),
+    executor: ExecutorConfig | None = None,
 ) -> pd.DataFrame:
     """Predictions of every model on yearly walk-forward test folds, each by :func:`cross_val_predict`.
 
@@ -168,7 +171,9 @@ def walk_forward_predictions(
     ``make_target(universe, label)`` (default ``LabelSpec()``). ``label_transform``, if given, maps that label
     series to the one used for training and ``y_true`` (the leakage audit's label-permutation control; features,
     windows and the traded return stay the real ones). ``epochs`` and ``patience`` bound each deep fit (early
-    stopping restores the best epoch); :func:`train_config` builds the loop settings.
+    stopping restores the best epoch); :func:`train_config` builds the loop settings. ``executor`` runs the
+    ``folds x models`` fits (each a :func:`cross_val_predict` on one fold) serially (default) or as Ray tasks
+    (``finmlops.executor``); every fit seeds itself, so the predictions are the same bit for bit.
 
     Returns a frame with columns ``PREDICTION_COLUMNS``: ``date`` (decision date t), ``ticker``, ``fold`` (the test
     year as a string), ``model``, ``prob_up`` in [0, 1], ``y_true`` (0/1) and ``ret_next``, the label's traded
@@ -217,30 +222,27 @@ def walk_forward_predictions(
     folds = label_folds(target, seq_len=gap_seq, label=label, test_years=test_years, val_frac=val_frac)
     loop = train_config(epochs=epochs, seed=seed, threads=threads, device=device, patience=patience)
 
-    def factory_for(name: str) -> Callable[[], Predictor]:
-        config = next((c for c in configs if c.name == name), None)
-        if config is not None:
-            return lambda: DeepModel(config, loop)
-        if name in estimators:
-            return lambda: estimator(name, loop)
-        return lambda: make_baseline(name, universe=universe, seed=seed, threads=threads)
-
-    scored: dict[str, pd.DataFrame] = {}
+    factories: dict[str, Callable[[], Predictor]] = {c.name: _DeepFactory(c, loop) for c in configs}
+    factories |= {
+        b: _BaselineFactory(b, universe if b in ("momentum", "reversal") else None, seed, threads) for b in baselines
+    }
+    factories |= {e: _EstimatorFactory(e, loop) for e in estimators}
+    shared = _FitInputs(windows=windows, folds=list(folds), label=label, factories=factories)
+    items = [(name, i) for name in names for i in range(len(folds))]
     fit_seconds = []
-    with _tasks(len(folds) * len(names), progress) as advance:
-        for name in names:
-            # One fold at a time, so the progress bar moves per fit.
-            parts = []
-            for fold in folds:
-                try:
-                    part = cross_val_predict(factory_for(name), windows[name], [fold], label)
-                except ValueError as exc:
-                    raise ValueError(f"model {name}: {exc}") from None
-                seconds = part.attrs["fit_seconds"][0]["seconds"]
-                fit_seconds.append({"fold": fold.name, "model": name, "seconds": seconds})
-                parts.append(part)
-                advance(f"fold {fold.name}: {name} ({seconds:.1f}s)")
-            scored[name] = pd.concat(parts, ignore_index=True)
+    with _tasks(len(items), progress) as advance, open_executor(executor) as run:
+
+        def done(_index: int, result: tuple[pd.DataFrame, float]) -> None:
+            part, seconds = result
+            advance(f"fold {part['fold'].iat[0]}: {part.attrs['model']} ({seconds:.1f}s)")
+
+        results = run.map(_fit_one, items, shared=shared, cpus=threads, on_done=done)
+    scored: dict[str, pd.DataFrame] = {}
+    for name in names:
+        parts = [results[k][0] for k, item in enumerate(items) if item[0] == name]
+        scored[name] = pd.concat(parts, ignore_index=True)
+    for (name, i), (_, seconds) in zip(items, results, strict=True):
+        fit_seconds.append({"fold": folds[i].name, "model": name, "seconds": seconds})
 
     out_parts, reports = [], []
     for fold in folds:
@@ -278,6 +280,59 @@ def estimator(name: str, loop: TrainConfig) -> Predictor:
         ]
         return make_estimator(name, members=members)
     return make_estimator(name, seed=loop.seed, threads=loop.threads)
+
+
+class _DeepFactory:
+    """A fresh seeded ``DeepModel`` per call (a class, not a closure, so that Ray pickles it by reference)."""
+
+    def __init__(self, config: VariantConfig, loop: TrainConfig) -> None:
+        self.config, self.loop = config, loop
+
+    def __call__(self) -> Predictor:
+        return DeepModel(self.config, self.loop)
+
+
+class _BaselineFactory:
+    """A fresh seeded baseline per call; ``universe`` only for momentum and reversal, which read the prices."""
+
+    def __init__(self, name: str, universe: Mapping[str, pd.DataFrame] | None, seed: int, threads: int) -> None:
+        self.name, self.universe, self.seed, self.threads = name, universe, seed, threads
+
+    def __call__(self) -> Predictor:
+        return make_baseline(self.name, universe=self.universe, seed=self.seed, threads=self.threads)
+
+
+class _EstimatorFactory:
+    """A fresh seeded tree model of ``ESTIMATORS`` per call (:func:`estimator`)."""
+
+    def __init__(self, name: str, loop: TrainConfig) -> None:
+        self.name, self.loop = name, loop
+
+    def __call__(self) -> Predictor:
+        return estimator(self.name, self.loop)
+
+
+@dataclass(frozen=True)
+class _FitInputs:
+    """What every fit reads: the windows of each model, the folds, the label and the model factories (shipped to
+    Ray's object store once)."""
+
+    windows: Mapping[str, Windows]
+    folds: list[Fold]
+    label: LabelSpec
+    factories: Mapping[str, Callable[[], Predictor]]
+
+
+def _fit_one(inputs: _FitInputs, item: tuple[str, int]) -> tuple[pd.DataFrame, float]:
+    """Fit model ``item[0]`` on fold number ``item[1]`` and predict its test block: (rows, fit seconds)."""
+    name, i = item
+    fold = inputs.folds[i]
+    try:
+        part = cross_val_predict(inputs.factories[name], inputs.windows[name], [fold], inputs.label)
+    except ValueError as exc:
+        raise ValueError(f"model {name}: {exc}") from None
+    part.attrs["model"] = name
+    return part, float(part.attrs["fit_seconds"][0]["seconds"])
 
 
 def train_config(

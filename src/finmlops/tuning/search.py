@@ -29,6 +29,7 @@ import optuna
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+from finmlops.executor import ExecutorConfig, open_executor
 from finmlops.features import Fold, LabelSpec, Windows, label_from_settings
 from finmlops.models.variants import VariantConfig, get_variant
 from finmlops.settings import Settings
@@ -132,6 +133,8 @@ class WalkForwardObjective:
         self.traded = forward_return(universe, label)
         self.features = compute_features(universe, base.feature_set)
         self._windows: dict[int, Windows] = {}
+        # (experiment id, run id) of the tuning run, for trials run in a Ray task (no active parent run there).
+        self.parent: tuple[str, str] | None = None
 
     def windows(self, seq_len: int) -> Windows:
         """Labelled windows of ``seq_len`` days (cached)."""
@@ -156,10 +159,11 @@ class WalkForwardObjective:
             self.target, seq_len=variant.seq_len, label=self.label, test_years=self.folds, val_frac=VAL_FRAC
         )
         # Nested runs do not inherit the parent's experiment: name it.
-        parent = mlflow.active_run()
+        active = mlflow.active_run()
+        experiment_id, parent_id = self.parent or ((active.info.experiment_id, None) if active else (None, None))
         mlflow.start_run(
-            experiment_id=parent.info.experiment_id if parent else None, run_name=f"trial-{trial.number}",
-            nested=True, tags={"finmlops.trial": str(trial.number)},
+            experiment_id=experiment_id, run_name=f"trial-{trial.number}", nested=True, parent_run_id=parent_id,
+            tags={"finmlops.trial": str(trial.number)},
         )  # fmt: skip
         status = "FAILED"
         values: list[float] = []
@@ -307,6 +311,38 @@ def open_study(name: str, storage: Any, meta: dict[str, Any], seed: int) -> optu
     return study
 
 
+@dataclass
+class _RayTuning:
+    """What each Ray task needs to join the study: the objective (features and windows), where the study and
+    MLflow live, and the parent run its trials nest under."""
+
+    objective: WalkForwardObjective
+    storage: str | None  # a database URL; None: the workspace's journal file at ``journal``
+    journal: str
+    name: str
+    meta: dict[str, Any]
+    seed: int
+    trials: int
+    remaining: int
+    tracking_uri: str
+    parent: tuple[str, str]
+
+
+def _tune_in_task(job: _RayTuning, worker: int) -> list[int]:
+    """One Ray worker of the study: trials until the study has ``trials`` finished ones; returns their numbers."""
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    mlflow.set_tracking_uri(job.tracking_uri)
+    storage = job.storage or JournalStorage(JournalFileBackend(job.journal))
+    # Each worker's TPE gets its own seed, so that workers starting together do not sample the same points.
+    study = open_study(job.name, storage, job.meta, job.seed + 1009 * (worker + 1))
+    job.objective.parent = job.parent
+    ran: list[int] = []
+    callbacks = [optuna.study.MaxTrialsCallback(job.trials, states=FINISHED), lambda _s, t: ran.append(t.number)]
+    study.optimize(job.objective, n_trials=job.remaining, callbacks=callbacks, gc_after_trial=True)
+    return ran
+
+
 def run_tuning(
     settings: Settings,
     variant: str,
@@ -318,8 +354,14 @@ def run_tuning(
     storage: str | None = None,
     study_name: str | None = None,
     register: bool = True,
+    executor: ExecutorConfig | None = None,
 ) -> TuneReport:
     """Run the study until it has ``trials`` finished (complete or pruned) trials; see the module docstring.
+
+    ``executor`` ray runs the trials as Ray tasks, one per Ray worker (its CPUs over the settings' threads), each
+    an Optuna worker on the shared storage (the journal file on one machine; a ``postgresql://`` URL on a cluster)
+    whose trials are MLflow runs nested under this process's tuning run. Parallel TPE sees fewer finished trials
+    when it samples, so a Ray study is not the same sequence of trials as a serial one.
 
     ``folds``: test years (default: the 3 years before the store's last year, which stays out of the selection).
     Raises ``TuningInterrupted`` on
@@ -369,7 +411,17 @@ def run_tuning(
                     lambda _study, frozen: ran.append(frozen.number),
                 ]
                 try:
-                    study.optimize(objective, n_trials=remaining, callbacks=callbacks, gc_after_trial=True)
+                    if executor is not None and executor.kind == "ray":
+                        job = _RayTuning(
+                            objective, storage, str(settings.home / "tuning" / "optuna.journal"), name, meta,
+                            settings.seed, trials, remaining, uri, (experiment_id, parent.info.run_id),
+                        )  # fmt: skip
+                        with open_executor(executor) as run:
+                            workers = max(1, min(remaining, run.workers // max(settings.threads, 1)))
+                            ran += [n for part in run.map(_tune_in_task, range(workers), shared=job,
+                                                          cpus=settings.threads) for n in part]  # fmt: skip
+                    else:
+                        study.optimize(objective, n_trials=remaining, callbacks=callbacks, gc_after_trial=True)
                 except KeyboardInterrupt:
                     mlflow.set_tag("finmlops.interrupted", "true")
                     mlflow.end_run("KILLED")

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from finmlops.executor import ExecutorConfig, ExecutorKind, RayConfig
 from finmlops.features.target import LabelSpec
 from finmlops.provenance import write_text_atomic
 from finmlops.settings import validation_message
@@ -34,10 +35,21 @@ class _Section(BaseModel):
 
 
 class UniverseConfig(_Section):
-    """Which market: the bundled snapshot's ``tickers`` (all ten when omitted) from ``start`` to ``end``."""
+    """Which market: ``source`` is ``snapshot10`` (the bundled ten; ``snapshot`` is the same), ``sp500`` (443 S&P
+    500 constituents, read from the folder that the ``sp500_dir`` setting names) or a folder of ``<TICKER>.csv``
+    files; ``tickers`` (all of the universe's when omitted) from ``start`` to ``end``."""
 
-    source: Literal["snapshot"] = "snapshot"
-    tickers: list[str] | None = Field(default=None, description="Upper-case tickers; None: every snapshot ticker.")
+    source: str = Field(default="snapshot", description="snapshot10 (or snapshot), sp500, or a CSV folder's path.")
+    tickers: list[str] | None = Field(default=None, description="Upper-case tickers; None: all of the universe's.")
+
+    @field_validator("source")
+    @classmethod
+    def _known_or_folder(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("source must be snapshot10, sp500 or a CSV folder's path")
+        return value
+
     start: date
     end: date
 
@@ -114,6 +126,10 @@ class RunConfig(_Section):
     costs: CostsConfig = CostsConfig()
     traffic: TrafficConfig = TrafficConfig()
     importance: ImportanceConfig = ImportanceConfig()
+    executor: ExecutorKind = Field(
+        default="serial", description="serial, or ray: the walk-forward's fold x model fits as Ray tasks."
+    )
+    ray: RayConfig = RayConfig()
 
     @field_validator("test_years")
     @classmethod
@@ -162,6 +178,11 @@ class RunConfig(_Section):
         return [get_variant(v.name, **v.params) for v in self.variants]
 
     @property
+    def executor_config(self) -> ExecutorConfig:
+        """The walk-forward's executor (docs/distributed.md): the same predictions, bit for bit, either way."""
+        return ExecutorConfig(kind=self.executor, ray=self.ray)
+
+    @property
     def tickers(self) -> tuple[str, ...]:
         if self.universe.tickers is None:
             raise RunConfigError("the config is not resolved: universe.tickers is unset (call resolve())")
@@ -183,12 +204,20 @@ class RunConfig(_Section):
         return max(v.seq_len for v in self.variant_configs())
 
     def resolve(self) -> RunConfig:
-        """Every default made explicit: the snapshot's tickers named, so the file alone reproduces the run."""
+        """Every default made explicit: the universe's tickers named, so the file alone reproduces the run."""
         if self.universe.tickers is not None:
             return self
-        from finmlops.data import snapshot_tickers
+        from finmlops.data import DataError, universe_source, universe_tickers
 
-        universe = self.universe.model_copy(update={"tickers": list(snapshot_tickers())})
+        source = self.universe.source
+        try:
+            if source in ("snapshot", "snapshot10", "sp500"):
+                tickers = universe_tickers(source)
+            else:
+                tickers = universe_source(source).tickers
+        except DataError as exc:
+            raise RunConfigError(f"universe.source: {exc}") from None
+        universe = self.universe.model_copy(update={"tickers": tickers})
         return self.model_copy(update={"universe": universe})
 
     def to_yaml(self) -> str:

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from finmlops.executor import ExecutorConfig
 from finmlops.provenance import file_sha256
 from finmlops.settings import Settings
 from finmlops.stats import describe_comparison
@@ -29,6 +30,7 @@ from finmlops.workflow.engine import (
     StepReport,
     run_steps,
 )
+from finmlops.workflow.services import backtest_stage, ingest_stage, mlflow_tracker, track_evaluation
 
 DRIFT_MODEL = "enhanced-predictor@champion"  # the challenger arm: the larger feature set, more to drift
 
@@ -119,6 +121,29 @@ def _snapshot_digest(tickers: tuple[str, ...]) -> str:
     return digest.hexdigest()
 
 
+def _universe_source(ctx: Context) -> Any:
+    """The run's universe resolved to an ingest source, CSV folder and tickers (``finmlops.data.universe``)."""
+    from finmlops.data import universe_source
+
+    return universe_source(ctx.plan.universe.source, ctx.settings.sp500_dir)
+
+
+def _source_digest(ctx: Context) -> str:
+    """SHA-256 of the run's input files: the bundled snapshot's, or the CSV folder's files of the run's tickers."""
+    plan: RunConfig = ctx.plan
+    source = _universe_source(ctx)
+    if source.data_dir is None:
+        return _snapshot_digest(plan.tickers)
+    from finmlops.data.csv_source import find_csv_files
+
+    found = find_csv_files(source.data_dir)
+    digest = hashlib.sha256()
+    for t in plan.tickers:
+        files = found.get(t, [])
+        digest.update(t.encode() + b"\0" + (files[0].read_bytes() if len(files) == 1 else b"missing or ambiguous"))
+    return digest.hexdigest()
+
+
 def _feature_sets(plan: RunConfig) -> list[str]:
     from finmlops.features import FEATURE_SETS
 
@@ -140,25 +165,17 @@ def _ci(entry: dict[str, Any]) -> str:
 # --- the steps --------------------------------------------------------------------------------------------------------
 
 
-def _track(ctx: Context, function: str, **kwargs: Any) -> str:
-    """Log a step's result to MLflow exactly as its standalone command does (``finmlops.tracking.<function>``),
-    so a run's ingestion, evaluation and backtest are traceable like theirs; returns the MLflow run id."""
-    import logging
-
-    import mlflow  # noqa: F401  # it sets its logger to INFO on import: quiet it after
-
-    from finmlops import tracking
-
-    logging.getLogger("mlflow").setLevel(logging.WARNING)
-    return str(getattr(tracking, function)(ctx.settings, **kwargs))
-
-
 def _ingest(ctx: Context) -> Outcome:
-    from finmlops.data import DataStore, dataset_hash_of, ingest
+    from finmlops.data import dataset_hash_of
 
     plan: RunConfig = ctx.plan
-    store = DataStore(ctx.settings.data_dir)
-    report = ingest(store, plan.universe.source, list(plan.tickers), plan.universe.start, plan.universe.end)
+    # The same service as `finmlops ingest`, tracked the same way.
+    source = _universe_source(ctx)
+    outcome = ingest_stage(
+        ctx.settings, source.source, list(plan.tickers), plan.universe.start, plan.universe.end,
+        data_dir=source.data_dir, tracker=mlflow_tracker(ctx.settings),
+    )  # fmt: skip
+    report, run_id = outcome.report, outcome.mlflow_run
     for warning in report.warnings:
         ctx.log(f"[ingest] warning: {warning}")
     ctx.cache.pop("universe", None)
@@ -167,10 +184,6 @@ def _ingest(ctx: Context) -> Outcome:
     first = min(f.index.min() for f in universe.values()).date()
     last = max(f.index.max() for f in universe.values()).date()
     data_hash = dataset_hash_of(universe)
-    run_id = _track(
-        ctx, "log_ingestion", tickers=sorted(universe), start=plan.universe.start, end=plan.universe.end,
-        source=plan.universe.source, dataset_hash=report.dataset_hash, n_rows=rows, warnings=report.warnings,
-    )  # fmt: skip
     return Outcome(
         figure=f"{len(universe)} tickers, {rows:,} rows {first}..{last}, data {data_hash[:12]}",
         data={"dataset_hash": data_hash, "rows": rows, "first": str(first), "last": str(last), "mlflow_run": run_id},
@@ -226,7 +239,7 @@ def _train(ctx: Context) -> Outcome:
     preds = walk_forward_predictions(
         universe, variants=plan.variant_configs(), baselines=plan.baselines, test_years=plan.test_years,
         epochs=plan.epochs, seed=seed, threads=ctx.settings.threads, device="auto",
-        progress=ctx.cache.get("progress", False), label=plan.label,
+        progress=ctx.cache.get("progress", False), label=plan.label, executor=plan.executor_config,
     )  # fmt: skip
     ctx.cache["predictions"] = preds
     fit_seconds: dict[str, float] = {}
@@ -246,7 +259,7 @@ def _train(ctx: Context) -> Outcome:
     vs = describe_comparison(baseline_comparison(deep[best]["vs_baselines"]["majority"], "majority"))
     majority = payload["models"]["majority"]["pooled"]["accuracy"]["value"]
     results = ctx.settings.results_dir
-    run_id = _track(ctx, "log_evaluation_result", result=payload)
+    run_id = track_evaluation(payload, mlflow_tracker(ctx.settings))
     return Outcome(
         figure=f"{len(plan.test_years)} folds, {len(payload['models'])} models; best deep {best} accuracy "
         f"{_ci(deep[best]['pooled']['accuracy'])}, majority {majority:.3f}: {vs}",
@@ -262,14 +275,15 @@ def _train(ctx: Context) -> Outcome:
 
 def _backtest(ctx: Context) -> Outcome:
     from finmlops.evaluation.backtest import BacktestConfig
-    from finmlops.evaluation.workspace import run_backtest_workspace
 
-    result = run_backtest_workspace(ctx.settings, BacktestConfig(**ctx.plan.costs.model_dump()))
+    outcome = backtest_stage(
+        ctx.settings, BacktestConfig(**ctx.plan.costs.model_dump()), tracker=mlflow_tracker(ctx.settings)
+    )
+    result, run_id = outcome.result, outcome.mlflow_run
     # The deep variants' best: the majority baseline's long_flat is buy-and-hold itself.
     rows = [(m, s, p) for m, by_s in result["results"].items() if m in ctx.plan.variant_names for s, p in by_s.items()]
     model, strategy, best = max(rows, key=lambda r: r[2]["sharpe"])
     dsr = best.get("deflated_sharpe")
-    run_id = _track(ctx, "log_backtest_result", result=result)
     return Outcome(
         figure=f"best deep net Sharpe {best['sharpe']:.2f} ({model} {strategy}, deflated SR "
         f"{'n/a' if dsr is None else f'{dsr:.2f}'}) vs buy-and-hold {result['benchmark']['sharpe']:.2f}",
@@ -459,13 +473,13 @@ def build_steps() -> list[Step]:
     return [
         Step(
             "ingest",
-            "ingest the bundled snapshot",
+            "ingest the universe (bundled snapshot or CSV folder)",
             (),
             lambda ctx: {
                 "tickers": plan_of(ctx).tickers,
                 "start": plan_of(ctx).universe.start,
                 "end": plan_of(ctx).universe.end,
-                "snapshot": _snapshot_digest(plan_of(ctx).tickers),
+                "snapshot": _source_digest(ctx),
             },
             _ingest,
             _ingest_valid,
@@ -520,6 +534,7 @@ def run_pipeline(
     progress: bool = False,
     log: Callable[[str], None] = lambda _: None,
     on_step: Callable[[StepReport], None] = lambda _: None,
+    executor: ExecutorConfig | None = None,
 ) -> RunResult:
     """Run the ten steps of ``config`` (default: ``configs/default.yaml``, or ``configs/quick.yaml`` with
     ``quick``); returns the summary. The resolved config is written to ``<results>/run_config.yaml`` before any
@@ -528,7 +543,8 @@ def run_pipeline(
     Raises :class:`~finmlops.workflow.engine.StepFailed` naming the first failing step; the steps before it keep
     their outputs and records. ``steps``: names rerun even when their inputs are unchanged (``--step``; a
     ``ValueError`` names an unknown one); every other step runs or is skipped as usual. ``progress`` shows the
-    walk-forward's progress bar on stderr.
+    walk-forward's progress bar on stderr. ``executor`` (``--executor``) replaces the config's ``executor`` and
+    ``ray`` sections; it changes where the fits run, not the predictions, so it does not rerun the train step.
     """
     import time
 
@@ -538,6 +554,8 @@ def run_pipeline(
     if unknown:
         raise ValueError(f"unknown step(s) {', '.join(unknown)}; the steps are {', '.join(s.name for s in pipeline)}")
     config = (config or shipped_config("quick" if quick else "default")).resolve()
+    if executor is not None:
+        config = config.model_copy(update={"executor": executor.kind, "ray": executor.ray})
     for difference in settings_differences(settings, config):
         log(f"note: the run config declares {difference.split(':')[0]}; it is used ({difference})")
     settings = run_settings(settings, config)

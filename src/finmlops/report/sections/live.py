@@ -1,0 +1,212 @@
+"""Living through time (``finmlops live``): the comparison of setups and, per setup, the timeline.
+
+Reads ``results/live_comparison.json`` (``finmlops.workflow.live_compare``) when it exists, else every
+``live/**/results/live_timeline.json`` under the home (one per lived workspace). Per setup the timeline shows the
+champion's version by day, the 20-day rolling served accuracy and champion IC, the canary's traffic share, and the
+days of drift alarms, retrains, promotions and rollbacks.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from html import escape
+from pathlib import Path
+
+import numpy as np
+
+from finmlops.report.base import Input, Section, empty, note, num, read_model, table
+from finmlops.report.charts import Series, colors, date_ticks, day, line_chart
+from finmlops.settings import Settings
+
+TITLE = "Living through time"
+ROLLING = 20
+
+
+class _Estimate(Input):
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+class _Hindsight(Input):
+    day: date
+    new: int
+    old: int
+    days: int
+    new_accuracy: float | None
+    old_accuracy: float | None
+
+
+class _Setup(Input):
+    name: str
+    days: int
+    first: date | None
+    last: date | None
+    served_accuracy: _Estimate
+    champion_ic: _Estimate
+    sharpe: _Estimate
+    total_return: float | None
+    outcomes: int
+    retrains: int
+    promotions: int
+    rollbacks: int
+    drift_alarms: int
+    wrong_promotions: int
+    hindsight: list[_Hindsight]
+    fit_cpu_seconds: float
+    timeline: str
+
+
+class _Comparison(Input):
+    setups: list[_Setup]
+    hindsight_days: int
+
+
+class _Day(Input):
+    day: date
+    champion: int | None
+    challenger: int | None
+    share: float
+    served_n: int
+    served_correct: int
+    book_return: float | None
+    champion_ic: float | None
+    drift_alarm: bool
+    events: list[str]
+
+
+class _Timeline(Input):
+    days: list[_Day]
+    totals: dict[str, object]
+
+
+def _ci(e: _Estimate, spec: str = ".3f") -> str:
+    if e.value is None:
+        return "–"
+    return f"{num(e.value, spec)} [{num(e.ci_low, spec)}, {num(e.ci_high, spec)}]"
+
+
+def _rolling(values: list[float | None], weights: list[float] | None = None) -> list[float | None]:
+    v = np.array([np.nan if x is None else x for x in values], dtype=float)
+    w = np.ones_like(v) if weights is None else np.asarray(weights, dtype=float)
+    out: list[float | None] = []
+    for i in range(len(v)):
+        lo = max(0, i - ROLLING + 1)
+        vv, ww = v[lo : i + 1], w[lo : i + 1]
+        ok = np.isfinite(vv) & (ww > 0)
+        out.append(float((vv[ok] * ww[ok]).sum() / ww[ok].sum()) if ok.sum() and i >= ROLLING - 1 else None)
+    return out
+
+
+def timeline_html(name: str, timeline: _Timeline) -> str:
+    days = timeline.days
+    if not days:
+        return note(f"{name}: no lived day yet")
+    xs = [day(d.day) for d in days]
+    ticks = date_ticks(xs)
+    palette = colors(["champion", "accuracy", "ic", "share"])
+    champion = line_chart(
+        [Series("champion version", xs, [d.champion for d in days], palette["champion"])],
+        title=f"{name}: champion version by day", y_label="version", x_ticks=ticks, height=200,
+    )  # fmt: skip
+    accuracy = [d.served_correct / d.served_n if d.served_n else None for d in days]
+    rolling = line_chart(
+        [
+            Series(f"served accuracy ({ROLLING}-day)", xs, _rolling(accuracy, [d.served_n for d in days]),
+                   palette["accuracy"]),
+            Series(f"champion IC ({ROLLING}-day mean)", xs, _rolling([d.champion_ic for d in days]), palette["ic"]),
+        ],
+        title=f"{name}: rolling served accuracy and champion IC", y_label="accuracy / IC", x_ticks=ticks,
+        hlines=[(0.5, "0.5"), (0.0, "0")],
+    )  # fmt: skip
+    share = line_chart(
+        [Series("challenger share", xs, [d.share * 100 for d in days], palette["share"])],
+        title=f"{name}: canary traffic share", y_label="% of tickers", x_ticks=ticks, height=180,
+    )  # fmt: skip
+    marks = [
+        (d.day.isoformat(), e)
+        for d in days
+        for e in d.events
+        if e.startswith(("retrain", "promote", "rollback", "challenger"))
+    ]
+    alarms = [d.day for d in days if d.drift_alarm]
+    alarm_text = f"drift alarms on {len(alarms)} of {len(days)} days" + (
+        f" (first {alarms[0]}, last {alarms[-1]})" if alarms else ""
+    )
+    events = table(["day", "event"], marks, text=True) if marks else note("no retrain, promotion or rollback")
+    return champion + rolling + share + note(alarm_text) + events
+
+
+def _timelines(settings: Settings) -> list[tuple[str, Path]]:
+    root = settings.home / "live"
+    if not root.is_dir():
+        return []
+    return [(str(p.parent.parent.relative_to(root)), p) for p in sorted(root.glob("**/results/live_timeline.json"))]
+
+
+def build(settings: Settings) -> Section:
+    path = settings.results_dir / "live_comparison.json"
+    comparison = read_model(path, _Comparison)
+    sources: list[str] = []
+    parts: list[str] = []
+    if comparison is not None:
+        sources.append(str(path))
+        rows = [
+            [
+                s.name,
+                f"{s.first}..{s.last}" if s.first else "–",
+                str(s.outcomes),
+                _ci(s.served_accuracy),
+                _ci(s.champion_ic),
+                _ci(s.sharpe, ".2f"),
+                num(s.total_return, "+.1%"),
+                str(s.retrains),
+                str(s.promotions),
+                str(s.rollbacks),
+                f"{s.wrong_promotions} of {s.promotions}",
+                str(s.drift_alarms),
+                num(s.fit_cpu_seconds, ".0f"),
+            ]
+            for s in comparison.setups
+        ]
+        parts.append(
+            table(
+                [
+                    "setup",
+                    "days",
+                    "outcomes",
+                    "served accuracy [95% CI]",
+                    "champion IC [95% CI]",
+                    "Sharpe [95% CI]",
+                    "book return",
+                    "retrains",
+                    "promotions",
+                    "rollbacks",
+                    "wrong promotions",
+                    "drift alarms",
+                    "refit CPU s",
+                ],
+                rows,
+            )
+        )
+        parts.append(
+            note(
+                "Intervals: circular block bootstrap over days (blocks of 10). The book is long the tickers whose "
+                "served answer says up, equal weight, gross of costs. A promotion is wrong when, on the "
+                f"{comparison.hindsight_days} trading days after it, the new champion was less accurate than the one "
+                "it replaced (hindsight, from the history store)."
+            )
+        )
+        timelines = [(s.name, Path(s.timeline)) for s in comparison.setups]
+    else:
+        timelines = _timelines(settings)
+        if not timelines:
+            return empty("live", TITLE, "finmlops live --from 2021-01-04 --to 2023-12-29", "live days")
+    for name, file in timelines:
+        timeline = read_model(file, _Timeline)
+        if timeline is None:
+            parts.append(note(f"{name}: {file} is missing (rerun finmlops live)"))
+            continue
+        sources.append(str(file))
+        parts.append(f"<h3>{escape(name)}</h3>" + timeline_html(name, timeline))
+    return Section("live", TITLE, "".join(parts), tuple(sources))
