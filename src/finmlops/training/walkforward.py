@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from finmlops.executor import ExecutorConfig, open_executor
-from finmlops.features.splits import Fold, walk_forward_folds
+from finmlops.features.splits import Fold, study_period_folds, walk_forward_folds
 from finmlops.features.target import LabelSpec
 from finmlops.features.windows import Windows
 from finmlops.models.base import Predictor
@@ -141,6 +141,34 @@ def label_folds(
     )
 
 
+def study_folds(
+    target: pd.Series,
+    *,
+    seq_len: int,
+    label: LabelSpec,
+    test_years: Sequence[int],
+    periods: tuple[int, int],
+    val_frac: float = 0.2,
+) -> list[Fold]:
+    """Fischer & Krauss's study periods (``periods = (train_days, trade_days)``) on the calendar of ``target``,
+    purge and embargo ``min_gap(seq_len, label.reach)``, keeping those whose trading block starts in a year of
+    ``test_years``. Raises ``ValueError`` when none does."""
+    calendar = target.index.get_level_values("date")
+    train_days, trade_days = periods
+    every = study_period_folds(
+        calendar, seq_len=seq_len, reach=label.reach, train_days=train_days, trade_days=trade_days, val_frac=val_frac
+    )
+    years = set(test_years)
+    kept = [f for f in every if pd.Timestamp(f.test_dates[0]).year in years]
+    if not kept:
+        raise ValueError(
+            f"no study period of {train_days} + {trade_days} days starts trading in test years "
+            f"{min(years)}..{max(years)} (the {len(every)} periods start in "
+            f"{sorted({pd.Timestamp(f.test_dates[0]).year for f in every})})"
+        )
+    return kept
+
+
 def walk_forward_predictions(
     universe: Mapping[str, pd.DataFrame],
     *,
@@ -159,12 +187,16 @@ def walk_forward_predictions(
     label_transform: Callable[[pd.Series], pd.Series] | None = None,
     estimators: Sequence[str] = (),
     executor: ExecutorConfig | None = None,
+    study_periods: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Predictions of every model on yearly walk-forward test folds, each by :func:`cross_val_predict`.
 
     For each year in ``test_years`` every model is refit on all earlier data (expanding window; the last
     ``val_frac`` of it, after a purge gap, is the early-stopping validation block) and predicts every test-year
-    window. Purge and embargo are ``min_gap(seq_len, label.reach)`` with the largest ``seq_len`` of the requested
+    window. With ``study_periods=(train_days, trade_days)`` the folds are instead Fischer & Krauss's rolling study
+    periods (:func:`study_folds`): ``train_days`` of training (the last ``val_frac`` for early stopping), then
+    ``trade_days`` of trading, keeping the periods whose trading block starts in one of ``test_years``. Purge and
+    embargo are ``min_gap(seq_len, label.reach)`` with the largest ``seq_len`` of the requested
     variants, so no training window or label overlaps the test year. ``variants`` are preset names or configs;
     ``baselines`` are names from ``ALL_BASELINES`` (logistic and LightGBM read ``baseline_feature_set``);
     ``estimators`` names from ``ESTIMATORS`` (tree models on their own feature set, :func:`estimator`). The label is
@@ -219,7 +251,11 @@ def walk_forward_predictions(
         windows.update(dict.fromkeys(baselines, base))
 
     gap_seq = max([c.seq_len for c in configs], default=1)
-    folds = label_folds(target, seq_len=gap_seq, label=label, test_years=test_years, val_frac=val_frac)
+    if study_periods is None:
+        folds = label_folds(target, seq_len=gap_seq, label=label, test_years=test_years, val_frac=val_frac)
+    else:
+        folds = study_folds(target, seq_len=gap_seq, label=label, test_years=test_years, periods=study_periods,
+                            val_frac=val_frac)  # fmt: skip
     loop = train_config(epochs=epochs, seed=seed, threads=threads, device=device, patience=patience)
 
     factories: dict[str, Callable[[], Predictor]] = {c.name: _DeepFactory(c, loop) for c in configs}
