@@ -18,14 +18,14 @@ def _stage_values() -> dict[str, tuple[str, ...]]:
     from finmlops.evaluation.backtest import ALL_STRATEGIES
     from finmlops.features.registry import FEATURE_SETS
     from finmlops.features.target import Execution
-    from finmlops.models.variants import VARIANTS
+    from finmlops.models.variants import PRESETS
     from finmlops.monitoring.drift import CURRENT_SOURCES
     from finmlops.serving.traffic import ModelInput
     from finmlops.tracking.backend import EXPERIMENTS
     from finmlops.tracking.packaging import EXPORT_FORMATS
 
     return {
-        "Source": SOURCES, "FeatureSet": FEATURE_SETS, "Variant": tuple(VARIANTS),
+        "Source": SOURCES, "FeatureSet": FEATURE_SETS, "Variant": tuple(PRESETS),
         "ExecutionChoice": get_args(Execution), "ModelInputChoice": get_args(ModelInput), "Strategy": ALL_STRATEGIES,
         "ExportFormat": EXPORT_FORMATS, "Experiment": EXPERIMENTS, "CurrentSource": CURRENT_SOURCES,
     }  # fmt: skip

@@ -23,7 +23,7 @@ from finmlops.data import DataError, DataStore, load_snapshot, read_tickers_file
 from finmlops.data.ingest import SOURCES
 from finmlops.features.registry import FEATURE_SETS
 from finmlops.features.target import Execution
-from finmlops.models.variants import VARIANTS
+from finmlops.models.variants import PRESETS, VARIANTS
 from finmlops.serving.traffic import ModelInput
 from finmlops.settings import (
     Settings,
@@ -68,7 +68,7 @@ def _choices(name: str, values: Any) -> Any:
 
 Source = _choices("Source", SOURCES)
 FeatureSet = _choices("FeatureSet", FEATURE_SETS)
-Variant = _choices("Variant", VARIANTS)
+Variant = _choices("Variant", PRESETS)  # the project's VARIANTS and the papers' presets
 ExecutionChoice = _choices("ExecutionChoice", get_args(Execution))
 ModelInputChoice = _choices("ModelInputChoice", get_args(ModelInput))
 # The stages below define these where importing them would load torch, MLflow or scipy at every command's start;

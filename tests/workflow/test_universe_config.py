@@ -52,3 +52,25 @@ def test_snapshot10_is_the_snapshot_and_a_missing_folder_is_one_error(tmp_path: 
     assert len(parse_run_config(_config("snapshot10"), "run.yaml").resolve().tickers) == 10
     with pytest.raises(RunConfigError, match=r"universe.source: .*neither snapshot10 nor sp500 nor a folder"):
         parse_run_config(_config(str(tmp_path / "nowhere")), "run.yaml").resolve()
+
+
+@pytest.mark.parametrize("name", ["sp500", "sp500-full"])
+def test_the_sp500_configs_load_with_the_papers_models(name: str) -> None:
+    from finmlops.workflow.config import load_run_config
+
+    plan = load_run_config(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml").resolve()
+    assert len(plan.tickers) == 443 and plan.label.kind == "cross_sectional"
+    assert {"kdh_dnn", "fk_lstm"} <= set(plan.variant_names) and set(plan.registered_names) == {"baseline", "enhanced"}
+    assert {"kdh_gbt", "kdh_rf", "kdh_ensemble"} <= set(plan.estimators)
+    assert {"fk_long_short", "topk_dropout"} <= set(plan.strategies or ())
+    assert plan.folds == ("study_periods" if name == "sp500-full" else "yearly")
+
+
+def test_a_run_config_rejects_unknown_estimators_and_registers_only_variants() -> None:
+    raw = shipped_config("quick").model_dump(mode="json")
+    with pytest.raises(RunConfigError, match="unknown estimator"):
+        parse_run_config(yaml.safe_dump(raw | {"estimators": ["xgboost"]}), "run.yaml")
+    with pytest.raises(RunConfigError, match="register_variants names"):
+        parse_run_config(yaml.safe_dump(raw | {"register_variants": ["kdh_gbt"]}), "run.yaml")
+    with pytest.raises(RunConfigError, match="folds"):
+        parse_run_config(yaml.safe_dump(raw | {"folds": "monthly"}), "run.yaml")

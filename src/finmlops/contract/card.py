@@ -38,7 +38,12 @@ class ModelCard(BaseModel):
     train_end: str | None = Field(default=None, description="Last decision date the model was trained on.")
     walk_forward: dict[str, float] = Field(default_factory=dict, description="Pooled walk-forward metrics.")
     # The label (finmlops.features.LabelSpec) the model was fit on; absent in older cards: the defaults.
-    kind: Literal["direction"] = Field(default="direction", description="Label kind: direction of the traded return.")
+    kind: Literal["direction", "cross_sectional", "excess"] = Field(
+        default="direction",
+        description="Label kind (finmlops.features.LabelSpec): prob_up is P(traded return > threshold) for "
+        "direction, P(above the date's cross-sectional median) for cross_sectional, P(above the equal-weight "
+        "universe) for excess.",
+    )
     horizon: int = Field(
         default=1, ge=1, description="Label horizon: P(up) of the return from t+1 to t+1+horizon (execution prices)."
     )

@@ -20,7 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from finmlops.evaluation.signal import signal_measures
-from finmlops.models.baselines import BASELINES
+from finmlops.models.baselines import ALL_BASELINES
 from finmlops.stats import Comparison
 from finmlops.stats.bootstrap import BootstrapConfig, interval, paired_test
 from finmlops.stats.classification import log_loss, ranked_auc, score_ranks
@@ -372,7 +372,7 @@ def evaluate_predictions(
     Returns ``{"models": {model: {"pooled", "folds", "vs_baselines", "per_ticker", "calibration", "n_rows",
     "n_dates"}}, "bootstrap": {...}}``. Paired tests compare each model with every baseline in ``baselines``
     that is present (a baseline is not compared with itself); ``is_baseline`` marks those and every model named in
-    ``finmlops.models.BASELINES``.
+    ``finmlops.models.ALL_BASELINES``.
     """
     boot = boot or BootstrapConfig()
     preds = validate_predictions(preds)
@@ -390,7 +390,7 @@ def evaluate_predictions(
         correct = ((prepared.prob > 0.5) == (prepared.y == 1)).astype(float)
         signal = signal_measures(pooled, prepared.ic, prepared.rank_ic, correct, prepared.date_idx, boot)
         result[model] = {
-            "is_baseline": model in present_baselines or model in BASELINES,
+            "is_baseline": model in present_baselines or model in ALL_BASELINES,
             "n_rows": len(rows),
             "n_dates": prepared.n_dates,
             "pooled": pooled,

@@ -8,11 +8,19 @@ from finmlops.features.registry import FEATURE_SETS, REGISTRY, Feature, feature_
 from finmlops.features.scaling import FeatureScaler
 from finmlops.features.splits import Fold, chronological_split, min_gap, walk_forward_folds
 from finmlops.features.store import load_features, save_features
-from finmlops.features.target import LabelSpec, forward_return, label_from_settings, make_target
+from finmlops.features.target import (
+    LABEL_KINDS,
+    LabelSpec,
+    forward_return,
+    label_from_settings,
+    make_target,
+    relative_return,
+)
 from finmlops.features.windows import WindowIndex, Windows, make_window_index, make_windows
 
 __all__ = [
     "FEATURE_SETS",
+    "LABEL_KINDS",
     "REGISTRY",
     "Feature",
     "FeatureScaler",
@@ -33,6 +41,7 @@ __all__ = [
     "make_windows",
     "market_returns",
     "min_gap",
+    "relative_return",
     "save_features",
     "settled_history",
     "walk_forward_folds",

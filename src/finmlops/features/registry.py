@@ -17,8 +17,8 @@ import pandas as pd
 from finmlops.data.validation import OHLCV_COLUMNS
 
 # The project's own sets, then the field's standard ones (finmlops.features.alpha158: Qlib's Alpha158, and Krauss,
-# Do & Huck's 31 multi-period returns).
-FEATURE_SETS: tuple[str, ...] = ("basic", "enhanced", "advanced", "alpha158", "kdh")
+# Do & Huck's 31 multi-period returns; finmlops.features.fischer_krauss: Fischer & Krauss's 1-day returns).
+FEATURE_SETS: tuple[str, ...] = ("basic", "enhanced", "advanced", "alpha158", "kdh", "fk240")
 
 
 @dataclass
@@ -172,4 +172,7 @@ def sets_of(name: str) -> list[str]:
 
 def _ensure_declared() -> None:
     # The declarations live in indicators.py and alpha158.py; importing them fills the registry exactly once.
-    from finmlops.features import alpha158  # noqa: F401  # imports indicators first: one registry order
+    from finmlops.features import (
+        alpha158,  # noqa: F401  # imports indicators first: one registry order
+        fischer_krauss,  # noqa: F401  # after alpha158: fk240 reuses its R1
+    )

@@ -9,20 +9,30 @@ from typing import Any
 
 from finmlops.models.base import Predictor, WindowsLike, check_windows
 from finmlops.models.baselines import (
+    ALL_BASELINES,
     BASELINES,
     LightGBMBaseline,
     LogisticBaseline,
     MajorityBaseline,
     MomentumBaseline,
+    RandomBaseline,
+    ReversalBaseline,
     make_baseline,
 )
-from finmlops.models.variants import VARIANTS, VariantConfig, get_variant
+from finmlops.models.estimators import ESTIMATORS, EnsembleModel, make_estimator
+from finmlops.models.variants import PAPER_VARIANTS, PRESETS, VARIANTS, VariantConfig, get_variant
 
-_LAZY = {"build_network", "forward_flops", "LSTMNet", "MultiScaleLSTMNet", "TransformerNet"}
+_LAZY = {"build_network", "forward_flops", "DNNNet", "LSTMNet", "MultiScaleLSTMNet", "TransformerNet"}
 
 __all__ = [
+    "ALL_BASELINES",
     "BASELINES",
+    "ESTIMATORS",
+    "PAPER_VARIANTS",
+    "PRESETS",
     "VARIANTS",
+    "DNNNet",
+    "EnsembleModel",
     "LSTMNet",
     "LightGBMBaseline",
     "LogisticBaseline",
@@ -30,6 +40,8 @@ __all__ = [
     "MomentumBaseline",
     "MultiScaleLSTMNet",
     "Predictor",
+    "RandomBaseline",
+    "ReversalBaseline",
     "TransformerNet",
     "VariantConfig",
     "WindowsLike",
@@ -38,6 +50,7 @@ __all__ = [
     "forward_flops",
     "get_variant",
     "make_baseline",
+    "make_estimator",
 ]
 
 

@@ -14,6 +14,9 @@ import pandas as pd
 from finmlops.models.base import WindowsLike, check_windows
 
 BASELINES: tuple[str, ...] = ("majority", "momentum", "logistic", "lightgbm")
+"""The default baselines of every walk-forward."""
+ALL_BASELINES: tuple[str, ...] = (*BASELINES, "random", "reversal")
+"""Every baseline ``make_baseline`` builds: the defaults, a seeded random score and 1-day reversal."""
 
 
 def _labels(windows: WindowsLike, what: str) -> np.ndarray:
@@ -130,18 +133,65 @@ class LightGBMBaseline:
         return self.model.predict_proba(_last_day(windows))[:, 1]
 
 
+def _last_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
+    """``adj_close_t / adj_close_{t-1} - 1`` on each ticker's own previous row, indexed by ``(date, ticker)``."""
+    returns = {str(t).upper(): frame["adj_close"].pct_change(fill_method=None) for t, frame in universe.items()}
+    return pd.concat(returns, names=["ticker", "date"]).swaplevel().sort_index()
+
+
+class RandomBaseline:
+    """A seeded uniform score in [0, 1) per window, ignoring every input: what any IC or long-short figure is
+    worth by chance. The same seed and windows give the same scores."""
+
+    name = "random"
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def fit(self, train: WindowsLike, val: WindowsLike) -> RandomBaseline:
+        return self
+
+    def predict_proba(self, windows: WindowsLike) -> np.ndarray:
+        return np.random.default_rng(self.seed).random(len(windows.dates))
+
+
+class ReversalBaseline:
+    """1-day reversal, Fischer & Krauss's simple rule: buy yesterday's losers. The score is ``0.5 - r`` clipped to
+    [0, 1], ``r`` the ticker's return from t-1 to t (``adj_close``), so it ranks exactly as ``-r`` (and its
+    Pearson IC is that of ``-r``) unless a day moved by more than 50 %; above 0.5 means the stock fell."""
+
+    name = "reversal"
+
+    def __init__(self, universe: Mapping[str, pd.DataFrame]) -> None:
+        self._returns = _last_returns(universe)
+
+    def fit(self, train: WindowsLike, val: WindowsLike) -> ReversalBaseline:
+        return self
+
+    def predict_proba(self, windows: WindowsLike) -> np.ndarray:
+        keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), np.asarray(windows.tickers)])
+        ret = self._returns.reindex(keys).to_numpy()
+        if np.isnan(ret).any():
+            i = int(np.flatnonzero(np.isnan(ret))[0])
+            raise ValueError(f"reversal: no return from t-1 to t for {keys[i][1]} on {keys[i][0].date()}")
+        return np.clip(0.5 - ret, 0.0, 1.0)
+
+
 def make_baseline(
     name: str, *, universe: Mapping[str, pd.DataFrame] | None = None, seed: int = 0, threads: int = 1
-) -> MajorityBaseline | MomentumBaseline | LogisticBaseline | LightGBMBaseline:
-    """A fresh, unfitted baseline by name (``momentum`` needs the ``universe`` whose prices it reads)."""
+) -> MajorityBaseline | MomentumBaseline | LogisticBaseline | LightGBMBaseline | RandomBaseline | ReversalBaseline:
+    """A fresh, unfitted baseline by name (``momentum`` and ``reversal`` need the ``universe`` whose prices they
+    read)."""
     if name == "majority":
         return MajorityBaseline()
-    if name == "momentum":
+    if name in ("momentum", "reversal"):
         if universe is None:
-            raise ValueError("the momentum baseline needs the universe (it reads adj_close)")
-        return MomentumBaseline(universe)
+            raise ValueError(f"the {name} baseline needs the universe (it reads adj_close)")
+        return MomentumBaseline(universe) if name == "momentum" else ReversalBaseline(universe)
+    if name == "random":
+        return RandomBaseline(seed=seed)
     if name == "logistic":
         return LogisticBaseline(seed=seed)
     if name == "lightgbm":
         return LightGBMBaseline(seed=seed, threads=threads)
-    raise KeyError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+    raise KeyError(f"unknown baseline {name!r}; known: {', '.join(ALL_BASELINES)}")

@@ -71,6 +71,38 @@ class TransformerNet(nn.Module):
         return self.head(self.norm(h.mean(dim=1))).squeeze(-1)
 
 
+class Maxout(nn.Module):
+    """``pieces`` affine maps of the input, elementwise maximum: ``[batch, in] -> [batch, out]`` (Goodfellow et
+    al. 2013; Krauss, Do & Huck's activation, with two pieces)."""
+
+    def __init__(self, n_in: int, n_out: int, pieces: int = 2) -> None:
+        super().__init__()
+        self.n_out, self.pieces = n_out, pieces
+        self.linear = nn.Linear(n_in, n_out * pieces)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).view(*x.shape[:-1], self.n_out, self.pieces).amax(dim=-1)
+
+
+class DNNNet(nn.Module):
+    """Krauss, Do & Huck's feed-forward net on the decision day's features (the window's last row): input dropout,
+    maxout hidden layers of ``widths`` units (two pieces each) with dropout after each, a linear layer to one
+    logit. ``[batch, seq_len, n_features] -> [batch]``."""
+
+    def __init__(self, n_features: int, widths: tuple[int, ...], dropout: float, input_dropout: float) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Dropout(input_dropout)]
+        n_in = n_features
+        for width in widths:
+            layers += [Maxout(n_in, width), nn.Dropout(dropout)]
+            n_in = width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(n_in, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x[:, -1])).squeeze(-1)
+
+
 def sinusoidal_encoding(length: int, d_model: int) -> torch.Tensor:
     """The ``[length, d_model]`` sine/cosine position table of Vaswani et al. (2017)."""
     position = torch.arange(length, dtype=torch.float32).unsqueeze(1)
@@ -87,6 +119,8 @@ def build_network(config: VariantConfig, n_features: int) -> nn.Module:
         return LSTMNet(n_features, config.hidden_size, config.num_layers, config.dropout)
     if config.architecture == "multiscale_lstm":
         return MultiScaleLSTMNet(n_features, config.hidden_size, config.num_layers, config.dropout)
+    if config.architecture == "dnn":
+        return DNNNet(n_features, (config.hidden_size, *config.layers), config.dropout, config.input_dropout)
     if config.hidden_size % config.n_heads:
         raise ValueError(f"{config.name}: d_model {config.hidden_size} is not divisible by {config.n_heads} heads")
     return TransformerNet(
@@ -98,6 +132,7 @@ def build_network(config: VariantConfig, n_features: int) -> nn.Module:
 def forward_flops(config: VariantConfig, n_features: int) -> float:
     """Analytic forward FLOPs per window (one multiply-add = 2 FLOPs), counting matmuls only.
 
+    DNN (maxout, two pieces): 2 x inputs x units x 2 per layer, on the last row only.
     LSTM layer, per step: 4 gates x (inputs + hidden) x hidden x 2. Transformer layer, per token: Q, K, V and output
     projections 4 x d^2 x 2, attention scores and weighted sum 2 x seq_len x d x 2, feed-forward 2 x d x ff x 2.
     Training (forward + backward) costs about three times this.
@@ -111,6 +146,12 @@ def forward_flops(config: VariantConfig, n_features: int) -> float:
 
     if config.architecture == "lstm":
         return lstm(n_features, h, config.num_layers) + 2 * h
+    if config.architecture == "dnn":
+        widths, n_in, total = (h, *config.layers), n_features, 0.0
+        for width in widths:  # maxout: two affine pieces per unit
+            total += 2 * n_in * width * 2
+            n_in = width
+        return total + 2 * n_in
     if config.architecture == "multiscale_lstm":
         half = h // 2
         head = 2 * (2 * half) * half + 2 * half

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from finmlops.features import make_target, market_returns
+from finmlops.features import LabelSpec, make_target, market_returns
 from finmlops.serving.experiments import SELDON_ROUTE_HEADER
 
 ModelInput = Literal["raw", "tensor"]
@@ -167,8 +167,13 @@ def replay_days(
     feature_set: str = "basic",
     seq_len: int = 10,
     end: date | None = None,
+    label: LabelSpec | None = None,
 ) -> Iterator[list[Item]]:
     """Per trading day in ``start``..``end`` (inclusive) that every ticker traded, one :class:`Item` per ticker.
+
+    Each item's outcome (the feedback posted for it) is ``make_target(universe, label)`` on its day: the label the
+    served models were fit on (``ModelCard.kind`` etc.; default ``LabelSpec()``), so that a cross-sectional model's
+    feedback says whether the stock beat the day's median, not whether it rose.
 
     Raw items carry the last ``history`` rows up to the day; tensor items the last ``seq_len`` feature rows. Days
     without enough history (or with warm-up NaNs in the window) for every ticker are skipped. The per-ticker work
@@ -192,9 +197,9 @@ def replay_days(
         for t, f in universe.items()
     }
     regimes = {t: volatility_regime(f["adj_close"]).to_numpy() for t, f in universe.items()}
-    # The default training label (finmlops.features.LabelSpec()): 1 when the close-to-close move from t+1 to t+2 is
-    # up, 0 otherwise, NaN when those days are not in the data.
-    target = make_target(universe)
+    # The models' label (default LabelSpec(): 1 when the close-to-close move from t+1 to t+2 is up, 0 otherwise),
+    # NaN when those days are not in the data.
+    target = make_target(universe, label or LabelSpec())
     labels = {t: target.xs(t, level="ticker").reindex(f.index).to_numpy() for t, f in universe.items()}
     calendar = sorted(set.intersection(*(set(f.index) for f in universe.values())))
     days = [d for d in calendar if (start is None or d.date() >= start) and (end is None or d.date() <= end)]

@@ -16,6 +16,7 @@ from finmlops.training.trainer import (
 from finmlops.training.walkforward import (
     PREDICTION_COLUMNS,
     cross_val_predict,
+    estimator,
     label_folds,
     train_config,
     walk_forward_predictions,
@@ -29,6 +30,7 @@ __all__ = [
     "classification_metrics",
     "cross_val_predict",
     "deterministic",
+    "estimator",
     "label_folds",
     "load_model",
     "pos_weight_for",

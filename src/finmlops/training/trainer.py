@@ -89,6 +89,14 @@ def predict_logits(net: nn.Module, x: np.ndarray, device: torch.device, batch_si
 
 
 def _optimizer(net: nn.Module, variant: VariantConfig) -> torch.optim.Optimizer:
+    if variant.optimizer == "rmsprop":  # Keras' RMSprop: rho 0.9 (torch's alpha), eps 1e-7
+        return torch.optim.RMSprop(
+            net.parameters(), lr=variant.lr, alpha=0.9, eps=1e-7, weight_decay=variant.weight_decay
+        )
+    if variant.optimizer == "adadelta":  # Zeiler (2012) as H2O runs it for KDH: rho 0.99, eps 1e-8
+        return torch.optim.Adadelta(
+            net.parameters(), lr=variant.lr, rho=0.99, eps=1e-8, weight_decay=variant.weight_decay
+        )
     if variant.optimizer == "adamw":
         return torch.optim.AdamW(net.parameters(), lr=variant.lr, weight_decay=variant.weight_decay)
     return torch.optim.Adam(net.parameters(), lr=variant.lr, weight_decay=variant.weight_decay)
@@ -152,9 +160,10 @@ def train_network(
 ) -> TrainOutcome:
     """Train ``net`` in place on scaled windows ``[n, seq_len, n_features]`` with 0/1 labels ``[n]``.
 
-    Adam/AdamW on ``BCEWithLogitsLoss`` (``pos_weight`` when class-balanced), gradient clipping, optional cosine
-    learning-rate decay, and early stopping on the validation loss: after ``patience`` epochs without an
-    improvement of ``min_delta`` training stops and the best epoch's weights are restored. Call inside
+    The variant's optimizer (Adam, AdamW, RMSprop or ADADELTA) on ``BCEWithLogitsLoss`` (``pos_weight`` when
+    class-balanced), gradient clipping, optional cosine learning-rate decay, and early stopping on the validation
+    loss: after ``patience`` epochs (the variant's, else the loop's) without an improvement of ``min_delta``
+    training stops and the best epoch's weights are restored. Call inside
     :func:`deterministic` for reproducible results.
     """
     device = next(net.parameters()).device
@@ -162,6 +171,7 @@ def train_network(
     pos_weight = torch.tensor(pos_weight_for(y_train, config.class_balanced), device=device)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
     optimizer = _optimizer(net, variant)
+    patience = variant.patience or config.patience  # a paper preset's own patience wins over the loop's
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
         if variant.scheduler == "cosine"
@@ -216,7 +226,7 @@ def train_network(
                 best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
             else:
                 stale += 1
-                if stale >= config.patience:
+                if stale >= patience:
                     outcome.stopped_early = epoch < config.epochs
                     break
     if best_state is not None:

@@ -19,11 +19,12 @@ import numpy as np
 import pandas as pd
 
 from finmlops.executor import ExecutorConfig, open_executor
-from finmlops.features.splits import Fold, walk_forward_folds
+from finmlops.features.splits import Fold, study_period_folds, walk_forward_folds
 from finmlops.features.target import LabelSpec
 from finmlops.features.windows import Windows
 from finmlops.models.base import Predictor
-from finmlops.models.baselines import BASELINES, make_baseline
+from finmlops.models.baselines import ALL_BASELINES, BASELINES, make_baseline
+from finmlops.models.estimators import ESTIMATORS, make_estimator
 from finmlops.models.variants import VARIANTS, VariantConfig, get_variant
 from finmlops.training.config import TrainConfig
 from finmlops.training.trainer import DeepModel
@@ -140,6 +141,34 @@ def label_folds(
     )
 
 
+def study_folds(
+    target: pd.Series,
+    *,
+    seq_len: int,
+    label: LabelSpec,
+    test_years: Sequence[int],
+    periods: tuple[int, int],
+    val_frac: float = 0.2,
+) -> list[Fold]:
+    """Fischer & Krauss's study periods (``periods = (train_days, trade_days)``) on the calendar of ``target``,
+    purge and embargo ``min_gap(seq_len, label.reach)``, keeping those whose trading block starts in a year of
+    ``test_years``. Raises ``ValueError`` when none does."""
+    calendar = target.index.get_level_values("date")
+    train_days, trade_days = periods
+    every = study_period_folds(
+        calendar, seq_len=seq_len, reach=label.reach, train_days=train_days, trade_days=trade_days, val_frac=val_frac
+    )
+    years = set(test_years)
+    kept = [f for f in every if pd.Timestamp(f.test_dates[0]).year in years]
+    if not kept:
+        raise ValueError(
+            f"no study period of {train_days} + {trade_days} days starts trading in test years "
+            f"{min(years)}..{max(years)} (the {len(every)} periods start in "
+            f"{sorted({pd.Timestamp(f.test_dates[0]).year for f in every})})"
+        )
+    return kept
+
+
 def walk_forward_predictions(
     universe: Mapping[str, pd.DataFrame],
     *,
@@ -156,15 +185,21 @@ def walk_forward_predictions(
     baseline_feature_set: str = "advanced",
     label: LabelSpec | None = None,
     label_transform: Callable[[pd.Series], pd.Series] | None = None,
+    estimators: Sequence[str] = (),
     executor: ExecutorConfig | None = None,
+    study_periods: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Predictions of every model on yearly walk-forward test folds, each by :func:`cross_val_predict`.
 
     For each year in ``test_years`` every model is refit on all earlier data (expanding window; the last
     ``val_frac`` of it, after a purge gap, is the early-stopping validation block) and predicts every test-year
-    window. Purge and embargo are ``min_gap(seq_len, label.reach)`` with the largest ``seq_len`` of the requested
+    window. With ``study_periods=(train_days, trade_days)`` the folds are instead Fischer & Krauss's rolling study
+    periods (:func:`study_folds`): ``train_days`` of training (the last ``val_frac`` for early stopping), then
+    ``trade_days`` of trading, keeping the periods whose trading block starts in one of ``test_years``. Purge and
+    embargo are ``min_gap(seq_len, label.reach)`` with the largest ``seq_len`` of the requested
     variants, so no training window or label overlaps the test year. ``variants`` are preset names or configs;
-    ``baselines`` are names from ``BASELINES`` (logistic and LightGBM read ``baseline_feature_set``). The label is
+    ``baselines`` are names from ``ALL_BASELINES`` (logistic and LightGBM read ``baseline_feature_set``);
+    ``estimators`` names from ``ESTIMATORS`` (tree models on their own feature set, :func:`estimator`). The label is
     ``make_target(universe, label)`` (default ``LabelSpec()``). ``label_transform``, if given, maps that label
     series to the one used for training and ``y_true`` (the leakage audit's label-permutation control; features,
     windows and the traded return stay the real ones). ``epochs`` and ``patience`` bound each deep fit (early
@@ -185,14 +220,14 @@ def walk_forward_predictions(
 
     label = label or LabelSpec()
     configs = [v if isinstance(v, VariantConfig) else get_variant(v) for v in variants]
-    names = [c.name for c in configs] + list(baselines)
+    names = [c.name for c in configs] + list(baselines) + list(estimators)
     if not names:
         raise ValueError("no models requested: give at least one variant or baseline")
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique, got {names}")
     for b in baselines:
-        if b not in BASELINES:
-            raise KeyError(f"unknown baseline {b!r}; known: {', '.join(BASELINES)}")
+        if b not in ALL_BASELINES:
+            raise KeyError(f"unknown baseline {b!r}; known: {', '.join(ALL_BASELINES)}")
 
     target = make_target(universe, label)
     if label_transform is not None:
@@ -204,6 +239,11 @@ def walk_forward_predictions(
         if c.feature_set not in features:
             features[c.feature_set] = compute_features(universe, c.feature_set)
         windows[c.name] = make_windows(features[c.feature_set], target, c.seq_len)
+    for e in estimators:
+        spec = ESTIMATORS[e]  # KeyError names it
+        if spec.feature_set not in features:
+            features[spec.feature_set] = compute_features(universe, spec.feature_set)
+        windows[e] = make_windows(features[spec.feature_set], target, 1)
     if baselines:
         if baseline_feature_set not in features:
             features[baseline_feature_set] = compute_features(universe, baseline_feature_set)
@@ -211,11 +251,18 @@ def walk_forward_predictions(
         windows.update(dict.fromkeys(baselines, base))
 
     gap_seq = max([c.seq_len for c in configs], default=1)
-    folds = label_folds(target, seq_len=gap_seq, label=label, test_years=test_years, val_frac=val_frac)
+    if study_periods is None:
+        folds = label_folds(target, seq_len=gap_seq, label=label, test_years=test_years, val_frac=val_frac)
+    else:
+        folds = study_folds(target, seq_len=gap_seq, label=label, test_years=test_years, periods=study_periods,
+                            val_frac=val_frac)  # fmt: skip
     loop = train_config(epochs=epochs, seed=seed, threads=threads, device=device, patience=patience)
 
-    factories = {c.name: _DeepFactory(c, loop) for c in configs}
-    factories |= {b: _BaselineFactory(b, universe if b == "momentum" else None, seed, threads) for b in baselines}
+    factories: dict[str, Callable[[], Predictor]] = {c.name: _DeepFactory(c, loop) for c in configs}
+    factories |= {
+        b: _BaselineFactory(b, universe if b in ("momentum", "reversal") else None, seed, threads) for b in baselines
+    }
+    factories |= {e: _EstimatorFactory(e, loop) for e in estimators}
     shared = _FitInputs(windows=windows, folds=list(folds), label=label, factories=factories)
     items = [(name, i) for name in names for i in range(len(folds))]
     fit_seconds = []
@@ -257,6 +304,20 @@ def walk_forward_predictions(
     return out
 
 
+def estimator(name: str, loop: TrainConfig) -> Predictor:
+    """A fresh tree model of ``finmlops.models.ESTIMATORS`` seeded by ``loop.seed`` on ``loop.threads`` threads;
+    ``kdh_ensemble`` is the equal-weight mean of ``kdh_dnn`` (a :class:`DeepModel` trained with ``loop``),
+    ``kdh_gbt`` and ``kdh_rf``."""
+    if name == "kdh_ensemble":
+        members = [
+            DeepModel(get_variant("kdh_dnn"), loop),
+            make_estimator("kdh_gbt", seed=loop.seed, threads=loop.threads),
+            make_estimator("kdh_rf", seed=loop.seed, threads=loop.threads),
+        ]
+        return make_estimator(name, members=members)
+    return make_estimator(name, seed=loop.seed, threads=loop.threads)
+
+
 class _DeepFactory:
     """A fresh seeded ``DeepModel`` per call (a class, not a closure, so that Ray pickles it by reference)."""
 
@@ -268,13 +329,23 @@ class _DeepFactory:
 
 
 class _BaselineFactory:
-    """A fresh seeded baseline per call; ``universe`` only for momentum, which reads the prices."""
+    """A fresh seeded baseline per call; ``universe`` only for momentum and reversal, which read the prices."""
 
     def __init__(self, name: str, universe: Mapping[str, pd.DataFrame] | None, seed: int, threads: int) -> None:
         self.name, self.universe, self.seed, self.threads = name, universe, seed, threads
 
     def __call__(self) -> Predictor:
         return make_baseline(self.name, universe=self.universe, seed=self.seed, threads=self.threads)
+
+
+class _EstimatorFactory:
+    """A fresh seeded tree model of ``ESTIMATORS`` per call (:func:`estimator`)."""
+
+    def __init__(self, name: str, loop: TrainConfig) -> None:
+        self.name, self.loop = name, loop
+
+    def __call__(self) -> Predictor:
+        return estimator(self.name, self.loop)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The run config, as Qlib's ``qrun`` reads one: a YAML file that declares a whole ``finmlops run``.
 
-It names the universe, the dates, the label, the variants with their hyperparameters, the baselines, the walk-forward
-folds, the bootstrap, the backtest costs, the replayed traffic and the importance step. ``configs/default.yaml``
+It names the universe, the dates, the label, the variants with their hyperparameters, the baselines and tree
+estimators, the walk-forward folds (yearly or Fischer & Krauss's study periods), the bootstrap, the strategies,
+the backtest costs, the replayed traffic and the importance step. ``configs/default.yaml``
 and ``configs/quick.yaml`` are the shipped ones (``finmlops run`` and ``finmlops run --quick``). Every run writes
 its *resolved* config (every default filled in, every ticker named) to ``<home>/results/run_config.yaml``, and
 ``finmlops run --config <that file>`` in a fresh workspace reproduces the same predictions.
@@ -101,6 +102,16 @@ class TrafficConfig(_Section):
     end: date | None = None
 
 
+class StudyPeriodsConfig(_Section):
+    """Fischer & Krauss's study periods (``folds: study_periods``): ``train_days`` trading days of training (the
+    last ``val_frac`` of them the early-stopping block), then ``trade_days`` of trading, rolled by ``trade_days``
+    (``finmlops.features.splits.study_period_folds``)."""
+
+    train_days: int = Field(default=750, ge=2)
+    trade_days: int = Field(default=250, ge=1)
+    val_frac: float = Field(default=0.2, ge=0.0, lt=1.0)
+
+
 class ImportanceConfig(_Section):
     """Permutation importance of the best deep variant on the last ``folds`` test years, ``repeats`` shuffles."""
 
@@ -120,6 +131,26 @@ class RunConfig(_Section):
     label: LabelSpec = LabelSpec()
     variants: list[VariantSpec]
     baselines: list[str]
+    estimators: list[str] = Field(
+        default_factory=list,
+        description="Tree models of finmlops.models.ESTIMATORS (kdh_gbt, kdh_rf, kdh_ensemble, lgbm_alpha158), "
+        "fitted by the walk-forward beside the variants and baselines; evaluated and backtested, not registered.",
+    )
+    folds: Literal["yearly", "study_periods"] = Field(
+        default="yearly",
+        description="yearly: expanding walk-forward with one test fold per test year; study_periods: Fischer & "
+        "Krauss's rolling train/trade blocks (study_periods section) whose trading block starts in a test year.",
+    )
+    study_periods: StudyPeriodsConfig = StudyPeriodsConfig()
+    strategies: list[str] | None = Field(
+        default=None,
+        description="Backtest strategies (finmlops.evaluation.backtest.ALL_STRATEGIES); None: the default three.",
+    )
+    register_variants: list[str] | None = Field(
+        default=None,
+        description="The variants whose final models are registered and may be served; None: every variant. The "
+        "A/B replay serves the champions of baseline and enhanced, so a run with traffic registers both.",
+    )
     epochs: int = Field(ge=1)
     test_years: list[int] = Field(min_length=1)
     bootstrap: BootstrapSection = BootstrapSection()
@@ -140,20 +171,40 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        from finmlops.models.baselines import BASELINES  # light: no torch at import
-        from finmlops.models.variants import VARIANTS, VariantConfig
+        from finmlops.models.baselines import ALL_BASELINES  # light: no torch at import
+        from finmlops.models.variants import PRESETS, VariantConfig
 
-        unknown = [v.name for v in self.variants if v.name not in VARIANTS]
+        unknown = [v.name for v in self.variants if v.name not in PRESETS]
         if unknown:
-            raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
+            raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(PRESETS)}")
         for i, v in enumerate(self.variants):
             try:
-                VariantConfig.model_validate({**VARIANTS[v.name].model_dump(), **v.params, "name": v.name})
+                VariantConfig.model_validate({**PRESETS[v.name].model_dump(), **v.params, "name": v.name})
             except ValidationError as exc:
                 raise ValueError(f"variants.{i}.params ({v.name}): {validation_message(exc)}") from None
-        bad = [b for b in self.baselines if b not in BASELINES]
+        bad = [b for b in self.baselines if b not in ALL_BASELINES]
         if bad:
-            raise ValueError(f"unknown baseline(s) {bad}; known: {', '.join(BASELINES)}")
+            raise ValueError(f"unknown baseline(s) {bad}; known: {', '.join(ALL_BASELINES)}")
+        from finmlops.models.estimators import ESTIMATORS  # light: numpy only at import
+
+        bad = [e for e in self.estimators if e not in ESTIMATORS]
+        if bad:
+            raise ValueError(f"unknown estimator(s) {bad}; known: {', '.join(ESTIMATORS)}")
+        names = [*self.variant_names, *self.baselines, *self.estimators]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model names must be unique across variants, baselines and estimators, got {names}")
+        if self.strategies is not None:
+            from finmlops.evaluation.backtest import ALL_STRATEGIES  # scipy, no torch
+
+            bad = [s for s in self.strategies if s not in ALL_STRATEGIES]
+            if bad or not self.strategies:
+                raise ValueError(f"unknown strategy(ies) {bad}; known: {', '.join(ALL_STRATEGIES)}")
+        if self.register_variants is not None:
+            bad = [r for r in self.register_variants if r not in self.variant_names]
+            if bad:
+                raise ValueError(
+                    f"register_variants names {bad}, which are not among the variants {list(self.variant_names)}"
+                )
         if not self.universe.start.year < self.test_years[0] <= self.test_years[-1] <= self.universe.end.year:
             raise ValueError(
                 f"test_years {self.test_years[0]}..{self.test_years[-1]} must lie after the first year of data "
@@ -170,6 +221,11 @@ class RunConfig(_Section):
     @property
     def variant_names(self) -> tuple[str, ...]:
         return tuple(v.name for v in self.variants)
+
+    @property
+    def registered_names(self) -> tuple[str, ...]:
+        """The variants whose final models the register step fits and registers."""
+        return self.variant_names if self.register_variants is None else tuple(self.register_variants)
 
     def variant_configs(self) -> list[Any]:
         """The ``finmlops.models.VariantConfig`` of each variant, overrides applied."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from finmlops.features.target import LabelSpec
 from finmlops.settings import Settings
 
 
@@ -64,6 +65,7 @@ def serve_and_replay(
     start: date,
     end: date,
     seed: int,
+    label: LabelSpec | None = None,
 ) -> dict[str, Any]:
     """Archive the old request log, serve the champions, replay ``universe``'s trading days ``start``..``end``
     through the A/B test (one raw OHLCV request per ticker per day, feedback one simulated day later), stop the
@@ -77,7 +79,7 @@ def serve_and_replay(
     log_path = request_log_path(settings)
     archived = archive_request_log(log_path)
     app = build_app(settings, config=config)
-    days = replay_days(dict(universe), start=start, end=end, model_input="raw")
+    days = replay_days(dict(universe), start=start, end=end, model_input="raw", label=label)
     with running_server(app) as url:
         summary = run_traffic(
             days, url=url, experiment=DEFAULT_EXPERIMENT, model_input="raw", feedback_delay=2, seed=seed

@@ -146,9 +146,11 @@ def _source_digest(ctx: Context) -> str:
 
 def _feature_sets(plan: RunConfig) -> list[str]:
     from finmlops.features import FEATURE_SETS
+    from finmlops.models.estimators import ESTIMATORS
 
     # The logistic and LightGBM baselines read the advanced set (walk_forward_predictions' default).
-    wanted = {v.feature_set for v in plan.variant_configs()} | {"advanced"}
+    wanted = {v.feature_set for v in plan.variant_configs()} | {ESTIMATORS[e].feature_set for e in plan.estimators}
+    wanted |= {"advanced"}
     return [s for s in FEATURE_SETS if s in wanted]
 
 
@@ -220,13 +222,30 @@ def _train_inputs(ctx: Context) -> dict[str, Any]:
         "features": ctx.output("features")["sha256"],
         "variants": [v.model_dump() for v in plan.variants],
         "baselines": plan.baselines,
+        "estimators": plan.estimators,
         "epochs": plan.epochs,
         "test_years": plan.test_years,
+        "folds": _fold_inputs(plan),
         "label": plan.label.model_dump(),
         "seed": ctx.settings.seed,
         "threads": ctx.settings.threads,
         "bootstrap": plan.bootstrap.model_dump(),
     }
+
+
+def _fold_inputs(plan: RunConfig) -> dict[str, Any]:
+    """The fold scheme as the train step's inputs see it (the study periods only when they are used)."""
+    if plan.folds == "yearly":
+        return {"scheme": "yearly"}
+    return {"scheme": plan.folds, **plan.study_periods.model_dump()}
+
+
+def _walk_forward_folds(plan: RunConfig) -> dict[str, Any]:
+    """``walk_forward_predictions``' fold arguments: yearly (its defaults) or the study periods."""
+    if plan.folds == "yearly":
+        return {}
+    sp = plan.study_periods
+    return {"study_periods": (sp.train_days, sp.trade_days), "val_frac": sp.val_frac}
 
 
 def _train(ctx: Context) -> Outcome:
@@ -240,6 +259,7 @@ def _train(ctx: Context) -> Outcome:
         universe, variants=plan.variant_configs(), baselines=plan.baselines, test_years=plan.test_years,
         epochs=plan.epochs, seed=seed, threads=ctx.settings.threads, device="auto",
         progress=ctx.cache.get("progress", False), label=plan.label, executor=plan.executor_config,
+        estimators=plan.estimators, **_walk_forward_folds(plan),
     )  # fmt: skip
     ctx.cache["predictions"] = preds
     fit_seconds: dict[str, float] = {}
@@ -247,8 +267,9 @@ def _train(ctx: Context) -> Outcome:
         fit_seconds[fit["model"]] = round(fit_seconds.get(fit["model"], 0.0) + fit["seconds"], 1)
     boot = _bootstrap(plan, seed)
     config = {
-        "variants": [v.model_dump() for v in plan.variants], "baselines": list(plan.baselines), "epochs": plan.epochs,
-        "test_years": list(plan.test_years), "tickers": sorted(universe), "bootstrap": asdict(boot),
+        "variants": [v.model_dump() for v in plan.variants], "baselines": list(plan.baselines),
+        "estimators": list(plan.estimators), "epochs": plan.epochs, "test_years": list(plan.test_years),
+        "folds": _fold_inputs(plan), "tickers": sorted(universe), "bootstrap": asdict(boot),
         "label": ctx.plan.label.model_dump(),
     }  # fmt: skip
     payload = evaluate_and_write(
@@ -276,8 +297,9 @@ def _train(ctx: Context) -> Outcome:
 def _backtest(ctx: Context) -> Outcome:
     from finmlops.evaluation.backtest import BacktestConfig
 
+    strategies = {} if ctx.plan.strategies is None else {"strategies": tuple(ctx.plan.strategies)}
     outcome = backtest_stage(
-        ctx.settings, BacktestConfig(**ctx.plan.costs.model_dump()), tracker=mlflow_tracker(ctx.settings)
+        ctx.settings, BacktestConfig(**ctx.plan.costs.model_dump(), **strategies), tracker=mlflow_tracker(ctx.settings)
     )
     result, run_id = outcome.result, outcome.mlflow_run
     # The deep variants' best: the majority baseline's long_flat is buy-and-hold itself.
@@ -294,7 +316,10 @@ def _backtest(ctx: Context) -> Outcome:
 
 def _register_inputs(ctx: Context) -> dict[str, Any]:
     predictions = ctx.output("train")["predictions_sha256"]
-    return {**_train_inputs(ctx), "predictions": predictions, "uri": ctx.settings.tracking_uri}
+    return {
+        **_train_inputs(ctx), "predictions": predictions, "uri": ctx.settings.tracking_uri,
+        "register": list(ctx.plan.registered_names),
+    }  # fmt: skip
 
 
 def _register(ctx: Context) -> Outcome:
@@ -310,6 +335,8 @@ def _register(ctx: Context) -> Outcome:
     models: dict[str, Any] = {}
     for config in plan.variant_configs():
         variant = config.name
+        if variant not in plan.registered_names:
+            continue
         ctx.log(f"[register] {variant}: final fit on every date before {plan.test_years[-1]}, ONNX export, register")
         entry = register_final_model(
             ctx.settings, config, label=plan.label, universe=_universe(ctx), predictions=_predictions(ctx),
@@ -357,7 +384,12 @@ def _traffic(ctx: Context) -> Outcome:
 
     plan: RunConfig = ctx.plan
     summary = serve_and_replay(
-        ctx.settings, _universe(ctx), start=plan.traffic_start, end=plan.traffic_end, seed=ctx.settings.seed
+        ctx.settings,
+        _universe(ctx),
+        start=plan.traffic_start,
+        end=plan.traffic_end,
+        seed=ctx.settings.seed,
+        label=plan.label,
     )
     summary["provenance"] = stamp(data_hash=ctx.output("ingest")["dataset_hash"], config=_traffic_inputs(ctx))
     path = write_json_atomic(ctx.settings.results_dir / "traffic.json", summary)
@@ -494,6 +526,7 @@ def build_steps() -> list[Step]:
             lambda ctx: {
                 "predictions": ctx.output("train")["predictions_sha256"],
                 "costs": ctx.plan.costs.model_dump(),
+                "strategies": ctx.plan.strategies,
             },
             _backtest,
         ),
