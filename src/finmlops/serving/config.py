@@ -60,6 +60,13 @@ class ServerOptions(_Strict):
     max_wait_ms: float = Field(
         default=1.0, ge=0, le=100, description="Longest a request waits for companions still being read."
     )
+    max_batch_time_ms: float = Field(
+        default=2.0,
+        ge=0,
+        le=100,
+        description="Batch window: under concurrency, how long a batch waits for more calls after its first one "
+        "(MLServer's max_batch_time, Triton's max_queue_delay); a client alone never waits for it; 0 turns it off.",
+    )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
     # HTTP limits (finmlops.serving.limits), near nginx's and Envoy's defaults.
     max_header_bytes: int = Field(

@@ -356,8 +356,11 @@ class Experiment:
             if self._context:
                 index = self._context_index(headers, parameters)
             else:
-                key = headers.get(config.sticky_header) if config.sticky_header else None
-                index = self._index(stable_unit(key, config.name) if key else self._draw(request_id, "route"))
+                if len(self._cumulative) == 1:  # one arm: every draw lands on it, so no hash to compute
+                    index = 0
+                else:
+                    key = headers.get(config.sticky_header) if config.sticky_header else None
+                    index = self._index(stable_unit(key, config.name) if key else self._draw(request_id, "route"))
         if among and index not in among:
             index = self._redraw(among, headers, request_id)
         self.route_counts[index] += 1

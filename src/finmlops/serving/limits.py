@@ -45,20 +45,46 @@ def guarded_protocol(options: ServerOptions) -> type[asyncio.Protocol]:
             self._header_total = 0  # request line and header lines parsed so far
             self._refusal: tuple[int, str] | None = None
             self._timer: asyncio.TimerHandle | None = None
+            self._timer_at = 0.0  # when the pending timer fires (loop time)
+            self._deadline: float | None = None  # when the current read times out (loop time); None: not timed
+            self._what = ""
 
         # --- timers -------------------------------------------------------------------------------------------
+        # One deadline per connection, checked by a lazy timer: arming and disarming per request only set the
+        # deadline (no timer handle created and cancelled for every request of a keep-alive connection); the timer,
+        # when it fires, re-arms itself for a deadline that moved later, and a deadline earlier than the pending
+        # timer replaces it.
 
         def _arm(self, seconds: float, what: str) -> None:
-            self._disarm()
-            self._timer = self.loop.call_later(seconds, self._expire, what)
+            deadline = self.loop.time() + seconds
+            self._deadline, self._what = deadline, what
+            if self._timer is None or deadline < self._timer_at:
+                if self._timer is not None:
+                    self._timer.cancel()
+                self._timer_at = deadline
+                self._timer = self.loop.call_at(deadline, self._check)
 
         def _disarm(self) -> None:
+            self._deadline = None
+
+        def _cancel_timer(self) -> None:
+            self._deadline = None
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
 
-        def _expire(self, what: str) -> None:
+        def _check(self) -> None:
             self._timer = None
+            if self._deadline is None:
+                return
+            if self._deadline > self.loop.time():
+                self._timer_at = self._deadline
+                self._timer = self.loop.call_at(self._deadline, self._check)
+                return
+            self._deadline = None
+            self._expire(self._what)
+
+        def _expire(self, what: str) -> None:
             if self.transport is None or self.transport.is_closing():
                 return
             log.info("closing a connection from %s: %s", _peer(self.client), what)
@@ -100,7 +126,7 @@ def guarded_protocol(options: ServerOptions) -> type[asyncio.Protocol]:
             )
 
         def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
+            self._cancel_timer()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -128,7 +154,7 @@ def guarded_protocol(options: ServerOptions) -> type[asyncio.Protocol]:
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._reading_headers, self._header_count, self._header_total = True, 0, 0
-            if self._timer is None:  # a keep-alive connection's next request: its headers are timed from now
+            if self._deadline is None:  # a keep-alive connection's next request: its headers are timed from now
                 self._header_bytes = 0
                 self._arm(self.limits.header_timeout_s, "request headers not received in time")
 

@@ -14,6 +14,7 @@ from prometheus_client.core import CounterMetricFamily
 
 # Sub-millisecond buckets: a scored request takes 0.1-1 ms on one core; the alert threshold is 100 ms.
 LATENCY_BUCKETS = (0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
 
 class ServerMetrics:
@@ -80,6 +81,13 @@ class ServerMetrics:
             "finmlops_signature_routed",
             "Experiment requests whose tensor shape only some arms take, routed among those arms.",
             ["experiment"],
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "finmlops_batch_size",
+            "Rows per onnxruntime run of the model: the adaptive batcher's batches (the count is the number of runs).",
+            ["model"],
+            buckets=BATCH_BUCKETS,
             registry=r,
         )
         self._request_log = _RequestLogCollector()

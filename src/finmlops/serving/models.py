@@ -232,7 +232,10 @@ class ModelStore:
             version = version or self.registry.resolve(name, alias, pinned)
             folder = self.registry.download(name, version)
             model = load_local(spec.name, version, spec.source, folder, self.options.intra_op_threads)
-        model.batcher = MicroBatcher(model.run, self.options.max_batch_size, self.options.max_wait_ms / 1000, self.gate)
+        options = self.options
+        model.batcher = MicroBatcher(
+            model.run, options.max_batch_size, options.max_wait_ms / 1000, self.gate, options.max_batch_time_ms / 1000
+        )
         return model
 
     def names(self) -> list[str]:
