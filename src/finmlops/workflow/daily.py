@@ -883,41 +883,45 @@ class Loop:
 
     def _drift(self, day: date, st: LoopState) -> dict[str, Any]:
         from finmlops.features import compute_features
-        from finmlops.stats.drift import bin_counts, psi, reference_profile
+        from finmlops.monitoring.drift import WindowDriftCalibration, calibrate_window_drift, window_drift
 
         assert st.champion is not None and st.champion_window is not None
         variant = self.config.variant()
         universe = self.universe()
+        drift = self.config.drift
         if st.champion not in self._drift_refs:
-            path = self.paths.drift / f"v{st.champion}.json"
+            path = self.paths.drift / f"v{st.champion}-calibration.json"
             if path.exists():
-                self._drift_refs[st.champion] = json.loads(path.read_text())
+                self._drift_refs[st.champion] = WindowDriftCalibration.model_validate_json(path.read_text())
             else:
                 start, end = st.champion_window
                 frame = compute_features(universe, variant.feature_set)
                 dates = frame.index.get_level_values("date")
                 ref = frame[(dates >= pd.Timestamp(start)) & (dates <= pd.Timestamp(end))].dropna()
-                profile = reference_profile(ref.to_numpy(), list(ref.columns))
-                write_json_atomic(path, profile)
-                self._drift_refs[st.champion] = profile
-        profile = self._drift_refs[st.champion]
-        window = self.config.drift.window_days
+                calibration = calibrate_window_drift(
+                    ref.to_numpy(), ref.index.get_level_values("date").to_numpy(), [str(c) for c in ref.columns],
+                    window_days=drift.window_days, false_alarm=drift.false_alarm,
+                )  # fmt: skip
+                write_json_atomic(path, calibration.model_dump(mode="json"))
+                self._drift_refs[st.champion] = calibration
+        calibration = self._drift_refs[st.champion]
+        window = drift.window_days
         recent = {t: f.iloc[-(window + 150) :] for t, f in universe.items()}
         frame = compute_features(recent, variant.feature_set)
         days = np.unique(frame.index.get_level_values("date"))[-window:]
         current = frame[frame.index.get_level_values("date").isin(days)].dropna()
-        values = {}
-        for feature, ref in profile["features"].items():
-            counts = bin_counts(current[feature].to_numpy(), np.asarray(ref["edges"]))
-            values[feature] = psi(np.asarray(ref["proportions"]), counts)
-        drifted = sorted(f for f, v in values.items() if v > self.config.drift.psi)
-        alarm = len(drifted) >= self.config.drift.min_features
+        result = window_drift(calibration, current[calibration.features].to_numpy())
         events = []
-        if alarm:
-            top = ", ".join(drifted[:4])
-            events.append(f"drift alarm: {len(drifted)} features PSI > {self.config.drift.psi} ({top})")
+        if result.alarm:
+            top = ", ".join(result.drifted[:4])
+            events.append(
+                f"drift alarm: {len(result.drifted)} features above {result.threshold:.2f} x their typical PSI "
+                f"(false-alarm rate {drift.false_alarm:.0%} on the training window; {top})"
+            )
             log.info("finmlops live %s %s: %s", self.config.name, day, events[-1])
-        return {"psi": values, "drifted": drifted, "alarm": alarm, "events": events}
+        return {"psi": result.psi, "scaled": result.scaled, "statistic": result.statistic,
+                "threshold": result.threshold, "drifted": result.drifted, "alarm": result.alarm,
+                "events": events}  # fmt: skip
 
     def _retrain(self, day: date, st: LoopState, drift: dict[str, Any]) -> dict[str, Any]:
         retrain = self.config.retrain

@@ -105,12 +105,16 @@ class RolloutConfig(_Section):
 
 
 class DriftConfig(_Section):
-    """The alarm: at least ``min_features`` of the champion's features have a PSI above ``psi`` between the
-    inputs of the last ``window_days`` days and the champion's training window."""
+    """The alarm on the champion's inputs of the last ``window_days`` days against its training window, calibrated
+    on that window (``finmlops.monitoring.drift.calibrate_window_drift``): held-out ``window_days`` blocks of the
+    training window set, per feature, the PSI it typically has without drift, and the threshold on the largest
+    feature's PSI / typical PSI (the max over features: one test for all of them, corrected for their number) that
+    those blocks exceed on a ``false_alarm`` share of days."""
 
     window_days: int = Field(default=20, ge=2)
-    psi: float = Field(default=0.25, gt=0.0)
-    min_features: int = Field(default=3, ge=1)
+    false_alarm: float = Field(
+        default=0.05, gt=0.0, lt=0.5, description="Share of the training window's own days on which it alarms."
+    )
 
 
 class LiveConfig(_Section):
