@@ -51,7 +51,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from finmlops.provenance import write_json_atomic
 from finmlops.settings import Settings
-from finmlops.workflow.live_config import LiveConfig
+from finmlops.workflow.live_config import LiveConfig, RetrainConfig
 from finmlops.workflow.retrain import RetrainResult, RetrainSpec, read_result
 
 log = logging.getLogger("finmlops.live")
@@ -417,6 +417,45 @@ def served_by_challenger(day: date, ticker: str, share: float) -> bool:
     from finmlops.serving.experiments import stable_unit
 
     return share > 0 and stable_unit(f"{day.isoformat()}:{ticker}", "finmlops-live-canary") < share
+
+
+class RetrainTrigger(BaseModel):
+    """The retrain phase's decision: ``reason`` a refit starts today, or None; ``waiting`` says why a due refit
+    does not start yet (a refit pending or a canary running)."""
+
+    reason: str | None = None
+    waiting: str | None = None
+
+
+def retrain_trigger(retrain: RetrainConfig, state: LoopState, drift_alarm: bool) -> RetrainTrigger:
+    """Whether a refit starts at the end of the day ``state.day_index`` (the loop's trading days, from 0).
+
+    ``since``: trading days since the last refit started (the bootstrap fit counts as day -1). The schedule is due
+    when ``since >= retrain.every_days``; a drift alarm (``on_drift``) or a decaying champion (``on_decay``)
+    triggers when ``since > cooldown_days``. One challenger at a time: while a refit is pending or a canary runs,
+    nothing starts, and a due schedule waits for the canary to resolve (promotion or rollback); it then refits on
+    the first day after, and the count restarts from that refit. A schedule is therefore never skipped, only
+    deferred; a drift or decay trigger that came while waiting is re-examined on that day."""
+    index = state.day_index
+    since = index - (state.last_retrain if state.last_retrain is not None else -1)
+    reason = None
+    if retrain.every_days is not None and since >= retrain.every_days:
+        reason = f"schedule ({since} trading days since the last refit, every {retrain.every_days})"
+    elif since > retrain.cooldown_days:
+        if retrain.on_drift and drift_alarm:
+            reason = "drift alarm"
+        elif retrain.on_decay is not None:
+            recent = state.champion_hits[-retrain.on_decay.window_days :]
+            n, correct = sum(r[0] for r in recent), sum(r[1] for r in recent)
+            if len(recent) >= retrain.on_decay.window_days and n and correct / n < retrain.on_decay.below:
+                reason = f"live accuracy {correct / n:.3f} < {retrain.on_decay.below} over {len(recent)} days"
+    if reason is None:
+        return RetrainTrigger()
+    if state.pending is not None:
+        return RetrainTrigger(waiting=f"{reason}: waits for refit {state.pending.id}")
+    if state.challenger is not None:
+        return RetrainTrigger(waiting=f"{reason}: waits for the canary of v{state.challenger} to resolve")
+    return RetrainTrigger(reason=reason)
 
 
 class Loop:
@@ -924,30 +963,15 @@ class Loop:
                 "events": events}  # fmt: skip
 
     def _retrain(self, day: date, st: LoopState, drift: dict[str, Any]) -> dict[str, Any]:
-        retrain = self.config.retrain
-        if st.pending is not None or st.challenger is not None:
-            return {}
-        index = st.day_index
-        since = index - (st.last_retrain if st.last_retrain is not None else -1)
-        reason = None
-        if retrain.every_days is not None and (index + 1) % retrain.every_days == 0:
-            reason = f"schedule (every {retrain.every_days} days)"
-        elif since > retrain.cooldown_days or st.last_retrain is None:
-            if retrain.on_drift and drift.get("alarm"):
-                reason = "drift alarm"
-            elif retrain.on_decay is not None:
-                recent = st.champion_hits[-retrain.on_decay.window_days :]
-                n, correct = sum(r[0] for r in recent), sum(r[1] for r in recent)
-                if len(recent) >= retrain.on_decay.window_days and n and correct / n < retrain.on_decay.below:
-                    reason = f"live accuracy {correct / n:.3f} < {retrain.on_decay.below} over {len(recent)} days"
-        if reason is None:
-            return {}
+        trigger = retrain_trigger(self.config.retrain, st, bool(drift.get("alarm")))
+        if trigger.reason is None:
+            return {"waiting": trigger.waiting} if trigger.waiting else {}
         rid = f"refit-{day:%Y%m%d}"
         self._launch(self._spec(rid, day))
-        st.pending = Pending(id=rid, day=day, due=index + retrain.lag_days, reason=reason)
-        st.last_retrain = index
+        st.pending = Pending(id=rid, day=day, due=st.day_index + self.config.retrain.lag_days, reason=trigger.reason)
+        st.last_retrain = st.day_index
         st.retrains += 1
-        return {"refit": rid, "reason": reason, "events": [f"retrain started ({reason})"]}
+        return {"refit": rid, "reason": trigger.reason, "events": [f"retrain started ({trigger.reason})"]}
 
     # --- the walk ------------------------------------------------------------------------------------------------
 
