@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from finmlops.provenance import write_json_atomic
+from finmlops.provenance import file_sha256, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
 from finmlops.workflow.live_config import LiveConfig, RetrainConfig
 from finmlops.workflow.retrain import RetrainResult, RetrainSpec, read_result
@@ -296,8 +296,16 @@ class _Client:
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         data = json.dumps(body).encode()
-        self.conn.request("POST", path, body=data, headers={"content-type": "application/json"})
-        response = self.conn.getresponse()
+        try:
+            self.conn.request("POST", path, body=data, headers={"content-type": "application/json"})
+            response = self.conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed the idle keep-alive connection (a long phase in between, e.g. a drift
+            # calibration): the request did not reach it; send it again on a new connection.
+            self.conn.close()
+            self.conn.connect()
+            self.conn.request("POST", path, body=data, headers={"content-type": "application/json"})
+            response = self.conn.getresponse()
         raw = response.read()
         try:
             return response.status, json.loads(raw)
@@ -576,6 +584,14 @@ class Loop:
             f"'{self.config.workspace}' and attributes.status = 'FINISHED'",
         )  # fmt: skip
         runs = [r for r in runs if r.data.tags.get("finmlops.model_uri")]
+        config_file = write_text_atomic(Path(spec.out) / "live_config.yaml", self.config.to_yaml())
+        run_tags = {
+            "finmlops.live.config": self.config.name, "finmlops.live.workspace": self.config.workspace,
+            "finmlops.live.refit": spec.id, "finmlops.live.reason": reason,
+            "finmlops.config_sha256": file_sha256(config_file),
+            "finmlops.live.fit_git_commit": result.git_commit or "unknown",
+            "finmlops.live.fit_pid": str(result.pid or ""),
+        }  # fmt: skip
         if runs:
             run_id = runs[0].info.run_id
         else:
@@ -597,7 +613,10 @@ class Loop:
                 metrics={"fit_seconds": result.seconds, "fit_cpu_seconds": result.cpu_seconds},
                 trained=TrainedNetwork(model.net.cpu(), model.scaler, windows, str(result.train_start),
                                        str(result.train_end)),
+                artifacts=[config_file, Path(spec.out) / "spec.json"],
             )  # fmt: skip
+        for key, value in run_tags.items():  # again on a resume: a crash may have come between the run and these
+            client.set_tag(run_id, key, value)
         versions = client.search_model_versions(f"run_id = '{run_id}'")
         if versions:
             version = int(max(versions, key=lambda v: int(v.version)).version)
