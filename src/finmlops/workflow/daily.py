@@ -49,6 +49,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from finmlops.monitoring.live_timeline import Timeline, TimelineDay
 from finmlops.provenance import file_sha256, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
 from finmlops.workflow.live_config import LiveConfig, RetrainConfig
@@ -1068,28 +1069,6 @@ class Loop:
 
 
 # --- the timeline ------------------------------------------------------------------------------------------------
-
-
-class TimelineDay(BaseModel):
-    """One lived day: who served, the canary share, the day's hits of the served answers (of the day whose
-    outcome became known), the champion's IC, the drift alarm and the day's events."""
-
-    day: date
-    champion: int | None
-    challenger: int | None
-    share: float
-    served_n: int
-    served_correct: int
-    book_return: float | None
-    champion_ic: float | None
-    drift_alarm: bool
-    events: list[str]
-    fit_cpu_seconds: float
-
-
-class Timeline(BaseModel):
-    days: list[TimelineDay]
-    totals: dict[str, Any]
 
 
 def live_timeline(paths: LivePaths) -> Timeline:
