@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from finmlops.features.target import LabelSpec
 from finmlops.settings import validation_message
-from finmlops.workflow.config import RunConfigError
+from finmlops.workflow.config import RunConfigError, parse_yaml_model, read_config_text
 
 SHIPPED_LIVE = ("live", "live-quarterly", "live-drift", "live-static", "live-tiny")
 
@@ -163,24 +163,11 @@ class LiveConfig(_Section):
 
 def parse_live_config(text: str, source: str) -> LiveConfig:
     """A :class:`LiveConfig` from YAML ``text``; errors are :class:`RunConfigError` naming ``source`` and the field."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RunConfigError(f"{source}: not valid YAML ({exc})".replace("\n", " ")) from None
-    if not isinstance(raw, dict):
-        raise RunConfigError(f"{source}: a live config is a YAML mapping, got {type(raw).__name__}")
-    try:
-        return LiveConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise RunConfigError(f"{source}: {validation_message(exc)}") from None
+    return parse_yaml_model(text, source, LiveConfig, "live config")
 
 
 def load_live_config(path: Path) -> LiveConfig:
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunConfigError(f"{path}: cannot read the live config ({exc.__class__.__name__}: {exc})") from None
-    return parse_live_config(text, str(path))
+    return parse_live_config(read_config_text(path, "live config"), str(path))
 
 
 def shipped_live_config(name: str = "live") -> LiveConfig:
