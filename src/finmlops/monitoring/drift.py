@@ -319,3 +319,138 @@ def run_drift(
     payload["provenance"] = stamp(data_hash=data_hash, config=config | {"window_days": window_days})
     write_json_atomic(settings.results_dir / "drift.json", payload)
     return json_safe(payload)  # NaN as null, as in the file
+
+
+# --- the live loop's alarm: PSI over a window of days, calibrated on the training window ------------------------------
+
+
+class WindowDriftCalibration(BaseModel):
+    """The drift alarm of a model, calibrated on its own training window (:func:`calibrate_window_drift`).
+
+    ``edges``/``proportions``: per feature (``features`` order) the reference bins of the whole window. ``scale``:
+    per feature the median PSI of held-out ``window_days`` blocks of the window against the rest of it (a feature
+    whose values move slowly, a 60-day volatility, has a large PSI over 20 days even without any drift: the scale
+    puts every feature on the same footing). ``threshold``: the ``1 - false_alarm`` quantile over the held-out
+    blocks of the largest scaled PSI (the max-statistic, Westfall-Young correction for testing every feature at
+    once): a day alarms when any feature's PSI / scale exceeds it, which on the training window's own days happens
+    on a ``false_alarm`` share of them. ``in_sample_rate``: that share as measured on the blocks."""
+
+    model_config = ConfigDict(frozen=True)
+
+    features: list[str]
+    edges: list[list[float]]
+    proportions: list[list[float]]
+    scale: list[float]
+    threshold: float
+    false_alarm: float
+    window_days: int
+    gap_days: int
+    blocks: int
+    in_sample_rate: float
+
+
+class WindowDrift(BaseModel):
+    """One window's drift against a :class:`WindowDriftCalibration`: per feature its PSI and PSI / scale, the
+    largest scaled PSI (``statistic``), the threshold, the alarm and the features above the threshold."""
+
+    psi: dict[str, float]
+    scaled: dict[str, float]
+    statistic: float
+    threshold: float
+    alarm: bool
+    drifted: list[str]
+
+
+def _block_psi(x: np.ndarray, block: np.ndarray, reference: np.ndarray, n_bins: int) -> np.ndarray:
+    """PSI ``[n_features]`` of rows ``block`` of ``x`` (``[n_rows, n_features]``, finite) against rows
+    ``reference``, on the reference's quantile bins."""
+    ref, cur = x[reference], x[block]
+    quantiles = np.quantile(ref, np.arange(1, n_bins) / n_bins, axis=0)  # [n_bins - 1, n_features]
+    out = np.empty(x.shape[1])
+    for j in range(x.shape[1]):
+        edges = np.unique(quantiles[:, j])
+        out[j] = psi(bin_counts(ref[:, j], edges), bin_counts(cur[:, j], edges))
+    return out
+
+
+def calibrate_window_drift(
+    values: np.ndarray,
+    days: np.ndarray,
+    names: Sequence[str],
+    *,
+    window_days: int,
+    false_alarm: float = 0.05,
+    gap_days: int | None = None,
+    max_blocks: int = 200,
+    n_bins: int = N_BINS,
+) -> WindowDriftCalibration:
+    """Calibrate the window drift alarm on a model's training window.
+
+    ``values`` ``[n_rows, n_features]`` (columns in ``names`` order) are the window's feature rows, ``days``
+    ``[n_rows]`` the day of each (any sortable type; the rows of one day, its tickers, stay together). The window's
+    days are cut into blocks of ``window_days`` consecutive days (overlapping, at most ``max_blocks``); each block is
+    held out in turn and compared with the rest of the window minus ``gap_days`` (default ``window_days``) on each
+    side of it, so that the features' look-back does not leak the block into its reference. See
+    :class:`WindowDriftCalibration` for what is kept. ``ValueError`` when the window has fewer than
+    ``3 * window_days`` days or fewer than 20 blocks.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != len(names):
+        raise ValueError(f"calibration features must be [n_rows, {len(names)}], got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("calibration features must be finite (drop the look-back rows with NaN first)")
+    if not 0 < false_alarm < 1:
+        raise ValueError(f"false_alarm must be in (0, 1), got {false_alarm}")
+    gap = window_days if gap_days is None else gap_days
+    unique, day_of_row = np.unique(np.asarray(days), return_inverse=True)
+    n_days = len(unique)
+    if n_days < 3 * window_days:
+        raise ValueError(f"the training window has {n_days} days, too few to calibrate {window_days}-day drift")
+    starts = np.arange(0, n_days - window_days + 1)
+    stride = max(1, -(-len(starts) // max_blocks))
+    starts = starts[::stride]
+    if len(starts) < 20:
+        raise ValueError(f"the training window gives {len(starts)} held-out blocks, fewer than 20")
+    null = np.empty((len(starts), x.shape[1]))
+    for b, start in enumerate(starts):
+        end = start + window_days
+        block = (day_of_row >= start) & (day_of_row < end)
+        reference = (day_of_row < start - gap) | (day_of_row >= end + gap)
+        null[b] = _block_psi(x, block, reference, n_bins)
+    scale = np.maximum(np.nanmedian(null, axis=0), 1e-6)
+    statistic = np.nanmax(null / scale, axis=1)
+    threshold = float(np.quantile(statistic, 1 - false_alarm, method="higher"))
+    profile = reference_profile(x, list(names), n_bins)["features"]
+    return WindowDriftCalibration(
+        features=list(names),
+        edges=[profile[n]["edges"] for n in names],
+        proportions=[profile[n]["proportions"] for n in names],
+        scale=[float(s) for s in scale],
+        threshold=threshold,
+        false_alarm=false_alarm,
+        window_days=window_days,
+        gap_days=gap,
+        blocks=len(starts),
+        in_sample_rate=float(np.mean(statistic > threshold)),
+    )
+
+
+def window_drift(calibration: WindowDriftCalibration, values: np.ndarray) -> WindowDrift:
+    """Drift of a window's feature rows ``values`` ``[n_rows, n_features]`` (``calibration.features`` order)
+    against the training window the calibration was made on; PSI on the whole window's reference bins."""
+    x = np.asarray(values, dtype=np.float64)
+    c = calibration
+    if x.ndim != 2 or x.shape[1] != len(c.features):
+        raise ValueError(f"window features must be [n_rows, {len(c.features)}], got shape {x.shape}")
+    values_psi: dict[str, float] = {}
+    scaled: dict[str, float] = {}
+    for j, name in enumerate(c.features):
+        column = x[:, j]
+        value = psi(np.asarray(c.proportions[j]), bin_counts(column[np.isfinite(column)], np.asarray(c.edges[j])))
+        values_psi[name], scaled[name] = value, value / c.scale[j]
+    finite = [v for v in scaled.values() if np.isfinite(v)]
+    statistic = max(finite) if finite else float("nan")
+    drifted = sorted((n for n, v in scaled.items() if v > c.threshold), key=lambda n: -scaled[n])
+    return WindowDrift(
+        psi=values_psi, scaled=scaled, statistic=statistic, threshold=c.threshold, alarm=bool(drifted), drifted=drifted
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -280,27 +280,40 @@ class RunConfig(_Section):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def parse_run_config(text: str, source: str) -> RunConfig:
-    """A :class:`RunConfig` from YAML ``text``; ``source`` names it in errors (:class:`RunConfigError`)."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_yaml_model(text: str, source: str, model: type[M], what: str) -> M:
+    """``model`` validated from YAML ``text`` (a mapping); ``source`` names it and ``what`` says what it is
+    ("run config", "live config") in the one-line :class:`RunConfigError`."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise RunConfigError(f"{source}: not valid YAML ({exc})".replace("\n", " ")) from None
     if not isinstance(raw, dict):
-        raise RunConfigError(f"{source}: a run config is a YAML mapping, got {type(raw).__name__}")
+        raise RunConfigError(f"{source}: a {what} is a YAML mapping, got {type(raw).__name__}")
     try:
-        return RunConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise RunConfigError(f"{source}: {validation_message(exc)}") from None
 
 
+def read_config_text(path: Path, what: str) -> str:
+    """The text of a config file; a missing or unreadable file is a :class:`RunConfigError` naming it."""
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunConfigError(f"{path}: cannot read the {what} ({exc.__class__.__name__}: {exc})") from None
+
+
+def parse_run_config(text: str, source: str) -> RunConfig:
+    """A :class:`RunConfig` from YAML ``text``; ``source`` names it in errors (:class:`RunConfigError`)."""
+    return parse_yaml_model(text, source, RunConfig, "run config")
+
+
 def load_run_config(path: Path) -> RunConfig:
     """Read a run config file; a missing or unreadable file is a :class:`RunConfigError` naming it."""
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunConfigError(f"{path}: cannot read the run config ({exc.__class__.__name__}: {exc})") from None
-    return parse_run_config(text, str(path))
+    return parse_run_config(read_config_text(path, "run config"), str(path))
 
 
 def shipped_config(name: str) -> RunConfig:

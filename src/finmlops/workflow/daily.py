@@ -49,9 +49,10 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from finmlops.provenance import write_json_atomic
+from finmlops.monitoring.live_timeline import Timeline, TimelineDay
+from finmlops.provenance import file_sha256, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
-from finmlops.workflow.live_config import LiveConfig
+from finmlops.workflow.live_config import LiveConfig, RetrainConfig
 from finmlops.workflow.retrain import RetrainResult, RetrainSpec, read_result
 
 log = logging.getLogger("finmlops.live")
@@ -296,8 +297,16 @@ class _Client:
 
     def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         data = json.dumps(body).encode()
-        self.conn.request("POST", path, body=data, headers={"content-type": "application/json"})
-        response = self.conn.getresponse()
+        try:
+            self.conn.request("POST", path, body=data, headers={"content-type": "application/json"})
+            response = self.conn.getresponse()
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            # The server closed the idle keep-alive connection (a long phase in between, e.g. a drift
+            # calibration): the request did not reach it; send it again on a new connection.
+            self.conn.close()
+            self.conn.connect()
+            self.conn.request("POST", path, body=data, headers={"content-type": "application/json"})
+            response = self.conn.getresponse()
         raw = response.read()
         try:
             return response.status, json.loads(raw)
@@ -419,6 +428,45 @@ def served_by_challenger(day: date, ticker: str, share: float) -> bool:
     return share > 0 and stable_unit(f"{day.isoformat()}:{ticker}", "finmlops-live-canary") < share
 
 
+class RetrainTrigger(BaseModel):
+    """The retrain phase's decision: ``reason`` a refit starts today, or None; ``waiting`` says why a due refit
+    does not start yet (a refit pending or a canary running)."""
+
+    reason: str | None = None
+    waiting: str | None = None
+
+
+def retrain_trigger(retrain: RetrainConfig, state: LoopState, drift_alarm: bool) -> RetrainTrigger:
+    """Whether a refit starts at the end of the day ``state.day_index`` (the loop's trading days, from 0).
+
+    ``since``: trading days since the last refit started (the bootstrap fit counts as day -1). The schedule is due
+    when ``since >= retrain.every_days``; a drift alarm (``on_drift``) or a decaying champion (``on_decay``)
+    triggers when ``since > cooldown_days``. One challenger at a time: while a refit is pending or a canary runs,
+    nothing starts, and a due schedule waits for the canary to resolve (promotion or rollback); it then refits on
+    the first day after, and the count restarts from that refit. A schedule is therefore never skipped, only
+    deferred; a drift or decay trigger that came while waiting is re-examined on that day."""
+    index = state.day_index
+    since = index - (state.last_retrain if state.last_retrain is not None else -1)
+    reason = None
+    if retrain.every_days is not None and since >= retrain.every_days:
+        reason = f"schedule ({since} trading days since the last refit, every {retrain.every_days})"
+    elif since > retrain.cooldown_days:
+        if retrain.on_drift and drift_alarm:
+            reason = "drift alarm"
+        elif retrain.on_decay is not None:
+            recent = state.champion_hits[-retrain.on_decay.window_days :]
+            n, correct = sum(r[0] for r in recent), sum(r[1] for r in recent)
+            if len(recent) >= retrain.on_decay.window_days and n and correct / n < retrain.on_decay.below:
+                reason = f"live accuracy {correct / n:.3f} < {retrain.on_decay.below} over {len(recent)} days"
+    if reason is None:
+        return RetrainTrigger()
+    if state.pending is not None:
+        return RetrainTrigger(waiting=f"{reason}: waits for refit {state.pending.id}")
+    if state.challenger is not None:
+        return RetrainTrigger(waiting=f"{reason}: waits for the canary of v{state.challenger} to resolve")
+    return RetrainTrigger(reason=reason)
+
+
 class Loop:
     """The live loop of one config in one workspace; :meth:`run` walks days."""
 
@@ -537,6 +585,14 @@ class Loop:
             f"'{self.config.workspace}' and attributes.status = 'FINISHED'",
         )  # fmt: skip
         runs = [r for r in runs if r.data.tags.get("finmlops.model_uri")]
+        config_file = write_text_atomic(Path(spec.out) / "live_config.yaml", self.config.to_yaml())
+        run_tags = {
+            "finmlops.live.config": self.config.name, "finmlops.live.workspace": self.config.workspace,
+            "finmlops.live.refit": spec.id, "finmlops.live.reason": reason,
+            "finmlops.config_sha256": file_sha256(config_file),
+            "finmlops.live.fit_git_commit": result.git_commit or "unknown",
+            "finmlops.live.fit_pid": str(result.pid or ""),
+        }  # fmt: skip
         if runs:
             run_id = runs[0].info.run_id
         else:
@@ -558,7 +614,10 @@ class Loop:
                 metrics={"fit_seconds": result.seconds, "fit_cpu_seconds": result.cpu_seconds},
                 trained=TrainedNetwork(model.net.cpu(), model.scaler, windows, str(result.train_start),
                                        str(result.train_end)),
+                artifacts=[config_file, Path(spec.out) / "spec.json"],
             )  # fmt: skip
+        for key, value in run_tags.items():  # again on a resume: a crash may have come between the run and these
+            client.set_tag(run_id, key, value)
         versions = client.search_model_versions(f"run_id = '{run_id}'")
         if versions:
             version = int(max(versions, key=lambda v: int(v.version)).version)
@@ -883,67 +942,56 @@ class Loop:
 
     def _drift(self, day: date, st: LoopState) -> dict[str, Any]:
         from finmlops.features import compute_features
-        from finmlops.stats.drift import bin_counts, psi, reference_profile
+        from finmlops.monitoring.drift import WindowDriftCalibration, calibrate_window_drift, window_drift
 
         assert st.champion is not None and st.champion_window is not None
         variant = self.config.variant()
         universe = self.universe()
+        drift = self.config.drift
         if st.champion not in self._drift_refs:
-            path = self.paths.drift / f"v{st.champion}.json"
+            path = self.paths.drift / f"v{st.champion}-calibration.json"
             if path.exists():
-                self._drift_refs[st.champion] = json.loads(path.read_text())
+                self._drift_refs[st.champion] = WindowDriftCalibration.model_validate_json(path.read_text())
             else:
                 start, end = st.champion_window
                 frame = compute_features(universe, variant.feature_set)
                 dates = frame.index.get_level_values("date")
                 ref = frame[(dates >= pd.Timestamp(start)) & (dates <= pd.Timestamp(end))].dropna()
-                profile = reference_profile(ref.to_numpy(), list(ref.columns))
-                write_json_atomic(path, profile)
-                self._drift_refs[st.champion] = profile
-        profile = self._drift_refs[st.champion]
-        window = self.config.drift.window_days
+                calibration = calibrate_window_drift(
+                    ref.to_numpy(), ref.index.get_level_values("date").to_numpy(), [str(c) for c in ref.columns],
+                    window_days=drift.window_days, false_alarm=drift.false_alarm,
+                )  # fmt: skip
+                write_json_atomic(path, calibration.model_dump(mode="json"))
+                self._drift_refs[st.champion] = calibration
+        calibration = self._drift_refs[st.champion]
+        window = drift.window_days
         recent = {t: f.iloc[-(window + 150) :] for t, f in universe.items()}
         frame = compute_features(recent, variant.feature_set)
         days = np.unique(frame.index.get_level_values("date"))[-window:]
         current = frame[frame.index.get_level_values("date").isin(days)].dropna()
-        values = {}
-        for feature, ref in profile["features"].items():
-            counts = bin_counts(current[feature].to_numpy(), np.asarray(ref["edges"]))
-            values[feature] = psi(np.asarray(ref["proportions"]), counts)
-        drifted = sorted(f for f, v in values.items() if v > self.config.drift.psi)
-        alarm = len(drifted) >= self.config.drift.min_features
+        result = window_drift(calibration, current[calibration.features].to_numpy())
         events = []
-        if alarm:
-            top = ", ".join(drifted[:4])
-            events.append(f"drift alarm: {len(drifted)} features PSI > {self.config.drift.psi} ({top})")
+        if result.alarm:
+            top = ", ".join(result.drifted[:4])
+            events.append(
+                f"drift alarm: {len(result.drifted)} features above {result.threshold:.2f} x their typical PSI "
+                f"(false-alarm rate {drift.false_alarm:.0%} on the training window; {top})"
+            )
             log.info("finmlops live %s %s: %s", self.config.name, day, events[-1])
-        return {"psi": values, "drifted": drifted, "alarm": alarm, "events": events}
+        return {"psi": result.psi, "scaled": result.scaled, "statistic": result.statistic,
+                "threshold": result.threshold, "drifted": result.drifted, "alarm": result.alarm,
+                "events": events}  # fmt: skip
 
     def _retrain(self, day: date, st: LoopState, drift: dict[str, Any]) -> dict[str, Any]:
-        retrain = self.config.retrain
-        if st.pending is not None or st.challenger is not None:
-            return {}
-        index = st.day_index
-        since = index - (st.last_retrain if st.last_retrain is not None else -1)
-        reason = None
-        if retrain.every_days is not None and (index + 1) % retrain.every_days == 0:
-            reason = f"schedule (every {retrain.every_days} days)"
-        elif since > retrain.cooldown_days or st.last_retrain is None:
-            if retrain.on_drift and drift.get("alarm"):
-                reason = "drift alarm"
-            elif retrain.on_decay is not None:
-                recent = st.champion_hits[-retrain.on_decay.window_days :]
-                n, correct = sum(r[0] for r in recent), sum(r[1] for r in recent)
-                if len(recent) >= retrain.on_decay.window_days and n and correct / n < retrain.on_decay.below:
-                    reason = f"live accuracy {correct / n:.3f} < {retrain.on_decay.below} over {len(recent)} days"
-        if reason is None:
-            return {}
+        trigger = retrain_trigger(self.config.retrain, st, bool(drift.get("alarm")))
+        if trigger.reason is None:
+            return {"waiting": trigger.waiting} if trigger.waiting else {}
         rid = f"refit-{day:%Y%m%d}"
         self._launch(self._spec(rid, day))
-        st.pending = Pending(id=rid, day=day, due=index + retrain.lag_days, reason=reason)
-        st.last_retrain = index
+        st.pending = Pending(id=rid, day=day, due=st.day_index + self.config.retrain.lag_days, reason=trigger.reason)
+        st.last_retrain = st.day_index
         st.retrains += 1
-        return {"refit": rid, "reason": reason, "events": [f"retrain started ({reason})"]}
+        return {"refit": rid, "reason": trigger.reason, "events": [f"retrain started ({trigger.reason})"]}
 
     # --- the walk ------------------------------------------------------------------------------------------------
 
@@ -1021,28 +1069,6 @@ class Loop:
 
 
 # --- the timeline ------------------------------------------------------------------------------------------------
-
-
-class TimelineDay(BaseModel):
-    """One lived day: who served, the canary share, the day's hits of the served answers (of the day whose
-    outcome became known), the champion's IC, the drift alarm and the day's events."""
-
-    day: date
-    champion: int | None
-    challenger: int | None
-    share: float
-    served_n: int
-    served_correct: int
-    book_return: float | None
-    champion_ic: float | None
-    drift_alarm: bool
-    events: list[str]
-    fit_cpu_seconds: float
-
-
-class Timeline(BaseModel):
-    days: list[TimelineDay]
-    totals: dict[str, Any]
 
 
 def live_timeline(paths: LivePaths) -> Timeline:

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from finmlops.features.target import LabelSpec
 from finmlops.settings import validation_message
-from finmlops.workflow.config import RunConfigError
+from finmlops.workflow.config import RunConfigError, parse_yaml_model, read_config_text
 
 SHIPPED_LIVE = ("live", "live-quarterly", "live-drift", "live-static", "live-tiny")
 
@@ -105,12 +105,16 @@ class RolloutConfig(_Section):
 
 
 class DriftConfig(_Section):
-    """The alarm: at least ``min_features`` of the champion's features have a PSI above ``psi`` between the
-    inputs of the last ``window_days`` days and the champion's training window."""
+    """The alarm on the champion's inputs of the last ``window_days`` days against its training window, calibrated
+    on that window (``finmlops.monitoring.drift.calibrate_window_drift``): held-out ``window_days`` blocks of the
+    training window set, per feature, the PSI it typically has without drift, and the threshold on the largest
+    feature's PSI / typical PSI (the max over features: one test for all of them, corrected for their number) that
+    those blocks exceed on a ``false_alarm`` share of days."""
 
     window_days: int = Field(default=20, ge=2)
-    psi: float = Field(default=0.25, gt=0.0)
-    min_features: int = Field(default=3, ge=1)
+    false_alarm: float = Field(
+        default=0.05, gt=0.0, lt=0.5, description="Share of the training window's own days on which it alarms."
+    )
 
 
 class LiveConfig(_Section):
@@ -159,24 +163,11 @@ class LiveConfig(_Section):
 
 def parse_live_config(text: str, source: str) -> LiveConfig:
     """A :class:`LiveConfig` from YAML ``text``; errors are :class:`RunConfigError` naming ``source`` and the field."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RunConfigError(f"{source}: not valid YAML ({exc})".replace("\n", " ")) from None
-    if not isinstance(raw, dict):
-        raise RunConfigError(f"{source}: a live config is a YAML mapping, got {type(raw).__name__}")
-    try:
-        return LiveConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise RunConfigError(f"{source}: {validation_message(exc)}") from None
+    return parse_yaml_model(text, source, LiveConfig, "live config")
 
 
 def load_live_config(path: Path) -> LiveConfig:
-    try:
-        text = Path(path).read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunConfigError(f"{path}: cannot read the live config ({exc.__class__.__name__}: {exc})") from None
-    return parse_live_config(text, str(path))
+    return parse_live_config(read_config_text(path, "live config"), str(path))
 
 
 def shipped_live_config(name: str = "live") -> LiveConfig:

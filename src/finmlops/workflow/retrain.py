@@ -5,13 +5,16 @@ may already hold later days by the time it runs: they are cut off), fits the var
 window of labelled decision dates (the last ``val_days`` dates, after a purge of ``seq_len + reach`` days, for
 early stopping), and writes into the spec's ``out`` folder, atomically: ``model.pt`` (the fitted
 ``finmlops.training.DeepModel``), ``windows.npy`` (training windows for the ONNX parity check) and ``result.json``
-(:class:`RetrainResult`), last. A second process started on the same spec (a resumed loop) computes the same
-files and replaces them with the same content: the fit is seeded and runs on ``threads`` (default 1) threads.
+(:class:`RetrainResult`,
+with the worker's code version and pid), last. A second process started on the same spec (a resumed loop) computes
+the same files and replaces them with the same content: the fit is seeded and runs on ``threads`` (default 1)
+threads.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import time
@@ -19,10 +22,10 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from finmlops.features.target import LabelSpec
-from finmlops.provenance import atomic_path, write_json_atomic
+from finmlops.provenance import atomic_path, git_commit, software_versions, write_json_atomic
 
 RESULT = "result.json"
 EXPORT_WINDOWS = 2000  # training windows kept for the export parity check and the drift reference
@@ -66,6 +69,9 @@ class RetrainResult(BaseModel):
     data_hash: str
     feature_set: str
     feature_names: list[str]
+    git_commit: str | None = None  # the code the worker process fitted with (finmlops.provenance.git_commit)
+    versions: dict[str, str] = Field(default_factory=dict)  # its Python and package versions
+    pid: int | None = None  # the worker process
 
 
 def fit(spec: RetrainSpec) -> RetrainResult:
@@ -119,6 +125,9 @@ def fit(spec: RetrainSpec) -> RetrainResult:
         data_hash=dataset_hash_of(universe),
         feature_set=variant.feature_set,
         feature_names=list(train.feature_names),
+        git_commit=git_commit(Path(__file__).parent),
+        versions=software_versions(),
+        pid=os.getpid(),
     )
     write_json_atomic(out / RESULT, result.model_dump(mode="json"))
     return result

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from finmlops.monitoring.live_timeline import Timeline
 from finmlops.report.base import Input, Section, empty, note, num, read_model, table
 from finmlops.report.charts import Series, colors, date_ticks, day, line_chart
 from finmlops.settings import Settings
@@ -62,24 +63,6 @@ class _Comparison(Input):
     hindsight_days: int
 
 
-class _Day(Input):
-    day: date
-    champion: int | None
-    challenger: int | None
-    share: float
-    served_n: int
-    served_correct: int
-    book_return: float | None
-    champion_ic: float | None
-    drift_alarm: bool
-    events: list[str]
-
-
-class _Timeline(Input):
-    days: list[_Day]
-    totals: dict[str, object]
-
-
 def _ci(e: _Estimate, spec: str = ".3f") -> str:
     if e.value is None:
         return "–"
@@ -98,7 +81,7 @@ def _rolling(values: list[float | None], weights: list[float] | None = None) -> 
     return out
 
 
-def timeline_html(name: str, timeline: _Timeline) -> str:
+def timeline_html(name: str, timeline: Timeline) -> str:
     days = timeline.days
     if not days:
         return note(f"{name}: no lived day yet")
@@ -203,7 +186,7 @@ def build(settings: Settings) -> Section:
         if not timelines:
             return empty("live", TITLE, "finmlops live --from 2021-01-04 --to 2023-12-29", "live days")
     for name, file in timelines:
-        timeline = read_model(file, _Timeline)
+        timeline = read_model(file, Timeline)
         if timeline is None:
             parts.append(note(f"{name}: {file} is missing (rerun finmlops live)"))
             continue
