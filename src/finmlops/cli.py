@@ -12,9 +12,10 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 import typer
+from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 
@@ -33,6 +34,9 @@ from finmlops.settings import (
     load_settings,
     parse_iso_date,
 )
+
+if TYPE_CHECKING:
+    from finmlops.evaluation.results import BacktestResult
 
 app = typer.Typer(
     name="finmlops",
@@ -91,7 +95,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def emit_json(payload: Any) -> None:
-    """Write ``payload`` as JSON on stdout, bypassing rich so that it stays machine-readable."""
+    """Write ``payload`` as JSON on stdout, bypassing rich so that it stays machine-readable; a pydantic model as
+    its ``model_dump_json`` (NaN as null, as in the result files)."""
+    if isinstance(payload, BaseModel):
+        sys.stdout.write(payload.model_dump_json(indent=2) + "\n")
+        return
     sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
 
 
@@ -508,56 +516,71 @@ def backtest_command(
     if json_out:
         emit_json(result)
         return
+    print_backtest(result, settings.results_dir / "backtest.json")
+
+
+def _fig(value: float, spec: str) -> str:
+    """``value`` formatted, or a dash when undefined (NaN)."""
+    return "–" if value != value else format(value, spec)
+
+
+def print_backtest(result: BacktestResult, path: Path) -> None:
+    """The backtest's tables: every book net of costs with its DSR, the money terms and the trial count."""
     from rich.table import Table
 
-    table = Table(title=f"Backtest, {cost_bps:g}+{slippage_bps:g} bps per unit turnover; {result['timing']}")
+    cfg = result.config
+    table = Table(title=f"Backtest, {cfg.cost_bps:g}+{cfg.slippage_bps:g} bps per unit turnover; {result.timing}")
     columns = ("model", "strategy", "ann. return", "vol", "Sharpe", "Sortino", "max DD", "turnover/yr", "hit")
     for column in (*columns, "exposure", "DSR"):
         table.add_column(column)
-    rows = [("buy_hold", "benchmark", result["benchmark"])]
-    rows += [(m, s, p) for m, by_s in result["results"].items() for s, p in by_s.items()]
+    rows: list[tuple[str, str, Any]] = [("buy_hold", "benchmark", result.benchmark), *result.books()]
     for model, strat, p in rows:
-        dsr = p.get("deflated_sharpe")
         table.add_row(
             model,
             strat,
-            f"{p['annual_return']:+.1%}",
-            f"{p['annual_volatility']:.1%}",
-            f"{p['sharpe']:.2f}",
-            f"{p['sortino']:.2f}",
-            f"{p['max_drawdown']:.1%}",
-            f"{p['turnover_annual']:.0f}x",
-            f"{p['hit_rate']:.3f}",
-            f"{p['exposure']:.2f}",
-            "–" if dsr is None else f"{dsr:.3f}",
+            _fig(p.annual_return, "+.1%"),
+            _fig(p.annual_volatility, ".1%"),
+            _fig(p.sharpe, ".2f"),
+            _fig(p.sortino, ".2f"),
+            _fig(p.max_drawdown, ".1%"),
+            _fig(p.turnover_annual, ".0f") + "x",
+            _fig(p.hit_rate, ".3f"),
+            _fig(p.exposure, ".2f"),
+            _fig(getattr(p, "deflated_sharpe", float("nan")), ".3f"),
         )
     console.print(table)
-    for strat, why in result.get("skipped", {}).items():
+    for strat, why in result.skipped.items():
         console.print(f"{strat}: {why}", highlight=False)
-    business = result["business"]
-    assumed = business["assumptions"]
+    business = result.business
+    assumed = business.assumptions
+    caption = None
+    if assumed is not None:
+        caption = (
+            f"Assumes {assumed.cost_bps_per_unit_turnover:g} bps cost + {assumed.slippage_bps_per_unit_turnover:g} "
+            f"bps slippage per unit turnover, {assumed.timing}, risk-free rate 0; not modelled: "
+            f"{', '.join(assumed.not_modelled)}."
+        )
+    days = "?" if assumed is None else assumed.trading_days
     money = Table(
-        title=f"Business impact of {capital:,.0f} over {assumed['trading_days']} trading days "
-        f"(buy-and-hold ends at {business['buy_hold_end_value']:,.0f})",
-        caption=f"Assumes {assumed['cost_bps_per_unit_turnover']:g} bps cost + "
-        f"{assumed['slippage_bps_per_unit_turnover']:g} bps slippage per unit turnover, {assumed['timing']}, "
-        f"risk-free rate 0; not modelled: {', '.join(assumed['not_modelled'])}.",
+        title=f"Business impact of {business.capital:,.0f} over {days} trading days "
+        f"(buy-and-hold ends at {_fig(business.buy_hold_end_value, ',.0f')})",
+        caption=caption,
     )
     for column in ("model/strategy", "end value", "vs buy-and-hold", "costs paid", "DSR > 0.95"):
         money.add_column(column)
-    for name, b in business["by_config"].items():
+    for name, b in business.by_config.items():
         money.add_row(
             name,
-            f"{b['end_value']:,.0f}",
-            f"{b['excess_vs_buy_hold']:+,.0f}",
-            f"{b['costs_paid']:,.0f}",
-            "yes" if b["dsr_above_0_95"] else "no",
+            _fig(b.end_value, ",.0f"),
+            _fig(b.excess_vs_buy_hold, "+,.0f"),
+            _fig(b.costs_paid, ",.0f"),
+            "yes" if b.dsr_above_0_95 else "no",
         )
     console.print(money)
-    trials = result["trials"]
+    trials = result.trials
     console.print(
-        f"deflated Sharpe over {trials['total']} configurations tried on these predictions "
-        f"({trials['this_run']} now). Wrote {settings.results_dir / 'backtest.json'}",
+        f"deflated Sharpe over {trials.total} configurations tried on these predictions "
+        f"({trials.this_run} now). Wrote {path}",
         highlight=False,
     )
 

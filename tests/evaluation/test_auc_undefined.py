@@ -32,13 +32,13 @@ def _fold_constant_market(seed: int = 0) -> pd.DataFrame:
 def test_pooled_auc_of_a_fold_constant_forecast_is_undefined() -> None:
     preds = _fold_constant_market()
     result = evaluate_predictions(preds, baselines=["majority"], boot=BOOT)
-    majority = result["models"]["majority"]
-    assert majority["pooled"]["accuracy"]["value"] == 0.5
-    for entry in (majority["pooled"]["roc_auc"], *(f["roc_auc"] for f in majority["folds"].values())):
-        assert np.isnan([entry["value"], entry["ci_low"], entry["ci_high"]]).all()
-    assert all(np.isnan(t["roc_auc"]) for t in majority["per_ticker"].values())
+    majority = result.models["majority"]
+    assert majority.pooled.accuracy.value == 0.5
+    for entry in (majority.pooled.roc_auc, *(f.roc_auc for f in majority.folds.values())):
+        assert np.isnan([entry.value, entry.ci_low, entry.ci_high]).all()
+    assert all(np.isnan(t.roc_auc) for t in majority.per_ticker.values())
     # A forecast that varies keeps its AUC.
-    assert 0.4 < result["models"]["noise"]["pooled"]["roc_auc"]["value"] < 0.6
+    assert 0.4 < result.models["noise"].pooled.roc_auc.value < 0.6
     row = next(line for line in markdown_table(result).splitlines() if line.startswith("| majority"))
     assert row.split(" | ")[3] == "n/a"
 
@@ -47,8 +47,8 @@ def test_random_walk_check_ignores_the_pooled_auc_of_a_fold_constant_forecast() 
     preds = _fold_constant_market()
     rows = preds.loc[preds["model"] == "majority"]
     # What pooling would report, were the scores taken as one ranking: an AUC CI that excludes 0.5.
-    pooled = metrics_with_ci(prepare(rows.assign(fold="all")), BOOT)["roc_auc"]
-    assert pooled["value"] > 0.53 and pooled["ci_low"] > 0.5
+    pooled = metrics_with_ci(prepare(rows.assign(fold="all")), BOOT).roc_auc
+    assert pooled.value > 0.53 and pooled.ci_low > 0.5
     checks = {c.model: c for c in no_signal_checks("random_walk", preds, BOOT)}
     assert checks["majority"].passed, checks["majority"].detail
     assert "undefined" in checks["majority"].detail

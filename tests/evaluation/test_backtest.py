@@ -73,15 +73,15 @@ def test_performance_summary_by_hand(three_days: pd.DataFrame) -> None:
     perf = performance(_path(three_days, "long_flat"))
     net = np.array([0.0045, -0.0055, 0.0045])
     equity = np.cumprod(1 + net)
-    assert perf["total_return"] == pytest.approx(equity[-1] - 1)
-    assert perf["annual_return"] == pytest.approx(equity[-1] ** (252 / 3) - 1)
-    assert perf["sharpe"] == pytest.approx(net.mean() / net.std(ddof=1) * math.sqrt(252))
-    assert perf["sortino"] == pytest.approx(net.mean() / math.sqrt(0.0055**2 / 3) * math.sqrt(252))
-    assert perf["max_drawdown"] == pytest.approx(equity[1] / equity[0] - 1)
-    assert perf["hit_rate"] == pytest.approx(2 / 3)
-    assert perf["exposure"] == pytest.approx((0.5 + 1.0 + 0.5) / 3)
-    assert perf["turnover_daily"] == pytest.approx(0.5)
-    assert perf["costs_paid"] == pytest.approx(0.0005 * (1 + equity[0] + equity[1]))
+    assert perf.total_return == pytest.approx(equity[-1] - 1)
+    assert perf.annual_return == pytest.approx(equity[-1] ** (252 / 3) - 1)
+    assert perf.sharpe == pytest.approx(net.mean() / net.std(ddof=1) * math.sqrt(252))
+    assert perf.sortino == pytest.approx(net.mean() / math.sqrt(0.0055**2 / 3) * math.sqrt(252))
+    assert perf.max_drawdown == pytest.approx(equity[1] / equity[0] - 1)
+    assert perf.hit_rate == pytest.approx(2 / 3)
+    assert perf.exposure == pytest.approx((0.5 + 1.0 + 0.5) / 3)
+    assert perf.turnover_daily == pytest.approx(0.5)
+    assert perf.costs_paid == pytest.approx(0.0005 * (1 + equity[0] + equity[1]))
 
 
 def _one_ticker() -> dict[str, pd.DataFrame]:
@@ -122,10 +122,10 @@ def test_the_backtest_earns_exactly_the_labelled_return(execution: str) -> None:
     # The label is the direction of that same return, not of close(t) -> close(t+1).
     np.testing.assert_array_equal(preds["y_true"], (traded > 0).astype(int))
     result = run_backtest(preds, BacktestConfig(strategies=("long_flat",), cost_bps=0.0), label=label)
-    long_flat = result["results"]["m"]["long_flat"]
-    assert long_flat["days"] == 4 and result["config"]["label"] == label.model_dump()
-    assert long_flat["total_return"] == pytest.approx(np.prod(1 + traded) - 1)
-    assert result["business"]["assumptions"]["timing"] == label.timing
+    long_flat = result.results["m"]["long_flat"]
+    assert long_flat.days == 4 and result.config.label == label
+    assert long_flat.total_return == pytest.approx(np.prod(1 + traded) - 1)
+    assert result.business.assumptions.timing == label.timing
 
 
 def test_a_longer_horizon_rebalances_every_horizon_days() -> None:
@@ -139,9 +139,9 @@ def test_a_longer_horizon_rebalances_every_horizon_days() -> None:
     assert list(earned.index) == list(rows["date"].unique())
     assert list(rows["date"]) == list(preds["date"].iloc[[0, 2]])
     result = run_backtest(preds, BacktestConfig(strategies=("long_flat",), cost_bps=0.0), label=label)
-    long_flat = result["results"]["m"]["long_flat"]
-    assert long_flat["days"] == 2 and result["config"]["periods_per_year"] == 126
-    assert long_flat["total_return"] == pytest.approx((adj[3] / adj[1]) * (adj[5] / adj[3]) - 1)
+    long_flat = result.results["m"]["long_flat"]
+    assert long_flat.days == 2 and result.config.periods_per_year == 126
+    assert long_flat.total_return == pytest.approx((adj[3] / adj[1]) * (adj[5] / adj[3]) - 1)
 
 
 def test_deflated_sharpe_matches_bailey_lopez_de_prado_example() -> None:
@@ -164,20 +164,20 @@ def test_run_backtest_counts_trials_and_finds_the_informative_model(preds: pd.Da
     config = BacktestConfig(cost_bps=5, slippage_bps=1, top_k=1)
     label = LabelSpec()
     result = run_backtest(validate_predictions(preds), config, label=label)
-    assert result["trials"]["this_run"] == 3 * 3  # models x strategies
-    net = result["results"]["net"]
+    assert result.trials.this_run == 3 * 3  # models x strategies
+    net = result.results["net"]
     # "net" sees ret_next through noise: its long/short book must beat the noise model's.
-    assert net["long_short"]["sharpe"] > result["results"]["momentum"]["long_short"]["sharpe"] + 1
-    assert 0 <= net["long_short"]["deflated_sharpe"] <= 1
+    assert net["long_short"].sharpe > result.results["momentum"]["long_short"].sharpe + 1
+    assert 0 <= net["long_short"].deflated_sharpe <= 1
     # Earlier tries with widely spread Sharpe ratios raise the bar a lucky best try must clear.
     prior = run_backtest(
         validate_predictions(preds), config, label=label, prior_trials=list(np.linspace(-0.3, 0.3, 20))
     )
-    assert prior["trials"]["total"] == 29
-    assert prior["trials"]["expected_max_sharpe_daily"] > result["trials"]["expected_max_sharpe_daily"]
-    assert prior["results"]["net"]["top_k"]["deflated_sharpe"] < net["top_k"]["deflated_sharpe"]
-    biz = result["business"]["by_config"]["net/long_short"]
-    assert biz["end_value"] == pytest.approx(100_000 * (1 + net["long_short"]["total_return"]))
+    assert prior.trials.total == 29
+    assert prior.trials.expected_max_sharpe_daily > result.trials.expected_max_sharpe_daily
+    assert prior.results["net"]["top_k"].deflated_sharpe < net["top_k"].deflated_sharpe
+    biz = result.business.by_config["net/long_short"]
+    assert biz.end_value == pytest.approx(100_000 * (1 + net["long_short"].total_return))
 
 
 def test_bad_inputs_are_rejected(three_days: pd.DataFrame) -> None:

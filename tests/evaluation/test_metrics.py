@@ -24,6 +24,7 @@ from finmlops.evaluation.metrics import (
     validate_predictions,
     weighted_metrics,
 )
+from finmlops.evaluation.results import Evaluation, PairedTest
 from finmlops.provenance import json_safe
 from finmlops.stats.bootstrap import block_bootstrap_weights
 
@@ -115,40 +116,40 @@ def test_ci_reflects_dates_not_rows_when_tickers_move_together() -> None:
             "ret_next": rng.normal(0, 0.01, 4 * n_dates),
         }
     )
-    ci = metrics_with_ci(prepare(rows), BootstrapConfig(n_boot=2000, block_len=1, seed=0))["accuracy"]
-    width = ci["ci_high"] - ci["ci_low"]
+    ci = metrics_with_ci(prepare(rows), BootstrapConfig(n_boot=2000, block_len=1, seed=0)).accuracy
+    width = ci.ci_high - ci.ci_low
     by_dates = 2 * 1.96 * np.sqrt(0.25 / n_dates)
     assert width == pytest.approx(by_dates, rel=0.15)  # an iid-row bootstrap would give half this width
-    assert ci["ci_low"] < ci["value"] < ci["ci_high"]
+    assert ci.ci_low < ci.value < ci.ci_high
 
 
 def test_paired_test_detects_skill_and_not_its_absence(preds: pd.DataFrame) -> None:
     v = validate_predictions(preds)
     boot = BootstrapConfig(n_boot=500, block_len=5, seed=0)
     better = paired_accuracy_test(paired_rows(v, "net", "momentum"), boot)
-    assert better["accuracy_diff"] > 0.05
-    assert better["ci_low"] > 0 and better["p_value_bootstrap"] < 0.01
-    assert better["mcnemar"]["p_value"] < 0.01
+    assert better.accuracy_diff > 0.05
+    assert better.ci_low > 0 and better.p_value_bootstrap < 0.01
+    assert better.mcnemar is not None and better.mcnemar.p_value < 0.01
     same = paired_accuracy_test(paired_rows(v, "net", "net"), boot)
-    assert same["accuracy_diff"] == 0 and same["p_value_bootstrap"] == 1.0
-    assert same["mcnemar"]["p_value"] == 1.0
+    assert same.accuracy_diff == 0 and same.p_value_bootstrap == 1.0
+    assert same.mcnemar is not None and same.mcnemar.p_value == 1.0
 
 
 def test_mcnemar_matches_binomial_test_on_discordant_pairs() -> None:
     a = np.array([1] * 30 + [0] * 12 + [1] * 50 + [0] * 8)
     b = np.array([0] * 30 + [1] * 12 + [1] * 50 + [0] * 8)
     result = mcnemar_exact(a, b)
-    assert (result["only_model_correct"], result["only_baseline_correct"]) == (30, 12)
-    assert result["p_value"] == pytest.approx(stats.binomtest(30, 42, 0.5).pvalue)
+    assert (result.only_model_correct, result.only_baseline_correct) == (30, 12)
+    assert result.p_value == pytest.approx(stats.binomtest(30, 42, 0.5).pvalue)
 
 
 def test_calibration_bins_match_sklearn(preds: pd.DataFrame) -> None:
     rows = _net_rows(preds)
     bins = calibration_bins(rows["prob_up"].to_numpy(), rows["y_true"].to_numpy(), n_bins=10)
     freq, mean_p = calibration_curve(rows["y_true"], rows["prob_up"], n_bins=10, strategy="uniform")
-    np.testing.assert_allclose(bins["observed_up"], freq)
-    np.testing.assert_allclose(bins["mean_predicted"], mean_p)
-    assert sum(bins["count"]) == len(rows)
+    np.testing.assert_allclose(bins.observed_up, freq)
+    np.testing.assert_allclose(bins.mean_predicted, mean_p)
+    assert sum(bins.count) == len(rows)
 
 
 def test_evaluate_predictions_structure_and_reproducibility(make_predictions: Callable[..., pd.DataFrame]) -> None:
@@ -156,14 +157,17 @@ def test_evaluate_predictions_structure_and_reproducibility(make_predictions: Ca
     boot = BootstrapConfig(n_boot=100, block_len=5, seed=7)
     first = evaluate_predictions(preds, baselines=["majority", "momentum"], boot=boot)
     again = evaluate_predictions(preds.sample(frac=1.0, random_state=1), baselines=["majority", "momentum"], boot=boot)
-    assert json_safe(first) == json_safe(again)  # row order does not matter; the seed fixes the resamples
-    net = first["models"]["net"]
-    assert set(net["folds"]) == {"2020", "2021"}
-    assert set(net["vs_baselines"]) == {"majority", "momentum"}
-    assert set(first["models"]["majority"]["vs_baselines"]) == {"momentum"}
-    assert first["models"]["majority"]["pooled"]["up_share"]["value"] == 1.0
-    assert np.isnan(first["models"]["majority"]["pooled"]["ic"]["value"])  # constant forecast: IC undefined
-    assert set(net["per_ticker"]) == {"AAA", "BBB", "CCC", "DDD"}
+    # Row order does not matter; the seed fixes the resamples.
+    assert first.model_dump_json() == again.model_dump_json()
+    net = first.models["net"]
+    assert set(net.folds) == {"2020", "2021"}
+    assert set(net.vs_baselines) == {"majority", "momentum"}
+    assert set(first.models["majority"].vs_baselines) == {"momentum"}
+    assert first.models["majority"].pooled.up_share.value == 1.0
+    assert np.isnan(first.models["majority"].pooled.ic.value)  # constant forecast: IC undefined
+    assert set(net.per_ticker) == {"AAA", "BBB", "CCC", "DDD"}
+    # evaluation.json's round trip: NaN is written as null and read back as NaN.
+    assert Evaluation.model_validate_json(first.model_dump_json()).model_dump_json() == first.model_dump_json()
 
 
 @pytest.mark.parametrize(
@@ -201,16 +205,16 @@ def test_a_model_worse_than_the_majority_class_reads_as_worse() -> None:
         ]
     )
     result = evaluate_predictions(frame, baselines=["majority"], boot=BootstrapConfig(n_boot=300, block_len=5))
-    test = json_safe(result)["models"]["coin"]["vs_baselines"]["majority"]
+    test = json_safe(result.model_dump())["models"]["coin"]["vs_baselines"]["majority"]
     assert test["comparison"] == {
         "metric": "accuracy", "reference": "majority", "difference": test["accuracy_diff"],
         "p_value": test["p_value_bootstrap"], "side": "two-sided", "alpha": 0.05,
     }  # fmt: skip
-    text = describe_comparison(baseline_comparison(test, "majority"))
+    text = describe_comparison(baseline_comparison(PairedTest.model_validate(test), "majority"))
     assert test["accuracy_diff"] < 0 and text.startswith("worse than majority (accuracy -0.")
     # An evaluation.json written before the field existed reads the same.
-    old = {k: v for k, v in test.items() if k != "comparison"}
-    assert describe_comparison(baseline_comparison(old, "majority")) == text
+    old = PairedTest.model_validate({k: v for k, v in test.items() if k != "comparison"})
+    assert old.comparison is None and describe_comparison(baseline_comparison(old, "majority")) == text
 
 
 def test_within_date_auc_ignores_market_timing_and_pools_pairs_by_date() -> None:
@@ -225,9 +229,9 @@ def test_within_date_auc_ignores_market_timing_and_pools_pairs_by_date() -> None
     rows = pd.DataFrame({"date": dates, "ticker": np.tile(list("ABCDEFGHIJ"), 200), "y_true": y})
     boot = Boot(n_boot=200, block_len=5, seed=1)
     timing = within_date_auc(rows.assign(prob_up=np.where(market, 0.6, 0.4)), boot)
-    assert timing["value"] == pytest.approx(0.5) and timing["ci_low"] <= 0.5 <= timing["ci_high"]
+    assert timing.value == pytest.approx(0.5) and timing.contains(0.5)
     # A score that sees the labels orders every pair of every date.
-    assert within_date_auc(rows.assign(prob_up=y + 0.01 * rng.random(y.size)), boot)["value"] == 1.0
+    assert within_date_auc(rows.assign(prob_up=y + 0.01 * rng.random(y.size)), boot).value == 1.0
     # It is the pair-weighted mean of the per-date Mann-Whitney AUCs.
     rows = rows.assign(prob_up=rng.random(y.size) + 0.3 * y)
     per_date = [
@@ -236,4 +240,4 @@ def test_within_date_auc_ignores_market_timing_and_pools_pairs_by_date() -> None
         for _, g in rows.groupby("date")
     ]  # fmt: skip
     expected = sum(u for u, _ in per_date) / sum(n for _, n in per_date)
-    assert within_date_auc(rows, boot)["value"] == pytest.approx(expected, rel=1e-12)
+    assert within_date_auc(rows, boot).value == pytest.approx(expected, rel=1e-12)

@@ -49,9 +49,9 @@ def test_fk_refuses_a_universe_smaller_than_2k_and_run_backtest_notes_it() -> No
     with pytest.raises(StrategySkipped, match=r"needs 20 tickers.*at most 4"):
         fk_weights(rows, k=10)
     result = run_backtest(rows, BacktestConfig(strategies=("long_flat", "fk_long_short")), label=LabelSpec())
-    assert "fk_long_short" not in result["results"]["m"]
-    assert "needs 20 tickers" in result["skipped"]["fk_long_short"]
-    assert "before_costs" in result["results"]["m"]["long_flat"]
+    assert "fk_long_short" not in result.results["m"]
+    assert "needs 20 tickers" in result.skipped["fk_long_short"]
+    assert result.results["m"]["long_flat"].before_costs is not None
 
 
 def test_topk_dropout_step_holds_drops_the_worst_and_buys_the_best_not_held() -> None:

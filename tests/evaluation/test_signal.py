@@ -26,16 +26,17 @@ def _frame(n_dates: int, n_tickers: int, rho: float, seed: int) -> pd.DataFrame:
 
 def test_ic_rank_ic_and_icir_match_scipy_on_hand_data() -> None:
     preds = _frame(12, 7, 0.3, 1)
-    sig = evaluate_predictions(preds, baselines=(), boot=BootstrapConfig(n_boot=50))["models"]["m"]["signal"]
+    sig = evaluate_predictions(preds, baselines=(), boot=BootstrapConfig(n_boot=50)).models["m"].signal
+    assert sig is not None
     by_date = list(preds.groupby("date"))
     ic = np.array([stats.pearsonr(g["prob_up"], g["ret_next"])[0] for _, g in by_date])
     ric = np.array([stats.spearmanr(g["prob_up"], g["ret_next"])[0] for _, g in by_date])
-    assert sig["ic"]["value"] == pytest.approx(ic.mean())
-    assert sig["rank_ic"]["value"] == pytest.approx(ric.mean())
-    assert sig["icir"]["value"] == pytest.approx(ic.mean() / ic.std(ddof=1))
-    assert sig["rank_icir"]["value"] == pytest.approx(ric.mean() / ric.std(ddof=1))
-    assert sig["icir_annualised"]["value"] == pytest.approx(ic.mean() / ic.std(ddof=1) * np.sqrt(252))
-    assert sig["n_ic_dates"] == 12
+    assert sig.ic.value == pytest.approx(ic.mean())
+    assert sig.rank_ic.value == pytest.approx(ric.mean())
+    assert sig.icir.value == pytest.approx(ic.mean() / ic.std(ddof=1))
+    assert sig.rank_icir.value == pytest.approx(ric.mean() / ric.std(ddof=1))
+    assert sig.icir_annualised.value == pytest.approx(ic.mean() / ic.std(ddof=1) * np.sqrt(252))
+    assert sig.n_ic_dates == 12
 
 
 def test_bootstrap_ci_of_the_ic_covers_the_truth_in_most_simulations() -> None:
@@ -45,14 +46,20 @@ def test_bootstrap_ci_of_the_ic_covers_the_truth_in_most_simulations() -> None:
     covered = 0
     for seed in range(20):
         sig = evaluate_predictions(_frame(120, 30, 0.1, seed), baselines=(), boot=BootstrapConfig(n_boot=200))
-        ic = sig["models"]["m"]["signal"]["ic"]
-        covered += ic["ci_low"] <= truth <= ic["ci_high"]
+        signal = sig.models["m"].signal
+        assert signal is not None
+        covered += signal.ic.contains(truth)
     assert covered >= 16  # 95 % CIs: 19 expected; fewer than 16 of 20 has probability < 2 %
 
 
 def test_accuracy_against_a_coin_flip_is_worded_with_sign_side_and_p() -> None:
     sig = evaluate_predictions(_frame(200, 20, 0.3, 3), baselines=(), boot=BootstrapConfig(n_boot=200))
-    acc = sig["models"]["m"]["signal"]["accuracy_vs_half"]
-    assert acc["side"] == "two-sided" and acc["difference"] > 0 and acc["p_value"] < 0.05
+    signal = sig.models["m"].signal
+    assert signal is not None
+    acc = signal.accuracy_vs_half
+    assert acc.side == "two-sided" and acc.difference is not None and acc.difference > 0
+    assert acc.p_value is not None and acc.p_value < 0.05
     null = evaluate_predictions(_frame(200, 20, 0.0, 4), baselines=(), boot=BootstrapConfig(n_boot=200))
-    assert null["models"]["m"]["signal"]["ic_vs_zero"]["p_value"] > 0.01
+    null_signal = null.models["m"].signal
+    assert null_signal is not None and null_signal.ic_vs_zero.p_value is not None
+    assert null_signal.ic_vs_zero.p_value > 0.01

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from finmlops.cli import app
 from finmlops.data import DataStore
 from finmlops.evaluation.metrics import BootstrapConfig
+from finmlops.evaluation.results import load_evaluation
 from finmlops.evaluation.workspace import evaluate_and_write, markdown_table
 from finmlops.settings import load_settings
 
@@ -44,7 +45,9 @@ def test_evaluation_files_are_stamped_and_reproducible(home: Path, preds: pd.Dat
         r"(?:better than|worse than|not different from) momentum \(accuracy [+-]\d\.\d{3}, two-sided p", table
     )
     assert len(worded) == 2 and "(p=" not in table
-    assert markdown_table(first).count("\n| ") == 3  # one row per model below the header
+    loaded = load_evaluation(results)  # the typed reader: the file's content, NaN read back from null
+    assert markdown_table(loaded).count("\n| ") == 3  # one row per model below the header
+    assert json.loads(loaded.model_dump_json()) == again
 
 
 def test_backtest_cli_writes_json_and_counts_every_trial(home: Path) -> None:

@@ -67,7 +67,7 @@ def test_every_command_follows_a_changed_horizon(
     # evaluate: y_true is the horizon-5 label and ret_next its traded return, recorded in evaluation.json.
     evaluation = run_evaluation(h5, variants=["lightweight"], epochs=1, seed=h5.seed, test_years=[YEAR], boot=BOOT,
                                 progress=False)  # fmt: skip
-    assert evaluation["provenance"]["config"]["label"] == H5.model_dump()
+    assert evaluation.label == H5 and evaluation.provenance.config["label"] == H5.model_dump()
     preds = pd.read_parquet(h5.results_dir / "predictions.parquet")
     keys = _keys(preds)
     np.testing.assert_array_equal(preds["y_true"], make_target(universe, H5).reindex(keys).to_numpy())
@@ -77,10 +77,10 @@ def test_every_command_follows_a_changed_horizon(
 
     # backtest: trades the 5-day traded return, rebalancing every 5 days.
     backtest = run_backtest_workspace(h5, BacktestConfig(strategies=("long_flat",)))
-    assert backtest["config"]["label"] == H5.model_dump() and backtest["config"]["periods_per_year"] == 252 / 5
-    assert "held 5 trading day(s) to the close of t+6" in backtest["timing"]
+    assert backtest.config.label == H5 and backtest.config.periods_per_year == 252 / 5
+    assert "held 5 trading day(s) to the close of t+6" in backtest.timing
     days = preds.loc[preds["model"] == "lightweight", "date"].nunique()
-    assert backtest["results"]["lightweight"]["long_flat"]["days"] == len(range(0, days, 5))
+    assert backtest.results["lightweight"]["long_flat"].days == len(range(0, days, 5))
 
     # explain --global: the importance folds are fit and scored on the horizon-5 label.
     importance = run_global_importance(h5, "lightweight", test_years=[YEAR], epochs=1, n_repeats=1)

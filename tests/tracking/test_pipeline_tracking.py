@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from finmlops.cli import app
+from finmlops.evaluation.results import EvaluationResult
 from finmlops.features.registry import feature_set_version
 from finmlops.settings import Settings
 from finmlops.tracking import list_runs, log_evaluation_result
@@ -107,7 +108,7 @@ def test_ingest_train_and_evaluate_are_tracked(settings: Settings, tmp_path: Pat
     assert logged["metrics"]["buy_hold/sharpe"] == pytest.approx(backtest["benchmark"]["sharpe"])
     assert _artifacts(logged["run_id"], "results") == {"results/backtest.json"}
     # an evaluation of these same predictions attaches that backtest; a new evaluation (new predictions) does not
-    attached = log_evaluation_result(settings, result=evaluation)
+    attached = log_evaluation_result(settings, result=EvaluationResult.model_validate(evaluation))
     assert "results/backtest.json" in _artifacts(attached, "results")
     again = _run("evaluate", "--variant", "baseline", "--epochs", "1", "--folds", "2019", "--n-boot", "100", "--json")
     newest = list_runs(settings, "evaluation")[0]["run_id"]

@@ -141,12 +141,13 @@ def test_promote_and_the_evaluation_agree_on_the_same_pair(versions: Callable[[f
         for name, v in (("candidate", candidate), ("holder", holder))
     }
     frame = pd.concat(rows.values()).assign(fold=0, ret_next=0.0)
-    evaluated = evaluate_predictions(frame, baselines=["holder"], boot=boot)["models"]["candidate"]["vs_baselines"]
+    evaluated = evaluate_predictions(frame, baselines=["holder"], boot=boot).models["candidate"].vs_baselines
     decision = promote(NAME, candidate, "champion", margin=0.0, boot=boot)
-    assert decision["p_value"] == evaluated["holder"]["p_value_greater"] < 0.05
-    assert decision["difference"] == pytest.approx(evaluated["holder"]["accuracy_diff"])
-    assert evaluated["holder"]["comparison"]["side"] == "two-sided" and decision["summary"].startswith("better than")
-    assert evaluated["holder"]["p_value_bootstrap"] < 0.05  # and the two-sided test says "better" too
+    test = evaluated["holder"]
+    assert decision["p_value"] == test.p_value_greater < 0.05
+    assert decision["difference"] == pytest.approx(test.accuracy_diff)
+    assert test.as_comparison("holder").side == "two-sided" and decision["summary"].startswith("better than")
+    assert test.p_value_bootstrap < 0.05  # and the two-sided test says "better" too
 
 
 def test_cli_register_promote_models(versions: Callable[[float], int]) -> None:

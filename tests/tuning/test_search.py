@@ -87,14 +87,14 @@ def test_tuning_trials_raise_the_deflated_sharpe_trial_count(
     boot = BootstrapConfig(n_boot=20, block_len=5)
     evaluate_and_write(frame, settings.results_dir, data_hash=None, config={"label": {"horizon": 1}}, boot=boot)
     config = BacktestConfig(strategies=("long_flat",))
-    before = run_backtest_workspace(settings, config)["trials"]
+    before = run_backtest_workspace(settings, config).trials
     assert record_tuning_trials(settings.results_dir, "s1", 7) == 7
     assert record_tuning_trials(settings.results_dir, "s1", 9) == 9  # a resumed study replaces its count
-    after = run_backtest_workspace(settings, config)["trials"]
-    assert after["total"] == before["total"] + 9 and after["tuning"] == 9
+    after = run_backtest_workspace(settings, config).trials
+    assert after.total == before.total + 9 and after.tuning == 9
     # New predictions (a new evaluation) reset the backtest configurations, not the tuning that chose the model.
     frame.assign(prob_up=1 - frame["prob_up"]).to_parquet(settings.results_dir / "predictions.parquet", index=False)
-    assert run_backtest_workspace(settings, config)["trials"]["total"] == 1 + 9
+    assert run_backtest_workspace(settings, config).trials.total == 1 + 9
     with pytest.raises(ValueError, match="n_trials"):
         record_tuning_trials(settings.results_dir, "s1", -1)
 

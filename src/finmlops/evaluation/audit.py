@@ -39,6 +39,7 @@ from finmlops.evaluation.metrics import (
     validate_predictions,
     within_date_auc,
 )
+from finmlops.evaluation.results import Estimate, Metrics
 from finmlops.features import LabelSpec, Windows
 
 Universe = Mapping[str, pd.DataFrame]
@@ -339,20 +340,22 @@ class Check:
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
-def _pooled(preds: pd.DataFrame, boot: BootstrapConfig) -> dict[str, dict[str, Any]]:
+def _pooled(preds: pd.DataFrame, boot: BootstrapConfig) -> dict[str, Metrics]:
     preds = validate_predictions(preds)
-    return {
-        str(m): {k: v for k, v in metrics_with_ci(prepare(rows), boot).items() if k in ("accuracy", "roc_auc")}
-        for m, rows in preds.groupby("model", sort=True)
-    }
+    return {str(m): metrics_with_ci(prepare(rows), boot) for m, rows in preds.groupby("model", sort=True)}
 
 
-def _contains(ci: Mapping[str, float], value: float) -> bool:
-    return bool(ci["ci_low"] <= value <= ci["ci_high"])
+def _recorded(m: Metrics, **extra: Estimate) -> dict[str, Any]:
+    """What audit.json records of a model's metrics: accuracy and ROC AUC with their CIs (and ``extra``)."""
+    return {k: e.model_dump() for k, e in {"accuracy": m.accuracy, "roc_auc": m.roc_auc, **extra}.items()}
 
 
-def _fmt(ci: Mapping[str, float]) -> str:
-    return f"{ci['value']:.4f} [{ci['ci_low']:.4f}, {ci['ci_high']:.4f}]"
+def _contains(ci: Estimate, value: float) -> bool:
+    return ci.contains(value)
+
+
+def _fmt(ci: Estimate) -> str:
+    return f"{ci.value:.4f} [{ci.ci_low:.4f}, {ci.ci_high:.4f}]"
 
 
 def family_boot(n_checks: int, boot: BootstrapConfig) -> BootstrapConfig:
@@ -365,10 +368,10 @@ def family_boot(n_checks: int, boot: BootstrapConfig) -> BootstrapConfig:
     return replace(boot, level=1 - (1 - boot.level) / max(n_checks, 1), method="normal")
 
 
-def _auc_contains_half(auc: dict[str, float]) -> tuple[bool, str]:
+def _auc_contains_half(auc: Estimate) -> tuple[bool, str]:
     """Whether an AUC CI contains 0.5, and its text. A forecast constant within every fold (majority) ranks
     nothing: its AUC is NaN, passes, and reads "undefined"."""
-    if not np.isfinite(auc["value"]):
+    if not np.isfinite(auc.value):
         return True, "undefined (constant per fold)"
     return _contains(auc, 0.5), _fmt(auc)
 
@@ -377,8 +380,8 @@ def no_signal_checks(scenario: str, preds: pd.DataFrame, boot: BootstrapConfig) 
     """Every model's accuracy CI, and AUC CI where AUC is defined, must contain 0.5 (``boot`` already corrected)."""
     checks = []
     for model, m in _pooled(preds, boot).items():
-        acc = m["accuracy"]
-        auc_ok, auc_text = _auc_contains_half(m["roc_auc"])
+        acc = m.accuracy
+        auc_ok, auc_text = _auc_contains_half(m.roc_auc)
         checks.append(
             Check(
                 scenario,
@@ -386,7 +389,7 @@ def no_signal_checks(scenario: str, preds: pd.DataFrame, boot: BootstrapConfig) 
                 "accuracy and AUC CIs contain 0.5",
                 _contains(acc, 0.5) and auc_ok,
                 f"acc {_fmt(acc)}; AUC {auc_text}",
-                m,
+                _recorded(m),
             )
         )
     return checks
@@ -410,19 +413,19 @@ def permuted_label_checks(scenario: str, preds: pd.DataFrame, boot: BootstrapCon
     pooled = _pooled(preds, boot)
     for model, rows in preds.groupby("model", sort=True):
         m = pooled[str(model)]
-        acc = m["accuracy"]
+        acc = m.accuracy
         within = within_date_auc(rows, boot)
         auc_ok, auc_text = _auc_contains_half(within)
-        _, pooled_text = _auc_contains_half(m["roc_auc"])
+        _, pooled_text = _auc_contains_half(m.roc_auc)
         checks.append(
             Check(
                 scenario,
                 str(model),
                 f"accuracy not above majority rate {rate:.3f}; within-date AUC CI contains 0.5",
-                bool(acc["ci_low"] <= rate) and auc_ok,
+                bool(acc.ci_low <= rate) and auc_ok,
                 f"acc {_fmt(acc)}; within-date AUC {auc_text} (pooled AUC {pooled_text}, which the permutation's "
                 "date-level up share may move)",
-                {**m, "within_date_auc": within},
+                _recorded(m, within_date_auc=within),
             )
         )
     return checks
@@ -432,15 +435,15 @@ def planted_checks(scenario: str, preds: pd.DataFrame, bayes: float, boot: Boots
     """Per model: not above the Bayes rate (else leakage); and, unless exempt, recovers it (CI contains it)."""
     checks = []
     for model, m in _pooled(preds, boot).items():
-        acc = m["accuracy"]
+        acc = m.accuracy
         checks.append(
             Check(
                 scenario,
                 model,
                 f"accuracy not above Bayes {bayes:.3f}",
-                bool(acc["ci_low"] <= bayes),
+                bool(acc.ci_low <= bayes),
                 f"acc {_fmt(acc)}",
-                m,
+                _recorded(m),
             )
         )
         if model not in NO_SIGNAL_MODELS:
@@ -451,7 +454,7 @@ def planted_checks(scenario: str, preds: pd.DataFrame, bayes: float, boot: Boots
                     f"recovers Bayes {bayes:.3f}",
                     _contains(acc, bayes),
                     f"acc {_fmt(acc)}",
-                    m,
+                    _recorded(m),
                 )
             )
     return checks
@@ -539,8 +542,8 @@ def run_audit(
     )
     for name, fn in (("features", feature_fn), ("features+target_class", with_leak(feature_fn, config.label))):
         probe = probe_predictions(planted, fn, test_years=planted_years, seed=config.seed, label=config.label)
-        acc = _pooled(probe, boot)["probe"]["accuracy"]
-        above = bool(acc["ci_low"] > bayes)
+        acc = _pooled(probe, boot)["probe"].accuracy
+        above = bool(acc.ci_low > bayes)
         expect_leak = name != "features"
         checks.append(
             Check(
@@ -549,7 +552,7 @@ def run_audit(
                 "accuracy above Bayes flagged" if expect_leak else f"accuracy not above Bayes {bayes:.3f}",
                 above == expect_leak,
                 f"acc {_fmt(acc)}",
-                {"accuracy": acc},
+                {"accuracy": acc.model_dump()},
             )
         )
     return {

@@ -25,14 +25,24 @@ risk-free rate 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from finmlops.evaluation.results import (
+    Assumptions,
+    Backtest,
+    BacktestSettings,
+    BookMoney,
+    BookPerformance,
+    Business,
+    Performance,
+    TopkDropoutSettings,
+    Trials,
+)
 from finmlops.evaluation.strategies import (
     FK_STRATEGY,
     REFERENCE_STRATEGIES,
@@ -106,7 +116,7 @@ def simulate(weights: pd.DataFrame, returns: pd.DataFrame, *, cost_bps: float, s
     )
 
 
-def performance(daily: pd.DataFrame, periods: float = PERIODS_PER_YEAR) -> dict[str, float]:
+def performance(daily: pd.DataFrame, periods: float = PERIODS_PER_YEAR) -> Performance:
     """Summary of a :func:`simulate` path; returns and volatility annualised with ``periods`` periods a year.
 
     A period is a trading day with horizon 1, and ``horizon`` trading days otherwise: ``days``, ``sharpe_daily``,
@@ -124,25 +134,25 @@ def performance(daily: pd.DataFrame, periods: float = PERIODS_PER_YEAR) -> dict[
     downside = float(np.sqrt(np.mean(np.minimum(net, 0.0) ** 2)))
     active = daily["exposure"].to_numpy() > 0
     sharpe_daily = float(net.mean() / std) if std > 0 else float("nan")
-    return {
-        "days": n,
-        "total_return": float(equity[-1] - 1.0),
-        "annual_return": float(equity[-1] ** (periods / n) - 1.0) if equity[-1] > 0 else -1.0,
-        "annual_volatility": std * math.sqrt(periods),
-        "sharpe": sharpe_daily * math.sqrt(periods),
-        "sharpe_daily": sharpe_daily,
-        "sortino": float(net.mean() / downside * math.sqrt(periods)) if downside > 0 else float("nan"),
-        "max_drawdown": float((equity / peak - 1.0).min()),
-        "turnover_daily": float(daily["turnover"].mean()),
-        "turnover_annual": float(daily["turnover"].mean() * periods),
-        "costs_total": float(daily["cost"].sum()),
+    return Performance(
+        days=n,
+        total_return=float(equity[-1] - 1.0),
+        annual_return=float(equity[-1] ** (periods / n) - 1.0) if equity[-1] > 0 else -1.0,
+        annual_volatility=std * math.sqrt(periods),
+        sharpe=sharpe_daily * math.sqrt(periods),
+        sharpe_daily=sharpe_daily,
+        sortino=float(net.mean() / downside * math.sqrt(periods)) if downside > 0 else float("nan"),
+        max_drawdown=float((equity / peak - 1.0).min()),
+        turnover_daily=float(daily["turnover"].mean()),
+        turnover_annual=float(daily["turnover"].mean() * periods),
+        costs_total=float(daily["cost"].sum()),
         # Costs in units of starting capital: each day's cost fraction times the equity it was charged on.
-        "costs_paid": float((np.concatenate([[1.0], equity[:-1]]) * daily["cost"].to_numpy()).sum()),
-        "hit_rate": float((net[active] > 0).mean()) if active.any() else float("nan"),
-        "exposure": float(daily["exposure"].mean()),
-        "skew": float(stats.skew(net)) if n > 2 else float("nan"),
-        "kurtosis": float(stats.kurtosis(net, fisher=False)) if n > 3 else float("nan"),
-    }
+        costs_paid=float((np.concatenate([[1.0], equity[:-1]]) * daily["cost"].to_numpy()).sum()),
+        hit_rate=float((net[active] > 0).mean()) if active.any() else float("nan"),
+        exposure=float(daily["exposure"].mean()),
+        skew=float(stats.skew(net)) if n > 2 else float("nan"),
+        kurtosis=float(stats.kurtosis(net, fisher=False)) if n > 3 else float("nan"),
+    )
 
 
 @dataclass(frozen=True)
@@ -242,20 +252,23 @@ def run_backtest(
     *,
     label: LabelSpec,
     prior_trials: Sequence[float] = (),
-) -> dict[str, Any]:
+    tuning_trials: int = 0,
+) -> Backtest:
     """Backtest every model x strategy of a validated predictions frame against equal-weight buy-and-hold.
 
     ``label`` is the label the predictions were made with: each position earns its traded return, the frame's
     ``ret_next``, and the book is rebalanced every ``label.horizon`` decision dates (module docstring).
     ``prior_trials`` are the per-period Sharpe ratios of configurations tried earlier on the same predictions; with
-    this run's they set the trial count and variance of the deflated Sharpe ratio.
-    Returns ``{"config", "benchmark", "results": {model: {strategy: performance + dsr}}, "trials", "business"}``.
+    this run's they set the trial count and variance of the deflated Sharpe ratio (``tuning_trials``: how many of
+    them are hyperparameter trials, recorded in ``trials.tuning``).
+    Returns a :class:`~finmlops.evaluation.results.Backtest`: the benchmark, ``results[model][strategy]``, the
+    strategies skipped, the trials and the money terms.
     """
     check_execution(config, label)
     periods = PERIODS_PER_YEAR / label.horizon
-    results: dict[str, dict[str, Any]] = {}
+    results: dict[str, dict[str, BookPerformance]] = {}
     skipped: dict[str, str] = {}
-    benchmark: dict[str, Any] | None = None
+    benchmark: Performance | None = None
     for model, rows in preds.groupby("model", sort=True):
         rows, earned = priced_rows(rows, label.horizon)
         costs = {"cost_bps": config.cost_bps, "slippage_bps": config.slippage_bps}
@@ -268,53 +281,60 @@ def run_backtest(
             except StrategySkipped as exc:
                 skipped[s] = str(exc)
                 continue
-            results[str(model)][s] = {
-                **performance(daily, periods),
-                "before_costs": performance(before_costs(daily), periods),
-                "note": daily.attrs.get("note", ""),
-            }
-    sharpes = [r["sharpe_daily"] for by_s in results.values() for r in by_s.values()]
+            results[str(model)][s] = BookPerformance(
+                **performance(daily, periods).model_dump(),
+                before_costs=performance(before_costs(daily), periods),
+                note=daily.attrs.get("note", ""),
+            )
+    sharpes = [r.sharpe_daily for by_s in results.values() for r in by_s.values()]
     # Every configuration tried counts, even one whose Sharpe is undefined (a book that never trades).
     n_trials = max(len(prior_trials) + len(sharpes), 1)
     finite = [s for s in (*prior_trials, *sharpes) if math.isfinite(s)]
     variance = float(np.var(finite, ddof=1)) if len(finite) > 1 else 0.0
     for by_s in results.values():
         for r in by_s.values():
-            r["deflated_sharpe"] = deflated_sharpe(
-                r["sharpe_daily"],
-                n_obs=r["days"],
-                skew=r["skew"],
-                kurtosis=r["kurtosis"],
+            r.deflated_sharpe = deflated_sharpe(
+                r.sharpe_daily,
+                n_obs=r.days,
+                skew=r.skew,
+                kurtosis=r.kurtosis,
                 n_trials=n_trials,
                 sharpe_variance=variance,
             )
     assert benchmark is not None
-    return {
-        "config": {
-            **config.__dict__, "strategies": list(config.strategies), "execution": label.execution,
-            "topk_dropout": config.topk_dropout.__dict__,
-            "label": label.model_dump(), "periods_per_year": periods,
-        },
-        "benchmark": benchmark,
-        "results": results,
-        "skipped": skipped,
-        "trials": {
-            "this_run": len(sharpes),
-            "prior": len(prior_trials),
-            "total": n_trials,
-            "sharpe_daily_variance": variance,
-            "expected_max_sharpe_daily": expected_max_sharpe(n_trials, variance),
-        },
-        "business": business_impact(results, benchmark, config, label),
-    }  # fmt: skip
+    td = config.topk_dropout
+    settings = BacktestSettings(
+        strategies=list(config.strategies), cost_bps=config.cost_bps, slippage_bps=config.slippage_bps,
+        execution=label.execution, top_k=config.top_k, capital=config.capital, fk_k=config.fk_k,
+        topk_dropout=TopkDropoutSettings(
+            topk=td.topk, n_drop=td.n_drop, open_cost=td.open_cost, close_cost=td.close_cost,
+            risk_degree=td.risk_degree,
+        ),
+        label=label, periods_per_year=periods,
+    )  # fmt: skip
+    return Backtest(
+        config=settings,
+        benchmark=benchmark,
+        results=results,
+        skipped=skipped,
+        trials=Trials(
+            this_run=len(sharpes),
+            prior=len(prior_trials),
+            total=n_trials,
+            sharpe_daily_variance=variance,
+            expected_max_sharpe_daily=expected_max_sharpe(n_trials, variance),
+            tuning=tuning_trials,
+        ),
+        business=business_impact(results, benchmark, config, label),
+    )
 
 
 def business_impact(
-    results: Mapping[str, Mapping[str, Mapping[str, float]]],
-    benchmark: Mapping[str, float],
+    results: dict[str, dict[str, BookPerformance]],
+    benchmark: Performance,
     config: BacktestConfig,
     label: LabelSpec,
-) -> dict[str, Any]:
+) -> Business:
     """Money terms for each model x strategy, computed only from the backtest, with the assumptions they rest on.
 
     The end value of ``config.capital``, its profit against buy-and-hold, the costs paid (each day's cost on that
@@ -322,26 +342,26 @@ def business_impact(
     timing, the period and what is not modelled, so the figures are not read without them.
     """
     capital = config.capital
-    bench_end = capital * (1 + benchmark["total_return"])
+    bench_end = capital * (1 + benchmark.total_return)
     rows = {
-        f"{model}/{strategy}": {
-            "end_value": capital * (1 + r["total_return"]),
-            "excess_vs_buy_hold": capital * (1 + r["total_return"]) - bench_end,
-            "costs_paid": capital * r["costs_paid"],
-            "dsr_above_0_95": bool(r.get("deflated_sharpe", float("nan")) > 0.95),
-        }
+        f"{model}/{strategy}": BookMoney(
+            end_value=capital * (1 + r.total_return),
+            excess_vs_buy_hold=capital * (1 + r.total_return) - bench_end,
+            costs_paid=capital * r.costs_paid,
+            dsr_above_0_95=bool(r.deflated_sharpe > 0.95),
+        )
         for model, by_s in results.items()
         for strategy, r in by_s.items()
     }
-    assumptions = {
-        "cost_bps_per_unit_turnover": config.cost_bps,
-        "slippage_bps_per_unit_turnover": config.slippage_bps,
-        "execution": label.execution,
-        "timing": label.timing,
-        "top_k": config.top_k,
-        "trading_days": benchmark["days"] * label.horizon,
-        "risk_free_rate": 0.0,
-        "rebalancing": f"to the target weights every {label.horizon} trading day(s), returns compounded",
-        "not_modelled": list(NOT_MODELLED),
-    }
-    return {"capital": capital, "buy_hold_end_value": bench_end, "assumptions": assumptions, "by_config": rows}
+    assumptions = Assumptions(
+        cost_bps_per_unit_turnover=config.cost_bps,
+        slippage_bps_per_unit_turnover=config.slippage_bps,
+        execution=label.execution,
+        timing=label.timing,
+        top_k=config.top_k,
+        trading_days=benchmark.days * label.horizon,
+        risk_free_rate=0.0,
+        rebalancing=f"to the target weights every {label.horizon} trading day(s), returns compounded",
+        not_modelled=list(NOT_MODELLED),
+    )
+    return Business(capital=capital, buy_hold_end_value=bench_end, assumptions=assumptions, by_config=rows)

@@ -13,12 +13,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from finmlops.evaluation.results import (
+    BootstrapSettings,
+    Calibration,
+    Estimate,
+    Evaluation,
+    FoldMetrics,
+    McNemar,
+    Metrics,
+    ModelEvaluation,
+    PairedTest,
+    TickerMetrics,
+)
 from finmlops.evaluation.signal import signal_measures
 from finmlops.models.baselines import ALL_BASELINES
 from finmlops.stats import Comparison
@@ -212,20 +223,30 @@ def weighted_metrics(p: Prepared, date_w: np.ndarray | None = None) -> dict[str,
     }
 
 
-def metrics_with_ci(p: Prepared, boot: BootstrapConfig) -> dict[str, dict[str, float]]:
-    """``{metric: {"value", "ci_low", "ci_high"}}``: point estimates and block-bootstrap CIs (``boot.method``)."""
+def _estimates(p: Prepared, boot: BootstrapConfig) -> dict[str, Estimate]:
     point = weighted_metrics(p)
     draws = [weighted_metrics(p, w) for w in boot.weights(p.n_dates)]
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, Estimate] = {}
     for name in METRICS:
         lo, hi = interval(np.array([d[name] for d in draws], dtype=float), point[name], boot)
-        out[name] = {"value": point[name], "ci_low": lo, "ci_high": hi}
+        out[name] = Estimate(value=point[name], ci_low=lo, ci_high=hi)
     return out
 
 
-def within_date_auc(rows: pd.DataFrame, boot: BootstrapConfig) -> dict[str, float]:
+def metrics_with_ci(p: Prepared, boot: BootstrapConfig) -> Metrics:
+    """Every metric of :data:`METRICS` as an :class:`Estimate`: point estimate and block-bootstrap CI
+    (``boot.method``)."""
+    return Metrics(**_estimates(p, boot))
+
+
+def fold_metrics_with_ci(p: Prepared, boot: BootstrapConfig, n_rows: int) -> FoldMetrics:
+    """:func:`metrics_with_ci` of one fold, with its row count."""
+    return FoldMetrics(n_rows=n_rows, **_estimates(p, boot))
+
+
+def within_date_auc(rows: pd.DataFrame, boot: BootstrapConfig) -> Estimate:
     """Cross-sectional ROC AUC of one model's rows: how well ``prob_up`` orders the tickers of each date by
-    ``y_true``, pooled over dates, with a block-bootstrap CI over dates (``{"value", "ci_low", "ci_high"}``).
+    ``y_true``, pooled over dates, with a block-bootstrap CI over dates.
 
     Per date d with n1 labels 1 and n0 labels 0, U_d is the Mann-Whitney count of (1, 0) pairs that the score
     orders correctly (ties count 1/2); the pooled value is sum_d U_d / sum_d n1 n0, and a bootstrap draw weights
@@ -243,13 +264,13 @@ def within_date_auc(rows: pd.DataFrame, boot: BootstrapConfig) -> dict[str, floa
     pairs = n1 * n0
     if pairs.sum() == 0 or not scores_vary_within_a_fold(rows):
         nan = float("nan")
-        return {"value": nan, "ci_low": nan, "ci_high": nan}
+        return Estimate(value=nan, ci_low=nan, ci_high=nan)
     point = float(u.sum() / pairs.sum())
     w = boot.weights(n_dates)
     with np.errstate(invalid="ignore", divide="ignore"):
         draws = (w @ u) / (w @ pairs)
     lo, hi = interval(draws, point, boot)
-    return {"value": point, "ci_low": lo, "ci_high": hi}
+    return Estimate(value=point, ci_low=lo, ci_high=hi)
 
 
 def paired_rows(preds: pd.DataFrame, model: str, baseline: str) -> pd.DataFrame:
@@ -272,7 +293,7 @@ def paired_rows(preds: pd.DataFrame, model: str, baseline: str) -> pd.DataFrame:
     )
 
 
-def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
     """Exact (binomial) McNemar test on paired 0/1 correctness: two-sided p-value and discordant counts.
 
     Assumes independent pairs, which same-day rows of different tickers are not; read it next to the paired
@@ -282,10 +303,10 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, flo
     only_b = int(((correct_a == 0) & (correct_b == 1)).sum())
     n = only_a + only_b
     p = 1.0 if n == 0 else float(stats.binomtest(only_a, n, 0.5).pvalue)
-    return {"only_model_correct": only_a, "only_baseline_correct": only_b, "p_value": p}
+    return McNemar(only_model_correct=only_a, only_baseline_correct=only_b, p_value=p)
 
 
-def paired_accuracy_test(pairs: pd.DataFrame, boot: BootstrapConfig, baseline: str = "baseline") -> dict[str, Any]:
+def paired_accuracy_test(pairs: pd.DataFrame, boot: BootstrapConfig, baseline: str = "baseline") -> PairedTest:
     """Accuracy difference model - ``baseline`` on the same rows: ``finmlops.stats.bootstrap.paired_test`` (the
     promotion rule's test too), its two-sided and one-sided (model better) null-centred p-values, and McNemar.
 
@@ -296,45 +317,41 @@ def paired_accuracy_test(pairs: pd.DataFrame, boot: BootstrapConfig, baseline: s
     _, date_idx = np.unique(pairs["date"].to_numpy(), return_inverse=True)
     diff = (pairs["correct_model"] - pairs["correct_baseline"]).to_numpy(dtype=float)
     test = paired_test(diff, date_idx, boot)
-    return {
-        "accuracy_diff": test.difference,
-        "ci_low": test.ci_low,
-        "ci_high": test.ci_high,
-        "p_value_bootstrap": test.p_value,
-        "p_value_greater": test.p_value_greater,
-        "comparison": test.comparison("accuracy", baseline).model_dump(),
-        "mcnemar": mcnemar_exact(pairs["correct_model"].to_numpy(), pairs["correct_baseline"].to_numpy()),
-        "n_rows": test.n_rows,
-        "n_dates": test.n_dates,
-    }
-
-
-def baseline_comparison(test: dict[str, Any], baseline: str) -> Comparison:
-    """The :class:`~finmlops.stats.Comparison` of one ``vs_baselines`` entry of ``evaluation.json`` (its
-    ``comparison`` field; older files without it: their ``accuracy_diff`` and two-sided ``p_value_bootstrap``)."""
-    if "comparison" in test:
-        return Comparison.model_validate(test["comparison"])
-    return Comparison(
-        metric="accuracy", reference=baseline, difference=test["accuracy_diff"], p_value=test["p_value_bootstrap"]
+    return PairedTest(
+        accuracy_diff=test.difference,
+        ci_low=test.ci_low,
+        ci_high=test.ci_high,
+        p_value_bootstrap=test.p_value,
+        p_value_greater=test.p_value_greater,
+        comparison=test.comparison("accuracy", baseline),
+        mcnemar=mcnemar_exact(pairs["correct_model"].to_numpy(), pairs["correct_baseline"].to_numpy()),
+        n_rows=test.n_rows,
+        n_dates=test.n_dates,
     )
 
 
-def per_ticker(rows: pd.DataFrame) -> dict[str, dict[str, float]]:
+def baseline_comparison(test: PairedTest, baseline: str) -> Comparison:
+    """The :class:`~finmlops.stats.Comparison` of one ``vs_baselines`` entry of ``evaluation.json`` (its
+    ``comparison`` field; older files without it: their ``accuracy_diff`` and two-sided ``p_value_bootstrap``)."""
+    return test.as_comparison(baseline)
+
+
+def per_ticker(rows: pd.DataFrame) -> dict[str, TickerMetrics]:
     """Per-ticker accuracy, ROC AUC, up-prediction share, base rate of up days and row count (point estimates)."""
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, TickerMetrics] = {}
     for ticker, group in rows.groupby("ticker", sort=True):
         m = weighted_metrics(prepare(group))
-        out[str(ticker)] = {
-            "n": len(group),
-            "accuracy": m["accuracy"],
-            "roc_auc": m["roc_auc"],
-            "up_share": m["up_share"],
-            "base_rate_up": float(group["y_true"].mean()),
-        }
+        out[str(ticker)] = TickerMetrics(
+            n=len(group),
+            accuracy=m["accuracy"],
+            roc_auc=m["roc_auc"],
+            up_share=m["up_share"],
+            base_rate_up=float(group["y_true"].mean()),
+        )
     return out
 
 
-def calibration_bins(prob: np.ndarray, y: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
+def calibration_bins(prob: np.ndarray, y: np.ndarray, n_bins: int = 10) -> Calibration:
     """Reliability diagram data: ``n_bins`` equal-width bins of ``prob`` on [0, 1] (empty bins omitted).
 
     Returns bin edges, and per non-empty bin its count, mean predicted probability and observed up frequency,
@@ -350,14 +367,14 @@ def calibration_bins(prob: np.ndarray, y: np.ndarray, n_bins: int = 10) -> dict[
     keep = count > 0
     mean_p, freq = sum_p[keep] / count[keep], sum_y[keep] / count[keep]
     ece = float((count[keep] * np.abs(freq - mean_p)).sum() / count.sum())
-    return {
-        "edges": edges.tolist(),
-        "bin": np.flatnonzero(keep).tolist(),
-        "count": count[keep].tolist(),
-        "mean_predicted": mean_p.tolist(),
-        "observed_up": freq.tolist(),
-        "ece": ece,
-    }
+    return Calibration(
+        edges=edges.tolist(),
+        bin=np.flatnonzero(keep).tolist(),
+        count=count[keep].tolist(),
+        mean_predicted=mean_p.tolist(),
+        observed_up=freq.tolist(),
+        ece=ece,
+    )
 
 
 def evaluate_predictions(
@@ -366,44 +383,44 @@ def evaluate_predictions(
     baselines: Sequence[str],
     boot: BootstrapConfig | None = None,
     n_calibration_bins: int = 10,
-) -> dict[str, Any]:
+) -> Evaluation:
     """Score every model of a predictions frame: pooled and per-fold metrics with CIs, paired tests, breakdowns.
 
-    Returns ``{"models": {model: {"pooled", "folds", "vs_baselines", "per_ticker", "calibration", "n_rows",
-    "n_dates"}}, "bootstrap": {...}}``. Paired tests compare each model with every baseline in ``baselines``
-    that is present (a baseline is not compared with itself); ``is_baseline`` marks those and every model named in
-    ``finmlops.models.ALL_BASELINES``.
+    Returns an :class:`~finmlops.evaluation.results.Evaluation`: per model (frame order) its pooled and per-fold
+    metrics, signal measures, paired tests, per-ticker figures and calibration. Paired tests compare each model
+    with every baseline in ``baselines`` that is present (a baseline is not compared with itself); ``is_baseline``
+    marks those and every model named in ``finmlops.models.ALL_BASELINES``.
     """
     boot = boot or BootstrapConfig()
     preds = validate_predictions(preds)
     models = list(dict.fromkeys(preds["model"]))
     present_baselines = [b for b in baselines if b in set(models)]
-    result: dict[str, Any] = {}
+    result: dict[str, ModelEvaluation] = {}
     for model in models:
         rows = preds.loc[preds["model"] == model]
         folds = {
-            str(fold): {"n_rows": len(group), **metrics_with_ci(prepare(group), boot)}
+            str(fold): fold_metrics_with_ci(prepare(group), boot, len(group))
             for fold, group in rows.groupby("fold", sort=True)
         }
         prepared = prepare(rows)
         pooled = metrics_with_ci(prepared, boot)
         correct = ((prepared.prob > 0.5) == (prepared.y == 1)).astype(float)
         signal = signal_measures(pooled, prepared.ic, prepared.rank_ic, correct, prepared.date_idx, boot)
-        result[model] = {
-            "is_baseline": model in present_baselines or model in ALL_BASELINES,
-            "n_rows": len(rows),
-            "n_dates": prepared.n_dates,
-            "pooled": pooled,
-            "signal": signal.model_dump(mode="json"),
-            "folds": folds,
-            "vs_baselines": {
+        result[model] = ModelEvaluation(
+            is_baseline=model in present_baselines or model in ALL_BASELINES,
+            n_rows=len(rows),
+            n_dates=prepared.n_dates,
+            pooled=pooled,
+            signal=signal,
+            folds=folds,
+            vs_baselines={
                 b: paired_accuracy_test(paired_rows(preds, model, b), boot, b) for b in present_baselines if b != model
             },
-            "per_ticker": per_ticker(rows),
-            "calibration": calibration_bins(prepared.prob, prepared.y, n_calibration_bins),
-        }
-    return {
-        "bootstrap": {"n_boot": boot.n_boot, "block_len": boot.block_len, "seed": boot.seed, "level": boot.level},
-        "baselines": present_baselines,
-        "models": result,
-    }
+            per_ticker=per_ticker(rows),
+            calibration=calibration_bins(prepared.prob, prepared.y, n_calibration_bins),
+        )
+    return Evaluation(
+        bootstrap=BootstrapSettings(n_boot=boot.n_boot, block_len=boot.block_len, seed=boot.seed, level=boot.level),
+        baselines=present_baselines,
+        models=result,
+    )

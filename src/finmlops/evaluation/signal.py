@@ -15,36 +15,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from pydantic import BaseModel
 
+from finmlops.evaluation.results import Estimate, Metrics, SignalMeasures
 from finmlops.stats import Comparison
 from finmlops.stats.bootstrap import BootstrapConfig, paired_test
 
 TRADING_DAYS = 252
 
 
-class Interval(BaseModel):
-    value: float
-    ci_low: float
-    ci_high: float
-
-
-class SignalMeasures(BaseModel):
-    """One model's signal measures; ``ic``/``rank_ic`` are means of the daily series, ``n_ic_dates`` the dates
-    with a defined IC. Each ``*_vs_*`` is a :class:`Comparison` (difference, two-sided p)."""
-
-    ic: Interval
-    rank_ic: Interval
-    icir: Interval
-    rank_icir: Interval
-    icir_annualised: Interval
-    rank_icir_annualised: Interval
-    n_ic_dates: int
-    ic_vs_zero: Comparison
-    rank_ic_vs_zero: Comparison
-    accuracy: float
-    accuracy_vs_half: Comparison
-    icir_definition: str = "mean / std of the daily IC (sample std), unannualised as in Qlib; annualised x sqrt(252)"
+Interval = Estimate  # the signal's name for a point estimate with its CI
 
 
 def _mean_test(series: np.ndarray, boot: BootstrapConfig, metric: str, reference: str, margin: float) -> Comparison:
@@ -57,7 +36,7 @@ def _mean_test(series: np.ndarray, boot: BootstrapConfig, metric: str, reference
 
 
 def signal_measures(
-    pooled: dict[str, dict[str, float]],
+    pooled: Metrics,
     ic: np.ndarray,
     rank_ic: np.ndarray,
     correct: np.ndarray,
@@ -67,19 +46,15 @@ def signal_measures(
     """From a model's pooled metrics with CIs (``metrics_with_ci``), its daily ``ic``/``rank_ic`` ``[n_dates]``,
     and its rows' 0/1 ``correct`` ``[n]`` on dates ``date_idx`` ``[n]``."""
 
-    def iv(name: str, scale: float = 1.0) -> Interval:
-        e = pooled[name]
-        return Interval(value=e["value"] * scale, ci_low=e["ci_low"] * scale, ci_high=e["ci_high"] * scale)
-
     root = math.sqrt(TRADING_DAYS)
     acc = paired_test(np.asarray(correct, dtype=float) - 0.5, date_idx, boot)
     return SignalMeasures(
-        ic=iv("ic"),
-        rank_ic=iv("rank_ic"),
-        icir=iv("icir"),
-        rank_icir=iv("rank_icir"),
-        icir_annualised=iv("icir", root),
-        rank_icir_annualised=iv("rank_icir", root),
+        ic=pooled.ic,
+        rank_ic=pooled.rank_ic,
+        icir=pooled.icir,
+        rank_icir=pooled.rank_icir,
+        icir_annualised=pooled.icir.scaled(root),
+        rank_icir_annualised=pooled.rank_icir.scaled(root),
         n_ic_dates=int(np.isfinite(ic).sum()),
         ic_vs_zero=_mean_test(ic, boot, "IC", "zero IC", 0.0),
         rank_ic_vs_zero=_mean_test(rank_ic, boot, "rank IC", "zero rank IC", 0.0),

@@ -19,11 +19,20 @@ from typing import Any
 import pandas as pd
 
 from finmlops.evaluation.backtest import BacktestConfig, backtest_paths, check_execution, run_backtest
-from finmlops.evaluation.metrics import (
-    BootstrapConfig,
-    baseline_comparison,
-    evaluate_predictions,
-    validate_predictions,
+from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
+from finmlops.evaluation.results import (
+    BACKTEST_FILE,
+    EVALUATION_FILE,
+    BacktestResult,
+    Estimate,
+    Evaluation,
+    EvaluationResult,
+    FileRef,
+    PairedTest,
+    Provenance,
+    WalkForwardReport,
+    load_evaluation,
+    write_result,
 )
 from finmlops.executor import ExecutorConfig
 from finmlops.features.target import LabelSpec, label_from_settings
@@ -36,26 +45,26 @@ PREDICTIONS_FILE = "predictions.parquet"
 
 
 def _num(value: float | None, spec: str) -> str:
-    """``value`` formatted with ``spec``, or a dash when undefined (NaN, or None after a JSON round trip)."""
+    """``value`` formatted with ``spec``, or a dash when undefined (NaN or None)."""
     return "–" if value is None or value != value else format(value, spec)
 
 
-def _fmt_ci(entry: dict[str, float], digits: int = 3, undefined: str = "–") -> str:
+def _fmt_ci(entry: Estimate, digits: int = 3, undefined: str = "–") -> str:
     """``value [low, high]``, or ``undefined`` when the value is."""
-    if _num(entry["value"], "f") == "–":
+    if _num(entry.value, "f") == "–":
         return undefined
     spec = f".{digits}f"
-    return f"{_num(entry['value'], spec)} [{_num(entry['ci_low'], spec)}, {_num(entry['ci_high'], spec)}]"
+    return f"{_num(entry.value, spec)} [{_num(entry.ci_low, spec)}, {_num(entry.ci_high, spec)}]"
 
 
-def _fmt_p(test: dict[str, Any] | None, baseline: str) -> str:
+def _fmt_p(test: PairedTest | None, baseline: str) -> str:
     """The paired test against ``baseline`` in words (``describe_comparison``), or a dash without one."""
-    return "–" if test is None else describe_comparison(baseline_comparison(test, baseline))
+    return "–" if test is None else describe_comparison(test.as_comparison(baseline))
 
 
-def markdown_table(evaluation: dict[str, Any]) -> str:
+def markdown_table(evaluation: Evaluation) -> str:
     """Every model and baseline side by side: pooled metrics with 95 % CIs, and the paired tests."""
-    level = evaluation["bootstrap"]["level"]
+    level = evaluation.bootstrap.level
     header = [
         "model",
         f"accuracy [{level:.0%} CI]",
@@ -71,51 +80,47 @@ def markdown_table(evaluation: dict[str, Any]) -> str:
         *(f"vs {b}" for b in PAIRED_BASELINES),
     ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, m in evaluation["models"].items():
-        p = m["pooled"]
+    for name, m in evaluation.models.items():
+        p = m.pooled
         cells = [
-            name + (" (baseline)" if m["is_baseline"] else ""),
-            _fmt_ci(p["accuracy"]),
-            _num(p["balanced_accuracy"]["value"], ".3f"),
+            name + (" (baseline)" if m.is_baseline else ""),
+            _fmt_ci(p.accuracy),
+            _num(p.balanced_accuracy.value, ".3f"),
             # Undefined for a forecast constant within every fold (majority), which ranks nothing.
-            _fmt_ci(p["roc_auc"], undefined="n/a"),
-            _num(p["log_loss"]["value"], ".4f"),
-            _num(p["brier"]["value"], ".4f"),
-            _num(p["mcc"]["value"], "+.3f"),
-            _num(p["up_share"]["value"], ".2f"),
-            _fmt_ci(p["ic"]),
-            _num(p["rank_ic"]["value"], "+.4f"),
-            _num(p["icir"]["value"], "+.3f"),
-            *(_fmt_p(m["vs_baselines"].get(b), b) for b in PAIRED_BASELINES),
+            _fmt_ci(p.roc_auc, undefined="n/a"),
+            _num(p.log_loss.value, ".4f"),
+            _num(p.brier.value, ".4f"),
+            _num(p.mcc.value, "+.3f"),
+            _num(p.up_share.value, ".2f"),
+            _fmt_ci(p.ic),
+            _num(p.rank_ic.value, "+.4f"),
+            _num(p.icir.value, "+.3f"),
+            *(_fmt_p(m.vs_baselines.get(b), b) for b in PAIRED_BASELINES),
         ]
         lines.append("| " + " | ".join(cells) + " |")
-    boot = evaluation["bootstrap"]
+    boot = evaluation.bootstrap
     lines.append("")
     lines.append(
-        f"CIs: circular block bootstrap over dates, {boot['n_boot']} resamples of {boot['block_len']}-day blocks, "
-        f"seed {boot['seed']}. vs: the model's accuracy minus the baseline's on the same rows, with the two-sided "
+        f"CIs: circular block bootstrap over dates, {boot.n_boot} resamples of {boot.block_len}-day blocks, "
+        f"seed {boot.seed}. vs: the model's accuracy minus the baseline's on the same rows, with the two-sided "
         "paired block-bootstrap p-value (null-centred); better/worse only where p < 0.05 in that direction."
     )
     return "\n".join(lines) + "\n"
 
 
-def signal_table(evaluation: dict[str, Any]) -> str:
+def signal_table(evaluation: Evaluation) -> str:
     """IC, Rank IC, ICIR and accuracy against 0.5 per model (``finmlops.evaluation.signal``), with CIs and tests."""
-    from finmlops.stats import Comparison
-
     header = ["model", "IC [CI]", "IC vs 0", "rank IC [CI]", "rank IC vs 0", "ICIR [CI]", "rank ICIR [CI]",
               "ICIR x sqrt(252)", "accuracy vs 0.5"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for name, m in evaluation["models"].items():
-        sig = m.get("signal")
+    for name, m in evaluation.models.items():
+        sig = m.signal
         if sig is None:
             continue
-        said = {k: describe_comparison(Comparison.model_validate(sig[k]))
-                for k in ("ic_vs_zero", "rank_ic_vs_zero", "accuracy_vs_half")}  # fmt: skip
         lines.append("| " + " | ".join([
-            name, _fmt_ci(sig["ic"], 4), said["ic_vs_zero"], _fmt_ci(sig["rank_ic"], 4), said["rank_ic_vs_zero"],
-            _fmt_ci(sig["icir"]), _fmt_ci(sig["rank_icir"]), _fmt_ci(sig["icir_annualised"], 2),
-            said["accuracy_vs_half"],
+            name, _fmt_ci(sig.ic, 4), describe_comparison(sig.ic_vs_zero), _fmt_ci(sig.rank_ic, 4),
+            describe_comparison(sig.rank_ic_vs_zero), _fmt_ci(sig.icir), _fmt_ci(sig.rank_icir),
+            _fmt_ci(sig.icir_annualised, 2), describe_comparison(sig.accuracy_vs_half),
         ]) + " |")  # fmt: skip
     lines.append("")
     lines.append(
@@ -126,13 +131,16 @@ def signal_table(evaluation: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def fold_table(evaluation: dict[str, Any]) -> str:
+def fold_table(evaluation: Evaluation) -> str:
     """Accuracy per test fold (rows) and model (columns)."""
-    models = list(evaluation["models"])
-    folds = sorted({f for m in evaluation["models"].values() for f in m["folds"]})
+    models = list(evaluation.models)
+    folds = sorted({f for m in evaluation.models.values() for f in m.folds})
     lines = ["| fold | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
     for fold in folds:
-        cells = [_num(evaluation["models"][m]["folds"][fold]["accuracy"]["value"], ".3f") for m in models]
+        cells = [
+            _num(evaluation.models[m].folds[fold].accuracy.value, ".3f") if fold in evaluation.models[m].folds else "–"
+            for m in models
+        ]
         lines.append(f"| {fold} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -153,7 +161,7 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
 
 def evaluate_and_write(
     preds: pd.DataFrame, results_dir: Path, *, data_hash: str | None, config: dict[str, Any], boot: BootstrapConfig
-) -> dict[str, Any]:
+) -> EvaluationResult:
     """Score a predictions frame, then write the predictions, ``evaluation.json`` and ``evaluation.md``.
 
     The walk-forward's ``attrs`` (``row_report``, ``fit_seconds``), when present, go into ``evaluation.json`` under
@@ -161,13 +169,17 @@ def evaluate_and_write(
     """
     evaluation = evaluate_predictions(preds, baselines=PAIRED_BASELINES, boot=boot)
     pred_path = write_parquet_atomic(validate_predictions(preds), results_dir / PREDICTIONS_FILE)
-    payload = {
-        "provenance": stamp(data_hash=data_hash, config=config, seed=boot.seed),
-        "predictions": {"file": PREDICTIONS_FILE, "sha256": file_sha256(pred_path)},
-        "walk_forward": {k: preds.attrs[k] for k in ("row_report", "fit_seconds") if k in preds.attrs},
-        **evaluation,
-    }
-    write_json_atomic(results_dir / "evaluation.json", payload)
+    payload = EvaluationResult(
+        provenance=Provenance.model_validate(stamp(data_hash=data_hash, config=config, seed=boot.seed)),
+        predictions=FileRef(file=PREDICTIONS_FILE, sha256=file_sha256(pred_path)),
+        walk_forward=WalkForwardReport.model_validate(
+            {k: preds.attrs[k] for k in ("row_report", "fit_seconds") if k in preds.attrs}
+        ),
+        bootstrap=evaluation.bootstrap,
+        baselines=evaluation.baselines,
+        models=evaluation.models,
+    )
+    write_result(results_dir / EVALUATION_FILE, payload)
     markdown = (
         f"# Walk-forward evaluation\n\n{markdown_table(evaluation)}\n## Signal measures\n\n{signal_table(evaluation)}"
         f"\n## Accuracy per fold\n\n{fold_table(evaluation)}"
@@ -186,7 +198,7 @@ def run_evaluation(
     boot: BootstrapConfig,
     progress: bool = True,
     executor: ExecutorConfig | None = None,
-) -> dict[str, Any]:
+) -> EvaluationResult:
     """Walk-forward over the whole store (every baseline, the given ``variants``) and score it; ``executor`` runs
     the fits serially or as Ray tasks (same predictions)."""
     from finmlops.data import DataStore
@@ -263,14 +275,10 @@ def record_tuning_trials(results_dir: Path, study: str, n_trials: int) -> int:
 def predictions_label(results_dir: Path) -> LabelSpec:
     """The label the saved predictions were made with, from ``evaluation.json`` (older files without the execution:
     the default close). Raises ``FileNotFoundError`` when ``evaluate`` has not run."""
-    path = results_dir / "evaluation.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no evaluation; run `finmlops evaluate` first (it records the label)")
-    label = json.loads(path.read_text())["provenance"]["config"].get("label") or {}
-    return LabelSpec.model_validate(label)
+    return load_evaluation(results_dir).label
 
 
-def run_backtest_workspace(settings: Settings, config: BacktestConfig) -> dict[str, Any]:
+def run_backtest_workspace(settings: Settings, config: BacktestConfig) -> BacktestResult:
     """Backtest the saved predictions: each position earns the label's traded return, the predictions' ``ret_next``
     (the label comes from evaluation.json); records every configuration tried on the predictions in
     ``backtest_trials.json``.
@@ -280,9 +288,10 @@ def run_backtest_workspace(settings: Settings, config: BacktestConfig) -> dict[s
     hyperparameter trials of ``finmlops tune`` (:func:`record_tuning_trials`) count too.
     """
     preds, pred_sha = load_predictions(settings.results_dir)
-    label = predictions_label(settings.results_dir)
+    evaluation = load_evaluation(settings.results_dir)
+    label = evaluation.label
     check_execution(config, label)
-    data_hash = json.loads((settings.results_dir / "evaluation.json").read_text())["provenance"]["data_hash"]
+    data_hash = evaluation.provenance.data_hash
     ledger_path = settings.results_dir / TRIALS_FILE
     with file_lock(settings.results_dir / f".{TRIALS_FILE}.lock"):
         return _backtest_with_ledger(settings, config, label, preds, pred_sha, data_hash, ledger_path)
@@ -296,42 +305,38 @@ def _backtest_with_ledger(
     pred_sha: str,
     data_hash: str | None,
     ledger_path: Path,
-) -> dict[str, Any]:
+) -> BacktestResult:
     ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
     trials: dict[str, float | None] = ledger.get("trials", {}) if ledger.get("predictions_sha256") == pred_sha else {}
     tuning: dict[str, int] = ledger.get("tuning", {})
     this_keys = {_trial_key(m, s, config, label) for m in preds["model"].unique() for s in config.strategies}
     prior = [v if v is not None else float("nan") for k, v in trials.items() if k not in this_keys]
     prior += [float("nan")] * sum(tuning.values())
-    result = run_backtest(preds, config, label=label, prior_trials=prior)
-    result["trials"]["tuning"] = sum(tuning.values())  # part of "prior"
-    for model, by_s in result["results"].items():
-        for strategy, perf in by_s.items():
-            trials[_trial_key(model, strategy, config, label)] = perf["sharpe_daily"]
+    # The tuning trials are part of "prior".
+    result = run_backtest(preds, config, label=label, prior_trials=prior, tuning_trials=sum(tuning.values()))
+    for model, strategy, perf in result.books():
+        trials[_trial_key(model, strategy, config, label)] = perf.sharpe_daily
     write_json_atomic(ledger_path, {"predictions_sha256": pred_sha, "trials": trials, "tuning": tuning})
-    payload = {
-        "provenance": stamp(
-            data_hash=data_hash, config={**result["config"], "predictions_sha256": pred_sha}, seed=None
-        ),
-        "timing": label.timing,
-        "paths": write_backtest_paths(settings.results_dir, preds, config, label),
-        **result,
-    }
-    write_json_atomic(settings.results_dir / "backtest.json", payload)
+    provenance_config = {**result.config.model_dump(mode="json"), "predictions_sha256": pred_sha}
+    payload = BacktestResult(
+        provenance=Provenance.model_validate(stamp(data_hash=data_hash, config=provenance_config, seed=None)),
+        timing=label.timing,
+        paths=write_backtest_paths(settings.results_dir, preds, config, label),
+        **dict(result),
+    )
+    write_result(settings.results_dir / BACKTEST_FILE, payload)
     return payload
 
 
 PATHS_FILE = "backtest_paths.parquet"
 
 
-def write_backtest_paths(
-    results_dir: Path, preds: pd.DataFrame, config: BacktestConfig, label: LabelSpec
-) -> dict[str, str]:
+def write_backtest_paths(results_dir: Path, preds: pd.DataFrame, config: BacktestConfig, label: LabelSpec) -> FileRef:
     """Write :func:`~finmlops.evaluation.backtest.backtest_paths` (the daily equity of every book) to
     ``backtest_paths.parquet`` beside ``backtest.json``, which names it with its SHA-256 (the returned
-    ``{"file", "sha256"}``): the report draws these paths and recomputes nothing."""
+    :class:`FileRef`): the report draws these paths and recomputes nothing."""
     path = write_parquet_atomic(backtest_paths(preds, config, label), results_dir / PATHS_FILE)
-    return {"file": PATHS_FILE, "sha256": file_sha256(path)}
+    return FileRef(file=PATHS_FILE, sha256=file_sha256(path))
 
 
 def run_audit_workspace(

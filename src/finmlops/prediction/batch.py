@@ -133,7 +133,9 @@ def realised_metrics(rows: pd.DataFrame, model: str, boot: Any) -> dict[str, Any
     return {
         "n": len(frame),
         "n_dates": int(frame["date"].nunique()),
-        **{k: scored[k] for k in ("accuracy", "balanced_accuracy", "roc_auc")},
+        "accuracy": scored.accuracy.model_dump(),
+        "balanced_accuracy": scored.balanced_accuracy.model_dump(),
+        "roc_auc": scored.roc_auc.model_dump(),
         "majority_class_rate": max(up, 1 - up),
         "up_rate": up,
         "bootstrap": {"n_boot": boot.n_boot, "block_len": boot.block_len, "seed": boot.seed, "level": boot.level},

@@ -16,7 +16,19 @@ from pathlib import Path
 
 from finmlops.provenance import write_text_atomic
 from finmlops.report.base import ReportError, Section
-from finmlops.report.sections import abtest, audit, backtest, calibration, drift, evaluation, importance, latency, live
+from finmlops.report.sections import (
+    abtest,
+    audit,
+    backtest,
+    calibration,
+    drift,
+    evaluation,
+    importance,
+    latency,
+    live,
+    signal,
+    strategies,
+)
 from finmlops.report.sections import provenance as provenance_section
 from finmlops.settings import Settings
 
@@ -24,8 +36,10 @@ REPORT_FILE = "report.html"
 
 SECTIONS: tuple[tuple[str, Callable[[Settings], Section]], ...] = (
     ("evaluation", evaluation.build),
+    ("signal", signal.build),
     ("calibration", calibration.build),
     ("backtest", backtest.build),
+    ("strategies", strategies.build),
     ("audit", audit.build),
     ("importance", importance.build),
     ("drift", drift.build),

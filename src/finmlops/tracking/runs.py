@@ -22,6 +22,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from finmlops.contract import ScalerLike
+from finmlops.evaluation.results import BacktestResult, Evaluation, EvaluationResult, Performance, read_result
 from finmlops.features.registry import feature_set_version
 from finmlops.provenance import file_sha256, git_commit, json_safe, software_versions
 from finmlops.settings import Settings
@@ -280,20 +281,22 @@ def log_trained_variant(settings: Settings, *, trained: Any, result: dict[str, A
     return run_id
 
 
-def evaluation_tables(evaluation: Mapping[str, Any]) -> dict[str, pd.DataFrame]:
+def evaluation_tables(evaluation: Evaluation) -> dict[str, pd.DataFrame]:
     """``folds`` (model, fold, n_rows, accuracy and AUC with CIs) and ``calibration`` (model, bin, count, mean
     predicted, observed up rate) as long frames, from ``finmlops.evaluation.workspace``'s result."""
     folds, calibration = [], []
-    for model, m in evaluation["models"].items():
-        for fold, f in m["folds"].items():
-            row = {"model": model, "fold": fold, "n_rows": f["n_rows"]}
-            for key in ("accuracy", "roc_auc"):
-                row |= {key: f[key]["value"], f"{key}_ci_low": f[key]["ci_low"], f"{key}_ci_high": f[key]["ci_high"]}
+    for model, m in evaluation.models.items():
+        for fold, f in m.folds.items():
+            row: dict[str, Any] = {"model": model, "fold": fold, "n_rows": f.n_rows}
+            for key, e in (("accuracy", f.accuracy), ("roc_auc", f.roc_auc)):
+                row |= {key: e.value, f"{key}_ci_low": e.ci_low, f"{key}_ci_high": e.ci_high}
             folds.append(row)
-        c = m["calibration"]
+        c = m.calibration
+        if c is None:
+            continue
         calibration += [
             {"model": model, "bin": b, "count": n, "mean_predicted": p, "observed_up": o}
-            for b, n, p, o in zip(c["bin"], c["count"], c["mean_predicted"], c["observed_up"], strict=True)
+            for b, n, p, o in zip(c.bin, c.count, c.mean_predicted, c.observed_up, strict=True)
         ]
     return {"folds": pd.DataFrame(folds), "calibration": pd.DataFrame(calibration)}
 
@@ -331,12 +334,12 @@ def evaluation_plots(tables: Mapping[str, pd.DataFrame], folder: Path) -> list[P
 def backtest_predictions_sha(path: Path) -> str | None:
     """The SHA-256 of the predictions file a ``backtest.json`` was computed on, or None when unreadable/absent."""
     try:
-        return json.loads(path.read_text())["provenance"]["config"]["predictions_sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
+        return read_result(path, BacktestResult).predictions_sha256
+    except (OSError, ValueError):
         return None
 
 
-def log_evaluation_result(settings: Settings, *, result: Mapping[str, Any]) -> str:
+def log_evaluation_result(settings: Settings, *, result: EvaluationResult) -> str:
     """Log ``finmlops evaluate``'s result to ``evaluation``: pooled ``<model>/<metric>`` (with ``_ci_low`` and
     ``_ci_high``), per-fold ``fold/<model>/<metric>`` (step = test year), the result files in ``results_dir``
     (``evaluation.json``, ``evaluation.md``, ``predictions.parquet``, and ``backtest.json`` only when it was computed
@@ -344,15 +347,19 @@ def log_evaluation_result(settings: Settings, *, result: Mapping[str, Any]) -> s
     tagged ``finmlops.predictions_sha256``. Returns the run id."""
     metrics: dict[str, float] = {}
     fold_metrics: dict[int, dict[str, float]] = {}
-    for model, m in result["models"].items():
-        for key in ("accuracy", "balanced_accuracy", "roc_auc", "log_loss", "ic"):
-            entry = m["pooled"][key]
-            metrics |= {f"{model}/{key}": entry["value"]}
-            metrics |= {f"{model}/{key}_ci_low": entry["ci_low"], f"{model}/{key}_ci_high": entry["ci_high"]}
-        for position, (fold, f) in enumerate(m["folds"].items()):
+    for model, m in result.models.items():
+        p = m.pooled
+        pooled = {"accuracy": p.accuracy, "balanced_accuracy": p.balanced_accuracy, "roc_auc": p.roc_auc,
+                  "log_loss": p.log_loss, "ic": p.ic}  # fmt: skip
+        for key, entry in pooled.items():
+            metrics |= {f"{model}/{key}": entry.value}
+            metrics |= {f"{model}/{key}_ci_low": entry.ci_low, f"{model}/{key}_ci_high": entry.ci_high}
+        for position, (fold, f) in enumerate(m.folds.items()):
             step = int(fold) if str(fold).isdigit() else position
-            fold_metrics.setdefault(step, {}).update({f"{model}/{k}": f[k]["value"] for k in ("accuracy", "roc_auc")})
-    provenance = result["provenance"]
+            fold_metrics.setdefault(step, {}).update(
+                {f"{model}/accuracy": f.accuracy.value, f"{model}/roc_auc": f.roc_auc.value}
+            )
+    provenance = result.provenance
     results_dir = settings.results_dir
     predictions_sha = file_sha256(results_dir / "predictions.parquet")
     files = ["evaluation.json", "evaluation.md", "predictions.parquet"]
@@ -367,27 +374,28 @@ def log_evaluation_result(settings: Settings, *, result: Mapping[str, Any]) -> s
             extra.append(Path(tmp) / f"{name}.csv")
         extra += evaluation_plots(tables, Path(tmp))
         return log_evaluation(
-            settings, name="walk-forward", metrics=metrics, data_hash=provenance["data_hash"],
+            settings, name="walk-forward", metrics=metrics, data_hash=provenance.data_hash,
             artifacts=[results_dir / f for f in files if (results_dir / f).is_file()] + extra,
-            params=provenance["config"], fold_metrics=fold_metrics, tags={PREDICTIONS_SHA_TAG: predictions_sha},
+            params=provenance.config, fold_metrics=fold_metrics, tags={PREDICTIONS_SHA_TAG: predictions_sha},
         )  # fmt: skip
 
 
-def log_backtest_result(settings: Settings, *, result: Mapping[str, Any]) -> str:
+def log_backtest_result(settings: Settings, *, result: BacktestResult) -> str:
     """Log ``finmlops backtest``'s result to ``evaluation`` as a run named ``backtest``: per model and strategy
     ``<model>/<strategy>/<metric>`` (``BACKTEST_METRICS``; the benchmark as ``buy_hold/<metric>``), the backtest
     settings as params, ``results/backtest.json``, and the tag ``finmlops.predictions_sha256`` of the predictions it
     was computed on (match it with the evaluation run's). Returns the run id."""
     metrics: dict[str, float] = {}
-    rows = [("buy_hold", result["benchmark"])]
-    rows += [(f"{model}/{strategy}", p) for model, by_s in result["results"].items() for strategy, p in by_s.items()]
+    rows: list[tuple[str, Performance]] = [("buy_hold", result.benchmark)]
+    rows += [(f"{model}/{strategy}", p) for model, strategy, p in result.books()]
     for prefix, perf in rows:
-        metrics |= {f"{prefix}/{k}": perf[k] for k in BACKTEST_METRICS if perf.get(k) is not None}
-    metrics |= {"trials_total": result["trials"]["total"]}
-    config = dict(result["provenance"]["config"])
+        figures = perf.model_dump(include=set(BACKTEST_METRICS))
+        metrics |= {f"{prefix}/{k}": figures[k] for k in BACKTEST_METRICS if k in figures}
+    metrics |= {"trials_total": result.trials.total}
+    config = dict(result.provenance.config)
     predictions_sha = config.pop("predictions_sha256")
     return log_evaluation(
-        settings, name="backtest", metrics=metrics, data_hash=result["provenance"].get("data_hash"),
+        settings, name="backtest", metrics=metrics, data_hash=result.provenance.data_hash,
         artifacts=[settings.results_dir / "backtest.json"], params=config, tags={PREDICTIONS_SHA_TAG: predictions_sha},
     )  # fmt: skip
 

@@ -7,12 +7,14 @@ the variant's walk-forward predictions, so the promotion rule compares versions 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from finmlops.evaluation.results import Evaluation
 from finmlops.features.target import LabelSpec
 from finmlops.models.variants import VariantConfig
 from finmlops.settings import Settings
@@ -54,12 +56,12 @@ def final_fit(
     return model, train, test
 
 
-def _pooled_metrics(evaluation: Mapping[str, Any], variant: str) -> tuple[dict[str, float], list[dict[str, float]]]:
-    """Pooled walk-forward metrics (``wf_<name>``) and per-fold accuracy of ``variant`` from evaluation.json."""
-    entry = evaluation["models"][variant]
-    pooled = {f"wf_{k}": v["value"] for k, v in entry["pooled"].items() if isinstance(v, dict) and "value" in v}
-    pooled = {k: float(v) for k, v in pooled.items() if v is not None}
-    folds = [{"accuracy": float(f["accuracy"]["value"])} for _, f in sorted(entry["folds"].items())]
+def _pooled_metrics(evaluation: Evaluation, variant: str) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Pooled walk-forward metrics (``wf_<name>``, the defined ones) and per-fold accuracy of ``variant`` from
+    evaluation.json."""
+    entry = evaluation.models[variant]
+    pooled = {f"wf_{k}": float(v) for k, v in entry.pooled.values().items() if math.isfinite(v)}
+    folds = [{"accuracy": float(f.accuracy.value)} for _, f in sorted(entry.folds.items())]
     return pooled, folds
 
 
@@ -70,7 +72,7 @@ def register_final_model(
     label: LabelSpec,
     universe: Mapping[str, pd.DataFrame],
     predictions: pd.DataFrame,
-    evaluation: Mapping[str, Any],
+    evaluation: Evaluation,
     data_hash: str,
     gap_seq_len: int,
     test_years: Sequence[int],

@@ -24,6 +24,7 @@ from finmlops.data import DataStore, IngestReport, ingest
 from finmlops.data.ingest import SourceName
 from finmlops.evaluation.backtest import BacktestConfig
 from finmlops.evaluation.metrics import BootstrapConfig
+from finmlops.evaluation.results import BacktestResult, EvaluationResult
 from finmlops.evaluation.workspace import run_backtest_workspace, run_evaluation
 from finmlops.executor import ExecutorConfig
 from finmlops.settings import Settings
@@ -55,10 +56,17 @@ class IngestOutcome(BaseModel):
     mlflow_run: str | None = None
 
 
-class StageOutcome(BaseModel):
-    """A stage's result document (as written to results/<stage>.json) and its MLflow run (None when untracked)."""
+class EvaluateOutcome(BaseModel):
+    """The evaluation (as written to results/evaluation.json) and its MLflow run (None when untracked)."""
 
-    result: dict[str, Any]
+    result: EvaluationResult
+    mlflow_run: str | None = None
+
+
+class BacktestOutcome(BaseModel):
+    """The backtest (as written to results/backtest.json) and its MLflow run (None when untracked)."""
+
+    result: BacktestResult
     mlflow_run: str | None = None
 
 
@@ -96,23 +104,23 @@ def evaluate_stage(
     progress: bool = True,
     executor: ExecutorConfig | None = None,
     tracker: Tracker | None = None,
-) -> StageOutcome:
+) -> EvaluateOutcome:
     """Walk-forward evaluation of ``variants`` and every baseline (:func:`run_evaluation`, seeded by the
     settings, its fits on ``executor``), then log the evaluation run."""
     result = run_evaluation(
         settings, variants=variants, epochs=epochs, seed=settings.seed, test_years=test_years, boot=boot,
         progress=progress, executor=executor,
     )  # fmt: skip
-    return StageOutcome(result=result, mlflow_run=track_evaluation(result, tracker))
+    return EvaluateOutcome(result=result, mlflow_run=track_evaluation(result, tracker))
 
 
-def track_evaluation(result: dict[str, Any], tracker: Tracker | None) -> str | None:
+def track_evaluation(result: EvaluationResult, tracker: Tracker | None) -> str | None:
     """Log an evaluation result (evaluation.json's document) as ``finmlops evaluate`` does."""
     return None if tracker is None else tracker("evaluation", "log_evaluation_result", result=result)
 
 
-def backtest_stage(settings: Settings, config: BacktestConfig, *, tracker: Tracker | None = None) -> StageOutcome:
+def backtest_stage(settings: Settings, config: BacktestConfig, *, tracker: Tracker | None = None) -> BacktestOutcome:
     """Backtest the workspace's saved predictions (:func:`run_backtest_workspace`), then log the backtest run."""
     result = run_backtest_workspace(settings, config)
     run = None if tracker is None else tracker("backtest", "log_backtest_result", result=result)
-    return StageOutcome(result=result, mlflow_run=run)
+    return BacktestOutcome(result=result, mlflow_run=run)

@@ -10,12 +10,12 @@ command and writes the same files.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from finmlops.evaluation.results import Estimate, load_evaluation
 from finmlops.executor import ExecutorConfig
 from finmlops.provenance import file_sha256
 from finmlops.settings import Settings
@@ -160,8 +160,8 @@ def _bootstrap(plan: RunConfig, seed: int) -> Any:
     return BootstrapConfig(n_boot=plan.bootstrap.n_boot, block_len=plan.bootstrap.block_len, seed=seed)
 
 
-def _ci(entry: dict[str, Any]) -> str:
-    return f"{entry['value']:.3f} [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
+def _ci(entry: Estimate) -> str:
+    return f"{entry.value:.3f} [{entry.ci_low:.3f}, {entry.ci_high:.3f}]"
 
 
 # --- the steps --------------------------------------------------------------------------------------------------------
@@ -249,7 +249,6 @@ def _walk_forward_folds(plan: RunConfig) -> dict[str, Any]:
 
 
 def _train(ctx: Context) -> Outcome:
-    from finmlops.evaluation.metrics import baseline_comparison
     from finmlops.evaluation.workspace import evaluate_and_write
     from finmlops.training.walkforward import walk_forward_predictions
 
@@ -275,18 +274,18 @@ def _train(ctx: Context) -> Outcome:
     payload = evaluate_and_write(
         preds, ctx.settings.results_dir, data_hash=ctx.output("ingest")["dataset_hash"], config=config, boot=boot
     )
-    deep = {m: payload["models"][m] for m in plan.variant_names}
-    best = max(deep, key=lambda m: deep[m]["pooled"]["accuracy"]["value"])
-    vs = describe_comparison(baseline_comparison(deep[best]["vs_baselines"]["majority"], "majority"))
-    majority = payload["models"]["majority"]["pooled"]["accuracy"]["value"]
+    deep = {m: payload.models[m] for m in plan.variant_names}
+    best = max(deep, key=lambda m: deep[m].pooled.accuracy.value)
+    vs = describe_comparison(deep[best].vs_baselines["majority"].as_comparison("majority"))
+    majority = payload.models["majority"].pooled.accuracy.value
     results = ctx.settings.results_dir
     run_id = track_evaluation(payload, mlflow_tracker(ctx.settings))
     return Outcome(
-        figure=f"{len(plan.test_years)} folds, {len(payload['models'])} models; best deep {best} accuracy "
-        f"{_ci(deep[best]['pooled']['accuracy'])}, majority {majority:.3f}: {vs}",
+        figure=f"{len(plan.test_years)} folds, {len(payload.models)} models; best deep {best} accuracy "
+        f"{_ci(deep[best].pooled.accuracy)}, majority {majority:.3f}: {vs}",
         files=[results / "predictions.parquet", results / "evaluation.json", results / "evaluation.md"],
         data={
-            "predictions_sha256": payload["predictions"]["sha256"],
+            "predictions_sha256": payload.predictions.sha256 if payload.predictions else None,
             "best_deep": best,
             "fit_seconds": fit_seconds,
             "mlflow_run": run_id,
@@ -303,12 +302,12 @@ def _backtest(ctx: Context) -> Outcome:
     )
     result, run_id = outcome.result, outcome.mlflow_run
     # The deep variants' best: the majority baseline's long_flat is buy-and-hold itself.
-    rows = [(m, s, p) for m, by_s in result["results"].items() if m in ctx.plan.variant_names for s, p in by_s.items()]
-    model, strategy, best = max(rows, key=lambda r: r[2]["sharpe"])
-    dsr = best.get("deflated_sharpe")
+    rows = [(m, s, p) for m, s, p in result.books() if m in ctx.plan.variant_names]
+    model, strategy, best = max(rows, key=lambda r: r[2].sharpe)
+    dsr = best.deflated_sharpe
     return Outcome(
-        figure=f"best deep net Sharpe {best['sharpe']:.2f} ({model} {strategy}, deflated SR "
-        f"{'n/a' if dsr is None else f'{dsr:.2f}'}) vs buy-and-hold {result['benchmark']['sharpe']:.2f}",
+        figure=f"best deep net Sharpe {best.sharpe:.2f} ({model} {strategy}, deflated SR "
+        f"{'n/a' if dsr != dsr else f'{dsr:.2f}'}) vs buy-and-hold {result.benchmark.sharpe:.2f}",
         files=[ctx.settings.results_dir / "backtest.json"],
         data={"mlflow_run": run_id},
     )
@@ -331,7 +330,7 @@ def _register(ctx: Context) -> Outcome:
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     plan: RunConfig = ctx.plan
-    evaluation = json.loads((ctx.settings.results_dir / "evaluation.json").read_text())
+    evaluation = load_evaluation(ctx.settings.results_dir)
     models: dict[str, Any] = {}
     for config in plan.variant_configs():
         variant = config.name
