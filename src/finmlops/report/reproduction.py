@@ -29,6 +29,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import numpy as np
@@ -37,6 +38,7 @@ import yaml
 from pydantic import BaseModel
 
 from finmlops import __version__
+from finmlops.evaluation import results
 from finmlops.evaluation.backtest import PERIODS_PER_YEAR, BacktestConfig, before_costs, book_path, priced_rows
 from finmlops.evaluation.metrics import prepare
 from finmlops.evaluation.signal import SignalMeasures, signal_measures
@@ -252,13 +254,13 @@ def _book(x: np.ndarray, boot: BootstrapConfig, periods: float) -> Book:
     return Book(mean_daily=mean, sharpe=sharpe_estimate(x, boot, periods), verdict=verdict(mean))
 
 
-def _ic_pooled(ic: np.ndarray, boot: BootstrapConfig) -> dict[str, dict[str, float]]:
-    """Mean and ICIR (mean / sample std) of a daily IC series with block-bootstrap CIs, in the ``pooled`` shape
-    that :func:`finmlops.evaluation.signal.signal_measures` reads. Computed on the IC series alone (not on every
+def _ic_pooled(ic: np.ndarray, boot: BootstrapConfig) -> dict[str, results.Estimate]:
+    """Mean and ICIR (mean / sample std) of a daily IC series with block-bootstrap CIs, the fields of the pooled
+    metrics that :func:`finmlops.evaluation.signal.signal_measures` reads. Computed on the IC series alone (not on every
     metric of every row), so that a universe of 400 tickers over 20 years stays cheap."""
     ok = np.isfinite(ic)
     x = ic[ok]
-    nan = {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")}
+    nan = results.Estimate(value=float("nan"), ci_low=float("nan"), ci_high=float("nan"))
     if x.size < 3:
         return {"mean": nan, "ir": nan}
     n = x.size
@@ -273,7 +275,7 @@ def _ic_pooled(ic: np.ndarray, boot: BootstrapConfig) -> dict[str, dict[str, flo
     out = {}
     for name, point, draws in (("mean", point_mean, mean), ("ir", point_ir, ir)):
         lo, hi = interval(draws, point, boot)
-        out[name] = {"value": point, "ci_low": lo, "ci_high": hi}
+        out[name] = results.Estimate(value=point, ci_low=lo, ci_high=hi)
     return out
 
 
@@ -281,7 +283,7 @@ def _signal(rows: pd.DataFrame, boot: BootstrapConfig, balanced: bool) -> tuple[
     """Signal measures of one model's period rows and, on the balanced label, accuracy [CI] (prob_up > 0.5)."""
     p = prepare(rows)
     ic, rank_ic = _ic_pooled(p.ic, boot), _ic_pooled(p.rank_ic, boot)
-    pooled = {"ic": ic["mean"], "icir": ic["ir"], "rank_ic": rank_ic["mean"], "rank_icir": rank_ic["ir"]}
+    pooled = SimpleNamespace(ic=ic["mean"], icir=ic["ir"], rank_ic=rank_ic["mean"], rank_icir=rank_ic["ir"])
     correct = ((p.prob > 0.5) == (p.y == 1)).astype(float)
     measures = signal_measures(pooled, p.ic, p.rank_ic, correct, p.date_idx, boot)
     if not balanced:
