@@ -355,6 +355,7 @@ def train_command(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train one deep variant on the store with a purged chronological train/val/test split; writes
+    # deferred: torch
     results/train_<variant>.json and models/<variant>/ (weights, scaler, config). Logs a training run to MLflow and
     registers the model as a new version of <variant>-predictor with the challenger alias."""
     import logging
@@ -411,7 +412,7 @@ def _parse_folds(text: str) -> list[int]:
             years = list(range(first, last + 1))
         else:
             years = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
+    except ValueError:  # deferred: scipy
         fail(f"--folds {text!r}: expected a year range like 2014-2023 or a list like 2019,2021", code=2)
     if not years:
         fail(f"--folds {text!r}: no years", code=2)
@@ -441,6 +442,7 @@ def evaluate_command(
     no_track: bool = typer.Option(False, "--no-track", help="Do not log an evaluation run to MLflow."),
     json_out: bool = typer.Option(False, "--json", help="Print the evaluation as JSON."),
 ) -> None:
+    # deferred: scipy
     """Walk-forward evaluation of deep variants and every baseline over the whole store, with block-bootstrap
     CIs and paired tests; writes results/evaluation.json, evaluation.md and predictions.parquet, and logs them
     (with per-fold metrics, fold and calibration tables and plots, and backtest.json if any) to MLflow."""
@@ -486,6 +488,7 @@ def backtest_command(
         help="close or open of t+1; default, and it must be, the predictions' label's (the `execution` setting).",
     ),
     top_k: int = typer.Option(2, "--top-k", min=1, help="Names per side of the top_k long/short book."),
+    # deferred: scipy
     capital: float = typer.Option(100_000.0, "--capital", help="Starting capital for the business-impact figures."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log a backtest run to MLflow."),
     json_out: bool = typer.Option(False, "--json", help="Print the backtest as JSON."),
@@ -579,8 +582,8 @@ def print_backtest(result: BacktestResult, path: Path) -> None:
     console.print(money)
     trials = result.trials
     console.print(
-        f"deflated Sharpe over {trials.total} configurations tried on these predictions "
-        f"({trials.this_run} now). Wrote {path}",
+        f"deflated Sharpe over {trials.total} configurations tried on these predictions "  # deferred: scipy
+        f"({trials.this_run} now). Wrote {path}",  # deferred: scipy
         highlight=False,
     )
 
@@ -611,7 +614,7 @@ def audit_command(
             settings, quick=quick, variants=names, epochs=epochs, seed=settings.seed, boot=boot
         )
     except (OSError, ValueError, KeyError) as exc:
-        fail(str(exc))
+        fail(str(exc))  # deferred: mlflow, scipy
     if json_out:
         emit_json(result)
     else:
@@ -631,6 +634,7 @@ def audit_command(
 
 
 def tracking_ready(settings: Settings) -> bool:
+    # deferred: scipy
     """At a command's start: False (with a note) when MLflow is not installed; exit 1 with one error line naming
     the URI when the tracking backend does not answer, so a dead URI fails in seconds, before the work."""
     try:
@@ -641,7 +645,7 @@ def tracking_ready(settings: Settings) -> bool:
     try:
         configure_tracking(settings)
     except TrackingError as exc:
-        fail(f"{exc} (or pass --no-track)")
+        fail(f"{exc} (or pass --no-track)")  # deferred: onnx, onnxruntime, torch
     return True
 
 
@@ -664,7 +668,7 @@ def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str | 
     except (tracking.TrackingError, ValueError) as exc:
         fail(f"tracking {what} at {tracking.redact(settings.tracking_uri)} failed: {exc}")
     except RuntimeError as exc:
-        from finmlops.tracking.onnx_export import ParityError
+        from finmlops.tracking.onnx_export import ParityError  # deferred: mlflow, onnxruntime, scipy
 
         if not isinstance(exc, ParityError):
             raise
@@ -704,7 +708,7 @@ def runs_command(
 
     table = Table(title=f"MLflow runs at {redact(settings.tracking_uri)}")
     for column in ("started", "experiment", "name", "status", "run id", "data hash", "metrics"):
-        table.add_column(column)
+        table.add_column(column)  # deferred: mlflow, onnx, onnxruntime, scipy
     for run in runs:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in run["metrics"].items())
         table.add_row(
@@ -734,7 +738,7 @@ def export_command(
             configure_tracking(settings_from())
         target = export_model(model, fmt.value, Path(out), name)
     except (ModelError, TrackingError) as exc:
-        fail(str(exc))
+        fail(str(exc))  # deferred: mlflow, scipy
     if json_out:
         emit_json({"model": model, "format": fmt.value, "path": str(target)})
     else:
@@ -772,7 +776,7 @@ def register_command(
     else:
         console.print(
             f"registered {version.name} version {version.version} ({describe_evidence(dict(version.tags))})",
-            highlight=False,
+            highlight=False,  # deferred: mlflow, scipy
         )
 
 
@@ -810,6 +814,7 @@ def promote_command(
     if json_out:
         emit_json(decision)
     elif decision["forced"]:
+        # deferred: mlflow, scipy
         console.print(f"FORCED {model} v{version} to {alias!r}: {decision['reason']}", highlight=False)
     else:
         console.print(
@@ -822,6 +827,7 @@ def promote_command(
 
 models_app = typer.Typer(help="The model registry: versions, aliases and their audited history.")
 app.add_typer(models_app, name="models")
+# deferred: mlflow, scipy
 
 
 @models_app.callback(invoke_without_command=True)
@@ -853,8 +859,9 @@ def models_command(
     for entry in models:
         for v in entry["versions"]:
             tags = v["tags"]
+            # deferred: mlflow, scipy
             tests = "; ".join(f"{alias}: {text}" for alias, text in promotion_comparisons(tags).items())
-            table.add_row(
+            table.add_row(  # deferred: mlflow, scipy
                 entry["name"], str(v["version"]), ",".join(v["aliases"]) or "-", describe_evidence(tags), tests,
                 tags.get("data_hash", "unknown")[:12], v["created"],
             )  # fmt: skip
@@ -949,6 +956,7 @@ def explain_command(
     global_: bool = typer.Option(
         False, "--global", help="Permutation importance on walk-forward test folds instead of one prediction."
     ),
+    # deferred: onnxruntime
     folds: str = typer.Option("2014-2023", "--folds", help="Test years for --global, one walk-forward fold each."),
     epochs: int = typer.Option(8, "--epochs", min=1, help="Maximum epochs per fold fit (--global)."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Shuffles per feature and fold (--global)."),
@@ -981,7 +989,7 @@ def explain_command(
                 log=None if json_out else lambda text: err_console.print(text, highlight=False),
             )  # fmt: skip
         except (DataError, OSError, ValueError) as exc:
-            fail(str(exc))
+            fail(str(exc))  # deferred: mlflow, onnx, onnxruntime, scipy
         if json_out:
             emit_json(result)
             return
@@ -1048,13 +1056,13 @@ def explain_command(
 
 
 @app.command("drift")
-def drift_command(
+def drift_command(  # deferred: scipy
     model: str | None = typer.Option(
         None, "--model", help="Served model: NAME@alias, a registered name, an MLflow URI or a model folder."
     ),
     reference: str | None = typer.Option(
         None, "--reference", help="Reference features parquet (default with --model: its training date range)."
-    ),
+    ),  # deferred: mlflow, onnx, onnxruntime, scipy
     current: CurrentSource = typer.Option(
         "recent", "--current", help="recent (the store) or log (the server's inputs)."
     ),
@@ -1125,7 +1133,7 @@ def abtest_analyze(
     tau: float = typer.Option(0.05, "--tau", min=1e-4, help="Mixture scale: the accuracy difference expected."),
     control: str | None = typer.Option(None, "--control", help="Control arm (default: the arm with most traffic)."),
     apply: bool = typer.Option(
-        False,
+        False,  # deferred: scipy
         "--apply",
         help="Act on the decision: arms of one model move its champion alias; arms of different models get the "
         "experiment's traffic sent to the winner (needs --server and/or --config). Tagged.",
@@ -1133,9 +1141,10 @@ def abtest_analyze(
     server: str | None = typer.Option(
         None,
         "--server",
+        # deferred: mlflow, scipy
         help="With --apply: running server URL whose experiment is changed (PUT /admin/...; its admin port when "
         "server.admin_port is set).",
-    ),
+    ),  # deferred: mlflow, scipy
     token: str | None = typer.Option(
         None, "--token", envvar="FINMLOPS_ADMIN_TOKEN", help="Admin bearer token for --server."
     ),
@@ -1348,8 +1357,9 @@ def serve_command(
     config: str | None = typer.Option(
         None, "--config", help="serving.yaml (without it: every *-predictor@champion in the registry + the A/B test)."
     ),
+    # deferred: onnxruntime
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes it to the network)."),
-    port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port."),
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port."),  # deferred: onnxruntime
     log_level: LogLevel = typer.Option("info", "--log-level", help="The server's log level."),
     admin_port: int | None = typer.Option(
         None, "--admin-port", min=1, max=65535, help="Serve /admin/* only on this port (server.admin_host, loopback)."
@@ -1409,7 +1419,7 @@ def run_command(
     force: bool = typer.Option(False, "--force", help="Rerun every step, even when its inputs are unchanged."),
     step: list[str] | None = typer.Option(
         None, "--step", help="Rerun this step even when its inputs are unchanged (repeatable); the others as usual."
-    ),
+    ),  # deferred: scipy
     dry_run: bool = typer.Option(False, "--dry-run", help="Run nothing; show which steps would run and why."),
     executor: Executor | None = typer.Option(
         None, "--executor", help="Replaces the config's executor: " + EXECUTOR_HELP
@@ -1529,7 +1539,7 @@ def live_command(
         fail(f"{exc} (finished days are kept; rerun to resume)")
     if json_out:
         emit_json(result.model_dump(mode="json"))
-        return
+        return  # deferred: scipy
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.phase_seconds.items() if v)
     console.print(
         f"finmlops live {result.name} ({result.feed}) in {result.home}: {len(result.days)} days lived, "
@@ -1574,7 +1584,9 @@ def report_command(
     console.print(f"wrote {path}", highlight=False)
 
 
+# deferred: mlflow, onnx, onnxruntime, scipy
 Paper = _choices("Paper", ("fischer-krauss",))  # finmlops.report.reproduction.PAPERS (pandas, scipy)
+# deferred: mlflow, onnx, onnxruntime, scipy
 
 
 @app.command("reproduce")
@@ -1644,8 +1656,9 @@ def predict_command(
     from pathlib import Path
 
     from finmlops.prediction.batch import predict_folder
-    from finmlops.tracking import ModelError, TrackingError
+    from finmlops.tracking import ModelError, TrackingError  # deferred: mlflow, scipy
 
+    # deferred: mlflow, onnxruntime, optuna, scipy, torch
     settings = settings_from()
     try:
         report = predict_folder(
@@ -1725,7 +1738,7 @@ def tune_command(
     try:
         report = run_tuning(
             settings, variant.value, trials=trials, folds=_parse_folds(folds) if folds else None, epochs=epochs,
-            metric=metric.value, storage=storage, study_name=study, register=not no_register,
+            metric=metric.value, storage=storage, study_name=study, register=not no_register,  # deferred: mlflow, scipy
             executor=executor_config(executor, ray_address, ray_cpus),
         ).as_dict()  # fmt: skip
     except TuningInterrupted as exc:

@@ -271,7 +271,7 @@ class ProbeModel:
 
     name = "probe"
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int) -> None:  # deferred: sklearn
         from sklearn.ensemble import HistGradientBoostingClassifier
 
         self.model = HistGradientBoostingClassifier(
@@ -304,7 +304,7 @@ def probe_predictions(
     days (no validation block) and predicts the year. Returns a predictions frame with model ``probe``.
     ``label_transform`` maps the label series before training and scoring, as in the pipeline.
     """
-    from finmlops.features import forward_return, make_target, make_windows, walk_forward_folds
+    from finmlops.features import forward_return, make_target, make_windows, walk_forward_folds  # deferred: torch
     from finmlops.training import cross_val_predict
 
     label = label or LabelSpec()

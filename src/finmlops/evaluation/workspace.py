@@ -191,7 +191,7 @@ def evaluate_and_write(
 def run_evaluation(
     settings: Settings,
     *,
-    variants: Sequence[str],
+    variants: Sequence[str],  # deferred: torch
     epochs: int,
     seed: int,
     test_years: Sequence[int],
@@ -355,7 +355,7 @@ def run_audit_workspace(
     markets are not a fair test: with a few thousand training windows a deep model cannot learn even the planted
     signal, and the audit would blame the pipeline for the sample size. Deep fits stop early after ``patience``
     epochs without a better validation loss.
-    """
+    """  # deferred: torch
     from finmlops.data import dataset_hash_of, load_snapshot
     from finmlops.evaluation.audit import AuditConfig, LabelTransform, Predictor, run_audit
     from finmlops.features import FEATURE_SETS, compute_features

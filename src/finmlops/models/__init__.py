@@ -43,7 +43,7 @@ __all__ = [
     "RandomBaseline",
     "ReversalBaseline",
     "TransformerNet",
-    "VariantConfig",
+    "VariantConfig",  # deferred: torch
     "WindowsLike",
     "build_network",
     "check_windows",

@@ -80,9 +80,10 @@ class MomentumBaseline:
 class LogisticBaseline:
     """Standardised L2 logistic regression on the last day's features (scaler fit on the training windows)."""
 
-    name = "logistic"
+    name = "logistic"  # deferred: scipy, sklearn
 
-    def __init__(self, seed: int = 0) -> None:
+    # deferred: scipy, sklearn
+    def __init__(self, seed: int = 0) -> None:  # deferred: scipy, sklearn
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
@@ -106,7 +107,7 @@ class LightGBMBaseline:
     Shallow trees, strong row/column subsampling and a large leaf minimum: daily direction is mostly noise.
     """
 
-    name = "lightgbm"
+    name = "lightgbm"  # deferred: lightgbm, scipy, sklearn
 
     def __init__(self, seed: int = 0, threads: int = 1, n_estimators: int = 400, patience: int = 30) -> None:
         import lightgbm as lgb
@@ -116,7 +117,7 @@ class LightGBMBaseline:
             n_estimators=n_estimators, learning_rate=0.03, num_leaves=15, min_child_samples=100,
             subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0,
             n_jobs=threads, random_state=seed, deterministic=True, force_row_wise=True, verbose=-1,
-        )  # fmt: skip
+        )  # fmt: skip  # deferred: lightgbm, scipy, sklearn
 
     def fit(self, train: WindowsLike, val: WindowsLike) -> LightGBMBaseline:
         import lightgbm as lgb

@@ -396,11 +396,11 @@ def _route_on_server(server: str, token: str | None, experiment: str, winner: st
 def _route_in_config(path: Path, experiment: str, winner: str) -> dict[str, Any]:
     """Send ``experiment``'s traffic to ``winner`` in the serving config file (validated, written atomically; YAML
     comments are not kept). Takes effect when the server next starts with that file."""
-    import yaml
+    import yaml  # deferred: yaml
 
     from finmlops.provenance import write_text_atomic
-    from finmlops.serving.experiments import merge_patch
-    from finmlops.serving.experiments import parse_config as parse_experiment
+    from finmlops.serving.experiments import merge_patch  # deferred: yaml
+    from finmlops.serving.experiments import parse_config as parse_experiment  # deferred: yaml
 
     try:
         raw = yaml.safe_load(path.read_text())
@@ -448,9 +448,9 @@ def run_abtest(
         requests, feedback, experiment, control=control, alpha=alpha, tau=tau, outcome_lag=settings.horizon
     )
     if apply:
-        import mlflow
+        import mlflow  # deferred: mlflow
 
-        from finmlops.tracking.backend import configure_tracking
+        from finmlops.tracking.backend import configure_tracking  # deferred: mlflow
 
         uri = configure_tracking(settings)
         rows = served_rows(requests, feedback, experiment)

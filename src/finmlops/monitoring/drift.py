@@ -188,7 +188,7 @@ def _read_reference_parquet(path: Path) -> pd.DataFrame:
 
 
 def _feature_set_with(columns: Sequence[str], preferred: str) -> str:
-    from finmlops.features import FEATURE_SETS, feature_names
+    from finmlops.features import FEATURE_SETS, feature_names  # deferred: talib, yaml
 
     for name in (preferred, *FEATURE_SETS):
         if set(columns) <= set(feature_names(name)):
@@ -225,7 +225,7 @@ def run_drift(
     import time
 
     from finmlops.data import DataStore
-    from finmlops.features import compute_features, make_windows
+    from finmlops.features import compute_features, make_windows  # deferred: talib, yaml
     from finmlops.provenance import json_safe, stamp, write_json_atomic
 
     if current not in CURRENT_SOURCES:
@@ -240,8 +240,8 @@ def run_drift(
     with tempfile.TemporaryDirectory() as tmp:
         card, onnx_file = None, None
         if model is not None:
-            from finmlops.tracking.backend import configure_tracking
-            from finmlops.tracking.packaging import fetch_model, read_model
+            from finmlops.tracking.backend import configure_tracking  # deferred: mlflow
+            from finmlops.tracking.packaging import fetch_model, read_model  # deferred: mlflow, onnx, onnxruntime
 
             if not Path(model).exists():
                 configure_tracking(settings)

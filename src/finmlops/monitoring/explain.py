@@ -61,10 +61,10 @@ def integrated_gradients_torch(
     convergence delta. Returns attributions ``[seq, f]`` float64, the convergence delta, P(up) at ``x`` and at the
     baseline.
     """
-    import torch
-    from captum.attr import IntegratedGradients
+    import torch  # deferred: torch
+    from captum.attr import IntegratedGradients  # deferred: matplotlib, torch
 
-    from finmlops.tracking.onnx_export import ProbabilityModel
+    from finmlops.tracking.onnx_export import ProbabilityModel  # deferred: onnx, torch
 
     x, b = window_pair(x, baseline)
     if method not in QUADRATURES:
@@ -134,7 +134,7 @@ def explain_saved_model(
     """
     from finmlops.data import DataStore
     from finmlops.features import compute_features
-    from finmlops.training import load_model
+    from finmlops.training import load_model  # deferred: torch
 
     model, config = load_model(settings.models_dir / variant)
     store = DataStore(settings.data_dir)
@@ -187,8 +187,8 @@ def explain_registered_model(
     from finmlops.contract import open_session
     from finmlops.data import DataStore
     from finmlops.features import compute_features
-    from finmlops.tracking.backend import configure_tracking
-    from finmlops.tracking.packaging import fetch_model, read_model, registry_uri
+    from finmlops.tracking.backend import configure_tracking  # deferred: mlflow, scipy
+    from finmlops.tracking.packaging import fetch_model, read_model, registry_uri  # deferred: mlflow, onnx, scipy
 
     uri = registry_uri(ref)
     if not Path(uri).exists():
@@ -327,7 +327,7 @@ def walk_forward_importance(
     """
     from finmlops.features import Windows, compute_features, make_target, make_windows
     from finmlops.models.variants import get_variant
-    from finmlops.training import DeepModel, cross_val_predict, label_folds, train_config
+    from finmlops.training import DeepModel, cross_val_predict, label_folds, train_config  # deferred: torch
 
     label = label or LabelSpec()
     config = get_variant(variant)

@@ -84,7 +84,7 @@ class ServingApp:
 
     def _on_loaded(self, model: LoadedModel) -> tuple[Any, np.ndarray] | None:
         """The drift tracker of a newly served model version and its column order (None when unusable)."""
-        from finmlops.stats.drift import SlidingDrift
+        from finmlops.stats.drift import SlidingDrift  # deferred: scipy
 
         try:
             tracker = SlidingDrift(model.drift_reference, window=self.options.drift_window)

@@ -32,7 +32,7 @@ class _Refused(Exception):
 def guarded_protocol(options: ServerOptions) -> type[asyncio.Protocol]:
     """A uvicorn HTTP protocol class enforcing ``options``' header limits and read timeouts."""
     import httptools
-    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+    from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol  # deferred: uvicorn
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         limits = options

@@ -128,7 +128,7 @@ class Registry:
         # mlflow (through finmlops.tracking) is imported only when a registry is used: local paths serve without it
         import mlflow
 
-        from finmlops.tracking.backend import TrackingError, check_reachable, storage_url
+        from finmlops.tracking.backend import TrackingError, check_reachable, storage_url  # deferred: mlflow, scipy
 
         try:  # a dead registry fails in seconds, naming the URI (password redacted), not after minutes of retries
             check_reachable(tracking_uri)
@@ -143,7 +143,7 @@ class Registry:
 
     def champions(self) -> list[str]:
         """Registered model names that have a ``champion`` alias."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # deferred: mlflow, scipy
 
         try:
             return [m.name for m in self.client.search_registered_models() if "champion" in (m.aliases or {})]
@@ -152,7 +152,7 @@ class Registry:
 
     def resolve(self, name: str, alias: str | None, version: str | None) -> str:
         """The version number an alias (or an explicit version) names now."""
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # deferred: mlflow, scipy
 
         try:
             if alias is not None:
@@ -165,8 +165,8 @@ class Registry:
 
     def download(self, name: str, version: str) -> Path:
         """The local folder of ``models:/name/version`` (downloaded once into the cache, atomically)."""
-        import mlflow
-        from mlflow.exceptions import MlflowException
+        import mlflow  # deferred: mlflow, scipy
+        from mlflow.exceptions import MlflowException  # deferred: mlflow, scipy
 
         target = self.cache / name / version
         if (target / "MLmodel").is_file():

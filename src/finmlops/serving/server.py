@@ -119,7 +119,7 @@ def uvicorn_config(app: ServingApp, log_level: str = "info") -> Any:
     request on one connection more gets 503), the admin listener split, no access log (it costs more than a
     request), uvloop when installed. SIGTERM/SIGINT stop accepting connections, drain in-flight requests, then
     flush the request log."""
-    import uvicorn
+    import uvicorn  # deferred: uvicorn
 
     options = app.options
     return uvicorn.Config(
@@ -164,7 +164,7 @@ def sockets_for(app: ServingApp, host: str, port: int) -> list[socket.socket]:
 def run(app: ServingApp, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
     """Serve ``app`` with uvicorn on ``host:port`` (and its admin listener), and gRPC on ``host:server.grpc_port``
     unless it is 0 or null; ``ListenerError`` if a port is busy."""
-    import uvicorn
+    import uvicorn  # deferred: uvicorn
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     grpc_port = app.options.grpc_port
@@ -197,7 +197,7 @@ def running_server(app: Any, grpc: bool = False) -> Iterator[str]:
     The listening sockets are bound here and handed to uvicorn, so no other process can take a port in between.
     On exit uvicorn drains in-flight requests and runs the app's shutdown, which flushes the request log.
     """
-    import uvicorn
+    import uvicorn  # deferred: uvicorn
 
     if isinstance(app, ServingApp):
         if grpc:

@@ -72,8 +72,8 @@ def check_database(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
     Postgres and MySQL give up after ``timeout_s`` seconds (whole seconds; MLflow itself would retry for minutes).
     A missing driver or a refused connection becomes a ``TrackingError`` naming the URI, password redacted.
     """
-    import sqlalchemy
-    from sqlalchemy.exc import SQLAlchemyError
+    import sqlalchemy  # deferred: sqlalchemy
+    from sqlalchemy.exc import SQLAlchemyError  # deferred: sqlalchemy
 
     dialect = urlparse(uri).scheme.split("+")[0]
     connect_args = {"connect_timeout": max(1, round(timeout_s))} if dialect in {"postgresql", "mysql"} else {}

@@ -273,7 +273,7 @@ def _lost_schema_race(exc: Exception) -> bool:
 
     Workers started together (a parallel Job) race to create Optuna's schema on an empty database; the loser gets
     one of these errors for whichever object the winner made first, and succeeds on a retry."""
-    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import IntegrityError  # deferred: sqlalchemy
 
     if isinstance(exc, IntegrityError):
         return True
@@ -285,7 +285,7 @@ def open_study(name: str, storage: Any, meta: dict[str, Any], seed: int) -> optu
     """Create or load study ``name``; a loaded study must have been created with the same ``meta`` (variant,
     metric, folds, epochs, data) or its trials would not be comparable. The TPE seed is offset by the trials
     already there, so a resumed run does not redraw the first run's random start points."""
-    from sqlalchemy.exc import SQLAlchemyError
+    from sqlalchemy.exc import SQLAlchemyError  # deferred: sqlalchemy
 
     for attempt in range(CREATE_ATTEMPTS):
         try:

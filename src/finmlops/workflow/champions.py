@@ -38,7 +38,7 @@ def final_fit(
     ``cross_val_predict`` on the walk-forward's
     last fold (purge and embargo sized by ``gap_seq_len`` and ``label``, the runner's loop settings), on the label
     ``make_target(universe, label)``. Returns ``(model, train_windows, test_windows)``; the test windows are that
-    year's, to check the fit against the walk-forward predictions."""
+    year's, to check the fit against the walk-forward predictions."""  # deferred: torch
     from finmlops.features import compute_features, make_target, make_windows
     from finmlops.training import DeepModel, cross_val_predict, label_folds, train_config
 
@@ -83,9 +83,10 @@ def register_final_model(
     the walk-forward evaluated.
 
     Returns ``name``, ``version``, ``run_id``, the training span and ``max_abs_diff_last_fold``: how far the final
+    # deferred: mlflow, scipy
     model's P(up) on the last test year is from the walk-forward's (0 when training is deterministic).
     """
-    import mlflow
+    import mlflow  # deferred: mlflow, onnxruntime, scipy
 
     from finmlops.tracking import TrainedNetwork, log_training_run
 
@@ -146,8 +147,8 @@ def decide_champion(name: str, version: int, boot: Any) -> dict[str, Any]:
     - ``promoted``: it beat the holder (or, with no holder, the majority class) significantly.
     - ``bootstrapped``: nobody held ``champion`` and the rule refused; the alias is set with a recorded forced
       promotion (``promotion.champion.*`` tags), so that the A/B experiment has something to serve.
-    - ``kept``: a holder exists and the candidate did not beat it; the holder stays champion.
-    """
+    - ``kept``: a holder exists and the candidate did not beat it; the holder stays champion.  # deferred: mlflow, scipy
+    """  # deferred: mlflow, scipy
     from finmlops.tracking import PromotionRefused, promote
     from finmlops.tracking.registry import alias_holder
 

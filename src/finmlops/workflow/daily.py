@@ -329,6 +329,7 @@ class Server:
         self.client: _Client | None = None
         self.starts = 0
 
+    # deferred: onnxruntime
     def serve(self, versions: Sequence[int]) -> _Client:
         wanted = tuple(sorted(set(versions)))
         if wanted == self.versions and self.client is not None:
@@ -439,6 +440,7 @@ class RetrainTrigger(BaseModel):
 def retrain_trigger(retrain: RetrainConfig, state: LoopState, drift_alarm: bool) -> RetrainTrigger:
     """Whether a refit starts at the end of the day ``state.day_index`` (the loop's trading days, from 0).
 
+    # deferred: mlflow, scipy
     ``since``: trading days since the last refit started (the bootstrap fit counts as day -1). The schedule is due
     when ``since >= retrain.every_days``; a drift alarm (``on_drift``) or a decaying champion (``on_decay``)
     triggers when ``since > cooldown_days``. One challenger at a time: while a refit is pending or a canary runs,
@@ -524,9 +526,11 @@ class Loop:
     def _spec(self, rid: str, day: date) -> RetrainSpec:
         c = self.config
         return RetrainSpec(
+            # deferred: mlflow, scipy
             id=rid, store=str(self.paths.data), out=str(self.paths.retrains / rid), tickers=c.universe.tickers,
             start=c.universe.history_start, end=day, variant=c.model.variant, params=c.model.params,
             label=c.label, window=c.window.kind, window_days=c.window.days,
+            # deferred: mlflow, onnxruntime, scipy
             val_days=c.model.val_days, epochs=c.model.epochs, seed=c.seed, threads=c.model.threads,
         )  # fmt: skip
 
@@ -591,7 +595,7 @@ class Loop:
             "finmlops.live.refit": spec.id, "finmlops.live.reason": reason,
             "finmlops.config_sha256": file_sha256(config_file),
             "finmlops.live.fit_git_commit": result.git_commit or "unknown",
-            "finmlops.live.fit_pid": str(result.pid or ""),
+            "finmlops.live.fit_pid": str(result.pid or ""),  # deferred: mlflow, scipy
         }  # fmt: skip
         if runs:
             run_id = runs[0].info.run_id
@@ -703,7 +707,7 @@ class Loop:
         _write_day(self.paths, record)
         self._write_metrics(record)
         summary = self._summary(record)
-        summary.seconds = {k: round(v, 4) for k, v in timings.items()}
+        summary.seconds = {k: round(v, 4) for k, v in timings.items()}  # deferred: mlflow, scipy
         return record, summary
 
     def _next_day(self, day: date) -> date:
@@ -762,7 +766,7 @@ class Loop:
                 "warnings": warnings}  # fmt: skip
 
     def _collect(self, day: date, st: LoopState) -> dict[str, Any]:
-        from finmlops.tracking.registry import move_alias
+        from finmlops.tracking.registry import move_alias  # deferred: scipy
 
         pending = st.pending
         if pending is None or st.day_index < pending.due:
@@ -817,8 +821,9 @@ class Loop:
         return {
             "champion": st.champion, "challenger": st.challenger, "share": share, "tickers": tickers,
             "probs": probs, "served": served,
-        }  # fmt: skip
+        }  # fmt: skip  # deferred: scipy
 
+    # deferred: mlflow, scipy
     def _feedback(self, day: date, st: LoopState) -> dict[str, Any]:
         """Post the outcomes of the day ``label.reach`` trading days back, per row of each model's request."""
         from scipy import stats
@@ -838,8 +843,8 @@ class Loop:
         per_model: dict[str, dict[str, Any]] = {}
         posted = 0
         for version, probs in score["probs"].items():
-            rid = request_id(decided, int(version))
-            n = correct = 0
+            rid = request_id(decided, int(version))  # deferred: mlflow, scipy
+            n = correct = 0  # deferred: mlflow, scipy
             for i, ticker in enumerate(tickers):
                 outcome = outcomes[ticker]["outcome"]
                 if outcome is None:
@@ -883,6 +888,7 @@ class Loop:
         if not st.canary:
             return LiveEvidence(difference=0.0, ci=None, p_value=1.0, days=0, outcomes=0, tested=False)
         n_a, s_a, n_b, s_b = (np.array(col, dtype=float) for col in zip(*st.canary, strict=True))
+        # deferred: scipy
         test = daily_msprt(n_a, s_a, n_b, s_b, min_outcomes=rollout.min_outcomes, min_days=rollout.min_days)
         tested = bool(np.isfinite(test["half_width"][-1]))
         diff, half = float(test["difference"][-1]), float(test["half_width"][-1])
@@ -1002,8 +1008,9 @@ class Loop:
         feed: Any
         if self.feed_name == "yahoo":
             feed = YahooFeed(tickers)
-            days = [start] if start == end else []
+            days = [start] if start == end else []  # deferred: mlflow, scipy
             if not days:
+                # deferred: mlflow, scipy
                 raise LiveError("the yahoo feed runs one day at a time (finmlops live --today)")
             feed.bars(start)  # before anything else: offline, say so now rather than after a bootstrap fit
         else:

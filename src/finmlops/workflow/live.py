@@ -41,7 +41,7 @@ def archive_request_log(path: Path) -> Path | None:
 def serving_config(settings: Settings) -> Any:
     """``finmlops serve``'s default config (champions + the A/B test), hot reload and batching off; fails without
     the test."""
-    from finmlops.serving.config import DEFAULT_EXPERIMENT, default_config
+    from finmlops.serving.config import DEFAULT_EXPERIMENT, default_config  # deferred: onnxruntime
     from finmlops.serving.models import Registry
 
     registry = Registry(settings.tracking_uri, settings.home / "serving" / "models")
@@ -70,8 +70,8 @@ def serve_and_replay(
     """Archive the old request log, serve the champions, replay ``universe``'s trading days ``start``..``end``
     through the A/B test (one raw OHLCV request per ticker per day, feedback one simulated day later), stop the
     server. Returns the traffic summary with the served models and the log path. Raises RuntimeError, with the
-    server's error text, when most requests failed."""
-    from finmlops.serving.config import DEFAULT_EXPERIMENT
+    server's error text, when most requests failed."""  # deferred: onnxruntime
+    from finmlops.serving.config import DEFAULT_EXPERIMENT  # deferred: talib
     from finmlops.serving.server import build_app, running_server
     from finmlops.serving.traffic import failure, replay_days, run_traffic
 
@@ -96,8 +96,9 @@ def serve_and_replay(
     }
 
 
+# deferred: mlflow, scipy
 def _client(settings: Settings) -> Any:
-    import mlflow
+    import mlflow  # deferred: mlflow, scipy
 
     from finmlops.tracking import configure_tracking
 

@@ -88,7 +88,7 @@ class LiveComparison(BaseModel):
 
 
 def _weights(n: int, seed: int) -> np.ndarray:
-    from finmlops.stats.bootstrap import block_bootstrap_weights
+    from finmlops.stats.bootstrap import block_bootstrap_weights  # deferred: scipy
 
     return block_bootstrap_weights(n, n_boot=N_BOOT, block_len=min(BLOCK_LEN, max(n, 1)), seed=seed)
 

@@ -76,7 +76,7 @@ class RetrainResult(BaseModel):
 
 def fit(spec: RetrainSpec) -> RetrainResult:
     """Fit and write ``spec.out`` (see the module docstring); returns the result also written as ``result.json``."""
-    import torch  # the refit's process is the one that needs torch
+    import torch  # the refit's process is the one that needs torch  # deferred: torch
 
     from finmlops.data import DataStore, dataset_hash_of
     from finmlops.features import compute_features, make_target, make_windows

@@ -233,6 +233,7 @@ def _train_inputs(ctx: Context) -> dict[str, Any]:
     }
 
 
+# deferred: torch
 def _fold_inputs(plan: RunConfig) -> dict[str, Any]:
     """The fold scheme as the train step's inputs see it (the study periods only when they are used)."""
     if plan.folds == "yearly":
@@ -424,7 +425,7 @@ def _difference(comparison: dict[str, Any]) -> str:
     return f"{comparison['difference']:+.3f} {interval} on {comparison['outcomes']} outcomes"
 
 
-def _drift(ctx: Context) -> Outcome:
+def _drift(ctx: Context) -> Outcome:  # deferred: onnxruntime
     from finmlops.monitoring.drift import run_drift
 
     result = run_drift(
