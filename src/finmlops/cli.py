@@ -209,7 +209,7 @@ def ingest_command(
     Bad data or a failed download leave the store byte-for-byte as it was.
     Dates already stored are kept; a re-ingest with nothing new changes nothing.
     """
-    from finmlops.workflow.services import ingest_stage  # deferred: scipy and the evaluation stack
+    from finmlops.workflow.services import ingest_stage  # deferred: mlflow, onnx, onnxruntime, scipy, torch
 
     if sum(x is not None for x in (tickers, tickers_file, universe)) > 1:
         fail("give one of --tickers, --tickers-file and --universe", code=2)
@@ -355,7 +355,6 @@ def train_command(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train one deep variant on the store with a purged chronological train/val/test split; writes
-    # deferred: torch
     results/train_<variant>.json and models/<variant>/ (weights, scaler, config). Logs a training run to MLflow and
     registers the model as a new version of <variant>-predictor with the challenger alias."""
     import logging
@@ -364,7 +363,7 @@ def train_command(
     settings = settings_from(seed=seed, threads=threads)
     if quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from finmlops.training import run_training
+    from finmlops.training import run_training  # deferred: torch
 
     tracked = not no_track and tracking_ready(settings)
     try:
@@ -412,7 +411,7 @@ def _parse_folds(text: str) -> list[int]:
             years = list(range(first, last + 1))
         else:
             years = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:  # deferred: scipy
+    except ValueError:
         fail(f"--folds {text!r}: expected a year range like 2014-2023 or a list like 2019,2021", code=2)
     if not years:
         fail(f"--folds {text!r}: no years", code=2)
@@ -420,7 +419,7 @@ def _parse_folds(text: str) -> list[int]:
 
 
 def _bootstrap(n_boot: int, block_len: int, seed: int) -> Any:
-    from finmlops.evaluation.metrics import BootstrapConfig
+    from finmlops.evaluation.metrics import BootstrapConfig  # deferred: scipy
 
     if n_boot < 100 or block_len < 1:
         fail("--n-boot must be >= 100 and --block-len >= 1", code=2)
@@ -442,7 +441,6 @@ def evaluate_command(
     no_track: bool = typer.Option(False, "--no-track", help="Do not log an evaluation run to MLflow."),
     json_out: bool = typer.Option(False, "--json", help="Print the evaluation as JSON."),
 ) -> None:
-    # deferred: scipy
     """Walk-forward evaluation of deep variants and every baseline over the whole store, with block-bootstrap
     CIs and paired tests; writes results/evaluation.json, evaluation.md and predictions.parquet, and logs them
     (with per-fold metrics, fold and calibration tables and plots, and backtest.json if any) to MLflow."""
@@ -450,8 +448,8 @@ def evaluate_command(
         fail("use either --variant or --all", code=2)
     names = list(VARIANTS) if all_variants else [v.value for v in variant] or ["baseline"]
     settings = settings_from(seed=seed)
-    from finmlops.evaluation.workspace import markdown_table, signal_table  # deferred: scipy, the evaluation stack
-    from finmlops.workflow.services import evaluate_stage
+    from finmlops.evaluation.workspace import markdown_table, signal_table  # deferred: scipy
+    from finmlops.workflow.services import evaluate_stage  # deferred: mlflow, onnx, onnxruntime, scipy, torch
 
     tracked = not no_track and tracking_ready(settings)
     try:
@@ -488,7 +486,6 @@ def backtest_command(
         help="close or open of t+1; default, and it must be, the predictions' label's (the `execution` setting).",
     ),
     top_k: int = typer.Option(2, "--top-k", min=1, help="Names per side of the top_k long/short book."),
-    # deferred: scipy
     capital: float = typer.Option(100_000.0, "--capital", help="Starting capital for the business-impact figures."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log a backtest run to MLflow."),
     json_out: bool = typer.Option(False, "--json", help="Print the backtest as JSON."),
@@ -497,7 +494,7 @@ def backtest_command(
     deflated Sharpe ratio over every configuration tried; writes results/backtest.json and logs it (metrics per
     model and strategy, tagged with the predictions' SHA-256) to MLflow's evaluation experiment."""
     from finmlops.evaluation.backtest import STRATEGIES, BacktestConfig  # deferred: scipy
-    from finmlops.workflow.services import backtest_stage
+    from finmlops.workflow.services import backtest_stage  # deferred: mlflow, onnx, onnxruntime, scipy, torch
 
     if cost_bps < 0 or slippage_bps < 0 or capital <= 0:
         fail("--cost-bps and --slippage-bps must be >= 0 and --capital > 0", code=2)
@@ -582,8 +579,8 @@ def print_backtest(result: BacktestResult, path: Path) -> None:
     console.print(money)
     trials = result.trials
     console.print(
-        f"deflated Sharpe over {trials.total} configurations tried on these predictions "  # deferred: scipy
-        f"({trials.this_run} now). Wrote {path}",  # deferred: scipy
+        f"deflated Sharpe over {trials.total} configurations tried on these predictions "
+        f"({trials.this_run} now). Wrote {path}",
         highlight=False,
     )
 
@@ -605,8 +602,8 @@ def audit_command(
         fail("use either --variant or --all", code=2)
     names = list(VARIANTS) if all_variants else list(dict.fromkeys(v.value for v in variant)) or ["lightweight"]
     settings = settings_from(seed=seed)
-    from finmlops.evaluation.metrics import BootstrapConfig
-    from finmlops.evaluation.workspace import run_audit_workspace
+    from finmlops.evaluation.metrics import BootstrapConfig  # deferred: scipy
+    from finmlops.evaluation.workspace import run_audit_workspace  # deferred: scipy
 
     boot = BootstrapConfig(n_boot=300 if quick else 1000, block_len=10, seed=settings.seed)
     try:
@@ -614,7 +611,7 @@ def audit_command(
             settings, quick=quick, variants=names, epochs=epochs, seed=settings.seed, boot=boot
         )
     except (OSError, ValueError, KeyError) as exc:
-        fail(str(exc))  # deferred: mlflow, scipy
+        fail(str(exc))
     if json_out:
         emit_json(result)
     else:
@@ -634,18 +631,17 @@ def audit_command(
 
 
 def tracking_ready(settings: Settings) -> bool:
-    # deferred: scipy
     """At a command's start: False (with a note) when MLflow is not installed; exit 1 with one error line naming
     the URI when the tracking backend does not answer, so a dead URI fails in seconds, before the work."""
     try:
-        from finmlops.tracking.backend import TrackingError, configure_tracking
+        from finmlops.tracking.backend import TrackingError, configure_tracking  # deferred: mlflow, scipy
     except ImportError as exc:  # a core install has no MLflow
         err_console.print(f"tracking skipped: {exc.name or exc} is not installed", highlight=False)
         return False
     try:
         configure_tracking(settings)
     except TrackingError as exc:
-        fail(f"{exc} (or pass --no-track)")  # deferred: onnx, onnxruntime, torch
+        fail(f"{exc} (or pass --no-track)")
     return True
 
 
@@ -657,8 +653,8 @@ def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str | 
     line naming the tracking URI, exit code 1. Without MLflow it says tracking is skipped and returns None: the
     command's own results are already written.
     """
-    import finmlops.tracking as tracking
-    from finmlops.workflow.services import log_to_mlflow
+    import finmlops.tracking as tracking  # deferred: mlflow, onnx, onnxruntime, scipy, torch
+    from finmlops.workflow.services import log_to_mlflow  # deferred: mlflow, onnx, onnxruntime, scipy, torch
 
     try:
         run_id = log_to_mlflow(settings, function, **kwargs)
@@ -668,7 +664,7 @@ def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str | 
     except (tracking.TrackingError, ValueError) as exc:
         fail(f"tracking {what} at {tracking.redact(settings.tracking_uri)} failed: {exc}")
     except RuntimeError as exc:
-        from finmlops.tracking.onnx_export import ParityError  # deferred: mlflow, onnxruntime, scipy
+        from finmlops.tracking.onnx_export import ParityError  # deferred: onnx, onnxruntime, torch
 
         if not isinstance(exc, ParityError):
             raise
@@ -691,7 +687,7 @@ def runs_command(
     """List recent MLflow runs, newest first, with their data hash and pooled metrics."""
     import logging
 
-    from finmlops.tracking import TrackingError, list_runs, redact
+    from finmlops.tracking import TrackingError, list_runs, redact  # deferred: mlflow, onnxruntime, scipy
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = settings_from()
@@ -708,7 +704,7 @@ def runs_command(
 
     table = Table(title=f"MLflow runs at {redact(settings.tracking_uri)}")
     for column in ("started", "experiment", "name", "status", "run id", "data hash", "metrics"):
-        table.add_column(column)  # deferred: mlflow, onnx, onnxruntime, scipy
+        table.add_column(column)
     for run in runs:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in run["metrics"].items())
         table.add_row(
@@ -731,6 +727,7 @@ def export_command(
     """Lay a logged ONNX model out as an MLflow model folder, a Triton repository or an MLServer model."""
     from pathlib import Path
 
+    # deferred: mlflow, onnx, onnxruntime, scipy
     from finmlops.tracking import ModelError, TrackingError, configure_tracking, export_model
 
     try:
@@ -738,7 +735,7 @@ def export_command(
             configure_tracking(settings_from())
         target = export_model(model, fmt.value, Path(out), name)
     except (ModelError, TrackingError) as exc:
-        fail(str(exc))  # deferred: mlflow, scipy
+        fail(str(exc))
     if json_out:
         emit_json({"model": model, "format": fmt.value, "path": str(target)})
     else:
@@ -755,7 +752,7 @@ def register_command(
 ) -> None:
     """Register a trained variant's model as a new version of <variant>-predictor, tagged with the accuracy of its
     run's predictions and what they are (walk-forward folds, or the single test split of `finmlops train`)."""
-    from finmlops.tracking import (
+    from finmlops.tracking import (  # deferred: mlflow, scipy
         PromotionRefused,
         TrackingError,
         configure_tracking,
@@ -776,7 +773,7 @@ def register_command(
     else:
         console.print(
             f"registered {version.name} version {version.version} ({describe_evidence(dict(version.tags))})",
-            highlight=False,  # deferred: mlflow, scipy
+            highlight=False,
         )
 
 
@@ -799,6 +796,7 @@ def promote_command(
     which) by more than --margin in accuracy, with p < 0.05 in a one-sided paired moving-block bootstrap over
     dates. Exit code 1 when refused.
     """
+    # deferred: mlflow, scipy
     from finmlops.tracking import PromotionRefused, TrackingError, configure_tracking, evidence_of, promote
 
     def evidence() -> str:
@@ -814,7 +812,6 @@ def promote_command(
     if json_out:
         emit_json(decision)
     elif decision["forced"]:
-        # deferred: mlflow, scipy
         console.print(f"FORCED {model} v{version} to {alias!r}: {decision['reason']}", highlight=False)
     else:
         console.print(
@@ -827,7 +824,6 @@ def promote_command(
 
 models_app = typer.Typer(help="The model registry: versions, aliases and their audited history.")
 app.add_typer(models_app, name="models")
-# deferred: mlflow, scipy
 
 
 @models_app.callback(invoke_without_command=True)
@@ -839,6 +835,7 @@ def models_command(
     who held each alias on every day, and why."""
     if ctx.invoked_subcommand is not None:
         return
+    # deferred: mlflow, scipy
     from finmlops.tracking import TrackingError, configure_tracking, describe_evidence, list_models
 
     try:
@@ -851,7 +848,7 @@ def models_command(
         return
     from rich.table import Table
 
-    from finmlops.tracking.registry import promotion_comparisons
+    from finmlops.tracking.registry import promotion_comparisons  # deferred: mlflow, scipy
 
     table = Table(title="registered models")
     for column in ("model", "version", "aliases", "accuracy (evidence)", "promotion test", "data hash", "created"):
@@ -859,9 +856,8 @@ def models_command(
     for entry in models:
         for v in entry["versions"]:
             tags = v["tags"]
-            # deferred: mlflow, scipy
             tests = "; ".join(f"{alias}: {text}" for alias, text in promotion_comparisons(tags).items())
-            table.add_row(  # deferred: mlflow, scipy
+            table.add_row(
                 entry["name"], str(v["version"]), ",".join(v["aliases"]) or "-", describe_evidence(tags), tests,
                 tags.get("data_hash", "unknown")[:12], v["created"],
             )  # fmt: skip
@@ -883,8 +879,8 @@ def models_history_command(
     reason), reconstructed from the registry's audited alias events, so it survives any restart."""
     from datetime import date as _date
 
-    from finmlops.tracking import TrackingError, configure_tracking, list_models
-    from finmlops.tracking.registry import alias_history, describe_event, holders_on
+    from finmlops.tracking import TrackingError, configure_tracking, list_models  # deferred: mlflow, scipy
+    from finmlops.tracking.registry import alias_history, describe_event, holders_on  # deferred: mlflow, scipy
 
     try:
         day = _date.fromisoformat(on) if on else None
@@ -956,7 +952,6 @@ def explain_command(
     global_: bool = typer.Option(
         False, "--global", help="Permutation importance on walk-forward test folds instead of one prediction."
     ),
-    # deferred: onnxruntime
     folds: str = typer.Option("2014-2023", "--folds", help="Test years for --global, one walk-forward fold each."),
     epochs: int = typer.Option(8, "--epochs", min=1, help="Maximum epochs per fold fit (--global)."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Shuffles per feature and fold (--global)."),
@@ -980,6 +975,7 @@ def explain_command(
     settings = settings_from(seed=seed)
     from rich.table import Table
 
+    # deferred: onnxruntime
     from finmlops.monitoring.explain import explain_registered_model, explain_saved_model, run_global_importance
 
     if global_:
@@ -989,7 +985,7 @@ def explain_command(
                 log=None if json_out else lambda text: err_console.print(text, highlight=False),
             )  # fmt: skip
         except (DataError, OSError, ValueError) as exc:
-            fail(str(exc))  # deferred: mlflow, onnx, onnxruntime, scipy
+            fail(str(exc))
         if json_out:
             emit_json(result)
             return
@@ -1012,7 +1008,7 @@ def explain_command(
     errors: tuple[type[Exception], ...] = (DataError, OSError, ValueError)
     try:
         if model is not None:
-            from finmlops.tracking import ModelError, TrackingError
+            from finmlops.tracking import ModelError, TrackingError  # deferred: mlflow, onnx, onnxruntime, scipy
 
             errors = (*errors, ModelError, TrackingError)
             explanation = explain_registered_model(settings, model, ticker=ticker, date=date, steps=steps)
@@ -1056,13 +1052,13 @@ def explain_command(
 
 
 @app.command("drift")
-def drift_command(  # deferred: scipy
+def drift_command(
     model: str | None = typer.Option(
         None, "--model", help="Served model: NAME@alias, a registered name, an MLflow URI or a model folder."
     ),
     reference: str | None = typer.Option(
         None, "--reference", help="Reference features parquet (default with --model: its training date range)."
-    ),  # deferred: mlflow, onnx, onnxruntime, scipy
+    ),
     current: CurrentSource = typer.Option(
         "recent", "--current", help="recent (the store) or log (the server's inputs)."
     ),
@@ -1079,13 +1075,13 @@ def drift_command(  # deferred: scipy
     normalised Wasserstein per feature; writes results/drift.json. Exit 0 even when features drift (a report)."""
     from pathlib import Path
 
-    from finmlops.monitoring.drift import DriftThresholds, run_drift
+    from finmlops.monitoring.drift import DriftThresholds, run_drift  # deferred: scipy
 
     if model is None and reference is None:
         fail("give --model NAME@alias or --reference FEATURES.parquet", code=2)
     settings = settings_from()
     try:
-        from finmlops.tracking import ModelError, TrackingError
+        from finmlops.tracking import ModelError, TrackingError  # deferred: mlflow, onnx, onnxruntime, scipy
 
         errors: tuple[type[Exception], ...] = (DataError, ModelError, TrackingError, OSError, ValueError)
     except ImportError:  # a serving install has no MLflow tracking stack; --reference still works
@@ -1133,7 +1129,7 @@ def abtest_analyze(
     tau: float = typer.Option(0.05, "--tau", min=1e-4, help="Mixture scale: the accuracy difference expected."),
     control: str | None = typer.Option(None, "--control", help="Control arm (default: the arm with most traffic)."),
     apply: bool = typer.Option(
-        False,  # deferred: scipy
+        False,
         "--apply",
         help="Act on the decision: arms of one model move its champion alias; arms of different models get the "
         "experiment's traffic sent to the winner (needs --server and/or --config). Tagged.",
@@ -1141,10 +1137,9 @@ def abtest_analyze(
     server: str | None = typer.Option(
         None,
         "--server",
-        # deferred: mlflow, scipy
         help="With --apply: running server URL whose experiment is changed (PUT /admin/...; its admin port when "
         "server.admin_port is set).",
-    ),  # deferred: mlflow, scipy
+    ),
     token: str | None = typer.Option(
         None, "--token", envvar="FINMLOPS_ADMIN_TOKEN", help="Admin bearer token for --server."
     ),
@@ -1157,7 +1152,7 @@ def abtest_analyze(
     against the control, and the decision: promote, roll back or continue. Writes results/abtest_<experiment>.json."""
     from pathlib import Path
 
-    from finmlops.monitoring.abtest import run_abtest
+    from finmlops.monitoring.abtest import run_abtest  # deferred: scipy
 
     if (server or config) and not apply:
         fail("--server and --config only act with --apply", code=2)
@@ -1165,9 +1160,9 @@ def abtest_analyze(
     settings = settings_from()
     errors: tuple[type[Exception], ...] = (OSError, ValueError)
     if apply:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # deferred: mlflow, scipy
 
-        from finmlops.tracking import TrackingError
+        from finmlops.tracking import TrackingError  # deferred: mlflow, scipy
 
         errors = (*errors, TrackingError, MlflowException)
     try:
@@ -1357,9 +1352,8 @@ def serve_command(
     config: str | None = typer.Option(
         None, "--config", help="serving.yaml (without it: every *-predictor@champion in the registry + the A/B test)."
     ),
-    # deferred: onnxruntime
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes it to the network)."),
-    port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port."),  # deferred: onnxruntime
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port."),
     log_level: LogLevel = typer.Option("info", "--log-level", help="The server's log level."),
     admin_port: int | None = typer.Option(
         None, "--admin-port", min=1, max=65535, help="Serve /admin/* only on this port (server.admin_host, loopback)."
@@ -1381,7 +1375,9 @@ def serve_command(
     from pathlib import Path
 
     from finmlops.serving.config import ServingConfigError, load_config
-    from finmlops.serving.models import ModelLoadError
+    from finmlops.serving.models import ModelLoadError  # deferred: onnxruntime
+
+    # deferred: onnxruntime, prometheus_client
     from finmlops.serving.server import ListenerError, build_app, needs_registry, run
 
     if config is not None and not Path(config).is_file():
@@ -1391,7 +1387,7 @@ def serve_command(
         loaded = load_config(Path(config)) if config else None
         if loaded is None or needs_registry(loaded):
             # A dead registry is one line naming its URI (password redacted), not MLflow's 237-line traceback.
-            from finmlops.tracking.backend import TrackingError, check_reachable
+            from finmlops.tracking.backend import TrackingError, check_reachable  # deferred: mlflow, scipy
 
             try:
                 check_reachable(settings.tracking_uri)
@@ -1419,7 +1415,7 @@ def run_command(
     force: bool = typer.Option(False, "--force", help="Rerun every step, even when its inputs are unchanged."),
     step: list[str] | None = typer.Option(
         None, "--step", help="Rerun this step even when its inputs are unchanged (repeatable); the others as usual."
-    ),  # deferred: scipy
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Run nothing; show which steps would run and why."),
     executor: Executor | None = typer.Option(
         None, "--executor", help="Replaces the config's executor: " + EXECUTOR_HELP
@@ -1442,7 +1438,7 @@ def run_command(
     """
     from finmlops.workflow.config import RunConfigError, load_run_config
     from finmlops.workflow.engine import StepReport
-    from finmlops.workflow.steps import StepFailed, run_pipeline
+    from finmlops.workflow.steps import StepFailed, run_pipeline  # deferred: mlflow, onnx, onnxruntime, scipy, torch
 
     if config is not None and quick:
         fail("--config and --quick are exclusive: --quick is configs/quick.yaml")
@@ -1539,7 +1535,7 @@ def live_command(
         fail(f"{exc} (finished days are kept; rerun to resume)")
     if json_out:
         emit_json(result.model_dump(mode="json"))
-        return  # deferred: scipy
+        return
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.phase_seconds.items() if v)
     console.print(
         f"finmlops live {result.name} ({result.feed}) in {result.home}: {len(result.days)} days lived, "
@@ -1562,7 +1558,7 @@ def report_command(
     serving latency, with provenance. A section without its input says which command fills it. See docs/report.md."""
     from pathlib import Path
 
-    from finmlops.report.page import ReportError, write_report
+    from finmlops.report.page import ReportError, write_report  # deferred: scipy
 
     settings = settings_from()
     try:
@@ -1584,9 +1580,7 @@ def report_command(
     console.print(f"wrote {path}", highlight=False)
 
 
-# deferred: mlflow, onnx, onnxruntime, scipy
 Paper = _choices("Paper", ("fischer-krauss",))  # finmlops.report.reproduction.PAPERS (pandas, scipy)
-# deferred: mlflow, onnx, onnxruntime, scipy
 
 
 @app.command("reproduce")
@@ -1605,8 +1599,9 @@ def reproduce_command(
     """The papers' published figures beside this run's, from the run's own saved predictions and provenance (no
     refit): F&K's daily long top-k / short bottom-k, before and after costs, per model and period, with block-
     bootstrap CIs, the signal measures, and what survivorship bias does to the comparison. See docs/evaluation.md."""
+    # deferred: scipy
     from finmlops.report.reproduction import ReproductionError, parse_period, read_run, write_reproduction
-    from finmlops.stats.bootstrap import BootstrapConfig
+    from finmlops.stats.bootstrap import BootstrapConfig  # deferred: scipy
 
     try:
         periods = [parse_period(p) for p in period]
@@ -1655,10 +1650,9 @@ def predict_command(
     the majority-class rate. Rows without enough history are reported per ticker and skipped."""
     from pathlib import Path
 
-    from finmlops.prediction.batch import predict_folder
-    from finmlops.tracking import ModelError, TrackingError  # deferred: mlflow, scipy
+    from finmlops.prediction.batch import predict_folder  # deferred: mlflow, onnx, onnxruntime, scipy
+    from finmlops.tracking import ModelError, TrackingError  # deferred: mlflow, onnx, onnxruntime, scipy
 
-    # deferred: mlflow, onnxruntime, optuna, scipy, torch
     settings = settings_from()
     try:
         report = predict_folder(
@@ -1726,7 +1720,9 @@ def tune_command(
     hyperparameters. Each trial is an MLflow run nested under a tuning run; the trial count enters the backtest's
     deflated Sharpe ratio; the best configuration is refit on all data and registered as the challenger.
     Ctrl-C keeps finished trials: rerun the same command to resume."""
-    from finmlops.tracking import TrackingError
+    from finmlops.tracking import TrackingError  # deferred: mlflow, scipy
+
+    # deferred: mlflow, onnxruntime, optuna, scipy, torch
     from finmlops.tuning.search import TuningInterrupted, run_tuning
 
     settings = settings_from(seed=seed)
@@ -1738,7 +1734,7 @@ def tune_command(
     try:
         report = run_tuning(
             settings, variant.value, trials=trials, folds=_parse_folds(folds) if folds else None, epochs=epochs,
-            metric=metric.value, storage=storage, study_name=study, register=not no_register,  # deferred: mlflow, scipy
+            metric=metric.value, storage=storage, study_name=study, register=not no_register,
             executor=executor_config(executor, ray_address, ray_cpus),
         ).as_dict()  # fmt: skip
     except TuningInterrupted as exc:
@@ -1807,7 +1803,7 @@ def _release_step(step: str, overlay: str, k8s_dir: str, tracking_uri: str | Non
     """Run ``finmlops.deploy.release.<step>`` against the MLflow registry; a DeployError becomes exit 1."""
     from pathlib import Path
 
-    import mlflow
+    import mlflow  # deferred: mlflow, scipy
 
     from finmlops.deploy import release
 

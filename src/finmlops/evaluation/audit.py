@@ -271,8 +271,8 @@ class ProbeModel:
 
     name = "probe"
 
-    def __init__(self, seed: int) -> None:  # deferred: sklearn
-        from sklearn.ensemble import HistGradientBoostingClassifier
+    def __init__(self, seed: int) -> None:
+        from sklearn.ensemble import HistGradientBoostingClassifier  # deferred: sklearn
 
         self.model = HistGradientBoostingClassifier(
             max_iter=50, max_depth=2, learning_rate=0.05, early_stopping=False, random_state=seed
@@ -304,8 +304,8 @@ def probe_predictions(
     days (no validation block) and predicts the year. Returns a predictions frame with model ``probe``.
     ``label_transform`` maps the label series before training and scoring, as in the pipeline.
     """
-    from finmlops.features import forward_return, make_target, make_windows, walk_forward_folds  # deferred: torch
-    from finmlops.training import cross_val_predict
+    from finmlops.features import forward_return, make_target, make_windows, walk_forward_folds
+    from finmlops.training import cross_val_predict  # deferred: torch
 
     label = label or LabelSpec()
     features = feature_fn(universe)

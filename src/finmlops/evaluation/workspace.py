@@ -191,7 +191,7 @@ def evaluate_and_write(
 def run_evaluation(
     settings: Settings,
     *,
-    variants: Sequence[str],  # deferred: torch
+    variants: Sequence[str],
     epochs: int,
     seed: int,
     test_years: Sequence[int],
@@ -203,7 +203,7 @@ def run_evaluation(
     the fits serially or as Ray tasks (same predictions)."""
     from finmlops.data import DataStore
     from finmlops.models import BASELINES
-    from finmlops.training.walkforward import walk_forward_predictions
+    from finmlops.training.walkforward import walk_forward_predictions  # deferred: torch
 
     universe, data_hash = DataStore(settings.data_dir).read_versioned()
     label = label_from_settings(settings)
@@ -355,12 +355,12 @@ def run_audit_workspace(
     markets are not a fair test: with a few thousand training windows a deep model cannot learn even the planted
     signal, and the audit would blame the pipeline for the sample size. Deep fits stop early after ``patience``
     epochs without a better validation loss.
-    """  # deferred: torch
+    """
     from finmlops.data import dataset_hash_of, load_snapshot
     from finmlops.evaluation.audit import AuditConfig, LabelTransform, Predictor, run_audit
     from finmlops.features import FEATURE_SETS, compute_features
     from finmlops.models import BASELINES
-    from finmlops.training.walkforward import walk_forward_predictions
+    from finmlops.training.walkforward import walk_forward_predictions  # deferred: torch
 
     snapshot = load_snapshot()
     label = label_from_settings(settings)

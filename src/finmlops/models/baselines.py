@@ -80,13 +80,12 @@ class MomentumBaseline:
 class LogisticBaseline:
     """Standardised L2 logistic regression on the last day's features (scaler fit on the training windows)."""
 
-    name = "logistic"  # deferred: scipy, sklearn
+    name = "logistic"
 
-    # deferred: scipy, sklearn
-    def __init__(self, seed: int = 0) -> None:  # deferred: scipy, sklearn
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+    def __init__(self, seed: int = 0) -> None:
+        from sklearn.linear_model import LogisticRegression  # deferred: scipy, sklearn
+        from sklearn.pipeline import make_pipeline  # deferred: scipy, sklearn
+        from sklearn.preprocessing import StandardScaler  # deferred: scipy, sklearn
 
         self.model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000, random_state=seed))
 
@@ -107,20 +106,20 @@ class LightGBMBaseline:
     Shallow trees, strong row/column subsampling and a large leaf minimum: daily direction is mostly noise.
     """
 
-    name = "lightgbm"  # deferred: lightgbm, scipy, sklearn
+    name = "lightgbm"
 
     def __init__(self, seed: int = 0, threads: int = 1, n_estimators: int = 400, patience: int = 30) -> None:
-        import lightgbm as lgb
+        import lightgbm as lgb  # deferred: lightgbm, scipy, sklearn
 
         self.patience = patience
         self.model = lgb.LGBMClassifier(
             n_estimators=n_estimators, learning_rate=0.03, num_leaves=15, min_child_samples=100,
             subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0,
             n_jobs=threads, random_state=seed, deterministic=True, force_row_wise=True, verbose=-1,
-        )  # fmt: skip  # deferred: lightgbm, scipy, sklearn
+        )  # fmt: skip
 
     def fit(self, train: WindowsLike, val: WindowsLike) -> LightGBMBaseline:
-        import lightgbm as lgb
+        import lightgbm as lgb  # deferred: lightgbm, scipy, sklearn
 
         y = _labels(train, "train").astype(int)
         y_val = _labels(val, "val").astype(int)

@@ -396,11 +396,11 @@ def _route_on_server(server: str, token: str | None, experiment: str, winner: st
 def _route_in_config(path: Path, experiment: str, winner: str) -> dict[str, Any]:
     """Send ``experiment``'s traffic to ``winner`` in the serving config file (validated, written atomically; YAML
     comments are not kept). Takes effect when the server next starts with that file."""
-    import yaml  # deferred: yaml
+    import yaml
 
     from finmlops.provenance import write_text_atomic
-    from finmlops.serving.experiments import merge_patch  # deferred: yaml
-    from finmlops.serving.experiments import parse_config as parse_experiment  # deferred: yaml
+    from finmlops.serving.experiments import merge_patch
+    from finmlops.serving.experiments import parse_config as parse_experiment
 
     try:
         raw = yaml.safe_load(path.read_text())
@@ -450,7 +450,7 @@ def run_abtest(
     if apply:
         import mlflow  # deferred: mlflow
 
-        from finmlops.tracking.backend import configure_tracking  # deferred: mlflow
+        from finmlops.tracking.backend import configure_tracking  # deferred: mlflow, pydantic_settings
 
         uri = configure_tracking(settings)
         rows = served_rows(requests, feedback, experiment)

@@ -62,7 +62,7 @@ def integrated_gradients_torch(
     baseline.
     """
     import torch  # deferred: torch
-    from captum.attr import IntegratedGradients  # deferred: matplotlib, torch
+    from captum.attr import IntegratedGradients  # deferred: captum, matplotlib, torch
 
     from finmlops.tracking.onnx_export import ProbabilityModel  # deferred: onnx, torch
 

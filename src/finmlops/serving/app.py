@@ -133,7 +133,7 @@ class ServingApp:
         """Start the gRPC transport on ``grpc_listen`` (on this event loop, so that it shares the data plane)."""
         if self.grpc_listen is None or self._grpc is not None:
             return
-        from finmlops.serving.grpc_transport import GrpcTransport  # grpcio: only a server with gRPC on needs it
+        from finmlops.serving.grpc_transport import GrpcTransport  # deferred: grpc
 
         self._grpc = GrpcTransport(self.plane, self.config)
         self.grpc_port = await self._grpc.start(*self.grpc_listen)

@@ -190,9 +190,9 @@ def _log_predictions(predictions: pd.DataFrame) -> None:
     mlflow.set_tag(SPLIT_TAG, split_of(predictions))
 
 
-def _log_trained(trained: TrainedNetwork, card_fields: dict[str, Any], register: bool) -> None:  # deferred: onnx, torch
-    from finmlops.tracking.onnx_export import export_onnx  # deferred: onnx
-    from finmlops.tracking.packaging import ModelCard, log_onnx_model
+def _log_trained(trained: TrainedNetwork, card_fields: dict[str, Any], register: bool) -> None:
+    from finmlops.tracking.onnx_export import export_onnx  # deferred: onnx, torch
+    from finmlops.tracking.packaging import ModelCard, log_onnx_model  # deferred: onnx
     from finmlops.tracking.registry import registered_name, tag_version
 
     card = ModelCard(
@@ -301,13 +301,13 @@ def evaluation_tables(evaluation: Evaluation) -> dict[str, pd.DataFrame]:
     return {"folds": pd.DataFrame(folds), "calibration": pd.DataFrame(calibration)}
 
 
-def evaluation_plots(tables: Mapping[str, pd.DataFrame], folder: Path) -> list[Path]:  # deferred: matplotlib
+def evaluation_plots(tables: Mapping[str, pd.DataFrame], folder: Path) -> list[Path]:
     """``fold_accuracy.png`` (accuracy per fold with 95% CI, per model) and ``calibration.png`` (reliability
     diagram) in ``folder``; matplotlib comes with MLflow and Captum, so the train install always has it."""
     import matplotlib  # deferred: matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: matplotlib
 
     folds, calibration = tables["folds"], tables["calibration"]
     fig, ax = plt.subplots(figsize=(8, 4.5))

@@ -113,9 +113,8 @@ def pos_weight_for(y: np.ndarray, class_balanced: bool) -> float:
 
 
 class _Reporter:
-    """Rich progress bar (``bar``), one log line per epoch (``log``) or nothing (``silent``)."""  # deferred: rich
+    """Rich progress bar (``bar``), one log line per epoch (``log``) or nothing (``silent``)."""
 
-    # deferred: rich
     def __init__(self, verbosity: str, label: str, epochs: int) -> None:
         self.verbosity, self.label, self.epochs = verbosity, label, epochs
         self._progress: Any = None

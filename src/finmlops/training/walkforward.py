@@ -46,8 +46,8 @@ def _tasks(total: int, progress: bool) -> Iterator[Any]:
     """Yield ``advance(description)``: a rich bar over (fold, model) fits, or one log line per fit."""
     if not progress:
         yield lambda text: log.info("walk-forward: %s", text)
-        return  # deferred: rich
-    from rich.console import Console  # deferred: rich
+        return
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bar = Progress(

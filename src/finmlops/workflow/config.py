@@ -194,7 +194,7 @@ class RunConfig(_Section):
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique across variants, baselines and estimators, got {names}")
         if self.strategies is not None:
-            from finmlops.evaluation.backtest import ALL_STRATEGIES  # scipy, no torch
+            from finmlops.evaluation.backtest import ALL_STRATEGIES  # deferred: scipy
 
             bad = [s for s in self.strategies if s not in ALL_STRATEGIES]
             if bad or not self.strategies:

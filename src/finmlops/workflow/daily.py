@@ -329,7 +329,6 @@ class Server:
         self.client: _Client | None = None
         self.starts = 0
 
-    # deferred: onnxruntime
     def serve(self, versions: Sequence[int]) -> _Client:
         wanted = tuple(sorted(set(versions)))
         if wanted == self.versions and self.client is not None:
@@ -338,7 +337,7 @@ class Server:
         from contextlib import ExitStack
 
         from finmlops.serving.config import ModelSource, ServerOptions, ServingConfig
-        from finmlops.serving.server import build_app, running_server
+        from finmlops.serving.server import build_app, running_server  # deferred: onnxruntime, prometheus_client
 
         options = ServerOptions(reload_interval_s=0.0, max_batch_size=256, request_log=self.paths.requests)
         sources = [ModelSource(name=self.name, source=f"models:/{self.name}/{v}") for v in wanted]
@@ -440,7 +439,6 @@ class RetrainTrigger(BaseModel):
 def retrain_trigger(retrain: RetrainConfig, state: LoopState, drift_alarm: bool) -> RetrainTrigger:
     """Whether a refit starts at the end of the day ``state.day_index`` (the loop's trading days, from 0).
 
-    # deferred: mlflow, scipy
     ``since``: trading days since the last refit started (the bootstrap fit counts as day -1). The schedule is due
     when ``since >= retrain.every_days``; a drift alarm (``on_drift``) or a decaying champion (``on_decay``)
     triggers when ``since > cooldown_days``. One challenger at a time: while a refit is pending or a canary runs,
@@ -487,9 +485,9 @@ class Loop:
     # --- setup ---------------------------------------------------------------------------------------------------
 
     def _tracking(self) -> None:
-        import mlflow  # noqa: F401  # it sets its logger to INFO on import: quiet it after
+        import mlflow  # noqa: F401      # deferred: mlflow, scipy; it sets its logger to INFO on import: quiet it after
 
-        from finmlops.tracking import configure_tracking
+        from finmlops.tracking import configure_tracking  # deferred: mlflow, scipy
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         configure_tracking(self.settings)
@@ -526,11 +524,9 @@ class Loop:
     def _spec(self, rid: str, day: date) -> RetrainSpec:
         c = self.config
         return RetrainSpec(
-            # deferred: mlflow, scipy
             id=rid, store=str(self.paths.data), out=str(self.paths.retrains / rid), tickers=c.universe.tickers,
             start=c.universe.history_start, end=day, variant=c.model.variant, params=c.model.params,
             label=c.label, window=c.window.kind, window_days=c.window.days,
-            # deferred: mlflow, onnxruntime, scipy
             val_days=c.model.val_days, epochs=c.model.epochs, seed=c.seed, threads=c.model.threads,
         )  # fmt: skip
 
@@ -576,10 +572,10 @@ class Loop:
     def _register(self, spec: RetrainSpec, result: RetrainResult, reason: str) -> int:
         """Log the refit to MLflow (``training`` experiment, ONNX pyfunc) and register it, once: a finished run of
         this refit id, or a version of it, found in the registry is reused."""
-        import mlflow
-        import torch  # the fitted DeepModel was saved with torch.save
+        import mlflow  # deferred: mlflow, scipy
+        import torch  # deferred: torch; the fitted DeepModel was saved with torch.save
 
-        from finmlops.tracking import TrainedNetwork, log_training_run
+        from finmlops.tracking import TrainedNetwork, log_training_run  # deferred: mlflow, onnxruntime, scipy
 
         name = self.config.registered_name
         client = mlflow.MlflowClient()
@@ -595,7 +591,7 @@ class Loop:
             "finmlops.live.refit": spec.id, "finmlops.live.reason": reason,
             "finmlops.config_sha256": file_sha256(config_file),
             "finmlops.live.fit_git_commit": result.git_commit or "unknown",
-            "finmlops.live.fit_pid": str(result.pid or ""),  # deferred: mlflow, scipy
+            "finmlops.live.fit_pid": str(result.pid or ""),
         }  # fmt: skip
         if runs:
             run_id = runs[0].info.run_id
@@ -654,7 +650,7 @@ class Loop:
     def bootstrap(self, first: date) -> LoopState:
         """Before the first day: the history store, the live store up to the day before, the first champion
         (fitted here on the window up to then, forced: it has nothing to be compared with)."""
-        from finmlops.tracking.registry import move_alias
+        from finmlops.tracking.registry import move_alias  # deferred: mlflow, scipy
 
         started = time.perf_counter()
         self._history()
@@ -707,7 +703,7 @@ class Loop:
         _write_day(self.paths, record)
         self._write_metrics(record)
         summary = self._summary(record)
-        summary.seconds = {k: round(v, 4) for k, v in timings.items()}  # deferred: mlflow, scipy
+        summary.seconds = {k: round(v, 4) for k, v in timings.items()}
         return record, summary
 
     def _next_day(self, day: date) -> date:
@@ -766,7 +762,7 @@ class Loop:
                 "warnings": warnings}  # fmt: skip
 
     def _collect(self, day: date, st: LoopState) -> dict[str, Any]:
-        from finmlops.tracking.registry import move_alias  # deferred: scipy
+        from finmlops.tracking.registry import move_alias  # deferred: mlflow, scipy
 
         pending = st.pending
         if pending is None or st.day_index < pending.due:
@@ -821,12 +817,11 @@ class Loop:
         return {
             "champion": st.champion, "challenger": st.challenger, "share": share, "tickers": tickers,
             "probs": probs, "served": served,
-        }  # fmt: skip  # deferred: scipy
+        }  # fmt: skip
 
-    # deferred: mlflow, scipy
     def _feedback(self, day: date, st: LoopState) -> dict[str, Any]:
         """Post the outcomes of the day ``label.reach`` trading days back, per row of each model's request."""
-        from scipy import stats
+        from scipy import stats  # deferred: scipy
 
         h = self.config.label.reach  # the outcome of decision day t is known at the close of t + reach
         if len(st.scored) <= h:
@@ -843,8 +838,8 @@ class Loop:
         per_model: dict[str, dict[str, Any]] = {}
         posted = 0
         for version, probs in score["probs"].items():
-            rid = request_id(decided, int(version))  # deferred: mlflow, scipy
-            n = correct = 0  # deferred: mlflow, scipy
+            rid = request_id(decided, int(version))
+            n = correct = 0
             for i, ticker in enumerate(tickers):
                 outcome = outcomes[ticker]["outcome"]
                 if outcome is None:
@@ -881,14 +876,13 @@ class Loop:
 
     def evidence(self, st: LoopState) -> Any:
         """The always-valid test of the challenger against the champion on the days since it went to shadow."""
-        from finmlops.stats.sequential import daily_msprt
-        from finmlops.tracking.registry import LiveEvidence
+        from finmlops.stats.sequential import daily_msprt  # deferred: scipy
+        from finmlops.tracking.registry import LiveEvidence  # deferred: mlflow, scipy
 
         rollout = self.config.rollout
         if not st.canary:
             return LiveEvidence(difference=0.0, ci=None, p_value=1.0, days=0, outcomes=0, tested=False)
         n_a, s_a, n_b, s_b = (np.array(col, dtype=float) for col in zip(*st.canary, strict=True))
-        # deferred: scipy
         test = daily_msprt(n_a, s_a, n_b, s_b, min_outcomes=rollout.min_outcomes, min_days=rollout.min_days)
         tested = bool(np.isfinite(test["half_width"][-1]))
         diff, half = float(test["difference"][-1]), float(test["half_width"][-1])
@@ -903,8 +897,8 @@ class Loop:
         )  # fmt: skip
 
     def _rollout(self, day: date, st: LoopState) -> dict[str, Any]:
-        from finmlops.tracking import PromotionRefused
-        from finmlops.tracking.registry import live_decision, move_alias, promote_live
+        from finmlops.tracking import PromotionRefused  # deferred: mlflow, scipy
+        from finmlops.tracking.registry import live_decision, move_alias, promote_live  # deferred: mlflow, scipy
 
         if st.challenger is None or not st.canary:
             return {}
@@ -948,6 +942,8 @@ class Loop:
 
     def _drift(self, day: date, st: LoopState) -> dict[str, Any]:
         from finmlops.features import compute_features
+
+        # deferred: scipy
         from finmlops.monitoring.drift import WindowDriftCalibration, calibrate_window_drift, window_drift
 
         assert st.champion is not None and st.champion_window is not None
@@ -1008,9 +1004,8 @@ class Loop:
         feed: Any
         if self.feed_name == "yahoo":
             feed = YahooFeed(tickers)
-            days = [start] if start == end else []  # deferred: mlflow, scipy
+            days = [start] if start == end else []
             if not days:
-                # deferred: mlflow, scipy
                 raise LiveError("the yahoo feed runs one day at a time (finmlops live --today)")
             feed.bars(start)  # before anything else: offline, say so now rather than after a bootstrap fit
         else:
@@ -1057,9 +1052,9 @@ class Loop:
         """One MLflow run (``evaluation`` experiment) for what this invocation lived, with the timeline."""
         if not summaries:
             return
-        import mlflow
+        import mlflow  # deferred: mlflow, scipy
 
-        from finmlops.tracking.backend import ensure_experiment
+        from finmlops.tracking.backend import ensure_experiment  # deferred: mlflow, scipy
 
         timeline = live_timeline(self.paths)
         path = write_json_atomic(self.paths.results / "live_timeline.json", timeline.model_dump(mode="json"))

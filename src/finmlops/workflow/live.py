@@ -41,8 +41,8 @@ def archive_request_log(path: Path) -> Path | None:
 def serving_config(settings: Settings) -> Any:
     """``finmlops serve``'s default config (champions + the A/B test), hot reload and batching off; fails without
     the test."""
-    from finmlops.serving.config import DEFAULT_EXPERIMENT, default_config  # deferred: onnxruntime
-    from finmlops.serving.models import Registry
+    from finmlops.serving.config import DEFAULT_EXPERIMENT, default_config
+    from finmlops.serving.models import Registry  # deferred: onnxruntime
 
     registry = Registry(settings.tracking_uri, settings.home / "serving" / "models")
     config = default_config(registry.champions())
@@ -70,9 +70,9 @@ def serve_and_replay(
     """Archive the old request log, serve the champions, replay ``universe``'s trading days ``start``..``end``
     through the A/B test (one raw OHLCV request per ticker per day, feedback one simulated day later), stop the
     server. Returns the traffic summary with the served models and the log path. Raises RuntimeError, with the
-    server's error text, when most requests failed."""  # deferred: onnxruntime
-    from finmlops.serving.config import DEFAULT_EXPERIMENT  # deferred: talib
-    from finmlops.serving.server import build_app, running_server
+    server's error text, when most requests failed."""
+    from finmlops.serving.config import DEFAULT_EXPERIMENT
+    from finmlops.serving.server import build_app, running_server  # deferred: onnxruntime, prometheus_client
     from finmlops.serving.traffic import failure, replay_days, run_traffic
 
     config = serving_config(settings)
@@ -96,11 +96,10 @@ def serve_and_replay(
     }
 
 
-# deferred: mlflow, scipy
 def _client(settings: Settings) -> Any:
     import mlflow  # deferred: mlflow, scipy
 
-    from finmlops.tracking import configure_tracking
+    from finmlops.tracking import configure_tracking  # deferred: mlflow, scipy
 
     uri = configure_tracking(settings)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)

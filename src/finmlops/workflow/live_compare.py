@@ -117,7 +117,7 @@ def _sharpe(returns: np.ndarray, seed: int) -> Estimate:
 
 def _model_of(paths: LivePaths, version: int) -> Any:
     """The fitted ``DeepModel`` of a registered version, from the refit folder its journal names."""
-    import torch  # the refit saved it with torch.save
+    import torch  # deferred: torch; the refit saved it with torch.save
 
     for record in journal_days(paths):
         collect = record.phases.get("collect", {})

@@ -76,13 +76,13 @@ class RetrainResult(BaseModel):
 
 def fit(spec: RetrainSpec) -> RetrainResult:
     """Fit and write ``spec.out`` (see the module docstring); returns the result also written as ``result.json``."""
-    import torch  # the refit's process is the one that needs torch  # deferred: torch
+    import torch  # deferred: torch; the refit's process is the one that needs torch
 
     from finmlops.data import DataStore, dataset_hash_of
     from finmlops.features import compute_features, make_target, make_windows
     from finmlops.features.splits import min_gap
     from finmlops.models.variants import get_variant
-    from finmlops.training import DeepModel, TrainConfig
+    from finmlops.training import DeepModel, TrainConfig  # deferred: torch
 
     started, cpu0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
     universe = DataStore(spec.store).read(list(spec.tickers), spec.start, spec.end)

@@ -233,7 +233,6 @@ def _train_inputs(ctx: Context) -> dict[str, Any]:
     }
 
 
-# deferred: torch
 def _fold_inputs(plan: RunConfig) -> dict[str, Any]:
     """The fold scheme as the train step's inputs see it (the study periods only when they are used)."""
     if plan.folds == "yearly":
@@ -325,7 +324,7 @@ def _register_inputs(ctx: Context) -> dict[str, Any]:
 def _register(ctx: Context) -> Outcome:
     import logging
 
-    import mlflow  # noqa: F401  # it sets its logger to INFO on import: quiet it after
+    import mlflow  # noqa: F401    # it sets its logger to INFO on import: quiet it after
 
     from finmlops.workflow.champions import decide_champion, register_final_model
 
@@ -425,7 +424,7 @@ def _difference(comparison: dict[str, Any]) -> str:
     return f"{comparison['difference']:+.3f} {interval} on {comparison['outcomes']} outcomes"
 
 
-def _drift(ctx: Context) -> Outcome:  # deferred: onnxruntime
+def _drift(ctx: Context) -> Outcome:
     from finmlops.monitoring.drift import run_drift
 
     result = run_drift(
