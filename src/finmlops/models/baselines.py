@@ -59,22 +59,13 @@ class MomentumBaseline:
     name = "momentum"
 
     def __init__(self, universe: Mapping[str, pd.DataFrame]) -> None:
-        returns = {str(t).upper(): frame["adj_close"].pct_change(fill_method=None) for t, frame in universe.items()}
-        self._returns = pd.concat(returns, names=["ticker", "date"]).swaplevel().sort_index()
+        self._returns = _last_returns(universe)
 
     def fit(self, train: WindowsLike, val: WindowsLike) -> MomentumBaseline:
         return self
 
     def predict_proba(self, windows: WindowsLike) -> np.ndarray:
-        keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), np.asarray(windows.tickers)])
-        ret = self._returns.reindex(keys).to_numpy()
-        if np.isnan(ret).any():
-            i = int(np.flatnonzero(np.isnan(ret))[0])
-            raise ValueError(
-                f"momentum: no return from t-1 to t for {keys[i][1]} on {keys[i][0].date()} "
-                "(date missing from the universe or first row of the ticker)"
-            )
-        return (ret > 0).astype(np.float64)
+        return (_returns_at(self._returns, windows, self.name) > 0).astype(np.float64)
 
 
 class LogisticBaseline:
@@ -139,6 +130,20 @@ def _last_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
     return pd.concat(returns, names=["ticker", "date"]).swaplevel().sort_index()
 
 
+def _returns_at(returns: pd.Series, windows: WindowsLike, model: str) -> np.ndarray:
+    """The return from t-1 to t of each window's ticker on its date, shape ``(n_windows,)``; a window without one
+    (a date missing from the universe, or a ticker's first row) is an error that names it."""
+    keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), np.asarray(windows.tickers)])
+    ret = returns.reindex(keys).to_numpy()
+    if np.isnan(ret).any():
+        i = int(np.flatnonzero(np.isnan(ret))[0])
+        raise ValueError(
+            f"{model}: no return from t-1 to t for {keys[i][1]} on {keys[i][0].date()} "
+            "(date missing from the universe or first row of the ticker)"
+        )
+    return ret
+
+
 class RandomBaseline:
     """A seeded uniform score in [0, 1) per window, ignoring every input: what any IC or long-short figure is
     worth by chance. The same seed and windows give the same scores."""
@@ -169,12 +174,7 @@ class ReversalBaseline:
         return self
 
     def predict_proba(self, windows: WindowsLike) -> np.ndarray:
-        keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), np.asarray(windows.tickers)])
-        ret = self._returns.reindex(keys).to_numpy()
-        if np.isnan(ret).any():
-            i = int(np.flatnonzero(np.isnan(ret))[0])
-            raise ValueError(f"reversal: no return from t-1 to t for {keys[i][1]} on {keys[i][0].date()}")
-        return np.clip(0.5 - ret, 0.0, 1.0)
+        return np.clip(0.5 - _returns_at(self._returns, windows, self.name), 0.0, 1.0)
 
 
 def make_baseline(
