@@ -6,6 +6,8 @@ and online PSI use the same bins and the same ``psi``. See docs/monitoring.md.
 
 from __future__ import annotations
 
+import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -14,6 +16,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from finmlops.data import DataStore
+from finmlops.provenance import json_safe, stamp, write_json_atomic
 from finmlops.stats.drift import (
     N_BINS,
     bin_counts,
@@ -221,12 +225,8 @@ def run_drift(
     ``last_features`` and ``prob_up`` of the last ``window_days`` days; needs ``model``). With a model, prediction
     drift compares its ``prob_up`` on the reference windows with the current ones. Returns the JSON payload.
     """
-    import tempfile
-    import time
 
-    from finmlops.data import DataStore
     from finmlops.features import compute_features, make_windows  # deferred: pydantic_settings, talib
-    from finmlops.provenance import json_safe, stamp, write_json_atomic
 
     if current not in CURRENT_SOURCES:
         raise ValueError(f"current must be one of {', '.join(CURRENT_SOURCES)}, got {current!r}")

@@ -27,7 +27,14 @@ from finmlops.features.registry import feature_set_version
 from finmlops.provenance import file_sha256, git_commit, json_safe, software_versions
 from finmlops.settings import Settings
 from finmlops.tracking.backend import EXPERIMENTS, TrackingError, configure_tracking, ensure_experiment, redact
-from finmlops.tracking.registry import PREDICTIONS_ARTIFACT, SPLIT_TAG, split_of
+from finmlops.tracking.registry import (
+    PREDICTIONS_ARTIFACT,
+    SPLIT_TAG,
+    mark_challenger,
+    registered_name,
+    split_of,
+    tag_version,
+)
 
 MAX_PARAM_CHARS = 500  # MLflow's limit on a param value
 PREDICTIONS_SHA_TAG = "finmlops.predictions_sha256"
@@ -193,7 +200,6 @@ def _log_predictions(predictions: pd.DataFrame) -> None:
 def _log_trained(trained: TrainedNetwork, card_fields: dict[str, Any], register: bool) -> None:
     from finmlops.tracking.onnx_export import export_onnx  # deferred: onnx, torch
     from finmlops.tracking.packaging import ModelCard, log_onnx_model  # deferred: onnx
-    from finmlops.tracking.registry import registered_name, tag_version
 
     card = ModelCard(
         seq_len=int(trained.windows.shape[1]),
@@ -249,7 +255,6 @@ def log_trained_variant(settings: Settings, *, trained: Any, result: dict[str, A
     The held-out test block is logged as the run's walk-forward predictions (one fold, ``holdout``): promotion
     compares versions on it. The drift reference is the last timestep of every training window.
     """
-    from finmlops.tracking.registry import mark_challenger
 
     model, test = trained.model, trained.test
     predictions = pd.DataFrame(

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from finmlops.features import FeatureScaler
 from finmlops.models.base import WindowsLike, check_windows
 from finmlops.models.networks import build_network
 from finmlops.models.variants import VariantConfig
@@ -261,7 +262,6 @@ class DeepModel:
 
     def fit(self, train: WindowsLike, val: WindowsLike) -> DeepModel:
         """Fit the scaler on ``train``, then train the network with early stopping on ``val``."""
-        from finmlops.features import FeatureScaler
 
         self._check_shape(train, "train")
         self._check_shape(val, "val")

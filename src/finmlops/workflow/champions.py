@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from finmlops.evaluation.results import Evaluation
+from finmlops.features import compute_features, make_target, make_windows
 from finmlops.features.target import LabelSpec
 from finmlops.models.variants import VariantConfig
 from finmlops.settings import Settings
@@ -39,7 +40,6 @@ def final_fit(
     last fold (purge and embargo sized by ``gap_seq_len`` and ``label``, the runner's loop settings), on the label
     ``make_target(universe, label)``. Returns ``(model, train_windows, test_windows)``; the test windows are that
     year's, to check the fit against the walk-forward predictions."""
-    from finmlops.features import compute_features, make_target, make_windows
     from finmlops.training import DeepModel, cross_val_predict, label_folds, train_config  # deferred: torch
 
     target = make_target(universe, label)

@@ -36,10 +36,12 @@ import http.client
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -49,8 +51,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from finmlops.data import DataSourceError, DataStore, ingest
+from finmlops.data.frames import validate_batch
+from finmlops.data.snapshot import read_snapshot
+from finmlops.data.yahoo import fetch_yahoo, normalise_yahoo
+from finmlops.features import compute_features, forward_return, make_target, market_returns
 from finmlops.monitoring.live_timeline import Timeline, TimelineDay
 from finmlops.provenance import file_sha256, write_json_atomic, write_text_atomic
+from finmlops.serving.config import ModelSource, ServerOptions, ServingConfig
+from finmlops.serving.experiments import stable_unit
 from finmlops.settings import Settings
 from finmlops.workflow.live_config import LiveConfig, RetrainConfig
 from finmlops.workflow.retrain import RetrainResult, RetrainSpec, read_result
@@ -110,7 +119,6 @@ def label_outcomes(universe: Mapping[str, pd.DataFrame], day: date, config: Live
     """Per ticker, the outcome of decision ``day`` under the config's label (``LabelSpec``: the traded return from
     the execution price of t+1 over ``horizon`` days; 1 up, 0 down, None when unknown or in the dead band) and that
     traded return (NaN when unknown). It is known at the close of ``day`` + ``label.reach`` trading days."""
-    from finmlops.features import forward_return, make_target
 
     target = make_target(universe, config.label)
     returns = forward_return(universe, config.label)
@@ -134,8 +142,6 @@ class ReplayFeed:
     name = "replay"
 
     def __init__(self, history: Path, tickers: Sequence[str]) -> None:
-        from finmlops.data import DataStore
-
         self.store = DataStore(history)
         self.tickers = list(tickers)
         self._frames: dict[str, pd.DataFrame] | None = None
@@ -152,8 +158,6 @@ class ReplayFeed:
         return [d.date() for d in common if start <= d.date() <= end]
 
     def bars(self, day: date) -> list[Any]:
-        from finmlops.data.yahoo import normalise_yahoo
-
         raws = []
         for ticker, frame in self.frames().items():
             row = frame.loc[[pd.Timestamp(day)]]
@@ -177,9 +181,6 @@ class YahooFeed:
         self._fetched: dict[date, list[Any]] = {}
 
     def bars(self, day: date) -> list[Any]:
-        from finmlops.data import DataSourceError
-        from finmlops.data.yahoo import fetch_yahoo
-
         if day in self._fetched:
             return self._fetched[day]
         try:
@@ -334,9 +335,7 @@ class Server:
         if wanted == self.versions and self.client is not None:
             return self.client
         self.close()
-        from contextlib import ExitStack
 
-        from finmlops.serving.config import ModelSource, ServerOptions, ServingConfig
         from finmlops.serving.server import build_app, running_server  # deferred: onnxruntime, prometheus_client
 
         options = ServerOptions(reload_interval_s=0.0, max_batch_size=256, request_log=self.paths.requests)
@@ -371,7 +370,6 @@ def request_id(day: date, version: int) -> str:
 def logged_rows(log_path: Path, rid: str, n: int) -> list[float] | None:
     """The ``prob_up`` of rows ``<rid>/0..n-1`` already in the request log (a crash after the server answered),
     or None when they are not all there."""
-    import sqlite3
 
     if not log_path.exists():
         return None
@@ -390,7 +388,6 @@ def logged_rows(log_path: Path, rid: str, n: int) -> list[float] | None:
 def _batch_body(universe: Mapping[str, pd.DataFrame], day: date, rows: int, rid: str) -> dict[str, Any]:
     """One V2 request for every ticker: raw OHLCV ``[n_tickers, rows]`` FP64 up to ``day`` (and the universe's
     equal-weight ``market_return``), ``parameters.as_of`` the day."""
-    from finmlops.features import market_returns
 
     market = market_returns(universe)
     tickers = sorted(universe)
@@ -423,7 +420,6 @@ def canary_share(config: LiveConfig, state: LoopState) -> float:
 
 def served_by_challenger(day: date, ticker: str, share: float) -> bool:
     """Whether the challenger's answer is served for ``ticker`` on ``day``: a stable hash below ``share``."""
-    from finmlops.serving.experiments import stable_unit
 
     return share > 0 and stable_unit(f"{day.isoformat()}:{ticker}", "finmlops-live-canary") < share
 
@@ -494,7 +490,6 @@ class Loop:
 
     def _history(self) -> None:
         """The replay feed's store: the bundled snapshot's tickers, ingested once."""
-        from finmlops.data import DataStore, ingest
 
         store = DataStore(self.paths.history)
         if not store.exists():
@@ -502,9 +497,6 @@ class Loop:
 
     def _seed_store(self, first: date) -> None:
         """The live store before the first day: the history up to the day before ``first`` (idempotent)."""
-        from finmlops.data import DataStore
-        from finmlops.data.frames import validate_batch
-        from finmlops.data.snapshot import read_snapshot
 
         store = DataStore(self.paths.data)
         end = first - timedelta(days=1)
@@ -715,7 +707,6 @@ class Loop:
         """The loop's gauges in Prometheus' text format, ``<live>/metrics/finmlops_live.prom`` (atomically): what
         the missed-day, stuck-canary and repeated-rollback alerts read (monitoring/prometheus/live-rules.yaml),
         pushed to a Pushgateway by the CronWorkflow or read by node-exporter's textfile collector."""
-        from finmlops.provenance import write_text_atomic
 
         st, label = record.state, f'{{setup="{self.config.name}"}}'
         midnight = pd.Timestamp(record.day, tz="UTC").timestamp()
@@ -750,9 +741,6 @@ class Loop:
     # --- phases ----------------------------------------------------------------------------------------------------
 
     def _ingest(self, day: date, feed: Any) -> dict[str, Any]:
-        from finmlops.data import DataStore
-        from finmlops.data.frames import validate_batch
-
         raws = feed.bars(day)
         universe, sources, warnings = validate_batch(raws, day, day)
         result = DataStore(self.paths.data).write(universe, sources)
@@ -941,7 +929,6 @@ class Loop:
         return {"decision": "promote", "evidence": body, "events": events}
 
     def _drift(self, day: date, st: LoopState) -> dict[str, Any]:
-        from finmlops.features import compute_features
 
         # deferred: scipy
         from finmlops.monitoring.drift import WindowDriftCalibration, calibrate_window_drift, window_drift

@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 
 from finmlops.features.target import LabelSpec
+from finmlops.serving.config import DEFAULT_EXPERIMENT, default_config
+from finmlops.serving.traffic import failure, replay_days, run_traffic
 from finmlops.settings import Settings
 
 
@@ -41,7 +43,6 @@ def archive_request_log(path: Path) -> Path | None:
 def serving_config(settings: Settings) -> Any:
     """``finmlops serve``'s default config (champions + the A/B test), hot reload and batching off; fails without
     the test."""
-    from finmlops.serving.config import DEFAULT_EXPERIMENT, default_config
     from finmlops.serving.models import Registry  # deferred: onnxruntime
 
     registry = Registry(settings.tracking_uri, settings.home / "serving" / "models")
@@ -71,9 +72,7 @@ def serve_and_replay(
     through the A/B test (one raw OHLCV request per ticker per day, feedback one simulated day later), stop the
     server. Returns the traffic summary with the served models and the log path. Raises RuntimeError, with the
     server's error text, when most requests failed."""
-    from finmlops.serving.config import DEFAULT_EXPERIMENT
     from finmlops.serving.server import build_app, running_server  # deferred: onnxruntime, prometheus_client
-    from finmlops.serving.traffic import failure, replay_days, run_traffic
 
     config = serving_config(settings)
     log_path = request_log_path(settings)

@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from finmlops.data import DataStore
+from finmlops.features import compute_features, make_target, make_windows
 from finmlops.provenance import stamp, write_json_atomic
 from finmlops.settings import Settings
 from finmlops.workflow.daily import LivePaths, journal_days, live_settings, live_timeline
@@ -131,8 +133,6 @@ def _model_of(paths: LivePaths, version: int) -> Any:
 
 def hindsight(paths: LivePaths, config: LiveConfig, days: int = HINDSIGHT_DAYS) -> list[Hindsight]:
     """Every promotion of a workspace judged on the ``days`` trading days after it (see the module docstring)."""
-    from finmlops.data import DataStore
-    from finmlops.features import compute_features, make_target, make_windows
 
     events = []
     for record in journal_days(paths):
