@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import sys
+from dataclasses import asdict
+from datetime import date
+from datetime import date as _date
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
@@ -18,14 +23,23 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from finmlops import __version__
 from finmlops.data import DataError, DataStore, load_snapshot, read_tickers_file, universe_tickers
 from finmlops.data.ingest import SOURCES
-from finmlops.features.registry import FEATURE_SETS
+from finmlops.deploy import release
+from finmlops.deploy.release import DeployError
+from finmlops.deploy.rules import sync_rule
+from finmlops.executor import ExecutorConfig, RayConfig
+from finmlops.features import compute_features, save_features
+from finmlops.features.registry import FEATURE_SETS, all_features, features_of, sets_of
 from finmlops.features.target import Execution
 from finmlops.models.variants import PRESETS, VARIANTS
-from finmlops.serving.traffic import ModelInput
+from finmlops.report.base import num
+from finmlops.serving.config import ServingConfigError, load_config
+from finmlops.serving.traffic import ModelInput, describe_errors, failure, replay_days, run_traffic
 from finmlops.settings import (
     Settings,
     SettingsError,
@@ -34,9 +48,13 @@ from finmlops.settings import (
     load_settings,
     parse_iso_date,
 )
+from finmlops.workflow.config import RunConfigError, load_run_config
+from finmlops.workflow.daily import LiveError, run_live
+from finmlops.workflow.engine import StepReport
+from finmlops.workflow.live_config import SHIPPED_LIVE, load_live_config, shipped_live_config
 
 if TYPE_CHECKING:
-    from finmlops.evaluation.results import BacktestResult
+    from finmlops.evaluation.results import BacktestResult, Performance
 
 app = typer.Typer(
     name="finmlops",
@@ -159,7 +177,6 @@ class Executor(StrEnum):
 
 def executor_config(executor: Executor | None, ray_address: str | None, ray_cpus: int | None) -> Any:
     """The ``finmlops.executor.ExecutorConfig`` of the flags; ``None`` when no flag is given (the default)."""
-    from finmlops.executor import ExecutorConfig, RayConfig
 
     if executor is None and ray_address is None and ray_cpus is None:
         return None
@@ -232,7 +249,6 @@ def ingest_command(
     if json_out:
         emit_json(report.model_dump(mode="json"))
         return
-    from rich.table import Table
 
     table = Table(title=f"ingest from {source} into {report.store}")
     for column in ("ticker", "added rows", "rows", "first date", "last date", "source"):
@@ -263,7 +279,6 @@ def data_info_command(
     if json_out:
         emit_json({"store": str(store.root), "verified": verify, **manifest.model_dump(mode="json")})
         return
-    from rich.table import Table
 
     table = Table(title=f"market data in {store.root} (version {manifest.version})")
     for column in ("ticker", "first date", "last date", "rows", "sha256", "source"):
@@ -292,7 +307,6 @@ def features_command(
     Each value uses data at or before its date only; see docs/features.md. With --list, compute nothing and print
     the registry instead.
     """
-    from finmlops.features.registry import all_features, features_of, sets_of
 
     feature_set = feature_set.value if feature_set else None
     if list_only:
@@ -312,8 +326,6 @@ def features_command(
             table.add_row(r["name"], r["formula"], str(r["window"]), ", ".join(r["sets"]))
         console.print(table)
         return
-
-    from finmlops.features import compute_features, save_features
 
     settings = settings_from(feature_set=feature_set)
     store = DataStore(settings.data_dir)
@@ -357,8 +369,6 @@ def train_command(
     """Train one deep variant on the store with a purged chronological train/val/test split; writes
     results/train_<variant>.json and models/<variant>/ (weights, scaler, config). Logs a training run to MLflow and
     registers the model as a new version of <variant>-predictor with the challenger alias."""
-    import logging
-    from functools import partial
 
     settings = settings_from(seed=seed, threads=threads)
     if quiet:
@@ -519,35 +529,17 @@ def backtest_command(
     print_backtest(result, settings.results_dir / "backtest.json")
 
 
-def _fig(value: float, spec: str) -> str:
-    """``value`` formatted, or a dash when undefined (NaN)."""
-    return "–" if value != value else format(value, spec)
-
-
 def print_backtest(result: BacktestResult, path: Path) -> None:
     """The backtest's tables: every book net of costs with its DSR, the money terms and the trial count."""
-    from rich.table import Table
+    from finmlops.report.sections.backtest import PERFORMANCE_HEADER, performance_cells  # deferred: scipy
 
     cfg = result.config
     table = Table(title=f"Backtest, {cfg.cost_bps:g}+{cfg.slippage_bps:g} bps per unit turnover; {result.timing}")
-    columns = ("model", "strategy", "ann. return", "vol", "Sharpe", "Sortino", "max DD", "turnover/yr", "hit")
-    for column in (*columns, "exposure", "DSR"):
+    for column in ("model", "strategy", *PERFORMANCE_HEADER):
         table.add_column(column)
-    rows: list[tuple[str, str, Any]] = [("buy_hold", "benchmark", result.benchmark), *result.books()]
+    rows: list[tuple[str, str, Performance]] = [("buy_hold", "benchmark", result.benchmark), *result.books()]
     for model, strat, p in rows:
-        table.add_row(
-            model,
-            strat,
-            _fig(p.annual_return, "+.1%"),
-            _fig(p.annual_volatility, ".1%"),
-            _fig(p.sharpe, ".2f"),
-            _fig(p.sortino, ".2f"),
-            _fig(p.max_drawdown, ".1%"),
-            _fig(p.turnover_annual, ".0f") + "x",
-            _fig(p.hit_rate, ".3f"),
-            _fig(p.exposure, ".2f"),
-            _fig(getattr(p, "deflated_sharpe", float("nan")), ".3f"),
-        )
+        table.add_row(model, strat, *performance_cells(p))
     console.print(table)
     for strat, why in result.skipped.items():
         console.print(f"{strat}: {why}", highlight=False)
@@ -563,7 +555,7 @@ def print_backtest(result: BacktestResult, path: Path) -> None:
     days = "?" if assumed is None else assumed.trading_days
     money = Table(
         title=f"Business impact of {business.capital:,.0f} over {days} trading days "
-        f"(buy-and-hold ends at {_fig(business.buy_hold_end_value, ',.0f')})",
+        f"(buy-and-hold ends at {num(business.buy_hold_end_value, ',.0f')})",
         caption=caption,
     )
     for column in ("model/strategy", "end value", "vs buy-and-hold", "costs paid", "DSR > 0.95"):
@@ -571,9 +563,9 @@ def print_backtest(result: BacktestResult, path: Path) -> None:
     for name, b in business.by_config.items():
         money.add_row(
             name,
-            _fig(b.end_value, ",.0f"),
-            _fig(b.excess_vs_buy_hold, "+,.0f"),
-            _fig(b.costs_paid, ",.0f"),
+            num(b.end_value, ",.0f"),
+            num(b.excess_vs_buy_hold, "+,.0f"),
+            num(b.costs_paid, ",.0f"),
             "yes" if b.dsr_above_0_95 else "no",
         )
     console.print(money)
@@ -685,7 +677,6 @@ def runs_command(
     json_out: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
 ) -> None:
     """List recent MLflow runs, newest first, with their data hash and pooled metrics."""
-    import logging
 
     from finmlops.tracking import TrackingError, list_runs, redact  # deferred: mlflow, onnxruntime, scipy
 
@@ -700,7 +691,6 @@ def runs_command(
     if json_out:
         emit_json({"tracking_uri": redact(settings.tracking_uri), "runs": runs})
         return
-    from rich.table import Table
 
     table = Table(title=f"MLflow runs at {redact(settings.tracking_uri)}")
     for column in ("started", "experiment", "name", "status", "run id", "data hash", "metrics"):
@@ -725,7 +715,6 @@ def export_command(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Lay a logged ONNX model out as an MLflow model folder, a Triton repository or an MLServer model."""
-    from pathlib import Path
 
     # deferred: mlflow, onnx, onnxruntime, scipy
     from finmlops.tracking import ModelError, TrackingError, configure_tracking, export_model
@@ -846,7 +835,6 @@ def models_command(
     if json_out:
         emit_json(models)
         return
-    from rich.table import Table
 
     from finmlops.tracking.registry import promotion_comparisons  # deferred: mlflow, scipy
 
@@ -877,7 +865,6 @@ def models_history_command(
 ) -> None:
     """Which version held `champion` and `challenger` on each day, and why (the promotion evidence or the forced
     reason), reconstructed from the registry's audited alias events, so it survives any restart."""
-    from datetime import date as _date
 
     from finmlops.tracking import TrackingError, configure_tracking, list_models  # deferred: mlflow, scipy
     from finmlops.tracking.registry import alias_history, describe_event, holders_on  # deferred: mlflow, scipy
@@ -973,7 +960,6 @@ def explain_command(
     if global_ and variant is None:
         fail("--global refits a variant per fold: give --variant", code=2)
     settings = settings_from(seed=seed)
-    from rich.table import Table
 
     # deferred: onnxruntime
     from finmlops.monitoring.explain import explain_registered_model, explain_saved_model, run_global_importance
@@ -1073,7 +1059,6 @@ def drift_command(
 ) -> None:
     """Feature and prediction drift of a current window against the reference (training) window: PSI, KS and
     normalised Wasserstein per feature; writes results/drift.json. Exit 0 even when features drift (a report)."""
-    from pathlib import Path
 
     from finmlops.monitoring.drift import DriftThresholds, run_drift  # deferred: scipy
 
@@ -1097,7 +1082,6 @@ def drift_command(
     if json_out:
         emit_json(result)
         return
-    from rich.table import Table
 
     table = Table(title=f"drift: {result['current']} vs {result['reference']}")
     for column in ("column", "PSI", "KS p", "Wasserstein (norm)", "test", "drifted"):
@@ -1150,7 +1134,6 @@ def abtest_analyze(
 ) -> None:
     """Per-arm accuracy (Wilson 95% CI) and latency, an always-valid sequential test (mSPRT) of each challenger
     against the control, and the decision: promote, roll back or continue. Writes results/abtest_<experiment>.json."""
-    from pathlib import Path
 
     from finmlops.monitoring.abtest import run_abtest  # deferred: scipy
 
@@ -1175,7 +1158,6 @@ def abtest_analyze(
     if json_out:
         emit_json(result)
         return
-    from rich.table import Table
 
     table = Table(title=f"experiment {experiment} (control {result['control']})")
     for column in ("arm", "models", "requests", "errors", "outcomes", "accuracy [95% CI]", "p50/p95/p99 ms"):
@@ -1268,9 +1250,6 @@ def traffic_command(
     --seed only, never on timing. Prints requests, errors, per-arm counts and feedback (--json adds client-side
     latency); exits 1, with the server's error text, when more than half of the requests failed.
     """
-    from datetime import date
-
-    from finmlops.serving.traffic import describe_errors, failure, replay_days, run_traffic
 
     if rate <= 0:
         fail(f"--rate must be positive, got {rate}", code=2)
@@ -1290,7 +1269,6 @@ def traffic_command(
         )
     except (ValueError, DataError) as exc:
         fail(str(exc), code=2)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
         TextColumn("[bold]traffic[/] {task.description}"),
@@ -1372,9 +1350,7 @@ def serve_command(
     """Serve models over the Open Inference Protocol V2 (REST, and gRPC on --grpc-port), with Seldon-style
     experiments, feedback, Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. The admin
     API is off unless serving.yaml sets auth.admin_tokens (or --insecure-admin). See docs/serving.md."""
-    from pathlib import Path
 
-    from finmlops.serving.config import ServingConfigError, load_config
     from finmlops.serving.models import ModelLoadError  # deferred: onnxruntime
 
     # deferred: onnxruntime, prometheus_client
@@ -1436,8 +1412,6 @@ def run_command(
     10 report. A step whose inputs (data, settings, code) are unchanged since it last succeeded is skipped
     (<home>/run_state.json); --step NAME reruns NAME anyway. The first failing step is named; exit code 1.
     """
-    from finmlops.workflow.config import RunConfigError, load_run_config
-    from finmlops.workflow.engine import StepReport
     from finmlops.workflow.steps import StepFailed, run_pipeline  # deferred: mlflow, onnx, onnxruntime, scipy, torch
 
     if config is not None and quick:
@@ -1465,7 +1439,6 @@ def run_command(
     if json_out:
         emit_json(result.as_dict())
         return
-    from rich.table import Table
 
     table = Table(title=f"finmlops run ({result.plan.name}) in {result.home}: {result.seconds:.0f} s")
     for column in ("step", "status", "time", "key figure"):
@@ -1507,11 +1480,6 @@ def live_command(
 
     Kill it at any point and run it again: it resumes, and nothing is ingested, fed back, registered or moved twice.
     """
-    from datetime import date as _date
-
-    from finmlops.workflow.config import RunConfigError
-    from finmlops.workflow.daily import LiveError, run_live
-    from finmlops.workflow.live_config import SHIPPED_LIVE, load_live_config, shipped_live_config
 
     if today == (start is not None or end is not None):
         fail("give --from and --to, or --today", code=2)
@@ -1556,7 +1524,6 @@ def report_command(
     """One self-contained HTML page (no external assets) of every result in the workspace: evaluation with CIs,
     calibration and confusion, backtest and equity curves, leakage audit, importance, drift, A/B timeline and
     serving latency, with provenance. A section without its input says which command fills it. See docs/report.md."""
-    from pathlib import Path
 
     from finmlops.report.page import ReportError, write_report  # deferred: scipy
 
@@ -1648,7 +1615,6 @@ def predict_command(
     training code; tickers and dates unseen in training are fine). Where the next close is in the file, the
     realised direction is added and accuracy, balanced accuracy and AUC are printed with block-bootstrap CIs beside
     the majority-class rate. Rows without enough history are reported per ticker and skipped."""
-    from pathlib import Path
 
     from finmlops.prediction.batch import predict_folder  # deferred: mlflow, onnx, onnxruntime, scipy
     from finmlops.tracking import ModelError, TrackingError  # deferred: mlflow, onnx, onnxruntime, scipy
@@ -1726,7 +1692,6 @@ def tune_command(
     from finmlops.tuning.search import TuningInterrupted, run_tuning
 
     settings = settings_from(seed=seed)
-    import logging
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     if json_out:
@@ -1781,7 +1746,6 @@ app.add_typer(deploy_app, name="deploy")
 
 def _report_release(change: Any, as_json: bool) -> None:
     """Print a ``finmlops.deploy.release.ReleaseChange``: JSON, or a summary, the warnings and the git diff."""
-    from dataclasses import asdict
 
     if as_json:
         emit_json({**asdict(change), "refs": [asdict(r) for r in change.refs]})
@@ -1801,11 +1765,8 @@ def _report_release(change: Any, as_json: bool) -> None:
 
 def _release_step(step: str, overlay: str, k8s_dir: str, tracking_uri: str | None, **kwargs: Any) -> Any:
     """Run ``finmlops.deploy.release.<step>`` against the MLflow registry; a DeployError becomes exit 1."""
-    from pathlib import Path
 
     import mlflow  # deferred: mlflow, scipy
-
-    from finmlops.deploy import release
 
     uri = settings_from(mlflow_tracking_uri=tracking_uri).tracking_uri
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -1840,7 +1801,6 @@ def deploy_render(
     By default into the workspace (--out), leaving the tracked file alone; there a local registry's file:// URIs
     are warnings. With --in-place the overlay's file is written, and only if every alias resolves to a URI the
     cluster can download (s3://, gs://, https://; or --allow-local-uris)."""
-    from pathlib import Path
 
     if in_place and out is not None:
         fail("give --out PATH or --in-place, not both", code=2)
@@ -1879,10 +1839,6 @@ def deploy_rules(
     check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 when the PrometheusRule is stale."),
 ) -> None:
     """Generate the Prometheus Operator PrometheusRule from the alert rules file that Prometheus loads."""
-    from pathlib import Path
-
-    from finmlops.deploy.release import DeployError
-    from finmlops.deploy.rules import sync_rule
 
     try:
         stale = sync_rule(Path(rules), Path(out), check=check)
