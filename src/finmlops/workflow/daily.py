@@ -1069,6 +1069,8 @@ def live_timeline(paths: LivePaths) -> Timeline:
             continue
         score, fb = record.phases.get("score", {}), record.phases.get("feedback", {})
         served = fb.get("served", {})
+        # The day's up outcomes among those served_n counts (every ticker whose outcome is known).
+        known = [o["outcome"] for o in fb.get("outcomes", {}).values() if o.get("outcome") is not None]
         champion_ic = None
         if fb and score:
             decided = read_day(paths, date.fromisoformat(fb["decided"]))
@@ -1079,6 +1081,7 @@ def live_timeline(paths: LivePaths) -> Timeline:
         entry = TimelineDay(
             day=record.day, champion=score.get("champion"), challenger=score.get("challenger"),
             share=score.get("share", 0.0), served_n=served.get("n", 0), served_correct=served.get("correct", 0),
+            served_up=int(sum(bool(o) for o in known)) if not fb or "outcomes" in fb else None,
             book_return=served.get("book_return") if served else None, champion_ic=champion_ic,
             drift_alarm=bool(record.phases.get("drift", {}).get("alarm")), events=events,
             fit_cpu_seconds=float(record.phases.get("collect", {}).get("fit_cpu_seconds", 0.0)),
