@@ -4,7 +4,8 @@ Each setup lives in its own workspace (``finmlops live`` with its config); :func
 journals and measures, per setup, with 95% circular block-bootstrap intervals over days (blocks of 10 trading days,
 so that the days' dependence is kept):
 
-- the served accuracy (every outcome of the answers actually served, canary shares included);
+- the served accuracy (every outcome of the answers actually served, canary shares included), beside the accuracy
+  of always answering "up" on the same outcomes and the paired test of the difference (by day, two-sided);
 - the champion's mean daily IC (Spearman of ``prob_up`` and the forward return across tickers);
 - the served book's annualised Sharpe ratio (long the tickers whose served answer says up, equal weight, gross of
   costs) and its total return;
