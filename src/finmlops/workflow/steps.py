@@ -30,7 +30,6 @@ from finmlops.models.estimators import ESTIMATORS
 from finmlops.monitoring.abtest import run_abtest
 from finmlops.monitoring.drift import run_drift
 from finmlops.provenance import file_sha256, stamp, write_json_atomic
-from finmlops.report.page import build_report
 from finmlops.settings import Settings
 from finmlops.stats import describe_comparison
 from finmlops.workflow.champions import decide_champion, register_final_model
@@ -467,7 +466,9 @@ def _report_inputs(ctx: Context) -> dict[str, Any]:
 
 
 def _report(ctx: Context) -> Outcome:
-    # An ImportError here (a broken or missing report module) fails the step like any other error.
+    # Imported here, not at the top, on purpose: a broken or missing report module fails this step by name, after
+    # every earlier step's results are written, instead of every finmlops command at import.
+    from finmlops.report.page import build_report
 
     path = Path(build_report(ctx.settings))
     return Outcome(figure=str(path), files=[path], data={"path": str(path)})
