@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import sys
+from dataclasses import asdict
+from datetime import date
+from datetime import date as _date
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
@@ -18,14 +23,23 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 from finmlops import __version__
 from finmlops.data import DataError, DataStore, load_snapshot, read_tickers_file, universe_tickers
 from finmlops.data.ingest import SOURCES
-from finmlops.features.registry import FEATURE_SETS
+from finmlops.deploy import release
+from finmlops.deploy.release import DeployError
+from finmlops.deploy.rules import sync_rule
+from finmlops.executor import ExecutorConfig, RayConfig
+from finmlops.features import compute_features, save_features
+from finmlops.features.registry import FEATURE_SETS, all_features, features_of, sets_of
 from finmlops.features.target import Execution
 from finmlops.models.variants import PRESETS, VARIANTS
-from finmlops.serving.traffic import ModelInput
+from finmlops.report.base import num
+from finmlops.serving.config import ServingConfigError, load_config
+from finmlops.serving.traffic import ModelInput, describe_errors, failure, replay_days, run_traffic
 from finmlops.settings import (
     Settings,
     SettingsError,
@@ -34,9 +48,13 @@ from finmlops.settings import (
     load_settings,
     parse_iso_date,
 )
+from finmlops.workflow.config import RunConfigError, load_run_config
+from finmlops.workflow.daily import LiveError, run_live
+from finmlops.workflow.engine import StepReport
+from finmlops.workflow.live_config import SHIPPED_LIVE, load_live_config, shipped_live_config
 
 if TYPE_CHECKING:
-    from finmlops.evaluation.results import BacktestResult
+    from finmlops.evaluation.results import BacktestResult, Performance
 
 app = typer.Typer(
     name="finmlops",
@@ -159,7 +177,6 @@ class Executor(StrEnum):
 
 def executor_config(executor: Executor | None, ray_address: str | None, ray_cpus: int | None) -> Any:
     """The ``finmlops.executor.ExecutorConfig`` of the flags; ``None`` when no flag is given (the default)."""
-    from finmlops.executor import ExecutorConfig, RayConfig
 
     if executor is None and ray_address is None and ray_cpus is None:
         return None
@@ -209,7 +226,7 @@ def ingest_command(
     Bad data or a failed download leave the store byte-for-byte as it was.
     Dates already stored are kept; a re-ingest with nothing new changes nothing.
     """
-    from finmlops.workflow.services import ingest_stage  # deferred: scipy and the evaluation stack
+    from finmlops.workflow.services import ingest_stage  # deferred: mlflow, onnx, onnxruntime, scipy, torch
 
     if sum(x is not None for x in (tickers, tickers_file, universe)) > 1:
         fail("give one of --tickers, --tickers-file and --universe", code=2)
@@ -232,7 +249,6 @@ def ingest_command(
     if json_out:
         emit_json(report.model_dump(mode="json"))
         return
-    from rich.table import Table
 
     table = Table(title=f"ingest from {source} into {report.store}")
     for column in ("ticker", "added rows", "rows", "first date", "last date", "source"):
@@ -263,7 +279,6 @@ def data_info_command(
     if json_out:
         emit_json({"store": str(store.root), "verified": verify, **manifest.model_dump(mode="json")})
         return
-    from rich.table import Table
 
     table = Table(title=f"market data in {store.root} (version {manifest.version})")
     for column in ("ticker", "first date", "last date", "rows", "sha256", "source"):
@@ -292,7 +307,6 @@ def features_command(
     Each value uses data at or before its date only; see docs/features.md. With --list, compute nothing and print
     the registry instead.
     """
-    from finmlops.features.registry import all_features, features_of, sets_of
 
     feature_set = feature_set.value if feature_set else None
     if list_only:
@@ -312,8 +326,6 @@ def features_command(
             table.add_row(r["name"], r["formula"], str(r["window"]), ", ".join(r["sets"]))
         console.print(table)
         return
-
-    from finmlops.features import compute_features, save_features
 
     settings = settings_from(feature_set=feature_set)
     store = DataStore(settings.data_dir)
@@ -355,16 +367,13 @@ def train_command(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Train one deep variant on the store with a purged chronological train/val/test split; writes
-    # deferred: torch
     results/train_<variant>.json and models/<variant>/ (weights, scaler, config). Logs a training run to MLflow and
     registers the model as a new version of <variant>-predictor with the challenger alias."""
-    import logging
-    from functools import partial
 
     settings = settings_from(seed=seed, threads=threads)
     if quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from finmlops.training import run_training
+    from finmlops.training import run_training  # deferred: torch
 
     tracked = not no_track and tracking_ready(settings)
     try:
@@ -412,7 +421,7 @@ def _parse_folds(text: str) -> list[int]:
             years = list(range(first, last + 1))
         else:
             years = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:  # deferred: scipy
+    except ValueError:
         fail(f"--folds {text!r}: expected a year range like 2014-2023 or a list like 2019,2021", code=2)
     if not years:
         fail(f"--folds {text!r}: no years", code=2)
@@ -420,7 +429,7 @@ def _parse_folds(text: str) -> list[int]:
 
 
 def _bootstrap(n_boot: int, block_len: int, seed: int) -> Any:
-    from finmlops.evaluation.metrics import BootstrapConfig
+    from finmlops.evaluation.metrics import BootstrapConfig  # deferred: scipy
 
     if n_boot < 100 or block_len < 1:
         fail("--n-boot must be >= 100 and --block-len >= 1", code=2)
@@ -442,7 +451,6 @@ def evaluate_command(
     no_track: bool = typer.Option(False, "--no-track", help="Do not log an evaluation run to MLflow."),
     json_out: bool = typer.Option(False, "--json", help="Print the evaluation as JSON."),
 ) -> None:
-    # deferred: scipy
     """Walk-forward evaluation of deep variants and every baseline over the whole store, with block-bootstrap
     CIs and paired tests; writes results/evaluation.json, evaluation.md and predictions.parquet, and logs them
     (with per-fold metrics, fold and calibration tables and plots, and backtest.json if any) to MLflow."""
@@ -450,8 +458,8 @@ def evaluate_command(
         fail("use either --variant or --all", code=2)
     names = list(VARIANTS) if all_variants else [v.value for v in variant] or ["baseline"]
     settings = settings_from(seed=seed)
-    from finmlops.evaluation.workspace import markdown_table, signal_table  # deferred: scipy, the evaluation stack
-    from finmlops.workflow.services import evaluate_stage
+    from finmlops.evaluation.workspace import markdown_table, signal_table  # deferred: scipy
+    from finmlops.workflow.services import evaluate_stage  # deferred: mlflow, onnx, onnxruntime, scipy, torch
 
     tracked = not no_track and tracking_ready(settings)
     try:
@@ -488,7 +496,6 @@ def backtest_command(
         help="close or open of t+1; default, and it must be, the predictions' label's (the `execution` setting).",
     ),
     top_k: int = typer.Option(2, "--top-k", min=1, help="Names per side of the top_k long/short book."),
-    # deferred: scipy
     capital: float = typer.Option(100_000.0, "--capital", help="Starting capital for the business-impact figures."),
     no_track: bool = typer.Option(False, "--no-track", help="Do not log a backtest run to MLflow."),
     json_out: bool = typer.Option(False, "--json", help="Print the backtest as JSON."),
@@ -497,7 +504,7 @@ def backtest_command(
     deflated Sharpe ratio over every configuration tried; writes results/backtest.json and logs it (metrics per
     model and strategy, tagged with the predictions' SHA-256) to MLflow's evaluation experiment."""
     from finmlops.evaluation.backtest import STRATEGIES, BacktestConfig  # deferred: scipy
-    from finmlops.workflow.services import backtest_stage
+    from finmlops.workflow.services import backtest_stage  # deferred: mlflow, onnx, onnxruntime, scipy, torch
 
     if cost_bps < 0 or slippage_bps < 0 or capital <= 0:
         fail("--cost-bps and --slippage-bps must be >= 0 and --capital > 0", code=2)
@@ -522,35 +529,17 @@ def backtest_command(
     print_backtest(result, settings.results_dir / "backtest.json")
 
 
-def _fig(value: float, spec: str) -> str:
-    """``value`` formatted, or a dash when undefined (NaN)."""
-    return "–" if value != value else format(value, spec)
-
-
 def print_backtest(result: BacktestResult, path: Path) -> None:
     """The backtest's tables: every book net of costs with its DSR, the money terms and the trial count."""
-    from rich.table import Table
+    from finmlops.report.sections.backtest import PERFORMANCE_HEADER, performance_cells  # deferred: scipy
 
     cfg = result.config
     table = Table(title=f"Backtest, {cfg.cost_bps:g}+{cfg.slippage_bps:g} bps per unit turnover; {result.timing}")
-    columns = ("model", "strategy", "ann. return", "vol", "Sharpe", "Sortino", "max DD", "turnover/yr", "hit")
-    for column in (*columns, "exposure", "DSR"):
+    for column in ("model", "strategy", *PERFORMANCE_HEADER):
         table.add_column(column)
-    rows: list[tuple[str, str, Any]] = [("buy_hold", "benchmark", result.benchmark), *result.books()]
+    rows: list[tuple[str, str, Performance]] = [("buy_hold", "benchmark", result.benchmark), *result.books()]
     for model, strat, p in rows:
-        table.add_row(
-            model,
-            strat,
-            _fig(p.annual_return, "+.1%"),
-            _fig(p.annual_volatility, ".1%"),
-            _fig(p.sharpe, ".2f"),
-            _fig(p.sortino, ".2f"),
-            _fig(p.max_drawdown, ".1%"),
-            _fig(p.turnover_annual, ".0f") + "x",
-            _fig(p.hit_rate, ".3f"),
-            _fig(p.exposure, ".2f"),
-            _fig(getattr(p, "deflated_sharpe", float("nan")), ".3f"),
-        )
+        table.add_row(model, strat, *performance_cells(p))
     console.print(table)
     for strat, why in result.skipped.items():
         console.print(f"{strat}: {why}", highlight=False)
@@ -566,7 +555,7 @@ def print_backtest(result: BacktestResult, path: Path) -> None:
     days = "?" if assumed is None else assumed.trading_days
     money = Table(
         title=f"Business impact of {business.capital:,.0f} over {days} trading days "
-        f"(buy-and-hold ends at {_fig(business.buy_hold_end_value, ',.0f')})",
+        f"(buy-and-hold ends at {num(business.buy_hold_end_value, ',.0f')})",
         caption=caption,
     )
     for column in ("model/strategy", "end value", "vs buy-and-hold", "costs paid", "DSR > 0.95"):
@@ -574,16 +563,16 @@ def print_backtest(result: BacktestResult, path: Path) -> None:
     for name, b in business.by_config.items():
         money.add_row(
             name,
-            _fig(b.end_value, ",.0f"),
-            _fig(b.excess_vs_buy_hold, "+,.0f"),
-            _fig(b.costs_paid, ",.0f"),
+            num(b.end_value, ",.0f"),
+            num(b.excess_vs_buy_hold, "+,.0f"),
+            num(b.costs_paid, ",.0f"),
             "yes" if b.dsr_above_0_95 else "no",
         )
     console.print(money)
     trials = result.trials
     console.print(
-        f"deflated Sharpe over {trials.total} configurations tried on these predictions "  # deferred: scipy
-        f"({trials.this_run} now). Wrote {path}",  # deferred: scipy
+        f"deflated Sharpe over {trials.total} configurations tried on these predictions "
+        f"({trials.this_run} now). Wrote {path}",
         highlight=False,
     )
 
@@ -605,8 +594,8 @@ def audit_command(
         fail("use either --variant or --all", code=2)
     names = list(VARIANTS) if all_variants else list(dict.fromkeys(v.value for v in variant)) or ["lightweight"]
     settings = settings_from(seed=seed)
-    from finmlops.evaluation.metrics import BootstrapConfig
-    from finmlops.evaluation.workspace import run_audit_workspace
+    from finmlops.evaluation.metrics import BootstrapConfig  # deferred: scipy
+    from finmlops.evaluation.workspace import run_audit_workspace  # deferred: scipy
 
     boot = BootstrapConfig(n_boot=300 if quick else 1000, block_len=10, seed=settings.seed)
     try:
@@ -614,7 +603,7 @@ def audit_command(
             settings, quick=quick, variants=names, epochs=epochs, seed=settings.seed, boot=boot
         )
     except (OSError, ValueError, KeyError) as exc:
-        fail(str(exc))  # deferred: mlflow, scipy
+        fail(str(exc))
     if json_out:
         emit_json(result)
     else:
@@ -634,18 +623,17 @@ def audit_command(
 
 
 def tracking_ready(settings: Settings) -> bool:
-    # deferred: scipy
     """At a command's start: False (with a note) when MLflow is not installed; exit 1 with one error line naming
     the URI when the tracking backend does not answer, so a dead URI fails in seconds, before the work."""
     try:
-        from finmlops.tracking.backend import TrackingError, configure_tracking
+        from finmlops.tracking.backend import TrackingError, configure_tracking  # deferred: mlflow, scipy
     except ImportError as exc:  # a core install has no MLflow
         err_console.print(f"tracking skipped: {exc.name or exc} is not installed", highlight=False)
         return False
     try:
         configure_tracking(settings)
     except TrackingError as exc:
-        fail(f"{exc} (or pass --no-track)")  # deferred: onnx, onnxruntime, torch
+        fail(f"{exc} (or pass --no-track)")
     return True
 
 
@@ -657,8 +645,8 @@ def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str | 
     line naming the tracking URI, exit code 1. Without MLflow it says tracking is skipped and returns None: the
     command's own results are already written.
     """
-    import finmlops.tracking as tracking
-    from finmlops.workflow.services import log_to_mlflow
+    import finmlops.tracking as tracking  # deferred: mlflow, onnx, onnxruntime, scipy, torch
+    from finmlops.workflow.services import log_to_mlflow  # deferred: mlflow, onnx, onnxruntime, scipy, torch
 
     try:
         run_id = log_to_mlflow(settings, function, **kwargs)
@@ -668,7 +656,7 @@ def track(what: str, function: str, settings: Settings, **kwargs: Any) -> str | 
     except (tracking.TrackingError, ValueError) as exc:
         fail(f"tracking {what} at {tracking.redact(settings.tracking_uri)} failed: {exc}")
     except RuntimeError as exc:
-        from finmlops.tracking.onnx_export import ParityError  # deferred: mlflow, onnxruntime, scipy
+        from finmlops.tracking.onnx_export import ParityError  # deferred: onnx, onnxruntime, torch
 
         if not isinstance(exc, ParityError):
             raise
@@ -689,9 +677,8 @@ def runs_command(
     json_out: bool = typer.Option(False, "--json", help="Print the runs as JSON."),
 ) -> None:
     """List recent MLflow runs, newest first, with their data hash and pooled metrics."""
-    import logging
 
-    from finmlops.tracking import TrackingError, list_runs, redact
+    from finmlops.tracking import TrackingError, list_runs, redact  # deferred: mlflow, onnxruntime, scipy
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     settings = settings_from()
@@ -704,11 +691,10 @@ def runs_command(
     if json_out:
         emit_json({"tracking_uri": redact(settings.tracking_uri), "runs": runs})
         return
-    from rich.table import Table
 
     table = Table(title=f"MLflow runs at {redact(settings.tracking_uri)}")
     for column in ("started", "experiment", "name", "status", "run id", "data hash", "metrics"):
-        table.add_column(column)  # deferred: mlflow, onnx, onnxruntime, scipy
+        table.add_column(column)
     for run in runs:
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in run["metrics"].items())
         table.add_row(
@@ -729,8 +715,8 @@ def export_command(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Lay a logged ONNX model out as an MLflow model folder, a Triton repository or an MLServer model."""
-    from pathlib import Path
 
+    # deferred: mlflow, onnx, onnxruntime, scipy
     from finmlops.tracking import ModelError, TrackingError, configure_tracking, export_model
 
     try:
@@ -738,7 +724,7 @@ def export_command(
             configure_tracking(settings_from())
         target = export_model(model, fmt.value, Path(out), name)
     except (ModelError, TrackingError) as exc:
-        fail(str(exc))  # deferred: mlflow, scipy
+        fail(str(exc))
     if json_out:
         emit_json({"model": model, "format": fmt.value, "path": str(target)})
     else:
@@ -755,7 +741,7 @@ def register_command(
 ) -> None:
     """Register a trained variant's model as a new version of <variant>-predictor, tagged with the accuracy of its
     run's predictions and what they are (walk-forward folds, or the single test split of `finmlops train`)."""
-    from finmlops.tracking import (
+    from finmlops.tracking import (  # deferred: mlflow, scipy
         PromotionRefused,
         TrackingError,
         configure_tracking,
@@ -776,7 +762,7 @@ def register_command(
     else:
         console.print(
             f"registered {version.name} version {version.version} ({describe_evidence(dict(version.tags))})",
-            highlight=False,  # deferred: mlflow, scipy
+            highlight=False,
         )
 
 
@@ -799,6 +785,7 @@ def promote_command(
     which) by more than --margin in accuracy, with p < 0.05 in a one-sided paired moving-block bootstrap over
     dates. Exit code 1 when refused.
     """
+    # deferred: mlflow, scipy
     from finmlops.tracking import PromotionRefused, TrackingError, configure_tracking, evidence_of, promote
 
     def evidence() -> str:
@@ -814,7 +801,6 @@ def promote_command(
     if json_out:
         emit_json(decision)
     elif decision["forced"]:
-        # deferred: mlflow, scipy
         console.print(f"FORCED {model} v{version} to {alias!r}: {decision['reason']}", highlight=False)
     else:
         console.print(
@@ -827,7 +813,6 @@ def promote_command(
 
 models_app = typer.Typer(help="The model registry: versions, aliases and their audited history.")
 app.add_typer(models_app, name="models")
-# deferred: mlflow, scipy
 
 
 @models_app.callback(invoke_without_command=True)
@@ -839,6 +824,7 @@ def models_command(
     who held each alias on every day, and why."""
     if ctx.invoked_subcommand is not None:
         return
+    # deferred: mlflow, scipy
     from finmlops.tracking import TrackingError, configure_tracking, describe_evidence, list_models
 
     try:
@@ -849,9 +835,8 @@ def models_command(
     if json_out:
         emit_json(models)
         return
-    from rich.table import Table
 
-    from finmlops.tracking.registry import promotion_comparisons
+    from finmlops.tracking.registry import promotion_comparisons  # deferred: mlflow, scipy
 
     table = Table(title="registered models")
     for column in ("model", "version", "aliases", "accuracy (evidence)", "promotion test", "data hash", "created"):
@@ -859,9 +844,8 @@ def models_command(
     for entry in models:
         for v in entry["versions"]:
             tags = v["tags"]
-            # deferred: mlflow, scipy
             tests = "; ".join(f"{alias}: {text}" for alias, text in promotion_comparisons(tags).items())
-            table.add_row(  # deferred: mlflow, scipy
+            table.add_row(
                 entry["name"], str(v["version"]), ",".join(v["aliases"]) or "-", describe_evidence(tags), tests,
                 tags.get("data_hash", "unknown")[:12], v["created"],
             )  # fmt: skip
@@ -881,10 +865,9 @@ def models_history_command(
 ) -> None:
     """Which version held `champion` and `challenger` on each day, and why (the promotion evidence or the forced
     reason), reconstructed from the registry's audited alias events, so it survives any restart."""
-    from datetime import date as _date
 
-    from finmlops.tracking import TrackingError, configure_tracking, list_models
-    from finmlops.tracking.registry import alias_history, describe_event, holders_on
+    from finmlops.tracking import TrackingError, configure_tracking, list_models  # deferred: mlflow, scipy
+    from finmlops.tracking.registry import alias_history, describe_event, holders_on  # deferred: mlflow, scipy
 
     try:
         day = _date.fromisoformat(on) if on else None
@@ -956,7 +939,6 @@ def explain_command(
     global_: bool = typer.Option(
         False, "--global", help="Permutation importance on walk-forward test folds instead of one prediction."
     ),
-    # deferred: onnxruntime
     folds: str = typer.Option("2014-2023", "--folds", help="Test years for --global, one walk-forward fold each."),
     epochs: int = typer.Option(8, "--epochs", min=1, help="Maximum epochs per fold fit (--global)."),
     repeats: int = typer.Option(5, "--repeats", min=1, help="Shuffles per feature and fold (--global)."),
@@ -978,8 +960,8 @@ def explain_command(
     if global_ and variant is None:
         fail("--global refits a variant per fold: give --variant", code=2)
     settings = settings_from(seed=seed)
-    from rich.table import Table
 
+    # deferred: onnxruntime
     from finmlops.monitoring.explain import explain_registered_model, explain_saved_model, run_global_importance
 
     if global_:
@@ -989,7 +971,7 @@ def explain_command(
                 log=None if json_out else lambda text: err_console.print(text, highlight=False),
             )  # fmt: skip
         except (DataError, OSError, ValueError) as exc:
-            fail(str(exc))  # deferred: mlflow, onnx, onnxruntime, scipy
+            fail(str(exc))
         if json_out:
             emit_json(result)
             return
@@ -1012,7 +994,7 @@ def explain_command(
     errors: tuple[type[Exception], ...] = (DataError, OSError, ValueError)
     try:
         if model is not None:
-            from finmlops.tracking import ModelError, TrackingError
+            from finmlops.tracking import ModelError, TrackingError  # deferred: mlflow, onnx, onnxruntime, scipy
 
             errors = (*errors, ModelError, TrackingError)
             explanation = explain_registered_model(settings, model, ticker=ticker, date=date, steps=steps)
@@ -1056,13 +1038,13 @@ def explain_command(
 
 
 @app.command("drift")
-def drift_command(  # deferred: scipy
+def drift_command(
     model: str | None = typer.Option(
         None, "--model", help="Served model: NAME@alias, a registered name, an MLflow URI or a model folder."
     ),
     reference: str | None = typer.Option(
         None, "--reference", help="Reference features parquet (default with --model: its training date range)."
-    ),  # deferred: mlflow, onnx, onnxruntime, scipy
+    ),
     current: CurrentSource = typer.Option(
         "recent", "--current", help="recent (the store) or log (the server's inputs)."
     ),
@@ -1077,15 +1059,14 @@ def drift_command(  # deferred: scipy
 ) -> None:
     """Feature and prediction drift of a current window against the reference (training) window: PSI, KS and
     normalised Wasserstein per feature; writes results/drift.json. Exit 0 even when features drift (a report)."""
-    from pathlib import Path
 
-    from finmlops.monitoring.drift import DriftThresholds, run_drift
+    from finmlops.monitoring.drift import DriftThresholds, run_drift  # deferred: scipy
 
     if model is None and reference is None:
         fail("give --model NAME@alias or --reference FEATURES.parquet", code=2)
     settings = settings_from()
     try:
-        from finmlops.tracking import ModelError, TrackingError
+        from finmlops.tracking import ModelError, TrackingError  # deferred: mlflow, onnx, onnxruntime, scipy
 
         errors: tuple[type[Exception], ...] = (DataError, ModelError, TrackingError, OSError, ValueError)
     except ImportError:  # a serving install has no MLflow tracking stack; --reference still works
@@ -1101,7 +1082,6 @@ def drift_command(  # deferred: scipy
     if json_out:
         emit_json(result)
         return
-    from rich.table import Table
 
     table = Table(title=f"drift: {result['current']} vs {result['reference']}")
     for column in ("column", "PSI", "KS p", "Wasserstein (norm)", "test", "drifted"):
@@ -1133,7 +1113,7 @@ def abtest_analyze(
     tau: float = typer.Option(0.05, "--tau", min=1e-4, help="Mixture scale: the accuracy difference expected."),
     control: str | None = typer.Option(None, "--control", help="Control arm (default: the arm with most traffic)."),
     apply: bool = typer.Option(
-        False,  # deferred: scipy
+        False,
         "--apply",
         help="Act on the decision: arms of one model move its champion alias; arms of different models get the "
         "experiment's traffic sent to the winner (needs --server and/or --config). Tagged.",
@@ -1141,10 +1121,9 @@ def abtest_analyze(
     server: str | None = typer.Option(
         None,
         "--server",
-        # deferred: mlflow, scipy
         help="With --apply: running server URL whose experiment is changed (PUT /admin/...; its admin port when "
         "server.admin_port is set).",
-    ),  # deferred: mlflow, scipy
+    ),
     token: str | None = typer.Option(
         None, "--token", envvar="FINMLOPS_ADMIN_TOKEN", help="Admin bearer token for --server."
     ),
@@ -1155,9 +1134,8 @@ def abtest_analyze(
 ) -> None:
     """Per-arm accuracy (Wilson 95% CI) and latency, an always-valid sequential test (mSPRT) of each challenger
     against the control, and the decision: promote, roll back or continue. Writes results/abtest_<experiment>.json."""
-    from pathlib import Path
 
-    from finmlops.monitoring.abtest import run_abtest
+    from finmlops.monitoring.abtest import run_abtest  # deferred: scipy
 
     if (server or config) and not apply:
         fail("--server and --config only act with --apply", code=2)
@@ -1165,9 +1143,9 @@ def abtest_analyze(
     settings = settings_from()
     errors: tuple[type[Exception], ...] = (OSError, ValueError)
     if apply:
-        from mlflow.exceptions import MlflowException
+        from mlflow.exceptions import MlflowException  # deferred: mlflow, scipy
 
-        from finmlops.tracking import TrackingError
+        from finmlops.tracking import TrackingError  # deferred: mlflow, scipy
 
         errors = (*errors, TrackingError, MlflowException)
     try:
@@ -1180,7 +1158,6 @@ def abtest_analyze(
     if json_out:
         emit_json(result)
         return
-    from rich.table import Table
 
     table = Table(title=f"experiment {experiment} (control {result['control']})")
     for column in ("arm", "models", "requests", "errors", "outcomes", "accuracy [95% CI]", "p50/p95/p99 ms"):
@@ -1273,9 +1250,6 @@ def traffic_command(
     --seed only, never on timing. Prints requests, errors, per-arm counts and feedback (--json adds client-side
     latency); exits 1, with the server's error text, when more than half of the requests failed.
     """
-    from datetime import date
-
-    from finmlops.serving.traffic import describe_errors, failure, replay_days, run_traffic
 
     if rate <= 0:
         fail(f"--rate must be positive, got {rate}", code=2)
@@ -1295,7 +1269,6 @@ def traffic_command(
         )
     except (ValueError, DataError) as exc:
         fail(str(exc), code=2)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     with Progress(
         TextColumn("[bold]traffic[/] {task.description}"),
@@ -1357,9 +1330,8 @@ def serve_command(
     config: str | None = typer.Option(
         None, "--config", help="serving.yaml (without it: every *-predictor@champion in the registry + the A/B test)."
     ),
-    # deferred: onnxruntime
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes it to the network)."),
-    port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port."),  # deferred: onnxruntime
+    port: int = typer.Option(8080, "--port", min=1, max=65535, help="TCP port."),
     log_level: LogLevel = typer.Option("info", "--log-level", help="The server's log level."),
     admin_port: int | None = typer.Option(
         None, "--admin-port", min=1, max=65535, help="Serve /admin/* only on this port (server.admin_host, loopback)."
@@ -1378,10 +1350,10 @@ def serve_command(
     """Serve models over the Open Inference Protocol V2 (REST, and gRPC on --grpc-port), with Seldon-style
     experiments, feedback, Prometheus metrics at /metrics and a request log in <home>/serving/requests.db. The admin
     API is off unless serving.yaml sets auth.admin_tokens (or --insecure-admin). See docs/serving.md."""
-    from pathlib import Path
 
-    from finmlops.serving.config import ServingConfigError, load_config
-    from finmlops.serving.models import ModelLoadError
+    from finmlops.serving.models import ModelLoadError  # deferred: onnxruntime
+
+    # deferred: onnxruntime, prometheus_client
     from finmlops.serving.server import ListenerError, build_app, needs_registry, run
 
     if config is not None and not Path(config).is_file():
@@ -1391,7 +1363,7 @@ def serve_command(
         loaded = load_config(Path(config)) if config else None
         if loaded is None or needs_registry(loaded):
             # A dead registry is one line naming its URI (password redacted), not MLflow's 237-line traceback.
-            from finmlops.tracking.backend import TrackingError, check_reachable
+            from finmlops.tracking.backend import TrackingError, check_reachable  # deferred: mlflow, scipy
 
             try:
                 check_reachable(settings.tracking_uri)
@@ -1419,7 +1391,7 @@ def run_command(
     force: bool = typer.Option(False, "--force", help="Rerun every step, even when its inputs are unchanged."),
     step: list[str] | None = typer.Option(
         None, "--step", help="Rerun this step even when its inputs are unchanged (repeatable); the others as usual."
-    ),  # deferred: scipy
+    ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Run nothing; show which steps would run and why."),
     executor: Executor | None = typer.Option(
         None, "--executor", help="Replaces the config's executor: " + EXECUTOR_HELP
@@ -1440,9 +1412,7 @@ def run_command(
     10 report. A step whose inputs (data, settings, code) are unchanged since it last succeeded is skipped
     (<home>/run_state.json); --step NAME reruns NAME anyway. The first failing step is named; exit code 1.
     """
-    from finmlops.workflow.config import RunConfigError, load_run_config
-    from finmlops.workflow.engine import StepReport
-    from finmlops.workflow.steps import StepFailed, run_pipeline
+    from finmlops.workflow.steps import StepFailed, run_pipeline  # deferred: mlflow, onnx, onnxruntime, scipy, torch
 
     if config is not None and quick:
         fail("--config and --quick are exclusive: --quick is configs/quick.yaml")
@@ -1469,7 +1439,6 @@ def run_command(
     if json_out:
         emit_json(result.as_dict())
         return
-    from rich.table import Table
 
     table = Table(title=f"finmlops run ({result.plan.name}) in {result.home}: {result.seconds:.0f} s")
     for column in ("step", "status", "time", "key figure"):
@@ -1511,11 +1480,6 @@ def live_command(
 
     Kill it at any point and run it again: it resumes, and nothing is ingested, fed back, registered or moved twice.
     """
-    from datetime import date as _date
-
-    from finmlops.workflow.config import RunConfigError
-    from finmlops.workflow.daily import LiveError, run_live
-    from finmlops.workflow.live_config import SHIPPED_LIVE, load_live_config, shipped_live_config
 
     if today == (start is not None or end is not None):
         fail("give --from and --to, or --today", code=2)
@@ -1539,7 +1503,7 @@ def live_command(
         fail(f"{exc} (finished days are kept; rerun to resume)")
     if json_out:
         emit_json(result.model_dump(mode="json"))
-        return  # deferred: scipy
+        return
     phases = ", ".join(f"{k} {v:.1f} s" for k, v in result.phase_seconds.items() if v)
     console.print(
         f"finmlops live {result.name} ({result.feed}) in {result.home}: {len(result.days)} days lived, "
@@ -1560,9 +1524,8 @@ def report_command(
     """One self-contained HTML page (no external assets) of every result in the workspace: evaluation with CIs,
     calibration and confusion, backtest and equity curves, leakage audit, importance, drift, A/B timeline and
     serving latency, with provenance. A section without its input says which command fills it. See docs/report.md."""
-    from pathlib import Path
 
-    from finmlops.report.page import ReportError, write_report
+    from finmlops.report.page import ReportError, write_report  # deferred: scipy
 
     settings = settings_from()
     try:
@@ -1584,9 +1547,7 @@ def report_command(
     console.print(f"wrote {path}", highlight=False)
 
 
-# deferred: mlflow, onnx, onnxruntime, scipy
 Paper = _choices("Paper", ("fischer-krauss",))  # finmlops.report.reproduction.PAPERS (pandas, scipy)
-# deferred: mlflow, onnx, onnxruntime, scipy
 
 
 @app.command("reproduce")
@@ -1605,8 +1566,9 @@ def reproduce_command(
     """The papers' published figures beside this run's, from the run's own saved predictions and provenance (no
     refit): F&K's daily long top-k / short bottom-k, before and after costs, per model and period, with block-
     bootstrap CIs, the signal measures, and what survivorship bias does to the comparison. See docs/evaluation.md."""
+    # deferred: scipy
     from finmlops.report.reproduction import ReproductionError, parse_period, read_run, write_reproduction
-    from finmlops.stats.bootstrap import BootstrapConfig
+    from finmlops.stats.bootstrap import BootstrapConfig  # deferred: scipy
 
     try:
         periods = [parse_period(p) for p in period]
@@ -1653,12 +1615,10 @@ def predict_command(
     training code; tickers and dates unseen in training are fine). Where the next close is in the file, the
     realised direction is added and accuracy, balanced accuracy and AUC are printed with block-bootstrap CIs beside
     the majority-class rate. Rows without enough history are reported per ticker and skipped."""
-    from pathlib import Path
 
-    from finmlops.prediction.batch import predict_folder
-    from finmlops.tracking import ModelError, TrackingError  # deferred: mlflow, scipy
+    from finmlops.prediction.batch import predict_folder  # deferred: mlflow, onnx, onnxruntime, scipy
+    from finmlops.tracking import ModelError, TrackingError  # deferred: mlflow, onnx, onnxruntime, scipy
 
-    # deferred: mlflow, onnxruntime, optuna, scipy, torch
     settings = settings_from()
     try:
         report = predict_folder(
@@ -1726,11 +1686,12 @@ def tune_command(
     hyperparameters. Each trial is an MLflow run nested under a tuning run; the trial count enters the backtest's
     deflated Sharpe ratio; the best configuration is refit on all data and registered as the challenger.
     Ctrl-C keeps finished trials: rerun the same command to resume."""
-    from finmlops.tracking import TrackingError
+    from finmlops.tracking import TrackingError  # deferred: mlflow, scipy
+
+    # deferred: mlflow, onnxruntime, optuna, scipy, torch
     from finmlops.tuning.search import TuningInterrupted, run_tuning
 
     settings = settings_from(seed=seed)
-    import logging
 
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     if json_out:
@@ -1738,7 +1699,7 @@ def tune_command(
     try:
         report = run_tuning(
             settings, variant.value, trials=trials, folds=_parse_folds(folds) if folds else None, epochs=epochs,
-            metric=metric.value, storage=storage, study_name=study, register=not no_register,  # deferred: mlflow, scipy
+            metric=metric.value, storage=storage, study_name=study, register=not no_register,
             executor=executor_config(executor, ray_address, ray_cpus),
         ).as_dict()  # fmt: skip
     except TuningInterrupted as exc:
@@ -1785,7 +1746,6 @@ app.add_typer(deploy_app, name="deploy")
 
 def _report_release(change: Any, as_json: bool) -> None:
     """Print a ``finmlops.deploy.release.ReleaseChange``: JSON, or a summary, the warnings and the git diff."""
-    from dataclasses import asdict
 
     if as_json:
         emit_json({**asdict(change), "refs": [asdict(r) for r in change.refs]})
@@ -1805,11 +1765,8 @@ def _report_release(change: Any, as_json: bool) -> None:
 
 def _release_step(step: str, overlay: str, k8s_dir: str, tracking_uri: str | None, **kwargs: Any) -> Any:
     """Run ``finmlops.deploy.release.<step>`` against the MLflow registry; a DeployError becomes exit 1."""
-    from pathlib import Path
 
-    import mlflow
-
-    from finmlops.deploy import release
+    import mlflow  # deferred: mlflow, scipy
 
     uri = settings_from(mlflow_tracking_uri=tracking_uri).tracking_uri
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -1844,7 +1801,6 @@ def deploy_render(
     By default into the workspace (--out), leaving the tracked file alone; there a local registry's file:// URIs
     are warnings. With --in-place the overlay's file is written, and only if every alias resolves to a URI the
     cluster can download (s3://, gs://, https://; or --allow-local-uris)."""
-    from pathlib import Path
 
     if in_place and out is not None:
         fail("give --out PATH or --in-place, not both", code=2)
@@ -1883,10 +1839,6 @@ def deploy_rules(
     check: bool = typer.Option(False, "--check", help="Write nothing; exit 1 when the PrometheusRule is stale."),
 ) -> None:
     """Generate the Prometheus Operator PrometheusRule from the alert rules file that Prometheus loads."""
-    from pathlib import Path
-
-    from finmlops.deploy.release import DeployError
-    from finmlops.deploy.rules import sync_rule
 
     try:
         stale = sync_rule(Path(rules), Path(out), check=check)

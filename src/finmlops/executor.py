@@ -85,7 +85,7 @@ class RayExecutor:
     ) -> list[T]:  # fmt: skip
         """``fn(shared, item)`` for every item as Ray tasks reserving ``cpus`` CPUs each (``task_cpus`` overrides);
         results in item order. A task's exception is raised here as the original exception type."""
-        import ray  # optional extra finmlops[distributed]
+        import ray  # deferred: ray; optional extra finmlops[distributed]
 
         task = ray.remote(num_cpus=self.config.task_cpus or cpus, max_retries=0)(_call)
         shared_ref = ray.put(shared)
@@ -120,7 +120,7 @@ def open_executor(config: ExecutorConfig | None) -> Iterator[SerialExecutor | Ra
     if config.kind == "serial":
         yield SerialExecutor()
         return
-    import ray  # optional extra finmlops[distributed]
+    import ray  # deferred: ray; optional extra finmlops[distributed]
 
     executor = RayExecutor(config.ray)
     started = not ray.is_initialized()

@@ -44,11 +44,20 @@ def test_live_section_shows_the_comparison_and_the_timeline(tmp_path: Path) -> N
         "champion_ic": {"value": 0.0312, "ci_low": -0.01, "ci_high": 0.07}, "sharpe": {"value": 0.8, "ci_low": -1.0,
         "ci_high": 2.5}, "total_return": 0.03, "outcomes": 90, "retrains": 1, "promotions": 1, "rollbacks": 0,
         "drift_alarms": 1, "wrong_promotions": 1, "hindsight": [], "fit_cpu_seconds": 12.0, "timeline": str(timeline),
+        "workspace": "live/monthly", "always_up": {"value": 0.5412, "ci_low": 0.501, "ci_high": 0.58},
+        "vs_always_up": {"difference": -0.0289, "ci_low": -0.05, "ci_high": -0.007, "margin": 0.0, "p_value": 0.012,
+                         "p_value_greater": 0.99, "n_rows": 90, "n_dates": 30, "n_boot": 1000, "block_len": 10},
     }  # fmt: skip
-    write_json_atomic(settings.results_dir / "live_comparison.json", {"setups": [setup], "hindsight_days": 63})
+    # An older file (no always-up comparison) renders too, with a dash.
+    older = {k: v for k, v in setup.items() if k not in ("always_up", "vs_always_up")} | {"name": "older"}
+    comparison = {"setups": [setup, older], "hindsight_days": 63, "provenance": {}}
+    write_json_atomic(settings.results_dir / "live_comparison.json", comparison)
     section = live.build(settings)
     assert section.filled and str(timeline) in section.sources
     assert "0.512 [0.481, 0.543]" in section.body and "1 of 1" in section.body
+    # The served accuracy against always up: signed, sided, and worded as worse, not as a figure to admire.
+    assert "0.541 [0.501, 0.580]" in section.body
+    assert "worse than always up (accuracy -0.029, two-sided p = 0.012)" in section.body
     assert "champion version by day" in section.body and "promote v2 (replaces v1)" in section.body
     assert "drift alarms on 1 of 30 days" in section.body
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from finmlops.stats.bootstrap import BootstrapConfig, block_bootstrap_weights, paired_test
+from finmlops.stats.bootstrap import BootstrapConfig, block_bootstrap_weights, paired_test, paired_test_of_dates
 
 
 def test_block_bootstrap_weights_are_contiguous_blocks_and_seeded() -> None:
@@ -49,3 +49,21 @@ def test_paired_test_p_values_are_null_centred_and_sided() -> None:
     assert same.difference == 0 and same.p_value == 1.0 and same.comparison("accuracy", "r").verdict == "not different"
     with pytest.raises(ValueError, match="no shared rows"):
         paired_test(np.array([]), np.array([], dtype=int), boot)
+
+
+def test_paired_test_of_dates_is_paired_test_on_the_dates_sums() -> None:
+    """The aggregate form (per-date sums and row counts, as the live comparison keeps them) gives the row form's
+    test exactly, including dates without rows."""
+    rng = np.random.default_rng(5)
+    date_idx = np.sort(rng.integers(0, 40, 300))
+    date_idx[date_idx == 7] = 8  # date 7 has no row
+    diff = rng.integers(-1, 2, 300).astype(float)
+    boot = BootstrapConfig(n_boot=400, block_len=5, seed=3)
+    rows = paired_test(diff, date_idx, boot, margin=0.01)
+    n_dates = int(date_idx.max()) + 1
+    sums = np.bincount(date_idx, diff, n_dates)
+    counts = np.bincount(date_idx, minlength=n_dates)
+    assert counts[7] == 0
+    assert paired_test_of_dates(sums, counts, boot, margin=0.01) == rows
+    with pytest.raises(ValueError, match="no shared rows"):
+        paired_test_of_dates(np.zeros(3), np.zeros(3), boot)

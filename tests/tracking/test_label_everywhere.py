@@ -140,6 +140,7 @@ def test_tune_fits_and_registers_the_settings_label(h5: Settings, universe: dict
 def test_the_audit_runs_on_the_settings_label(h5: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     """``finmlops audit`` hands the settings' label to the audit, whose pipeline and Bayes rate then follow it."""
     import finmlops.evaluation.audit as audit
+    import finmlops.evaluation.workspace as workspace
     from finmlops.evaluation.workspace import run_audit_workspace
 
     seen: dict[str, Any] = {}
@@ -150,7 +151,7 @@ def test_the_audit_runs_on_the_settings_label(h5: Settings, monkeypatch: pytest.
         seen["preds"] = predictor_for([2022], None)(small)
         return {"passed": True, "checks": [], "config": {"label": config.label.model_dump()}, "bayes_accuracy": 0.5}
 
-    monkeypatch.setattr(audit, "run_audit", fake_run_audit)
+    monkeypatch.setattr(workspace, "run_audit", fake_run_audit)
     result = run_audit_workspace(h5, quick=True, variants=[], epochs=1, seed=0, boot=BOOT)
     assert seen["config"].label == H5 and result["provenance"]["config"]["label"] == H5.model_dump()
     preds = seen["preds"]

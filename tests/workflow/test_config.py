@@ -78,6 +78,9 @@ def test_a_steps_code_is_its_import_closure() -> None:
     # And nothing it does not run: the A/B analysis does not depend on the training code.
     assert "finmlops.training.walkforward" not in code_closure(steps["abtest"].action)
     assert "finmlops.report.page" in code_closure(steps["report"].action)
+    # A module the step's function uses through its module's top-level imports is in its closure too.
+    assert "finmlops.monitoring.abtest" in code_closure(steps["abtest"].action)
+    assert "finmlops.monitoring.abtest" not in code_closure(steps["drift"].action)
 
 
 def test_the_steps_own_helpers_are_part_of_its_code(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,8 +14,10 @@ from typer.testing import CliRunner
 from finmlops.cli import app
 from finmlops.data import DataStore, ingest
 from finmlops.data.frames import validate_batch
+from finmlops.settings import Settings
 from finmlops.workflow.config import RunConfigError
 from finmlops.workflow.daily import ReplayFeed, label_outcomes, served_by_challenger
+from finmlops.workflow.live_compare import summarize
 from finmlops.workflow.live_config import SHIPPED_LIVE, parse_live_config, shipped_live_config
 
 
@@ -102,6 +104,15 @@ def test_live_days_through_the_cli_and_the_history_of_every_day(
         assert holders["champion"]["version"] == day["champion"], day
         challenger = holders["challenger"]
         assert (challenger["version"] if challenger else None) == day["challenger"], day
+    # The comparison's always-up reference counts the up outcomes among the served ones, day by day.
+    summary = summarize(Settings(home=tmp_path), shipped_live_config("live-tiny"))
+    timeline = json.loads(Path(summary.timeline).read_text())["days"]
+    n, correct = sum(d["served_n"] for d in timeline), sum(d["served_correct"] for d in timeline)
+    up = sum(d["served_up"] for d in timeline)
+    assert all(0 <= d["served_up"] <= d["served_n"] for d in timeline) and n > 0
+    assert summary.always_up is not None and summary.always_up.value == pytest.approx(up / n)
+    assert summary.vs_always_up is not None and summary.vs_always_up.n_rows == n
+    assert summary.vs_always_up.difference == pytest.approx((correct - up) / n)
     prom = (tmp_path / "live" / "tiny" / "metrics" / "finmlops_live.prom").read_text()
     assert 'finmlops_live_retrains_total{setup="tiny"} 1' in prom
     bad = runner.invoke(app, ["live", "--from", "2022-01-12", "--to", "2022-01-03"])

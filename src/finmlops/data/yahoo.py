@@ -75,7 +75,7 @@ def _yfinance_messages() -> Iterator[list[str]]:
 
 
 def _download(ticker: str, start: date, end: date) -> pd.DataFrame:
-    import yfinance as yf  # optional dependency (extra "yahoo"), imported only when used
+    import yfinance as yf  # deferred: yfinance; optional dependency (extra "yahoo"), imported only when used
 
     # yfinance's end is exclusive; ours is inclusive.
     return yf.download(

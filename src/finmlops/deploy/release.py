@@ -119,7 +119,8 @@ def resolve(client: Any, model: str, alias: str) -> ModelRef:
     The URI is the version's download location (``s3://...`` with an S3 artifact store), not its ``models:/``
     source, because Seldon, KServe and the finmlops init container read object storage directly.
     """
-    from mlflow.exceptions import MlflowException  # deferred: mlflow, scipy
+    # deferred: bottleneck, mlflow, numpy, pandas, pyarrow, pydantic, scipy
+    from mlflow.exceptions import MlflowException
 
     try:
         version = client.get_model_version_by_alias(model, alias)

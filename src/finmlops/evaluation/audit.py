@@ -40,7 +40,7 @@ from finmlops.evaluation.metrics import (
     within_date_auc,
 )
 from finmlops.evaluation.results import Estimate, Metrics
-from finmlops.features import LabelSpec, Windows
+from finmlops.features import LabelSpec, Windows, forward_return, make_target, make_windows, walk_forward_folds
 
 Universe = Mapping[str, pd.DataFrame]
 FeatureFn = Callable[[Universe], pd.DataFrame]
@@ -130,7 +130,6 @@ def bayes_accuracy(persistence: float, label: LabelSpec | None = None, seed: int
     large planted market of its own (:data:`BAYES_TICKERS` x :data:`BAYES_DAYS`), so it holds for any horizon,
     execution and dead band; for the default label it equals ``(1 + (2q - 1)^2) / 2`` up to that sampling error.
     """
-    from finmlops.features import make_target
 
     market = simulate_planted([0.01] * BAYES_TICKERS, BAYES_DAYS, persistence=persistence, seed=seed)
     target = make_target(market, label or LabelSpec())
@@ -257,7 +256,6 @@ def future_dependence(
 def with_leak(feature_fn: FeatureFn, label: LabelSpec | None = None) -> FeatureFn:
     """``feature_fn`` plus the original system's flaw ``target_class``: the label itself (``make_target(universe,
     label)``) as a feature."""
-    from finmlops.features import make_target
 
     def leaky(universe: Universe) -> pd.DataFrame:
         features = feature_fn(universe)
@@ -271,8 +269,8 @@ class ProbeModel:
 
     name = "probe"
 
-    def __init__(self, seed: int) -> None:  # deferred: sklearn
-        from sklearn.ensemble import HistGradientBoostingClassifier
+    def __init__(self, seed: int) -> None:
+        from sklearn.ensemble import HistGradientBoostingClassifier  # deferred: sklearn
 
         self.model = HistGradientBoostingClassifier(
             max_iter=50, max_depth=2, learning_rate=0.05, early_stopping=False, random_state=seed
@@ -304,8 +302,7 @@ def probe_predictions(
     days (no validation block) and predicts the year. Returns a predictions frame with model ``probe``.
     ``label_transform`` maps the label series before training and scoring, as in the pipeline.
     """
-    from finmlops.features import forward_return, make_target, make_windows, walk_forward_folds  # deferred: torch
-    from finmlops.training import cross_val_predict
+    from finmlops.training import cross_val_predict  # deferred: torch
 
     label = label or LabelSpec()
     features = feature_fn(universe)

@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from finmlops.data import DataStore, dataset_hash_of, load_snapshot
+from finmlops.evaluation.audit import AuditConfig, LabelTransform, Predictor, run_audit
 from finmlops.evaluation.backtest import BacktestConfig, backtest_paths, check_execution, run_backtest
 from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
 from finmlops.evaluation.results import (
@@ -35,7 +37,9 @@ from finmlops.evaluation.results import (
     write_result,
 )
 from finmlops.executor import ExecutorConfig
+from finmlops.features import FEATURE_SETS, compute_features
 from finmlops.features.target import LabelSpec, label_from_settings
+from finmlops.models import BASELINES
 from finmlops.provenance import atomic_path, file_lock, file_sha256, stamp, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
 from finmlops.stats import describe_comparison
@@ -191,7 +195,7 @@ def evaluate_and_write(
 def run_evaluation(
     settings: Settings,
     *,
-    variants: Sequence[str],  # deferred: torch
+    variants: Sequence[str],
     epochs: int,
     seed: int,
     test_years: Sequence[int],
@@ -201,9 +205,7 @@ def run_evaluation(
 ) -> EvaluationResult:
     """Walk-forward over the whole store (every baseline, the given ``variants``) and score it; ``executor`` runs
     the fits serially or as Ray tasks (same predictions)."""
-    from finmlops.data import DataStore
-    from finmlops.models import BASELINES
-    from finmlops.training.walkforward import walk_forward_predictions
+    from finmlops.training.walkforward import walk_forward_predictions  # deferred: torch
 
     universe, data_hash = DataStore(settings.data_dir).read_versioned()
     label = label_from_settings(settings)
@@ -355,12 +357,8 @@ def run_audit_workspace(
     markets are not a fair test: with a few thousand training windows a deep model cannot learn even the planted
     signal, and the audit would blame the pipeline for the sample size. Deep fits stop early after ``patience``
     epochs without a better validation loss.
-    """  # deferred: torch
-    from finmlops.data import dataset_hash_of, load_snapshot
-    from finmlops.evaluation.audit import AuditConfig, LabelTransform, Predictor, run_audit
-    from finmlops.features import FEATURE_SETS, compute_features
-    from finmlops.models import BASELINES
-    from finmlops.training.walkforward import walk_forward_predictions
+    """
+    from finmlops.training.walkforward import walk_forward_predictions  # deferred: torch
 
     snapshot = load_snapshot()
     label = label_from_settings(settings)

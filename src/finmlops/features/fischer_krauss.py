@@ -15,6 +15,7 @@ little less than in the paper's plain mean over days; validation and test return
 
 from __future__ import annotations
 
+from finmlops.features import alpha158  # noqa: F401  # declares R1 (kdh), which fk240 reuses
 from finmlops.features.registry import include
 
 FK240 = ("fk240",)

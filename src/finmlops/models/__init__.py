@@ -43,7 +43,7 @@ __all__ = [
     "RandomBaseline",
     "ReversalBaseline",
     "TransformerNet",
-    "VariantConfig",  # deferred: torch
+    "VariantConfig",
     "WindowsLike",
     "build_network",
     "check_windows",
@@ -56,7 +56,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from finmlops.models import networks
+        from finmlops.models import networks  # deferred: torch
 
         return getattr(networks, name)
     raise AttributeError(f"module 'finmlops.models' has no attribute {name!r}")

@@ -59,34 +59,24 @@ class MomentumBaseline:
     name = "momentum"
 
     def __init__(self, universe: Mapping[str, pd.DataFrame]) -> None:
-        returns = {str(t).upper(): frame["adj_close"].pct_change(fill_method=None) for t, frame in universe.items()}
-        self._returns = pd.concat(returns, names=["ticker", "date"]).swaplevel().sort_index()
+        self._returns = _last_returns(universe)
 
     def fit(self, train: WindowsLike, val: WindowsLike) -> MomentumBaseline:
         return self
 
     def predict_proba(self, windows: WindowsLike) -> np.ndarray:
-        keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), np.asarray(windows.tickers)])
-        ret = self._returns.reindex(keys).to_numpy()
-        if np.isnan(ret).any():
-            i = int(np.flatnonzero(np.isnan(ret))[0])
-            raise ValueError(
-                f"momentum: no return from t-1 to t for {keys[i][1]} on {keys[i][0].date()} "
-                "(date missing from the universe or first row of the ticker)"
-            )
-        return (ret > 0).astype(np.float64)
+        return (_returns_at(self._returns, windows, self.name) > 0).astype(np.float64)
 
 
 class LogisticBaseline:
     """Standardised L2 logistic regression on the last day's features (scaler fit on the training windows)."""
 
-    name = "logistic"  # deferred: scipy, sklearn
+    name = "logistic"
 
-    # deferred: scipy, sklearn
-    def __init__(self, seed: int = 0) -> None:  # deferred: scipy, sklearn
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
+    def __init__(self, seed: int = 0) -> None:
+        from sklearn.linear_model import LogisticRegression  # deferred: scipy, sklearn
+        from sklearn.pipeline import make_pipeline  # deferred: scipy, sklearn
+        from sklearn.preprocessing import StandardScaler  # deferred: scipy, sklearn
 
         self.model = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=1000, random_state=seed))
 
@@ -107,20 +97,20 @@ class LightGBMBaseline:
     Shallow trees, strong row/column subsampling and a large leaf minimum: daily direction is mostly noise.
     """
 
-    name = "lightgbm"  # deferred: lightgbm, scipy, sklearn
+    name = "lightgbm"
 
     def __init__(self, seed: int = 0, threads: int = 1, n_estimators: int = 400, patience: int = 30) -> None:
-        import lightgbm as lgb
+        import lightgbm as lgb  # deferred: lightgbm, scipy, sklearn
 
         self.patience = patience
         self.model = lgb.LGBMClassifier(
             n_estimators=n_estimators, learning_rate=0.03, num_leaves=15, min_child_samples=100,
             subsample=0.8, subsample_freq=1, colsample_bytree=0.8, reg_lambda=1.0,
             n_jobs=threads, random_state=seed, deterministic=True, force_row_wise=True, verbose=-1,
-        )  # fmt: skip  # deferred: lightgbm, scipy, sklearn
+        )  # fmt: skip
 
     def fit(self, train: WindowsLike, val: WindowsLike) -> LightGBMBaseline:
-        import lightgbm as lgb
+        import lightgbm as lgb  # deferred: lightgbm, scipy, sklearn
 
         y = _labels(train, "train").astype(int)
         y_val = _labels(val, "val").astype(int)
@@ -138,6 +128,20 @@ def _last_returns(universe: Mapping[str, pd.DataFrame]) -> pd.Series:
     """``adj_close_t / adj_close_{t-1} - 1`` on each ticker's own previous row, indexed by ``(date, ticker)``."""
     returns = {str(t).upper(): frame["adj_close"].pct_change(fill_method=None) for t, frame in universe.items()}
     return pd.concat(returns, names=["ticker", "date"]).swaplevel().sort_index()
+
+
+def _returns_at(returns: pd.Series, windows: WindowsLike, model: str) -> np.ndarray:
+    """The return from t-1 to t of each window's ticker on its date, shape ``(n_windows,)``; a window without one
+    (a date missing from the universe, or a ticker's first row) is an error that names it."""
+    keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), np.asarray(windows.tickers)])
+    ret = returns.reindex(keys).to_numpy()
+    if np.isnan(ret).any():
+        i = int(np.flatnonzero(np.isnan(ret))[0])
+        raise ValueError(
+            f"{model}: no return from t-1 to t for {keys[i][1]} on {keys[i][0].date()} "
+            "(date missing from the universe or first row of the ticker)"
+        )
+    return ret
 
 
 class RandomBaseline:
@@ -170,12 +174,7 @@ class ReversalBaseline:
         return self
 
     def predict_proba(self, windows: WindowsLike) -> np.ndarray:
-        keys = pd.MultiIndex.from_arrays([pd.DatetimeIndex(windows.dates), np.asarray(windows.tickers)])
-        ret = self._returns.reindex(keys).to_numpy()
-        if np.isnan(ret).any():
-            i = int(np.flatnonzero(np.isnan(ret))[0])
-            raise ValueError(f"reversal: no return from t-1 to t for {keys[i][1]} on {keys[i][0].date()}")
-        return np.clip(0.5 - ret, 0.0, 1.0)
+        return np.clip(0.5 - _returns_at(self._returns, windows, self.name), 0.0, 1.0)
 
 
 def make_baseline(

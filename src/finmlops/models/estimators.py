@@ -63,7 +63,7 @@ class LightGBMModel:
     """LightGBM classifier on the last day's features; early-stopped on ``val`` when ``patience`` is set."""
 
     def __init__(self, name: str, params: dict[str, Any], *, seed: int, threads: int, patience: int | None) -> None:
-        import lightgbm as lgb  # optional heavy dependency, loaded on use
+        import lightgbm as lgb  # deferred: lightgbm, scipy, sklearn; optional heavy dependency, loaded on use
 
         self.name, self.patience = name, patience
         self.model = lgb.LGBMClassifier(
@@ -71,7 +71,7 @@ class LightGBMModel:
         )
 
     def fit(self, train: WindowsLike, val: WindowsLike) -> LightGBMModel:
-        import lightgbm as lgb  # optional heavy dependency, loaded on use
+        import lightgbm as lgb  # deferred: lightgbm, scipy, sklearn; optional heavy dependency, loaded on use
 
         x, y = _xy(train, "train")
         if self.patience is None or len(val.y) == 0:
@@ -92,7 +92,7 @@ class RandomForestModel:
     """scikit-learn random forest on the last day's features (no early stopping: ``val`` is unused)."""
 
     def __init__(self, name: str, *, seed: int, threads: int, n_estimators: int = 1000, max_depth: int = 20) -> None:
-        from sklearn.ensemble import RandomForestClassifier  # optional heavy dependency, loaded on use
+        from sklearn.ensemble import RandomForestClassifier  # deferred: scipy, sklearn
 
         self.name = name
         self.model = RandomForestClassifier(

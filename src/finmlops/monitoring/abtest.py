@@ -11,13 +11,22 @@ the look where p first fell below that, roll back when it did so with theta_hat 
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from finmlops.provenance import json_safe, stamp, write_json_atomic, write_text_atomic
+from finmlops.serving.experiments import merge_patch
+from finmlops.serving.experiments import parse_config as parse_experiment
+from finmlops.serving.requestlog import read_feedback, read_requests
 from finmlops.stats.sequential import ALPHA, MIN_DAYS, MIN_OUTCOMES, TAU, daily_msprt, wilson_interval
 
 if TYPE_CHECKING:
@@ -357,10 +366,6 @@ def _shares(config: dict[str, Any]) -> dict[str, float]:
 def _admin(server: str, token: str | None, experiment: str, patch: dict[str, Any] | None = None) -> dict[str, Any]:
     """GET (or with ``patch``, PUT) ``<server>/admin/experiments/<experiment>``; an HTTP error is a ValueError with
     the server's message, an unreachable server an OSError."""
-    import json
-    import urllib.error
-    import urllib.request
-    from urllib.parse import quote
 
     url = f"{server.rstrip('/')}/admin/experiments/{quote(experiment, safe='')}"
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
@@ -396,11 +401,6 @@ def _route_on_server(server: str, token: str | None, experiment: str, winner: st
 def _route_in_config(path: Path, experiment: str, winner: str) -> dict[str, Any]:
     """Send ``experiment``'s traffic to ``winner`` in the serving config file (validated, written atomically; YAML
     comments are not kept). Takes effect when the server next starts with that file."""
-    import yaml  # deferred: yaml
-
-    from finmlops.provenance import write_text_atomic
-    from finmlops.serving.experiments import merge_patch  # deferred: yaml
-    from finmlops.serving.experiments import parse_config as parse_experiment  # deferred: yaml
 
     try:
         raw = yaml.safe_load(path.read_text())
@@ -438,8 +438,6 @@ def run_abtest(
     """Analyse ``experiment`` from ``<home>/serving/requests.db`` (or ``log_path``), optionally apply the decision
     (:func:`apply_decision`: the registry alias, or the experiment's routing on ``server`` and/or in
     ``config_path``), and write ``results/abtest_<experiment>.json`` (stamped). Returns the payload."""
-    from finmlops.provenance import json_safe, stamp, write_json_atomic
-    from finmlops.serving.requestlog import read_feedback, read_requests
 
     path = log_path or settings.home / "serving" / "requests.db"
     requests, feedback = read_requests(path), read_feedback(path)
@@ -450,7 +448,7 @@ def run_abtest(
     if apply:
         import mlflow  # deferred: mlflow
 
-        from finmlops.tracking.backend import configure_tracking  # deferred: mlflow
+        from finmlops.tracking.backend import configure_tracking  # deferred: mlflow, pydantic_settings
 
         uri = configure_tracking(settings)
         rows = served_rows(requests, feedback, experiment)

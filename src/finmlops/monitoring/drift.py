@@ -6,6 +6,8 @@ and online PSI use the same bins and the same ``psi``. See docs/monitoring.md.
 
 from __future__ import annotations
 
+import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -14,6 +16,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from finmlops.data import DataStore
+from finmlops.provenance import json_safe, stamp, write_json_atomic
 from finmlops.stats.drift import (
     N_BINS,
     bin_counts,
@@ -188,7 +192,7 @@ def _read_reference_parquet(path: Path) -> pd.DataFrame:
 
 
 def _feature_set_with(columns: Sequence[str], preferred: str) -> str:
-    from finmlops.features import FEATURE_SETS, feature_names  # deferred: talib, yaml
+    from finmlops.features import FEATURE_SETS, feature_names  # deferred: pydantic_settings, talib
 
     for name in (preferred, *FEATURE_SETS):
         if set(columns) <= set(feature_names(name)):
@@ -198,7 +202,7 @@ def _feature_set_with(columns: Sequence[str], preferred: str) -> str:
 
 def _predict(onnx_file: Path, windows: np.ndarray, threads: int) -> np.ndarray:
     """``prob_up`` ``[n]`` of ``windows`` ``[n, seq_len, n_features]`` from the ONNX graph (onnxruntime, no torch)."""
-    from finmlops.contract import open_session, score  # onnxruntime, loaded only when a model is scored
+    from finmlops.contract import open_session, score  # deferred: onnxruntime
 
     return score(open_session(onnx_file, threads), windows)
 
@@ -221,12 +225,8 @@ def run_drift(
     ``last_features`` and ``prob_up`` of the last ``window_days`` days; needs ``model``). With a model, prediction
     drift compares its ``prob_up`` on the reference windows with the current ones. Returns the JSON payload.
     """
-    import tempfile
-    import time
 
-    from finmlops.data import DataStore
-    from finmlops.features import compute_features, make_windows  # deferred: talib, yaml
-    from finmlops.provenance import json_safe, stamp, write_json_atomic
+    from finmlops.features import compute_features, make_windows  # deferred: pydantic_settings, talib
 
     if current not in CURRENT_SOURCES:
         raise ValueError(f"current must be one of {', '.join(CURRENT_SOURCES)}, got {current!r}")
@@ -240,7 +240,7 @@ def run_drift(
     with tempfile.TemporaryDirectory() as tmp:
         card, onnx_file = None, None
         if model is not None:
-            from finmlops.tracking.backend import configure_tracking  # deferred: mlflow
+            from finmlops.tracking.backend import configure_tracking  # deferred: mlflow, pydantic_settings
             from finmlops.tracking.packaging import fetch_model, read_model  # deferred: mlflow, onnx, onnxruntime
 
             if not Path(model).exists():

@@ -21,13 +21,16 @@ uses it and never imports torch). This module imports neither torch nor captum a
 from __future__ import annotations
 
 import copy
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from finmlops.contract import open_session
 from finmlops.contract.explain import (
     DEFAULT_STEPS,
     QUADRATURES,
@@ -37,7 +40,11 @@ from finmlops.contract.explain import (
     onnx_probabilities,
     window_pair,
 )
+from finmlops.data import DataStore, dataset_hash_of
+from finmlops.features import Windows, compute_features, label_from_settings, make_target, make_windows
 from finmlops.features.target import LabelSpec
+from finmlops.models.variants import get_variant
+from finmlops.provenance import stamp, write_json_atomic
 from finmlops.stats.classification import roc_auc
 
 # --- Captum's implementation of the same integral (torch) -------------------------------------------------------------
@@ -62,7 +69,7 @@ def integrated_gradients_torch(
     baseline.
     """
     import torch  # deferred: torch
-    from captum.attr import IntegratedGradients  # deferred: matplotlib, torch
+    from captum.attr import IntegratedGradients  # deferred: captum, matplotlib, torch
 
     from finmlops.tracking.onnx_export import ProbabilityModel  # deferred: onnx, torch
 
@@ -85,7 +92,6 @@ def _decision_window(
 ) -> tuple[np.ndarray, list[str]]:
     """The unscaled window ``[seq_len, f]`` of ``ticker`` ending on ``date`` (default: its latest complete window)
     from a feature frame of the whole stored universe, and its days. Raises ``ValueError`` naming what is missing."""
-    from finmlops.features import make_windows
 
     if ticker not in features.index.get_level_values("ticker"):
         known = sorted(set(features.index.get_level_values("ticker")))
@@ -132,8 +138,6 @@ def explain_saved_model(
     window (its label may still be unknown: that is tomorrow's prediction). Raises ``FileNotFoundError`` without a
     trained model, ``ValueError`` naming the ticker, date or feature that does not fit.
     """
-    from finmlops.data import DataStore
-    from finmlops.features import compute_features
     from finmlops.training import load_model  # deferred: torch
 
     model, config = load_model(settings.models_dir / variant)
@@ -181,12 +185,7 @@ def explain_registered_model(
     defaults to the store's first ticker. Raises ``ModelError`` when the model cannot be fetched, ``ValueError``
     naming the ticker, date or feature that does not fit.
     """
-    import tempfile
-    from pathlib import Path
 
-    from finmlops.contract import open_session
-    from finmlops.data import DataStore
-    from finmlops.features import compute_features
     from finmlops.tracking.backend import configure_tracking  # deferred: mlflow, scipy
     from finmlops.tracking.packaging import fetch_model, read_model, registry_uri  # deferred: mlflow, onnx, scipy
 
@@ -325,8 +324,6 @@ def walk_forward_importance(
     ``label`` defaults to ``LabelSpec()``. Returns per-fold tables and the pooled
     ranking of :func:`_pool_folds`.
     """
-    from finmlops.features import Windows, compute_features, make_target, make_windows
-    from finmlops.models.variants import get_variant
     from finmlops.training import DeepModel, cross_val_predict, label_folds, train_config  # deferred: torch
 
     label = label or LabelSpec()
@@ -387,9 +384,6 @@ def run_global_importance(
     """``finmlops explain --global``: :func:`walk_forward_importance` on the data store (or on ``universe``, e.g.
     ``finmlops run``'s own tickers and dates), written with a provenance stamp to
     ``results/importance_<variant>.json`` (atomically). Returns the result with its ``path``."""
-    from finmlops.data import DataStore, dataset_hash_of
-    from finmlops.features import label_from_settings
-    from finmlops.provenance import stamp, write_json_atomic
 
     if universe is None:
         store = DataStore(settings.data_dir)

@@ -1,8 +1,9 @@
-"""The lived days of a ``finmlops live`` workspace as a timeline (``<workspace>/results/live_timeline.json``).
+"""The lived days of a ``finmlops live`` workspace as a timeline (``<workspace>/results/live_timeline.json``), and
+the comparison of several lived setups (``<home>/results/live_comparison.json``).
 
-One type for the writer and the readers: ``finmlops.workflow.daily.live_timeline`` builds it from the journal,
-``finmlops.workflow.live_compare`` and the report's live section (``finmlops.report.sections.live``) read it; it
-lives here, below both in the layers (pyproject's import-linter contract).
+One type each for the writer and the readers: ``finmlops.workflow.daily.live_timeline`` and
+``finmlops.workflow.live_compare`` write them, the report's live section (``finmlops.report.sections.live``) reads
+them; they live here, below both in the layers (pyproject's import-linter contract).
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from datetime import date
 from typing import Any
 
 from pydantic import BaseModel
+
+from finmlops.evaluation.results import Estimate
+from finmlops.stats.bootstrap import PairedTest
+from finmlops.stats.comparison import Comparison
 
 
 class TimelineDay(BaseModel):
@@ -23,6 +28,7 @@ class TimelineDay(BaseModel):
     share: float
     served_n: int
     served_correct: int
+    served_up: int | None = None  # outcomes that were up among served_n (None in journals written before it)
     book_return: float | None
     champion_ic: float | None
     drift_alarm: bool
@@ -39,3 +45,59 @@ class Timeline(BaseModel):
 
 
 __all__ = ["Timeline", "TimelineDay"]
+
+
+class Hindsight(BaseModel):
+    """One promotion judged on the ``days`` that followed: accuracy of the new champion and of the one replaced."""
+
+    day: date
+    new: int
+    old: int
+    days: int
+    new_accuracy: float | None
+    old_accuracy: float | None
+
+    @property
+    def wrong(self) -> bool:
+        return self.new_accuracy is not None and self.old_accuracy is not None and self.new_accuracy < self.old_accuracy
+
+
+class SetupResult(BaseModel):
+    """One setup's figures over the compared days (fractions; ``sharpe`` annualised). ``always_up`` is the
+    accuracy of always answering "up" on the same outcomes (the majority class when most days rose), and
+    ``vs_always_up`` the paired block-bootstrap test of the served accuracy minus it (None in comparisons of
+    timelines written before the up count)."""
+
+    name: str
+    workspace: str
+    days: int
+    first: date | None
+    last: date | None
+    served_accuracy: Estimate
+    always_up: Estimate | None = None
+    vs_always_up: PairedTest | None = None
+    champion_ic: Estimate
+    sharpe: Estimate
+    total_return: float | None
+    outcomes: int
+    retrains: int
+    promotions: int
+    rollbacks: int
+    drift_alarms: int
+    wrong_promotions: int
+    hindsight: list[Hindsight]
+    fit_cpu_seconds: float
+    timeline: str
+
+    @property
+    def against_always_up(self) -> Comparison | None:
+        """The served accuracy against always "up", to word with ``describe_comparison`` (two-sided)."""
+        if self.vs_always_up is None:
+            return None
+        return self.vs_always_up.comparison("accuracy", "always up")
+
+
+class LiveComparison(BaseModel):
+    setups: list[SetupResult]
+    hindsight_days: int
+    provenance: dict[str, Any]

@@ -21,9 +21,13 @@ import pandas as pd
 
 from finmlops.contract import CARD_FILE, ModelArtifact, ModelCard, ModelError, open_session, score
 from finmlops.contract.session import SCORE_BATCH
+from finmlops.data import DataSourceError
+from finmlops.data.csv_source import find_csv_files, read_csv_folder
+from finmlops.data.frames import validate_batch
+from finmlops.evaluation.metrics import metrics_with_ci, prepare, validate_predictions
 from finmlops.executor import ExecutorConfig, open_executor
-from finmlops.features import LabelSpec, forward_return, make_target
-from finmlops.provenance import atomic_path
+from finmlops.features import LabelSpec, compute_features, features_of, forward_return, make_target, make_windows
+from finmlops.provenance import atomic_path, json_safe
 from finmlops.settings import Settings
 from finmlops.tracking.packaging import fetch_model, read_model, registry_uri
 
@@ -48,9 +52,6 @@ def resolve_model(ref: str, dst: Path) -> tuple[ModelArtifact, ModelCard, str]:
 
 def read_folder(folder: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
     """Every ``<TICKER>.csv`` in ``folder``, parsed and validated (``finmlops.data``): (universe, warnings)."""
-    from finmlops.data import DataSourceError
-    from finmlops.data.csv_source import find_csv_files, read_csv_folder
-    from finmlops.data.frames import validate_batch
 
     if not folder.is_dir():
         raise DataSourceError(f"{folder}: no such folder of CSVs")
@@ -63,14 +64,12 @@ def read_folder(folder: Path) -> tuple[dict[str, pd.DataFrame], list[str]]:
 
 def min_history(card: ModelCard) -> int:
     """Fewest rows of a ticker that give one window: the longest feature warm-up plus ``seq_len - 1``."""
-    from finmlops.features import features_of
 
     return max(f.window for f in features_of(card.feature_set)) + card.seq_len - 1
 
 
 def prediction_windows(universe: dict[str, pd.DataFrame], card: ModelCard) -> tuple[Any, list[str]]:
     """Unlabelled windows ``[n, seq_len, n_features]`` in the card's feature order, and notes on the universe."""
-    from finmlops.features import compute_features, features_of, make_windows
 
     cross = [f.name for f in features_of(card.feature_set) if f.cross_asset and f.name in card.feature_names]
     notes = []
@@ -125,7 +124,6 @@ def card_label(card: ModelCard) -> LabelSpec:
 def realised_metrics(rows: pd.DataFrame, model: str, boot: Any) -> dict[str, Any]:
     """Accuracy, balanced accuracy and ROC AUC with block-bootstrap CIs (``finmlops.evaluation.metrics``) on the
     rows whose label is known, beside the majority-class rate of those rows (the best constant in hindsight)."""
-    from finmlops.evaluation.metrics import metrics_with_ci, prepare, validate_predictions
 
     frame = validate_predictions(rows.assign(fold="predict", model=model))
     scored = metrics_with_ci(prepare(frame), boot)
@@ -170,8 +168,6 @@ class PredictionReport:
     label: dict[str, Any] = field(default_factory=dict)  # the model card's label, which y_true and realised use
 
     def as_dict(self) -> dict[str, Any]:
-        from finmlops.provenance import json_safe
-
         return json_safe(asdict(self))
 
 

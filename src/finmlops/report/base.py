@@ -9,11 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from finmlops.stats import Comparison, describe_comparison
+
+if TYPE_CHECKING:
+    from finmlops.evaluation import results
 
 
 class ReportError(ValueError):
@@ -105,9 +108,9 @@ def num(value: float | int | None, spec: str) -> str:
     return format(value, spec)
 
 
-def ci(entry: Estimate | None, spec: str = ".3f") -> str:
-    """``value [low, high]``, or a dash when the value is undefined."""
-    if entry is None or entry.value is None:
+def ci(entry: Estimate | results.Estimate | None, spec: str = ".3f") -> str:
+    """``value [low, high]``, or a dash when the value is undefined (None or NaN)."""
+    if entry is None or entry.value is None or not math.isfinite(entry.value):
         return "–"
     return f"{num(entry.value, spec)} [{num(entry.ci_low, spec)}, {num(entry.ci_high, spec)}]"
 

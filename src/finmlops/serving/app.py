@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from finmlops import __version__
+from finmlops.contract.explain import SERVER_STEPS, explain_payload
 from finmlops.serving.config import ADMIN_OFF, ServingConfig
 from finmlops.serving.dataplane import DataPlane, InferenceEvent
 from finmlops.serving.errors import (
@@ -133,7 +134,7 @@ class ServingApp:
         """Start the gRPC transport on ``grpc_listen`` (on this event loop, so that it shares the data plane)."""
         if self.grpc_listen is None or self._grpc is not None:
             return
-        from finmlops.serving.grpc_transport import GrpcTransport  # grpcio: only a server with gRPC on needs it
+        from finmlops.serving.grpc_transport import GrpcTransport  # deferred: grpc
 
         self._grpc = GrpcTransport(self.plane, self.config)
         self.grpc_port = await self._grpc.start(*self.grpc_listen)
@@ -300,7 +301,6 @@ class ServingApp:
         ONNX model with numpy (no torch) in a worker thread, so inference keeps being served meanwhile. The body is
         a V2 infer request for one window (``input_data`` [1, seq_len, n_features] or raw OHLCV [1, T]);
         parameters ``steps`` (1-64, default 16) and ``top``."""
-        from finmlops.contract.explain import SERVER_STEPS, explain_payload  # onnxruntime IG, loaded on first use
 
         request = parse_infer(await _read_body(receive, headers, self.options.max_body_bytes), _binary_header(headers))
         request.model, request.version, request.headers = name, version, headers

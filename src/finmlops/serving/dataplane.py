@@ -480,7 +480,7 @@ class DataPlane:
                 if arriving:
                     self.gate.leave()
             if raw:
-                from finmlops.serving.raw import runs_inline  # pandas feature code: only raw requests need it
+                from finmlops.serving.raw import runs_inline  # deferred: talib
 
                 # Raw OHLCV, out of the arrival gate (no batch waits for it): a row or two on the loop itself (a
                 # worker thread's GIL hand-offs cost more than their features), a larger batch in a worker thread
@@ -613,7 +613,7 @@ class DataPlane:
         if RAW_INPUTS.intersection(inputs):
             if not model.feature_names or not model.feature_set:
                 raise BadRequest(f"model {model.name!r} has no feature card, so it takes only {model.input_name!r}")
-            from finmlops.serving.raw import raw_windows  # pandas feature code: only raw requests need it
+            from finmlops.serving.raw import raw_windows  # deferred: talib
 
             return raw_windows(inputs, model.feature_set, model.feature_names, model.seq_len)
         raise BadRequest(

@@ -20,6 +20,8 @@ import asyncio
 import logging
 from typing import Any
 
+import httptools
+
 from finmlops.serving.config import ServerOptions
 
 log = logging.getLogger("finmlops.serving")
@@ -31,7 +33,6 @@ class _Refused(Exception):
 
 def guarded_protocol(options: ServerOptions) -> type[asyncio.Protocol]:
     """A uvicorn HTTP protocol class enforcing ``options``' header limits and read timeouts."""
-    import httptools
     from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol  # deferred: uvicorn
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):

@@ -32,7 +32,7 @@ class ModelLoadError(RuntimeError):
 
 def _redact(text: str) -> str:
     # finmlops.tracking imports mlflow: only the registry paths, which have it loaded already, call this
-    from finmlops.tracking.backend import redact
+    from finmlops.tracking.backend import redact  # deferred: bottleneck, mlflow, pandas, pyarrow, scipy
 
     return redact(text)
 
@@ -126,9 +126,10 @@ class Registry:
 
     def __init__(self, tracking_uri: str, cache: Path) -> None:
         # mlflow (through finmlops.tracking) is imported only when a registry is used: local paths serve without it
-        import mlflow
+        import mlflow  # deferred: bottleneck, mlflow, pandas, pyarrow, scipy
 
-        from finmlops.tracking.backend import TrackingError, check_reachable, storage_url  # deferred: mlflow, scipy
+        # deferred: bottleneck, mlflow, pandas, pyarrow, scipy
+        from finmlops.tracking.backend import TrackingError, check_reachable, storage_url
 
         try:  # a dead registry fails in seconds, naming the URI (password redacted), not after minutes of retries
             check_reachable(tracking_uri)
@@ -143,7 +144,7 @@ class Registry:
 
     def champions(self) -> list[str]:
         """Registered model names that have a ``champion`` alias."""
-        from mlflow.exceptions import MlflowException  # deferred: mlflow, scipy
+        from mlflow.exceptions import MlflowException  # deferred: bottleneck, mlflow, pandas, pyarrow, scipy
 
         try:
             return [m.name for m in self.client.search_registered_models() if "champion" in (m.aliases or {})]
@@ -152,7 +153,7 @@ class Registry:
 
     def resolve(self, name: str, alias: str | None, version: str | None) -> str:
         """The version number an alias (or an explicit version) names now."""
-        from mlflow.exceptions import MlflowException  # deferred: mlflow, scipy
+        from mlflow.exceptions import MlflowException  # deferred: bottleneck, mlflow, pandas, pyarrow, scipy
 
         try:
             if alias is not None:
@@ -165,8 +166,8 @@ class Registry:
 
     def download(self, name: str, version: str) -> Path:
         """The local folder of ``models:/name/version`` (downloaded once into the cache, atomically)."""
-        import mlflow  # deferred: mlflow, scipy
-        from mlflow.exceptions import MlflowException  # deferred: mlflow, scipy
+        import mlflow  # deferred: bottleneck, mlflow, pandas, pyarrow, scipy
+        from mlflow.exceptions import MlflowException  # deferred: bottleneck, mlflow, pandas, pyarrow, scipy
 
         target = self.cache / name / version
         if (target / "MLmodel").is_file():

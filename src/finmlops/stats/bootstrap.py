@@ -110,6 +110,18 @@ def paired_test(diff: np.ndarray, date_idx: np.ndarray, boot: BootstrapConfig, *
     n_dates = int(date_idx.max()) + 1
     diff_sum = np.bincount(date_idx, diff, n_dates)
     count = np.bincount(date_idx, minlength=n_dates).astype(float)
+    return paired_test_of_dates(diff_sum, count, boot, margin=margin)
+
+
+def paired_test_of_dates(
+    diff_sum: np.ndarray, count: np.ndarray, boot: BootstrapConfig, *, margin: float = 0.0
+) -> PairedTest:
+    """:func:`paired_test` from per-date aggregates: ``diff_sum`` ``[n_dates]``, each date's sum of the per-row
+    differences, and ``count`` ``[n_dates]``, its rows (dates in order; a date may have none)."""
+    diff_sum, count = np.asarray(diff_sum, dtype=float), np.asarray(count, dtype=float)
+    if count.sum() <= 0:
+        raise ValueError("no shared rows to compare")
+    n_dates = len(count)
     observed = float(diff_sum.sum() / count.sum())
     weights = boot.weights(n_dates)
     draws = (weights @ diff_sum) / (weights @ count)

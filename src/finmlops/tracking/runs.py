@@ -27,7 +27,14 @@ from finmlops.features.registry import feature_set_version
 from finmlops.provenance import file_sha256, git_commit, json_safe, software_versions
 from finmlops.settings import Settings
 from finmlops.tracking.backend import EXPERIMENTS, TrackingError, configure_tracking, ensure_experiment, redact
-from finmlops.tracking.registry import PREDICTIONS_ARTIFACT, SPLIT_TAG, split_of
+from finmlops.tracking.registry import (
+    PREDICTIONS_ARTIFACT,
+    SPLIT_TAG,
+    mark_challenger,
+    registered_name,
+    split_of,
+    tag_version,
+)
 
 MAX_PARAM_CHARS = 500  # MLflow's limit on a param value
 PREDICTIONS_SHA_TAG = "finmlops.predictions_sha256"
@@ -190,10 +197,9 @@ def _log_predictions(predictions: pd.DataFrame) -> None:
     mlflow.set_tag(SPLIT_TAG, split_of(predictions))
 
 
-def _log_trained(trained: TrainedNetwork, card_fields: dict[str, Any], register: bool) -> None:  # deferred: onnx, torch
-    from finmlops.tracking.onnx_export import export_onnx  # deferred: onnx
-    from finmlops.tracking.packaging import ModelCard, log_onnx_model
-    from finmlops.tracking.registry import registered_name, tag_version
+def _log_trained(trained: TrainedNetwork, card_fields: dict[str, Any], register: bool) -> None:
+    from finmlops.tracking.onnx_export import export_onnx  # deferred: onnx, torch
+    from finmlops.tracking.packaging import ModelCard, log_onnx_model  # deferred: onnx
 
     card = ModelCard(
         seq_len=int(trained.windows.shape[1]),
@@ -249,7 +255,6 @@ def log_trained_variant(settings: Settings, *, trained: Any, result: dict[str, A
     The held-out test block is logged as the run's walk-forward predictions (one fold, ``holdout``): promotion
     compares versions on it. The drift reference is the last timestep of every training window.
     """
-    from finmlops.tracking.registry import mark_challenger
 
     model, test = trained.model, trained.test
     predictions = pd.DataFrame(
@@ -301,13 +306,13 @@ def evaluation_tables(evaluation: Evaluation) -> dict[str, pd.DataFrame]:
     return {"folds": pd.DataFrame(folds), "calibration": pd.DataFrame(calibration)}
 
 
-def evaluation_plots(tables: Mapping[str, pd.DataFrame], folder: Path) -> list[Path]:  # deferred: matplotlib
+def evaluation_plots(tables: Mapping[str, pd.DataFrame], folder: Path) -> list[Path]:
     """``fold_accuracy.png`` (accuracy per fold with 95% CI, per model) and ``calibration.png`` (reliability
     diagram) in ``folder``; matplotlib comes with MLflow and Captum, so the train install always has it."""
     import matplotlib  # deferred: matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred: matplotlib
 
     folds, calibration = tables["folds"], tables["calibration"]
     fig, ax = plt.subplots(figsize=(8, 4.5))

@@ -15,8 +15,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from finmlops.data import DataStore
+from finmlops.features import FeatureScaler, chronological_split, compute_features, make_target, make_windows
 from finmlops.features.target import LabelSpec, label_from_settings
-from finmlops.models.variants import VariantConfig
+from finmlops.models.networks import build_network
+from finmlops.models.variants import VariantConfig, get_variant
+from finmlops.provenance import stamp, write_json_atomic
 from finmlops.settings import Settings
 from finmlops.stats.classification import log_loss, roc_auc
 from finmlops.training.config import TrainConfig
@@ -86,7 +90,6 @@ def fit_variant(
     label: LabelSpec | None = None,
 ) -> TrainedVariant:
     """:func:`train_variant`, keeping the feature frame and the training and test windows."""
-    from finmlops.features import chronological_split, compute_features, make_target, make_windows
 
     label = label or LabelSpec()
     target = make_target(universe, label)
@@ -160,8 +163,6 @@ def save_model(model: DeepModel, directory: Path, feature_names: list[str], extr
 
 def load_model(directory: Path) -> tuple[DeepModel, dict[str, Any]]:
     """The model saved by :func:`save_model` (on CPU), and its config.json content."""
-    from finmlops.features import FeatureScaler
-    from finmlops.models.networks import build_network
 
     directory = Path(directory)
     for name in (WEIGHTS_FILE, SCALER_FILE, CONFIG_FILE):
@@ -192,9 +193,6 @@ def run_training(
     folder ``models/<variant>/``. Returns the result (with a ``provenance`` stamp); same seed and data, same metrics.
     ``on_trained(trained=..., result=...)`` runs after both are written (the CLI logs the run to MLflow there).
     """
-    from finmlops.data import DataStore
-    from finmlops.models.variants import get_variant
-    from finmlops.provenance import stamp, write_json_atomic
 
     variant = get_variant(variant_name)
     store = DataStore(settings.data_dir)

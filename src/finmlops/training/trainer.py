@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from finmlops.features import FeatureScaler
 from finmlops.models.base import WindowsLike, check_windows
 from finmlops.models.networks import build_network
 from finmlops.models.variants import VariantConfig
@@ -113,9 +114,8 @@ def pos_weight_for(y: np.ndarray, class_balanced: bool) -> float:
 
 
 class _Reporter:
-    """Rich progress bar (``bar``), one log line per epoch (``log``) or nothing (``silent``)."""  # deferred: rich
+    """Rich progress bar (``bar``), one log line per epoch (``log``) or nothing (``silent``)."""
 
-    # deferred: rich
     def __init__(self, verbosity: str, label: str, epochs: int) -> None:
         self.verbosity, self.label, self.epochs = verbosity, label, epochs
         self._progress: Any = None
@@ -262,7 +262,6 @@ class DeepModel:
 
     def fit(self, train: WindowsLike, val: WindowsLike) -> DeepModel:
         """Fit the scaler on ``train``, then train the network with early stopping on ``val``."""
-        from finmlops.features import FeatureScaler
 
         self._check_shape(train, "train")
         self._check_shape(val, "val")

@@ -17,8 +17,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from finmlops.executor import ExecutorConfig, open_executor
+from finmlops.features import compute_features, forward_return, make_target, make_windows
 from finmlops.features.splits import Fold, study_period_folds, walk_forward_folds
 from finmlops.features.target import LabelSpec
 from finmlops.features.windows import Windows
@@ -46,9 +49,7 @@ def _tasks(total: int, progress: bool) -> Iterator[Any]:
     """Yield ``advance(description)``: a rich bar over (fold, model) fits, or one log line per fit."""
     if not progress:
         yield lambda text: log.info("walk-forward: %s", text)
-        return  # deferred: rich
-    from rich.console import Console  # deferred: rich
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        return
 
     bar = Progress(
         TextColumn("[bold]walk-forward"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -216,7 +217,6 @@ def walk_forward_predictions(
     evaluate`` reports it in evaluation.json and keeps it out of predictions.parquet) and ``attrs["label"]`` the
     label.
     """
-    from finmlops.features import compute_features, forward_return, make_target, make_windows
 
     label = label or LabelSpec()
     configs = [v if isinstance(v, VariantConfig) else get_variant(v) for v in variants]

@@ -28,15 +28,31 @@ import numpy as np
 import optuna
 import pandas as pd
 from mlflow.exceptions import MlflowException
+from optuna.storages.journal import JournalFileBackend, JournalStorage
 
+from finmlops.data import DataStore
+from finmlops.evaluation.workspace import record_tuning_trials
 from finmlops.executor import ExecutorConfig, open_executor
-from finmlops.features import Fold, LabelSpec, Windows, label_from_settings
+from finmlops.features import (
+    Fold,
+    LabelSpec,
+    Windows,
+    compute_features,
+    forward_return,
+    label_from_settings,
+    make_target,
+    make_windows,
+    min_gap,
+)
 from finmlops.models.variants import VariantConfig, get_variant
+from finmlops.provenance import json_safe
 from finmlops.settings import Settings
 from finmlops.tracking.backend import TrackingError, configure_tracking, ensure_experiment, redact, storage_url
-from finmlops.tracking.registry import PREDICTIONS_ARTIFACT
+from finmlops.tracking.registry import EVIDENCE_TAG, PREDICTIONS_ARTIFACT, mark_challenger
 from finmlops.tracking.runs import TrainedNetwork, _log_predictions, log_training_run, provenance_tags
 from finmlops.training import cross_val_predict, label_folds, train_config
+from finmlops.training.pipeline import classification_metrics
+from finmlops.training.trainer import DeepModel
 
 METRICS: dict[str, str] = {"log_loss": "minimize", "auc": "maximize", "accuracy": "maximize"}
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -67,14 +83,12 @@ def suggest_variant(trial: optuna.Trial, base: VariantConfig) -> VariantConfig:
 
 def fold_metric(metric: str, y: np.ndarray, prob: np.ndarray) -> float:
     """``metric`` of P(up) ``prob`` ``[n]`` against 0/1 ``y`` ``[n]`` (the training pipeline's definitions)."""
-    from finmlops.training.pipeline import classification_metrics
 
     return float(classification_metrics(y, prob)[metric])
 
 
 def default_storage(settings: Settings) -> Any:
     """The workspace's Optuna journal file ``<home>/tuning/optuna.journal``."""
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     path = settings.home / "tuning" / "optuna.journal"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,8 +118,6 @@ class TuneReport:
     tuning_trials_recorded: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        from finmlops.provenance import json_safe
-
         return json_safe(asdict(self))
 
 
@@ -125,8 +137,6 @@ class WalkForwardObjective:
         threads: int,
         label: LabelSpec,
     ) -> None:
-        from finmlops.features import compute_features, forward_return, make_target
-
         self.base, self.folds, self.metric, self.label = base, list(folds), metric, label
         self.train_config = train_config(epochs=epochs, seed=seed, threads=threads, device="cpu")
         self.target = make_target(universe, label)
@@ -138,7 +148,6 @@ class WalkForwardObjective:
 
     def windows(self, seq_len: int) -> Windows:
         """Labelled windows of ``seq_len`` days (cached)."""
-        from finmlops.features import make_windows
 
         if seq_len not in self._windows:
             w = make_windows(self.features, self.target, seq_len)
@@ -146,13 +155,9 @@ class WalkForwardObjective:
         return self._windows[seq_len]
 
     def fit(self, variant: VariantConfig, train: Any, val: Any) -> Any:
-        from finmlops.training.trainer import DeepModel
-
         return DeepModel(variant, self.train_config).fit(train, val)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from finmlops.training.trainer import DeepModel
-
         variant = suggest_variant(trial, self.base)
         windows = self.windows(variant.seq_len)
         folds = label_folds(
@@ -202,7 +207,6 @@ class WalkForwardObjective:
 def final_split(windows: Any, seq_len: int, label: LabelSpec) -> tuple[Any, Any]:
     """All labelled windows as (train, val): the last ``VAL_FRAC`` of the dates validate early stopping, after a
     purge of ``min_gap(seq_len, label.reach)`` trading days."""
-    from finmlops.features import min_gap
 
     dates = np.unique(windows.dates)
     n_val = max(1, round(len(dates) * VAL_FRAC))
@@ -227,7 +231,6 @@ def register_best(
 
     Those predictions are the rows the trial was selected on, so the version is tagged
     ``finmlops.evidence=selection`` and ``promote`` refuses it unless forced (registry module docstring)."""
-    from finmlops.tracking.registry import EVIDENCE_TAG, mark_challenger
 
     variant = get_variant(objective.base.name, **{k: best.params[k] for k in best.params})
     train, val = final_split(objective.windows(variant.seq_len), variant.seq_len, objective.label)
@@ -330,7 +333,6 @@ class _RayTuning:
 
 def _tune_in_task(job: _RayTuning, worker: int) -> list[int]:
     """One Ray worker of the study: trials until the study has ``trials`` finished ones; returns their numbers."""
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     mlflow.set_tracking_uri(job.tracking_uri)
     storage = job.storage or JournalStorage(JournalFileBackend(job.journal))
@@ -368,8 +370,6 @@ def run_tuning(
     Ctrl-C (after closing the MLflow runs and recording the trial count), ``TrackingError`` naming the URI when
     MLflow is unreachable, ``ValueError`` for bad settings or data.
     """
-    from finmlops.data import DataStore
-    from finmlops.evaluation.workspace import record_tuning_trials
 
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")

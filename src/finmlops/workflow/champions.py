@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from finmlops.evaluation.results import Evaluation
+from finmlops.features import compute_features, make_target, make_windows
 from finmlops.features.target import LabelSpec
 from finmlops.models.variants import VariantConfig
 from finmlops.settings import Settings
@@ -38,9 +39,8 @@ def final_fit(
     ``cross_val_predict`` on the walk-forward's
     last fold (purge and embargo sized by ``gap_seq_len`` and ``label``, the runner's loop settings), on the label
     ``make_target(universe, label)``. Returns ``(model, train_windows, test_windows)``; the test windows are that
-    year's, to check the fit against the walk-forward predictions."""  # deferred: torch
-    from finmlops.features import compute_features, make_target, make_windows
-    from finmlops.training import DeepModel, cross_val_predict, label_folds, train_config
+    year's, to check the fit against the walk-forward predictions."""
+    from finmlops.training import DeepModel, cross_val_predict, label_folds, train_config  # deferred: torch
 
     target = make_target(universe, label)
     windows = make_windows(compute_features(universe, variant.feature_set), target, variant.seq_len)
@@ -83,12 +83,11 @@ def register_final_model(
     the walk-forward evaluated.
 
     Returns ``name``, ``version``, ``run_id``, the training span and ``max_abs_diff_last_fold``: how far the final
-    # deferred: mlflow, scipy
     model's P(up) on the last test year is from the walk-forward's (0 when training is deterministic).
     """
-    import mlflow  # deferred: mlflow, onnxruntime, scipy
+    import mlflow  # deferred: mlflow
 
-    from finmlops.tracking import TrainedNetwork, log_training_run
+    from finmlops.tracking import TrainedNetwork, log_training_run  # deferred: mlflow, onnxruntime
 
     variant_name = variant.name
     model, train, test = final_fit(
@@ -147,10 +146,10 @@ def decide_champion(name: str, version: int, boot: Any) -> dict[str, Any]:
     - ``promoted``: it beat the holder (or, with no holder, the majority class) significantly.
     - ``bootstrapped``: nobody held ``champion`` and the rule refused; the alias is set with a recorded forced
       promotion (``promotion.champion.*`` tags), so that the A/B experiment has something to serve.
-    - ``kept``: a holder exists and the candidate did not beat it; the holder stays champion.  # deferred: mlflow, scipy
-    """  # deferred: mlflow, scipy
-    from finmlops.tracking import PromotionRefused, promote
-    from finmlops.tracking.registry import alias_holder
+    - ``kept``: a holder exists and the candidate did not beat it; the holder stays champion.
+    """
+    from finmlops.tracking import PromotionRefused, promote  # deferred: mlflow
+    from finmlops.tracking.registry import alias_holder  # deferred: mlflow
 
     holder = alias_holder(name, "champion")
     try:

@@ -18,8 +18,12 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from finmlops.data import DataError, universe_source, universe_tickers
 from finmlops.executor import ExecutorConfig, ExecutorKind, RayConfig
 from finmlops.features.target import LabelSpec
+from finmlops.models.baselines import ALL_BASELINES
+from finmlops.models.estimators import ESTIMATORS
+from finmlops.models.variants import PRESETS, VariantConfig, get_variant
 from finmlops.provenance import write_text_atomic
 from finmlops.settings import validation_message
 
@@ -171,9 +175,6 @@ class RunConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
-        from finmlops.models.baselines import ALL_BASELINES  # light: no torch at import
-        from finmlops.models.variants import PRESETS, VariantConfig
-
         unknown = [v.name for v in self.variants if v.name not in PRESETS]
         if unknown:
             raise ValueError(f"unknown variant(s) {unknown}; known: {', '.join(PRESETS)}")
@@ -185,7 +186,6 @@ class RunConfig(_Section):
         bad = [b for b in self.baselines if b not in ALL_BASELINES]
         if bad:
             raise ValueError(f"unknown baseline(s) {bad}; known: {', '.join(ALL_BASELINES)}")
-        from finmlops.models.estimators import ESTIMATORS  # light: numpy only at import
 
         bad = [e for e in self.estimators if e not in ESTIMATORS]
         if bad:
@@ -194,7 +194,7 @@ class RunConfig(_Section):
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique across variants, baselines and estimators, got {names}")
         if self.strategies is not None:
-            from finmlops.evaluation.backtest import ALL_STRATEGIES  # scipy, no torch
+            from finmlops.evaluation.backtest import ALL_STRATEGIES  # deferred: scipy
 
             bad = [s for s in self.strategies if s not in ALL_STRATEGIES]
             if bad or not self.strategies:
@@ -229,7 +229,6 @@ class RunConfig(_Section):
 
     def variant_configs(self) -> list[Any]:
         """The ``finmlops.models.VariantConfig`` of each variant, overrides applied."""
-        from finmlops.models.variants import get_variant
 
         return [get_variant(v.name, **v.params) for v in self.variants]
 
@@ -263,7 +262,6 @@ class RunConfig(_Section):
         """Every default made explicit: the universe's tickers named, so the file alone reproduces the run."""
         if self.universe.tickers is not None:
             return self
-        from finmlops.data import DataError, universe_source, universe_tickers
 
         source = self.universe.source
         try:

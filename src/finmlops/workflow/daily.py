@@ -36,10 +36,12 @@ import http.client
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -49,8 +51,15 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from finmlops.data import DataSourceError, DataStore, ingest
+from finmlops.data.frames import validate_batch
+from finmlops.data.snapshot import read_snapshot
+from finmlops.data.yahoo import fetch_yahoo, normalise_yahoo
+from finmlops.features import compute_features, forward_return, make_target, market_returns
 from finmlops.monitoring.live_timeline import Timeline, TimelineDay
 from finmlops.provenance import file_sha256, write_json_atomic, write_text_atomic
+from finmlops.serving.config import ModelSource, ServerOptions, ServingConfig
+from finmlops.serving.experiments import stable_unit
 from finmlops.settings import Settings
 from finmlops.workflow.live_config import LiveConfig, RetrainConfig
 from finmlops.workflow.retrain import RetrainResult, RetrainSpec, read_result
@@ -110,7 +119,6 @@ def label_outcomes(universe: Mapping[str, pd.DataFrame], day: date, config: Live
     """Per ticker, the outcome of decision ``day`` under the config's label (``LabelSpec``: the traded return from
     the execution price of t+1 over ``horizon`` days; 1 up, 0 down, None when unknown or in the dead band) and that
     traded return (NaN when unknown). It is known at the close of ``day`` + ``label.reach`` trading days."""
-    from finmlops.features import forward_return, make_target
 
     target = make_target(universe, config.label)
     returns = forward_return(universe, config.label)
@@ -134,8 +142,6 @@ class ReplayFeed:
     name = "replay"
 
     def __init__(self, history: Path, tickers: Sequence[str]) -> None:
-        from finmlops.data import DataStore
-
         self.store = DataStore(history)
         self.tickers = list(tickers)
         self._frames: dict[str, pd.DataFrame] | None = None
@@ -152,8 +158,6 @@ class ReplayFeed:
         return [d.date() for d in common if start <= d.date() <= end]
 
     def bars(self, day: date) -> list[Any]:
-        from finmlops.data.yahoo import normalise_yahoo
-
         raws = []
         for ticker, frame in self.frames().items():
             row = frame.loc[[pd.Timestamp(day)]]
@@ -177,9 +181,6 @@ class YahooFeed:
         self._fetched: dict[date, list[Any]] = {}
 
     def bars(self, day: date) -> list[Any]:
-        from finmlops.data import DataSourceError
-        from finmlops.data.yahoo import fetch_yahoo
-
         if day in self._fetched:
             return self._fetched[day]
         try:
@@ -329,16 +330,13 @@ class Server:
         self.client: _Client | None = None
         self.starts = 0
 
-    # deferred: onnxruntime
     def serve(self, versions: Sequence[int]) -> _Client:
         wanted = tuple(sorted(set(versions)))
         if wanted == self.versions and self.client is not None:
             return self.client
         self.close()
-        from contextlib import ExitStack
 
-        from finmlops.serving.config import ModelSource, ServerOptions, ServingConfig
-        from finmlops.serving.server import build_app, running_server
+        from finmlops.serving.server import build_app, running_server  # deferred: onnxruntime, prometheus_client
 
         options = ServerOptions(reload_interval_s=0.0, max_batch_size=256, request_log=self.paths.requests)
         sources = [ModelSource(name=self.name, source=f"models:/{self.name}/{v}") for v in wanted]
@@ -372,7 +370,6 @@ def request_id(day: date, version: int) -> str:
 def logged_rows(log_path: Path, rid: str, n: int) -> list[float] | None:
     """The ``prob_up`` of rows ``<rid>/0..n-1`` already in the request log (a crash after the server answered),
     or None when they are not all there."""
-    import sqlite3
 
     if not log_path.exists():
         return None
@@ -391,7 +388,6 @@ def logged_rows(log_path: Path, rid: str, n: int) -> list[float] | None:
 def _batch_body(universe: Mapping[str, pd.DataFrame], day: date, rows: int, rid: str) -> dict[str, Any]:
     """One V2 request for every ticker: raw OHLCV ``[n_tickers, rows]`` FP64 up to ``day`` (and the universe's
     equal-weight ``market_return``), ``parameters.as_of`` the day."""
-    from finmlops.features import market_returns
 
     market = market_returns(universe)
     tickers = sorted(universe)
@@ -424,7 +420,6 @@ def canary_share(config: LiveConfig, state: LoopState) -> float:
 
 def served_by_challenger(day: date, ticker: str, share: float) -> bool:
     """Whether the challenger's answer is served for ``ticker`` on ``day``: a stable hash below ``share``."""
-    from finmlops.serving.experiments import stable_unit
 
     return share > 0 and stable_unit(f"{day.isoformat()}:{ticker}", "finmlops-live-canary") < share
 
@@ -440,7 +435,6 @@ class RetrainTrigger(BaseModel):
 def retrain_trigger(retrain: RetrainConfig, state: LoopState, drift_alarm: bool) -> RetrainTrigger:
     """Whether a refit starts at the end of the day ``state.day_index`` (the loop's trading days, from 0).
 
-    # deferred: mlflow, scipy
     ``since``: trading days since the last refit started (the bootstrap fit counts as day -1). The schedule is due
     when ``since >= retrain.every_days``; a drift alarm (``on_drift``) or a decaying champion (``on_decay``)
     triggers when ``since > cooldown_days``. One challenger at a time: while a refit is pending or a canary runs,
@@ -487,16 +481,15 @@ class Loop:
     # --- setup ---------------------------------------------------------------------------------------------------
 
     def _tracking(self) -> None:
-        import mlflow  # noqa: F401  # it sets its logger to INFO on import: quiet it after
+        import mlflow  # noqa: F401      # deferred: mlflow, scipy; it sets its logger to INFO on import: quiet it after
 
-        from finmlops.tracking import configure_tracking
+        from finmlops.tracking import configure_tracking  # deferred: mlflow, scipy
 
         logging.getLogger("mlflow").setLevel(logging.WARNING)
         configure_tracking(self.settings)
 
     def _history(self) -> None:
         """The replay feed's store: the bundled snapshot's tickers, ingested once."""
-        from finmlops.data import DataStore, ingest
 
         store = DataStore(self.paths.history)
         if not store.exists():
@@ -504,9 +497,6 @@ class Loop:
 
     def _seed_store(self, first: date) -> None:
         """The live store before the first day: the history up to the day before ``first`` (idempotent)."""
-        from finmlops.data import DataStore
-        from finmlops.data.frames import validate_batch
-        from finmlops.data.snapshot import read_snapshot
 
         store = DataStore(self.paths.data)
         end = first - timedelta(days=1)
@@ -526,11 +516,9 @@ class Loop:
     def _spec(self, rid: str, day: date) -> RetrainSpec:
         c = self.config
         return RetrainSpec(
-            # deferred: mlflow, scipy
             id=rid, store=str(self.paths.data), out=str(self.paths.retrains / rid), tickers=c.universe.tickers,
             start=c.universe.history_start, end=day, variant=c.model.variant, params=c.model.params,
             label=c.label, window=c.window.kind, window_days=c.window.days,
-            # deferred: mlflow, onnxruntime, scipy
             val_days=c.model.val_days, epochs=c.model.epochs, seed=c.seed, threads=c.model.threads,
         )  # fmt: skip
 
@@ -576,10 +564,10 @@ class Loop:
     def _register(self, spec: RetrainSpec, result: RetrainResult, reason: str) -> int:
         """Log the refit to MLflow (``training`` experiment, ONNX pyfunc) and register it, once: a finished run of
         this refit id, or a version of it, found in the registry is reused."""
-        import mlflow
-        import torch  # the fitted DeepModel was saved with torch.save
+        import mlflow  # deferred: mlflow, scipy
+        import torch  # deferred: torch; the fitted DeepModel was saved with torch.save
 
-        from finmlops.tracking import TrainedNetwork, log_training_run
+        from finmlops.tracking import TrainedNetwork, log_training_run  # deferred: mlflow, onnxruntime, scipy
 
         name = self.config.registered_name
         client = mlflow.MlflowClient()
@@ -595,7 +583,7 @@ class Loop:
             "finmlops.live.refit": spec.id, "finmlops.live.reason": reason,
             "finmlops.config_sha256": file_sha256(config_file),
             "finmlops.live.fit_git_commit": result.git_commit or "unknown",
-            "finmlops.live.fit_pid": str(result.pid or ""),  # deferred: mlflow, scipy
+            "finmlops.live.fit_pid": str(result.pid or ""),
         }  # fmt: skip
         if runs:
             run_id = runs[0].info.run_id
@@ -654,7 +642,7 @@ class Loop:
     def bootstrap(self, first: date) -> LoopState:
         """Before the first day: the history store, the live store up to the day before, the first champion
         (fitted here on the window up to then, forced: it has nothing to be compared with)."""
-        from finmlops.tracking.registry import move_alias
+        from finmlops.tracking.registry import move_alias  # deferred: mlflow, scipy
 
         started = time.perf_counter()
         self._history()
@@ -707,7 +695,7 @@ class Loop:
         _write_day(self.paths, record)
         self._write_metrics(record)
         summary = self._summary(record)
-        summary.seconds = {k: round(v, 4) for k, v in timings.items()}  # deferred: mlflow, scipy
+        summary.seconds = {k: round(v, 4) for k, v in timings.items()}
         return record, summary
 
     def _next_day(self, day: date) -> date:
@@ -719,7 +707,6 @@ class Loop:
         """The loop's gauges in Prometheus' text format, ``<live>/metrics/finmlops_live.prom`` (atomically): what
         the missed-day, stuck-canary and repeated-rollback alerts read (monitoring/prometheus/live-rules.yaml),
         pushed to a Pushgateway by the CronWorkflow or read by node-exporter's textfile collector."""
-        from finmlops.provenance import write_text_atomic
 
         st, label = record.state, f'{{setup="{self.config.name}"}}'
         midnight = pd.Timestamp(record.day, tz="UTC").timestamp()
@@ -754,9 +741,6 @@ class Loop:
     # --- phases ----------------------------------------------------------------------------------------------------
 
     def _ingest(self, day: date, feed: Any) -> dict[str, Any]:
-        from finmlops.data import DataStore
-        from finmlops.data.frames import validate_batch
-
         raws = feed.bars(day)
         universe, sources, warnings = validate_batch(raws, day, day)
         result = DataStore(self.paths.data).write(universe, sources)
@@ -766,7 +750,7 @@ class Loop:
                 "warnings": warnings}  # fmt: skip
 
     def _collect(self, day: date, st: LoopState) -> dict[str, Any]:
-        from finmlops.tracking.registry import move_alias  # deferred: scipy
+        from finmlops.tracking.registry import move_alias  # deferred: mlflow, scipy
 
         pending = st.pending
         if pending is None or st.day_index < pending.due:
@@ -821,12 +805,11 @@ class Loop:
         return {
             "champion": st.champion, "challenger": st.challenger, "share": share, "tickers": tickers,
             "probs": probs, "served": served,
-        }  # fmt: skip  # deferred: scipy
+        }  # fmt: skip
 
-    # deferred: mlflow, scipy
     def _feedback(self, day: date, st: LoopState) -> dict[str, Any]:
         """Post the outcomes of the day ``label.reach`` trading days back, per row of each model's request."""
-        from scipy import stats
+        from scipy import stats  # deferred: scipy
 
         h = self.config.label.reach  # the outcome of decision day t is known at the close of t + reach
         if len(st.scored) <= h:
@@ -843,8 +826,8 @@ class Loop:
         per_model: dict[str, dict[str, Any]] = {}
         posted = 0
         for version, probs in score["probs"].items():
-            rid = request_id(decided, int(version))  # deferred: mlflow, scipy
-            n = correct = 0  # deferred: mlflow, scipy
+            rid = request_id(decided, int(version))
+            n = correct = 0
             for i, ticker in enumerate(tickers):
                 outcome = outcomes[ticker]["outcome"]
                 if outcome is None:
@@ -881,14 +864,13 @@ class Loop:
 
     def evidence(self, st: LoopState) -> Any:
         """The always-valid test of the challenger against the champion on the days since it went to shadow."""
-        from finmlops.stats.sequential import daily_msprt
-        from finmlops.tracking.registry import LiveEvidence
+        from finmlops.stats.sequential import daily_msprt  # deferred: scipy
+        from finmlops.tracking.registry import LiveEvidence  # deferred: mlflow, scipy
 
         rollout = self.config.rollout
         if not st.canary:
             return LiveEvidence(difference=0.0, ci=None, p_value=1.0, days=0, outcomes=0, tested=False)
         n_a, s_a, n_b, s_b = (np.array(col, dtype=float) for col in zip(*st.canary, strict=True))
-        # deferred: scipy
         test = daily_msprt(n_a, s_a, n_b, s_b, min_outcomes=rollout.min_outcomes, min_days=rollout.min_days)
         tested = bool(np.isfinite(test["half_width"][-1]))
         diff, half = float(test["difference"][-1]), float(test["half_width"][-1])
@@ -903,8 +885,8 @@ class Loop:
         )  # fmt: skip
 
     def _rollout(self, day: date, st: LoopState) -> dict[str, Any]:
-        from finmlops.tracking import PromotionRefused
-        from finmlops.tracking.registry import live_decision, move_alias, promote_live
+        from finmlops.tracking import PromotionRefused  # deferred: mlflow, scipy
+        from finmlops.tracking.registry import live_decision, move_alias, promote_live  # deferred: mlflow, scipy
 
         if st.challenger is None or not st.canary:
             return {}
@@ -947,7 +929,8 @@ class Loop:
         return {"decision": "promote", "evidence": body, "events": events}
 
     def _drift(self, day: date, st: LoopState) -> dict[str, Any]:
-        from finmlops.features import compute_features
+
+        # deferred: scipy
         from finmlops.monitoring.drift import WindowDriftCalibration, calibrate_window_drift, window_drift
 
         assert st.champion is not None and st.champion_window is not None
@@ -1008,9 +991,8 @@ class Loop:
         feed: Any
         if self.feed_name == "yahoo":
             feed = YahooFeed(tickers)
-            days = [start] if start == end else []  # deferred: mlflow, scipy
+            days = [start] if start == end else []
             if not days:
-                # deferred: mlflow, scipy
                 raise LiveError("the yahoo feed runs one day at a time (finmlops live --today)")
             feed.bars(start)  # before anything else: offline, say so now rather than after a bootstrap fit
         else:
@@ -1057,9 +1039,9 @@ class Loop:
         """One MLflow run (``evaluation`` experiment) for what this invocation lived, with the timeline."""
         if not summaries:
             return
-        import mlflow
+        import mlflow  # deferred: mlflow, scipy
 
-        from finmlops.tracking.backend import ensure_experiment
+        from finmlops.tracking.backend import ensure_experiment  # deferred: mlflow, scipy
 
         timeline = live_timeline(self.paths)
         path = write_json_atomic(self.paths.results / "live_timeline.json", timeline.model_dump(mode="json"))
@@ -1087,6 +1069,8 @@ def live_timeline(paths: LivePaths) -> Timeline:
             continue
         score, fb = record.phases.get("score", {}), record.phases.get("feedback", {})
         served = fb.get("served", {})
+        # The day's up outcomes among those served_n counts (every ticker whose outcome is known).
+        known = [o["outcome"] for o in fb.get("outcomes", {}).values() if o.get("outcome") is not None]
         champion_ic = None
         if fb and score:
             decided = read_day(paths, date.fromisoformat(fb["decided"]))
@@ -1097,6 +1081,7 @@ def live_timeline(paths: LivePaths) -> Timeline:
         entry = TimelineDay(
             day=record.day, champion=score.get("champion"), challenger=score.get("challenger"),
             share=score.get("share", 0.0), served_n=served.get("n", 0), served_correct=served.get("correct", 0),
+            served_up=int(sum(bool(o) for o in known)) if not fb or "outcomes" in fb else None,
             book_return=served.get("book_return") if served else None, champion_ic=champion_ic,
             drift_alarm=bool(record.phases.get("drift", {}).get("alarm")), events=events,
             fit_cpu_seconds=float(record.phases.get("collect", {}).get("fit_cpu_seconds", 0.0)),

@@ -142,6 +142,28 @@ def _module_imports(module: str) -> frozenset[str]:
     return frozenset(_imported_modules(ast.parse(path.read_text()), module, path.name == "__init__.py"))
 
 
+@cache
+def _top_level_imports(module: str) -> dict[str, frozenset[str]]:
+    """Each name that ``module``'s top-level imports bind, with the finmlops modules its import loads (one alias
+    at a time: ``from finmlops.x import a, b`` gives ``a`` and ``b`` each their own); none for a module outside
+    finmlops (a step defined in a test)."""
+    path = _module_file(module) if module.split(".")[0] == "finmlops" else None
+    if path is None:
+        return {}
+    is_package = path.name == "__init__.py"
+    bound: dict[str, frozenset[str]] = {}
+    for node in ast.parse(path.read_text()).body:
+        for alias in getattr(node, "names", []) if isinstance(node, (ast.Import, ast.ImportFrom)) else []:
+            single = (
+                ast.Import(names=[alias])
+                if isinstance(node, ast.Import)
+                else ast.ImportFrom(module=node.module, names=[alias], level=node.level)
+            )
+            name = alias.asname or alias.name.split(".")[0]
+            bound[name] = bound.get(name, frozenset()) | _imported_modules(single, module, is_package)
+    return bound
+
+
 def _function_sources(function: Callable[..., Any]) -> dict[str, str]:
     """``function``'s source and that of the module-level functions of its module it calls, transitively."""
     module = sys.modules[function.__module__]
@@ -164,7 +186,12 @@ def code_closure(function: Callable[..., Any]) -> list[str]:
     sources = _function_sources(function)
     module = function.__module__
     seen: set[str] = set()
-    pending = set().union(*(_imported_modules(ast.parse(src), module, False) for src in sources.values()))
+    trees = [ast.parse(src) for src in sources.values()]
+    pending = set().union(*(_imported_modules(tree, module, False) for tree in trees))
+    # Names the functions use that their module imports at its top: those imports are the functions' too.
+    bound = _top_level_imports(module)
+    used = {node.id for tree in trees for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    pending |= set().union(*(bound[name] for name in used & bound.keys()))
     while pending:
         name = pending.pop()
         if name not in seen:

@@ -16,6 +16,8 @@ from typing import Any
 import pandas as pd
 
 from finmlops.features.target import LabelSpec
+from finmlops.serving.config import DEFAULT_EXPERIMENT, default_config
+from finmlops.serving.traffic import failure, replay_days, run_traffic
 from finmlops.settings import Settings
 
 
@@ -41,8 +43,7 @@ def archive_request_log(path: Path) -> Path | None:
 def serving_config(settings: Settings) -> Any:
     """``finmlops serve``'s default config (champions + the A/B test), hot reload and batching off; fails without
     the test."""
-    from finmlops.serving.config import DEFAULT_EXPERIMENT, default_config  # deferred: onnxruntime
-    from finmlops.serving.models import Registry
+    from finmlops.serving.models import Registry  # deferred: onnxruntime
 
     registry = Registry(settings.tracking_uri, settings.home / "serving" / "models")
     config = default_config(registry.champions())
@@ -70,10 +71,8 @@ def serve_and_replay(
     """Archive the old request log, serve the champions, replay ``universe``'s trading days ``start``..``end``
     through the A/B test (one raw OHLCV request per ticker per day, feedback one simulated day later), stop the
     server. Returns the traffic summary with the served models and the log path. Raises RuntimeError, with the
-    server's error text, when most requests failed."""  # deferred: onnxruntime
-    from finmlops.serving.config import DEFAULT_EXPERIMENT  # deferred: talib
-    from finmlops.serving.server import build_app, running_server
-    from finmlops.serving.traffic import failure, replay_days, run_traffic
+    server's error text, when most requests failed."""
+    from finmlops.serving.server import build_app, running_server  # deferred: onnxruntime, prometheus_client
 
     config = serving_config(settings)
     log_path = request_log_path(settings)
@@ -96,11 +95,10 @@ def serve_and_replay(
     }
 
 
-# deferred: mlflow, scipy
 def _client(settings: Settings) -> Any:
     import mlflow  # deferred: mlflow, scipy
 
-    from finmlops.tracking import configure_tracking
+    from finmlops.tracking import configure_tracking  # deferred: mlflow, scipy
 
     uri = configure_tracking(settings)
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)

@@ -4,7 +4,8 @@ Each setup lives in its own workspace (``finmlops live`` with its config); :func
 journals and measures, per setup, with 95% circular block-bootstrap intervals over days (blocks of 10 trading days,
 so that the days' dependence is kept):
 
-- the served accuracy (every outcome of the answers actually served, canary shares included);
+- the served accuracy (every outcome of the answers actually served, canary shares included), beside the accuracy
+  of always answering "up" on the same outcomes and the paired test of the difference (by day, two-sided);
 - the champion's mean daily IC (Spearman of ``prob_up`` and the forward return across tickers);
 - the served book's annualised Sharpe ratio (long the tickers whose served answer says up, equal weight, gross of
   costs) and its total return;
@@ -19,16 +20,20 @@ The result is written to ``<home>/results/live_comparison.json`` (the report's l
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
 
+from finmlops.data import DataStore
+from finmlops.evaluation.results import Estimate
+from finmlops.features import compute_features, make_target, make_windows
+from finmlops.monitoring.live_timeline import Hindsight, LiveComparison, SetupResult
 from finmlops.provenance import stamp, write_json_atomic
 from finmlops.settings import Settings
+from finmlops.stats import describe_comparison
+from finmlops.stats.bootstrap import BootstrapConfig, block_bootstrap_weights, paired_test_of_dates
 from finmlops.workflow.daily import LivePaths, journal_days, live_settings, live_timeline
 from finmlops.workflow.live_config import LiveConfig
 
@@ -37,65 +42,17 @@ HINDSIGHT_DAYS = 63  # a quarter of trading days after each promotion
 N_BOOT, BLOCK_LEN = 1000, 10
 
 
-class Estimate(BaseModel):
-    value: float | None
-    ci_low: float | None
-    ci_high: float | None
-
-
-class Hindsight(BaseModel):
-    """One promotion judged on the ``days`` that followed: accuracy of the new champion and of the one replaced."""
-
-    day: date
-    new: int
-    old: int
-    days: int
-    new_accuracy: float | None
-    old_accuracy: float | None
-
-    @property
-    def wrong(self) -> bool:
-        return self.new_accuracy is not None and self.old_accuracy is not None and self.new_accuracy < self.old_accuracy
-
-
-class SetupResult(BaseModel):
-    """One setup's figures over the compared days."""
-
-    name: str
-    workspace: str
-    days: int
-    first: date | None
-    last: date | None
-    served_accuracy: Estimate
-    champion_ic: Estimate
-    sharpe: Estimate
-    total_return: float | None
-    outcomes: int
-    retrains: int
-    promotions: int
-    rollbacks: int
-    drift_alarms: int
-    wrong_promotions: int
-    hindsight: list[Hindsight]
-    fit_cpu_seconds: float
-    timeline: str
-
-
-class LiveComparison(BaseModel):
-    setups: list[SetupResult]
-    hindsight_days: int
-    provenance: dict[str, Any]
-
-
 def _weights(n: int, seed: int) -> np.ndarray:
-    from finmlops.stats.bootstrap import block_bootstrap_weights  # deferred: scipy
-
     return block_bootstrap_weights(n, n_boot=N_BOOT, block_len=min(BLOCK_LEN, max(n, 1)), seed=seed)
 
 
+UNDEFINED = Estimate(value=float("nan"), ci_low=float("nan"), ci_high=float("nan"))
+
+
 def _ratio(num: np.ndarray, den: np.ndarray, seed: int) -> Estimate:
+    """``sum(num) / sum(den)`` over days ``[n_days]``, with its 95% block-bootstrap interval over days."""
     if den.sum() <= 0:
-        return Estimate(value=None, ci_low=None, ci_high=None)
+        return UNDEFINED
     w = _weights(len(num), seed)
     with np.errstate(invalid="ignore", divide="ignore"):
         samples = (w @ num) / (w @ den)
@@ -105,7 +62,7 @@ def _ratio(num: np.ndarray, den: np.ndarray, seed: int) -> Estimate:
 
 def _sharpe(returns: np.ndarray, seed: int) -> Estimate:
     if len(returns) < 3 or returns.std() == 0:
-        return Estimate(value=None, ci_low=None, ci_high=None)
+        return UNDEFINED
     w = _weights(len(returns), seed)
     mean = (w @ returns) / w.sum(axis=1)
     var = (w @ returns**2) / w.sum(axis=1) - mean**2
@@ -117,7 +74,7 @@ def _sharpe(returns: np.ndarray, seed: int) -> Estimate:
 
 def _model_of(paths: LivePaths, version: int) -> Any:
     """The fitted ``DeepModel`` of a registered version, from the refit folder its journal names."""
-    import torch  # the refit saved it with torch.save
+    import torch  # deferred: torch; the refit saved it with torch.save
 
     for record in journal_days(paths):
         collect = record.phases.get("collect", {})
@@ -131,8 +88,6 @@ def _model_of(paths: LivePaths, version: int) -> Any:
 
 def hindsight(paths: LivePaths, config: LiveConfig, days: int = HINDSIGHT_DAYS) -> list[Hindsight]:
     """Every promotion of a workspace judged on the ``days`` trading days after it (see the module docstring)."""
-    from finmlops.data import DataStore
-    from finmlops.features import compute_features, make_target, make_windows
 
     events = []
     for record in journal_days(paths):
@@ -179,9 +134,16 @@ def summarize(settings: Settings, config: LiveConfig, seed: int = 0) -> SetupRes
     returns = np.array([d.book_return for d in days if d.book_return is not None and d.served_n], dtype=float)
     judged = hindsight(paths, config)
     path = write_json_atomic(paths.results / "live_timeline.json", timeline.model_dump(mode="json"))
+    always_up = vs_always_up = None
+    if n.sum() > 0 and all(d.served_up is not None for d in days):
+        up = np.array([d.served_up for d in days], dtype=float)
+        always_up = _ratio(up, n, seed + 3)
+        boot = BootstrapConfig(n_boot=N_BOOT, block_len=min(BLOCK_LEN, len(days)), seed=seed + 4)
+        vs_always_up = paired_test_of_dates(correct - up, n, boot)
     return SetupResult(
         name=config.name, workspace=config.workspace, days=len(days), first=days[0].day if days else None,
         last=days[-1].day if days else None, served_accuracy=_ratio(correct, n, seed),
+        always_up=always_up, vs_always_up=vs_always_up,
         champion_ic=_ratio(ics, np.ones_like(ics), seed + 1), sharpe=_sharpe(returns, seed + 2),
         total_return=float(np.prod(1 + returns) - 1) if len(returns) else None, outcomes=int(n.sum()),
         retrains=timeline.totals["retrains"], promotions=timeline.totals["promotions"],
@@ -207,10 +169,14 @@ def compare_live(settings: Settings, configs: list[LiveConfig], *, out: Path | N
 def comparison_frame(comparison: LiveComparison) -> pd.DataFrame:
     """The comparison as one row per setup (for printing)."""
 
-    def ci(e: Estimate, spec: str = ".3f") -> str:
-        if e.value is None:
+    def ci(e: Estimate | None, spec: str = ".3f") -> str:
+        if e is None or not e.defined:
             return "-"
         return f"{e.value:{spec}} [{e.ci_low:{spec}}, {e.ci_high:{spec}}]"
+
+    def against(s: SetupResult) -> str:
+        c = s.against_always_up
+        return "-" if c is None else describe_comparison(c)
 
     return pd.DataFrame(
         [
@@ -218,6 +184,8 @@ def comparison_frame(comparison: LiveComparison) -> pd.DataFrame:
                 "setup": s.name,
                 "days": s.days,
                 "served accuracy": ci(s.served_accuracy),
+                "always up": ci(s.always_up),
+                "vs always up": against(s),
                 "IC": ci(s.champion_ic),
                 "Sharpe": ci(s.sharpe, ".2f"),
                 "retrains": s.retrains,

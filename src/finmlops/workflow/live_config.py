@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from finmlops.features.target import LabelSpec
+from finmlops.models.variants import VARIANTS, VariantConfig, get_variant
 from finmlops.settings import validation_message
 from finmlops.workflow.config import RunConfigError, parse_yaml_model, read_config_text
 
@@ -135,8 +136,6 @@ class LiveConfig(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> LiveConfig:
-        from finmlops.models.variants import VARIANTS, VariantConfig
-
         if self.model.variant not in VARIANTS:
             raise ValueError(f"model.variant: unknown {self.model.variant!r}; known: {', '.join(VARIANTS)}")
         try:
@@ -149,7 +148,6 @@ class LiveConfig(_Section):
 
     def variant(self) -> Any:
         """The ``finmlops.models.VariantConfig`` retrained, overrides applied."""
-        from finmlops.models.variants import get_variant
 
         return get_variant(self.model.variant, **self.model.params)
 

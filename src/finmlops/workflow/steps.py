@@ -10,16 +10,29 @@ command and writes the same files.
 from __future__ import annotations
 
 import hashlib
+import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from finmlops.data import DataError, DataSourceError, dataset_hash_of, snapshot_tickers, universe_source
+from finmlops.data.csv_source import find_csv_files
+from finmlops.evaluation.backtest import BacktestConfig
+from finmlops.evaluation.metrics import BootstrapConfig
 from finmlops.evaluation.results import Estimate, load_evaluation
+from finmlops.evaluation.workspace import evaluate_and_write
 from finmlops.executor import ExecutorConfig
-from finmlops.provenance import file_sha256
+from finmlops.features import FEATURE_SETS, compute_features, save_features
+from finmlops.models.estimators import ESTIMATORS
+from finmlops.monitoring.abtest import run_abtest
+from finmlops.monitoring.drift import run_drift
+from finmlops.provenance import file_sha256, stamp, write_json_atomic
 from finmlops.settings import Settings
 from finmlops.stats import describe_comparison
+from finmlops.workflow.champions import decide_champion, register_final_model
 from finmlops.workflow.config import RunConfig, shipped_config, write_resolved
 from finmlops.workflow.engine import (
     Context,
@@ -30,6 +43,7 @@ from finmlops.workflow.engine import (
     StepReport,
     run_steps,
 )
+from finmlops.workflow.live import champion_versions, registered_versions, serve_and_replay
 from finmlops.workflow.services import backtest_stage, ingest_stage, mlflow_tracker, track_evaluation
 
 DRIFT_MODEL = "enhanced-predictor@champion"  # the challenger arm: the larger feature set, more to drift
@@ -105,9 +119,6 @@ def _predictions(ctx: Context) -> Any:
 
 def _snapshot_digest(tickers: tuple[str, ...]) -> str:
     """SHA-256 of the bundled CSV files of ``tickers``; an unknown ticker is the ingest's own clear error."""
-    from importlib import resources
-
-    from finmlops.data import DataSourceError, snapshot_tickers
 
     unknown = sorted(set(tickers) - set(snapshot_tickers()))
     if unknown:
@@ -123,7 +134,6 @@ def _snapshot_digest(tickers: tuple[str, ...]) -> str:
 
 def _universe_source(ctx: Context) -> Any:
     """The run's universe resolved to an ingest source, CSV folder and tickers (``finmlops.data.universe``)."""
-    from finmlops.data import universe_source
 
     return universe_source(ctx.plan.universe.source, ctx.settings.sp500_dir)
 
@@ -134,7 +144,6 @@ def _source_digest(ctx: Context) -> str:
     source = _universe_source(ctx)
     if source.data_dir is None:
         return _snapshot_digest(plan.tickers)
-    from finmlops.data.csv_source import find_csv_files
 
     found = find_csv_files(source.data_dir)
     digest = hashlib.sha256()
@@ -145,8 +154,6 @@ def _source_digest(ctx: Context) -> str:
 
 
 def _feature_sets(plan: RunConfig) -> list[str]:
-    from finmlops.features import FEATURE_SETS
-    from finmlops.models.estimators import ESTIMATORS
 
     # The logistic and LightGBM baselines read the advanced set (walk_forward_predictions' default).
     wanted = {v.feature_set for v in plan.variant_configs()} | {ESTIMATORS[e].feature_set for e in plan.estimators}
@@ -155,8 +162,6 @@ def _feature_sets(plan: RunConfig) -> list[str]:
 
 
 def _bootstrap(plan: RunConfig, seed: int) -> Any:
-    from finmlops.evaluation.metrics import BootstrapConfig
-
     return BootstrapConfig(n_boot=plan.bootstrap.n_boot, block_len=plan.bootstrap.block_len, seed=seed)
 
 
@@ -168,8 +173,6 @@ def _ci(entry: Estimate) -> str:
 
 
 def _ingest(ctx: Context) -> Outcome:
-    from finmlops.data import dataset_hash_of
-
     plan: RunConfig = ctx.plan
     # The same service as `finmlops ingest`, tracked the same way.
     source = _universe_source(ctx)
@@ -193,8 +196,6 @@ def _ingest(ctx: Context) -> Outcome:
 
 
 def _ingest_valid(ctx: Context, data: dict[str, Any]) -> bool:
-    from finmlops.data import DataError, dataset_hash_of
-
     try:
         return dataset_hash_of(_universe(ctx)) == data.get("dataset_hash")
     except (DataError, OSError):
@@ -202,8 +203,6 @@ def _ingest_valid(ctx: Context, data: dict[str, Any]) -> bool:
 
 
 def _features(ctx: Context) -> Outcome:
-    from finmlops.features import compute_features, save_features
-
     data_hash = ctx.output("ingest")["dataset_hash"]
     files, shapes, digests = [], [], {}
     for feature_set in _feature_sets(ctx.plan):
@@ -233,7 +232,6 @@ def _train_inputs(ctx: Context) -> dict[str, Any]:
     }
 
 
-# deferred: torch
 def _fold_inputs(plan: RunConfig) -> dict[str, Any]:
     """The fold scheme as the train step's inputs see it (the study periods only when they are used)."""
     if plan.folds == "yearly":
@@ -250,8 +248,7 @@ def _walk_forward_folds(plan: RunConfig) -> dict[str, Any]:
 
 
 def _train(ctx: Context) -> Outcome:
-    from finmlops.evaluation.workspace import evaluate_and_write
-    from finmlops.training.walkforward import walk_forward_predictions
+    from finmlops.training.walkforward import walk_forward_predictions  # deferred: torch
 
     plan: RunConfig = ctx.plan
     universe, seed = _universe(ctx), ctx.settings.seed
@@ -295,8 +292,6 @@ def _train(ctx: Context) -> Outcome:
 
 
 def _backtest(ctx: Context) -> Outcome:
-    from finmlops.evaluation.backtest import BacktestConfig
-
     strategies = {} if ctx.plan.strategies is None else {"strategies": tuple(ctx.plan.strategies)}
     outcome = backtest_stage(
         ctx.settings, BacktestConfig(**ctx.plan.costs.model_dump(), **strategies), tracker=mlflow_tracker(ctx.settings)
@@ -323,12 +318,6 @@ def _register_inputs(ctx: Context) -> dict[str, Any]:
 
 
 def _register(ctx: Context) -> Outcome:
-    import logging
-
-    import mlflow  # noqa: F401  # it sets its logger to INFO on import: quiet it after
-
-    from finmlops.workflow.champions import decide_champion, register_final_model
-
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     plan: RunConfig = ctx.plan
     evaluation = load_evaluation(ctx.settings.results_dir)
@@ -360,15 +349,12 @@ def _register(ctx: Context) -> Outcome:
 
 def _register_valid(ctx: Context, data: dict[str, Any]) -> bool:
     """The recorded versions are still in the registry (a deleted mlflow.db means register again)."""
-    from finmlops.workflow.live import registered_versions
 
     registered = registered_versions(ctx.settings)
     return all((e["name"], str(e["version"])) in registered for e in data["models"].values())
 
 
 def _traffic_inputs(ctx: Context) -> dict[str, Any]:
-    from finmlops.workflow.live import champion_versions
-
     plan: RunConfig = ctx.plan
     return {
         "champions": champion_versions(ctx.settings),
@@ -379,9 +365,6 @@ def _traffic_inputs(ctx: Context) -> dict[str, Any]:
 
 
 def _traffic(ctx: Context) -> Outcome:
-    from finmlops.provenance import stamp, write_json_atomic
-    from finmlops.workflow.live import serve_and_replay
-
     plan: RunConfig = ctx.plan
     summary = serve_and_replay(
         ctx.settings,
@@ -406,8 +389,6 @@ def _traffic(ctx: Context) -> Outcome:
 
 
 def _abtest(ctx: Context) -> Outcome:
-    from finmlops.monitoring.abtest import run_abtest
-
     experiment = ctx.output("traffic")["experiment"]
     result = run_abtest(ctx.settings, experiment, log_path=Path(ctx.output("traffic")["request_log"]))
     decision = result["decision"]
@@ -425,9 +406,7 @@ def _difference(comparison: dict[str, Any]) -> str:
     return f"{comparison['difference']:+.3f} {interval} on {comparison['outcomes']} outcomes"
 
 
-def _drift(ctx: Context) -> Outcome:  # deferred: onnxruntime
-    from finmlops.monitoring.drift import run_drift
-
+def _drift(ctx: Context) -> Outcome:
     result = run_drift(
         ctx.settings, model=DRIFT_MODEL, current="log", log_path=Path(ctx.output("traffic")["request_log"])
     )
@@ -456,9 +435,10 @@ def _importance_inputs(ctx: Context) -> dict[str, Any]:
 def _importance(ctx: Context) -> Outcome:
     """Permutation importance of the best deep variant on the last test folds: ``finmlops explain --global``'s
     function (one refit per fold), so the report has an importance section."""
-    from finmlops.monitoring.explain import run_global_importance
 
     inputs = _importance_inputs(ctx)
+    from finmlops.monitoring.explain import run_global_importance  # deferred: onnxruntime
+
     result = run_global_importance(
         ctx.settings, inputs["variant"], test_years=inputs["test_years"], epochs=inputs["epochs"],
         n_repeats=inputs["repeats"], log=lambda text: ctx.log(f"[importance] {text}"), universe=_universe(ctx),
@@ -486,7 +466,8 @@ def _report_inputs(ctx: Context) -> dict[str, Any]:
 
 
 def _report(ctx: Context) -> Outcome:
-    # An ImportError here (a broken or missing report module) fails the step like any other error.
+    # Imported here, not at the top, on purpose: a broken or missing report module fails this step by name, after
+    # every earlier step's results are written, instead of every finmlops command at import.
     from finmlops.report.page import build_report
 
     path = Path(build_report(ctx.settings))
@@ -574,7 +555,6 @@ def run_pipeline(
     walk-forward's progress bar on stderr. ``executor`` (``--executor``) replaces the config's ``executor`` and
     ``ray`` sections; it changes where the fits run, not the predictions, so it does not rerun the train step.
     """
-    import time
 
     started = time.perf_counter()
     pipeline = build_steps()

@@ -8,10 +8,10 @@ import math
 from pathlib import Path
 
 import pandas as pd
-from pydantic import Field
 
+from finmlops.evaluation.results import BacktestResult, BookPerformance, Performance, ResultFileError, load_backtest
 from finmlops.provenance import file_sha256
-from finmlops.report.base import Input, Section, empty, note, num, read_model, table
+from finmlops.report.base import ReportError, Section, empty, note, num, table
 from finmlops.report.charts import Series, colors, date_ticks, day, legend, line_chart
 from finmlops.settings import Settings
 
@@ -19,80 +19,32 @@ TITLE = "Backtest, net of costs"
 BENCHMARK_LABEL = "buy and hold (equal weight)"
 
 
-class Performance(Input):
-    total_return: float
-    annual_return: float | None
-    annual_volatility: float | None
-    sharpe: float | None
-    sortino: float | None
-    max_drawdown: float | None
-    turnover_annual: float | None
-    hit_rate: float | None
-    exposure: float | None
-    deflated_sharpe: float | None = None
+# One book's figures, as the report and `finmlops backtest` both print them.
+PERFORMANCE_HEADER = ("ann. return", "vol", "Sharpe", "Sortino", "max DD", "turnover/yr", "hit rate", "exposure", "DSR")
 
 
-class Config(Input):
-    strategies: list[str]
-    cost_bps: float
-    slippage_bps: float
-    top_k: int
+def performance_cells(p: Performance) -> list[str]:
+    """``p``'s figures in :data:`PERFORMANCE_HEADER`'s order (a dash where undefined; the benchmark has no DSR)."""
+    dsr = p.deflated_sharpe if isinstance(p, BookPerformance) else None
+    return [
+        num(p.annual_return, "+.1%"),
+        num(p.annual_volatility, ".1%"),
+        num(p.sharpe, ".2f"),
+        num(p.sortino, ".2f"),
+        num(p.max_drawdown, ".1%"),
+        num(p.turnover_annual, ".0f") + "x",
+        num(p.hit_rate, ".3f"),
+        num(p.exposure, ".2f"),
+        num(dsr, ".3f"),
+    ]
 
 
-class Trials(Input):
-    total: int
-    this_run: int
-    expected_max_sharpe_daily: float | None
-
-
-class EndValue(Input):
-    end_value: float | None
-
-
-class Business(Input):
-    capital: float
-    buy_hold_end_value: float | None
-    by_config: dict[str, EndValue] = Field(default_factory=dict)
-
-
-class PathsRef(Input):
-    file: str
-    sha256: str
-
-
-class Backtest(Input):
-    """What the section renders of ``backtest.json``; ``paths`` names the saved daily paths (absent in files
-    written before the backtest saved them)."""
-
-    config: Config
-    benchmark: Performance
-    results: dict[str, dict[str, Performance]]
-    trials: Trials
-    business: Business
-    timing: str
-    paths: PathsRef | None = None
-
-
-def render_table(bt: Backtest) -> str:
+def render_table(bt: BacktestResult) -> str:
     business = bt.business
-    header = ["model", "strategy", "ann. return", "vol", "Sharpe", "Sortino", "max DD", "turnover/yr", "hit rate"]
-    header += ["exposure", "DSR", f"end value of {business.capital:,.0f}"]
+    header = ["model", "strategy", *PERFORMANCE_HEADER, f"end value of {business.capital:,.0f}"]
 
     def row(model: str, strategy: str, p: Performance, end: float | None) -> list[str]:
-        return [
-            model,
-            strategy,
-            num(p.annual_return, "+.1%"),
-            num(p.annual_volatility, ".1%"),
-            num(p.sharpe, ".2f"),
-            num(p.sortino, ".2f"),
-            num(p.max_drawdown, ".1%"),
-            num(p.turnover_annual, ".0f") + "x",
-            num(p.hit_rate, ".3f"),
-            num(p.exposure, ".2f"),
-            num(p.deflated_sharpe, ".3f"),
-            num(end, ",.0f"),
-        ]
+        return [model, strategy, *performance_cells(p), num(end, ",.0f")]
 
     rows = [row("buy_hold", "benchmark", bt.benchmark, business.buy_hold_end_value)]
     for model, by_s in bt.results.items():
@@ -108,7 +60,7 @@ def render_table(bt: Backtest) -> str:
     )
 
 
-def read_paths(path: Path, bt: Backtest) -> pd.DataFrame | str:
+def read_paths(path: Path, bt: BacktestResult) -> pd.DataFrame | str:
     """The saved paths (columns ``model, strategy, date, equity``), or the reason they cannot be drawn: missing,
     not the file ``backtest.json`` names, or not ending at its total returns."""
     if bt.paths is None:
@@ -164,9 +116,12 @@ def render_equity(paths: pd.DataFrame, strategies: list[str]) -> str:
 
 def build(settings: Settings) -> Section:
     path = settings.results_dir / "backtest.json"
-    bt = read_model(path, Backtest)
-    if bt is None:
+    try:
+        bt = load_backtest(settings.results_dir)
+    except FileNotFoundError:
         return empty("backtest", TITLE, "finmlops backtest", "backtest")
+    except ResultFileError as exc:
+        raise ReportError(str(exc)) from exc
     paths_path = settings.results_dir / Path(bt.paths.file if bt.paths else "backtest_paths.parquet").name
     paths = read_paths(paths_path, bt)
     charts = note(paths) if isinstance(paths, str) else render_equity(paths, bt.config.strategies)

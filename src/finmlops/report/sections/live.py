@@ -8,65 +8,18 @@ days of drift alarms, retrains, promotions and rollbacks.
 
 from __future__ import annotations
 
-from datetime import date
 from html import escape
 from pathlib import Path
 
 import numpy as np
 
-from finmlops.monitoring.live_timeline import Timeline
-from finmlops.report.base import Input, Section, empty, note, num, read_model, table
+from finmlops.monitoring.live_timeline import LiveComparison, Timeline
+from finmlops.report.base import Section, ci, comparison, empty, note, num, read_model, table
 from finmlops.report.charts import Series, colors, date_ticks, day, line_chart
 from finmlops.settings import Settings
 
 TITLE = "Living through time"
 ROLLING = 20
-
-
-class _Estimate(Input):
-    value: float | None
-    ci_low: float | None = None
-    ci_high: float | None = None
-
-
-class _Hindsight(Input):
-    day: date
-    new: int
-    old: int
-    days: int
-    new_accuracy: float | None
-    old_accuracy: float | None
-
-
-class _Setup(Input):
-    name: str
-    days: int
-    first: date | None
-    last: date | None
-    served_accuracy: _Estimate
-    champion_ic: _Estimate
-    sharpe: _Estimate
-    total_return: float | None
-    outcomes: int
-    retrains: int
-    promotions: int
-    rollbacks: int
-    drift_alarms: int
-    wrong_promotions: int
-    hindsight: list[_Hindsight]
-    fit_cpu_seconds: float
-    timeline: str
-
-
-class _Comparison(Input):
-    setups: list[_Setup]
-    hindsight_days: int
-
-
-def _ci(e: _Estimate, spec: str = ".3f") -> str:
-    if e.value is None:
-        return "–"
-    return f"{num(e.value, spec)} [{num(e.ci_low, spec)}, {num(e.ci_high, spec)}]"
 
 
 def _rolling(values: list[float | None], weights: list[float] | None = None) -> list[float | None]:
@@ -129,19 +82,21 @@ def _timelines(settings: Settings) -> list[tuple[str, Path]]:
 
 def build(settings: Settings) -> Section:
     path = settings.results_dir / "live_comparison.json"
-    comparison = read_model(path, _Comparison)
+    lived = read_model(path, LiveComparison)
     sources: list[str] = []
     parts: list[str] = []
-    if comparison is not None:
+    if lived is not None:
         sources.append(str(path))
         rows = [
             [
-                s.name,
+                escape(s.name),
                 f"{s.first}..{s.last}" if s.first else "–",
                 str(s.outcomes),
-                _ci(s.served_accuracy),
-                _ci(s.champion_ic),
-                _ci(s.sharpe, ".2f"),
+                ci(s.served_accuracy),
+                ci(s.always_up),
+                "–" if s.against_always_up is None else comparison(s.against_always_up),
+                ci(s.champion_ic),
+                ci(s.sharpe, ".2f"),
                 num(s.total_return, "+.1%"),
                 str(s.retrains),
                 str(s.promotions),
@@ -150,7 +105,7 @@ def build(settings: Settings) -> Section:
                 str(s.drift_alarms),
                 num(s.fit_cpu_seconds, ".0f"),
             ]
-            for s in comparison.setups
+            for s in lived.setups
         ]
         parts.append(
             table(
@@ -159,6 +114,8 @@ def build(settings: Settings) -> Section:
                     "days",
                     "outcomes",
                     "served accuracy [95% CI]",
+                    "always up [95% CI]",
+                    "served vs always up",
                     "champion IC [95% CI]",
                     "Sharpe [95% CI]",
                     "book return",
@@ -170,17 +127,20 @@ def build(settings: Settings) -> Section:
                     "refit CPU s",
                 ],
                 rows,
+                raw=True,
             )
         )
         parts.append(
             note(
                 "Intervals: circular block bootstrap over days (blocks of 10). The book is long the tickers whose "
                 "served answer says up, equal weight, gross of costs. A promotion is wrong when, on the "
-                f"{comparison.hindsight_days} trading days after it, the new champion was less accurate than the one "
-                "it replaced (hindsight, from the history store)."
+                f"{lived.hindsight_days} trading days after it, the new champion was less accurate than the one "
+                "it replaced (hindsight, from the history store). Always up: the accuracy of answering up on the "
+                "same outcomes; served vs always up is the paired test of the difference (two-sided, block "
+                "bootstrap over days)."
             )
         )
-        timelines = [(s.name, Path(s.timeline)) for s in comparison.setups]
+        timelines = [(s.name, Path(s.timeline)) for s in lived.setups]
     else:
         timelines = _timelines(settings)
         if not timelines:
