@@ -103,7 +103,7 @@ class RunRecord(BaseModel):
     backtest_strategies: list[str] | None
 
 
-def read_result(path: Path) -> dict[str, Any] | None:
+def read_if_written(path: Path) -> dict[str, Any] | None:
     """One result JSON of the run (``evaluation.json``, ``backtest.json``) as a dict, None when absent. The one
     place these files are read: swap in the typed readers (``load_evaluation``) here."""
     if not path.exists():
@@ -116,10 +116,10 @@ def read_result(path: Path) -> dict[str, Any] | None:
 
 def read_run(results_dir: Path) -> RunRecord:
     """The :class:`RunRecord` of ``results_dir``; a missing ``evaluation.json`` is a :class:`ReproductionError`."""
-    evaluation = read_result(results_dir / "evaluation.json")
+    evaluation = read_if_written(results_dir / "evaluation.json")
     if evaluation is None:
         raise ReproductionError(f"{results_dir / 'evaluation.json'}: missing; run `finmlops run` (or evaluate) first")
-    backtest = read_result(results_dir / "backtest.json") or {}
+    backtest = read_if_written(results_dir / "backtest.json") or {}
     prov = evaluation.get("provenance", {})
     config_path = results_dir / "run_config.yaml"
     config_text = config_path.read_text() if config_path.exists() else None

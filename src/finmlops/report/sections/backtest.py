@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from finmlops.evaluation.results import BacktestResult, BookPerformance, Performance, ResultFileError, load_backtest
+from finmlops.evaluation.results import BacktestResult, BookPerformance, Performance, load_backtest
 from finmlops.provenance import file_sha256
-from finmlops.report.base import ReportError, Section, empty, note, num, table
+from finmlops.report.base import Section, empty, note, num, table
 from finmlops.report.charts import Series, colors, date_ticks, day, legend, line_chart
+from finmlops.report.inputs import read_if_written
 from finmlops.settings import Settings
 
 TITLE = "Backtest, net of costs"
@@ -116,12 +117,9 @@ def render_equity(paths: pd.DataFrame, strategies: list[str]) -> str:
 
 def build(settings: Settings) -> Section:
     path = settings.results_dir / "backtest.json"
-    try:
-        bt = load_backtest(settings.results_dir)
-    except FileNotFoundError:
+    bt = read_if_written(load_backtest, settings.results_dir)
+    if bt is None:
         return empty("backtest", TITLE, "finmlops backtest", "backtest")
-    except ResultFileError as exc:
-        raise ReportError(str(exc)) from exc
     paths_path = settings.results_dir / Path(bt.paths.file if bt.paths else "backtest_paths.parquet").name
     paths = read_paths(paths_path, bt)
     charts = note(paths) if isinstance(paths, str) else render_equity(paths, bt.config.strategies)

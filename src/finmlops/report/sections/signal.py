@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from html import escape
 
-from finmlops.evaluation.results import Estimate, EvaluationResult, ResultFileError, load_evaluation
-from finmlops.report.base import ReportError, Section, comparison, empty, note, num, table
+from finmlops.evaluation.results import Estimate, EvaluationResult, load_evaluation
+from finmlops.report.base import Section, comparison, empty, note, num, table
+from finmlops.report.inputs import read_if_written
 from finmlops.settings import Settings
 
 TITLE = "Signal: IC and Rank IC"
@@ -75,10 +76,7 @@ def render(ev: EvaluationResult) -> str:
 
 def build(settings: Settings) -> Section:
     path = settings.results_dir / "evaluation.json"
-    try:
-        ev = load_evaluation(settings.results_dir)
-    except FileNotFoundError:
+    ev = read_if_written(load_evaluation, settings.results_dir)
+    if ev is None:
         return empty("signal", TITLE, "finmlops evaluate", "walk-forward evaluation")
-    except ResultFileError as exc:
-        raise ReportError(str(exc)) from exc
     return Section("signal", TITLE, render(ev), (str(path),))

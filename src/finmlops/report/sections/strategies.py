@@ -5,8 +5,9 @@ Read from the typed backtest; nothing is recomputed."""
 
 from __future__ import annotations
 
-from finmlops.evaluation.results import BacktestResult, BookPerformance, ResultFileError, load_backtest
-from finmlops.report.base import ReportError, Section, empty, note, num, table
+from finmlops.evaluation.results import BacktestResult, BookPerformance, load_backtest
+from finmlops.report.base import Section, empty, note, num, table
+from finmlops.report.inputs import read_if_written
 from finmlops.settings import Settings
 
 TITLE = "Strategies"
@@ -60,10 +61,7 @@ def render(bt: BacktestResult) -> str:
 
 def build(settings: Settings) -> Section:
     path = settings.results_dir / "backtest.json"
-    try:
-        bt = load_backtest(settings.results_dir)
-    except FileNotFoundError:
+    bt = read_if_written(load_backtest, settings.results_dir)
+    if bt is None:
         return empty("strategies", TITLE, "finmlops backtest", "backtest")
-    except ResultFileError as exc:
-        raise ReportError(str(exc)) from exc
     return Section("strategies", TITLE, render(bt), (str(path),))
