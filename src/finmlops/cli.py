@@ -1083,20 +1083,20 @@ def drift_command(
         emit_json(result)
         return
 
-    table = Table(title=f"drift: {result['current']} vs {result['reference']}")
+    table = Table(title=f"drift: {result.current} vs {result.reference}")
     for column in ("column", "PSI", "KS p", "Wasserstein (norm)", "test", "drifted"):
         table.add_column(column, justify="left" if column in ("column", "test") else "right")
-    for c in [*result["features"], *([result["prediction"]] if result["prediction"] else [])]:
+    for c in [*result.features, *([result.prediction] if result.prediction else [])]:
         table.add_row(
-            c["column"], f"{c['psi']:.3f}", f"{c['ks_p_value']:.3g}", f"{c['wasserstein_norm']:.3f}", c["test"],
-            "[bold red]yes[/]" if c["drifted"] else "no",
+            c.column, num(c.psi, ".3f"), num(c.ks_p_value, ".3g"), num(c.wasserstein_norm, ".3f"), c.test,
+            "[bold red]yes[/]" if c.drifted else "no",
         )  # fmt: skip
     console.print(table)
-    for note in result["notes"]:
+    for note in result.notes:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False)
     console.print(
-        f"{result['n_drifted']} of {len(result['features'])} features alert"
-        + (f" ({', '.join(result['drifted_features'])})" if result["drifted_features"] else "")
+        f"{result.n_drifted} of {len(result.features)} features alert"
+        + (f" ({', '.join(result.drifted_features)})" if result.drifted_features else "")
         + f"; wrote {settings.results_dir / 'drift.json'}",
         highlight=False,
     )

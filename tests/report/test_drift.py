@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from finmlops.monitoring.drift import DriftThresholds
-from finmlops.report.sections.drift import ALERT_COLOR, CALM_COLOR, MODERATE_COLOR, DriftFile, render
+from finmlops.monitoring.drift import DriftResult, DriftThresholds
+from finmlops.report.sections.drift import ALERT_COLOR, CALM_COLOR, MODERATE_COLOR, render
 from finmlops.settings import Settings
 
 
@@ -24,7 +24,7 @@ def _bar_fill(svg: str, label: str) -> str:
 
 
 def test_bars_are_coloured_by_the_psi_they_plot() -> None:
-    drift = DriftFile.model_validate({
+    drift = DriftResult.model_validate({
         "thresholds": DriftThresholds().model_dump(), "n_reference": 2000, "n_current": 300,
         "features": [
             _column("by_test_only", 0.03, psi_alert=False, test_alert=True),
@@ -49,6 +49,6 @@ def test_the_workspace_drift_section_has_no_red_bar_below_the_alert_line(workspa
     from finmlops.report.sections import drift
 
     section = drift.build(workspace)
-    report = drift.DriftFile.model_validate_json((workspace.results_dir / "drift.json").read_text())
+    report = DriftResult.model_validate_json((workspace.results_dir / "drift.json").read_text())
     for c in report.features:
         assert (_bar_fill(section.body, c.column) == ALERT_COLOR) == (c.psi > report.thresholds.psi), c.column

@@ -17,7 +17,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from finmlops.data import DataStore
-from finmlops.provenance import json_safe, stamp, write_json_atomic
+from finmlops.provenance import stamp, write_json_atomic
 from finmlops.stats.drift import (
     N_BINS,
     bin_counts,
@@ -91,6 +91,18 @@ class DriftReport(BaseModel):
     @property
     def n_drifted(self) -> int:
         return len(self.drifted_features)
+
+
+class DriftResult(DriftReport):
+    """``results/drift.json``: the :class:`DriftReport` with what was compared (``model``, the ``reference`` and
+    ``current`` windows in words, the ``feature_set``), notes on the windows, and the provenance stamp."""
+
+    model: str | None = None
+    reference: str | None = None
+    current: str | None = None
+    feature_set: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    provenance: dict[str, Any] = Field(default_factory=dict)
 
 
 # --- batch report ----------------------------------------------------------------------------------------------------
@@ -216,7 +228,7 @@ def run_drift(
     window_days: int = 90,
     thresholds: DriftThresholds | None = None,
     log_path: Path | None = None,
-) -> dict[str, Any]:
+) -> DriftResult:
     """Compare a reference window with a current window and write ``results/drift.json`` (stamped).
 
     Reference: ``reference`` (a feature parquet) or, for ``model`` (``NAME@alias``, a registered name, a URI or a
@@ -307,18 +319,18 @@ def run_drift(
     if ref_frame.empty or cur_frame.empty:
         raise ValueError(f"empty window: {len(ref_frame)} reference rows, {len(cur_frame)} current rows")
     report = drift_report(ref_frame, cur_frame, t)
-    payload = {
-        "model": model,
-        "reference": str(reference) if reference else f"training range {card.train_start} to {card.train_end}",
-        "current": window_label,
-        "feature_set": feature_set,
-        "notes": notes,
-        **report.model_dump(mode="json"),
-    }
     config = {"model": model, "reference": str(reference) if reference else None, "current": current}
-    payload["provenance"] = stamp(data_hash=data_hash, config=config | {"window_days": window_days})
-    write_json_atomic(settings.results_dir / "drift.json", payload)
-    return json_safe(payload)  # NaN as null, as in the file
+    result = DriftResult(
+        **dict(report),
+        model=model,
+        reference=str(reference) if reference else f"training range {card.train_start} to {card.train_end}",
+        current=window_label,
+        feature_set=feature_set,
+        notes=notes,
+        provenance=stamp(data_hash=data_hash, config=config | {"window_days": window_days}),
+    )
+    write_json_atomic(settings.results_dir / "drift.json", result.model_dump(mode="json"))
+    return result
 
 
 # --- the live loop's alarm: PSI over a window of days, calibrated on the training window ------------------------------

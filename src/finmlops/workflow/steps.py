@@ -410,10 +410,10 @@ def _drift(ctx: Context) -> Outcome:
     result = run_drift(
         ctx.settings, model=DRIFT_MODEL, current="log", log_path=Path(ctx.output("traffic")["request_log"])
     )
-    prediction = result.get("prediction") or {}
+    prediction = result.prediction
     return Outcome(
-        figure=f"{result['n_drifted']} of {len(result['features'])} features drift (served inputs vs training "
-        f"range of {DRIFT_MODEL})" + (f"; prediction PSI {prediction['psi']:.3f}" if prediction else ""),
+        figure=f"{result.n_drifted} of {len(result.features)} features drift (served inputs vs training "
+        f"range of {DRIFT_MODEL})" + (f"; prediction PSI {prediction.psi:.3f}" if prediction else ""),
         files=[ctx.settings.results_dir / "drift.json"],
     )
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 from html import escape
 
-from pydantic import Field
-
-from finmlops.monitoring.drift import ColumnDrift, DriftReport
+from finmlops.monitoring.drift import ColumnDrift, DriftResult
 from finmlops.report.base import Section, empty, note, num, read_model, table
 from finmlops.report.charts import PALETTE, hbar_chart
 from finmlops.settings import Settings
@@ -20,14 +18,6 @@ TITLE = "Drift"
 MODERATE_PSI = 0.1
 ALERT_COLOR, MODERATE_COLOR, CALM_COLOR = "#e15759", "#f28e2b", PALETTE[0]
 PREDICTION_LABEL = "prob_up (prediction)"
-
-
-class DriftFile(DriftReport):
-    """``drift.json``: the drift report and the windows it compared."""
-
-    reference: str | None = None
-    current: str | None = None
-    notes: list[str] = Field(default_factory=list)
 
 
 def psi_color(psi: float, alert: float) -> str:
@@ -42,7 +32,7 @@ def drifted_by(c: ColumnDrift) -> str:
     return " and ".join(reasons) or "no"
 
 
-def render(drift: DriftFile) -> str:
+def render(drift: DriftResult) -> str:
     named = sorted(((c.column, c) for c in drift.features), key=lambda nc: -nc[1].psi)
     if drift.prediction is not None:
         named = [(PREDICTION_LABEL, drift.prediction), *named]
@@ -76,7 +66,7 @@ def render(drift: DriftFile) -> str:
 
 def build(settings: Settings) -> Section:
     path = settings.results_dir / "drift.json"
-    drift = read_model(path, DriftFile)
+    drift = read_model(path, DriftResult)
     if drift is None:
         return empty("drift", TITLE, "finmlops drift --model NAME@champion", "drift report")
     return Section("drift", TITLE, render(drift), (str(path),))
