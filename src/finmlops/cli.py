@@ -1156,32 +1156,32 @@ def abtest_analyze(
     except errors as exc:
         fail(str(exc))
     if json_out:
-        emit_json(result)
+        emit_json(result.model_dump(mode="json", exclude_unset=True))  # as the file: no "applied" unless applied
         return
 
-    table = Table(title=f"experiment {experiment} (control {result['control']})")
+    table = Table(title=f"experiment {experiment} (control {result.control})")
     for column in ("arm", "models", "requests", "errors", "outcomes", "accuracy [95% CI]", "p50/p95/p99 ms"):
         table.add_column(column, justify="left" if column in ("arm", "models") else "right")
-    for arm, s in result["arms"].items():
-        lat = s["latency_ms"]
+    for arm, s in result.arms.items():
+        lat, (low, high) = s.latency_ms, s.accuracy_ci95
         table.add_row(
-            arm, ", ".join(s["models"]), str(s["requests"]), str(s["errors"]), str(s["outcomes"]),
-            f"{s['accuracy']:.4f} [{s['accuracy_ci95'][0]:.4f}, {s['accuracy_ci95'][1]:.4f}]",
-            f"{lat['p50']:.1f}/{lat['p95']:.1f}/{lat['p99']:.1f}",
+            arm, ", ".join(s.models), str(s.requests), str(s.errors), str(s.outcomes),
+            f"{num(s.accuracy, '.4f')} [{num(low, '.4f')}, {num(high, '.4f')}]",
+            f"{num(lat.p50, '.1f')}/{num(lat.p95, '.1f')}/{num(lat.p99, '.1f')}",
         )  # fmt: skip
     console.print(table)
-    for c in result["comparisons"]:
+    for c in result.comparisons:
         console.print(
-            f"{c['arm']} - {c['control']}: {c['difference']:+.4f} (always-valid 95% CS [{c['ci'][0]:+.4f}, "
-            f"{c['ci'][1]:+.4f}]), log Lambda {c['log_lambda']:.2f} vs boundary {c['boundary']:.2f}, "
-            f"p = {c['p_value']:.4g}",
+            f"{c.arm} - {c.control}: {num(c.difference, '+.4f')} (always-valid 95% CS [{num(c.ci[0], '+.4f')}, "
+            f"{num(c.ci[1], '+.4f')}]), log Lambda {num(c.log_lambda, '.2f')} vs boundary {num(c.boundary, '.2f')}, "
+            f"p = {num(c.p_value, '.4g')}",
             highlight=False,
         )
-    decision = result["decision"]
-    console.print(f"decision: {decision['action'].upper()} - {decision['reason']}", highlight=False)
-    console.print(f"rule: {decision['rule']}", highlight=False)
-    if "applied" in result:
-        applied = result["applied"]
+    decision = result.decision
+    console.print(f"decision: {decision.action.upper()} - {decision.reason}", highlight=False)
+    console.print(f"rule: {decision.rule}", highlight=False)
+    if result.applied is not None:
+        applied = result.applied
         if applied.get("mode") == "routing":
             for where in ("server", "config"):
                 if where in applied:

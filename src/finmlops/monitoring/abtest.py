@@ -22,6 +22,7 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from finmlops.provenance import json_safe, stamp, write_json_atomic, write_text_atomic
 from finmlops.serving.experiments import merge_patch
@@ -36,6 +37,93 @@ Action = Literal["promote", "rollback", "continue"]
 
 
 # --- the request log -------------------------------------------------------------------------------------------------
+
+
+class AbModel(BaseModel):
+    """Base of the A/B result models: frozen, and keys beyond the declared fields are kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Latency(AbModel):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class Arm(AbModel):
+    models: list[str]
+    requests: int
+    errors: int
+    outcomes: int
+    accuracy: float | None
+    accuracy_ci95: tuple[float | None, float | None]
+    latency_ms: Latency
+
+
+class Crossed(AbModel):
+    date: str
+    difference: float
+
+
+class ArmComparison(AbModel):
+    """Challenger minus control accuracy at the last look, its always-valid CS and p, and the first crossing."""
+
+    arm: str
+    control: str
+    difference: float | None
+    ci: tuple[float | None, float | None]
+    log_lambda: float | None
+    boundary: float | None
+    p_value: float | None
+    outcomes: int | None = None
+    crossed: Crossed | None = None
+
+
+class Decision(AbModel):
+    action: str
+    arm: str | None = None
+    reason: str
+    rule: str
+    level: float
+
+
+class DayTest(AbModel):
+    log_lambda: float | None
+    boundary: float | None
+
+
+class Day(AbModel):
+    date: str
+    traffic_share: dict[str, float | None]
+    accuracy: dict[str, float | None]
+    tests: dict[str, DayTest] = Field(default_factory=dict)
+
+
+class AbConfig(AbModel):
+    log: str | None = None
+
+
+class AbProvenance(AbModel):
+    config: AbConfig = AbConfig()
+
+
+class AbTest(AbModel):
+    """:func:`run_abtest`'s result and ``results/abtest_<experiment>.json``: per-arm summaries, each challenger's
+    always-valid comparison with the control, the decision, the per-day timeline, what ``--apply`` changed
+    (``applied``) and the provenance. Keys beyond the fields are kept (``extra="allow"``), so the JSON a command
+    prints is the whole file."""
+
+    experiment: str
+    control: str
+    alpha: float
+    tau: float
+    arms: dict[str, Arm]
+    comparisons: list[ArmComparison]
+    decision: Decision
+    timeline: list[Day]
+    applied: dict[str, Any] | None = None
+    provenance: AbProvenance = AbProvenance()
 
 
 def served_rows(requests: pd.DataFrame, feedback: pd.DataFrame, experiment: str) -> pd.DataFrame:
@@ -434,10 +522,10 @@ def run_abtest(
     token: str | None = None,
     config_path: Path | None = None,
     log_path: Path | None = None,
-) -> dict[str, Any]:
+) -> AbTest:
     """Analyse ``experiment`` from ``<home>/serving/requests.db`` (or ``log_path``), optionally apply the decision
     (:func:`apply_decision`: the registry alias, or the experiment's routing on ``server`` and/or in
-    ``config_path``), and write ``results/abtest_<experiment>.json`` (stamped). Returns the payload."""
+    ``config_path``), and write ``results/abtest_<experiment>.json`` (stamped). Returns it typed."""
 
     path = log_path or settings.home / "serving" / "requests.db"
     requests, feedback = read_requests(path), read_feedback(path)
@@ -457,4 +545,4 @@ def run_abtest(
     config = {"experiment": experiment, "alpha": alpha, "tau": tau, "control": control, "log": str(path)}
     result["provenance"] = stamp(data_hash=None, config=config)
     write_json_atomic(settings.results_dir / f"abtest_{experiment}.json", result)
-    return json_safe(result)  # NaN (an arm without outcomes yet) as null, as in the file
+    return AbTest.model_validate(json_safe(result))  # NaN (an arm without outcomes yet) as None, as in the file

@@ -27,7 +27,7 @@ from finmlops.evaluation.workspace import evaluate_and_write
 from finmlops.executor import ExecutorConfig
 from finmlops.features import FEATURE_SETS, compute_features, save_features
 from finmlops.models.estimators import ESTIMATORS
-from finmlops.monitoring.abtest import run_abtest
+from finmlops.monitoring.abtest import ArmComparison, run_abtest
 from finmlops.monitoring.drift import run_drift
 from finmlops.provenance import file_sha256, stamp, write_json_atomic
 from finmlops.settings import Settings
@@ -391,19 +391,20 @@ def _traffic(ctx: Context) -> Outcome:
 def _abtest(ctx: Context) -> Outcome:
     experiment = ctx.output("traffic")["experiment"]
     result = run_abtest(ctx.settings, experiment, log_path=Path(ctx.output("traffic")["request_log"]))
-    decision = result["decision"]
-    diffs = "; ".join(f"{c['arm']} - {c['control']} {_difference(c)}" for c in result["comparisons"])
+    decision = result.decision
+    diffs = "; ".join(f"{c.arm} - {c.control} {_difference(c)}" for c in result.comparisons)
     return Outcome(
-        figure=f"{decision['action'].upper()}: {diffs or decision['reason']} (always-valid 95% CS; not applied)",
+        figure=f"{decision.action.upper()}: {diffs or decision.reason} (always-valid 95% CS; not applied)",
         files=[ctx.settings.results_dir / f"abtest_{experiment}.json"],
     )
 
 
-def _difference(comparison: dict[str, Any]) -> str:
+def _difference(comparison: ArmComparison) -> str:
     """``+0.012 [-0.03, +0.05]``; the sequence has no interval before the arm's minimum outcomes."""
-    low, high = comparison["ci"]
+    low, high = comparison.ci
     interval = "no CS yet" if low is None or high is None else f"[{low:+.3f}, {high:+.3f}]"
-    return f"{comparison['difference']:+.3f} {interval} on {comparison['outcomes']} outcomes"
+    difference = "–" if comparison.difference is None else f"{comparison.difference:+.3f}"
+    return f"{difference} {interval} on {comparison.outcomes} outcomes"
 
 
 def _drift(ctx: Context) -> Outcome:

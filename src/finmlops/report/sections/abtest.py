@@ -15,91 +15,14 @@ from datetime import date, timedelta
 from html import escape
 from pathlib import Path
 
-from pydantic import Field
-
-from finmlops.report.base import Input, Section, comparison, empty, note, num, read_model, table
+from finmlops.monitoring.abtest import AbTest, ArmComparison, Day
+from finmlops.report.base import Section, comparison, empty, note, num, read_model, table
 from finmlops.report.charts import Series, colors, date_ticks, day, legend, line_chart
 from finmlops.serving.requestlog import read_requests
 from finmlops.settings import Settings
 from finmlops.stats import Comparison
 
 TITLE = "A/B experiments"
-
-
-class Latency(Input):
-    p50: float | None
-    p95: float | None
-    p99: float | None
-
-
-class Arm(Input):
-    models: list[str]
-    requests: int
-    errors: int
-    outcomes: int
-    accuracy: float | None
-    accuracy_ci95: tuple[float | None, float | None]
-    latency_ms: Latency
-
-
-class Crossed(Input):
-    date: str
-    difference: float
-
-
-class ArmComparison(Input):
-    """Challenger minus control accuracy at the last look, its always-valid CS and p, and the first crossing."""
-
-    arm: str
-    control: str
-    difference: float | None
-    ci: tuple[float | None, float | None]
-    log_lambda: float | None
-    boundary: float | None
-    p_value: float | None
-    crossed: Crossed | None = None
-
-
-class Decision(Input):
-    action: str
-    arm: str | None = None
-    reason: str
-    rule: str
-    level: float
-
-
-class DayTest(Input):
-    log_lambda: float | None
-    boundary: float | None
-
-
-class Day(Input):
-    date: str
-    traffic_share: dict[str, float | None]
-    accuracy: dict[str, float | None]
-    tests: dict[str, DayTest] = Field(default_factory=dict)
-
-
-class AbConfig(Input):
-    log: str | None = None
-
-
-class AbProvenance(Input):
-    config: AbConfig = AbConfig()
-
-
-class AbTest(Input):
-    """What the section renders of one ``abtest_<experiment>.json``."""
-
-    experiment: str
-    control: str
-    alpha: float
-    tau: float
-    arms: dict[str, Arm]
-    comparisons: list[ArmComparison]
-    decision: Decision
-    timeline: list[Day]
-    provenance: AbProvenance = AbProvenance()
 
 
 @dataclass(frozen=True)
