@@ -123,12 +123,14 @@ def _runs(text: str) -> float:
     return float(match.group(1))
 
 
-def test_concurrent_grpc_calls_share_runs_and_a_bad_call_fails_alone(
+def test_concurrent_grpc_calls_in_a_batch_window_are_answered_as_alone_and_a_bad_call_fails_alone(
     session: ort.InferenceSession, tmp_path: Path
 ) -> None:
-    """16 clients at once over gRPC with a batch window: fewer onnxruntime runs than calls (the metric's count), every
-    answer equal to the call scored alone, one request-log row and one feedback id per call; a malformed call among
-    them gets INVALID_ARGUMENT by itself and the others are served."""
+    """16 clients at once over gRPC with a batch window: every answer equal to the call scored alone, one
+    request-log row and one feedback id per call, the runs counted by the metric; a malformed call among them gets
+    INVALID_ARGUMENT by itself and the others are served. That calls share a run is tested deterministically above
+    (test_the_window_stacks_calls_arriving_over_several_turns_and_answers_as_unbatched): here it depends on how the
+    machine schedules the clients' threads."""
     model = tiny_onnx(tmp_path / "m.onnx", *SHAPE, bias=0.5)
     config = {"models": [{"name": "m", "source": str(model)}],
               "server": {"max_batch_time_ms": 20, "reload_interval_s": 0}}  # fmt: skip
@@ -161,10 +163,10 @@ def test_concurrent_grpc_calls_share_runs_and_a_bad_call_fails_alone(
         rid, y = answers[i]
         assert rid == f"call-{i}"
         np.testing.assert_allclose(y, session.run(None, {"input_data": xs[i]})[0], rtol=0, atol=ULP)
-    # 156 calls from 16 clients: measured 12-88 runs on 2 quiet cores and 123 under CI's load (the clients share the
-    # server's process and its GIL, so how often calls overlap depends on the machine). One run per call would mean
-    # no call was ever batched with another; the share is a benchmark's figure (bench/serve.py), not this test's.
-    assert runs < len(good), (runs, len(good))
+    # 156 calls from 16 clients: measured 12-88 runs on 2 quiet cores, 123 and 156 (no call shared a run) under CI's
+    # load: the clients share the server's process and GIL, so whether calls overlap is the scheduler's. The metric
+    # counts one run at least per call batch and at most one per call.
+    assert 0 < runs <= len(good), (runs, len(good))
     rows = read_requests(app.request_log.path)
     served = rows[rows.status == 200]
     expected_ids = {f"call-{i}" if len(xs[i]) == 1 else f"call-{i}/{j}" for i in good for j in range(len(xs[i]))}
