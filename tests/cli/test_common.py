@@ -1,6 +1,6 @@
 """The CLI's choice Enums equal the stages' own tuples: Typer checks the values, the stage defines them.
 
-Some Enums are written out in cli.py because importing their stage would load torch, MLflow or scipy at every
+Some Enums are written out in finmlops.cli.common because importing their stage would load torch, MLflow or scipy at every
 command's start; this test fails when a stage adds or renames a value and the CLI does not follow.
 """
 
@@ -10,7 +10,7 @@ from typing import get_args
 
 import pytest
 
-from finmlops import cli
+from finmlops.cli import common as cli
 
 
 def _stage_values() -> dict[str, tuple[str, ...]]:
