@@ -47,12 +47,12 @@ def test_local_ray_binds_loopback_without_dashboard() -> None:
 
 
 def test_missing_ray_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    from finmlops.cli import _error_line
+    from finmlops.cli.main import error_line
 
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ModuleNotFoundError(name="ray")
     with pytest.raises(ModuleNotFoundError) as caught, open_executor(ExecutorConfig(kind="ray")):
         pass
-    assert _error_line(caught.value) == (
+    assert error_line(caught.value) == (
         "this command needs ray, which is not installed: pip install 'finmlops[distributed]'"
     )
 

@@ -29,7 +29,7 @@ _OS_ERROR_HINTS = {
 }
 
 
-def _error_line(exc: BaseException) -> str | None:
+def error_line(exc: BaseException) -> str | None:
     """One line for an error that is the user's or the machine's, not a bug; None for anything else."""
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         extra = EXTRA_OF_MODULE.get(exc.name.split(".")[0])
@@ -51,7 +51,7 @@ def main() -> None:
     try:
         app()
     except Exception as exc:  # re-raised below unless it is a known user or machine error
-        line = _error_line(exc)
+        line = error_line(exc)
         if line is None:
             raise
         err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
