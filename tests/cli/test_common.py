@@ -1,7 +1,7 @@
 """The CLI's choice Enums equal the stages' own tuples: Typer checks the values, the stage defines them.
 
-Some Enums are written out in finmlops.cli.common because importing their stage would load torch, MLflow or scipy at every
-command's start; this test fails when a stage adds or renames a value and the CLI does not follow.
+Some Enums are written out in finmlops.cli.common because importing their stage would load torch, MLflow or scipy
+at every command's start; this test fails when a stage adds or renames a value and the CLI does not follow.
 """
 
 from __future__ import annotations
