@@ -84,21 +84,21 @@ def explain_command(
         if json_out:
             emit_json(result)
             return
-        pooled = result["pooled"]
+        pooled = result.pooled
         table = Table(
-            title=f"{variant}: permutation importance on {len(result['folds'])} walk-forward test folds "
-            f"(accuracy {pooled['accuracy']:.4f} ± {pooled['accuracy_se']:.4f} on {pooled['n']} windows)"
+            title=f"{variant}: permutation importance on {len(result.folds)} walk-forward test folds "
+            f"(accuracy {pooled.accuracy:.4f} ± {pooled.accuracy_se:.4f} on {pooled.n} windows)"
         )
         for column in ("feature", "accuracy drop", "± se", "AUC drop", "± se", "folds > 0"):
             table.add_column(column, justify="left" if column == "feature" else "right")
         se = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-        for r in result["features"][:top]:
+        for r in result.features[:top]:
             table.add_row(
-                r["feature"], f"{r['accuracy_drop']:+.4f}", se(r["accuracy_drop_se"]), f"{r['auc_drop']:+.4f}",
-                se(r["auc_drop_se"]), f"{r['folds_positive']}/{len(result['folds'])}",
+                r.feature, f"{r.accuracy_drop:+.4f}", se(r.accuracy_drop_se), f"{r.auc_drop:+.4f}", se(r.auc_drop_se),
+                f"{r.folds_positive}/{len(result.folds)}",
             )  # fmt: skip
         console.print(table)
-        console.print(f"wrote {result['path']}", highlight=False)
+        console.print(f"wrote {result.path}", highlight=False)
         return
     errors: tuple[type[Exception], ...] = (DataError, OSError, ValueError)
     try:
