@@ -18,7 +18,13 @@ from torch import nn
 from typer.testing import CliRunner
 
 from finmlops.cli import app
-from finmlops.contract.explain import QUADRATURES, explain_payload, integrated_gradients_onnx, path_weights
+from finmlops.contract.explain import (
+    QUADRATURES,
+    ExplanationPayload,
+    explain_payload,
+    integrated_gradients_onnx,
+    path_weights,
+)
 from finmlops.data import DataStore, load_snapshot
 from finmlops.features import FeatureScaler
 from finmlops.models import build_network, get_variant
@@ -156,7 +162,8 @@ def test_explain_payload_ranks_features_checks_shape_and_defaults_to_the_window_
     card = type("Card", (), {"variant": "baseline", "feature_names": list("abcde"), "seq_len": SEQ})()
     x = windows[9:10]  # one V2 request window [1, seq, f]
     payload = explain_payload(session, card, x, top=3, steps=20, matrix=True)
-    assert payload["baseline"] == "window_mean" and payload["model"] == "baseline"
+    assert payload["baseline"] == "window_mean" and payload["model"] == "baseline" and payload["seconds"] > 0
+    assert ExplanationPayload.model_validate(payload).to_json() == payload  # the wire body is the model's JSON
     totals = np.asarray(payload["attributions"]).sum(axis=0)
     assert [f["feature"] for f in payload["top_features"]] == [
         card.feature_names[i] for i in np.argsort(-abs(totals))[:3]
@@ -285,12 +292,13 @@ def test_cli_explains_one_prediction(workspace: Settings, monkeypatch: pytest.Mo
     result = runner.invoke(app, ["explain", "--variant", "baseline", "--ticker", "jpm", "--date", "2019-06-14",
                                  "--top", "3", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.stdout)
-    assert (payload["ticker"], payload["date"], payload["baseline"]) == ("JPM", "2019-06-14", "training_mean")
-    assert len(payload["top_features"]) == 3 and len(payload["days"]) == 10
-    assert payload["days"][0]["day"] == "2019-06-03" and payload["days"][-1]["day"] == "2019-06-14"
-    assert abs(payload["convergence_delta"]) < 1e-6
-    assert payload["model_data_hash"] == payload["store_data_hash"]
+    payload = ExplanationPayload.model_validate_json(result.stdout)
+    assert payload.to_json() == json.loads(result.stdout)  # the same keys, no unset ones printed as null
+    assert (payload.ticker, payload.date, payload.baseline) == ("JPM", "2019-06-14", "training_mean")
+    assert len(payload.top_features) == 3 and len(payload.days) == 10
+    assert payload.days[0].day == "2019-06-03" and payload.days[-1].day == "2019-06-14"
+    assert abs(payload.convergence_delta) < 1e-6 and payload.method == "integrated_gradients"
+    assert payload.model_data_hash == payload.store_data_hash and payload.model_dir is not None
     latest = runner.invoke(app, ["explain", "--variant", "baseline"])
     assert latest.exit_code == 0, latest.output
     assert "AAPL 2019-12-31" in latest.stdout and "completeness" in latest.stdout

@@ -111,33 +111,33 @@ def explain_command(
             explanation = explain_saved_model(settings, str(variant), ticker=ticker, date=date, steps=steps)
     except errors as exc:
         fail(str(exc))
-    payload = explanation.to_dict(top)
-    if payload["model_data_hash"] != payload["store_data_hash"]:
+    payload = explanation.payload(top)
+    if payload.model_data_hash != payload.store_data_hash:
         err_console.print(
-            f"[yellow]warning:[/] the model was trained on data {payload['model_data_hash']}, the store now holds "
-            f"{payload['store_data_hash']}", highlight=False, soft_wrap=True,
+            f"[yellow]warning:[/] the model was trained on data {payload.model_data_hash}, the store now holds "
+            f"{payload.store_data_hash}", highlight=False, soft_wrap=True,
         )  # fmt: skip
     if json_out:
-        emit_json(payload)
+        emit_json(payload.to_json())
         return
     table = Table(
-        title=f"{model or variant} on {payload['ticker']} {payload['date']}: P(up) {payload['prob_up']:.4f}, "
-        f"{payload['baseline_prob_up']:.4f} at the training-mean baseline"
+        title=f"{model or variant} on {payload.ticker} {payload.date}: P(up) {payload.prob_up:.4f}, "
+        f"{payload.baseline_prob_up:.4f} at the training-mean baseline"
     )
     for column in ("feature", "attribution", "value (t)", "baseline"):
         table.add_column(column, justify="left" if column == "feature" else "right")
-    for f in payload["top_features"]:
-        table.add_row(f["feature"], f"{f['attribution']:+.5f}", f"{f['value']:.4g}", f"{f['baseline']:.4g}")
+    for f in payload.top_features:
+        table.add_row(f.feature, f"{f.attribution:+.5f}", f"{f.value:.4g}", f"{f.baseline:.4g}")
     days = Table(title="attribution per day (all features)")
     days.add_column("day")
     days.add_column("attribution", justify="right")
-    for d in payload["days"]:
-        days.add_row(d["day"], f"{d['attribution']:+.5f}")
+    for d in payload.days:
+        days.add_row(d.day, f"{d.attribution:+.5f}")
     console.print(table, days)
     console.print(
-        f"completeness: sum of attributions {payload['sum_attributions']:+.6f} vs f(x) - f(baseline) "
-        f"{payload['prob_up'] - payload['baseline_prob_up']:+.6f}, convergence delta "
-        f"{payload['convergence_delta']:.2e} ({steps} Gauss-Legendre steps, "
+        f"completeness: sum of attributions {payload.sum_attributions:+.6f} vs f(x) - f(baseline) "
+        f"{payload.prob_up - payload.baseline_prob_up:+.6f}, convergence delta "
+        f"{payload.convergence_delta:.2e} ({steps} Gauss-Legendre steps, "
         + ("onnxruntime, central differences)" if model else "Captum on CPU in float64)"),
         highlight=False,
     )
