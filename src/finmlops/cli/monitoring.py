@@ -288,19 +288,18 @@ def abtest_analyze(
     console.print(f"rule: {decision.rule}", highlight=False)
     if result.applied is not None:
         applied = result.applied
-        if applied.get("mode") == "routing":
-            for where in ("server", "config"):
-                if where in applied:
-                    done = applied[where]
+        if applied.mode == "routing":
+            for done in (applied.server, applied.config):
+                if done is not None:
                     console.print(
-                        f"applied: {done.get('url') or done.get('path')} experiment weights "
-                        f"{pairs(done['weights_before'])} -> {pairs(done['weights'])}"
-                        + ("" if done["changed"] else " (already so)"), highlight=False,
+                        f"applied: {done.where} experiment weights "
+                        f"{pairs(done.weights_before)} -> {pairs(done.weights)}"
+                        + ("" if done.changed else " (already so)"), highlight=False,
                     )  # fmt: skip
         else:
             console.print(
-                f"applied: champion of {applied['model']} -> v{applied['version']}" if applied.get("changed")
-                else f"applied: registry unchanged ({applied.get('reason', 'champion already there; tagged')})",
+                f"applied: champion of {applied.model} -> v{applied.version}" if applied.changed
+                else f"applied: registry unchanged ({applied.reason or 'champion already there; tagged'})",
                 highlight=False,
             )  # fmt: skip
     console.print(f"wrote {settings.results_dir / f'abtest_{experiment}.json'}", highlight=False)
