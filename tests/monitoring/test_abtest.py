@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from finmlops.cli import app
-from finmlops.monitoring.abtest import analyze
+from finmlops.monitoring.abtest import AbTest, analyze
 from finmlops.serving.requestlog import FeedbackRecord, RequestLog, RequestRecord, read_feedback, read_requests
 
 DAY = 86400.0
@@ -78,34 +78,35 @@ def test_analysis_of_a_request_log(tmp_path: Path) -> None:
     path = tmp_path / "requests.db"
     write_log(path, {"control": 0.52, "challenger": 0.62})
     result = analyze(read_requests(path), read_feedback(path), "exp")
-    assert result["control"] == "control" and list(result["arms"]) == ["control", "challenger"]
-    control, challenger = result["arms"]["control"], result["arms"]["challenger"]
-    assert control["requests"] + challenger["requests"] == 9000
-    assert control["requests"] > 2 * challenger["requests"]
-    assert control["errors"] > 0 and control["outcomes"] == control["requests"] - control["errors"]
+    assert result.control == "control" and list(result.arms) == ["control", "challenger"]
+    control, challenger = result.arms["control"], result.arms["challenger"]
+    assert control.requests + challenger.requests == 9000
+    assert control.requests > 2 * challenger.requests
+    assert control.errors > 0 and control.outcomes == control.requests - control.errors
     for arm, truth in (("control", 0.52), ("challenger", 0.62)):
-        low, high = result["arms"][arm]["accuracy_ci95"]
+        low, high = result.arms[arm].accuracy_ci95
         assert low < truth < high
-    assert control["models"] == ["baseline-predictor v1"]
-    assert 0 < control["latency_ms"]["p50"] < control["latency_ms"]["p95"] < control["latency_ms"]["p99"]
-    assert result["decision"]["action"] == "promote" and result["decision"]["arm"] == "challenger"
-    days = result["timeline"]
-    assert len(days) == 31 and days[-1]["requests"]["control"] == control["requests"]
-    assert days[0]["outcomes"]["control"] == 0  # the first day's outcomes arrive the next day
-    shares = [d["traffic_share"]["challenger"] for d in days if d["traffic_share"]["challenger"] is not None]
+    assert control.models == ["baseline-predictor v1"]
+    assert 0 < control.latency_ms.p50 < control.latency_ms.p95 < control.latency_ms.p99
+    assert result.decision.action == "promote" and result.decision.arm == "challenger"
+    days = result.timeline
+    assert len(days) == 31 and days[-1].requests["control"] == control.requests
+    assert days[0].outcomes["control"] == 0  # the first day's outcomes arrive the next day
+    shares = [d.traffic_share["challenger"] for d in days if d.traffic_share["challenger"] is not None]
     assert 0.25 < np.mean(shares) < 0.35
-    p_values = [d["tests"]["challenger"]["p_value"] for d in days]
+    p_values = [d.tests["challenger"].p_value for d in days]
     assert p_values == sorted(p_values, reverse=True)  # always-valid p-values never rise
-    assert all(d["tests"]["challenger"]["boundary"] == pytest.approx(math.log(20)) for d in days)
+    assert all(d.tests["challenger"].boundary == pytest.approx(math.log(20)) for d in days)
+    assert AbTest.model_validate_json(result.model_dump_json()) == result  # the file's JSON reads back the same
 
 
 def test_equal_arms_continue_and_worse_rolls_back(tmp_path: Path) -> None:
     write_log(tmp_path / "aa.db", {"control": 0.53, "challenger": 0.53}, seed=5)
     same = analyze(read_requests(tmp_path / "aa.db"), read_feedback(tmp_path / "aa.db"), "exp")
-    assert same["decision"]["action"] == "continue"
+    assert same.decision.action == "continue" and same.decision.arm is None
     write_log(tmp_path / "worse.db", {"control": 0.60, "challenger": 0.48}, seed=6)
     worse = analyze(read_requests(tmp_path / "worse.db"), read_feedback(tmp_path / "worse.db"), "exp")
-    assert worse["decision"]["action"] == "rollback" and worse["decision"]["arm"] == "control"
+    assert worse.decision.action == "rollback" and worse.decision.arm == "control"
     with pytest.raises(ValueError, match=r"no served requests of experiment 'nope'.*'exp', 'other'"):
         analyze(read_requests(tmp_path / "aa.db"), read_feedback(tmp_path / "aa.db"), "nope")
     with pytest.raises(ValueError, match="--control 'x' is not an arm"):
@@ -278,15 +279,15 @@ def test_the_direction_is_the_one_at_the_first_crossing() -> None:
     below alpha; pairing it with the last difference would promote a challenger that crossed as the worse arm."""
     requests, feedback = _daily_log(_noisy(0.6, 0.4, 5, seed=1) + _noisy(0.5, 0.9, 20, seed=2))
     result = analyze(requests, feedback, "exp", control="control", min_days=3)
-    (comparison,) = result["comparisons"]
-    assert comparison["difference"] > 0.05 and comparison["p_value"] < 0.05  # the last look reads as "better"
-    assert comparison["crossed"]["date"] == "1970-01-03" and comparison["crossed"]["difference"] < -0.15
-    assert result["decision"]["action"] == "rollback" and result["decision"]["arm"] == "control"
-    assert f"crossed on 1970-01-03 at {comparison['crossed']['difference']:+.4f}" in result["decision"]["reason"]
+    (comparison,) = result.comparisons
+    assert comparison.difference > 0.05 and comparison.p_value < 0.05  # the last look reads as "better"
+    assert comparison.crossed.date == "1970-01-03" and comparison.crossed.difference < -0.15
+    assert result.decision.action == "rollback" and result.decision.arm == "control"
+    assert f"crossed on 1970-01-03 at {comparison.crossed.difference:+.4f}" in result.decision.reason
     # Crossed while better: promote, and the reason says where it crossed.
     requests, feedback = _daily_log(_noisy(0.5, 0.9, 4, seed=3))
     promoted = analyze(requests, feedback, "exp", control="control", min_days=3)
-    assert promoted["decision"]["action"] == "promote" and promoted["comparisons"][0]["crossed"]["difference"] > 0
+    assert promoted.decision.action == "promote" and promoted.comparisons[0].crossed.difference > 0
 
 
 def test_outcomes_count_on_the_day_they_became_known() -> None:
@@ -295,11 +296,11 @@ def test_outcomes_count_on_the_day_they_became_known() -> None:
     date is a day on which the deciding outcomes were known."""
     requests, feedback = _daily_log(_noisy(0.6, 0.4, 6, seed=4), as_of=True)
     result = analyze(requests, feedback, "exp", control="control", min_days=3)
-    days = result["timeline"]
-    assert days[0]["date"] == "2023-01-02" and days[0]["outcomes"] == {"control": 0, "challenger": 0}
-    assert [d["outcomes"]["control"] for d in days] == [400 * i for i in range(7)]
-    assert days[-1]["date"] == "2023-01-10"  # the last day's outcomes are known the next business day
+    days = result.timeline
+    assert days[0].date == "2023-01-02" and days[0].outcomes == {"control": 0, "challenger": 0}
+    assert [d.outcomes["control"] for d in days] == [400 * i for i in range(7)]
+    assert days[-1].date == "2023-01-10"  # the last day's outcomes are known the next business day
     # Three days of outcomes are first known on the fourth trading day, 2023-01-05.
-    assert result["comparisons"][0]["crossed"]["date"] == "2023-01-05"
+    assert result.comparisons[0].crossed.date == "2023-01-05"
     two_days = analyze(requests, feedback, "exp", control="control", min_days=3, outcome_lag=2)
-    assert two_days["comparisons"][0]["crossed"]["date"] == "2023-01-06"
+    assert two_days.comparisons[0].crossed.date == "2023-01-06"

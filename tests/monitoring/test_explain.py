@@ -8,7 +8,6 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -19,11 +18,25 @@ from torch import nn
 from typer.testing import CliRunner
 
 from finmlops.cli import app
-from finmlops.contract.explain import QUADRATURES, explain_payload, integrated_gradients_onnx, path_weights
+from finmlops.contract.explain import (
+    QUADRATURES,
+    ExplanationPayload,
+    explain_payload,
+    integrated_gradients_onnx,
+    path_weights,
+)
 from finmlops.data import DataStore, load_snapshot
 from finmlops.features import FeatureScaler
 from finmlops.models import build_network, get_variant
-from finmlops.monitoring.explain import integrated_gradients_torch, permutation_importance
+from finmlops.monitoring.explain import (
+    FoldImportance,
+    GlobalImportance,
+    PooledAccuracy,
+    _pool_folds,
+    integrated_gradients_torch,
+    load_importance,
+    permutation_importance,
+)
 from finmlops.settings import Settings
 from finmlops.tracking.onnx_export import export_onnx
 
@@ -149,7 +162,8 @@ def test_explain_payload_ranks_features_checks_shape_and_defaults_to_the_window_
     card = type("Card", (), {"variant": "baseline", "feature_names": list("abcde"), "seq_len": SEQ})()
     x = windows[9:10]  # one V2 request window [1, seq, f]
     payload = explain_payload(session, card, x, top=3, steps=20, matrix=True)
-    assert payload["baseline"] == "window_mean" and payload["model"] == "baseline"
+    assert payload["baseline"] == "window_mean" and payload["model"] == "baseline" and payload["seconds"] > 0
+    assert ExplanationPayload.model_validate(payload).to_json() == payload  # the wire body is the model's JSON
     totals = np.asarray(payload["attributions"]).sum(axis=0)
     assert [f["feature"] for f in payload["top_features"]] == [
         card.feature_names[i] for i in np.argsort(-abs(totals))[:3]
@@ -211,6 +225,28 @@ def test_permutation_importance_finds_the_one_informative_feature() -> None:
     pd.testing.assert_frame_equal(table, again)
 
 
+def test_pooled_importance_weights_folds_by_rows_and_round_trips_through_json(tmp_path: Path) -> None:
+    def fold(name: str, n: int, a: float, b: float) -> FoldImportance:
+        drop = {"accuracy_drop_std": 0.01, "auc_drop_mean": float("nan"), "auc_drop_std": 0.0}
+        features = {"a": {"accuracy_drop_mean": a, **drop}, "b": {"accuracy_drop_mean": b, **drop}}
+        return FoldImportance(fold=name, n=n, accuracy=0.5, auc=float("nan"), seconds=1.0, features=features)
+
+    folds = [fold("2019", 100, 0.02, -0.01), fold("2020", 300, 0.06, 0.0)]
+    pooled = _pool_folds(folds, ["b", "a"])
+    assert [f.feature for f in pooled] == ["a", "b"] and pooled[0].accuracy_drop == pytest.approx(0.05)
+    assert pooled[0].accuracy_drop_se == pytest.approx(0.02) and pooled[0].folds_positive == 2
+    assert _pool_folds(folds[:1], ["a"])[0].accuracy_drop_se is None  # one fold: no spread across models
+    result = GlobalImportance(
+        variant="baseline", feature_set="basic", seq_len=10, test_years=[2019, 2020], epochs=1, n_repeats=2, seed=1,
+        pooled=PooledAccuracy(n=400, accuracy=0.5, accuracy_se=0.025), features=pooled, folds=folds,
+    )  # fmt: skip
+    path = tmp_path / "importance_baseline.json"
+    path.write_text(result.model_dump_json())
+    back = load_importance(path)
+    assert json.loads(path.read_text())["folds"][0]["auc"] is None and np.isnan(back.folds[0].auc)
+    assert back.features[0].accuracy_drop == pooled[0].accuracy_drop and back.label == result.label
+
+
 def test_permutation_moves_a_features_whole_series_and_leaves_the_rest() -> None:
     x, y = informative_set(50, seed=9)
     seen: list[np.ndarray] = []
@@ -256,12 +292,13 @@ def test_cli_explains_one_prediction(workspace: Settings, monkeypatch: pytest.Mo
     result = runner.invoke(app, ["explain", "--variant", "baseline", "--ticker", "jpm", "--date", "2019-06-14",
                                  "--top", "3", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.stdout)
-    assert (payload["ticker"], payload["date"], payload["baseline"]) == ("JPM", "2019-06-14", "training_mean")
-    assert len(payload["top_features"]) == 3 and len(payload["days"]) == 10
-    assert payload["days"][0]["day"] == "2019-06-03" and payload["days"][-1]["day"] == "2019-06-14"
-    assert abs(payload["convergence_delta"]) < 1e-6
-    assert payload["model_data_hash"] == payload["store_data_hash"]
+    payload = ExplanationPayload.model_validate_json(result.stdout)
+    assert payload.to_json() == json.loads(result.stdout)  # the same keys, no unset ones printed as null
+    assert (payload.ticker, payload.date, payload.baseline) == ("JPM", "2019-06-14", "training_mean")
+    assert len(payload.top_features) == 3 and len(payload.days) == 10
+    assert payload.days[0].day == "2019-06-03" and payload.days[-1].day == "2019-06-14"
+    assert abs(payload.convergence_delta) < 1e-6 and payload.method == "integrated_gradients"
+    assert payload.model_data_hash == payload.store_data_hash and payload.model_dir is not None
     latest = runner.invoke(app, ["explain", "--variant", "baseline"])
     assert latest.exit_code == 0, latest.output
     assert "AAPL 2019-12-31" in latest.stdout and "completeness" in latest.stdout
@@ -310,18 +347,21 @@ def test_cli_global_importance_reproduces_the_walk_forward_runner(
     args = ["explain", "--variant", "baseline", "--global", "--folds", "2019", "--epochs", "1", "--repeats", "2"]
     result = CliRunner().invoke(app, [*args, "--seed", "5", "--json"])
     assert result.exit_code == 0, result.output
-    saved = json.loads((workspace.results_dir / "importance_baseline.json").read_text())
-    assert saved["provenance"]["data_hash"] == DataStore(workspace.data_dir).dataset_hash
-    assert saved["provenance"]["seed"] == 5 and saved["test_years"] == [2019]
-    assert {f["feature"] for f in saved["features"]} == set(json.loads(
+    path = workspace.results_dir / "importance_baseline.json"
+    saved = load_importance(path)
+    assert GlobalImportance.model_validate_json(result.stdout) == saved.model_copy(update={"path": str(path)})
+    assert "path" not in json.loads(path.read_text())  # where it was written is not part of the file
+    assert saved.provenance["data_hash"] == DataStore(workspace.data_dir).dataset_hash
+    assert saved.provenance["seed"] == 5 and saved.test_years == [2019]
+    assert {f.feature for f in saved.features} == set(json.loads(
         (workspace.models_dir / "baseline" / "config.json").read_text())["feature_names"])  # fmt: skip
     # The refit per fold is the runner's fit: same windows, same unpermuted accuracy.
     runner = walk_forward_predictions(
         DataStore(workspace.data_dir).read(), variants=["baseline"], baselines=(), test_years=[2019], epochs=1,
         seed=5, threads=1, device="auto", progress=False,
     )  # fmt: skip
-    fold: dict[str, Any] = saved["folds"][0]
-    assert fold["n"] == len(runner)
-    assert fold["accuracy"] == pytest.approx(float(np.mean((runner["prob_up"] > 0.5) == (runner["y_true"] == 1))))
+    fold = saved.folds[0]
+    assert fold.n == len(runner)
+    assert fold.accuracy == pytest.approx(float(np.mean((runner["prob_up"] > 0.5) == (runner["y_true"] == 1))))
     table = CliRunner().invoke(app, [*args, "--seed", "5", "--top", "4"])
     assert table.exit_code == 0 and "permutation importance on 1 walk-forward test folds" in table.stdout

@@ -360,9 +360,9 @@ def test_replay_against_the_finmlops_server(tmp_path: Path) -> None:
     log = read_requests(tmp_path / "requests.db")
     replayed = {d.date().isoformat() for d in universe["AAPL"].loc["2023-03-13":].index}
     assert set(log["as_of"]) == replayed
-    timeline = analyze(log, read_feedback(tmp_path / "requests.db"), "ab", min_outcomes=1)["timeline"]
-    assert [day["date"] for day in timeline] == sorted(replayed) and len(timeline) == result["days"] > 1
-    assert sum(timeline[-1]["outcomes"].values()) == result["feedback_ok"]  # every outcome on some day
+    timeline = analyze(log, read_feedback(tmp_path / "requests.db"), "ab", min_outcomes=1).timeline
+    assert [day.date for day in timeline] == sorted(replayed) and len(timeline) == result["days"] > 1
+    assert sum(timeline[-1].outcomes.values()) == result["feedback_ok"]  # every outcome on some day
 
 
 # Wall-clock columns: when a row was written and how long it took; everything else is what was sent and answered.
@@ -386,7 +386,7 @@ def test_two_replays_log_the_same_requests_and_reach_the_same_decision(tmp_path:
         log = log.sort_values(["id", "model"], ignore_index=True)
         feedback = read_feedback(folder / "requests.db").drop(columns="ts").sort_values("id", ignore_index=True)
         decision = analyze(read_requests(folder / "requests.db"), read_feedback(folder / "requests.db"), "ab")
-        runs.append((summary.as_dict(), log, feedback, decision["decision"]))
+        runs.append((summary.as_dict(), log, feedback, decision.decision))
     (one, log1, fb1, decision1), (two, log2, fb2, decision2) = runs
     assert one["errors"] == {} and one["last_day"] == "2023-12-29" and one["requests"] == 3 * one["days"]
     assert one["arms"] == two["arms"] and len(one["arms"]) == 2

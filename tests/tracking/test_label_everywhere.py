@@ -84,9 +84,9 @@ def test_every_command_follows_a_changed_horizon(
 
     # explain --global: the importance folds are fit and scored on the horizon-5 label.
     importance = run_global_importance(h5, "lightweight", test_years=[YEAR], epochs=1, n_repeats=1)
-    assert importance["label"] == H5.model_dump() and importance["provenance"]["config"]["label"] == H5.model_dump()
+    assert importance.label == H5 and importance.provenance["config"]["label"] == H5.model_dump()
     wf = preds[preds["model"] == "lightweight"]
-    assert importance["folds"][0]["n"] >= len(wf)  # the runner's rows, before the intersection with the baselines
+    assert importance.folds[0].n >= len(wf)  # the runner's rows, before the intersection with the baselines
 
     # champions: the final fit learns the horizon-5 label and its registered card says so.
     registered = register_final_model(

@@ -84,21 +84,21 @@ def explain_command(
         if json_out:
             emit_json(result)
             return
-        pooled = result["pooled"]
+        pooled = result.pooled
         table = Table(
-            title=f"{variant}: permutation importance on {len(result['folds'])} walk-forward test folds "
-            f"(accuracy {pooled['accuracy']:.4f} ± {pooled['accuracy_se']:.4f} on {pooled['n']} windows)"
+            title=f"{variant}: permutation importance on {len(result.folds)} walk-forward test folds "
+            f"(accuracy {pooled.accuracy:.4f} ± {pooled.accuracy_se:.4f} on {pooled.n} windows)"
         )
         for column in ("feature", "accuracy drop", "± se", "AUC drop", "± se", "folds > 0"):
             table.add_column(column, justify="left" if column == "feature" else "right")
         se = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
-        for r in result["features"][:top]:
+        for r in result.features[:top]:
             table.add_row(
-                r["feature"], f"{r['accuracy_drop']:+.4f}", se(r["accuracy_drop_se"]), f"{r['auc_drop']:+.4f}",
-                se(r["auc_drop_se"]), f"{r['folds_positive']}/{len(result['folds'])}",
+                r.feature, f"{r.accuracy_drop:+.4f}", se(r.accuracy_drop_se), f"{r.auc_drop:+.4f}", se(r.auc_drop_se),
+                f"{r.folds_positive}/{len(result.folds)}",
             )  # fmt: skip
         console.print(table)
-        console.print(f"wrote {result['path']}", highlight=False)
+        console.print(f"wrote {result.path}", highlight=False)
         return
     errors: tuple[type[Exception], ...] = (DataError, OSError, ValueError)
     try:
@@ -111,33 +111,33 @@ def explain_command(
             explanation = explain_saved_model(settings, str(variant), ticker=ticker, date=date, steps=steps)
     except errors as exc:
         fail(str(exc))
-    payload = explanation.to_dict(top)
-    if payload["model_data_hash"] != payload["store_data_hash"]:
+    payload = explanation.payload(top)
+    if payload.model_data_hash != payload.store_data_hash:
         err_console.print(
-            f"[yellow]warning:[/] the model was trained on data {payload['model_data_hash']}, the store now holds "
-            f"{payload['store_data_hash']}", highlight=False, soft_wrap=True,
+            f"[yellow]warning:[/] the model was trained on data {payload.model_data_hash}, the store now holds "
+            f"{payload.store_data_hash}", highlight=False, soft_wrap=True,
         )  # fmt: skip
     if json_out:
-        emit_json(payload)
+        emit_json(payload.to_json())
         return
     table = Table(
-        title=f"{model or variant} on {payload['ticker']} {payload['date']}: P(up) {payload['prob_up']:.4f}, "
-        f"{payload['baseline_prob_up']:.4f} at the training-mean baseline"
+        title=f"{model or variant} on {payload.ticker} {payload.date}: P(up) {payload.prob_up:.4f}, "
+        f"{payload.baseline_prob_up:.4f} at the training-mean baseline"
     )
     for column in ("feature", "attribution", "value (t)", "baseline"):
         table.add_column(column, justify="left" if column == "feature" else "right")
-    for f in payload["top_features"]:
-        table.add_row(f["feature"], f"{f['attribution']:+.5f}", f"{f['value']:.4g}", f"{f['baseline']:.4g}")
+    for f in payload.top_features:
+        table.add_row(f.feature, f"{f.attribution:+.5f}", f"{f.value:.4g}", f"{f.baseline:.4g}")
     days = Table(title="attribution per day (all features)")
     days.add_column("day")
     days.add_column("attribution", justify="right")
-    for d in payload["days"]:
-        days.add_row(d["day"], f"{d['attribution']:+.5f}")
+    for d in payload.days:
+        days.add_row(d.day, f"{d.attribution:+.5f}")
     console.print(table, days)
     console.print(
-        f"completeness: sum of attributions {payload['sum_attributions']:+.6f} vs f(x) - f(baseline) "
-        f"{payload['prob_up'] - payload['baseline_prob_up']:+.6f}, convergence delta "
-        f"{payload['convergence_delta']:.2e} ({steps} Gauss-Legendre steps, "
+        f"completeness: sum of attributions {payload.sum_attributions:+.6f} vs f(x) - f(baseline) "
+        f"{payload.prob_up - payload.baseline_prob_up:+.6f}, convergence delta "
+        f"{payload.convergence_delta:.2e} ({steps} Gauss-Legendre steps, "
         + ("onnxruntime, central differences)" if model else "Captum on CPU in float64)"),
         highlight=False,
     )
@@ -288,19 +288,18 @@ def abtest_analyze(
     console.print(f"rule: {decision.rule}", highlight=False)
     if result.applied is not None:
         applied = result.applied
-        if applied.get("mode") == "routing":
-            for where in ("server", "config"):
-                if where in applied:
-                    done = applied[where]
+        if applied.mode == "routing":
+            for done in (applied.server, applied.config):
+                if done is not None:
                     console.print(
-                        f"applied: {done.get('url') or done.get('path')} experiment weights "
-                        f"{pairs(done['weights_before'])} -> {pairs(done['weights'])}"
-                        + ("" if done["changed"] else " (already so)"), highlight=False,
+                        f"applied: {done.where} experiment weights "
+                        f"{pairs(done.weights_before)} -> {pairs(done.weights)}"
+                        + ("" if done.changed else " (already so)"), highlight=False,
                     )  # fmt: skip
         else:
             console.print(
-                f"applied: champion of {applied['model']} -> v{applied['version']}" if applied.get("changed")
-                else f"applied: registry unchanged ({applied.get('reason', 'champion already there; tagged')})",
+                f"applied: champion of {applied.model} -> v{applied.version}" if applied.changed
+                else f"applied: registry unchanged ({applied.reason or 'champion already there; tagged'})",
                 highlight=False,
             )  # fmt: skip
     console.print(f"wrote {settings.results_dir / f'abtest_{experiment}.json'}", highlight=False)

@@ -15,6 +15,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 
 from finmlops.contract.session import score
 
@@ -174,38 +175,91 @@ class Explanation:
         """Attribution of each day summed over the features ``[seq]``, oldest day first."""
         return pd.Series(self.attributions.sum(axis=1), index=self.days, name="attribution")
 
-    def to_dict(self, top: int = 10, matrix: bool = False) -> dict[str, Any]:
-        """JSON-ready: the ``top`` features by absolute total attribution, every day's total, the completeness
-        check, and (``matrix``) the full ``[seq][f]`` attributions with the feature names."""
+    def payload(self, top: int = 10, matrix: bool = False, seconds: float | None = None) -> ExplanationPayload:
+        """The ``top`` features by absolute total attribution, every day's total, the completeness check, the
+        ``context`` and (``matrix``) the full ``[seq][f]`` attributions with the feature names."""
         totals = self.feature_totals()
         order = np.argsort(-np.abs(totals.to_numpy()), kind="stable")[: max(top, 0)]
-        payload: dict[str, Any] = {
-            **self.context,
-            "method": "integrated_gradients",
-            "engine": self.engine,
-            "quadrature": self.method,
-            "steps": self.steps,
-            "output": "prob_up",
-            "baseline": self.baseline_kind,
-            "prob_up": self.prob_up,
-            "baseline_prob_up": self.baseline_prob_up,
-            "sum_attributions": float(self.attributions.sum()),
-            "convergence_delta": self.convergence_delta,
-            "top_features": [
-                {
-                    "feature": self.feature_names[i],
-                    "attribution": float(totals.iloc[i]),
-                    "value": float(self.values[-1, i]),
-                    "baseline": float(self.baseline[-1, i]),
-                }
+        extra: dict[str, Any] = {}
+        if matrix:
+            extra.update(feature_names=list(self.feature_names), attributions=self.attributions.tolist())
+        if seconds is not None:
+            extra["seconds"] = seconds
+        return ExplanationPayload(
+            **self.context, method="integrated_gradients", engine=self.engine, quadrature=self.method,
+            steps=self.steps, baseline=self.baseline_kind,
+            output="prob_up", prob_up=self.prob_up, baseline_prob_up=self.baseline_prob_up,
+            sum_attributions=float(self.attributions.sum()), convergence_delta=self.convergence_delta,
+            top_features=[
+                TopFeature(
+                    feature=self.feature_names[i], attribution=float(totals.iloc[i]),
+                    value=float(self.values[-1, i]), baseline=float(self.baseline[-1, i]),
+                )
                 for i in order
             ],
-            "days": [{"day": day, "attribution": float(v)} for day, v in self.day_totals().items()],
-        }
-        if matrix:
-            payload["feature_names"] = list(self.feature_names)
-            payload["attributions"] = self.attributions.tolist()
-        return payload
+            days=[DayAttribution(day=str(day), attribution=float(v)) for day, v in self.day_totals().items()],
+            **extra,
+        )  # fmt: skip
+
+
+class PayloadModel(BaseModel):
+    """Base of the explanation payload's models: keys they do not declare are ignored on reading."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class TopFeature(PayloadModel):
+    """One feature's attribution summed over the window's days (P(up) units), its value and baseline on day t."""
+
+    feature: str
+    attribution: float
+    value: float
+    baseline: float
+
+
+class DayAttribution(PayloadModel):
+    """One day's attribution summed over the features (P(up) units); ``day`` a date or ``t-k``."""
+
+    day: str
+    attribution: float
+
+
+class ExplanationPayload(PayloadModel):
+    """What ``finmlops explain`` prints and ``/explain`` answers: the context of the explained prediction (which of
+    ``variant``, ``model``, ``model_uri``, ``model_dir``, ``ticker``, ``date``, the model's and the store's data
+    hashes the caller knows), the method, P(up) at the window and at the baseline, the completeness check
+    (``sum_attributions`` vs ``prob_up - baseline_prob_up``, ``convergence_delta`` their difference), the top
+    features, every day's total, optionally the ``[seq][f]`` matrix and the ``seconds`` it took.
+
+    Fields the caller did not know stay unset and out of the JSON: :meth:`to_json`."""
+
+    variant: str | None = None
+    model: str | None = None
+    model_uri: str | None = None
+    ticker: str | None = None
+    date: str | None = None
+    model_dir: str | None = None
+    model_data_hash: str | None = None
+    store_data_hash: str | None = None
+    method: Literal["integrated_gradients"] = "integrated_gradients"
+    engine: str
+    quadrature: str
+    steps: int
+    output: Literal["prob_up"] = "prob_up"
+    baseline: str
+    prob_up: float
+    baseline_prob_up: float
+    sum_attributions: float
+    convergence_delta: float
+    top_features: list[TopFeature]
+    days: list[DayAttribution]
+    feature_names: list[str] | None = None
+    attributions: list[list[float]] | None = None
+    seconds: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object: the fields that were set (NaN as null)."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class CardLike(Protocol):
@@ -258,4 +312,4 @@ def explain_payload(
         method=method, engine="onnxruntime-central-differences",
         context={"model": card.variant},
     )  # fmt: skip
-    return {**explanation.to_dict(top, matrix), "seconds": time.perf_counter() - started}
+    return explanation.payload(top, matrix, seconds=time.perf_counter() - started).to_json()

@@ -11,7 +11,6 @@ the look where p first fell below that, roll back when it did so with theta_hat 
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from finmlops.provenance import json_safe, stamp, write_json_atomic, write_text_atomic
+from finmlops.provenance import stamp, write_text_atomic
 from finmlops.serving.experiments import merge_patch
 from finmlops.serving.experiments import parse_config as parse_experiment
 from finmlops.serving.requestlog import read_feedback, read_requests
@@ -45,23 +44,37 @@ class AbModel(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
 
+def _num(x: float) -> float | None:
+    """``x`` as a float, None where it is undefined: NaN (an arm without outcomes yet) or infinite (a confidence
+    sequence before its first look); null in the file."""
+    return float(x) if np.isfinite(x) else None
+
+
 class Latency(AbModel):
+    """Served latency percentiles in milliseconds (None without answered requests)."""
+
     p50: float | None
     p95: float | None
     p99: float | None
 
 
 class Arm(AbModel):
+    """One arm: the model versions it served, its served requests, failed ones, labelled outcomes (``correct`` of
+    them right), accuracy with its Wilson 95% CI (None without outcomes) and latency."""
+
     models: list[str]
     requests: int
     errors: int
     outcomes: int
+    correct: int | None = None
     accuracy: float | None
     accuracy_ci95: tuple[float | None, float | None]
     latency_ms: Latency
 
 
 class Crossed(AbModel):
+    """The look where the always-valid p-value first fell below the level, and the difference there."""
+
     date: str
     difference: float
 
@@ -76,28 +89,122 @@ class ArmComparison(AbModel):
     log_lambda: float | None
     boundary: float | None
     p_value: float | None
+    days: int | None = None
     outcomes: int | None = None
     crossed: Crossed | None = None
 
+    @property
+    def crossing_difference(self) -> float:
+        """The difference at the first look below the level (``crossed``); the last look's without a crossing."""
+        return float(self.crossed.difference if self.crossed else self.difference)  # type: ignore[arg-type]
+
+    @property
+    def crossing_note(self) -> str:
+        return f"; crossed on {self.crossed.date} at {self.crossed.difference:+.4f}" if self.crossed else ""
+
 
 class Decision(AbModel):
-    action: str
+    """What to do (``promote`` the challenger ``arm``, ``rollback`` to the control ``arm``, ``continue``), why, the
+    rule and the per-challenger level alpha / k."""
+
+    action: Action
     arm: str | None = None
-    reason: str
     rule: str
+    reason: str
     level: float
 
 
 class DayTest(AbModel):
+    """One challenger at one daily look: accuracy difference to the control, the mSPRT log Lambda and its boundary,
+    the confidence sequence, the always-valid (running-minimum) p-value and the days with outcomes so far."""
+
+    difference: float | None = None
     log_lambda: float | None
     boundary: float | None
+    ci: tuple[float | None, float | None] = (None, None)
+    p_value: float | None = None
+    days: int | None = None
 
 
 class Day(AbModel):
+    """One daily look: cumulative requests, that day's traffic share, cumulative outcomes and accuracy per arm
+    (None before any), and each challenger's :class:`DayTest`."""
+
     date: str
+    requests: dict[str, int] = Field(default_factory=dict)
     traffic_share: dict[str, float | None]
+    outcomes: dict[str, int] = Field(default_factory=dict)
     accuracy: dict[str, float | None]
     tests: dict[str, DayTest] = Field(default_factory=dict)
+
+
+class RouteChange(AbModel):
+    """An experiment's candidate weights before and after routing its traffic to the winner, and whether they
+    changed."""
+
+    changed: bool
+    weights_before: dict[str, float]
+    weights: dict[str, float]
+
+
+class ServerRoute(RouteChange):
+    """The change through a running server's admin API (``url``), with the traffic shares it reported after."""
+
+    url: str
+    traffic_share: dict[str, float | None] | None = None
+
+    @property
+    def where(self) -> str:
+        return self.url
+
+
+class ConfigRoute(RouteChange):
+    """The change in the serving config file ``path`` (effective at the server's next start)."""
+
+    path: str
+
+    @property
+    def where(self) -> str:
+        return self.path
+
+
+class Applied(AbModel):
+    """What ``--apply`` did: nothing for a ``continue`` (``reason``); otherwise the winner ``arm``, its registered
+    ``model`` and ``version``, the tags set on it, and either the ``champion`` alias move (``mode: alias``,
+    ``previous_champion``) or the routing change on the ``server`` and/or in the ``config`` (``mode: routing``)."""
+
+    changed: bool
+    reason: str | None = None
+    mode: Literal["alias", "routing"] | None = None
+    arm: str | None = None
+    model: str | None = None
+    version: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+    previous_champion: str | None = None
+    server: ServerRoute | None = None
+    config: ConfigRoute | None = None
+
+
+class AdminState(AbModel):
+    """``GET``/``PUT /admin/experiments/{name}``'s answer: the experiment's serving config (its serving.yaml
+    mapping) and the traffic shares the server measured."""
+
+    config: dict[str, Any]
+    traffic_share: dict[str, float | None] | None = None
+
+
+class RoutingPatch(AbModel):
+    """The JSON merge patch of an experiment's serving config that sends all its traffic to one arm: strategy
+    ``weighted`` (``bandit`` and ``context`` null: removed), every candidate's mapping with its new ``weight``."""
+
+    strategy: Literal["weighted"] = "weighted"
+    bandit: None = None
+    context: None = None
+    candidates: list[dict[str, Any]]
+
+    @property
+    def weights(self) -> dict[str, float]:
+        return {c["name"]: float(c["weight"]) for c in self.candidates}
 
 
 class AbConfig(AbModel):
@@ -118,11 +225,15 @@ class AbTest(AbModel):
     control: str
     alpha: float
     tau: float
+    min_outcomes: int | None = None
+    min_days: int | None = None
+    outcome_lag: int | None = None
+    method: str | None = None
     arms: dict[str, Arm]
     comparisons: list[ArmComparison]
     decision: Decision
     timeline: list[Day]
-    applied: dict[str, Any] | None = None
+    applied: Applied | None = None
     provenance: AbProvenance = AbProvenance()
 
 
@@ -147,23 +258,19 @@ def served_rows(requests: pd.DataFrame, feedback: pd.DataFrame, experiment: str)
     return rows
 
 
-def arm_summary(rows: pd.DataFrame) -> dict[str, Any]:
+def arm_summary(rows: pd.DataFrame) -> Arm:
     """Requests, error share, labelled outcomes, accuracy with its Wilson 95% CI, and latency p50/p95/p99 (ms)."""
     labelled = rows["correct"].dropna()
     n, k = len(labelled), int(labelled.sum())
     low, high = wilson_interval(k, n)
     latency = rows["latency_ms"].dropna().to_numpy()
     p50, p95, p99 = np.percentile(latency, [50, 95, 99]) if latency.size else (np.nan,) * 3
-    return {
-        "models": sorted({f"{m} v{v}" for m, v in zip(rows["model"], rows["model_version"], strict=True)}),
-        "requests": len(rows),
-        "errors": int((rows["status"] != 200).sum()),
-        "outcomes": n,
-        "correct": k,
-        "accuracy": k / n if n else float("nan"),
-        "accuracy_ci95": [low, high],
-        "latency_ms": {"p50": float(p50), "p95": float(p95), "p99": float(p99)},
-    }
+    return Arm(
+        models=sorted({f"{m} v{v}" for m, v in zip(rows["model"], rows["model_version"], strict=True)}),
+        requests=len(rows), errors=int((rows["status"] != 200).sum()), outcomes=n, correct=k,
+        accuracy=k / n if n else None, accuracy_ci95=(_num(low), _num(high)),
+        latency_ms=Latency(p50=_num(p50), p95=_num(p95), p99=_num(p99)),
+    )  # fmt: skip
 
 
 def _day(ts: pd.Series) -> pd.Series:
@@ -197,7 +304,7 @@ def timeline(
     min_outcomes: int,
     min_days: int = MIN_DAYS,
     outcome_lag: int = 1,
-) -> list[dict[str, Any]]:
+) -> list[Day]:
     """One entry per day (a daily look): cumulative requests and that day's traffic share per arm, cumulative
     labelled outcomes and accuracy per arm, and per challenger the day-unit mSPRT statistic, its boundary, the
     confidence sequence and the always-valid (running-minimum) p-value.
@@ -235,72 +342,58 @@ def timeline(
     out = []
     for i, day in enumerate(days):
         total = float(requests.iloc[i].sum())
-        entry: dict[str, Any] = {
-            "date": day,
-            "requests": {a: int(cum_requests[a].iloc[i]) for a in arms},
-            "traffic_share": {a: float(requests[a].iloc[i] / total) if total else None for a in arms},
-            "outcomes": {a: int(cum_n[a].iloc[i]) for a in arms},
-            "accuracy": {a: float(cum_s[a].iloc[i] / cum_n[a].iloc[i]) if cum_n[a].iloc[i] else None for a in arms},
-            "tests": {},
-        }
+        day_tests = {}
         for arm, test in tests.items():
             diff, half = float(test["difference"][i]), float(test["half_width"][i])
-            entry["tests"][arm] = {
-                "difference": diff,
-                "log_lambda": float(test["log_lambda"][i]),
-                "boundary": float(test["boundary"][i]),
-                "ci": [diff - half, diff + half],
-                "p_value": float(np.min(test["p_value"][: i + 1])),
-                "days": int(test["days"][i]),
-            }
-        out.append(entry)
+            day_tests[arm] = DayTest(
+                difference=_num(diff), log_lambda=_num(test["log_lambda"][i]), boundary=_num(test["boundary"][i]),
+                ci=(_num(diff - half), _num(diff + half)), p_value=_num(np.min(test["p_value"][: i + 1])),
+                days=int(test["days"][i]),
+            )  # fmt: skip
+        out.append(Day(
+            date=day,
+            requests={a: int(cum_requests[a].iloc[i]) for a in arms},
+            traffic_share={a: float(requests[a].iloc[i] / total) if total else None for a in arms},
+            outcomes={a: int(cum_n[a].iloc[i]) for a in arms},
+            accuracy={a: float(cum_s[a].iloc[i] / cum_n[a].iloc[i]) if cum_n[a].iloc[i] else None for a in arms},
+            tests=day_tests,
+        ))  # fmt: skip
     return out
 
 
-def _crossing_difference(comparison: dict[str, Any]) -> float:
-    """The difference at the look where the always-valid p-value first fell below the level (``crossed``); the
-    last look's difference when the comparison carries no crossing (a single look)."""
-    crossed = comparison.get("crossed")
-    return float(crossed["difference"] if crossed else comparison["difference"])
-
-
-def decide(comparisons: Sequence[dict[str, Any]], alpha: float) -> dict[str, Any]:
+def decide(comparisons: Sequence[ArmComparison], alpha: float) -> Decision:
     """The decision: promote the challenger with the largest significantly positive difference; else roll back
     when every challenger is significantly worse than the control; else continue. "Significantly" means the
     always-valid p-value < alpha / (number of challengers) (Bonferroni over challengers); the direction is the
     sign of the difference at the first look that crossed that level (``crossed``), not at the last look: a
     boundary crossed while the challenger was worse stays a rollback even if the difference later turns."""
     level = alpha / max(1, len(comparisons))
-    better = [c for c in comparisons if c["p_value"] < level and _crossing_difference(c) > 0]
-    worse = [c for c in comparisons if c["p_value"] < level and _crossing_difference(c) < 0]
+    significant = [c for c in comparisons if c.p_value is not None and c.p_value < level]
+    better = [c for c in significant if c.crossing_difference > 0]
+    worse = [c for c in significant if c.crossing_difference < 0]
     rule = (
         f"promote if a challenger's always-valid mSPRT p < {level:.4g} with a positive accuracy difference; roll "
         f"back if every challenger's p < {level:.4g} with a negative difference; otherwise continue"
     )
     if better:
-        best = max(better, key=_crossing_difference)
+        best = max(better, key=lambda c: c.crossing_difference)
         action: Action = "promote"
         arm, reason = (
-            best["arm"],
+            best.arm,
             (
-                f"{best['arm']} beats {best['control']} by {best['difference']:+.4f} accuracy (always-valid p = "
-                f"{best['p_value']:.4g} < {level:.4g}{_crossing_note(best)})"
+                f"{best.arm} beats {best.control} by {best.difference:+.4f} accuracy (always-valid p = "
+                f"{best.p_value:.4g} < {level:.4g}{best.crossing_note})"
             ),
         )
     elif comparisons and len(worse) == len(comparisons):
-        action, arm = "rollback", comparisons[0]["control"]
+        action, arm = "rollback", comparisons[0].control
         reason = "every challenger is significantly worse: " + "; ".join(
-            f"{c['arm']} {c['difference']:+.4f} (p = {c['p_value']:.4g}{_crossing_note(c)})" for c in worse
+            f"{c.arm} {c.difference:+.4f} (p = {c.p_value:.4g}{c.crossing_note})" for c in worse
         )
     else:
         action, arm = "continue", None
         reason = "no challenger is significantly different from the control yet" if comparisons else "one arm only"
-    return {"action": action, "arm": arm, "rule": rule, "reason": reason, "level": level}
-
-
-def _crossing_note(comparison: dict[str, Any]) -> str:
-    crossed = comparison.get("crossed")
-    return f"; crossed on {crossed['date']} at {crossed['difference']:+.4f}" if crossed else ""
+    return Decision(action=action, arm=arm, rule=rule, reason=reason, level=level)
 
 
 def analyze(
@@ -314,11 +407,11 @@ def analyze(
     min_outcomes: int = MIN_OUTCOMES,
     min_days: int = MIN_DAYS,
     outcome_lag: int = 1,
-) -> dict[str, Any]:
+) -> AbTest:
     """The full analysis of ``experiment`` from request-log frames (``read_requests``, ``read_feedback``).
 
     ``control`` defaults to the arm with the most served requests (the incumbent usually keeps most traffic; ties
-    go to the first name). Returns arms, comparisons, the decision and the daily timeline, JSON-ready.
+    go to the first name). Returns arms, comparisons, the decision and the daily timeline (no provenance yet).
     """
     if not 0 < alpha < 1 or tau <= 0:
         raise ValueError(f"need 0 < alpha < 1 and tau > 0, got alpha={alpha}, tau={tau}")
@@ -340,31 +433,23 @@ def analyze(
     )  # fmt: skip
     comparisons = []
     for arm in challengers:
-        last = days[-1]["tests"][arm]
+        last = days[-1].tests[arm]
         # The always-valid p-value is a running minimum: once below the level it stays there, while the difference
         # keeps moving. The direction is the difference's sign at the look where the boundary was first crossed.
-        first = next((d for d in days if d["tests"][arm]["p_value"] < level), None)
-        crossed = None if first is None else {"date": first["date"], "difference": first["tests"][arm]["difference"]}
-        comparisons.append(
-            {"arm": arm, "control": control, **last, "outcomes": days[-1]["outcomes"][arm], "crossed": crossed}
-        )
-    return {
-        "experiment": experiment,
-        "control": control,
-        "alpha": alpha,
-        "tau": tau,
-        "min_outcomes": min_outcomes,
-        "min_days": min_days,
-        "outcome_lag": outcome_lag,
-        "method": (
+        first = next((d for d in days if (p := d.tests[arm].p_value) is not None and p < level), None)
+        crossed = None if first is None else Crossed(date=first.date, difference=first.tests[arm].difference)
+        comparisons.append(ArmComparison(
+            arm=arm, control=control, **last.model_dump(), outcomes=days[-1].outcomes[arm], crossed=crossed
+        ))  # fmt: skip
+    return AbTest(
+        experiment=experiment, control=control, alpha=alpha, tau=tau, min_outcomes=min_outcomes, min_days=min_days,
+        outcome_lag=outcome_lag,
+        method=(
             "mSPRT, normal mixture (Johari et al. 2017), the trading day as unit: one look per day, cluster-robust "
             "variance by day, outcomes on the day they became known"
         ),
-        "arms": arms,
-        "comparisons": comparisons,
-        "decision": decide(comparisons, alpha),
-        "timeline": days,
-    }
+        arms=arms, comparisons=comparisons, decision=decide(comparisons, alpha), timeline=days,
+    )  # fmt: skip
 
 
 # --- applying the decision -------------------------------------------------------------------------------------------
@@ -380,14 +465,14 @@ def arm_version(rows: pd.DataFrame, arm: str) -> tuple[str, str]:
 
 
 def apply_decision(
-    result: dict[str, Any],
+    result: AbTest,
     rows: pd.DataFrame,
     client: Any,
     *,
     server: str | None = None,
     token: str | None = None,
     config_path: Path | None = None,
-) -> dict[str, Any]:
+) -> Applied:
     """Act on the decision where the serving side follows it; a ``continue`` decision changes nothing.
 
     The winner is the challenger (promote) or the control (roll back). When every arm serves a version of ONE
@@ -398,43 +483,40 @@ def apply_decision(
     ``token``) and/or in the serving config file ``config_path``; one of them is required. Either way the winner's
     model version is tagged ``abtest.<experiment>.*`` with why (``client``: an ``mlflow.MlflowClient``).
     """
-    decision = result["decision"]
-    if decision["action"] == "continue":
-        return {"changed": False, "reason": "decision is continue: the registry is left as it is"}
-    arms = list(result["arms"])
-    models = {arm: arm_version(rows, arm) for arm in arms}
-    name, version = models[decision["arm"]]
+    decision, experiment = result.decision, result.experiment
+    if decision.action == "continue" or decision.arm is None:
+        return Applied(changed=False, reason="decision is continue: the registry is left as it is")
+    models = {arm: arm_version(rows, arm) for arm in result.arms}
+    name, version = models[decision.arm]
     routing = len({m for m, _ in models.values()}) > 1
     if routing and server is None and config_path is None:
         served = ", ".join(sorted({m for m, _ in models.values()}))
         raise ValueError(
-            f"the arms of {result['experiment']!r} serve different models ({served}): "
+            f"the arms of {experiment!r} serve different models ({served}): "
             "the champion alias does not change what the server routes to; give --server URL (and --token) "
             "and/or --config serving.yaml to send the experiment's traffic to the winner"
         )
-    prefix = f"abtest.{result['experiment']}"
-    tags = {"decision": decision["action"], "reason": decision["reason"], "rule": decision["rule"]}
+    tags = {"decision": decision.action, "reason": decision.reason, "rule": decision.rule}
     for key, value in tags.items():
-        client.set_model_version_tag(name, version, f"{prefix}.{key}", value[:5000])
-    out: dict[str, Any] = {"mode": "routing" if routing else "alias", "arm": decision["arm"], "model": name}
-    out |= {"version": version, "tags": tags}
+        client.set_model_version_tag(name, version, f"abtest.{experiment}.{key}", value[:5000])
+    done = {"arm": decision.arm, "model": name, "version": version, "tags": tags}
     if not routing:
         previous = client.get_registered_model(name).aliases.get("champion")
         changed = str(previous) != version
         if changed:
             client.set_registered_model_alias(name, "champion", version)
-        return {**out, "changed": changed, "previous_champion": previous}
-    changed = False
+        previous = None if previous is None else str(previous)
+        return Applied(mode="alias", changed=changed, previous_champion=previous, **done)
+    routes: dict[str, RouteChange] = {}  # only where it was routed: the file has no "server": null
     if server is not None:
-        out["server"] = _route_on_server(server, token, result["experiment"], decision["arm"])
-        changed |= out["server"]["changed"]
+        routes["server"] = _route_on_server(server, token, experiment, decision.arm)
     if config_path is not None:
-        out["config"] = _route_in_config(Path(config_path), result["experiment"], decision["arm"])
-        changed |= out["config"]["changed"]
-    return {**out, "changed": changed}
+        routes["config"] = _route_in_config(Path(config_path), experiment, decision.arm)
+    changed = any(r.changed for r in routes.values())
+    return Applied(mode="routing", changed=changed, **done, **routes)
 
 
-def route_all_to(config: dict[str, Any], winner: str) -> dict[str, Any]:
+def route_all_to(config: dict[str, Any], winner: str) -> RoutingPatch:
     """The JSON merge patch of an experiment ``config`` (its serving.yaml mapping) that sends all of its traffic to
     arm ``winner``: strategy ``weighted``, weight 100 for the winner and 0 for every other candidate. Shadows and
     the mirror are kept; ``default`` too (it names the endpoint the experiment takes over, not an arm's share)."""
@@ -443,7 +525,7 @@ def route_all_to(config: dict[str, Any], winner: str) -> dict[str, Any]:
     if winner not in names:
         raise ValueError(f"experiment {config.get('name')!r}: {winner!r} is not a candidate (candidates: {names})")
     weights = [{**c, "weight": 100 if c["name"] == winner else 0} for c in candidates]
-    return {"strategy": "weighted", "bandit": None, "context": None, "candidates": weights}
+    return RoutingPatch(candidates=weights)
 
 
 def _shares(config: dict[str, Any]) -> dict[str, float]:
@@ -451,42 +533,39 @@ def _shares(config: dict[str, Any]) -> dict[str, float]:
     return {c["name"]: float(c.get("weight", 1.0)) for c in config.get("candidates") or []}
 
 
-def _admin(server: str, token: str | None, experiment: str, patch: dict[str, Any] | None = None) -> dict[str, Any]:
+def _admin(server: str, token: str | None, experiment: str, patch: RoutingPatch | None = None) -> AdminState:
     """GET (or with ``patch``, PUT) ``<server>/admin/experiments/<experiment>``; an HTTP error is a ValueError with
     the server's message, an unreachable server an OSError."""
 
     url = f"{server.rstrip('/')}/admin/experiments/{quote(experiment, safe='')}"
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
-    body = None if patch is None else json.dumps(patch).encode()
+    body = None if patch is None else patch.model_dump_json().encode()
     request = urllib.request.Request(url, data=body, headers=headers, method="GET" if patch is None else "PUT")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
+            return AdminState.model_validate_json(response.read())
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode("utf-8", "replace")[:500]
         raise ValueError(f"{request.method} {url}: HTTP {exc.code}: {detail}") from None
 
 
-def _route_on_server(server: str, token: str | None, experiment: str, winner: str) -> dict[str, Any]:
+def _route_on_server(server: str, token: str | None, experiment: str, winner: str) -> ServerRoute:
     """Send the live experiment's traffic to ``winner`` through the server's admin API (no request when it already
     does). Returns the weights before and after, and the server's traffic shares after."""
     state = _admin(server, token, experiment)
-    current = state["config"]
+    current = state.config
     patch = route_all_to(current, winner)
-    before, wanted = _shares(current), {c["name"]: float(c["weight"]) for c in patch["candidates"]}
-    changed = before != wanted or current.get("strategy", "weighted") != "weighted"
+    before = _shares(current)
+    changed = before != patch.weights or current.get("strategy", "weighted") != "weighted"
     if changed:
         state = _admin(server, token, experiment, patch)
-    return {
-        "url": server,
-        "changed": changed,
-        "weights_before": before,
-        "weights": _shares(state["config"]),
-        "traffic_share": state.get("traffic_share"),
-    }
+    return ServerRoute(
+        url=server, changed=changed, weights_before=before, weights=_shares(state.config),
+        traffic_share=state.traffic_share,
+    )  # fmt: skip
 
 
-def _route_in_config(path: Path, experiment: str, winner: str) -> dict[str, Any]:
+def _route_in_config(path: Path, experiment: str, winner: str) -> ConfigRoute:
     """Send ``experiment``'s traffic to ``winner`` in the serving config file (validated, written atomically; YAML
     comments are not kept). Takes effect when the server next starts with that file."""
 
@@ -501,13 +580,13 @@ def _route_in_config(path: Path, experiment: str, winner: str) -> dict[str, Any]
     i = matches[0]
     current = entries[i]
     patch = route_all_to(current, winner)
-    before, after = _shares(current), {c["name"]: float(c["weight"]) for c in patch["candidates"]}
+    before, after = _shares(current), patch.weights
     changed = before != after or current.get("strategy", "weighted") != "weighted"
     if changed:
-        entries[i] = merge_patch(current, patch)
+        entries[i] = merge_patch(current, patch.model_dump())
         parse_experiment(entries[i], f" in {path}")  # refuse to write an experiment the server would reject
         write_text_atomic(path, yaml.safe_dump(raw, sort_keys=False))
-    return {"path": str(path), "changed": changed, "weights_before": before, "weights": after}
+    return ConfigRoute(path=str(path), changed=changed, weights_before=before, weights=after)
 
 
 def run_abtest(
@@ -533,6 +612,7 @@ def run_abtest(
     result = analyze(
         requests, feedback, experiment, control=control, alpha=alpha, tau=tau, outcome_lag=settings.horizon
     )
+    update: dict[str, Any] = {}
     if apply:
         import mlflow  # deferred: mlflow
 
@@ -541,8 +621,11 @@ def run_abtest(
         uri = configure_tracking(settings)
         rows = served_rows(requests, feedback, experiment)
         client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-        result["applied"] = apply_decision(result, rows, client, server=server, token=token, config_path=config_path)
+        update["applied"] = apply_decision(result, rows, client, server=server, token=token, config_path=config_path)
     config = {"experiment": experiment, "alpha": alpha, "tau": tau, "control": control, "log": str(path)}
-    result["provenance"] = stamp(data_hash=None, config=config)
-    write_json_atomic(settings.results_dir / f"abtest_{experiment}.json", result)
-    return AbTest.model_validate(json_safe(result))  # NaN (an arm without outcomes yet) as None, as in the file
+    update["provenance"] = AbProvenance.model_validate(stamp(data_hash=None, config=config))
+    # Validated again so that "applied" and "provenance" count as set: the file omits "applied" unless applied.
+    result = AbTest.model_validate(result.model_dump(exclude_unset=True) | update)
+    text = result.model_dump_json(indent=2, exclude_unset=True)
+    write_text_atomic(settings.results_dir / f"abtest_{experiment}.json", text + "\n")
+    return result

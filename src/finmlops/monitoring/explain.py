@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from finmlops.contract import open_session
 from finmlops.contract.explain import (
@@ -41,10 +42,11 @@ from finmlops.contract.explain import (
     window_pair,
 )
 from finmlops.data import DataStore, dataset_hash_of
+from finmlops.evaluation.results import Real, Result
 from finmlops.features import Windows, compute_features, label_from_settings, make_target, make_windows
 from finmlops.features.target import LabelSpec
 from finmlops.models.variants import get_variant
-from finmlops.provenance import stamp, write_json_atomic
+from finmlops.provenance import stamp, write_text_atomic
 from finmlops.stats.classification import roc_auc
 
 # --- Captum's implementation of the same integral (torch) -------------------------------------------------------------
@@ -285,21 +287,85 @@ def permutation_importance(
     return frame
 
 
-def _pool_folds(folds: list[dict[str, Any]], names: list[str]) -> list[dict[str, Any]]:
+class FoldDrop(Result):
+    """One feature on one fold: the drops (fractions of accuracy, of AUC) when it is shuffled, mean and std over the
+    repeats."""
+
+    accuracy_drop_mean: Real
+    accuracy_drop_std: Real
+    auc_drop_mean: Real
+    auc_drop_std: Real
+
+
+class FoldImportance(Result):
+    """One walk-forward test fold: its ``n`` test windows, unpermuted ``accuracy`` and ``auc``, the seconds its fit
+    and permutations took, and each feature's :class:`FoldDrop`."""
+
+    fold: str
+    n: int
+    accuracy: Real
+    auc: Real
+    seconds: float
+    features: dict[str, FoldDrop]
+
+
+class FeatureImportance(Result):
+    """One feature pooled over the folds: the mean drop weighted by test rows, its standard error across folds
+    (None with one fold), the mean repeat-to-repeat std, and on how many folds the accuracy drop was positive."""
+
+    feature: str
+    accuracy_drop: Real
+    accuracy_drop_se: float | None = None
+    accuracy_repeat_std: Real = float("nan")
+    auc_drop: Real
+    auc_drop_se: float | None = None
+    auc_repeat_std: Real = float("nan")
+    folds_positive: int
+
+
+class PooledAccuracy(Result):
+    """The unpermuted accuracy over all test windows (``n``), with its binomial standard error."""
+
+    n: int
+    accuracy: float
+    accuracy_se: float
+
+
+class GlobalImportance(Result):
+    """``results/importance_<variant>.json``: the pooled ranking (sorted by accuracy drop), the per-fold tables, the
+    run's settings and its provenance stamp; ``path`` is where it was written (not stored in the file)."""
+
+    variant: str
+    feature_set: str
+    seq_len: int
+    test_years: list[int]
+    label: LabelSpec = Field(default_factory=LabelSpec)
+    epochs: int
+    n_repeats: int
+    seed: int
+    pooled: PooledAccuracy
+    features: list[FeatureImportance]
+    folds: list[FoldImportance] = Field(default_factory=list)
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    path: str | None = None
+
+
+def _pool_folds(folds: Sequence[FoldImportance], names: list[str]) -> list[FeatureImportance]:
     """Per feature: the mean drop over folds weighted by test rows, and its standard error across folds (None with
     one fold: the repeat-to-repeat std alone would hide the model-to-model variation). Sorted by accuracy drop."""
-    n = np.array([f["n"] for f in folds], dtype=np.float64)
+    n = np.array([f.n for f in folds], dtype=np.float64)
     rows = []
     for name in names:
-        record: dict[str, Any] = {"feature": name}
+        drops = [f.features[name] for f in folds]
+        record: dict[str, float | None] = {}
         for metric in ("accuracy", "auc"):
-            means = np.array([f["features"][name][f"{metric}_drop_mean"] for f in folds])
+            means = np.array([getattr(d, f"{metric}_drop_mean") for d in drops])
             record[f"{metric}_drop"] = float(np.average(means, weights=n))
             record[f"{metric}_drop_se"] = float(means.std(ddof=1) / np.sqrt(len(means))) if len(means) > 1 else None
-            record[f"{metric}_repeat_std"] = float(np.mean([f["features"][name][f"{metric}_drop_std"] for f in folds]))
-        record["folds_positive"] = int(sum(f["features"][name]["accuracy_drop_mean"] > 0 for f in folds))
-        rows.append(record)
-    return sorted(rows, key=lambda r: -r["accuracy_drop"])
+            record[f"{metric}_repeat_std"] = float(np.mean([getattr(d, f"{metric}_drop_std") for d in drops]))
+        positive = int(sum(d.accuracy_drop_mean > 0 for d in drops))
+        rows.append(FeatureImportance(feature=name, folds_positive=positive, **record))
+    return sorted(rows, key=lambda r: -r.accuracy_drop)
 
 
 def walk_forward_importance(
@@ -315,7 +381,7 @@ def walk_forward_importance(
     n_repeats: int = 5,
     val_frac: float = 0.1,
     log: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> GlobalImportance:
     """Permutation importance of ``variant`` on each walk-forward test fold (one calendar year each).
 
     The folds, windows and fits are ``finmlops.training.cross_val_predict``'s for this variant, as
@@ -332,7 +398,7 @@ def walk_forward_importance(
     windows = make_windows(compute_features(universe, config.feature_set), target, config.seq_len)
     folds = label_folds(target, seq_len=config.seq_len, label=label, test_years=test_years, val_frac=val_frac)
     loop = train_config(epochs=epochs, seed=seed, threads=threads, device=device)
-    results: list[dict[str, Any]] = []
+    results: list[FoldImportance] = []
     started = [time.perf_counter()]
 
     def permute(fold: Any, model: Any, test: Windows, _prob: np.ndarray) -> None:
@@ -340,34 +406,27 @@ def walk_forward_importance(
             return model.predict_proba(Windows(x, test.y, test.dates, test.tickers, test.feature_names))
 
         table = permutation_importance(predict, test, test.y, n_repeats, seed)
-        results.append({
-            "fold": fold.name, "n": table.attrs["n"], "accuracy": table.attrs["accuracy"], "auc": table.attrs["auc"],
-            "seconds": time.perf_counter() - started[0], "features": table.to_dict(orient="index"),
-        })  # fmt: skip
+        results.append(FoldImportance(
+            fold=fold.name, n=table.attrs["n"], accuracy=table.attrs["accuracy"], auc=table.attrs["auc"],
+            seconds=time.perf_counter() - started[0], features=table.to_dict(orient="index"),
+        ))  # fmt: skip
         if log is not None:
-            log(f"fold {fold.name}: {len(test)} test windows, accuracy {table.attrs['accuracy']:.4f}, "
-                f"{results[-1]['seconds']:.1f}s")  # fmt: skip
+            log(f"fold {fold.name}: {len(test)} test windows, accuracy {results[-1].accuracy:.4f}, "
+                f"{results[-1].seconds:.1f}s")  # fmt: skip
         started[0] = time.perf_counter()
 
     try:
         cross_val_predict(lambda: DeepModel(config, loop), windows, folds, label, on_fold=permute)
     except ValueError as exc:
         raise ValueError(f"variant {variant}: {exc}") from None
-    n = sum(f["n"] for f in results)
-    accuracy = sum(f["accuracy"] * f["n"] for f in results) / n
-    return {
-        "variant": variant,
-        "feature_set": config.feature_set,
-        "seq_len": config.seq_len,
-        "test_years": [int(y) for y in test_years],
-        "label": label.model_dump(),
-        "epochs": epochs,
-        "n_repeats": n_repeats,
-        "seed": seed,
-        "pooled": {"n": n, "accuracy": accuracy, "accuracy_se": float(np.sqrt(accuracy * (1 - accuracy) / n))},
-        "features": _pool_folds(results, list(windows.feature_names)),
-        "folds": results,
-    }
+    n = sum(f.n for f in results)
+    accuracy = sum(f.accuracy * f.n for f in results) / n
+    return GlobalImportance(
+        variant=variant, feature_set=config.feature_set, seq_len=config.seq_len,
+        test_years=[int(y) for y in test_years], label=label, epochs=epochs, n_repeats=n_repeats, seed=seed,
+        pooled=PooledAccuracy(n=n, accuracy=accuracy, accuracy_se=float(np.sqrt(accuracy * (1 - accuracy) / n))),
+        features=_pool_folds(results, list(windows.feature_names)), folds=results,
+    )  # fmt: skip
 
 
 def run_global_importance(
@@ -380,10 +439,11 @@ def run_global_importance(
     device: str = "auto",
     log: Callable[[str], None] | None = None,
     universe: Mapping[str, pd.DataFrame] | None = None,
-) -> dict[str, Any]:
+) -> GlobalImportance:
     """``finmlops explain --global``: :func:`walk_forward_importance` on the data store (or on ``universe``, e.g.
     ``finmlops run``'s own tickers and dates), written with a provenance stamp to
-    ``results/importance_<variant>.json`` (atomically). Returns the result with its ``path``."""
+    ``results/importance_<variant>.json`` (atomically, read back by :func:`load_importance`). Returns the result
+    with its ``path``."""
 
     if universe is None:
         store = DataStore(settings.data_dir)
@@ -395,10 +455,16 @@ def run_global_importance(
         seed=settings.seed, threads=settings.threads, device=device, n_repeats=n_repeats, log=log,
     )  # fmt: skip
     run_config = {
-        "variant": variant, "test_years": result["test_years"], "label": result["label"], "epochs": epochs,
-        "n_repeats": n_repeats,
-        "tickers": sorted(universe),
+        "variant": variant, "test_years": result.test_years, "label": result.label.model_dump(), "epochs": epochs,
+        "n_repeats": n_repeats, "tickers": sorted(universe),
     }  # fmt: skip
-    result["provenance"] = stamp(data_hash=data_hash, config=run_config, seed=settings.seed)
-    path = write_json_atomic(settings.results_dir / f"importance_{variant}.json", result)
-    return {**result, "path": str(path)}
+    result.provenance = stamp(data_hash=data_hash, config=run_config, seed=settings.seed)
+    path = settings.results_dir / f"importance_{variant}.json"
+    write_text_atomic(path, result.model_dump_json(indent=2, exclude={"path"}) + "\n")
+    result.path = str(path)
+    return result
+
+
+def load_importance(path: Path) -> GlobalImportance:
+    """Read an ``importance_<variant>.json`` that :func:`run_global_importance` wrote (or an older one)."""
+    return GlobalImportance.model_validate_json(path.read_text())

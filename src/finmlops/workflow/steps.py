@@ -444,12 +444,12 @@ def _importance(ctx: Context) -> Outcome:
         ctx.settings, inputs["variant"], test_years=inputs["test_years"], epochs=inputs["epochs"],
         n_repeats=inputs["repeats"], log=lambda text: ctx.log(f"[importance] {text}"), universe=_universe(ctx),
     )  # fmt: skip
-    top = result["features"][0]
-    se = top["accuracy_drop_se"]
+    top = result.features[0]
+    se = top.accuracy_drop_se
     return Outcome(
-        figure=f"{inputs['variant']} on {len(result['folds'])} folds: top feature {top['feature']} accuracy drop "
-        f"{top['accuracy_drop']:+.4f}" + (f" ± {se:.4f}" if se is not None else ""),
-        files=[Path(result["path"])],
+        figure=f"{inputs['variant']} on {len(result.folds)} folds: top feature {top.feature} accuracy drop "
+        f"{top.accuracy_drop:+.4f}" + (f" ± {se:.4f}" if se is not None else ""),
+        files=[Path(str(result.path))],
     )
 
 

@@ -3,7 +3,8 @@ standard error across folds, top 20 per explained variant."""
 
 from __future__ import annotations
 
-from finmlops.report.base import Input, Section, empty, note, read_model
+from finmlops.monitoring.explain import GlobalImportance
+from finmlops.report.base import Section, empty, note, read_model
 from finmlops.report.charts import PALETTE, hbar_chart
 from finmlops.settings import Settings
 
@@ -11,30 +12,7 @@ TITLE = "Feature importance"
 TOP = 20
 
 
-class FeatureDrop(Input):
-    feature: str
-    accuracy_drop: float
-    accuracy_drop_se: float | None = None
-
-
-class Pooled(Input):
-    n: int
-    accuracy: float
-    accuracy_se: float
-
-
-class Importance(Input):
-    """What the section renders of one ``importance_<variant>.json`` (features sorted by importance)."""
-
-    variant: str
-    feature_set: str
-    test_years: list[int]
-    n_repeats: int
-    pooled: Pooled
-    features: list[FeatureDrop]
-
-
-def render(imp: Importance) -> str:
+def render(imp: GlobalImportance) -> str:
     top = imp.features[:TOP]
     rows = [
         (f.feature, f.accuracy_drop, f.accuracy_drop_se, PALETTE[0] if f.accuracy_drop > 0 else "#aaa") for f in top
@@ -58,7 +36,7 @@ def build(settings: Settings) -> Section:
         return empty("importance", TITLE, "finmlops explain --variant NAME --global", "feature importance")
     body = ""
     for path in paths:
-        imp = read_model(path, Importance)
+        imp = read_model(path, GlobalImportance)
         if imp is not None:  # removed since the glob
             body += render(imp)
     return Section("importance", TITLE, body, tuple(map(str, paths)))
