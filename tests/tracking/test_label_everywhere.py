@@ -165,10 +165,10 @@ def test_train_fits_records_and_purges_by_the_label(h5: Settings, universe: dict
 
     result = run_training(h5, "lightweight", epochs=1, device="cpu", verbosity="silent")
     saved = json.loads((h5.models_dir / "lightweight" / "config.json").read_text())
-    assert result["label"] == saved["label"] == result["config"]["label"] == H5.model_dump()
+    assert result.label.model_dump() == saved["label"] == result.config["label"] == H5.model_dump()
     # The purge grows with the label's reach: seq_len + horizon + 1 = 16 trading days from the last training date
     # to the first validation date (12 with the default label).
     calendar = pd.DatetimeIndex(sorted(set().union(*(f.index for f in universe.values()))))
-    split = result["split"]
-    gap = calendar.get_loc(pd.Timestamp(split["val"]["first"])) - calendar.get_loc(pd.Timestamp(split["train"]["last"]))
+    split = result.split
+    gap = calendar.get_loc(pd.Timestamp(split.val.first)) - calendar.get_loc(pd.Timestamp(split.train.last))
     assert gap > 16

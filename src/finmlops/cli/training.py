@@ -82,21 +82,20 @@ def train_command(
     if json_out:
         emit_json(result)
         return
-    if "mlflow" in result:
-        reg = result["mlflow"]
+    if (reg := result.mlflow) is not None:
         console.print(
-            f"registered {reg['model']} version {reg['version']} as challenger; "
-            + (f"champion is version {reg['champion']}" if reg["champion"] else "no champion yet")
-            + f": finmlops promote --model {reg['model']} --version {reg['version']} --alias champion",
+            f"registered {reg.model} version {reg.version} as challenger; "
+            + (f"champion is version {reg.champion}" if reg.champion else "no champion yet")
+            + f": finmlops promote --model {reg.model} --version {reg.version} --alias champion",
             highlight=False,
             soft_wrap=True,
         )
-    test, val = result["metrics"]["test"], result["metrics"]["val"]
+    test, val = result.metrics.test, result.metrics.val
     console.print(
-        f"{variant}: best epoch {result['best_epoch']} of {len(result['history'])}; "
-        f"val accuracy {val['accuracy']:.4f} (AUC {val['auc']:.3f}), test accuracy {test['accuracy']:.4f} "
-        f"(AUC {test['auc']:.3f}, majority class {result['metrics']['test_majority_accuracy']:.4f}) on "
-        f"{test['n']} windows. Wrote {settings.results_dir / f'train_{variant}.json'} and {result['model_dir']}",
+        f"{variant}: best epoch {result.best_epoch} of {len(result.history)}; "
+        f"val accuracy {val.accuracy:.4f} (AUC {val.auc:.3f}), test accuracy {test.accuracy:.4f} "
+        f"(AUC {test.auc:.3f}, majority class {result.metrics.test_majority_accuracy:.4f}) on "
+        f"{test.n} windows. Wrote {settings.results_dir / f'train_{variant}.json'} and {result.model_dir}",
         highlight=False,
     )
 

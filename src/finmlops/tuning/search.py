@@ -84,7 +84,7 @@ def suggest_variant(trial: optuna.Trial, base: VariantConfig) -> VariantConfig:
 def fold_metric(metric: str, y: np.ndarray, prob: np.ndarray) -> float:
     """``metric`` of P(up) ``prob`` ``[n]`` against 0/1 ``y`` ``[n]`` (the training pipeline's definitions)."""
 
-    return float(classification_metrics(y, prob)[metric])
+    return float(getattr(classification_metrics(y, prob), metric))
 
 
 def default_storage(settings: Settings) -> Any:
