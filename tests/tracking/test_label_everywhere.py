@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from finmlops.data import DataStore, load_snapshot
+from finmlops.evaluation.audit import Audit
 from finmlops.evaluation.backtest import BacktestConfig
 from finmlops.evaluation.metrics import BootstrapConfig
 from finmlops.evaluation.workspace import run_backtest_workspace, run_evaluation
@@ -145,15 +146,15 @@ def test_the_audit_runs_on_the_settings_label(h5: Settings, monkeypatch: pytest.
 
     seen: dict[str, Any] = {}
 
-    def fake_run_audit(snapshot: Any, predictor_for: Any, feature_fn: Any, config: Any) -> dict[str, Any]:
+    def fake_run_audit(snapshot: Any, predictor_for: Any, feature_fn: Any, config: Any) -> Audit:
         seen["config"] = config
         small = {t: f.iloc[-900:] for t, f in list(snapshot.items())[:2]}
         seen["preds"] = predictor_for([2022], None)(small)
-        return {"passed": True, "checks": [], "config": {"label": config.label.model_dump()}, "bayes_accuracy": 0.5}
+        return Audit(passed=True, checks=[], config={"label": config.label.model_dump()}, bayes_accuracy=0.5)
 
     monkeypatch.setattr(workspace, "run_audit", fake_run_audit)
     result = run_audit_workspace(h5, quick=True, variants=[], epochs=1, seed=0, boot=BOOT)
-    assert seen["config"].label == H5 and result["provenance"]["config"]["label"] == H5.model_dump()
+    assert seen["config"].label == H5 and result.provenance["config"]["label"] == H5.model_dump()
     preds = seen["preds"]
     small = {t: f.iloc[-900:] for t, f in list(load_snapshot().items())[:2]}
     np.testing.assert_array_equal(preds["y_true"], make_target(small, H5).reindex(_keys(preds)).to_numpy())

@@ -273,13 +273,13 @@ def audit_command(
     else:
         from rich.table import Table
 
-        table = Table(title=f"Leakage audit (Bayes accuracy of the planted market {result['bayes_accuracy']:.3f})")
+        table = Table(title=f"Leakage audit (Bayes accuracy of the planted market {result.bayes_accuracy:.3f})")
         for column in ("scenario", "model", "check", "result", "detail"):
             table.add_column(column)
-        for c in result["checks"]:
-            table.add_row(c["scenario"], c["model"], c["check"], "PASS" if c["passed"] else "FAIL", c["detail"])
+        for c in result.checks:
+            table.add_row(c.scenario, c.model, c.check, "PASS" if c.passed else "FAIL", c.detail)
         console.print(table)
-    if not result["passed"]:
+    if not result.passed:
         raise typer.Exit(1)
 
 
