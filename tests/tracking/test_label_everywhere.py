@@ -122,7 +122,7 @@ def test_tune_fits_and_registers_the_settings_label(h5: Settings, universe: dict
     study = optuna.load_study(study_name=report.study, storage=default_storage(h5))
     assert study.user_attrs["finmlops"]["label"] == H5.model_dump()
     assert report.registered is not None
-    card_dir = fetch_model(f"{report.registered['model']}/{report.registered['version']}", h5.home / "tuned")
+    card_dir = fetch_model(f"{report.registered.model}/{report.registered.version}", h5.home / "tuned")
     assert read_model(card_dir).card.horizon == 5
     # The trial's out-of-sample rows carry the horizon-5 label and its traded return.
     import mlflow

@@ -324,7 +324,7 @@ def tune_command(
             settings, variant.value, trials=trials, folds=parse_folds(folds) if folds else None, epochs=epochs,
             metric=metric.value, storage=storage, study_name=study, register=not no_register,
             executor=executor_config(executor, ray_address, ray_cpus),
-        ).as_dict()  # fmt: skip
+        )  # fmt: skip
     except TuningInterrupted as exc:
         fail(str(exc), code=130)
     except (TrackingError, OSError, ValueError) as exc:
@@ -333,28 +333,27 @@ def tune_command(
         emit_json(report)
         return
     console.print(
-        f"study {report['study']} at {report['storage']}: {report['complete']} complete, {report['pruned']} pruned, "
-        f"{report['failed']} failed ({report['this_process']} run now); folds {report['folds']}, {metric} "
-        f"({report['direction']})",
+        f"study {report.study} at {report.storage}: {report.complete} complete, {report.pruned} pruned, "
+        f"{report.failed} failed ({report.this_process} run now); folds {report.folds}, {metric} ({report.direction})",
         highlight=False,
         soft_wrap=True,
     )
-    if report["best_trial"] is not None:
+    if report.best_trial is not None:
+        best = f"{report.best_value:.5f}" if report.best_value is not None else "undefined"
         console.print(
-            f"best trial {report['best_trial']}: {metric} {report['best_value']:.5f} with {report['best_params']}",
+            f"best trial {report.best_trial}: {metric} {best} with {report.best_params}",
             highlight=False,
             soft_wrap=True,
         )
-    reg = report["registered"]
-    if reg:
+    if (reg := report.registered) is not None:
         console.print(
-            f"best trial's model: {reg['model']} version {reg['version']}, registered as challenger: "
-            f"finmlops promote --model {reg['model']} --version {reg['version']} --alias champion",
+            f"best trial's model: {reg.model} version {reg.version}, registered as challenger: "
+            f"finmlops promote --model {reg.model} --version {reg.version} --alias champion",
             highlight=False,
             soft_wrap=True,
         )
     console.print(
-        f"{report['tuning_trials_recorded']} tuning trials on record for the deflated Sharpe ratio; the folds took "
+        f"{report.tuning_trials_recorded} tuning trials on record for the deflated Sharpe ratio; the folds took "
         "part in the selection, so judge the tuned model on other years",
         highlight=False,
         soft_wrap=True,
