@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from finmlops.data import load_snapshot
 from finmlops.evaluation.audit import (
     LEAK_FEATURE,
+    Audit,
     AuditConfig,
     bayes_accuracy,
     check_ohlcv,
@@ -125,9 +127,9 @@ def test_run_audit_small_passes_with_an_honest_pipeline(snapshot: dict[str, pd.D
     result = run_audit(
         snapshot, predictor_for, basic, AuditConfig(n_tickers=4, n_days=1100, test_years=2, seed=7, boot=BOOT)
     )
-    by = {(c["scenario"], c["model"], c["check"]): c for c in result["checks"]}
-    assert result["passed"], [c for c in result["checks"] if not c["passed"]]
-    assert {c["scenario"] for c in result["checks"]} == {
+    by = {(c.scenario, c.model, c.check): c for c in result.checks}
+    assert result.passed, [c for c in result.checks if not c.passed]
+    assert {c.scenario for c in result.checks} == {
         "random_walk",
         "shuffled",
         "permuted_labels",
@@ -135,7 +137,14 @@ def test_run_audit_small_passes_with_an_honest_pipeline(snapshot: dict[str, pd.D
         "future_dependence",
         "leak",
     }
-    assert by[("leak", "features+target_class", "future-dependence check flags target_class")]["passed"]
+    assert by[("leak", "features+target_class", "future-dependence check flags target_class")].passed
+    # audit.json round trip: the checks without intervals write no metrics, the others their accuracy and AUC.
+    text = result.model_dump_json()
+    assert Audit.model_validate_json(text).model_dump_json() == text
+    written = json.loads(text)["checks"]
+    assert [c["metrics"] for c in written if c["scenario"] == "future_dependence"] == [{}]
+    assert all(set(c["metrics"]) == {"accuracy", "roc_auc"} for c in written if c["scenario"] == "planted")
+    assert all("within_date_auc" in c["metrics"] for c in written if c["scenario"] == "permuted_labels")
 
 
 def test_run_audit_fails_a_leaky_pipeline(snapshot: dict[str, pd.DataFrame]) -> None:
@@ -147,8 +156,8 @@ def test_run_audit_fails_a_leaky_pipeline(snapshot: dict[str, pd.DataFrame]) -> 
     result = run_audit(
         snapshot, predictor_for, basic, AuditConfig(n_tickers=3, n_days=800, test_years=1, seed=7, boot=BOOT)
     )
-    failed = {(c["scenario"], c["check"].split(" ")[0]) for c in result["checks"] if not c["passed"]}
-    assert not result["passed"]
+    failed = {(c.scenario, c.check.split(" ")[0]) for c in result.checks if not c.passed}
+    assert not result.passed
     assert {("random_walk", "accuracy"), ("shuffled", "accuracy"), ("planted", "accuracy")} <= failed
 
 
@@ -162,8 +171,8 @@ def test_quick_audit_of_the_real_pipeline_passes(tmp_path: Path) -> None:
     result = run_audit_workspace(
         settings, quick=True, variants=["lightweight"], epochs=20, seed=42, boot=BootstrapConfig(n_boot=300)
     )
-    assert result["passed"], [c for c in result["checks"] if not c["passed"]]
-    assert 0.99 < result["ci_level"] < 1  # Bonferroni over the whole audit
-    planted = {c["model"] for c in result["checks"] if c["scenario"] == "planted" and "recovers" in c["check"]}
+    assert result.passed, [c for c in result.checks if not c.passed]
+    assert 0.99 < result.ci_level < 1  # Bonferroni over the whole audit
+    planted = {c.model for c in result.checks if c.scenario == "planted" and "recovers" in c.check}
     assert "lightweight" in planted
     assert (tmp_path / "results" / "audit.json").exists()

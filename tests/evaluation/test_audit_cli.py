@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from typer.testing import CliRunner
 
 from finmlops.cli import app
 from finmlops.evaluation import workspace as report
+from finmlops.evaluation.audit import AuditResult, load_audit
 from finmlops.models import VARIANTS
 
 
@@ -26,9 +26,9 @@ def test_audit_variant_selection(monkeypatch: pytest.MonkeyPatch, args: list[str
     # Only the selection is under test here; the slow test below runs the real audit.
     seen: dict[str, Any] = {}
 
-    def fake_audit(settings: Any, **kwargs: Any) -> dict[str, Any]:
+    def fake_audit(settings: Any, **kwargs: Any) -> AuditResult:
         seen.update(kwargs)
-        return {"passed": True, "bayes_accuracy": 0.6, "checks": []}
+        return AuditResult(passed=True, bayes_accuracy=0.6, checks=[])
 
     monkeypatch.setattr(report, "run_audit_workspace", fake_audit)
     out = CliRunner().invoke(app, ["audit", "--quick", *args])
@@ -51,14 +51,14 @@ def test_quick_audit_of_two_variants_checks_each(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("FINMLOPS_HOME", str(tmp_path))
     args = ["audit", "--quick", "--variant", "lightweight", "--variant", "baseline", "--epochs", "2", "--json"]
     out = CliRunner().invoke(app, args)
-    result = json.loads(out.stdout)
-    assert out.exit_code == 0, [c for c in result["checks"] if not c["passed"]]
+    result = AuditResult.model_validate_json(out.stdout)
+    assert out.exit_code == 0, [c for c in result.checks if not c.passed]
     for scenario in ("random_walk", "shuffled", "permuted_labels", "planted"):
-        models = {c["model"] for c in result["checks"] if c["scenario"] == scenario}
+        models = {c.model for c in result.checks if c.scenario == scenario}
         assert {"lightweight", "baseline", "majority", "momentum", "logistic", "lightgbm"} == models
     # Bonferroni over 3*2*6 + 2*6 + 2 = 50 intervals.
-    assert result["ci_level"] == pytest.approx(1 - 0.05 / 50)
-    assert json.loads((tmp_path / "results" / "audit.json").read_text())["provenance"]["config"]["variants"] == [
+    assert result.ci_level == pytest.approx(1 - 0.05 / 50)
+    assert load_audit(tmp_path / "results").provenance["config"]["variants"] == [
         "lightweight",
         "baseline",
     ]

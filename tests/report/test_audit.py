@@ -3,8 +3,9 @@ of 0.615 is read with the CI whose lower bound is at or below 0.600."""
 
 from __future__ import annotations
 
+from finmlops.evaluation.audit import Check, load_audit
 from finmlops.report.sections import audit
-from finmlops.report.sections.audit import Audit, Check, evidence, percent
+from finmlops.report.sections.audit import evidence, percent
 from finmlops.settings import Settings
 
 
@@ -35,5 +36,5 @@ def test_the_section_shows_each_checks_evidence_and_the_level(workspace: Setting
     assert "accuracy 0.6150, 99.833% CI [0.5890, 0.6410]; Bayes 0.600 inside: not above it" in body
     assert "Every interval is at level 99.833%" in body
     # A check without metrics (the leak probe's flag) has no interval to print.
-    flagged = Audit.model_validate_json((workspace.results_dir / "audit.json").read_text()).checks[-1]
+    flagged = load_audit(workspace.results_dir).checks[-1]
     assert evidence(flagged, 0.99833, 0.6) == "–"

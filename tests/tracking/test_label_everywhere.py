@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from finmlops.data import DataStore, load_snapshot
+from finmlops.evaluation.audit import Audit
 from finmlops.evaluation.backtest import BacktestConfig
 from finmlops.evaluation.metrics import BootstrapConfig
 from finmlops.evaluation.workspace import run_backtest_workspace, run_evaluation
@@ -121,7 +122,7 @@ def test_tune_fits_and_registers_the_settings_label(h5: Settings, universe: dict
     study = optuna.load_study(study_name=report.study, storage=default_storage(h5))
     assert study.user_attrs["finmlops"]["label"] == H5.model_dump()
     assert report.registered is not None
-    card_dir = fetch_model(f"{report.registered['model']}/{report.registered['version']}", h5.home / "tuned")
+    card_dir = fetch_model(f"{report.registered.model}/{report.registered.version}", h5.home / "tuned")
     assert read_model(card_dir).card.horizon == 5
     # The trial's out-of-sample rows carry the horizon-5 label and its traded return.
     import mlflow
@@ -145,15 +146,15 @@ def test_the_audit_runs_on_the_settings_label(h5: Settings, monkeypatch: pytest.
 
     seen: dict[str, Any] = {}
 
-    def fake_run_audit(snapshot: Any, predictor_for: Any, feature_fn: Any, config: Any) -> dict[str, Any]:
+    def fake_run_audit(snapshot: Any, predictor_for: Any, feature_fn: Any, config: Any) -> Audit:
         seen["config"] = config
         small = {t: f.iloc[-900:] for t, f in list(snapshot.items())[:2]}
         seen["preds"] = predictor_for([2022], None)(small)
-        return {"passed": True, "checks": [], "config": {"label": config.label.model_dump()}, "bayes_accuracy": 0.5}
+        return Audit(passed=True, checks=[], config={"label": config.label.model_dump()}, bayes_accuracy=0.5)
 
     monkeypatch.setattr(workspace, "run_audit", fake_run_audit)
     result = run_audit_workspace(h5, quick=True, variants=[], epochs=1, seed=0, boot=BOOT)
-    assert seen["config"].label == H5 and result["provenance"]["config"]["label"] == H5.model_dump()
+    assert seen["config"].label == H5 and result.provenance["config"]["label"] == H5.model_dump()
     preds = seen["preds"]
     small = {t: f.iloc[-900:] for t, f in list(load_snapshot().items())[:2]}
     np.testing.assert_array_equal(preds["y_true"], make_target(small, H5).reindex(_keys(preds)).to_numpy())
@@ -165,10 +166,10 @@ def test_train_fits_records_and_purges_by_the_label(h5: Settings, universe: dict
 
     result = run_training(h5, "lightweight", epochs=1, device="cpu", verbosity="silent")
     saved = json.loads((h5.models_dir / "lightweight" / "config.json").read_text())
-    assert result["label"] == saved["label"] == result["config"]["label"] == H5.model_dump()
+    assert result.label.model_dump() == saved["label"] == result.config["label"] == H5.model_dump()
     # The purge grows with the label's reach: seq_len + horizon + 1 = 16 trading days from the last training date
     # to the first validation date (12 with the default label).
     calendar = pd.DatetimeIndex(sorted(set().union(*(f.index for f in universe.values()))))
-    split = result["split"]
-    gap = calendar.get_loc(pd.Timestamp(split["val"]["first"])) - calendar.get_loc(pd.Timestamp(split["train"]["last"]))
+    split = result.split
+    gap = calendar.get_loc(pd.Timestamp(split.val.first)) - calendar.get_loc(pd.Timestamp(split.train.last))
     assert gap > 16

@@ -22,6 +22,7 @@ from finmlops.features.registry import feature_set_version
 from finmlops.settings import Settings
 from finmlops.tracking import list_runs, log_evaluation_result
 from finmlops.tracking.runs import PREDICTIONS_SHA_TAG as SHA_TAG
+from finmlops.training.results import TrainRun
 
 INGEST = ["ingest", "--tickers", "AAPL,JPM,XOM", "--start", "2016-01-01", "--end", "2019-12-31"]
 
@@ -43,27 +44,29 @@ def test_ingest_train_and_evaluate_are_tracked(settings: Settings, tmp_path: Pat
     assert run.data.params["tickers"] == "AAPL,JPM,XOM" and run.data.params["source"] == "snapshot"
     assert ingestion["data_hash"] == report["dataset_hash"] and run.data.metrics["n_rows"] == 3 * 1006
 
-    result = _run("train", "--variant", "baseline", "--epochs", "2", "--threads", "1", "--json")
-    assert result["mlflow"]["model"] == "baseline-predictor" and result["mlflow"]["version"] == 1
-    assert result["mlflow"]["alias"] == "challenger" and result["mlflow"]["champion"] is None
+    train = ("train", "--variant", "baseline", "--epochs", "2", "--threads", "1", "--json")
+    result = TrainRun.model_validate(_run(*train))
+    assert result.mlflow is not None
+    assert result.mlflow.model == "baseline-predictor" and result.mlflow.version == 1
+    assert result.mlflow.alias == "challenger" and result.mlflow.champion is None
     client = mlflow.MlflowClient()
-    run = client.get_run(result["mlflow"]["run_id"])
+    run = client.get_run(result.mlflow.run_id)
     assert run.data.params["variant.hidden_size"] == "32" and run.data.params["train.epochs"] == "2"
     assert run.data.tags["finmlops.data_hash"] == report["dataset_hash"] and run.data.tags["finmlops.git_commit"]
     losses = [m.value for m in client.get_metric_history(run.info.run_id, "epoch/val_loss")]
-    assert losses == pytest.approx([h["val_loss"] for h in result["history"]])
-    assert run.data.metrics["test_accuracy"] == pytest.approx(result["metrics"]["test"]["accuracy"])
+    assert losses == pytest.approx([h["val_loss"] for h in result.history])
+    assert run.data.metrics["test_accuracy"] == pytest.approx(result.metrics.test.accuracy)
     (dataset,) = run.inputs.dataset_inputs
     assert dataset.dataset.digest and dataset.dataset.name.startswith("basic-features-")
     assert {"features.json", "results", "walk_forward"} <= _artifacts(run.info.run_id)
     card = mlflow.models.get_model_info(run.data.tags["finmlops.model_uri"]).metadata["finmlops"]
-    assert card["train_start"] == result["split"]["train"]["first"] and card["seq_len"] == 10
+    assert card["train_start"] == result.split.train.first and card["seq_len"] == 10
     version = client.get_model_version("baseline-predictor", "1")
     # The held-out test block, tagged as what it is: never as walk-forward evidence (issue 15.3).
-    assert int(version.tags["test_rows"]) == result["windows"]["test"] and "wf_accuracy" not in version.tags
-    assert float(version.tags["test_accuracy"]) == pytest.approx(result["metrics"]["test"]["accuracy"], abs=1e-6)
-    split = result["split"]["test"]
-    assert version.tags["evidence"].startswith("test split, ") and version.tags["evidence"].endswith(split["last"])
+    assert int(version.tags["test_rows"]) == result.windows.test and "wf_accuracy" not in version.tags
+    assert float(version.tags["test_accuracy"]) == pytest.approx(result.metrics.test.accuracy, abs=1e-6)
+    split = result.split.test
+    assert version.tags["evidence"].startswith("test split, ") and version.tags["evidence"].endswith(split.last)
     assert client.get_registered_model("baseline-predictor").aliases == {"challenger": 1}
 
     text = CliRunner().invoke(app, ["train", "--variant", "baseline", "--epochs", "1", "--threads", "1", "--quiet"])

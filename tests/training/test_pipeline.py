@@ -23,6 +23,7 @@ from finmlops.training import (
     walk_forward_predictions,
 )
 from finmlops.training import pipeline as pipeline_module
+from finmlops.training.results import TrainResult, TrainRun
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +37,21 @@ def test_train_command_writes_result_and_model_and_reruns_identically(small_univ
     args = ["train", "--variant", "lightweight", "--epochs", "2", "--seed", "3", "--threads", "1", "--json"]
     first = CliRunner().invoke(app, args)
     assert first.exit_code == 0, first.output
-    result = json.loads(first.stdout)
-    again = json.loads(CliRunner().invoke(app, args).stdout)
-    assert (
-        result["metrics"] == again["metrics"] and result["history"][-1]["val_loss"] == again["history"][-1]["val_loss"]
-    )
-    saved = json.loads((settings.results_dir / "train_lightweight.json").read_text())
-    assert saved["provenance"]["data_hash"] == DataStore(settings.data_dir).dataset_hash
-    assert saved["seed"] == 3 and saved["config"]["variant"]["name"] == "lightweight"
-    assert set(saved["metrics"]) == {"val", "test", "test_majority_accuracy"}
+    result = TrainRun.model_validate_json(first.stdout)
+    again = TrainRun.model_validate_json(CliRunner().invoke(app, args).stdout)
+    assert result.metrics == again.metrics and result.history[-1]["val_loss"] == again.history[-1]["val_loss"]
+    assert result.mlflow is not None and again.mlflow is not None  # tracked to the workspace's local MLflow
+    assert (result.mlflow.model, result.mlflow.version, again.mlflow.version) == ("lightweight-predictor", 1, 2)
+    text = (settings.results_dir / "train_lightweight.json").read_text()
+    saved = TrainRun.model_validate_json(text)
+    # The file is the second run's result read back, without the registration (made after it is written).
+    assert saved.model_dump_json() == again.model_copy(update={"mlflow": None}).model_dump_json()
+    assert saved.provenance["data_hash"] == DataStore(settings.data_dir).dataset_hash
+    assert saved.seed == 3 and saved.config["variant"]["name"] == "lightweight"
+    assert set(json.loads(text)["metrics"]) == {"val", "test", "test_majority_accuracy"}  # the file's keys stay
+    assert "mlflow" not in json.loads(text)
     # The split is purged: at least seq_len + 1 trading days between the blocks.
-    days = pd.bdate_range(saved["split"]["train"]["last"], saved["split"]["val"]["first"])
+    days = pd.bdate_range(saved.split.train.last, saved.split.val.first)
     assert len(days) > 11
     assert {p.name for p in (settings.models_dir / "lightweight").iterdir()} == {
         "model.pt",
@@ -67,9 +72,10 @@ def test_saved_model_reloads_to_identical_predictions(
 ) -> None:
     config = TrainConfig(epochs=1, threads=1, device="cpu", verbosity="silent")
     model, result = train_variant(small_universe, get_variant("baseline", hidden_size=8), config)
-    target = save_model(model, tmp_path / "baseline", result["feature_names"], {"data_hash": "x"})
+    assert TrainResult.model_validate_json(result.model_dump_json()) == result
+    target = save_model(model, tmp_path / "baseline", result.feature_names, {"data_hash": "x"})
     loaded, meta = load_model(target)
-    x = np.random.default_rng(0).normal(size=(20, 10, len(result["feature_names"]))).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(20, 10, len(result.feature_names))).astype(np.float32)
     windows = type("W", (), {"X": x, "y": np.zeros(20), "dates": np.zeros(20), "tickers": np.array(["A"] * 20)})
     assert np.array_equal(model.predict_proba(windows), loaded.predict_proba(windows))
     assert meta["output"] == "logit" and meta["data_hash"] == "x"
@@ -80,7 +86,7 @@ def test_saved_model_reloads_to_identical_predictions(
     before = (target / "model.pt").read_bytes()
     monkeypatch.setattr(pipeline_module.torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        save_model(model, target, result["feature_names"], {})
+        save_model(model, target, result.feature_names, {})
     assert (target / "model.pt").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline"]  # no temp folders left behind
 

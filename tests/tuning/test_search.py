@@ -22,7 +22,7 @@ from finmlops.evaluation.backtest import BacktestConfig
 from finmlops.evaluation.metrics import BootstrapConfig
 from finmlops.evaluation.workspace import evaluate_and_write, record_tuning_trials, run_backtest_workspace
 from finmlops.settings import Settings
-from finmlops.tuning.search import default_storage, redact, run_tuning, storage_url
+from finmlops.tuning.search import TuneReport, default_storage, redact, run_tuning, storage_url
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--variant", "lightweight", "--folds", "2018,2019", "--epochs", "1", "--no-register"]
@@ -61,19 +61,20 @@ def test_study_logs_nested_runs_records_trials_and_registers_the_best(store: Set
     assert report.best_value == pytest.approx(min(t.value for t in study.trials))
 
     registered = report.registered
-    assert registered["model"] == "lightweight-predictor" and registered["alias"] == "challenger"
-    version = client.get_model_version("lightweight-predictor", str(registered["version"]))
+    assert registered is not None
+    assert registered.model == "lightweight-predictor" and registered.alias == "challenger"
+    version = client.get_model_version("lightweight-predictor", str(registered.version))
     assert client.get_registered_model("lightweight-predictor").aliases["challenger"] == version.version
     assert float(version.tags["wf_accuracy"]) > 0 and int(version.tags["wf_rows"]) > 300
     assert version.tags["finmlops.evidence"] == "selection"  # promote refuses it unless forced
-    refit = client.get_run(registered["run_id"])
+    refit = client.get_run(registered.run_id)
     assert refit.data.tags["mlflow.parentRunId"] == report.parent_run_id
     assert refit.data.params["variant.lr"] == str(study.best_params["lr"])
 
     ledger = json.loads((store.results_dir / "backtest_trials.json").read_text())
     assert ledger["tuning"] == {"lightweight-log_loss": 3}
     again = _tune(store, 3)  # nothing left to run, nothing new to register
-    assert again.this_process == 0 and again.registered["version"] == registered["version"]
+    assert again.this_process == 0 and again.registered == registered
     with pytest.raises(ValueError, match="other settings"):
         run_tuning(store, "lightweight", trials=3, folds=[2019], epochs=1)
 
@@ -139,8 +140,8 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes(store: Settings) -> No
     rerun = _cli(store, *TINY, "--trials", str(done + 1), "--json")
     out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
-    report = json.loads(out)
-    assert report["this_process"] == 1 and report["complete"] + report["pruned"] == done + 1
+    report = TuneReport.model_validate_json(out)
+    assert report.this_process == 1 and report.complete + report.pruned == done + 1
     assert (
         json.loads((store.results_dir / "backtest_trials.json").read_text())["tuning"]["lightweight-log_loss"]
         == done + 1
@@ -155,13 +156,13 @@ def test_two_workers_share_one_study_on_postgresql(store: Settings, postgres: st
     outputs = [w.communicate(timeout=600) for w in workers]
     for worker, (_, err) in zip(workers, outputs, strict=True):
         assert worker.returncode == 0, err
-    reports = [json.loads(out) for out, _ in outputs]
+    reports = [TuneReport.model_validate_json(out) for out, _ in outputs]
     study = optuna.load_study(study_name="shared", storage=storage_url(postgres))
     assert _finished(study) >= 4
-    assert sum(r["this_process"] for r in reports) == len(study.trials)
-    assert all(r["this_process"] >= 1 for r in reports), "both workers should have run trials"
+    assert sum(r.this_process for r in reports) == len(study.trials)
+    assert all(r.this_process >= 1 for r in reports), "both workers should have run trials"
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == len(study.trials)
-    assert all(r["study"] == "shared" and r["storage"] == postgres for r in reports)
+    assert all(r.study == "shared" and r.storage == postgres for r in reports)
 
 
 @pytest.mark.slow

@@ -82,21 +82,20 @@ def train_command(
     if json_out:
         emit_json(result)
         return
-    if "mlflow" in result:
-        reg = result["mlflow"]
+    if (reg := result.mlflow) is not None:
         console.print(
-            f"registered {reg['model']} version {reg['version']} as challenger; "
-            + (f"champion is version {reg['champion']}" if reg["champion"] else "no champion yet")
-            + f": finmlops promote --model {reg['model']} --version {reg['version']} --alias champion",
+            f"registered {reg.model} version {reg.version} as challenger; "
+            + (f"champion is version {reg.champion}" if reg.champion else "no champion yet")
+            + f": finmlops promote --model {reg.model} --version {reg.version} --alias champion",
             highlight=False,
             soft_wrap=True,
         )
-    test, val = result["metrics"]["test"], result["metrics"]["val"]
+    test, val = result.metrics.test, result.metrics.val
     console.print(
-        f"{variant}: best epoch {result['best_epoch']} of {len(result['history'])}; "
-        f"val accuracy {val['accuracy']:.4f} (AUC {val['auc']:.3f}), test accuracy {test['accuracy']:.4f} "
-        f"(AUC {test['auc']:.3f}, majority class {result['metrics']['test_majority_accuracy']:.4f}) on "
-        f"{test['n']} windows. Wrote {settings.results_dir / f'train_{variant}.json'} and {result['model_dir']}",
+        f"{variant}: best epoch {result.best_epoch} of {len(result.history)}; "
+        f"val accuracy {val.accuracy:.4f} (AUC {val.auc:.3f}), test accuracy {test.accuracy:.4f} "
+        f"(AUC {test.auc:.3f}, majority class {result.metrics.test_majority_accuracy:.4f}) on "
+        f"{test.n} windows. Wrote {settings.results_dir / f'train_{variant}.json'} and {result.model_dir}",
         highlight=False,
     )
 
@@ -274,13 +273,13 @@ def audit_command(
     else:
         from rich.table import Table
 
-        table = Table(title=f"Leakage audit (Bayes accuracy of the planted market {result['bayes_accuracy']:.3f})")
+        table = Table(title=f"Leakage audit (Bayes accuracy of the planted market {result.bayes_accuracy:.3f})")
         for column in ("scenario", "model", "check", "result", "detail"):
             table.add_column(column)
-        for c in result["checks"]:
-            table.add_row(c["scenario"], c["model"], c["check"], "PASS" if c["passed"] else "FAIL", c["detail"])
+        for c in result.checks:
+            table.add_row(c.scenario, c.model, c.check, "PASS" if c.passed else "FAIL", c.detail)
         console.print(table)
-    if not result["passed"]:
+    if not result.passed:
         raise typer.Exit(1)
 
 
@@ -325,7 +324,7 @@ def tune_command(
             settings, variant.value, trials=trials, folds=parse_folds(folds) if folds else None, epochs=epochs,
             metric=metric.value, storage=storage, study_name=study, register=not no_register,
             executor=executor_config(executor, ray_address, ray_cpus),
-        ).as_dict()  # fmt: skip
+        )  # fmt: skip
     except TuningInterrupted as exc:
         fail(str(exc), code=130)
     except (TrackingError, OSError, ValueError) as exc:
@@ -334,28 +333,27 @@ def tune_command(
         emit_json(report)
         return
     console.print(
-        f"study {report['study']} at {report['storage']}: {report['complete']} complete, {report['pruned']} pruned, "
-        f"{report['failed']} failed ({report['this_process']} run now); folds {report['folds']}, {metric} "
-        f"({report['direction']})",
+        f"study {report.study} at {report.storage}: {report.complete} complete, {report.pruned} pruned, "
+        f"{report.failed} failed ({report.this_process} run now); folds {report.folds}, {metric} ({report.direction})",
         highlight=False,
         soft_wrap=True,
     )
-    if report["best_trial"] is not None:
+    if report.best_trial is not None:
+        best = f"{report.best_value:.5f}" if report.best_value is not None else "undefined"
         console.print(
-            f"best trial {report['best_trial']}: {metric} {report['best_value']:.5f} with {report['best_params']}",
+            f"best trial {report.best_trial}: {metric} {best} with {report.best_params}",
             highlight=False,
             soft_wrap=True,
         )
-    reg = report["registered"]
-    if reg:
+    if (reg := report.registered) is not None:
         console.print(
-            f"best trial's model: {reg['model']} version {reg['version']}, registered as challenger: "
-            f"finmlops promote --model {reg['model']} --version {reg['version']} --alias champion",
+            f"best trial's model: {reg.model} version {reg.version}, registered as challenger: "
+            f"finmlops promote --model {reg.model} --version {reg.version} --alias champion",
             highlight=False,
             soft_wrap=True,
         )
     console.print(
-        f"{report['tuning_trials_recorded']} tuning trials on record for the deflated Sharpe ratio; the folds took "
+        f"{report.tuning_trials_recorded} tuning trials on record for the deflated Sharpe ratio; the folds took "
         "part in the selection, so judge the tuned model on other years",
         highlight=False,
         soft_wrap=True,

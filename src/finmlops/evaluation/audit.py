@@ -27,10 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from finmlops.evaluation.metrics import (
     BootstrapConfig,
@@ -39,7 +41,7 @@ from finmlops.evaluation.metrics import (
     validate_predictions,
     within_date_auc,
 )
-from finmlops.evaluation.results import Estimate, Metrics
+from finmlops.evaluation.results import Estimate, Metrics, Result, read_result
 from finmlops.features import LabelSpec, Windows, forward_return, make_target, make_windows, walk_forward_folds
 
 Universe = Mapping[str, pd.DataFrame]
@@ -325,16 +327,59 @@ def probe_predictions(
     )
 
 
-@dataclass
-class Check:
-    """One row of the audit table."""
+AUDIT_FILE = "audit.json"
+
+
+class CheckMetrics(Result):
+    """The intervals behind a check (at the audit's corrected level ``ci_level``): accuracy, pooled ROC AUC and, for
+    the permuted-label control, the within-date AUC; None where the check has none (the feature checks). Only the
+    intervals present are written."""
+
+    accuracy: Estimate | None = None
+    roc_auc: Estimate | None = None
+    within_date_auc: Estimate | None = None
+
+    @model_serializer(mode="wrap")
+    def _present(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+
+class Check(Result):
+    """One row of the audit table: the scenario, the model (or feature function) checked, what was checked, the
+    verdict, its detail in words and the intervals that decided it."""
 
     scenario: str
     model: str
     check: str
     passed: bool
     detail: str
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: CheckMetrics = Field(default_factory=CheckMetrics)
+
+
+class Audit(Result):
+    """What :func:`run_audit` returns: whether every check passed, the planted market's Bayes accuracy, the
+    (Bonferroni-corrected) level of every interval (None in files older than it), the audit's config (market
+    sizes, label, seed, bootstrap) and the checks."""
+
+    passed: bool
+    bayes_accuracy: float
+    ci_level: float | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    checks: list[Check]
+
+
+class AuditResult(Audit):
+    """``audit.json`` (``finmlops audit``): the :class:`Audit` with its provenance stamp."""
+
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
+def load_audit(results_dir: Path) -> AuditResult:
+    """``results_dir/audit.json``; a ``FileNotFoundError`` naming the command that writes it when absent."""
+    path = results_dir / AUDIT_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no audit; run `finmlops audit` first")
+    return read_result(path, AuditResult)
 
 
 def _pooled(preds: pd.DataFrame, boot: BootstrapConfig) -> dict[str, Metrics]:
@@ -342,9 +387,9 @@ def _pooled(preds: pd.DataFrame, boot: BootstrapConfig) -> dict[str, Metrics]:
     return {str(m): metrics_with_ci(prepare(rows), boot) for m, rows in preds.groupby("model", sort=True)}
 
 
-def _recorded(m: Metrics, **extra: Estimate) -> dict[str, Any]:
-    """What audit.json records of a model's metrics: accuracy and ROC AUC with their CIs (and ``extra``)."""
-    return {k: e.model_dump() for k, e in {"accuracy": m.accuracy, "roc_auc": m.roc_auc, **extra}.items()}
+def _recorded(m: Metrics, within_date_auc: Estimate | None = None) -> CheckMetrics:
+    """What audit.json records of a model's metrics: accuracy and ROC AUC with their CIs (and the within-date AUC)."""
+    return CheckMetrics(accuracy=m.accuracy, roc_auc=m.roc_auc, within_date_auc=within_date_auc)
 
 
 def _contains(ci: Estimate, value: float) -> bool:
@@ -381,12 +426,12 @@ def no_signal_checks(scenario: str, preds: pd.DataFrame, boot: BootstrapConfig) 
         auc_ok, auc_text = _auc_contains_half(m.roc_auc)
         checks.append(
             Check(
-                scenario,
-                model,
-                "accuracy and AUC CIs contain 0.5",
-                _contains(acc, 0.5) and auc_ok,
-                f"acc {_fmt(acc)}; AUC {auc_text}",
-                _recorded(m),
+                scenario=scenario,
+                model=model,
+                check="accuracy and AUC CIs contain 0.5",
+                passed=_contains(acc, 0.5) and auc_ok,
+                detail=f"acc {_fmt(acc)}; AUC {auc_text}",
+                metrics=_recorded(m),
             )
         )
     return checks
@@ -416,13 +461,13 @@ def permuted_label_checks(scenario: str, preds: pd.DataFrame, boot: BootstrapCon
         _, pooled_text = _auc_contains_half(m.roc_auc)
         checks.append(
             Check(
-                scenario,
-                str(model),
-                f"accuracy not above majority rate {rate:.3f}; within-date AUC CI contains 0.5",
-                bool(acc.ci_low <= rate) and auc_ok,
-                f"acc {_fmt(acc)}; within-date AUC {auc_text} (pooled AUC {pooled_text}, which the permutation's "
-                "date-level up share may move)",
-                _recorded(m, within_date_auc=within),
+                scenario=scenario,
+                model=str(model),
+                check=f"accuracy not above majority rate {rate:.3f}; within-date AUC CI contains 0.5",
+                passed=bool(acc.ci_low <= rate) and auc_ok,
+                detail=f"acc {_fmt(acc)}; within-date AUC {auc_text} (pooled AUC {pooled_text}, which the "
+                "permutation's date-level up share may move)",
+                metrics=_recorded(m, within_date_auc=within),
             )
         )
     return checks
@@ -435,23 +480,23 @@ def planted_checks(scenario: str, preds: pd.DataFrame, bayes: float, boot: Boots
         acc = m.accuracy
         checks.append(
             Check(
-                scenario,
-                model,
-                f"accuracy not above Bayes {bayes:.3f}",
-                bool(acc.ci_low <= bayes),
-                f"acc {_fmt(acc)}",
-                _recorded(m),
+                scenario=scenario,
+                model=model,
+                check=f"accuracy not above Bayes {bayes:.3f}",
+                passed=bool(acc.ci_low <= bayes),
+                detail=f"acc {_fmt(acc)}",
+                metrics=_recorded(m),
             )
         )
         if model not in NO_SIGNAL_MODELS:
             checks.append(
                 Check(
-                    scenario,
-                    model,
-                    f"recovers Bayes {bayes:.3f}",
-                    _contains(acc, bayes),
-                    f"acc {_fmt(acc)}",
-                    _recorded(m),
+                    scenario=scenario,
+                    model=model,
+                    check=f"recovers Bayes {bayes:.3f}",
+                    passed=_contains(acc, bayes),
+                    detail=f"acc {_fmt(acc)}",
+                    metrics=_recorded(m),
                 )
             )
     return checks
@@ -484,12 +529,12 @@ def run_audit(
     predictor_for: PredictorFactory,
     feature_fn: FeatureFn,
     config: AuditConfig,
-) -> dict[str, Any]:
+) -> Audit:
     """Run the scenarios; ``predictor_for(test_years, label_transform)`` returns the pipeline under audit.
 
     ``snapshot`` supplies the volatilities, sizes and (shuffled) the real bars; ``feature_fn`` is the pipeline's
     feature function, checked for future dependence with and without the planted leak.
-    Returns ``{"passed", "checks": [...], "config", "bayes_accuracy"}``.
+    Returns the :class:`Audit`.
     """
     vols = list(snapshot_volatility(snapshot).values())
     n_tickers = config.n_tickers or len(vols)
@@ -524,17 +569,21 @@ def run_audit(
     clean = future_dependence(feature_fn, planted, seed=config.seed)
     checks.append(
         Check(
-            "future_dependence", "features", "no feature reads prices after its date", not clean, str(clean or "none")
+            scenario="future_dependence",
+            model="features",
+            check="no feature reads prices after its date",
+            passed=not clean,
+            detail=str(clean or "none"),
         )
     )
     leaked = future_dependence(with_leak(feature_fn, config.label), planted, seed=config.seed)
     checks.append(
         Check(
-            "leak",
-            "features+target_class",
-            "future-dependence check flags target_class",
-            set(leaked) == {LEAK_FEATURE},
-            f"flagged: {sorted(leaked)}",
+            scenario="leak",
+            model="features+target_class",
+            check="future-dependence check flags target_class",
+            passed=set(leaked) == {LEAK_FEATURE},
+            detail=f"flagged: {sorted(leaked)}",
         )
     )
     for name, fn in (("features", feature_fn), ("features+target_class", with_leak(feature_fn, config.label))):
@@ -544,18 +593,18 @@ def run_audit(
         expect_leak = name != "features"
         checks.append(
             Check(
-                "leak",
-                f"probe({name})",
-                "accuracy above Bayes flagged" if expect_leak else f"accuracy not above Bayes {bayes:.3f}",
-                above == expect_leak,
-                f"acc {_fmt(acc)}",
-                {"accuracy": acc.model_dump()},
+                scenario="leak",
+                model=f"probe({name})",
+                check="accuracy above Bayes flagged" if expect_leak else f"accuracy not above Bayes {bayes:.3f}",
+                passed=above == expect_leak,
+                detail=f"acc {_fmt(acc)}",
+                metrics=CheckMetrics(accuracy=acc),
             )
         )
-    return {
-        "passed": all(c.passed for c in checks),
-        "bayes_accuracy": bayes,
-        "ci_level": boot.level,
-        "config": {**asdict(config), "label": config.label.model_dump(), "n_tickers": n_tickers, "n_days": n_days},
-        "checks": [asdict(c) for c in checks],
-    }
+    return Audit(
+        passed=all(c.passed for c in checks),
+        bayes_accuracy=bayes,
+        ci_level=boot.level,
+        config={**asdict(config), "label": config.label.model_dump(), "n_tickers": n_tickers, "n_days": n_days},
+        checks=checks,
+    )

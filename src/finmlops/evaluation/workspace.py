@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from finmlops.data import DataStore, dataset_hash_of, load_snapshot
-from finmlops.evaluation.audit import AuditConfig, LabelTransform, Predictor, run_audit
+from finmlops.evaluation.audit import AUDIT_FILE, AuditConfig, AuditResult, LabelTransform, Predictor, run_audit
 from finmlops.evaluation.backtest import BacktestConfig, backtest_paths, check_execution, run_backtest
 from finmlops.evaluation.metrics import BootstrapConfig, evaluate_predictions, validate_predictions
 from finmlops.evaluation.results import (
@@ -350,7 +350,7 @@ def run_audit_workspace(
     seed: int,
     boot: BootstrapConfig,
     patience: int = 5,
-) -> dict[str, Any]:
+) -> AuditResult:
     """The leakage audit with the real pipeline (``walk_forward_predictions``) on the bundled snapshot's sizes.
 
     ``quick`` shrinks the markets (10 tickers, 2600 days, 1 test year) for a run of minutes on a laptop. Smaller
@@ -387,20 +387,10 @@ def run_audit_workspace(
         frame = pd.concat([compute_features(universe, s) for s in FEATURE_SETS], axis=1)
         return frame.loc[:, ~frame.columns.duplicated()]
 
-    result = run_audit(snapshot, predictor_for, all_features, config)
-    payload = {
-        "provenance": stamp(
-            data_hash=dataset_hash_of(snapshot),
-            config={
-                "quick": quick,
-                "variants": list(variants),
-                "epochs": epochs,
-                "patience": patience,
-                **result["config"],
-            },
-            seed=seed,
-        ),
-        **result,
-    }
-    write_json_atomic(settings.results_dir / "audit.json", payload)
-    return payload
+    audit = run_audit(snapshot, predictor_for, all_features, config)
+    run_config = {"quick": quick, "variants": list(variants), "epochs": epochs, "patience": patience, **audit.config}
+    result = AuditResult(
+        **dict(audit), provenance=stamp(data_hash=dataset_hash_of(snapshot), config=run_config, seed=seed)
+    )
+    write_result(settings.results_dir / AUDIT_FILE, result)
+    return result

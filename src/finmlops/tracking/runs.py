@@ -35,6 +35,7 @@ from finmlops.tracking.registry import (
     split_of,
     tag_version,
 )
+from finmlops.training.results import Registration, TrainRun
 
 MAX_PARAM_CHARS = 500  # MLflow's limit on a param value
 PREDICTIONS_SHA_TAG = "finmlops.predictions_sha256"
@@ -247,10 +248,11 @@ def log_evaluation(
     return run_id
 
 
-def log_trained_variant(settings: Settings, *, trained: Any, result: dict[str, Any]) -> str:
-    """Log ``finmlops train``'s run (``trained``: ``finmlops.training.pipeline.TrainedVariant``; ``result``: its
-    result JSON) to ``training``, register the model as a new version of ``<variant>-predictor`` and make it the
-    ``challenger``. Adds ``result["mlflow"]`` (run id, model, version, alias, current champion). Returns the run id.
+def log_trained_variant(settings: Settings, *, trained: Any, result: TrainRun) -> str:
+    """Log ``finmlops train``'s run (``trained``: ``finmlops.training.pipeline.TrainedVariant``, not imported here
+    for torch; ``result``: its ``TrainRun``) to ``training``, register the model as a new version of
+    ``<variant>-predictor`` and make it the ``challenger``. Sets ``result.mlflow`` (run id, model, version, alias,
+    current champion). Returns the run id.
 
     The held-out test block is logged as the run's walk-forward predictions (one fold, ``holdout``): promotion
     compares versions on it. The drift reference is the last timestep of every training window.
@@ -259,28 +261,32 @@ def log_trained_variant(settings: Settings, *, trained: Any, result: dict[str, A
     model, test = trained.model, trained.test
     predictions = pd.DataFrame(
         {
-            "date": pd.to_datetime(test.dates), "ticker": test.tickers, "fold": "holdout", "model": result["variant"],
+            "date": pd.to_datetime(test.dates), "ticker": test.tickers, "fold": "holdout", "model": result.variant,
             "prob_up": model.predict_proba(test), "y_true": test.y.astype(np.int8),
         }
     )  # fmt: skip
-    metrics = {f"{block}_{k}": v for block in ("val", "test") for k, v in result["metrics"][block].items()}
-    history = result["history"]
+    metrics = {
+        f"{block}_{k}": float(v)
+        for block, scores in (("val", result.metrics.val), ("test", result.metrics.test))
+        for k, v in scores.model_dump().items()
+    }
+    history = result.history
     run_id = log_training_run(
-        settings, variant=result["variant"], params=result["config"],
-        feature_set=result["config"]["variant"]["feature_set"], feature_names=result["feature_names"],
-        data_hash=result["data_hash"],
+        settings, variant=result.variant, params=result.config,
+        feature_set=result.config["variant"]["feature_set"], feature_names=result.feature_names,
+        data_hash=result.data_hash,
         epoch_losses={k: [h[k] for h in history] for k in ("train_loss", "val_loss", "val_accuracy", "val_auc")},
-        metrics=metrics | {"test_majority_accuracy": result["metrics"]["test_majority_accuracy"]},
+        metrics=metrics | {"test_majority_accuracy": result.metrics.test_majority_accuracy},
         dataset=trained.features, dataset_source=str(settings.data_dir.resolve()), predictions=predictions,
-        artifacts=[settings.results_dir / f"train_{result['variant']}.json"],
+        artifacts=[settings.results_dir / f"train_{result.variant}.json"],
         trained=TrainedNetwork(
-            model.net.cpu(), model.scaler, trained.train.X, result["split"]["train"]["first"],
-            result["split"]["train"]["last"],
+            model.net.cpu(), model.scaler, trained.train.X, result.split.train.first,
+            result.split.train.last,
         ),
         register=True,
     )  # fmt: skip
     try:
-        result["mlflow"] = {"run_id": run_id, **mark_challenger(run_id)}
+        result.mlflow = Registration(run_id=run_id, **mark_challenger(run_id))
     except MlflowException as exc:
         raise TrackingError(f"MLflow at {redact(settings.tracking_uri)} failed: {exc.message}") from exc
     return run_id

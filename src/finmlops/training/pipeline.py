@@ -20,32 +20,41 @@ from finmlops.features import FeatureScaler, chronological_split, compute_featur
 from finmlops.features.target import LabelSpec, label_from_settings
 from finmlops.models.networks import build_network
 from finmlops.models.variants import VariantConfig, get_variant
-from finmlops.provenance import stamp, write_json_atomic
+from finmlops.provenance import stamp, write_text_atomic
 from finmlops.settings import Settings
 from finmlops.stats.classification import log_loss, roc_auc
 from finmlops.training.config import TrainConfig
+from finmlops.training.results import (
+    ClassificationMetrics,
+    Span,
+    Split,
+    TrainMetrics,
+    TrainResult,
+    TrainRun,
+    WindowCounts,
+)
 from finmlops.training.trainer import DeepModel
 
 WEIGHTS_FILE, SCALER_FILE, CONFIG_FILE = "model.pt", "scaler.json", "config.json"
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+def classification_metrics(y: np.ndarray, p: np.ndarray) -> ClassificationMetrics:
     """Accuracy at 0.5, ROC AUC, log loss and Brier score of P(up) ``p`` ``[n]`` against 0/1 labels ``y`` ``[n]``,
     with ``n``, the realised up-rate and the share of "up" predictions (a constant model shows 0 or 1 here)."""
-    return {
-        "n": len(y),
-        "accuracy": float(np.mean((p > 0.5) == (y > 0.5))),
-        "auc": roc_auc(y, p),
-        "log_loss": log_loss(y, p),
-        "brier": float(np.mean((p - y) ** 2)),
-        "up_rate": float(np.mean(y)),
-        "predicted_up_share": float(np.mean(p > 0.5)),
-    }
+    return ClassificationMetrics(
+        n=len(y),
+        accuracy=float(np.mean((p > 0.5) == (y > 0.5))),
+        auc=roc_auc(y, p),
+        log_loss=log_loss(y, p),
+        brier=float(np.mean((p - y) ** 2)),
+        up_rate=float(np.mean(y)),
+        predicted_up_share=float(np.mean(p > 0.5)),
+    )
 
 
-def _span(dates: np.ndarray) -> dict[str, Any]:
+def _span(dates: np.ndarray) -> Span:
     d = pd.DatetimeIndex(dates)
-    return {"first": str(d.min().date()), "last": str(d.max().date()), "dates": int(d.nunique())}
+    return Span(first=str(d.min().date()), last=str(d.max().date()), dates=int(d.nunique()))
 
 
 @dataclass(frozen=True)
@@ -54,7 +63,7 @@ class TrainedVariant:
     features) and its training and test windows (``finmlops.features.Windows``)."""
 
     model: DeepModel
-    result: dict[str, Any]
+    result: TrainResult
     features: pd.DataFrame
     train: Any
     test: Any
@@ -68,12 +77,12 @@ def train_variant(
     val_frac: float = 0.15,
     test_frac: float = 0.15,
     label: LabelSpec | None = None,
-) -> tuple[DeepModel, dict[str, Any]]:
+) -> tuple[DeepModel, TrainResult]:
     """Train ``variant`` on ``universe`` with a train | purge | val | purge | test split of the dates.
 
     The label is ``make_target(universe, label)`` (default ``LabelSpec()``); the gaps are
     ``min_gap(seq_len, label.reach)`` trading days (``finmlops.features.chronological_split``); the scaler is fit
-    on the training windows only. Returns the fitted model and a JSON-ready result: the label, split spans, history,
+    on the training windows only. Returns the fitted model and its result: the label, split spans, history,
     best epoch and metrics on the validation and test windows (the majority-class accuracy on test for reference).
     """
     trained = fit_variant(universe, variant, config, val_frac=val_frac, test_frac=test_frac, label=label)
@@ -107,22 +116,22 @@ def fit_variant(
     model = DeepModel(variant, config).fit(train, val)
     assert model.outcome is not None
     majority = float(np.mean(train.y) >= 0.5)
-    result = {
-        "variant": variant.name,
-        "label": label.model_dump(),
-        "split": {"train": _span(train.dates), "val": _span(val.dates), "test": _span(test.dates)},
-        "windows": {"train": len(train), "val": len(val), "test": len(test)},
-        "feature_names": list(windows.feature_names),
-        "metrics": {
-            "val": classification_metrics(val.y, model.predict_proba(val)),
-            "test": classification_metrics(test.y, model.predict_proba(test)),
-            "test_majority_accuracy": float(np.mean(test.y == majority)),
-        },
-        "best_epoch": model.outcome.best_epoch,
-        "stopped_early": model.outcome.stopped_early,
-        "train_seconds": model.outcome.seconds,
-        "history": model.outcome.history,
-    }
+    result = TrainResult(
+        variant=variant.name,
+        label=label,
+        split=Split(train=_span(train.dates), val=_span(val.dates), test=_span(test.dates)),
+        windows=WindowCounts(train=len(train), val=len(val), test=len(test)),
+        feature_names=list(windows.feature_names),
+        metrics=TrainMetrics(
+            val=classification_metrics(val.y, model.predict_proba(val)),
+            test=classification_metrics(test.y, model.predict_proba(test)),
+            test_majority_accuracy=float(np.mean(test.y == majority)),
+        ),
+        best_epoch=model.outcome.best_epoch,
+        stopped_early=model.outcome.stopped_early,
+        train_seconds=model.outcome.seconds,
+        history=model.outcome.history,
+    )
     return TrainedVariant(model, result, features, train, test)
 
 
@@ -188,10 +197,11 @@ def run_training(
     verbosity: str = "bar",
     class_balanced: bool = False,
     on_trained: Callable[..., Any] | None = None,
-) -> dict[str, Any]:
+) -> TrainRun:
     """``finmlops train``: read the store, train one variant, write ``results/train_<variant>.json`` and the model
-    folder ``models/<variant>/``. Returns the result (with a ``provenance`` stamp); same seed and data, same metrics.
-    ``on_trained(trained=..., result=...)`` runs after both are written (the CLI logs the run to MLflow there).
+    folder ``models/<variant>/``. Returns the :class:`TrainRun` (with a ``provenance`` stamp); same seed and data,
+    same metrics. ``on_trained(trained=..., result=...)`` runs after both are written (the CLI logs the run to
+    MLflow there).
     """
 
     variant = get_variant(variant_name)
@@ -206,32 +216,35 @@ def run_training(
         class_balanced=class_balanced,
     )
     trained = fit_variant(universe, variant, config, label=label_from_settings(settings))
-    model, result = trained.model, trained.result
+    model, fit = trained.model, trained.result
+    label = fit.label.model_dump()
     run_config = {
         "variant": variant.model_dump(),
         "train": config.model_dump(),
-        "label": result["label"],
+        "label": label,
         "tickers": sorted(universe),
     }
-    result = {
-        **result,
-        "seed": settings.seed,
-        "data_hash": data_hash,
-        "config": run_config,
-        "device": str(model.device),
-        "model_dir": str(settings.models_dir / variant.name),
-        "provenance": stamp(data_hash=data_hash, config=run_config, seed=settings.seed),
-    }
+    result = TrainRun(
+        **dict(fit),
+        seed=settings.seed,
+        data_hash=data_hash,
+        config=run_config,
+        device=str(model.device),
+        model_dir=str(settings.models_dir / variant.name),
+        provenance=stamp(data_hash=data_hash, config=run_config, seed=settings.seed),
+    )
     extra = {
         "data_hash": data_hash,
         "seed": settings.seed,
-        "train_start": result["split"]["train"]["first"],
-        "train_end": result["split"]["train"]["last"],
-        "label": result["label"],
+        "train_start": fit.split.train.first,
+        "train_end": fit.split.train.last,
+        "label": label,
         "tickers": sorted(universe),
     }
-    save_model(model, settings.models_dir / variant.name, result["feature_names"], extra)
-    write_json_atomic(settings.results_dir / f"train_{variant.name}.json", result)
+    save_model(model, settings.models_dir / variant.name, fit.feature_names, extra)
+    write_text_atomic(
+        settings.results_dir / f"train_{variant.name}.json", result.model_dump_json(indent=2, exclude={"mlflow"}) + "\n"
+    )
     if on_trained is not None:
         on_trained(trained=trained, result=result)
     return result

@@ -12,7 +12,7 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -70,9 +70,6 @@ class TrainOutcome:
     stopped_early: bool = False
     seconds: float = 0.0
     train_samples: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _to_tensor(x: np.ndarray, device: torch.device) -> torch.Tensor:

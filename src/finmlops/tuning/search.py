@@ -20,7 +20,7 @@ import math
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import mlflow
@@ -29,6 +29,7 @@ import optuna
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from optuna.storages.journal import JournalFileBackend, JournalStorage
+from pydantic import BaseModel, Field
 
 from finmlops.data import DataStore
 from finmlops.evaluation.workspace import record_tuning_trials
@@ -45,13 +46,13 @@ from finmlops.features import (
     min_gap,
 )
 from finmlops.models.variants import VariantConfig, get_variant
-from finmlops.provenance import json_safe
 from finmlops.settings import Settings
 from finmlops.tracking.backend import TrackingError, configure_tracking, ensure_experiment, redact, storage_url
 from finmlops.tracking.registry import EVIDENCE_TAG, PREDICTIONS_ARTIFACT, mark_challenger
 from finmlops.tracking.runs import TrainedNetwork, _log_predictions, log_training_run, provenance_tags
 from finmlops.training import cross_val_predict, label_folds, train_config
 from finmlops.training.pipeline import classification_metrics
+from finmlops.training.results import Registration
 from finmlops.training.trainer import DeepModel
 
 METRICS: dict[str, str] = {"log_loss": "minimize", "auc": "maximize", "accuracy": "maximize"}
@@ -84,7 +85,7 @@ def suggest_variant(trial: optuna.Trial, base: VariantConfig) -> VariantConfig:
 def fold_metric(metric: str, y: np.ndarray, prob: np.ndarray) -> float:
     """``metric`` of P(up) ``prob`` ``[n]`` against 0/1 ``y`` ``[n]`` (the training pipeline's definitions)."""
 
-    return float(classification_metrics(y, prob)[metric])
+    return float(getattr(classification_metrics(y, prob), metric))
 
 
 def default_storage(settings: Settings) -> Any:
@@ -95,9 +96,13 @@ def default_storage(settings: Settings) -> Any:
     return JournalStorage(JournalFileBackend(str(path)))
 
 
-@dataclass
-class TuneReport:
-    """What a ``finmlops tune`` process did, and where the study stands."""
+class TuneReport(BaseModel):
+    """What a ``finmlops tune`` process did, and where the study stands: the study and its storage (credentials
+    redacted), the variant, the objective ``metric`` per fold and its ``direction``, the test years, the target of
+    finished trials, the study's complete / pruned / failed trial counts and how many this process ran; the best
+    trial's number, objective value (None when undefined) and parameters; the MLflow parent run, the best trial's
+    refit registered as the challenger (None with ``--no-register`` or no complete trial), and the tuning trials on
+    record for the deflated Sharpe ratio."""
 
     study: str
     storage: str
@@ -112,13 +117,10 @@ class TuneReport:
     this_process: int
     best_trial: int | None = None
     best_value: float | None = None
-    best_params: dict[str, Any] = field(default_factory=dict)
+    best_params: dict[str, Any] = Field(default_factory=dict)
     parent_run_id: str | None = None
-    registered: dict[str, Any] | None = None
+    registered: Registration | None = None
     tuning_trials_recorded: int = 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
 
 
 class WalkForwardObjective:
@@ -225,7 +227,7 @@ def _trial_predictions(run_id: str) -> pd.DataFrame:
 
 def register_best(
     settings: Settings, objective: WalkForwardObjective, best: optuna.trial.FrozenTrial, meta: dict[str, Any]
-) -> dict[str, Any]:
+) -> Registration:
     """Refit the best trial's configuration on all data, log it to ``tuning`` with the best trial's walk-forward
     predictions, register it as a new version of ``<variant>-predictor`` and make it the challenger.
 
@@ -254,7 +256,7 @@ def register_best(
     mlflow.MlflowClient().set_model_version_tag(
         challenger["model"], str(challenger["version"]), EVIDENCE_TAG, "selection"
     )
-    return {"run_id": run_id, **challenger}
+    return Registration(run_id=run_id, **challenger)
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:
@@ -446,10 +448,10 @@ def run_tuning(
         done = study.user_attrs.get("registered", {})
         if register and report.best_trial is not None and done.get("trial") != report.best_trial:
             report.registered = register_best(settings, objective, study.best_trial, meta)
-            mlflow.MlflowClient().set_tag(report.registered["run_id"], "mlflow.parentRunId", report.parent_run_id)
-            study.set_user_attr("registered", {"trial": report.best_trial, **report.registered})
+            mlflow.MlflowClient().set_tag(report.registered.run_id, "mlflow.parentRunId", report.parent_run_id)
+            study.set_user_attr("registered", {"trial": report.best_trial, **report.registered.model_dump()})
         elif done.get("trial") == report.best_trial:
-            report.registered = done
+            report.registered = Registration.model_validate(done)
     except MlflowException as exc:
         raise TrackingError(f"MLflow at {redact(uri)} failed: {exc.message}") from exc
     if report.best_value is not None and not math.isfinite(report.best_value):

@@ -1,37 +1,18 @@
 """Leakage audit (``results/audit.json``): every check, passed or failed, with the accuracy interval that decided
 it: "not above Bayes 0.600" passes beside an accuracy of 0.615 because the interval's lower bound is at or below
-0.600, and the page prints that interval and its level (Bonferroni-corrected over the audit's checks)."""
+0.600, and the page prints that interval and its level (Bonferroni-corrected over the audit's checks). The file is
+read as ``finmlops.evaluation.audit.AuditResult``, the model ``finmlops audit`` writes."""
 
 from __future__ import annotations
 
 from html import escape
 
-from finmlops.report.base import Estimate, Input, Section, empty, read_model, table
+from finmlops.evaluation.audit import AUDIT_FILE, AuditResult, Check
+from finmlops.evaluation.results import defined
+from finmlops.report.base import Section, empty, read_model, table
 from finmlops.settings import Settings
 
 TITLE = "Leakage audit"
-
-
-class CheckMetrics(Input):
-    accuracy: Estimate | None = None
-
-
-class Check(Input):
-    scenario: str
-    model: str
-    check: str
-    passed: bool
-    detail: str
-    metrics: CheckMetrics = CheckMetrics()
-
-
-class Audit(Input):
-    """What the section renders of ``audit.json``; ``ci_level`` is the (corrected) level of every check's CI."""
-
-    passed: bool
-    bayes_accuracy: float | None = None
-    ci_level: float | None = None
-    checks: list[Check]
 
 
 def percent(level: float) -> str:
@@ -47,7 +28,7 @@ def evidence(check: Check, level: float | None, bayes: float | None) -> str:
     """The accuracy CI behind a check and, for checks against the Bayes rate, where that rate falls: inside the
     CI (not above it, and recovered), below its lower bound (above Bayes: leakage) or above its upper bound."""
     acc = check.metrics.accuracy
-    if acc is None or acc.value is None or acc.ci_low is None or acc.ci_high is None:
+    if acc is None or not (defined(acc.value) and defined(acc.ci_low) and defined(acc.ci_high)):
         return "–"
     name = f"{percent(level)} CI" if level is not None else "CI"
     text = f"accuracy {acc.value:.4f}, {name} [{acc.ci_low:.4f}, {acc.ci_high:.4f}]"
@@ -62,7 +43,7 @@ def evidence(check: Check, level: float | None, bayes: float | None) -> str:
     return text
 
 
-def render(audit: Audit) -> str:
+def render(audit: AuditResult) -> str:
     rows = [
         [
             escape(c.scenario),
@@ -75,7 +56,7 @@ def render(audit: Audit) -> str:
         for c in audit.checks
     ]
     failed = sum(not c.passed for c in audit.checks)
-    bayes = f"{audit.bayes_accuracy:.3f}" if audit.bayes_accuracy is not None else "–"
+    bayes = f"{audit.bayes_accuracy:.3f}"
     level = (
         f" Every interval is at level {percent(audit.ci_level)}, Bonferroni over the checks." if audit.ci_level else ""
     )
@@ -88,8 +69,8 @@ def render(audit: Audit) -> str:
 
 
 def build(settings: Settings) -> Section:
-    path = settings.results_dir / "audit.json"
-    audit = read_model(path, Audit)
+    path = settings.results_dir / AUDIT_FILE
+    audit = read_model(path, AuditResult)
     if audit is None:
         return empty("audit", TITLE, "finmlops audit --quick", "leakage audit")
     return Section("audit", TITLE, render(audit), (str(path),))
