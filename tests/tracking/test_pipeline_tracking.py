@@ -165,7 +165,8 @@ def test_without_mlflow_tracking_is_skipped_with_one_line(settings: Settings) ->
     code = f"""
 import sys
 sys.modules["mlflow"] = None  # import mlflow now raises ModuleNotFoundError, as without the package
-from finmlops.cli import app, track
+from finmlops.cli import app
+from finmlops.cli.common import track
 from finmlops.settings import Settings
 try:
     app({INGEST!r}, standalone_mode=False)
