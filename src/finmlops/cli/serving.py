@@ -29,7 +29,7 @@ from finmlops.cli.common import (
 )
 from finmlops.data import DataError, load_snapshot
 from finmlops.serving.config import ServingConfigError, load_config
-from finmlops.serving.traffic import describe_errors, failure, replay_days, run_traffic
+from finmlops.serving.traffic import describe_errors, replay_days, run_traffic
 
 PANEL = "Serving"  # the group these commands are listed under in finmlops --help
 
@@ -125,29 +125,28 @@ def traffic_command(
                 token=token,
                 concurrency=concurrency,
                 on_request=lambda: progress.advance(task),
-            ).as_dict()
+            )
         except ValueError as exc:
             fail(str(exc), code=2)
-    problem = failure(summary)
+    problem = summary.failure()
     if json_out:
         emit_json(summary)
     else:
-        span = f" {summary['first_day']}..{summary['last_day']}" if summary["days"] else ""
+        span = f" {summary.first_day}..{summary.last_day}" if summary.days else ""
         console.print(
-            f"{summary['requests']} requests ({summary['ok']} ok) over {summary['days']} days{span} "
-            f"in {summary['elapsed_s']} s; feedback {summary['feedback_ok']}/{summary['feedback_sent']} ok",
+            f"{summary.requests} requests ({summary.ok} ok) over {summary.days} days{span} "
+            f"in {summary.elapsed_s} s; feedback {summary.feedback_ok}/{summary.feedback_sent} ok",
             highlight=False,
         )
-        console.print(f"arms: {pairs(summary['arms'])}", highlight=False)
-        console.print(f"errors: {describe_errors(summary['errors'], summary['error_text'])}", highlight=False)
-        if latency := summary["latency_ms"]:  # the help promises it: client-side, over the answered infer requests
+        console.print(f"arms: {pairs(summary.arms)}", highlight=False)
+        console.print(f"errors: {describe_errors(summary.errors, summary.error_text)}", highlight=False)
+        if latency := summary.latency_ms:  # the help promises it: client-side, over the answered infer requests
             console.print(
-                f"client-side latency: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, "
-                f"max {latency['max']:.1f} ms",
+                f"client-side latency: p50 {latency.p50:.1f} ms, p99 {latency.p99:.1f} ms, max {latency.max:.1f} ms",
                 highlight=False,
             )
-        if summary["feedback_errors"]:
-            feedback = describe_errors(summary["feedback_errors"], summary["error_text"], prefix="feedback ")
+        if summary.feedback_errors:
+            feedback = describe_errors(summary.feedback_errors, summary.error_text, prefix="feedback ")
             console.print(f"feedback errors: {feedback}", highlight=False)
     if problem is not None:
         fail(problem)
