@@ -7,6 +7,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 from finmlops.cli import app
 from finmlops.workflow.engine import Context, Outcome, RunState, Step, StepFailed, run_steps
+from finmlops.workflow.live import ReplayResult
 
 # --- the engine on three small file-writing steps: a -> b -> c ------------------------------------------------------
 
@@ -247,16 +249,18 @@ def test_quick_run_tracks_ingestion_evaluation_and_backtest_like_the_commands(
 
 def test_quick_run_served_both_arms_with_feedback(quick: tuple[Path, dict[str, Any], float]) -> None:
     home, _, _ = quick
-    traffic = json.loads((home / "quick" / "results" / "traffic.json").read_text())
-    assert traffic["requests"] > 0 and traffic["ok"] == traffic["requests"]
-    assert set(traffic["arms"]) == {"baseline-predictor", "enhanced-predictor"}
-    assert traffic["arms"]["baseline-predictor"] > traffic["arms"]["enhanced-predictor"] > 0  # 70/30
-    assert traffic["feedback_ok"] > 0 and traffic["first_day"] >= "2023-01-01"  # out of sample for the final models
+    traffic = ReplayResult.model_validate_json((home / "quick" / "results" / "traffic.json").read_text())
+    assert traffic.requests > 0 and traffic.ok == traffic.requests
+    assert set(traffic.arms) == {"baseline-predictor", "enhanced-predictor"}
+    assert traffic.arms["baseline-predictor"] > traffic.arms["enhanced-predictor"] > 0  # 70/30
+    assert traffic.feedback_ok > 0 and traffic.first_day is not None
+    assert traffic.first_day >= date(2023, 1, 1)  # out of sample for the final models
     # The whole last test year, one request per ticker per trading day (issue 15.4).
-    assert traffic["first_day"] == "2023-01-03" and traffic["last_day"] == "2023-12-29" and traffic["data_exhausted"]
-    assert traffic["requests"] == traffic["days"] * 3 and traffic["requests_per_day"] == 3
+    assert traffic.first_day == date(2023, 1, 3) and traffic.last_day == date(2023, 12, 29) and traffic.data_exhausted
+    assert traffic.requests == traffic.days * 3 and traffic.requests_per_day == 3
+    assert traffic.request_log.is_file() and traffic.provenance["data_hash"]
     abtest = json.loads((home / "quick" / "results" / "abtest_financial-ab-test-experiment.json").read_text())
-    assert sum(a["requests"] for a in abtest["arms"].values()) == traffic["ok"]
+    assert sum(a["requests"] for a in abtest["arms"].values()) == traffic.ok
 
 
 def test_second_quick_run_skips_every_step(quick: tuple[Path, dict[str, Any], float]) -> None:

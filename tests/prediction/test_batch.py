@@ -3,7 +3,6 @@ reference form, the realised metrics, and clear errors for missing, corrupt and 
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from typer.testing import CliRunner
 from finmlops.cli import app
 from finmlops.data import load_snapshot
 from finmlops.features import compute_features, feature_names, make_target, make_windows
-from finmlops.prediction.batch import min_history, prediction_windows, registry_uri
+from finmlops.prediction.batch import PredictionReport, min_history, prediction_windows, registry_uri
 from finmlops.settings import Settings
 from finmlops.tracking import TrainedNetwork, export_model, log_training_run
 from finmlops.tracking.onnx_export import ProbabilityModel, torch_probabilities
@@ -64,10 +63,10 @@ def test_predict_scores_unseen_tickers_with_the_training_feature_path(
     out = tmp_path / "preds.csv"
     result = _predict("--model", "baseline-predictor@champion", "--data", str(csv_dir), "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)
+    report = PredictionReport.model_validate_json(result.stdout)
     preds = pd.read_csv(out, parse_dates=["date"])
     assert list(preds.columns) == ["date", "ticker", "prob_up", "pred_up", "y_true"]
-    assert set(preds["ticker"]) == {"AAPL", "NVDA"} and report["rows"] == len(preds)
+    assert set(preds["ticker"]) == {"AAPL", "NVDA"} and report.rows == len(preds)
 
     # Independent recomputation: snapshot features -> windows -> torch graph with the same scaler.
     universe = load_snapshot(["AAPL", "NVDA"], date(2023, 1, 1), date(2023, 12, 31))
@@ -85,19 +84,20 @@ def test_predict_scores_unseen_tickers_with_the_training_feature_path(
     assert preds.loc[preds["date"] == pd.Timestamp("2023-12-29"), "y_true"].isna().all()
     known = preds["y_true"].notna()
 
-    realised = report["realised"]
+    realised = report.realised
+    assert realised is not None
     accuracy = float((preds.loc[known, "pred_up"] == preds.loc[known, "y_true"]).mean())
-    assert realised["n"] == known.sum() and realised["accuracy"]["value"] == pytest.approx(accuracy)
-    assert realised["accuracy"]["ci_low"] < accuracy < realised["accuracy"]["ci_high"]
+    assert realised.n == known.sum() and realised.accuracy.value == pytest.approx(accuracy)
+    assert realised.accuracy.ci_low < accuracy < realised.accuracy.ci_high
     up = preds.loc[known, "y_true"].mean()
-    assert realised["majority_class_rate"] == pytest.approx(max(up, 1 - up))
+    assert realised.majority_class_rate == pytest.approx(max(up, 1 - up))
 
-    skipped = {s["ticker"]: s for s in report["skipped"]}
+    skipped = {s.ticker: s for s in report.skipped}
     need = min_history(ModelCard(variant="baseline", feature_set="basic", feature_names=["x"], seq_len=10))
-    assert skipped["XOM"]["windows"] == 0 and skipped["XOM"]["first_usable"] is None
-    assert f">= {need} rows" in skipped["XOM"]["reason"]
-    assert skipped["AAPL"]["skipped"] == need - 1
-    assert skipped["AAPL"]["first_usable"] == str(preds.loc[preds["ticker"] == "AAPL", "date"].min().date())
+    assert skipped["XOM"].windows == 0 and skipped["XOM"].first_usable is None
+    assert f">= {need} rows" in skipped["XOM"].reason
+    assert skipped["AAPL"].skipped == need - 1
+    assert skipped["AAPL"].first_usable == preds.loc[preds["ticker"] == "AAPL", "date"].min().date()
 
     text = _predict("--model", "baseline-predictor@champion", "--data", str(csv_dir), "--out", str(out))
     assert "skipped: XOM: 20 of 20 rows" in text.output and "majority class" in text.output

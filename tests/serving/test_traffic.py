@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from finmlops.cli import app
 from finmlops.data import load_snapshot
 from finmlops.serving.experiments import Experiment, parse_config, seldon_route_value
-from finmlops.serving.traffic import failure, replay_days, run_traffic, volatility_regime
+from finmlops.serving.traffic import TrafficSummary, replay_days, run_traffic, volatility_regime
 
 TICKERS = ["AAPL", "MSFT", "XOM"]
 
@@ -129,20 +129,18 @@ def test_tensor_items_are_unscaled_feature_windows(universe: dict) -> None:
 
 def test_replay_against_a_stub_server_counts_errors_arms_and_feedback(stub: StubV2, universe: dict) -> None:
     days = replay_days(universe, start=date(2023, 2, 1), history=60)
-    summary = run_traffic(
-        days, url=stub.url, experiment="ab", rate=400, feedback_delay=1, seed=3, concurrency=3
-    ).as_dict()
+    summary = run_traffic(days, url=stub.url, experiment="ab", rate=400, feedback_delay=1, seed=3, concurrency=3)
     n_days = len(universe["AAPL"].loc["2023-02-01":])
-    assert summary["data_exhausted"] and summary["days"] == n_days
+    assert summary.data_exhausted and summary.days == n_days
     infers = [e for e in stub.events if e[0] != "/v2/feedback"]
-    assert summary["requests"] == len(infers) == n_days * len(TICKERS)
-    assert summary["errors"].get("status:500", 0) > 0 and summary["errors"].get("bad-body", 0) > 0
-    assert summary["ok"] + sum(summary["errors"].values()) == summary["requests"]
-    assert sum(summary["arms"].values()) == summary["ok"] == len(stub.served)
-    assert set(summary["arms"]) == {"up", "dn"}
+    assert summary.requests == len(infers) == n_days * len(TICKERS)
+    assert summary.errors.get("status:500", 0) > 0 and summary.errors.get("bad-body", 0) > 0
+    assert summary.ok + sum(summary.errors.values()) == summary.requests
+    assert sum(summary.arms.values()) == summary.ok == len(stub.served)
+    assert set(summary.arms) == {"up", "dn"}
     # Every answered request with a known label gets exactly its true outcome (the close of d+1 to the close of d+2,
     # the models' label); the last two days have none.
-    assert summary["feedback_sent"] == summary["feedback_ok"] == len(stub.feedback)
+    assert summary.feedback_sent == summary.feedback_ok == len(stub.feedback)
     for rid, outcome in stub.feedback.items():
         ticker, day = rid.split("-")[2], rid.split("-")[1]
         frame = universe[ticker]
@@ -151,7 +149,7 @@ def test_replay_against_a_stub_server_counts_errors_arms_and_feedback(stub: Stub
     assert len(stub.feedback) >= len(stub.served) - 2 * len(TICKERS)
     # The arm that always says "up" is right on the up days: the client-side tally agrees with the data.
     ups = sum(stub.feedback[r] for r, arm in stub.served.items() if arm == "up" and r in stub.feedback)
-    assert summary["arm_accuracy"]["up"]["n"] * summary["arm_accuracy"]["up"]["accuracy"] == pytest.approx(ups)
+    assert summary.arm_accuracy["up"].n * summary.arm_accuracy["up"].accuracy == pytest.approx(ups)
     # Headers: experiment routing, a sticky user key from a pool, the volatility regime.
     _, body, headers = infers[0]
     assert headers["seldon-model"] == "ab.experiment" and headers["x-user-id"].startswith("user-")
@@ -183,12 +181,12 @@ def test_feedback_waits_a_simulated_day(stub: StubV2, universe: dict) -> None:
 def test_days_bound_the_replay_and_the_rate_caps_its_speed(stub: StubV2, universe: dict) -> None:
     days = replay_days(universe, start=date(2022, 6, 1), end=date(2022, 12, 30), history=60)
     began = time.perf_counter()
-    summary = run_traffic(days, url=stub.url, experiment="ab", rate=60, max_days=10, concurrency=2).as_dict()
+    summary = run_traffic(days, url=stub.url, experiment="ab", rate=60, max_days=10, concurrency=2)
     elapsed = time.perf_counter() - began
-    assert not summary["data_exhausted"]
-    assert summary["days"] == 10 and summary["requests"] == 10 * len(TICKERS) == 10 * summary["requests_per_day"]
-    assert summary["first_day"] == "2022-06-01" and summary["last_day"] == "2022-06-14"
-    sent = summary["requests"] + summary["feedback_sent"]
+    assert not summary.data_exhausted
+    assert summary.days == 10 and summary.requests == 10 * len(TICKERS) == 10 * summary.requests_per_day
+    assert summary.first_day == date(2022, 6, 1) and summary.last_day == date(2022, 6, 14)
+    sent = summary.requests + summary.feedback_sent
     assert sent <= 60 * elapsed + 5  # never faster than the cap
     with pytest.raises(ValueError, match="positive"):
         run_traffic(days, url=stub.url, experiment="ab", max_days=0)
@@ -203,14 +201,14 @@ def test_unreachable_server_is_counted_not_fatal(universe: dict) -> None:
     with ThreadingHTTPServer(("127.0.0.1", 0), _Handler) as closed:
         port = closed.server_address[1]  # bound then closed: nothing listens there
     days = replay_days(universe, start=date(2023, 3, 27), history=60)
-    summary = run_traffic(days, url=f"http://127.0.0.1:{port}", experiment="ab").as_dict()
-    assert summary["ok"] == 0 and summary["requests"] == 5 * len(TICKERS)
-    assert list(summary["errors"]) == ["connection:ConnectionRefusedError"]
-    assert "refused" in summary["error_text"]["connection:ConnectionRefusedError"].lower()
-    assert summary["feedback_sent"] == 0
-    assert failure(summary) == (
+    summary = run_traffic(days, url=f"http://127.0.0.1:{port}", experiment="ab")
+    assert summary.ok == 0 and summary.requests == 5 * len(TICKERS)
+    assert list(summary.errors) == ["connection:ConnectionRefusedError"]
+    assert "refused" in summary.error_text["connection:ConnectionRefusedError"].lower()
+    assert summary.feedback_sent == 0
+    assert summary.failure() == (
         f"15 of 15 requests failed: 15 connection:ConnectionRefusedError "
-        f"({summary['error_text']['connection:ConnectionRefusedError']})"
+        f"({summary.error_text['connection:ConnectionRefusedError']})"
     )
     with pytest.raises(ValueError, match="--url must look like"):
         run_traffic(iter([]), url="ftp://x", experiment="ab", rate=1)
@@ -235,9 +233,10 @@ def test_cli_traffic_prints_a_json_summary(stub: StubV2) -> None:
         ],
     )
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
-    assert summary["first_day"] == "2023-12-01" and summary["last_day"] == "2023-12-29"
-    assert summary["requests"] == 2 * summary["days"] and summary["data_exhausted"]
+    summary = TrafficSummary.model_validate_json(result.stdout)
+    assert summary.first_day == date(2023, 12, 1) and summary.last_day == date(2023, 12, 29)
+    assert summary.requests == 2 * summary.days and summary.data_exhausted
+    assert TrafficSummary.model_validate_json(summary.model_dump_json()) == summary  # round trip through JSON
     bad = CliRunner().invoke(app, ["traffic", "--experiment", "ab", "--rate", "0"])
     assert bad.exit_code == 2
 
@@ -342,16 +341,15 @@ def test_replay_against_the_finmlops_server(tmp_path: Path) -> None:
     universe = load_snapshot(["AAPL", "MSFT"], start=date(2022, 6, 1), end=date(2023, 3, 31))
     with _tiny_server(tmp_path) as (url, app):
         days = replay_days(universe, start=date(2023, 3, 13), history=90)
-        summary = run_traffic(days, url=url, experiment="ab", rate=200)
-    result = summary.as_dict()
-    assert result["days"] == len(universe["AAPL"].loc["2023-03-13":]) and result["errors"] == {}
-    assert result["ok"] == result["requests"] == 2 * result["days"]
-    assert set(result["arms"]) == {"basic-arm", "enh-arm"}
-    assert result["feedback_errors"] == {} and result["feedback_ok"] == result["feedback_sent"] > 0
+        result = run_traffic(days, url=url, experiment="ab", rate=200)
+    assert result.days == len(universe["AAPL"].loc["2023-03-13":]) and result.errors == {}
+    assert result.ok == result.requests == 2 * result.days
+    assert set(result.arms) == {"basic-arm", "enh-arm"}
+    assert result.feedback_errors == {} and result.feedback_ok == result.feedback_sent > 0
     stats = app.ledger.stats()
-    assert sum(s.n for s in stats.values()) == result["feedback_ok"]
+    assert sum(s.n for s in stats.values()) == result.feedback_ok
     arms = app.experiments.get("ab").posteriors()
-    assert sum(a["outcomes"] for a in arms.values()) == result["feedback_ok"]
+    assert sum(a["outcomes"] for a in arms.values()) == result.feedback_ok
     # Each request carries its simulated trading day, so the A/B timeline has one look per replayed day (bucketed
     # by wall-clock day, a replay of weeks in seconds would be a single look).
     from finmlops.monitoring.abtest import analyze
@@ -361,8 +359,8 @@ def test_replay_against_the_finmlops_server(tmp_path: Path) -> None:
     replayed = {d.date().isoformat() for d in universe["AAPL"].loc["2023-03-13":].index}
     assert set(log["as_of"]) == replayed
     timeline = analyze(log, read_feedback(tmp_path / "requests.db"), "ab", min_outcomes=1).timeline
-    assert [day.date for day in timeline] == sorted(replayed) and len(timeline) == result["days"] > 1
-    assert sum(timeline[-1].outcomes.values()) == result["feedback_ok"]  # every outcome on some day
+    assert [day.date for day in timeline] == sorted(replayed) and len(timeline) == result.days > 1
+    assert sum(timeline[-1].outcomes.values()) == result.feedback_ok  # every outcome on some day
 
 
 # Wall-clock columns: when a row was written and how long it took; everything else is what was sent and answered.
@@ -386,10 +384,10 @@ def test_two_replays_log_the_same_requests_and_reach_the_same_decision(tmp_path:
         log = log.sort_values(["id", "model"], ignore_index=True)
         feedback = read_feedback(folder / "requests.db").drop(columns="ts").sort_values("id", ignore_index=True)
         decision = analyze(read_requests(folder / "requests.db"), read_feedback(folder / "requests.db"), "ab")
-        runs.append((summary.as_dict(), log, feedback, decision.decision))
+        runs.append((summary, log, feedback, decision.decision))
     (one, log1, fb1, decision1), (two, log2, fb2, decision2) = runs
-    assert one["errors"] == {} and one["last_day"] == "2023-12-29" and one["requests"] == 3 * one["days"]
-    assert one["arms"] == two["arms"] and len(one["arms"]) == 2
+    assert one.errors == {} and one.last_day == date(2023, 12, 29) and one.requests == 3 * one.days
+    assert one.arms == two.arms and len(one.arms) == 2
     pd.testing.assert_frame_equal(log1, log2)
     pd.testing.assert_frame_equal(fb1, fb2)
     assert decision1 == decision2

@@ -13,6 +13,7 @@ from finmlops.settings import Settings
 from finmlops.tracking import configure_tracking
 from finmlops.tracking.registry import (
     ALIAS_EVENT_PREFIX,
+    HoldersOn,
     LiveEvidence,
     PromotionRefused,
     alias_events,
@@ -100,8 +101,11 @@ def test_models_history_command(registry: mlflow.MlflowClient) -> None:
     runner = CliRunner()
     result = runner.invoke(app, ["models", "history", "--model", NAME, "--on", "2021-01-10", "--json"])
     assert result.exit_code == 0, result.output
-    payload = json.loads(result.output)
-    assert payload["holders"]["champion"]["version"] == 1 and payload["holders"]["challenger"] is None
+    payload = HoldersOn.model_validate_json(result.output)
+    assert payload.holders is not None and payload.holders == payload.models[NAME] and payload.day == date(2021, 1, 10)
+    champion = payload.holders["champion"]
+    assert champion is not None and champion.version == 1 and payload.holders["challenger"] is None
+    assert champion.why == "forced by " + champion.event.by + ": bootstrap"
     result = runner.invoke(app, ["models", "history", "--model", NAME])
     assert result.exit_code == 0 and "2021-01-04" in result.output and "bootstrap" in result.output
     bad = runner.invoke(app, ["models", "history", "--model", "nope-predictor"])

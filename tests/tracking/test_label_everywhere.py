@@ -104,7 +104,7 @@ def test_every_command_follows_a_changed_horizon(
         h5.model_copy(update={"horizon": 1}), f"{registered['name']}/{registered['version']}", csvs,
         tmp_path / "out.csv", boot=BOOT,
     )  # fmt: skip
-    assert report.label == H5.model_dump()
+    assert report.label == H5
     scored = pd.read_csv(tmp_path / "out.csv", parse_dates=["date"])
     year = {t: f[f.index.year == YEAR] for t, f in universe.items()}
     expected = make_target(year, H5).reindex(_keys(scored)).to_numpy()

@@ -105,9 +105,9 @@ def test_promotion_rules(versions: Callable[[float], int], trained: Any) -> None
 
     good = versions(0.65)
     decision = promote(NAME, good, "champion")
-    assert decision["p_value"] < 0.05 and decision["difference"] > 0.005 and not decision["forced"]
-    assert decision["summary"].startswith("better than majority class (") and "(accuracy +0." in decision["summary"]
-    assert "greater p" in decision["summary"]
+    assert decision.p_value < 0.05 and decision.difference > 0.005 and not decision.forced
+    assert decision.summary.startswith("better than majority class (") and "(accuracy +0." in decision.summary
+    assert "greater p" in decision.summary
     assert int(client.get_registered_model(NAME).aliases["champion"]) == good
 
     slightly = versions(0.655)  # about as good as the champion: no significant gain
@@ -119,7 +119,7 @@ def test_promotion_rules(versions: Callable[[float], int], trained: Any) -> None
     with pytest.raises(ValueError, match="needs a --reason"):
         promote(NAME, coin, "champion", force=True)
     forced = promote(NAME, coin, "champion", force=True, reason="rollback drill")
-    assert forced["forced"] and int(client.get_registered_model(NAME).aliases["champion"]) == coin
+    assert forced.forced and int(client.get_registered_model(NAME).aliases["champion"]) == coin
     tags = client.get_model_version(NAME, str(coin)).tags
     assert tags["promotion.champion.reason"] == "rollback drill" and tags["promotion.champion.replaced"] == str(good)
     assert tags["promotion.champion.forced_by"] and tags["promotion.champion.forced_at"]
@@ -144,9 +144,9 @@ def test_promote_and_the_evaluation_agree_on_the_same_pair(versions: Callable[[f
     evaluated = evaluate_predictions(frame, baselines=["holder"], boot=boot).models["candidate"].vs_baselines
     decision = promote(NAME, candidate, "champion", margin=0.0, boot=boot)
     test = evaluated["holder"]
-    assert decision["p_value"] == test.p_value_greater < 0.05
-    assert decision["difference"] == pytest.approx(test.accuracy_diff)
-    assert test.as_comparison("holder").side == "two-sided" and decision["summary"].startswith("better than")
+    assert decision.p_value == test.p_value_greater < 0.05
+    assert decision.difference == pytest.approx(test.accuracy_diff)
+    assert test.as_comparison("holder").side == "two-sided" and decision.summary.startswith("better than")
     assert test.p_value_bootstrap < 0.05  # and the two-sided test says "better" too
 
 

@@ -15,6 +15,7 @@ from finmlops.cli import app
 from finmlops.data import DataStore, ingest
 from finmlops.data.frames import validate_batch
 from finmlops.settings import Settings
+from finmlops.tracking.registry import HoldersOn
 from finmlops.workflow.config import RunConfigError
 from finmlops.workflow.daily import ReplayFeed, label_outcomes, served_by_challenger
 from finmlops.workflow.live_compare import summarize
@@ -100,10 +101,11 @@ def test_live_days_through_the_cli_and_the_history_of_every_day(
     for day in lived["days"]:
         answer = runner.invoke(app, ["models", "history", "--model", "lightweight-predictor", "--on", day["day"],
                                      "--json"])  # fmt: skip
-        holders = json.loads(answer.stdout)["holders"]
-        assert holders["champion"]["version"] == day["champion"], day
+        holders = HoldersOn.model_validate_json(answer.stdout).holders
+        assert holders is not None and (champion := holders["champion"]) is not None, day
+        assert champion.version == day["champion"], day
         challenger = holders["challenger"]
-        assert (challenger["version"] if challenger else None) == day["challenger"], day
+        assert (challenger.version if challenger else None) == day["challenger"], day
     # The comparison's always-up reference counts the up outcomes among the served ones, day by day.
     summary = summarize(Settings(home=tmp_path), shipped_live_config("live-tiny"))
     timeline = json.loads(Path(summary.timeline).read_text())["days"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from datetime import date as _date
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.table import Table
@@ -132,6 +131,7 @@ def promote_command(
     """
     # deferred: mlflow, scipy
     from finmlops.tracking import PromotionRefused, TrackingError, configure_tracking, evidence_of, promote
+    from finmlops.tracking.registry import ForcedPromotion  # deferred: mlflow, scipy
 
     def evidence() -> str:
         return f"evidence: v{version}'s {evidence_of(model, version)}, on the rows it shares with the reference"
@@ -145,12 +145,12 @@ def promote_command(
         fail(str(exc))
     if json_out:
         emit_json(decision)
-    elif decision["forced"]:
-        console.print(f"FORCED {model} v{version} to {alias!r}: {decision['reason']}", highlight=False)
+    elif isinstance(decision, ForcedPromotion):
+        console.print(f"FORCED {model} v{version} to {alias!r}: {decision.reason}", highlight=False)
     else:
         console.print(
-            f"promoted {model} v{version} to {alias!r}: accuracy {decision['candidate_accuracy']:.4f} vs "
-            f"{decision['reference_accuracy']:.4f}, {decision['summary']}",
+            f"promoted {model} v{version} to {alias!r}: accuracy {decision.candidate_accuracy:.4f} vs "
+            f"{decision.reference_accuracy:.4f}, {decision.summary}",
             highlight=False,
         )
         console.print(evidence(), highlight=False)
@@ -178,7 +178,7 @@ def models_command(
     except TrackingError as exc:
         fail(str(exc))
     if json_out:
-        emit_json(models)
+        emit_json([m.model_dump(mode="json") for m in models])
         return
 
     from finmlops.tracking.registry import promotion_comparisons  # deferred: mlflow, scipy
@@ -187,12 +187,11 @@ def models_command(
     for column in ("model", "version", "aliases", "accuracy (evidence)", "promotion test", "data hash", "created"):
         table.add_column(column)
     for entry in models:
-        for v in entry["versions"]:
-            tags = v["tags"]
-            tests = "; ".join(f"{alias}: {text}" for alias, text in promotion_comparisons(tags).items())
+        for v in entry.versions:
+            tests = "; ".join(f"{alias}: {text}" for alias, text in promotion_comparisons(v.tags).items())
             table.add_row(
-                entry["name"], str(v["version"]), ",".join(v["aliases"]) or "-", describe_evidence(tags), tests,
-                tags.get("data_hash", "unknown")[:12], v["created"],
+                entry.name, str(v.version), ",".join(v.aliases) or "-", describe_evidence(v.tags), tests,
+                v.tags.get("data_hash", "unknown")[:12], v.created,
             )  # fmt: skip
     if not models:
         console.print("no registered *-predictor models (finmlops train or finmlops run registers them)")
@@ -212,7 +211,7 @@ def models_history_command(
     reason), reconstructed from the registry's audited alias events, so it survives any restart."""
 
     from finmlops.tracking import TrackingError, configure_tracking, list_models  # deferred: mlflow, scipy
-    from finmlops.tracking.registry import alias_history, describe_event, holders_on  # deferred: mlflow, scipy
+    from finmlops.tracking.registry import explained_history, explained_holders  # deferred: mlflow, scipy
 
     try:
         day = _date.fromisoformat(on) if on else None
@@ -220,40 +219,30 @@ def models_history_command(
         fail(f"--on {on!r}: not a date; use YYYY-MM-DD", code=2)
     try:
         configure_tracking(settings_from())
-        names = model or [m["name"] for m in list_models()]
-        if day is not None:
-            payload: Any = {"day": str(day), "models": {}}
-            for name in names:
-                holders = holders_on(name, day)
-                payload["models"][name] = {
-                    a: None if p is None else {**p.model_dump(mode="json"), "why": describe_event(p.event)}
-                    for a, p in holders.items()
-                }
-            if len(names) == 1:
-                payload["holders"] = payload["models"][names[0]]
-        else:
-            payload = {name: [p.model_dump(mode="json") | {"why": describe_event(p.event)} for p in
-                              alias_history(name)] for name in names}  # fmt: skip
+        names = model or [m.name for m in list_models()]
+        holders = explained_holders(names, day) if day is not None else None
+        history = {name: explained_history(name) for name in names} if day is None else {}
     except (TrackingError, ValueError) as exc:
         fail(str(exc))
-    if json_out:
-        emit_json(payload)
-        return
-    if day is not None:
-        for name, holders in payload["models"].items():
-            for alias, period in holders.items():
+    if holders is not None:
+        if json_out:  # "holders" only when one model was asked for
+            emit_json(holders.model_dump(mode="json", exclude={"holders"} if holders.holders is None else None))
+            return
+        for name, by_alias in holders.models.items():
+            for alias, period in by_alias.items():
                 if period is None:
                     held = "nobody (or set before the audit log)"
                 else:
-                    held = "nobody (removed)" if period["version"] is None else f"v{period['version']}"
-                why = f" since {period['start']}: {period['why']}" if period else ""
+                    held = "nobody (removed)" if period.version is None else f"v{period.version}"
+                why = f" since {period.start}: {period.why}" if period else ""
                 console.print(f"{name} {alias} on {day}: {held}{why}", highlight=False)
         return
-    for name, periods in payload.items():
+    if json_out:
+        emit_json({name: [p.model_dump(mode="json") for p in periods] for name, periods in history.items()})
+        return
+    for name, periods in history.items():
         if not periods:
             console.print(f"{name}: no audited alias moves", highlight=False)
         for p in periods:
-            holder = "removed" if p["version"] is None else f"v{p['version']}"
-            console.print(
-                f"{name} {p['alias']:<10} {holder:<8} {p['start']}..{p['end'] or 'now'}  {p['why']}", highlight=False
-            )
+            holder = "removed" if p.version is None else f"v{p.version}"
+            console.print(f"{name} {p.alias:<10} {holder:<8} {p.start}..{p.end or 'now'}  {p.why}", highlight=False)

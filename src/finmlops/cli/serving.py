@@ -29,7 +29,7 @@ from finmlops.cli.common import (
 )
 from finmlops.data import DataError, load_snapshot
 from finmlops.serving.config import ServingConfigError, load_config
-from finmlops.serving.traffic import describe_errors, failure, replay_days, run_traffic
+from finmlops.serving.traffic import describe_errors, replay_days, run_traffic
 
 PANEL = "Serving"  # the group these commands are listed under in finmlops --help
 
@@ -125,29 +125,28 @@ def traffic_command(
                 token=token,
                 concurrency=concurrency,
                 on_request=lambda: progress.advance(task),
-            ).as_dict()
+            )
         except ValueError as exc:
             fail(str(exc), code=2)
-    problem = failure(summary)
+    problem = summary.failure()
     if json_out:
         emit_json(summary)
     else:
-        span = f" {summary['first_day']}..{summary['last_day']}" if summary["days"] else ""
+        span = f" {summary.first_day}..{summary.last_day}" if summary.days else ""
         console.print(
-            f"{summary['requests']} requests ({summary['ok']} ok) over {summary['days']} days{span} "
-            f"in {summary['elapsed_s']} s; feedback {summary['feedback_ok']}/{summary['feedback_sent']} ok",
+            f"{summary.requests} requests ({summary.ok} ok) over {summary.days} days{span} "
+            f"in {summary.elapsed_s} s; feedback {summary.feedback_ok}/{summary.feedback_sent} ok",
             highlight=False,
         )
-        console.print(f"arms: {pairs(summary['arms'])}", highlight=False)
-        console.print(f"errors: {describe_errors(summary['errors'], summary['error_text'])}", highlight=False)
-        if latency := summary["latency_ms"]:  # the help promises it: client-side, over the answered infer requests
+        console.print(f"arms: {pairs(summary.arms)}", highlight=False)
+        console.print(f"errors: {describe_errors(summary.errors, summary.error_text)}", highlight=False)
+        if latency := summary.latency_ms:  # the help promises it: client-side, over the answered infer requests
             console.print(
-                f"client-side latency: p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms, "
-                f"max {latency['max']:.1f} ms",
+                f"client-side latency: p50 {latency.p50:.1f} ms, p99 {latency.p99:.1f} ms, max {latency.max:.1f} ms",
                 highlight=False,
             )
-        if summary["feedback_errors"]:
-            feedback = describe_errors(summary["feedback_errors"], summary["error_text"], prefix="feedback ")
+        if summary.feedback_errors:
+            feedback = describe_errors(summary.feedback_errors, summary.error_text, prefix="feedback ")
             console.print(f"feedback errors: {feedback}", highlight=False)
     if problem is not None:
         fail(problem)
@@ -232,37 +231,37 @@ def predict_command(
         report = predict_folder(
             settings, model, Path(data), Path(out), boot=bootstrap_config(n_boot, block_len, settings.seed),
             executor=executor_config(executor, ray_address, ray_cpus),
-        ).as_dict()  # fmt: skip
+        )  # fmt: skip
     except (DataError, ModelError, TrackingError, OSError, ValueError) as exc:
         fail(str(exc))
     if json_out:
         emit_json(report)
         return
     console.print(
-        f"{report['rows']} predictions for {len(report['tickers'])} tickers ({report['first_date']} to "
-        f"{report['last_date']}) by {report['model']} ({report['variant']}, {report['feature_set']} features, "
-        f"seq_len {report['seq_len']}) -> {report['out']}",
+        f"{report.rows} predictions for {len(report.tickers)} tickers ({report.first_date} to "
+        f"{report.last_date}) by {report.model} ({report.variant}, {report.feature_set} features, "
+        f"seq_len {report.seq_len}) -> {report.out}",
         highlight=False,
         soft_wrap=True,
     )
-    for note in report["notes"] + report["warnings"]:
+    for note in report.notes + report.warnings:
         err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
-    for s in report["skipped"]:
+    for s in report.skipped:
         err_console.print(
-            f"[yellow]skipped:[/] {s['ticker']}: {s['skipped']} of {s['rows']} rows without a full window "
-            f"({s['reason']}); first usable date {s['first_usable'] or 'none'}",
+            f"[yellow]skipped:[/] {s.ticker}: {s.skipped} of {s.rows} rows without a full window "
+            f"({s.reason}); first usable date {s.first_usable or 'none'}",
             highlight=False,
             soft_wrap=True,
         )
-    realised = report["realised"]
+    realised = report.realised
     if realised is None:
         console.print("no realised outcomes in the files (no next-day close): no accuracy to report")
         return
-    ci = lambda m: f"{m['value']:.4f} [{m['ci_low']:.4f}, {m['ci_high']:.4f}]"  # noqa: E731
+    ci = lambda m: f"{m.value:.4f} [{m.ci_low:.4f}, {m.ci_high:.4f}]"  # noqa: E731
     console.print(
-        f"on {realised['n']} rows with a known next close ({realised['n_dates']} dates): accuracy "
-        f"{ci(realised['accuracy'])}, balanced accuracy {ci(realised['balanced_accuracy'])}, AUC "
-        f"{ci(realised['roc_auc'])} (95% block-bootstrap CIs); majority class {realised['majority_class_rate']:.4f}",
+        f"on {realised.n} rows with a known next close ({realised.n_dates} dates): accuracy "
+        f"{ci(realised.accuracy)}, balanced accuracy {ci(realised.balanced_accuracy)}, AUC "
+        f"{ci(realised.roc_auc)} (95% block-bootstrap CIs); majority class {realised.majority_class_rate:.4f}",
         highlight=False,
         soft_wrap=True,
     )

@@ -12,12 +12,13 @@ universe of this prediction: with fewer than 2 tickers they would be the ticker'
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
 from finmlops.contract import CARD_FILE, ModelArtifact, ModelCard, ModelError, open_session, score
 from finmlops.contract.session import SCORE_BATCH
@@ -25,9 +26,10 @@ from finmlops.data import DataSourceError
 from finmlops.data.csv_source import find_csv_files, read_csv_folder
 from finmlops.data.frames import validate_batch
 from finmlops.evaluation.metrics import metrics_with_ci, prepare, validate_predictions
+from finmlops.evaluation.results import Estimate, Result
 from finmlops.executor import ExecutorConfig, open_executor
 from finmlops.features import LabelSpec, compute_features, features_of, forward_return, make_target, make_windows
-from finmlops.provenance import atomic_path, json_safe
+from finmlops.provenance import atomic_path
 from finmlops.settings import Settings
 from finmlops.tracking.packaging import fetch_model, read_model, registry_uri
 
@@ -100,18 +102,54 @@ def no_window_message(universe: dict[str, pd.DataFrame], card: ModelCard, data_d
     )
 
 
-def skipped_rows(universe: dict[str, pd.DataFrame], windows: Any, need: int) -> list[dict[str, Any]]:
+class SkippedTicker(Result):
+    """A ticker with rows that got no window: its ``rows``, the ``windows`` scored, the ``skipped`` rows, the
+    ``first_usable`` date (None: none) and the ``reason``."""
+
+    ticker: str
+    rows: int
+    windows: int
+    skipped: int
+    first_usable: date | None
+    reason: str
+
+
+class BootstrapSettings(Result):
+    """The block bootstrap of the realised metrics' CIs: ``n_boot`` resamples of ``block_len``-day blocks, ``seed``,
+    ``level`` (a fraction)."""
+
+    n_boot: int
+    block_len: int
+    seed: int
+    level: float
+
+
+class RealisedMetrics(Result):
+    """Metrics on the ``n`` scored rows (``n_dates`` dates) whose label is known: estimates with block-bootstrap
+    CIs, beside ``majority_class_rate`` (the best constant in hindsight) and ``up_rate`` (fractions)."""
+
+    n: int
+    n_dates: int
+    accuracy: Estimate
+    balanced_accuracy: Estimate
+    roc_auc: Estimate
+    majority_class_rate: float
+    up_rate: float
+    bootstrap: BootstrapSettings
+
+
+def skipped_rows(universe: dict[str, pd.DataFrame], windows: Any, need: int) -> list[SkippedTicker]:
     """Per ticker with rows that got no window: rows, windows, skipped count, first usable date (None if none)."""
     report = []
     for ticker, frame in sorted(universe.items()):
         dates = windows.dates[windows.tickers == ticker]
         if len(dates) == len(frame):
             continue
-        first = str(pd.Timestamp(dates.min()).date()) if len(dates) else None
+        first = pd.Timestamp(dates.min()).date() if len(dates) else None
         reason = "feature warm-up and gaps" if len(dates) else f"needs >= {need} rows of history, has {len(frame)}"
         report.append(
-            {"ticker": ticker, "rows": len(frame), "windows": len(dates), "skipped": len(frame) - len(dates),
-             "first_usable": first, "reason": reason}
+            SkippedTicker(ticker=ticker, rows=len(frame), windows=len(dates), skipped=len(frame) - len(dates),
+                          first_usable=first, reason=reason)
         )  # fmt: skip
     return report
 
@@ -121,23 +159,23 @@ def card_label(card: ModelCard) -> LabelSpec:
     return LabelSpec(kind=card.kind, horizon=card.horizon, threshold=card.threshold, execution=card.execution)
 
 
-def realised_metrics(rows: pd.DataFrame, model: str, boot: Any) -> dict[str, Any]:
+def realised_metrics(rows: pd.DataFrame, model: str, boot: Any) -> RealisedMetrics:
     """Accuracy, balanced accuracy and ROC AUC with block-bootstrap CIs (``finmlops.evaluation.metrics``) on the
     rows whose label is known, beside the majority-class rate of those rows (the best constant in hindsight)."""
 
     frame = validate_predictions(rows.assign(fold="predict", model=model))
     scored = metrics_with_ci(prepare(frame), boot)
     up = float(frame["y_true"].mean())
-    return {
-        "n": len(frame),
-        "n_dates": int(frame["date"].nunique()),
-        "accuracy": scored.accuracy.model_dump(),
-        "balanced_accuracy": scored.balanced_accuracy.model_dump(),
-        "roc_auc": scored.roc_auc.model_dump(),
-        "majority_class_rate": max(up, 1 - up),
-        "up_rate": up,
-        "bootstrap": {"n_boot": boot.n_boot, "block_len": boot.block_len, "seed": boot.seed, "level": boot.level},
-    }
+    return RealisedMetrics(
+        n=len(frame),
+        n_dates=int(frame["date"].nunique()),
+        accuracy=scored.accuracy,
+        balanced_accuracy=scored.balanced_accuracy,
+        roc_auc=scored.roc_auc,
+        majority_class_rate=max(up, 1 - up),
+        up_rate=up,
+        bootstrap=BootstrapSettings(n_boot=boot.n_boot, block_len=boot.block_len, seed=boot.seed, level=boot.level),
+    )
 
 
 def write_csv_atomic(frame: pd.DataFrame, path: Path) -> Path:
@@ -147,28 +185,27 @@ def write_csv_atomic(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-@dataclass
-class PredictionReport:
-    """What ``finmlops predict`` did: the model, the rows scored and skipped, and (where the outcome is known) the
-    realised metrics with CIs."""
+class PredictionReport(Result):
+    """What ``finmlops predict`` did (its ``--json``): the ``model`` reference and its card's ``variant``,
+    ``feature_set`` and ``seq_len``; the CSV written (``out``) with its ``rows`` for ``tickers`` over
+    ``first_date``..``last_date`` (None: no row); the tickers ``skipped`` in part, ``notes`` and data ``warnings``;
+    the ``realised`` metrics where an outcome is known (else None) and the card's ``label``, which ``y_true`` and
+    ``realised`` use."""
 
     model: str
     variant: str
     feature_set: str
     seq_len: int
-    out: str
+    out: Path
     rows: int
     tickers: list[str]
-    first_date: str | None
-    last_date: str | None
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    realised: dict[str, Any] | None = None
-    label: dict[str, Any] = field(default_factory=dict)  # the model card's label, which y_true and realised use
-
-    def as_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
+    first_date: date | None
+    last_date: date | None
+    skipped: list[SkippedTicker] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    realised: RealisedMetrics | None = None
+    label: LabelSpec = Field(default_factory=LabelSpec)
 
 
 def _score_span(shared: tuple[bytes, np.ndarray, int], span: tuple[int, int]) -> np.ndarray:
@@ -237,10 +274,10 @@ def predict_folder(
         realised = realised_metrics(labelled, card.variant, boot)
     write_csv_atomic(rows.assign(date=rows["date"].dt.strftime("%Y-%m-%d")), out)
     return PredictionReport(
-        model=source, variant=card.variant, feature_set=card.feature_set, seq_len=card.seq_len, out=str(out),
+        model=source, variant=card.variant, feature_set=card.feature_set, seq_len=card.seq_len, out=out,
         rows=len(rows), tickers=sorted(universe),
-        first_date=str(rows["date"].min().date()) if len(rows) else None,
-        last_date=str(rows["date"].max().date()) if len(rows) else None,
+        first_date=rows["date"].min().date() if len(rows) else None,
+        last_date=rows["date"].max().date() if len(rows) else None,
         skipped=skipped_rows(universe, windows, min_history(card)), notes=notes, warnings=warnings, realised=realised,
-        label=label.model_dump(),
+        label=label,
     )  # fmt: skip

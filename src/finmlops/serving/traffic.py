@@ -31,7 +31,9 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
+from pydantic import Field
 
+from finmlops.evaluation.results import Result
 from finmlops.features import LabelSpec, make_target, market_returns
 from finmlops.serving.experiments import SELDON_ROUTE_HEADER
 
@@ -65,9 +67,67 @@ class Answer:
     detail: str | None = None  # the server's error text (its JSON ``error`` field) or the exception's message
 
 
+class Latency(Result):
+    """Client-side latency of the answered infer requests, in milliseconds."""
+
+    p50: float
+    p99: float
+    max: float
+
+
+class ArmAccuracy(Result):
+    """One arm's client-side hit rate on its fed-back requests: ``n`` requests, ``accuracy`` a fraction."""
+
+    n: int
+    accuracy: float
+
+
+class TrafficSummary(Result):
+    """The replay's tally, what ``finmlops traffic --json`` prints.
+
+    ``days`` replayed trading days ``first_day``..``last_day`` (None when none); ``data_exhausted``: the replay ran
+    out of data (not out of ``max_days``). ``requests`` infers sent, ``ok`` answered; ``errors`` counts the failed
+    ones by kind (``status:<code>``, ``connection:<exception>``, ``bad-body``) and ``error_text`` holds the first
+    server message of each kind (``feedback <kind>`` for feedback errors). ``arms``: answered requests per arm.
+    ``elapsed_s`` seconds; ``target_rate``/``achieved_rate`` HTTP requests per second (infer and feedback).
+    ``latency_ms`` None when nothing was answered. ``arm_accuracy``: the client's view (the server's gauges are the
+    record)."""
+
+    experiment: str
+    url: str
+    model_input: str
+    days: int = 0
+    first_day: date | None = None
+    last_day: date | None = None
+    data_exhausted: bool = False
+    requests: int = 0
+    ok: int = 0
+    requests_per_day: int = 0
+    errors: dict[str, int] = Field(default_factory=dict)
+    error_text: dict[str, str] = Field(default_factory=dict)
+    arms: dict[str, int] = Field(default_factory=dict)
+    feedback_sent: int = 0
+    feedback_ok: int = 0
+    feedback_errors: dict[str, int] = Field(default_factory=dict)
+    elapsed_s: float = 0.0
+    target_rate: float | None = None
+    achieved_rate: float | None = None
+    latency_ms: Latency | None = None
+    arm_accuracy: dict[str, ArmAccuracy] = Field(default_factory=dict)
+
+    def failure(self) -> str | None:
+        """Why the replay failed (None if it did not): no request sent, or more than half of the infers failed."""
+        if self.requests == 0:
+            return "no request was sent: no replayed day (check --start/--end and the tickers' common history)"
+        if self.ok * 2 >= self.requests:
+            return None
+        failed = describe_errors(self.errors, self.error_text)
+        return f"{self.requests - self.ok} of {self.requests} requests failed: {failed}"
+
+
 @dataclass
-class Summary:
-    """The replay's tally, JSON-ready through :meth:`as_dict`."""
+class _Tally:
+    """The replay's running counts, turned into a :class:`TrafficSummary` by :meth:`result`."""
 
     experiment: str
     url: str
@@ -91,37 +151,36 @@ class Summary:
     hits: Counter[str] = field(default_factory=Counter)
     labelled: Counter[str] = field(default_factory=Counter)
 
-    def as_dict(self) -> dict[str, Any]:
+    def result(self) -> TrafficSummary:
         lat = np.asarray(self.latencies_ms) if self.latencies_ms else None
         sent = self.requests + self.feedback_sent
-        return {
-            "experiment": self.experiment,
-            "url": self.url,
-            "model_input": self.model_input,
-            "days": self.days,
-            "first_day": self.first_day.isoformat() if self.first_day else None,
-            "last_day": self.last_day.isoformat() if self.last_day else None,
-            "data_exhausted": self.exhausted,
-            "requests": self.requests,
-            "ok": self.ok,
-            "requests_per_day": self.requests_per_day,
-            "errors": dict(self.errors),
-            "error_text": dict(self.error_text),
-            "arms": dict(self.arms),
-            "feedback_sent": self.feedback_sent,
-            "feedback_ok": self.feedback_ok,
-            "feedback_errors": dict(self.feedback_errors),
-            "elapsed_s": round(self.elapsed_s, 3),
-            "target_rate": self.target_rate,
-            "achieved_rate": round(sent / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
-            "latency_ms": None
+        return TrafficSummary(
+            experiment=self.experiment,
+            url=self.url,
+            model_input=self.model_input,
+            days=self.days,
+            first_day=self.first_day,
+            last_day=self.last_day,
+            data_exhausted=self.exhausted,
+            requests=self.requests,
+            ok=self.ok,
+            requests_per_day=self.requests_per_day,
+            errors=dict(self.errors),
+            error_text=dict(self.error_text),
+            arms=dict(self.arms),
+            feedback_sent=self.feedback_sent,
+            feedback_ok=self.feedback_ok,
+            feedback_errors=dict(self.feedback_errors),
+            elapsed_s=round(self.elapsed_s, 3),
+            target_rate=self.target_rate,
+            achieved_rate=round(sent / self.elapsed_s, 2) if self.elapsed_s > 0 else None,
+            latency_ms=None
             if lat is None
-            else {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)), "max": float(lat.max())},
-            # Client-side view of each arm's hit rate on the fed-back requests (the server's gauges are the record).
-            "arm_accuracy": {
-                arm: {"n": n, "accuracy": self.hits[arm] / n} for arm, n in sorted(self.labelled.items()) if n
+            else Latency(p50=float(np.percentile(lat, 50)), p99=float(np.percentile(lat, 99)), max=float(lat.max())),
+            arm_accuracy={
+                arm: ArmAccuracy(n=n, accuracy=self.hits[arm] / n) for arm, n in sorted(self.labelled.items()) if n
             },
-        }
+        )
 
 
 # --- building the requests -----------------------------------------------------------------------------------------
@@ -367,7 +426,7 @@ def run_traffic(
     concurrency: int = 4,
     timeout_s: float = 10.0,
     on_request: Callable[[], None] | None = None,
-) -> Summary:
+) -> TrafficSummary:
     """Send the replay to the server at ``url`` and return the tally.
 
     ``max_days``: replay at most this many trading days of ``days`` (None: all); then the outcomes of the days
@@ -383,7 +442,7 @@ def run_traffic(
         raise ValueError("users must be positive, concurrency >= 1, feedback_delay >= 0")
     rng = random.Random(seed)
     run_id = f"s{seed}"
-    summary = Summary(experiment=experiment, url=url, model_input=model_input, target_rate=rate)
+    summary = _Tally(experiment=experiment, url=url, model_input=model_input, target_rate=rate)
     conns = _Connections(url, timeout_s)
     base = {"content-type": "application/json", "seldon-model": f"{experiment}.experiment"}
     if token:
@@ -459,7 +518,7 @@ def run_traffic(
         else:
             summary.feedback_errors[answer.error] += 1
             summary.error_text.setdefault(f"feedback {answer.error}", answer.detail or "")
-    return summary
+    return summary.result()
 
 
 def describe_errors(errors: dict[str, int], error_text: dict[str, str], prefix: str = "") -> str:
@@ -469,14 +528,3 @@ def describe_errors(errors: dict[str, int], error_text: dict[str, str], prefix: 
         text = error_text.get(prefix + kind)
         parts.append(f"{n} {kind}" + (f" ({text})" if text else ""))
     return "; ".join(parts) or "none"
-
-
-def failure(summary: dict[str, Any]) -> str | None:
-    """Why a replay failed (None if it did not): no request sent, or more than half of the infers failed."""
-    requests, ok = summary["requests"], summary["ok"]
-    if requests == 0:
-        return "no request was sent: no replayed day (check --start/--end and the tickers' common history)"
-    if ok * 2 >= requests:
-        return None
-    failed = describe_errors(summary["errors"], summary["error_text"])
-    return f"{requests - ok} of {requests} requests failed: {failed}"

@@ -20,7 +20,7 @@ import getpass
 import json
 import re
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
 
+from finmlops.evaluation.results import Result
 from finmlops.models import VARIANTS
 from finmlops.stats import Comparison, describe_comparison
 from finmlops.stats.bootstrap import BootstrapConfig, paired_test
@@ -173,6 +174,45 @@ def alias_holder(name: str, alias: str) -> ModelVersion | None:
     return _client().get_model_version(name, model.aliases[alias]) if alias in model.aliases else None
 
 
+class ForcedPromotion(Result):
+    """A promotion without the test: ``forced_by`` (user) at ``forced_at`` (UTC, ISO 8601) for ``reason``, replacing
+    version ``replaced`` (``"none"``: nobody held the alias)."""
+
+    name: str
+    version: int
+    alias: str
+    forced: Literal[True] = True
+    forced_by: str
+    forced_at: str
+    reason: str
+    replaced: str
+
+
+class TestedPromotion(Result):
+    """A promotion that passed the rule: the :class:`PairedTest`'s figures (accuracies and ``difference`` are
+    fractions; ``p_value`` one-sided) and its ``summary`` in words."""
+
+    name: str
+    version: int
+    alias: str
+    forced: Literal[False] = False
+    reference: str
+    candidate_accuracy: float
+    reference_accuracy: float
+    difference: float
+    margin: float
+    p_value: float
+    n_rows: int
+    n_dates: int
+    block_len: int
+    n_boot: int
+    summary: str
+
+
+Promotion = ForcedPromotion | TestedPromotion
+"""What :func:`promote` decided."""
+
+
 def promote(
     name: str,
     version: int,
@@ -183,7 +223,7 @@ def promote(
     reason: str | None = None,
     boot: BootstrapConfig | None = None,
     seed: int | None = None,
-) -> dict[str, Any]:
+) -> Promotion:
     """Give ``alias`` to ``name`` version ``version`` if it passes the promotion rule (module docstring).
 
     ``boot``: the bootstrap of the test (default the evaluation's default); ``seed`` overrides its seed. Raises
@@ -217,7 +257,7 @@ def promote(
         for key, value in tags.items():
             client.set_model_version_tag(name, str(version), f"{prefix}.{key}", value)
         move_alias(name, alias, int(version), action="force", reason=reason)
-        return {"name": name, "version": version, "alias": alias, "forced": True, **tags}
+        return ForcedPromotion(name=name, version=version, alias=alias, **tags)
     boot = boot or BootstrapConfig()
     test = compare(candidate, holder, margin, boot if seed is None else replace(boot, seed=seed))
     for key in ("reference", "difference", "p_value", "n_rows", "n_dates"):
@@ -228,12 +268,12 @@ def promote(
             f"{test.candidate_accuracy:.4f} vs {test.reference_accuracy:.4f}, {describe_comparison(test.comparison)}"
             f" (need difference > {margin} and p < {ALPHA}) on {test.n_rows} rows over {test.n_dates} dates"
         )
-    fields = {k: getattr(test, k) for k in test.__dataclass_fields__}
     summary = describe_comparison(test.comparison)
-    evidence = {k: fields[k] for k in ("reference", "difference", "p_value", "n_rows", "n_dates", "margin")}
+    keys = ("reference", "difference", "p_value", "n_rows", "n_dates", "margin")
+    evidence: dict[str, Any] = {k: getattr(test, k) for k in keys}
     evidence["rule"] = "walk-forward"
     move_alias(name, alias, int(version), action="promote", reason=summary, evidence=evidence)
-    return {"name": name, "version": version, "alias": alias, "forced": False, **fields, "summary": summary}
+    return TestedPromotion(name=name, version=version, alias=alias, **asdict(test), summary=summary)
 
 
 def promotion_comparisons(tags: dict[str, str]) -> dict[str, str]:
@@ -311,11 +351,19 @@ def register_variant(variant: str, run_id: str | None = None) -> ModelVersion:
     return _client().get_model_version(name, version.version)
 
 
-def mark_challenger(run_id: str) -> dict[str, Any]:
+class Challenger(Result):
+    """``model`` version ``version`` now holds ``challenger``; ``champion`` is the champion's version (None: none)."""
+
+    model: str
+    version: int
+    alias: Literal["challenger"] = "challenger"
+    champion: int | None
+
+
+def mark_challenger(run_id: str) -> Challenger:
     """Give ``challenger`` to the version registered from ``run_id`` (the newest when several).
 
-    No test here: a challenger is only a candidate, served beside the champion until ``promote`` decides. Returns
-    ``{"model", "version", "alias": "challenger", "champion"}``, ``champion`` being the holder's version or None.
+    No test here: a challenger is only a candidate, served beside the champion until ``promote`` decides.
     """
     client = _client()
     versions = client.search_model_versions(f"run_id = '{run_id}'")
@@ -325,12 +373,9 @@ def mark_challenger(run_id: str) -> dict[str, Any]:
     client.set_model_version_tag(version.name, str(version.version), "promotion.challenger.reason", "newest training")
     move_alias(version.name, "challenger", int(version.version), action="challenger", reason="newest training")
     holder = alias_holder(version.name, "champion")
-    return {
-        "model": version.name,
-        "version": int(version.version),
-        "alias": "challenger",
-        "champion": int(holder.version) if holder is not None else None,
-    }
+    return Challenger(
+        model=version.name, version=int(version.version), champion=int(holder.version) if holder is not None else None
+    )
 
 
 def describe_evidence(tags: dict[str, str]) -> str:
@@ -353,7 +398,26 @@ def evidence_of(name: str, version: int | str) -> str:
     return describe_evidence(dict(_client().get_model_version(name, str(version)).tags))
 
 
-def list_models() -> list[dict[str, Any]]:
+class RegisteredVersion(Result):
+    """One version of a registered model: the ``aliases`` it holds, its MLflow ``run_id``, ``created`` (UTC,
+    ISO 8601 to the second) and its ``tags`` (the evidence, data hash and promotion tests)."""
+
+    version: int
+    aliases: list[str]
+    run_id: str | None
+    created: str
+    tags: dict[str, str]
+
+
+class RegisteredModel(Result):
+    """A registered ``*-predictor``: its ``aliases`` (alias -> version) and its ``versions``, newest first."""
+
+    name: str
+    aliases: dict[str, int]
+    versions: list[RegisteredVersion]
+
+
+def list_models() -> list[RegisteredModel]:
     """Every registered ``*-predictor`` with its versions (newest first), aliases and stored metrics."""
     client = _client()
     listing = []
@@ -363,22 +427,20 @@ def list_models() -> list[dict[str, Any]]:
             by_version.setdefault(str(version), []).append(alias)
         versions = sorted(client.search_model_versions(f"name = '{model.name}'"), key=lambda v: -int(v.version))
         listing.append(
-            {
-                "name": model.name,
-                "aliases": {alias: int(v) for alias, v in model.aliases.items()},
-                "versions": [
-                    {
-                        "version": int(v.version),
-                        "aliases": sorted(by_version.get(str(v.version), [])),
-                        "run_id": v.run_id,
-                        "created": datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(
-                            timespec="seconds"
-                        ),
-                        "tags": dict(v.tags),
-                    }
+            RegisteredModel(
+                name=model.name,
+                aliases={alias: int(v) for alias, v in model.aliases.items()},
+                versions=[
+                    RegisteredVersion(
+                        version=int(v.version),
+                        aliases=sorted(by_version.get(str(v.version), [])),
+                        run_id=v.run_id,
+                        created=datetime.fromtimestamp(v.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
+                        tags=dict(v.tags),
+                    )
                     for v in versions
                 ],
-            }
+            )
         )
     return listing
 
@@ -530,6 +592,39 @@ def describe_event(event: AliasEvent) -> str:
             f"{interval}, p = {float(evidence['p_value']):.3g}{days}; {event.reason}"
         )
     return f"{event.action}: {event.reason}"
+
+
+class ExplainedPeriod(AliasPeriod):
+    """An :class:`AliasPeriod` with ``why`` it began, in words (:func:`describe_event`)."""
+
+    why: str
+
+    @classmethod
+    def of(cls, period: AliasPeriod) -> ExplainedPeriod:
+        return cls(**dict(period), why=describe_event(period.event))
+
+
+class HoldersOn(Result):
+    """Who held each alias of each model in ``models`` (name -> alias -> period, None: nobody or before the audit
+    log) on ``day``; ``holders`` repeats the one model's entry when only one was asked for (else None)."""
+
+    day: date
+    models: dict[str, dict[str, ExplainedPeriod | None]]
+    holders: dict[str, ExplainedPeriod | None] | None = None
+
+
+def explained_history(name: str) -> list[ExplainedPeriod]:
+    """:func:`alias_history` of ``name`` with each period's reason."""
+    return [ExplainedPeriod.of(p) for p in alias_history(name)]
+
+
+def explained_holders(names: list[str], day: date) -> HoldersOn:
+    """:func:`holders_on` ``day`` of every model in ``names``, with each period's reason."""
+    models = {
+        name: {a: None if p is None else ExplainedPeriod.of(p) for a, p in holders_on(name, day).items()}
+        for name in names
+    }
+    return HoldersOn(day=day, models=models, holders=models[names[0]] if len(names) == 1 else None)
 
 
 # --- the live promotion rule ---------------------------------------------------------------------------------------

@@ -286,7 +286,7 @@ def log_trained_variant(settings: Settings, *, trained: Any, result: TrainRun) -
         register=True,
     )  # fmt: skip
     try:
-        result.mlflow = Registration(run_id=run_id, **mark_challenger(run_id))
+        result.mlflow = Registration(run_id=run_id, **mark_challenger(run_id).model_dump())
     except MlflowException as exc:
         raise TrackingError(f"MLflow at {redact(settings.tracking_uri)} failed: {exc.message}") from exc
     return run_id

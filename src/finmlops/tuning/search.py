@@ -253,10 +253,8 @@ def register_best(
         register=True,
     )  # fmt: skip
     challenger = mark_challenger(run_id)
-    mlflow.MlflowClient().set_model_version_tag(
-        challenger["model"], str(challenger["version"]), EVIDENCE_TAG, "selection"
-    )
-    return Registration(run_id=run_id, **challenger)
+    mlflow.MlflowClient().set_model_version_tag(challenger.model, str(challenger.version), EVIDENCE_TAG, "selection")
+    return Registration(run_id=run_id, **challenger.model_dump())
 
 
 def _counts(study: optuna.Study) -> dict[str, int]:

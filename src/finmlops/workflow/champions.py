@@ -149,7 +149,7 @@ def decide_champion(name: str, version: int, boot: Any) -> dict[str, Any]:
     - ``kept``: a holder exists and the candidate did not beat it; the holder stays champion.
     """
     from finmlops.tracking import PromotionRefused, promote  # deferred: mlflow
-    from finmlops.tracking.registry import alias_holder  # deferred: mlflow
+    from finmlops.tracking.registry import TestedPromotion, alias_holder  # deferred: mlflow
 
     holder = alias_holder(name, "champion")
     try:
@@ -157,7 +157,7 @@ def decide_champion(name: str, version: int, boot: Any) -> dict[str, Any]:
         return {
             "decision": "promoted",
             "champion": version,
-            "detail": decision["summary"],
+            "detail": decision.summary if isinstance(decision, TestedPromotion) else decision.reason,
         }
     except PromotionRefused as exc:
         if holder is not None:

@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import Field
 
 from finmlops.features.target import LabelSpec
 from finmlops.serving.config import DEFAULT_EXPERIMENT, default_config
-from finmlops.serving.traffic import failure, replay_days, run_traffic
+from finmlops.serving.traffic import TrafficSummary, replay_days, run_traffic
 from finmlops.settings import Settings
 
 
@@ -59,6 +60,16 @@ def serving_config(settings: Settings) -> Any:
     return config.model_copy(update={"server": server})
 
 
+class ReplayResult(TrafficSummary):
+    """What ``traffic.json`` holds: the replay's tally plus the ``served`` model sources, the ``request_log`` path,
+    the ``archived_log`` (the previous log's new name, None when there was none) and the provenance stamp."""
+
+    served: list[str] = Field(default_factory=list)
+    request_log: Path
+    archived_log: Path | None = None
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
 def serve_and_replay(
     settings: Settings,
     universe: Mapping[str, pd.DataFrame],
@@ -67,7 +78,7 @@ def serve_and_replay(
     end: date,
     seed: int,
     label: LabelSpec | None = None,
-) -> dict[str, Any]:
+) -> ReplayResult:
     """Archive the old request log, serve the champions, replay ``universe``'s trading days ``start``..``end``
     through the A/B test (one raw OHLCV request per ticker per day, feedback one simulated day later), stop the
     server. Returns the traffic summary with the served models and the log path. Raises RuntimeError, with the
@@ -82,17 +93,16 @@ def serve_and_replay(
     with running_server(app) as url:
         summary = run_traffic(
             days, url=url, experiment=DEFAULT_EXPERIMENT, model_input="raw", feedback_delay=2, seed=seed
-        ).as_dict()
-    problem = failure(summary)
+        )
+    problem = summary.failure()
     if problem is not None:
         raise RuntimeError(f"the replay failed: {problem}")
-    return {
-        **summary,
-        "experiment": DEFAULT_EXPERIMENT,
-        "served": [m.source for m in config.models],
-        "request_log": str(log_path),
-        "archived_log": str(archived) if archived else None,
-    }
+    return ReplayResult(
+        **summary.model_dump(),
+        served=[m.source for m in config.models],
+        request_log=log_path,
+        archived_log=archived,
+    )
 
 
 def _client(settings: Settings) -> Any:

@@ -374,17 +374,17 @@ def _traffic(ctx: Context) -> Outcome:
         seed=ctx.settings.seed,
         label=plan.label,
     )
-    summary["provenance"] = stamp(data_hash=ctx.output("ingest")["dataset_hash"], config=_traffic_inputs(ctx))
-    path = write_json_atomic(ctx.settings.results_dir / "traffic.json", summary)
-    log = Path(summary["request_log"])
-    arms = ", ".join(f"{a} {n}" for a, n in sorted(summary["arms"].items()))
-    lat = summary["latency_ms"] or {}
+    summary.provenance = stamp(data_hash=ctx.output("ingest")["dataset_hash"], config=_traffic_inputs(ctx))
+    path = write_json_atomic(ctx.settings.results_dir / "traffic.json", summary.model_dump(mode="json"))
+    log = summary.request_log
+    arms = ", ".join(f"{a} {n}" for a, n in sorted(summary.arms.items()))
+    p50 = summary.latency_ms.p50 if summary.latency_ms else float("nan")
     return Outcome(
-        figure=f"{summary['ok']}/{summary['requests']} infers ok ({arms}), feedback {summary['feedback_ok']}, "
-        f"p50 {lat.get('p50', float('nan')):.1f} ms, days {summary['first_day']}..{summary['last_day']}",
+        figure=f"{summary.ok}/{summary.requests} infers ok ({arms}), feedback {summary.feedback_ok}, "
+        f"p50 {p50:.1f} ms, days {summary.first_day}..{summary.last_day}",
         files=[path, log],
         # The log's digest makes the A/B and drift steps rerun whenever new traffic was logged.
-        data={"experiment": summary["experiment"], "request_log": str(log), "log_sha256": file_sha256(log)},
+        data={"experiment": summary.experiment, "request_log": str(log), "log_sha256": file_sha256(log)},
     )
 
 
