@@ -77,9 +77,9 @@ def _model_of(paths: LivePaths, version: int) -> Any:
     import torch  # deferred: torch; the refit saved it with torch.save
 
     for record in journal_days(paths):
-        collect = record.phases.get("collect", {})
-        if collect.get("version") == version:
-            return torch.load(paths.retrains / collect["refit"] / "model.pt", weights_only=False)
+        collect = record.phases.collect
+        if collect is not None and collect.version == version and collect.refit is not None:
+            return torch.load(paths.retrains / collect.refit / "model.pt", weights_only=False)
     boot = sorted(paths.retrains.glob("bootstrap-*"))
     if version == 1 and boot:
         return torch.load(boot[0] / "model.pt", weights_only=False)
@@ -91,9 +91,9 @@ def hindsight(paths: LivePaths, config: LiveConfig, days: int = HINDSIGHT_DAYS) 
 
     events = []
     for record in journal_days(paths):
-        rollout = record.phases.get("rollout", {})
-        if rollout.get("decision") == "promote":
-            old = record.phases["score"]["champion"]
+        rollout, score = record.phases.rollout, record.phases.score
+        if rollout is not None and rollout.decision == "promote" and score is not None:
+            old = score.champion
             new = record.state.champion
             events.append((record.day, int(new), int(old)))
     if not events:
