@@ -15,6 +15,7 @@ from finmlops.workflow.daily import (
     DriftPhase,
     FeedbackPhase,
     LivePaths,
+    Timeline,
     _write_day,
     live_timeline,
     read_day,
@@ -86,8 +87,13 @@ def test_the_timeline_reads_old_journals(tmp_path: Path) -> None:
     paths.journal.mkdir(parents=True)
     for day, decided in (("2022-01-03", None), ("2022-01-04", "2022-01-03")):
         (paths.journal / f"{day}.json").write_text(json.dumps(_old_day(day, decided)))
-    first, second = live_timeline(paths).days
+    timeline = live_timeline(paths)
+    first, second = timeline.days
     assert first.served_n == 0 and first.served_up == 0 and first.book_return is None and first.champion_ic is None
     assert second.served_n == 2 and second.served_correct == 1 and second.served_up == 1
     assert second.book_return == 0.01 and second.champion_ic is None  # v1 (the champion) had no defined IC
     assert second.share == 0.25 and second.fit_cpu_seconds == 7.5 and not second.drift_alarm
+    totals = timeline.totals
+    assert totals.days == 2 and totals.served_accuracy == 0.5 and totals.fit_cpu_seconds == 15.0
+    assert totals.retrains == totals.promotions == totals.rollbacks == totals.drift_alarms == 0
+    assert Timeline.model_validate_json(timeline.model_dump_json()) == timeline

@@ -57,7 +57,7 @@ from finmlops.data.snapshot import read_snapshot
 from finmlops.data.yahoo import fetch_yahoo, normalise_yahoo
 from finmlops.evaluation.results import Real
 from finmlops.features import compute_features, forward_return, make_target, market_returns
-from finmlops.monitoring.live_timeline import Timeline, TimelineDay
+from finmlops.monitoring.live_timeline import Timeline, TimelineDay, TimelineTotals
 from finmlops.provenance import file_sha256, write_json_atomic, write_text_atomic
 from finmlops.serving.config import ModelSource, ServerOptions, ServingConfig
 from finmlops.serving.experiments import stable_unit
@@ -1191,11 +1191,11 @@ class Loop:
         name = f"live {self.config.name} {summaries[0].day}..{summaries[-1].day}"
         with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags={"finmlops.live": self.config.name}):
             mlflow.log_metrics({
-                "live_days": len(timeline.days), "retrains": timeline.totals["retrains"],
-                "promotions": timeline.totals["promotions"], "rollbacks": timeline.totals["rollbacks"],
+                "live_days": len(timeline.days), "retrains": timeline.totals.retrains,
+                "promotions": timeline.totals.promotions, "rollbacks": timeline.totals.rollbacks,
             })  # fmt: skip
-            if timeline.totals.get("served_accuracy") is not None:
-                mlflow.log_metric("served_accuracy", timeline.totals["served_accuracy"])
+            if timeline.totals.served_accuracy is not None:
+                mlflow.log_metric("served_accuracy", timeline.totals.served_accuracy)
             mlflow.log_artifact(str(path), "live")
 
 
@@ -1231,15 +1231,15 @@ def live_timeline(paths: LivePaths) -> Timeline:
         )  # fmt: skip
         days.append(entry)
     n = sum(d.served_n for d in days)
-    totals = {
-        "days": len(days),
-        "retrains": sum(any(e.startswith("retrain started") for e in d.events) for d in days),
-        "promotions": sum(any(e.startswith("promote") for e in d.events) for d in days),
-        "rollbacks": sum(any(e.startswith("rollback") for e in d.events) for d in days),
-        "drift_alarms": sum(d.drift_alarm for d in days),
-        "served_accuracy": sum(d.served_correct for d in days) / n if n else None,
-        "fit_cpu_seconds": round(sum(d.fit_cpu_seconds for d in days), 2),
-    }
+    totals = TimelineTotals(
+        days=len(days),
+        retrains=sum(any(e.startswith("retrain started") for e in d.events) for d in days),
+        promotions=sum(any(e.startswith("promote") for e in d.events) for d in days),
+        rollbacks=sum(any(e.startswith("rollback") for e in d.events) for d in days),
+        drift_alarms=sum(d.drift_alarm for d in days),
+        served_accuracy=sum(d.served_correct for d in days) / n if n else None,
+        fit_cpu_seconds=round(sum(d.fit_cpu_seconds for d in days), 2),
+    )
     return Timeline(days=days, totals=totals)
 
 

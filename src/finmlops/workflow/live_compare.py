@@ -146,10 +146,10 @@ def summarize(settings: Settings, config: LiveConfig, seed: int = 0) -> SetupRes
         always_up=always_up, vs_always_up=vs_always_up,
         champion_ic=_ratio(ics, np.ones_like(ics), seed + 1), sharpe=_sharpe(returns, seed + 2),
         total_return=float(np.prod(1 + returns) - 1) if len(returns) else None, outcomes=int(n.sum()),
-        retrains=timeline.totals["retrains"], promotions=timeline.totals["promotions"],
-        rollbacks=timeline.totals["rollbacks"], drift_alarms=timeline.totals["drift_alarms"],
+        retrains=timeline.totals.retrains, promotions=timeline.totals.promotions,
+        rollbacks=timeline.totals.rollbacks, drift_alarms=timeline.totals.drift_alarms,
         wrong_promotions=sum(h.wrong for h in judged), hindsight=judged,
-        fit_cpu_seconds=timeline.totals["fit_cpu_seconds"], timeline=str(path),
+        fit_cpu_seconds=timeline.totals.fit_cpu_seconds, timeline=str(path),
     )  # fmt: skip
 
 
