@@ -1257,4 +1257,8 @@ def run_live(
     return Loop(settings, config, feed=feed, log_to=log).run(start, end)
 
 
-__all__ = ["PHASES", "LiveError", "LiveResult", "Loop", "Timeline", "label_outcomes", "live_timeline", "run_live"]
+__all__ = [
+    "PHASES", "CollectPhase", "DayPhases", "DriftPhase", "FeedbackPhase", "IngestPhase", "LiveError", "LiveResult",
+    "Loop", "Outcome", "RetrainPhase", "RolloutPhase", "ScorePhase", "Timeline", "label_outcomes", "live_timeline",
+    "run_live",
+]  # fmt: skip
