@@ -69,11 +69,11 @@ def test_label_outcomes_follow_the_config_label(tmp_path: Path) -> None:
     out = label_outcomes(universe, date(2022, 1, 3), config)["AAPL"]
     adj = universe["AAPL"]["adj_close"]
     # The LabelSpec's traded return: entered at the close of t+1, held one day (close t+1 -> close t+2).
-    assert out["return"] == pytest.approx(adj.iloc[2] / adj.iloc[1] - 1)
-    assert out["outcome"] == int(adj.iloc[2] > adj.iloc[1])
+    assert out.return_ == pytest.approx(adj.iloc[2] / adj.iloc[1] - 1)
+    assert out.outcome == int(adj.iloc[2] > adj.iloc[1])
     banded = config.model_copy(update={"label": config.label.model_copy(update={"threshold": 0.5})})
-    assert label_outcomes(universe, date(2022, 1, 3), banded)["AAPL"]["outcome"] is None  # in the dead band
-    assert label_outcomes(universe, date(2022, 1, 28), config)["AAPL"]["outcome"] is None  # the future is unknown
+    assert label_outcomes(universe, date(2022, 1, 3), banded)["AAPL"].outcome is None  # in the dead band
+    assert label_outcomes(universe, date(2022, 1, 28), config)["AAPL"].outcome is None  # the future is unknown
 
 
 def test_canary_split_is_stable_and_near_its_share() -> None:

@@ -36,15 +36,27 @@ class TimelineDay(BaseModel):
     fit_cpu_seconds: float = 0.0
 
 
+class TimelineTotals(BaseModel):
+    """A timeline's totals: lived days, retrains started, promotions, rollbacks, drift alarms, the served accuracy
+    over every outcome (a fraction; None before the first) and the refits' CPU seconds."""
+
+    days: int = 0
+    retrains: int = 0
+    promotions: int = 0
+    rollbacks: int = 0
+    drift_alarms: int = 0
+    served_accuracy: float | None = None
+    fit_cpu_seconds: float = 0.0
+
+
 class Timeline(BaseModel):
-    """Every lived day in order, with ``totals``: days, retrains, promotions, rollbacks, drift alarms, the served
-    accuracy over every outcome (None before the first) and the refits' CPU seconds."""
+    """Every lived day in order, with their :class:`TimelineTotals`."""
 
     days: list[TimelineDay]
-    totals: dict[str, Any]
+    totals: TimelineTotals
 
 
-__all__ = ["Timeline", "TimelineDay"]
+__all__ = ["Timeline", "TimelineDay", "TimelineTotals"]
 
 
 class Hindsight(BaseModel):

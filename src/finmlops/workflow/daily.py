@@ -44,7 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -55,8 +55,9 @@ from finmlops.data import DataSourceError, DataStore, ingest
 from finmlops.data.frames import validate_batch
 from finmlops.data.snapshot import read_snapshot
 from finmlops.data.yahoo import fetch_yahoo, normalise_yahoo
+from finmlops.evaluation.results import Real
 from finmlops.features import compute_features, forward_return, make_target, market_returns
-from finmlops.monitoring.live_timeline import Timeline, TimelineDay
+from finmlops.monitoring.live_timeline import Timeline, TimelineDay, TimelineTotals
 from finmlops.provenance import file_sha256, write_json_atomic, write_text_atomic
 from finmlops.serving.config import ModelSource, ServerOptions, ServingConfig
 from finmlops.serving.experiments import stable_unit
@@ -115,7 +116,17 @@ def live_settings(settings: Settings, config: LiveConfig) -> Settings:
 # --- the label: the one place the outcome is defined -------------------------------------------------------------
 
 
-def label_outcomes(universe: Mapping[str, pd.DataFrame], day: date, config: LiveConfig) -> dict[str, Any]:
+class Outcome(BaseModel):
+    """One ticker's outcome of a decision day: ``outcome`` 1 up, 0 down, None when unknown or in the dead band;
+    ``return_`` (``return`` in the journal) the traded return as a fraction, NaN (``null``) when unknown."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    outcome: int | None
+    return_: Real = Field(alias="return")
+
+
+def label_outcomes(universe: Mapping[str, pd.DataFrame], day: date, config: LiveConfig) -> dict[str, Outcome]:
     """Per ticker, the outcome of decision ``day`` under the config's label (``LabelSpec``: the traded return from
     the execution price of t+1 over ``horizon`` days; 1 up, 0 down, None when unknown or in the dead band) and that
     traded return (NaN when unknown). It is known at the close of ``day`` + ``label.reach`` trading days."""
@@ -123,11 +134,11 @@ def label_outcomes(universe: Mapping[str, pd.DataFrame], day: date, config: Live
     target = make_target(universe, config.label)
     returns = forward_return(universe, config.label)
     stamp = pd.Timestamp(day)
-    out: dict[str, Any] = {}
+    out: dict[str, Outcome] = {}
     for ticker in sorted(universe):
         y = target.get((stamp, ticker), np.nan)
         r = returns.get((stamp, ticker), np.nan)
-        out[ticker] = {"outcome": None if not np.isfinite(y) else int(y), "return": float(r)}
+        out[ticker] = Outcome(outcome=None if not np.isfinite(y) else int(y), return_=float(r))
     return out
 
 
@@ -230,6 +241,134 @@ class LoopState(BaseModel):
     rollbacks: int = 0
 
 
+# --- the phases' results: what each phase of a day journals (older journals' keys read back unchanged) ----------
+
+
+class Phase(BaseModel):
+    """Base of a phase's result: ``events`` the day's notable moves it made, in words (the CLI and timeline's)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    events: list[str] = Field(default_factory=list)
+
+
+class IngestPhase(Phase):
+    """The day's bars: rows added to the live store, the store's version after, whether it changed, the
+    validation's warnings."""
+
+    added_rows: int = 0
+    store_version: int | None = None
+    changed: bool = False
+    warnings: list[str] = Field(default_factory=list)
+
+
+class CollectPhase(Phase):
+    """The refit collected today (all None when none was due): its registered ``version``, refit id, why it was
+    started, its wall and CPU seconds."""
+
+    version: int | None = None
+    refit: str | None = None
+    reason: str | None = None
+    fit_seconds: float | None = None
+    fit_cpu_seconds: float = 0.0
+
+
+class ScorePhase(Phase):
+    """The day's scoring: the champion and challenger versions, the challenger's canary share (a fraction), the
+    tickers (sorted), per version (as a string) each ticker's ``prob_up`` in ticker order, and per ticker the
+    version whose answer was served."""
+
+    champion: int
+    challenger: int | None = None
+    share: float = 0.0
+    tickers: list[str] = Field(default_factory=list)
+    probs: dict[str, list[float]] = Field(default_factory=dict)
+    served: dict[str, int] = Field(default_factory=dict)
+
+
+class ModelHits(BaseModel):
+    """One model's outcomes of a decision day: ``n`` known, ``correct`` of them, the Spearman IC of its
+    ``prob_up`` against the traded returns (None with under 3 returns or undefined)."""
+
+    n: int = 0
+    correct: int = 0
+    ic: float | None = None
+
+
+class ServedBook(BaseModel):
+    """The served answers of a decision day: ``n`` known outcomes, ``correct`` of them, and the equal-weight long
+    book of the tickers served as up (a fraction, gross of costs; 0 without a long)."""
+
+    n: int = 0
+    correct: int = 0
+    book_return: float = 0.0
+
+
+class FeedbackPhase(Phase):
+    """The outcomes that became known today, of decision day ``decided`` (all empty before the first): the
+    feedback posted, per version (a string) its hits, the served book and per ticker the outcome (None in journals
+    written before outcomes were kept)."""
+
+    decided: date | None = None
+    posted: int = 0
+    models: dict[str, ModelHits] = Field(default_factory=dict)
+    served: ServedBook | None = None
+    outcomes: dict[str, Outcome] | None = None
+
+
+class RolloutPhase(Phase):
+    """The canary's move today (``decision`` None without a challenger): the canary step (percent) it is at, the
+    always-valid test's evidence (``LiveEvidence``'s JSON, as the registry's audit events hold it) and why a
+    promotion waits (``detail``)."""
+
+    decision: Literal["rollback", "hold", "advance", "wait", "promote"] | None = None
+    step: int | None = None
+    evidence: dict[str, Any] | None = None
+    detail: str | None = None
+
+
+class DriftPhase(Phase):
+    """The champion's window drift today (``WindowDrift``): per feature PSI and PSI / its typical PSI, the largest
+    scaled PSI, the threshold, the features above it and the alarm."""
+
+    psi: dict[str, float] = Field(default_factory=dict)
+    scaled: dict[str, float] = Field(default_factory=dict)
+    statistic: float | None = None
+    threshold: float | None = None
+    drifted: list[str] = Field(default_factory=list)
+    alarm: bool = False
+
+
+class RetrainPhase(Phase):
+    """The refit started today (``refit`` id and ``reason``), or why a due one ``waiting`` (all None when none is
+    due)."""
+
+    waiting: str | None = None
+    refit: str | None = None
+    reason: str | None = None
+
+
+class DayPhases(BaseModel):
+    """Each finished phase's result of one day, None until it has run (the journal's ``phases``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ingest: IngestPhase | None = None
+    collect: CollectPhase | None = None
+    score: ScorePhase | None = None
+    feedback: FeedbackPhase | None = None
+    rollout: RolloutPhase | None = None
+    drift: DriftPhase | None = None
+    retrain: RetrainPhase | None = None
+
+    def events(self) -> list[str]:
+        """The day's events, phase by phase."""
+        return [e for name in PHASES if (phase := getattr(self, name)) is not None for e in phase.events]
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
 class DayRecord(BaseModel):
     """One day's journal: each finished phase's result, the state the day ended in, ``done`` once complete."""
 
@@ -237,7 +376,7 @@ class DayRecord(BaseModel):
 
     day: date
     index: int
-    phases: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    phases: DayPhases = Field(default_factory=DayPhases)
     state: LoopState
     done: bool = False
 
@@ -255,7 +394,12 @@ def journal_days(paths: LivePaths) -> list[DayRecord]:
 
 
 def _write_day(paths: LivePaths, record: DayRecord) -> None:
-    write_json_atomic(paths.day_file(record.day), record.model_dump(mode="json"))
+    write_json_atomic(paths.day_file(record.day), record.model_dump(mode="json", exclude={"phases": _unrun(record)}))
+
+
+def _unrun(record: DayRecord) -> set[str]:
+    """The phases not yet run, left out of the journal (as before the phases were typed)."""
+    return {name for name in PHASES if getattr(record.phases, name) is None}
 
 
 # --- results ---------------------------------------------------------------------------------------------------------
@@ -627,15 +771,17 @@ class Loop:
 
     # --- the day -----------------------------------------------------------------------------------------------
 
-    def _phase(self, record: DayRecord, phase: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        if phase in record.phases:
-            return record.phases[phase]
+    def _phase(self, record: DayRecord, phase: str, action: Callable[[], P]) -> P:
+        """``phase``'s result: the journal's when it already ran, else ``action``'s, journalled before returning."""
+        done = getattr(record.phases, phase)
+        if done is not None:
+            return cast(P, done)
         started = time.perf_counter()
         result = action()
         self.phase_seconds[phase] += time.perf_counter() - started
         if phase_hook is not None:
             phase_hook(record.day, phase)
-        record.phases[phase] = result
+        setattr(record.phases, phase, result)
         _write_day(self.paths, record)
         return result
 
@@ -677,7 +823,7 @@ class Loop:
         st = record.state
         timings: dict[str, float] = {}
 
-        def timed(phase: str, action: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        def timed(phase: str, action: Callable[[], P]) -> P:
             t0 = time.perf_counter()
             out = self._phase(record, phase, action)
             timings[phase] = time.perf_counter() - t0
@@ -688,8 +834,8 @@ class Loop:
         timed("score", lambda: self._score(day, st))
         timed("feedback", lambda: self._feedback(day, st))
         timed("rollout", lambda: self._rollout(day, st))
-        timed("drift", lambda: self._drift(day, st))
-        timed("retrain", lambda: self._retrain(day, st, record.phases["drift"]))
+        drift = timed("drift", lambda: self._drift(day, st))
+        timed("retrain", lambda: self._retrain(day, st, drift))
         st.day_index = index + 1
         record.done = True
         _write_day(self.paths, record)
@@ -720,7 +866,7 @@ class Loop:
             "finmlops_live_canary_days": ("gauge", "Days since the challenger went to shadow.",
                                           len(st.canary) if st.challenger is not None else 0),
             "finmlops_live_drift_alarm": ("gauge", "1 when the day's drift check alarmed.",
-                                          int(bool(record.phases.get("drift", {}).get("alarm")))),
+                                          int(record.phases.drift is not None and record.phases.drift.alarm)),
             "finmlops_live_retrains_total": ("counter", "Refits started.", st.retrains),
             "finmlops_live_promotions_total": ("counter", "Challengers promoted to champion.", st.promotions),
             "finmlops_live_rollbacks_total": ("counter", "Challengers rolled back.", st.rollbacks),
@@ -731,30 +877,29 @@ class Loop:
         write_text_atomic(self.paths.home / "metrics" / "finmlops_live.prom", "\n".join(lines) + "\n")
 
     def _summary(self, record: DayRecord) -> DaySummary:
-        events = [e for phase in record.phases.values() for e in phase.get("events", [])]
-        score = record.phases.get("score", {})
+        score = record.phases.score
         return DaySummary(
-            day=record.day, champion=score.get("champion"), challenger=score.get("challenger"),
-            canary_share=score.get("share", 0.0), seconds={}, events=events,
+            day=record.day, champion=score.champion if score else None, challenger=score.challenger if score else None,
+            canary_share=score.share if score else 0.0, seconds={}, events=record.phases.events(),
         )  # fmt: skip
 
     # --- phases ----------------------------------------------------------------------------------------------------
 
-    def _ingest(self, day: date, feed: Any) -> dict[str, Any]:
+    def _ingest(self, day: date, feed: Any) -> IngestPhase:
         raws = feed.bars(day)
         universe, sources, warnings = validate_batch(raws, day, day)
         result = DataStore(self.paths.data).write(universe, sources)
         self._universe = None
         added = sum(result.added_rows.values())
-        return {"added_rows": added, "store_version": result.manifest.version, "changed": result.changed,
-                "warnings": warnings}  # fmt: skip
+        return IngestPhase(added_rows=added, store_version=result.manifest.version, changed=result.changed,
+                           warnings=warnings)  # fmt: skip
 
-    def _collect(self, day: date, st: LoopState) -> dict[str, Any]:
+    def _collect(self, day: date, st: LoopState) -> CollectPhase:
         from finmlops.tracking.registry import move_alias  # deferred: mlflow, scipy
 
         pending = st.pending
         if pending is None or st.day_index < pending.due:
-            return {}
+            return CollectPhase()
         spec = self._spec(pending.id, pending.day)
         result = self._wait(spec)
         version = self._register(spec, result, pending.reason)
@@ -770,12 +915,12 @@ class Loop:
             (pending.reason),
         )
         st.step, st.step_days, st.canary, st.pending = 0, 0, [], None
-        return {
-            "version": version, "refit": pending.id, "reason": pending.reason, "fit_seconds": result.seconds,
-            "fit_cpu_seconds": result.cpu_seconds, "events": [f"challenger v{version} ({pending.reason})"],
-        }  # fmt: skip
+        return CollectPhase(
+            version=version, refit=pending.id, reason=pending.reason, fit_seconds=result.seconds,
+            fit_cpu_seconds=result.cpu_seconds, events=[f"challenger v{version} ({pending.reason})"],
+        )  # fmt: skip
 
-    def _score(self, day: date, st: LoopState) -> dict[str, Any]:
+    def _score(self, day: date, st: LoopState) -> ScorePhase:
         assert st.champion is not None
         versions = [st.champion] + ([st.challenger] if st.challenger is not None else [])
         universe = self.universe()
@@ -802,34 +947,33 @@ class Loop:
             for t in tickers
         }
         st.scored = [*st.scored, day][-(self.config.label.reach + 1) :]
-        return {
-            "champion": st.champion, "challenger": st.challenger, "share": share, "tickers": tickers,
-            "probs": probs, "served": served,
-        }  # fmt: skip
+        return ScorePhase(
+            champion=st.champion, challenger=st.challenger, share=share, tickers=tickers, probs=probs, served=served,
+        )  # fmt: skip
 
-    def _feedback(self, day: date, st: LoopState) -> dict[str, Any]:
+    def _feedback(self, day: date, st: LoopState) -> FeedbackPhase:
         """Post the outcomes of the day ``label.reach`` trading days back, per row of each model's request."""
         from scipy import stats  # deferred: scipy
 
         h = self.config.label.reach  # the outcome of decision day t is known at the close of t + reach
         if len(st.scored) <= h:
-            return {}
+            return FeedbackPhase()
         decided = st.scored[-1 - h]
         scored = read_day(self.paths, decided)
-        score = scored.phases["score"] if scored else {}
-        if not score:
-            return {}
+        score = scored.phases.score if scored else None
+        if score is None:
+            return FeedbackPhase()
         outcomes = label_outcomes(self.universe(), decided, self.config)
-        tickers = score["tickers"]
+        tickers = score.tickers
         # Any server on the same request log takes the feedback: it reads the logged rows back by id.
         client = self.server.serve([v for v in (st.champion, st.challenger) if v is not None])
-        per_model: dict[str, dict[str, Any]] = {}
+        per_model: dict[str, ModelHits] = {}
         posted = 0
-        for version, probs in score["probs"].items():
+        for version, probs in score.probs.items():
             rid = request_id(decided, int(version))
             n = correct = 0
             for i, ticker in enumerate(tickers):
-                outcome = outcomes[ticker]["outcome"]
+                outcome = outcomes[ticker].outcome
                 if outcome is None:
                     continue
                 status, answer = client.post("/v2/feedback", {"id": f"{rid}/{i}", "outcome": outcome})
@@ -838,29 +982,29 @@ class Loop:
                 posted += 1
                 n += 1
                 correct += int((probs[i] > 0.5) == bool(outcome))
-            returns = np.array([outcomes[t]["return"] for t in tickers])
+            returns = np.array([outcomes[t].return_ for t in tickers])
             finite = np.isfinite(returns)
             ic = float(stats.spearmanr(np.asarray(probs)[finite], returns[finite])[0]) if finite.sum() >= 3 else None
-            per_model[version] = {"n": n, "correct": correct, "ic": ic if ic is None or np.isfinite(ic) else None}
+            per_model[version] = ModelHits(n=n, correct=correct, ic=ic if ic is None or np.isfinite(ic) else None)
         self.server.flush()
         # The served book: long the tickers whose served answer says up, equal weight, gross of costs.
-        served_probs = {t: score["probs"][str(score["served"][t])][i] for i, t in enumerate(tickers)}
-        longs = [outcomes[t]["return"] for t in tickers if served_probs[t] > 0.5 and np.isfinite(outcomes[t]["return"])]
+        served_probs = {t: score.probs[str(score.served[t])][i] for i, t in enumerate(tickers)}
+        longs = [outcomes[t].return_ for t in tickers if served_probs[t] > 0.5 and np.isfinite(outcomes[t].return_)]
         hits = [
-            int((served_probs[t] > 0.5) == bool(outcomes[t]["outcome"]))
-            for t in tickers if outcomes[t]["outcome"] is not None
+            int((served_probs[t] > 0.5) == bool(outcomes[t].outcome))
+            for t in tickers if outcomes[t].outcome is not None
         ]  # fmt: skip
-        champion = per_model.get(str(score["champion"]), {"n": 0, "correct": 0})
-        st.champion_hits = [*st.champion_hits, [champion["n"], champion["correct"]]][-60:]
-        challenger = score.get("challenger")
+        champion = per_model.get(str(score.champion), ModelHits())
+        st.champion_hits = [*st.champion_hits, [champion.n, champion.correct]][-60:]
+        challenger = score.challenger
         if challenger is not None and str(challenger) in per_model and challenger == st.challenger:
             other = per_model[str(challenger)]
-            st.canary = [*st.canary, [champion["n"], champion["correct"], other["n"], other["correct"]]]
-        return {
-            "decided": decided.isoformat(), "posted": posted, "models": per_model,
-            "served": {"n": len(hits), "correct": int(sum(hits)), "book_return": float(np.mean(longs) if longs else 0)},
-            "outcomes": {t: outcomes[t] for t in tickers},
-        }  # fmt: skip
+            st.canary = [*st.canary, [champion.n, champion.correct, other.n, other.correct]]
+        return FeedbackPhase(
+            decided=decided, posted=posted, models=per_model,
+            served=ServedBook(n=len(hits), correct=int(sum(hits)), book_return=float(np.mean(longs) if longs else 0)),
+            outcomes={t: outcomes[t] for t in tickers},
+        )  # fmt: skip
 
     def evidence(self, st: LoopState) -> Any:
         """The always-valid test of the challenger against the champion on the days since it went to shadow."""
@@ -884,12 +1028,12 @@ class Loop:
             p_value=p_value, days=int(test["days"][-1]), outcomes=int(min(n_a.sum(), n_b.sum())), tested=tested,
         )  # fmt: skip
 
-    def _rollout(self, day: date, st: LoopState) -> dict[str, Any]:
+    def _rollout(self, day: date, st: LoopState) -> RolloutPhase:
         from finmlops.tracking import PromotionRefused  # deferred: mlflow, scipy
         from finmlops.tracking.registry import live_decision, move_alias, promote_live  # deferred: mlflow, scipy
 
         if st.challenger is None or not st.canary:
-            return {}
+            return RolloutPhase()
         rollout, name = self.config.rollout, self.config.registered_name
         evidence = self.evidence(st)
         body = evidence.model_dump(mode="json")
@@ -909,26 +1053,26 @@ class Loop:
             events.append(f"rollback v{challenger} ({why})")
             st.rollbacks += 1
             st.challenger, st.challenger_window, st.step, st.step_days, st.canary = None, None, 0, 0, []
-            return {"decision": "rollback", "evidence": body, "events": events}
+            return RolloutPhase(decision="rollback", evidence=body, events=events)
         if st.step_days < rollout.step_days:
-            return {"decision": "hold", "step": rollout.steps[st.step], "evidence": body}
+            return RolloutPhase(decision="hold", step=rollout.steps[st.step], evidence=body)
         if st.step < last:
             st.step, st.step_days = st.step + 1, 0
             events.append(f"canary v{challenger} -> {rollout.steps[st.step]}%")
-            return {"decision": "advance", "step": rollout.steps[st.step], "evidence": body, "events": events}
+            return RolloutPhase(decision="advance", step=rollout.steps[st.step], evidence=body, events=events)
         try:
             promote_live(name, challenger, evidence, margin=rollout.margin, day=effective, event_id=f"{tag}-promote")
         except PromotionRefused as exc:
-            return {"decision": "wait", "step": 100, "evidence": body, "detail": str(exc)}
+            return RolloutPhase(decision="wait", step=100, evidence=body, detail=str(exc))
         move_alias(name, "challenger", None, action="retire", reason=f"v{challenger} promoted to champion",
                    day=effective, event_id=f"{tag}-retire")  # fmt: skip
         events.append(f"promote v{challenger} (replaces v{st.champion})")
         st.promotions += 1
         st.champion, st.champion_window = challenger, st.challenger_window
         st.challenger, st.challenger_window, st.step, st.step_days, st.canary = None, None, 0, 0, []
-        return {"decision": "promote", "evidence": body, "events": events}
+        return RolloutPhase(decision="promote", evidence=body, events=events)
 
-    def _drift(self, day: date, st: LoopState) -> dict[str, Any]:
+    def _drift(self, day: date, st: LoopState) -> DriftPhase:
 
         # deferred: scipy
         from finmlops.monitoring.drift import WindowDriftCalibration, calibrate_window_drift, window_drift
@@ -967,20 +1111,18 @@ class Loop:
                 f"(false-alarm rate {drift.false_alarm:.0%} on the training window; {top})"
             )
             log.info("finmlops live %s %s: %s", self.config.name, day, events[-1])
-        return {"psi": result.psi, "scaled": result.scaled, "statistic": result.statistic,
-                "threshold": result.threshold, "drifted": result.drifted, "alarm": result.alarm,
-                "events": events}  # fmt: skip
+        return DriftPhase(**result.model_dump(), events=events)
 
-    def _retrain(self, day: date, st: LoopState, drift: dict[str, Any]) -> dict[str, Any]:
-        trigger = retrain_trigger(self.config.retrain, st, bool(drift.get("alarm")))
+    def _retrain(self, day: date, st: LoopState, drift: DriftPhase) -> RetrainPhase:
+        trigger = retrain_trigger(self.config.retrain, st, drift.alarm)
         if trigger.reason is None:
-            return {"waiting": trigger.waiting} if trigger.waiting else {}
+            return RetrainPhase(waiting=trigger.waiting)
         rid = f"refit-{day:%Y%m%d}"
         self._launch(self._spec(rid, day))
         st.pending = Pending(id=rid, day=day, due=st.day_index + self.config.retrain.lag_days, reason=trigger.reason)
         st.last_retrain = st.day_index
         st.retrains += 1
-        return {"refit": rid, "reason": trigger.reason, "events": [f"retrain started ({trigger.reason})"]}
+        return RetrainPhase(refit=rid, reason=trigger.reason, events=[f"retrain started ({trigger.reason})"])
 
     # --- the walk ------------------------------------------------------------------------------------------------
 
@@ -1049,11 +1191,11 @@ class Loop:
         name = f"live {self.config.name} {summaries[0].day}..{summaries[-1].day}"
         with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags={"finmlops.live": self.config.name}):
             mlflow.log_metrics({
-                "live_days": len(timeline.days), "retrains": timeline.totals["retrains"],
-                "promotions": timeline.totals["promotions"], "rollbacks": timeline.totals["rollbacks"],
+                "live_days": len(timeline.days), "retrains": timeline.totals.retrains,
+                "promotions": timeline.totals.promotions, "rollbacks": timeline.totals.rollbacks,
             })  # fmt: skip
-            if timeline.totals.get("served_accuracy") is not None:
-                mlflow.log_metric("served_accuracy", timeline.totals["served_accuracy"])
+            if timeline.totals.served_accuracy is not None:
+                mlflow.log_metric("served_accuracy", timeline.totals.served_accuracy)
             mlflow.log_artifact(str(path), "live")
 
 
@@ -1067,36 +1209,37 @@ def live_timeline(paths: LivePaths) -> Timeline:
     for record in journal_days(paths):
         if not record.done:
             continue
-        score, fb = record.phases.get("score", {}), record.phases.get("feedback", {})
-        served = fb.get("served", {})
+        phases = record.phases
+        score, fb = phases.score, phases.feedback or FeedbackPhase()
+        served = fb.served or ServedBook()
         # The day's up outcomes among those served_n counts (every ticker whose outcome is known).
-        known = [o["outcome"] for o in fb.get("outcomes", {}).values() if o.get("outcome") is not None]
+        known = [o.outcome for o in (fb.outcomes or {}).values() if o.outcome is not None]
         champion_ic = None
-        if fb and score:
-            decided = read_day(paths, date.fromisoformat(fb["decided"]))
-            if decided is not None:
-                champion = str(decided.phases["score"]["champion"])
-                champion_ic = fb["models"].get(champion, {}).get("ic")
-        events = [e for phase in record.phases.values() for e in phase.get("events", [])]
+        if fb.decided is not None and score is not None:
+            decided = read_day(paths, fb.decided)
+            if decided is not None and decided.phases.score is not None:
+                champion = str(decided.phases.score.champion)
+                champion_ic = fb.models[champion].ic if champion in fb.models else None
         entry = TimelineDay(
-            day=record.day, champion=score.get("champion"), challenger=score.get("challenger"),
-            share=score.get("share", 0.0), served_n=served.get("n", 0), served_correct=served.get("correct", 0),
-            served_up=int(sum(bool(o) for o in known)) if not fb or "outcomes" in fb else None,
-            book_return=served.get("book_return") if served else None, champion_ic=champion_ic,
-            drift_alarm=bool(record.phases.get("drift", {}).get("alarm")), events=events,
-            fit_cpu_seconds=float(record.phases.get("collect", {}).get("fit_cpu_seconds", 0.0)),
+            day=record.day, champion=score.champion if score else None,
+            challenger=score.challenger if score else None, share=score.share if score else 0.0,
+            served_n=served.n, served_correct=served.correct,
+            served_up=int(sum(bool(o) for o in known)) if fb.decided is None or fb.outcomes is not None else None,
+            book_return=fb.served.book_return if fb.served else None, champion_ic=champion_ic,
+            drift_alarm=phases.drift is not None and phases.drift.alarm, events=phases.events(),
+            fit_cpu_seconds=phases.collect.fit_cpu_seconds if phases.collect else 0.0,
         )  # fmt: skip
         days.append(entry)
     n = sum(d.served_n for d in days)
-    totals = {
-        "days": len(days),
-        "retrains": sum(any(e.startswith("retrain started") for e in d.events) for d in days),
-        "promotions": sum(any(e.startswith("promote") for e in d.events) for d in days),
-        "rollbacks": sum(any(e.startswith("rollback") for e in d.events) for d in days),
-        "drift_alarms": sum(d.drift_alarm for d in days),
-        "served_accuracy": sum(d.served_correct for d in days) / n if n else None,
-        "fit_cpu_seconds": round(sum(d.fit_cpu_seconds for d in days), 2),
-    }
+    totals = TimelineTotals(
+        days=len(days),
+        retrains=sum(any(e.startswith("retrain started") for e in d.events) for d in days),
+        promotions=sum(any(e.startswith("promote") for e in d.events) for d in days),
+        rollbacks=sum(any(e.startswith("rollback") for e in d.events) for d in days),
+        drift_alarms=sum(d.drift_alarm for d in days),
+        served_accuracy=sum(d.served_correct for d in days) / n if n else None,
+        fit_cpu_seconds=round(sum(d.fit_cpu_seconds for d in days), 2),
+    )
     return Timeline(days=days, totals=totals)
 
 
@@ -1114,4 +1257,8 @@ def run_live(
     return Loop(settings, config, feed=feed, log_to=log).run(start, end)
 
 
-__all__ = ["PHASES", "LiveError", "LiveResult", "Loop", "Timeline", "label_outcomes", "live_timeline", "run_live"]
+__all__ = [
+    "PHASES", "CollectPhase", "DayPhases", "DriftPhase", "FeedbackPhase", "IngestPhase", "LiveError", "LiveResult",
+    "Loop", "Outcome", "RetrainPhase", "RolloutPhase", "ScorePhase", "Timeline", "label_outcomes", "live_timeline",
+    "run_live",
+]  # fmt: skip

@@ -77,9 +77,9 @@ def _model_of(paths: LivePaths, version: int) -> Any:
     import torch  # deferred: torch; the refit saved it with torch.save
 
     for record in journal_days(paths):
-        collect = record.phases.get("collect", {})
-        if collect.get("version") == version:
-            return torch.load(paths.retrains / collect["refit"] / "model.pt", weights_only=False)
+        collect = record.phases.collect
+        if collect is not None and collect.version == version and collect.refit is not None:
+            return torch.load(paths.retrains / collect.refit / "model.pt", weights_only=False)
     boot = sorted(paths.retrains.glob("bootstrap-*"))
     if version == 1 and boot:
         return torch.load(boot[0] / "model.pt", weights_only=False)
@@ -91,9 +91,9 @@ def hindsight(paths: LivePaths, config: LiveConfig, days: int = HINDSIGHT_DAYS) 
 
     events = []
     for record in journal_days(paths):
-        rollout = record.phases.get("rollout", {})
-        if rollout.get("decision") == "promote":
-            old = record.phases["score"]["champion"]
+        rollout, score = record.phases.rollout, record.phases.score
+        if rollout is not None and rollout.decision == "promote" and score is not None:
+            old = score.champion
             new = record.state.champion
             events.append((record.day, int(new), int(old)))
     if not events:
@@ -146,10 +146,10 @@ def summarize(settings: Settings, config: LiveConfig, seed: int = 0) -> SetupRes
         always_up=always_up, vs_always_up=vs_always_up,
         champion_ic=_ratio(ics, np.ones_like(ics), seed + 1), sharpe=_sharpe(returns, seed + 2),
         total_return=float(np.prod(1 + returns) - 1) if len(returns) else None, outcomes=int(n.sum()),
-        retrains=timeline.totals["retrains"], promotions=timeline.totals["promotions"],
-        rollbacks=timeline.totals["rollbacks"], drift_alarms=timeline.totals["drift_alarms"],
+        retrains=timeline.totals.retrains, promotions=timeline.totals.promotions,
+        rollbacks=timeline.totals.rollbacks, drift_alarms=timeline.totals.drift_alarms,
         wrong_promotions=sum(h.wrong for h in judged), hindsight=judged,
-        fit_cpu_seconds=timeline.totals["fit_cpu_seconds"], timeline=str(path),
+        fit_cpu_seconds=timeline.totals.fit_cpu_seconds, timeline=str(path),
     )  # fmt: skip
 
 
