@@ -29,7 +29,7 @@ def test_bootstrap_and_refit_from_worker_processes_are_tracked_runs_and_register
     loop._launch(refit)  # as the retrain phase does: its own process, the loop goes on
     state.pending = Pending(id=refit.id, day=refit.end, due=0, reason="schedule (test)")
     collected = loop._collect(first, state)
-    assert collected["version"] == 2 and state.challenger == 2 and state.pending is None
+    assert collected.version == 2 and state.challenger == 2 and state.pending is None
 
     client = mlflow.MlflowClient()
     runs = mlflow.search_runs(experiment_names=["training"], output_format="list")

@@ -20,7 +20,7 @@ import getpass
 import json
 import re
 import tempfile
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
@@ -55,8 +55,7 @@ def registered_name(variant: str) -> str:
     return f"{variant}-predictor"
 
 
-@dataclass(frozen=True)
-class PairedTest:
+class PairedTest(Result):
     """Candidate minus reference pooled accuracy on ``n_rows`` shared rows over ``n_dates`` dates; ``p_value`` is
     the one-sided p of H0: difference <= ``margin``."""
 
@@ -188,7 +187,7 @@ class ForcedPromotion(Result):
     replaced: str
 
 
-class TestedPromotion(Result):
+class TestedPromotion(PairedTest):
     """A promotion that passed the rule: the :class:`PairedTest`'s figures (accuracies and ``difference`` are
     fractions; ``p_value`` one-sided) and its ``summary`` in words."""
 
@@ -196,16 +195,6 @@ class TestedPromotion(Result):
     version: int
     alias: str
     forced: Literal[False] = False
-    reference: str
-    candidate_accuracy: float
-    reference_accuracy: float
-    difference: float
-    margin: float
-    p_value: float
-    n_rows: int
-    n_dates: int
-    block_len: int
-    n_boot: int
     summary: str
 
 
@@ -273,7 +262,7 @@ def promote(
     evidence: dict[str, Any] = {k: getattr(test, k) for k in keys}
     evidence["rule"] = "walk-forward"
     move_alias(name, alias, int(version), action="promote", reason=summary, evidence=evidence)
-    return TestedPromotion(name=name, version=version, alias=alias, **asdict(test), summary=summary)
+    return TestedPromotion(name=name, version=version, alias=alias, **test.model_dump(), summary=summary)
 
 
 def promotion_comparisons(tags: dict[str, str]) -> dict[str, str]:
