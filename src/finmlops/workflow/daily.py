@@ -920,6 +920,21 @@ class Loop:
             fit_cpu_seconds=result.cpu_seconds, events=[f"challenger v{version} ({pending.reason})"],
         )  # fmt: skip
 
+    def _await_logged(self, rids: Sequence[str], n: int, timeout_s: float = 30.0) -> None:
+        """Flush until the rows ``<rid>/0..n-1`` of every posted request are in the request log. The server logs a
+        request just after answering it, so without this wait a kill right after the score phase lost the day's rows
+        while the journal already said the day was scored."""
+        deadline = time.monotonic() + timeout_s
+        pending = list(rids)
+        while True:
+            self.server.flush()
+            pending = [rid for rid in pending if logged_rows(self.paths.requests, rid, n) is None]
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                raise LiveError(f"the request log has not recorded {', '.join(pending)} after {timeout_s:.0f} s")
+            time.sleep(0.01)
+
     def _score(self, day: date, st: LoopState) -> ScorePhase:
         assert st.champion is not None
         versions = [st.champion] + ([st.challenger] if st.challenger is not None else [])
@@ -927,10 +942,12 @@ class Loop:
         tickers = sorted(universe)
         probs: dict[str, list[float]] = {}
         client: _Client | None = None
+        posted: list[str] = []
         for version in versions:
             rid = request_id(day, version)
             found = logged_rows(self.paths.requests, rid, len(tickers))
             if found is None:
+                posted.append(rid)
                 client = client or self.server.serve(versions)
                 status, answer = client.post(
                     f"/v2/models/{self.config.registered_name}/versions/{version}/infer",
@@ -940,7 +957,7 @@ class Loop:
                     raise LiveError(f"{day}: the server refused v{version}'s request ({status}: {answer.get('error')})")
                 found = [float(p) for p in answer["outputs"][0]["data"]]
             probs[str(version)] = found
-        self.server.flush()
+        self._await_logged(posted, len(tickers))
         share = canary_share(self.config, st)
         served = {
             t: st.challenger if st.challenger is not None and served_by_challenger(day, t, share) else st.champion
