@@ -14,7 +14,9 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
 
 from finmlops import __version__
 
@@ -69,6 +71,15 @@ def stamp(*, data_hash: str | None, config: dict[str, Any] | None = None, seed: 
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": platform.node(),
     }
+
+
+def _nan_for_null(value: Any) -> Any:
+    return float("nan") if value is None else value
+
+
+Real = Annotated[float, BeforeValidator(_nan_for_null)]
+"""A float that may be undefined in a result model: NaN in memory, ``null`` in JSON (read back as NaN); the
+reverse of :func:`json_safe`."""
 
 
 def json_safe(value: Any) -> Any:

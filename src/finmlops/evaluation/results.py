@@ -17,24 +17,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from finmlops.features.target import LabelSpec
-from finmlops.provenance import write_text_atomic
+from finmlops.provenance import Real, write_text_atomic
 from finmlops.stats import Comparison
 
 EVALUATION_FILE = "evaluation.json"
 BACKTEST_FILE = "backtest.json"
-
-
-def _nan_for_null(value: Any) -> Any:
-    return float("nan") if value is None else value
-
-
-Real = Annotated[float, BeforeValidator(_nan_for_null)]
-"""A float that may be undefined: NaN in memory, ``null`` in JSON (read back as NaN)."""
 
 
 def defined(value: float | None) -> bool:

@@ -42,11 +42,11 @@ from finmlops.contract.explain import (
     window_pair,
 )
 from finmlops.data import DataStore, dataset_hash_of
-from finmlops.evaluation.results import Real, Result
+from finmlops.evaluation.results import Result
 from finmlops.features import Windows, compute_features, label_from_settings, make_target, make_windows
 from finmlops.features.target import LabelSpec
 from finmlops.models.variants import get_variant
-from finmlops.provenance import stamp, write_text_atomic
+from finmlops.provenance import Real, stamp, write_text_atomic
 from finmlops.stats.classification import roc_auc
 
 # --- Captum's implementation of the same integral (torch) -------------------------------------------------------------

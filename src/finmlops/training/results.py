@@ -8,19 +8,12 @@ figure (the AUC of one class) is NaN in memory and ``null`` in the file.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict
+from pydantic import BaseModel, ConfigDict
 
 from finmlops.features.target import LabelSpec
-
-
-def _nan_for_null(value: Any) -> Any:
-    return float("nan") if value is None else value
-
-
-Real = Annotated[float, BeforeValidator(_nan_for_null)]
-"""A float that may be undefined: NaN in memory, ``null`` in JSON (read back as NaN)."""
+from finmlops.provenance import Real
 
 
 class _Result(BaseModel):

@@ -55,10 +55,9 @@ from finmlops.data import DataSourceError, DataStore, ingest
 from finmlops.data.frames import validate_batch
 from finmlops.data.snapshot import read_snapshot
 from finmlops.data.yahoo import fetch_yahoo, normalise_yahoo
-from finmlops.evaluation.results import Real
 from finmlops.features import compute_features, forward_return, make_target, market_returns
 from finmlops.monitoring.live_timeline import Timeline, TimelineDay, TimelineTotals
-from finmlops.provenance import file_sha256, write_json_atomic, write_text_atomic
+from finmlops.provenance import Real, file_sha256, write_json_atomic, write_text_atomic
 from finmlops.serving.config import ModelSource, ServerOptions, ServingConfig
 from finmlops.serving.experiments import stable_unit
 from finmlops.settings import Settings
