@@ -405,9 +405,10 @@ class ResultFileError(ValueError):
 R = TypeVar("R", bound=BaseModel)
 
 
-def write_result(path: Path, result: BaseModel) -> Path:
-    """Write ``result`` as indented JSON (``model_dump_json``; NaN as null) atomically to ``path``."""
-    return write_text_atomic(path, result.model_dump_json(indent=2) + "\n")
+def write_result(path: Path, result: BaseModel, exclude: set[str] | None = None) -> Path:
+    """Write ``result`` as indented JSON (``model_dump_json``; NaN as null, the fields ``exclude`` left out)
+    atomically to ``path``."""
+    return write_text_atomic(path, result.model_dump_json(indent=2, exclude=exclude) + "\n")
 
 
 def read_result(path: Path, model: type[R]) -> R:

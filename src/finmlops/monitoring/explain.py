@@ -42,11 +42,11 @@ from finmlops.contract.explain import (
     window_pair,
 )
 from finmlops.data import DataStore, dataset_hash_of
-from finmlops.evaluation.results import Result
+from finmlops.evaluation.results import Result, read_result, write_result
 from finmlops.features import Windows, compute_features, label_from_settings, make_target, make_windows
 from finmlops.features.target import LabelSpec
 from finmlops.models.variants import get_variant
-from finmlops.provenance import Real, stamp, write_text_atomic
+from finmlops.provenance import Real, stamp
 from finmlops.stats.classification import roc_auc
 
 # --- Captum's implementation of the same integral (torch) -------------------------------------------------------------
@@ -460,11 +460,12 @@ def run_global_importance(
     }  # fmt: skip
     result.provenance = stamp(data_hash=data_hash, config=run_config, seed=settings.seed)
     path = settings.results_dir / f"importance_{variant}.json"
-    write_text_atomic(path, result.model_dump_json(indent=2, exclude={"path"}) + "\n")
+    write_result(path, result, exclude={"path"})
     result.path = str(path)
     return result
 
 
 def load_importance(path: Path) -> GlobalImportance:
-    """Read an ``importance_<variant>.json`` that :func:`run_global_importance` wrote (or an older one)."""
-    return GlobalImportance.model_validate_json(path.read_text())
+    """Read an ``importance_<variant>.json`` that :func:`run_global_importance` wrote (or an older one); a
+    ``ResultFileError`` names the file and the field that does not follow the schema."""
+    return read_result(path, GlobalImportance)
