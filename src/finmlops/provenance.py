@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from finmlops import __version__
 
@@ -80,6 +80,13 @@ def _nan_for_null(value: Any) -> Any:
 Real = Annotated[float, BeforeValidator(_nan_for_null)]
 """A float that may be undefined in a result model: NaN in memory, ``null`` in JSON (read back as NaN); the
 reverse of :func:`json_safe`."""
+
+
+class Result(BaseModel):
+    """Base of the typed result models of every stage: keys of a file that a model does not declare are ignored on
+    reading (a newer file read by older code)."""
+
+    model_config = ConfigDict(extra="ignore")
 
 
 def json_safe(value: Any) -> Any:

@@ -24,7 +24,7 @@ from finmlops.evaluation.metrics import (
     validate_predictions,
     weighted_metrics,
 )
-from finmlops.evaluation.results import Evaluation, PairedTest
+from finmlops.evaluation.results import BaselineTest, Evaluation
 from finmlops.provenance import json_safe
 from finmlops.stats.bootstrap import block_bootstrap_weights
 
@@ -127,11 +127,11 @@ def test_paired_test_detects_skill_and_not_its_absence(preds: pd.DataFrame) -> N
     v = validate_predictions(preds)
     boot = BootstrapConfig(n_boot=500, block_len=5, seed=0)
     better = paired_accuracy_test(paired_rows(v, "net", "momentum"), boot)
-    assert better.accuracy_diff > 0.05
-    assert better.ci_low > 0 and better.p_value_bootstrap < 0.01
+    assert better.difference > 0.05
+    assert better.ci_low > 0 and better.p_value < 0.01 and better.p_value_greater < 0.01
     assert better.mcnemar is not None and better.mcnemar.p_value < 0.01
     same = paired_accuracy_test(paired_rows(v, "net", "net"), boot)
-    assert same.accuracy_diff == 0 and same.p_value_bootstrap == 1.0
+    assert same.difference == 0 and same.p_value == 1.0
     assert same.mcnemar is not None and same.mcnemar.p_value == 1.0
 
 
@@ -190,8 +190,8 @@ def test_missing_columns_and_duplicates_are_rejected(preds: pd.DataFrame) -> Non
 
 def test_a_model_worse_than_the_majority_class_reads_as_worse() -> None:
     """Issue 15.2: a significant two-sided p for a model BELOW the majority class is worded "worse than majority",
-    from the ``comparison`` field evaluation.json carries, never as a win."""
-    from finmlops.evaluation.metrics import baseline_comparison
+    never as a win, both from the result and from evaluation.json read back (and from a file written before the
+    test was the stats PairedTest, whose keys were ``accuracy_diff`` and ``p_value_bootstrap``)."""
     from finmlops.stats import describe_comparison
 
     rng = np.random.default_rng(5)
@@ -205,16 +205,15 @@ def test_a_model_worse_than_the_majority_class_reads_as_worse() -> None:
         ]
     )
     result = evaluate_predictions(frame, baselines=["majority"], boot=BootstrapConfig(n_boot=300, block_len=5))
-    test = json_safe(result.model_dump())["models"]["coin"]["vs_baselines"]["majority"]
-    assert test["comparison"] == {
-        "metric": "accuracy", "reference": "majority", "difference": test["accuracy_diff"],
-        "p_value": test["p_value_bootstrap"], "side": "two-sided", "alpha": 0.05,
-    }  # fmt: skip
-    text = describe_comparison(baseline_comparison(PairedTest.model_validate(test), "majority"))
-    assert test["accuracy_diff"] < 0 and text.startswith("worse than majority (accuracy -0.")
-    # An evaluation.json written before the field existed reads the same.
-    old = PairedTest.model_validate({k: v for k, v in test.items() if k != "comparison"})
-    assert old.comparison is None and describe_comparison(baseline_comparison(old, "majority")) == text
+    test = result.models["coin"].vs_baselines["majority"]
+    text = describe_comparison(test.comparison("accuracy", "majority"))
+    assert test.difference < 0 and test.p_value < 0.05
+    assert text.startswith("worse than majority (accuracy -0.") and "two-sided" in text
+    written = json_safe(result.model_dump())["models"]["coin"]["vs_baselines"]["majority"]
+    assert describe_comparison(BaselineTest.model_validate(written).comparison("accuracy", "majority")) == text
+    old = {"accuracy_diff": test.difference, "ci_low": test.ci_low, "ci_high": test.ci_high,
+           "p_value_bootstrap": test.p_value, "comparison": {"metric": "accuracy"}, "n_rows": test.n_rows}  # fmt: skip
+    assert describe_comparison(BaselineTest.model_validate(old).comparison("accuracy", "majority")) == text
 
 
 def test_within_date_auc_ignores_market_timing_and_pools_pairs_by_date() -> None:

@@ -35,11 +35,11 @@ def test_bootstrap_p_value_tracks_the_evidence() -> None:
     reference = (rng.random(len(dates)) < 0.52).astype(float)
     better = np.where(rng.random(len(dates)) < 0.15, 1.0, reference)  # flips ~7% of the misses to hits
     strong = accuracy_test(better, reference, dates, margin=0.005, reference="r")
-    assert strong.difference > 0.05 and strong.p_value < 0.01 and strong.significant
+    assert strong.difference > 0.05 and strong.p_value_greater < 0.01 and strong.significant
     assert strong.n_rows == 2000 and strong.n_dates == 400 and strong.block_len == BootstrapConfig().block_len
-    assert strong.comparison.verdict == "better"
+    assert strong.rule_comparison.verdict == "better" and strong.rule_comparison.side == "greater"
     same = accuracy_test(reference, reference, dates, margin=0.005, reference="r")
-    assert same.difference == 0 and same.p_value == 1.0 and not same.significant
+    assert same.difference == 0 and same.p_value_greater == 1.0 and not same.significant
     # A real but small edge does not clear a margin above it.
     assert not accuracy_test(better, reference, dates, margin=0.2, reference="r").significant
 
@@ -144,10 +144,13 @@ def test_promote_and_the_evaluation_agree_on_the_same_pair(versions: Callable[[f
     evaluated = evaluate_predictions(frame, baselines=["holder"], boot=boot).models["candidate"].vs_baselines
     decision = promote(NAME, candidate, "champion", margin=0.0, boot=boot)
     test = evaluated["holder"]
-    assert decision.p_value == test.p_value_greater < 0.05
-    assert decision.difference == pytest.approx(test.accuracy_diff)
-    assert test.as_comparison("holder").side == "two-sided" and decision.summary.startswith("better than")
-    assert test.p_value_bootstrap < 0.05  # and the two-sided test says "better" too
+    # promote and evaluation.json run the same test: every figure of the pair agrees.
+    assert decision.p_value_greater == test.p_value_greater < 0.05
+    assert decision.difference == pytest.approx(test.difference)
+    assert (decision.ci_low, decision.ci_high, decision.p_value) == (test.ci_low, test.ci_high, test.p_value)
+    assert decision.summary.startswith("better than")
+    assert test.comparison("accuracy", "holder").side == "two-sided"
+    assert test.p_value < 0.05  # and the two-sided test says "better" too
 
 
 def test_cli_register_promote_models(versions: Callable[[float], int]) -> None:

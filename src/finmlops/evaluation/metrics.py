@@ -19,6 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from finmlops.evaluation.results import (
+    BaselineTest,
     BootstrapSettings,
     Calibration,
     Estimate,
@@ -27,12 +28,10 @@ from finmlops.evaluation.results import (
     McNemar,
     Metrics,
     ModelEvaluation,
-    PairedTest,
     TickerMetrics,
 )
 from finmlops.evaluation.signal import signal_measures
 from finmlops.models.baselines import ALL_BASELINES
-from finmlops.stats import Comparison
 from finmlops.stats.bootstrap import BootstrapConfig, interval, paired_test
 from finmlops.stats.classification import log_loss, ranked_auc, score_ranks
 
@@ -306,34 +305,16 @@ def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> McNemar:
     return McNemar(only_model_correct=only_a, only_baseline_correct=only_b, p_value=p)
 
 
-def paired_accuracy_test(pairs: pd.DataFrame, boot: BootstrapConfig, baseline: str = "baseline") -> PairedTest:
-    """Accuracy difference model - ``baseline`` on the same rows: ``finmlops.stats.bootstrap.paired_test`` (the
-    promotion rule's test too), its two-sided and one-sided (model better) null-centred p-values, and McNemar.
-
-    ``comparison`` is the ``finmlops.stats.Comparison`` to print it with (``describe_comparison``): the signed
-    difference, the two-sided p and its side. ``accuracy_diff``/``p_value_bootstrap`` are the same numbers under
-    their earlier names.
-    """
+def paired_accuracy_test(pairs: pd.DataFrame, boot: BootstrapConfig) -> BaselineTest:
+    """Accuracy difference model - baseline on the same rows (columns ``date``, ``correct_model``,
+    ``correct_baseline``): ``finmlops.stats.bootstrap.paired_test`` (the promotion rule's test too), with its
+    two-sided and one-sided (model better) null-centred p-values, and McNemar. Word it with
+    ``test.comparison("accuracy", baseline)``."""
     _, date_idx = np.unique(pairs["date"].to_numpy(), return_inverse=True)
     diff = (pairs["correct_model"] - pairs["correct_baseline"]).to_numpy(dtype=float)
     test = paired_test(diff, date_idx, boot)
-    return PairedTest(
-        accuracy_diff=test.difference,
-        ci_low=test.ci_low,
-        ci_high=test.ci_high,
-        p_value_bootstrap=test.p_value,
-        p_value_greater=test.p_value_greater,
-        comparison=test.comparison("accuracy", baseline),
-        mcnemar=mcnemar_exact(pairs["correct_model"].to_numpy(), pairs["correct_baseline"].to_numpy()),
-        n_rows=test.n_rows,
-        n_dates=test.n_dates,
-    )
-
-
-def baseline_comparison(test: PairedTest, baseline: str) -> Comparison:
-    """The :class:`~finmlops.stats.Comparison` of one ``vs_baselines`` entry of ``evaluation.json`` (its
-    ``comparison`` field; older files without it: their ``accuracy_diff`` and two-sided ``p_value_bootstrap``)."""
-    return test.as_comparison(baseline)
+    mcnemar = mcnemar_exact(pairs["correct_model"].to_numpy(), pairs["correct_baseline"].to_numpy())
+    return BaselineTest(**test.model_dump(), mcnemar=mcnemar)
 
 
 def per_ticker(rows: pd.DataFrame) -> dict[str, TickerMetrics]:
@@ -414,7 +395,7 @@ def evaluate_predictions(
             signal=signal,
             folds=folds,
             vs_baselines={
-                b: paired_accuracy_test(paired_rows(preds, model, b), boot, b) for b in present_baselines if b != model
+                b: paired_accuracy_test(paired_rows(preds, model, b), boot) for b in present_baselines if b != model
             },
             per_ticker=per_ticker(rows),
             calibration=calibration_bins(prepared.prob, prepared.y, n_calibration_bins),

@@ -19,11 +19,12 @@ import math
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from finmlops.features.target import LabelSpec
-from finmlops.provenance import Real, write_text_atomic
+from finmlops.provenance import Real, Result, write_text_atomic
 from finmlops.stats import Comparison
+from finmlops.stats.bootstrap import PairedTest
 
 EVALUATION_FILE = "evaluation.json"
 BACKTEST_FILE = "backtest.json"
@@ -32,12 +33,6 @@ BACKTEST_FILE = "backtest.json"
 def defined(value: float | None) -> bool:
     """Whether ``value`` is a finite number (not None, NaN or infinite)."""
     return value is not None and math.isfinite(value)
-
-
-class Result(BaseModel):
-    """Base of the result models: keys of a file that a model does not declare are ignored on reading."""
-
-    model_config = ConfigDict(extra="ignore")
 
 
 class Estimate(Result):
@@ -98,29 +93,30 @@ class McNemar(Result):
     p_value: Real
 
 
-class PairedTest(Result):
+class BaselineTest(PairedTest):
     """Accuracy of a model minus a baseline's on the same ``(date, ticker)`` rows: the paired block bootstrap's
-    difference, CI and null-centred p-values (two-sided, and one-sided for "model better"), and McNemar.
-    ``comparison`` is the same test as a :class:`Comparison` (absent in files written before it existed)."""
+    :class:`~finmlops.stats.bootstrap.PairedTest` (difference, CI, null-centred two-sided ``p_value`` and one-sided
+    ``p_value_greater``, "model better"), and McNemar. Files written before the two were one model name the
+    difference ``accuracy_diff`` and the two-sided p ``p_value_bootstrap``; they are read as well."""
 
-    accuracy_diff: Real
+    difference: Real
     ci_low: Real
     ci_high: Real
-    p_value_bootstrap: Real
+    p_value: Real
     p_value_greater: Real = float("nan")
-    comparison: Comparison | None = None
-    mcnemar: McNemar | None = None
+    margin: float = 0.0
     n_rows: int = 0
     n_dates: int = 0
+    n_boot: int = 0
+    block_len: int = 0
+    mcnemar: McNemar | None = None
 
-    def as_comparison(self, baseline: str) -> Comparison:
-        """The comparison to word it with (``describe_comparison``): ``comparison``, or for an older file the
-        difference and the two-sided p."""
-        if self.comparison is not None:
-            return self.comparison
-        return Comparison(
-            metric="accuracy", reference=baseline, difference=self.accuracy_diff, p_value=self.p_value_bootstrap
-        )
+    @model_validator(mode="before")
+    @classmethod
+    def _earlier_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "accuracy_diff" in data and "difference" not in data:
+            data = {**data, "difference": data["accuracy_diff"], "p_value": data.get("p_value_bootstrap")}
+        return data
 
 
 class TickerMetrics(Result):
@@ -174,7 +170,7 @@ class ModelEvaluation(Result):
     pooled: Metrics
     signal: SignalMeasures | None = None
     folds: dict[str, FoldMetrics]
-    vs_baselines: dict[str, PairedTest] = Field(default_factory=dict)
+    vs_baselines: dict[str, BaselineTest] = Field(default_factory=dict)
     per_ticker: dict[str, TickerMetrics] = Field(default_factory=dict)
     calibration: Calibration | None = None
 

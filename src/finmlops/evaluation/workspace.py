@@ -26,11 +26,11 @@ from finmlops.evaluation.results import (
     BACKTEST_FILE,
     EVALUATION_FILE,
     BacktestResult,
+    BaselineTest,
     Estimate,
     Evaluation,
     EvaluationResult,
     FileRef,
-    PairedTest,
     Provenance,
     WalkForwardReport,
     load_evaluation,
@@ -43,27 +43,22 @@ from finmlops.models import BASELINES
 from finmlops.provenance import atomic_path, file_lock, file_sha256, stamp, write_json_atomic, write_text_atomic
 from finmlops.settings import Settings
 from finmlops.stats import describe_comparison
+from finmlops.stats.comparison import format_interval, format_number
 
 PAIRED_BASELINES: tuple[str, ...] = ("majority", "momentum")
 PREDICTIONS_FILE = "predictions.parquet"
 
 
-def _num(value: float | None, spec: str) -> str:
-    """``value`` formatted with ``spec``, or a dash when undefined (NaN or None)."""
-    return "–" if value is None or value != value else format(value, spec)
-
-
 def _fmt_ci(entry: Estimate, digits: int = 3, undefined: str = "–") -> str:
     """``value [low, high]``, or ``undefined`` when the value is."""
-    if _num(entry.value, "f") == "–":
+    if not entry.defined:
         return undefined
-    spec = f".{digits}f"
-    return f"{_num(entry.value, spec)} [{_num(entry.ci_low, spec)}, {_num(entry.ci_high, spec)}]"
+    return format_interval(entry.value, entry.ci_low, entry.ci_high, f".{digits}f")
 
 
-def _fmt_p(test: PairedTest | None, baseline: str) -> str:
+def _fmt_p(test: BaselineTest | None, baseline: str) -> str:
     """The paired test against ``baseline`` in words (``describe_comparison``), or a dash without one."""
-    return "–" if test is None else describe_comparison(test.as_comparison(baseline))
+    return "–" if test is None else describe_comparison(test.comparison("accuracy", baseline))
 
 
 def markdown_table(evaluation: Evaluation) -> str:
@@ -89,16 +84,16 @@ def markdown_table(evaluation: Evaluation) -> str:
         cells = [
             name + (" (baseline)" if m.is_baseline else ""),
             _fmt_ci(p.accuracy),
-            _num(p.balanced_accuracy.value, ".3f"),
+            format_number(p.balanced_accuracy.value, ".3f"),
             # Undefined for a forecast constant within every fold (majority), which ranks nothing.
             _fmt_ci(p.roc_auc, undefined="n/a"),
-            _num(p.log_loss.value, ".4f"),
-            _num(p.brier.value, ".4f"),
-            _num(p.mcc.value, "+.3f"),
-            _num(p.up_share.value, ".2f"),
+            format_number(p.log_loss.value, ".4f"),
+            format_number(p.brier.value, ".4f"),
+            format_number(p.mcc.value, "+.3f"),
+            format_number(p.up_share.value, ".2f"),
             _fmt_ci(p.ic),
-            _num(p.rank_ic.value, "+.4f"),
-            _num(p.icir.value, "+.3f"),
+            format_number(p.rank_ic.value, "+.4f"),
+            format_number(p.icir.value, "+.3f"),
             *(_fmt_p(m.vs_baselines.get(b), b) for b in PAIRED_BASELINES),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -142,7 +137,9 @@ def fold_table(evaluation: Evaluation) -> str:
     lines = ["| fold | " + " | ".join(models) + " |", "|" + "---|" * (len(models) + 1)]
     for fold in folds:
         cells = [
-            _num(evaluation.models[m].folds[fold].accuracy.value, ".3f") if fold in evaluation.models[m].folds else "–"
+            format_number(evaluation.models[m].folds[fold].accuracy.value, ".3f")
+            if fold in evaluation.models[m].folds
+            else "–"
             for m in models
         ]
         lines.append(f"| {fold} | " + " | ".join(cells) + " |")

@@ -4,7 +4,6 @@ formatting of numbers, intervals, tables and notes."""
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from finmlops.stats import Comparison, describe_comparison
+from finmlops.stats.comparison import format_interval, format_number
 
 if TYPE_CHECKING:
     from finmlops.evaluation import results
@@ -101,18 +101,13 @@ def text(value: object) -> str:
     return "–" if value is None else str(value)
 
 
-def num(value: float | int | None, spec: str) -> str:
-    """``value`` formatted, or a dash when undefined (None after a JSON round trip, or NaN)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    return format(value, spec)
+num = format_number
+"""``num(value, spec)``: ``value`` formatted, or a dash when undefined (the sections' short name)."""
 
 
 def ci(entry: Estimate | results.Estimate | None, spec: str = ".3f") -> str:
     """``value [low, high]``, or a dash when the value is undefined (None or NaN)."""
-    if entry is None or entry.value is None or not math.isfinite(entry.value):
-        return "–"
-    return f"{num(entry.value, spec)} [{num(entry.ci_low, spec)}, {num(entry.ci_high, spec)}]"
+    return "–" if entry is None else format_interval(entry.value, entry.ci_low, entry.ci_high, spec)
 
 
 def comparison(c: Comparison) -> str:

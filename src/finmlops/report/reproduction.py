@@ -46,6 +46,7 @@ from finmlops.evaluation.strategies import FK_STRATEGY, StrategySkipped, fk_weig
 from finmlops.evaluation.workspace import load_predictions
 from finmlops.provenance import file_sha256, git_commit, write_text_atomic
 from finmlops.stats.bootstrap import BootstrapConfig, interval, paired_test
+from finmlops.stats.comparison import format_interval, format_number
 
 PAPERS = ("fischer-krauss",)
 PAPER_MODELS: tuple[str, ...] = ("fk_lstm", "kdh_dnn", "kdh_gbt", "kdh_rf", "kdh_ensemble")
@@ -410,7 +411,7 @@ def pct(x: float | None, digits: int = 3) -> str:
 
 
 def num(x: float | None, digits: int = 2) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{x:+.{digits}f}"
+    return format_number(x, f"+.{digits}f")
 
 
 def p_text(p: float | None) -> str:
@@ -422,7 +423,7 @@ def ci_pct(e: Estimate | None) -> str:
 
 
 def ci_num(e: Estimate | None, digits: int = 2) -> str:
-    return "–" if e is None else f"{num(e.value, digits)} [{num(e.ci_low, digits)}, {num(e.ci_high, digits)}]"
+    return "–" if e is None else format_interval(e.value, e.ci_low, e.ci_high, f"+.{digits}f")
 
 
 def _listed(cells: Sequence[Cell], which: Literal["before", "after"]) -> str:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
 from finmlops.stats.comparison import Comparison
@@ -75,6 +75,8 @@ class PairedTest(BaseModel):
     """Model minus reference mean of a paired per-row quantity (e.g. accuracy: correct_a - correct_b) on ``n_rows``
     shared rows over ``n_dates`` dates, with its block-bootstrap CI and two p-values of H0: difference = ``margin``:
     ``p_value`` two-sided, ``p_value_greater`` one-sided (H1: difference > ``margin``, the promotion rule's)."""
+
+    model_config = ConfigDict(extra="ignore")  # subclasses read files that carry more keys
 
     difference: float
     ci_low: float

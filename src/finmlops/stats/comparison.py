@@ -60,3 +60,15 @@ def describe_comparison(comparison: Comparison, digits: int = 3) -> str:
     assert c.difference is not None and c.p_value is not None  # verdict is not undefined
     p_text = f"p < {10**-digits:.{digits}f}" if c.p_value < 10**-digits else f"p = {c.p_value:.{digits}f}"
     return f"{head} ({c.metric} {c.difference:+.{digits}f}, {c.side} {p_text})"
+
+
+def format_number(value: float | None, spec: str) -> str:
+    """``value`` formatted with ``spec`` (``"+.3f"``), or a dash when it is undefined (None or NaN)."""
+    return "–" if value is None or not math.isfinite(value) else format(value, spec)
+
+
+def format_interval(value: float | None, low: float | None, high: float | None, spec: str = ".3f") -> str:
+    """``value [low, high]`` with ``spec``, or a dash when the value is undefined."""
+    if value is None or not math.isfinite(value):
+        return "–"
+    return f"{format_number(value, spec)} [{format_number(low, spec)}, {format_number(high, spec)}]"

@@ -19,7 +19,7 @@ _EXPORTS = {
         "log_onnx_model",
     ),
     "registry": (
-        "ALIASES", "PairedTest", "PromotionRefused", "accuracy_test", "describe_evidence", "evidence_of",
+        "ALIASES", "AccuracyTest", "PromotionRefused", "accuracy_test", "describe_evidence", "evidence_of",
         "list_models", "promote", "mark_challenger", "register_variant", "registered_name",
     ),
     "runs": (

@@ -31,10 +31,10 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
 
-from finmlops.evaluation.results import Result
 from finmlops.models import VARIANTS
+from finmlops.provenance import Result
 from finmlops.stats import Comparison, describe_comparison
-from finmlops.stats.bootstrap import BootstrapConfig, paired_test
+from finmlops.stats.bootstrap import BootstrapConfig, PairedTest, paired_test
 
 ALIASES: tuple[str, ...] = ("champion", "challenger")
 PREDICTIONS_ARTIFACT = "walk_forward/predictions.parquet"
@@ -55,32 +55,24 @@ def registered_name(variant: str) -> str:
     return f"{variant}-predictor"
 
 
-class PairedTest(Result):
-    """Candidate minus reference pooled accuracy on ``n_rows`` shared rows over ``n_dates`` dates; ``p_value`` is
-    the one-sided p of H0: difference <= ``margin``."""
+class AccuracyTest(PairedTest):
+    """The promotion rule's test: candidate minus reference pooled accuracy on the same rows, the evaluation's
+    :class:`~finmlops.stats.bootstrap.PairedTest` (so ``promote`` and ``evaluation.json`` agree on a pair) with the
+    two accuracies and what the reference is. The rule reads ``p_value_greater``, the one-sided p of
+    H0: difference <= ``margin``."""
 
     reference: str
     candidate_accuracy: float
     reference_accuracy: float
-    difference: float
-    margin: float
-    p_value: float
-    n_rows: int
-    n_dates: int
-    block_len: int
-    n_boot: int
 
     @property
     def significant(self) -> bool:
-        return self.difference > self.margin and self.p_value < ALPHA
+        return self.difference > self.margin and self.p_value_greater < ALPHA
 
     @property
-    def comparison(self) -> Comparison:
-        """The one-sided comparison as ``describe_comparison`` words it."""
-        return Comparison(
-            metric="accuracy", reference=self.reference, difference=self.difference, p_value=self.p_value,
-            side="greater", alpha=ALPHA,
-        )  # fmt: skip
+    def rule_comparison(self) -> Comparison:
+        """The one-sided comparison the rule decides on, as ``describe_comparison`` words it."""
+        return self.comparison("accuracy", self.reference, side="greater")
 
 
 def accuracy_test(
@@ -91,7 +83,7 @@ def accuracy_test(
     margin: float,
     reference: str,
     boot: BootstrapConfig | None = None,
-) -> PairedTest:
+) -> AccuracyTest:
     """One-sided test of H0: acc(candidate) - acc(reference) <= ``margin`` on the same rows: ``[n]`` 0/1 arrays
     (row correct) and the row's decision date, through the evaluation's ``paired_test`` with ``boot`` (default
     ``BootstrapConfig()``, the evaluation's default)."""
@@ -101,18 +93,10 @@ def accuracy_test(
     boot = boot or BootstrapConfig()
     diff = candidate_correct.astype(float) - reference_correct.astype(float)
     test = paired_test(diff, date_idx, boot, margin=margin)
-    return PairedTest(
-        reference=reference,
-        candidate_accuracy=float(candidate_correct.mean()),
+    return AccuracyTest(
+        **test.model_dump(), reference=reference, candidate_accuracy=float(candidate_correct.mean()),
         reference_accuracy=float(reference_correct.mean()),
-        difference=test.difference,
-        margin=margin,
-        p_value=test.p_value_greater,
-        n_rows=test.n_rows,
-        n_dates=test.n_dates,
-        block_len=test.block_len,
-        n_boot=test.n_boot,
-    )
+    )  # fmt: skip
 
 
 def _client() -> mlflow.MlflowClient:
@@ -145,7 +129,7 @@ def _correct(rows: pd.DataFrame, prob: str = "prob_up") -> np.ndarray:
 
 def compare(
     candidate: ModelVersion, holder: ModelVersion | None, margin: float, boot: BootstrapConfig | None = None
-) -> PairedTest:
+) -> AccuracyTest:
     """The paired test of ``candidate`` against ``holder``, or against the majority class when ``holder`` is None."""
     rows = version_predictions(candidate)
     if holder is None:
@@ -187,9 +171,9 @@ class ForcedPromotion(Result):
     replaced: str
 
 
-class TestedPromotion(PairedTest):
-    """A promotion that passed the rule: the :class:`PairedTest`'s figures (accuracies and ``difference`` are
-    fractions; ``p_value`` one-sided) and its ``summary`` in words."""
+class TestedPromotion(AccuracyTest):
+    """A promotion that passed the rule: the :class:`AccuracyTest`'s figures (accuracies and ``difference`` are
+    fractions; ``p_value_greater`` the rule's one-sided p) and its ``summary`` in words."""
 
     name: str
     version: int
@@ -249,18 +233,19 @@ def promote(
         return ForcedPromotion(name=name, version=version, alias=alias, **tags)
     boot = boot or BootstrapConfig()
     test = compare(candidate, holder, margin, boot if seed is None else replace(boot, seed=seed))
-    for key in ("reference", "difference", "p_value", "n_rows", "n_dates"):
-        client.set_model_version_tag(name, str(version), f"{prefix}.{key}", str(getattr(test, key)))
+    # The tags and the alias event keep the rule's one-sided p under the name p_value, as before.
+    recorded = {"reference": test.reference, "difference": test.difference, "p_value": test.p_value_greater}
+    recorded |= {"n_rows": test.n_rows, "n_dates": test.n_dates}
+    for key, value in recorded.items():
+        client.set_model_version_tag(name, str(version), f"{prefix}.{key}", str(value))
+    summary = describe_comparison(test.rule_comparison)
     if not test.significant:
         raise PromotionRefused(
             f"{name} v{version} does not beat {test.reference} by more than the margin {margin}: accuracy "
-            f"{test.candidate_accuracy:.4f} vs {test.reference_accuracy:.4f}, {describe_comparison(test.comparison)}"
+            f"{test.candidate_accuracy:.4f} vs {test.reference_accuracy:.4f}, {summary}"
             f" (need difference > {margin} and p < {ALPHA}) on {test.n_rows} rows over {test.n_dates} dates"
         )
-    summary = describe_comparison(test.comparison)
-    keys = ("reference", "difference", "p_value", "n_rows", "n_dates", "margin")
-    evidence: dict[str, Any] = {k: getattr(test, k) for k in keys}
-    evidence["rule"] = "walk-forward"
+    evidence: dict[str, Any] = {**recorded, "margin": test.margin, "rule": "walk-forward"}
     move_alias(name, alias, int(version), action="promote", reason=summary, evidence=evidence)
     return TestedPromotion(name=name, version=version, alias=alias, **test.model_dump(), summary=summary)
 

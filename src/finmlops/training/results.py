@@ -10,17 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from finmlops.features.target import LabelSpec
-from finmlops.provenance import Real
+from finmlops.provenance import Real, Result
 
 
-class _Result(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class ClassificationMetrics(_Result):
+class ClassificationMetrics(Result):
     """Scores of P(up) against 0/1 labels on ``n`` windows: accuracy at 0.5, ROC AUC, log loss (nats), Brier
     score, the realised up-rate and the share of "up" predictions (0 or 1 for a constant model)."""
 
@@ -33,7 +27,7 @@ class ClassificationMetrics(_Result):
     predicted_up_share: Real
 
 
-class Span(_Result):
+class Span(Result):
     """The first and last date (ISO) of a block of windows and its number of distinct dates."""
 
     first: str
@@ -41,7 +35,7 @@ class Span(_Result):
     dates: int
 
 
-class Split(_Result):
+class Split(Result):
     """The date spans of the training, validation and test blocks (purge gaps between them)."""
 
     train: Span
@@ -49,7 +43,7 @@ class Split(_Result):
     test: Span
 
 
-class WindowCounts(_Result):
+class WindowCounts(Result):
     """Windows (rows) in each block."""
 
     train: int
@@ -57,7 +51,7 @@ class WindowCounts(_Result):
     test: int
 
 
-class TrainMetrics(_Result):
+class TrainMetrics(Result):
     """Metrics on the validation and test blocks, and the majority class's (of training) accuracy on test."""
 
     val: ClassificationMetrics
@@ -65,7 +59,7 @@ class TrainMetrics(_Result):
     test_majority_accuracy: Real
 
 
-class Registration(_Result):
+class Registration(Result):
     """The MLflow run that logged the training and the registered version it made ``alias`` (the challenger);
     ``champion`` is the champion's version at the time, None without one."""
 
@@ -76,7 +70,7 @@ class Registration(_Result):
     champion: int | None = None
 
 
-class TrainResult(_Result):
+class TrainResult(Result):
     """One fitted variant: its label, split, window counts, feature names, metrics, the restored best epoch
     (1-based), whether it stopped early, the fit's wall time in seconds and the per-epoch history (train/val loss,
     val accuracy and AUC, ...)."""

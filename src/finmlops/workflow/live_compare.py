@@ -34,6 +34,7 @@ from finmlops.provenance import stamp, write_json_atomic
 from finmlops.settings import Settings
 from finmlops.stats import describe_comparison
 from finmlops.stats.bootstrap import BootstrapConfig, block_bootstrap_weights, paired_test_of_dates
+from finmlops.stats.comparison import format_interval
 from finmlops.workflow.daily import LivePaths, journal_days, live_settings, live_timeline
 from finmlops.workflow.live_config import LiveConfig
 
@@ -170,9 +171,7 @@ def comparison_frame(comparison: LiveComparison) -> pd.DataFrame:
     """The comparison as one row per setup (for printing)."""
 
     def ci(e: Estimate | None, spec: str = ".3f") -> str:
-        if e is None or not e.defined:
-            return "-"
-        return f"{e.value:{spec}} [{e.ci_low:{spec}}, {e.ci_high:{spec}}]"
+        return "–" if e is None else format_interval(e.value, e.ci_low, e.ci_high, spec)
 
     def against(s: SetupResult) -> str:
         c = s.against_always_up

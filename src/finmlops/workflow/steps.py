@@ -274,7 +274,7 @@ def _train(ctx: Context) -> Outcome:
     )
     deep = {m: payload.models[m] for m in plan.variant_names}
     best = max(deep, key=lambda m: deep[m].pooled.accuracy.value)
-    vs = describe_comparison(deep[best].vs_baselines["majority"].as_comparison("majority"))
+    vs = describe_comparison(deep[best].vs_baselines["majority"].comparison("accuracy", "majority"))
     majority = payload.models["majority"].pooled.accuracy.value
     results = ctx.settings.results_dir
     run_id = track_evaluation(payload, mlflow_tracker(ctx.settings))

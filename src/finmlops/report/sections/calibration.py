@@ -10,10 +10,11 @@ from html import escape
 import numpy as np
 import pandas as pd
 
+from finmlops.evaluation.results import EvaluationResult
 from finmlops.provenance import file_sha256
 from finmlops.report.base import Section, empty, note, num
 from finmlops.report.charts import Series, colors, legend, line_chart, num_ticks
-from finmlops.report.sections.evaluation import Evaluation, load
+from finmlops.report.sections.evaluation import load
 from finmlops.settings import Settings
 
 TITLE = "Calibration and confusion"
@@ -58,7 +59,7 @@ def render_confusion(matrices: list[Confusion]) -> str:
     return f'<div class="cards">{"".join(cards)}</div>'
 
 
-def render_reliability(ev: Evaluation) -> str:
+def render_reliability(ev: EvaluationResult) -> str:
     """The reliability diagram of every model with calibration bins; empty when none has."""
     palette = colors(list(ev.models))
     series, xs = [], []

@@ -5,95 +5,26 @@ from __future__ import annotations
 
 from html import escape
 
-from pydantic import Field
-
-from finmlops.report.base import Estimate, Input, Section, ci, comparison, empty, note, num, read_model, table
+from finmlops.evaluation.results import BaselineTest, Estimate, EvaluationResult, load_evaluation
+from finmlops.report.base import Section, ci, comparison, empty, note, num, table
 from finmlops.report.charts import Interval, colors, interval_chart, legend
+from finmlops.report.inputs import read_if_written
 from finmlops.settings import Settings
-from finmlops.stats import Comparison
 
 TITLE = "Walk-forward evaluation"
 
 
-class Metrics(Input):
-    """The metrics the page prints, each with its block-bootstrap interval."""
-
-    accuracy: Estimate
-    balanced_accuracy: Estimate
-    roc_auc: Estimate
-    log_loss: Estimate
-    brier: Estimate
-    mcc: Estimate
-    up_share: Estimate
-    ic: Estimate
-    rank_ic: Estimate
-    icir: Estimate
+def load(settings: Settings) -> EvaluationResult | None:
+    """``evaluation.json`` as the evaluation wrote it, or None when it has not been written."""
+    return read_if_written(load_evaluation, settings.results_dir)
 
 
-class PairedTest(Input):
-    """Model minus baseline accuracy on the same rows, its paired block-bootstrap CI and two-sided p."""
-
-    accuracy_diff: float | None
-    ci_low: float | None
-    ci_high: float | None
-    p_value_bootstrap: float | None
-
-
-class Calibration(Input):
-    """Reliability bins: mean predicted P(up) and observed up share per non-empty bin, and the ECE."""
-
-    mean_predicted: list[float]
-    observed_up: list[float]
-    ece: float | None = None
-
-
-class ModelEvaluation(Input):
-    is_baseline: bool
-    n_rows: int
-    pooled: Metrics
-    folds: dict[str, Metrics]
-    vs_baselines: dict[str, PairedTest] = Field(default_factory=dict)
-    calibration: Calibration | None = None
-
-
-class Bootstrap(Input):
-    n_boot: int
-    block_len: int
-    seed: int
-    level: float
-
-
-class PredictionsRef(Input):
-    file: str
-    sha256: str
-
-
-class Evaluation(Input):
-    """What the evaluation and calibration sections render of ``evaluation.json``."""
-
-    bootstrap: Bootstrap
-    baselines: list[str] = Field(default_factory=list)
-    models: dict[str, ModelEvaluation]
-    predictions: PredictionsRef | None = None
-
-
-def load(settings: Settings) -> Evaluation | None:
-    return read_model(settings.results_dir / "evaluation.json", Evaluation)
-
-
-def baseline_comparison(test: PairedTest, baseline: str) -> Comparison:
-    """The paired test as a comparison: accuracy difference, two-sided bootstrap p."""
-    return Comparison(
-        metric="accuracy", reference=baseline, difference=test.accuracy_diff, p_value=test.p_value_bootstrap
-    )
-
-
-def _test_cell(test: PairedTest, baseline: str) -> str:
+def _test_cell(test: BaselineTest, baseline: str) -> str:
     interval = f"CI of the difference [{num(test.ci_low, '+.3f')}, {num(test.ci_high, '+.3f')}]"
-    return f"{comparison(baseline_comparison(test, baseline))}; {interval}"
+    return f"{comparison(test.comparison('accuracy', baseline))}; {interval}"
 
 
-def render(ev: Evaluation) -> str:
+def render(ev: EvaluationResult) -> str:
     """The table, the per-fold interval charts and their legend."""
     level = f"{ev.bootstrap.level:.0%}"
     header = ["model", "rows", f"accuracy [{level} CI]", "balanced acc.", f"ROC AUC [{level} CI]", "log loss", "Brier"]
@@ -131,7 +62,7 @@ def render(ev: Evaluation) -> str:
         for name, m in ev.models.items():
             for group, e in [*m.folds.items(), ("pooled", m.pooled)]:
                 est: Estimate = getattr(e, metric)
-                if est.value is not None:
+                if est.defined:
                     values[(group, name)] = Interval(est.value, est.ci_low, est.ci_high)
         charts.append(
             interval_chart(
