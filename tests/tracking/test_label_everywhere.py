@@ -94,14 +94,14 @@ def test_every_command_follows_a_changed_horizon(
         h5, get_variant("lightweight"), label=H5, universe=universe, predictions=preds, evaluation=evaluation,
         data_hash="d" * 64, gap_seq_len=10, test_years=[YEAR], epochs=1,
     )  # fmt: skip
-    assert registered["max_abs_diff_last_fold"] is not None and registered["max_abs_diff_last_fold"] < 1e-5
-    card = read_model(fetch_model(f"{registered['name']}/{registered['version']}", tmp_path / "champion")).card
+    assert registered.max_abs_diff_last_fold is not None and registered.max_abs_diff_last_fold < 1e-5
+    card = read_model(fetch_model(f"{registered.name}/{registered.version}", tmp_path / "champion")).card
     assert (card.horizon, card.threshold, card.execution) == (5, 0.0, "close")
 
     # predict: the model card's label, not the settings' (here back at the default horizon).
     csvs = _write_csvs({t: f[f.index.year == YEAR] for t, f in universe.items()}, tmp_path / "csv")
     report = predict_folder(
-        h5.model_copy(update={"horizon": 1}), f"{registered['name']}/{registered['version']}", csvs,
+        h5.model_copy(update={"horizon": 1}), f"{registered.name}/{registered.version}", csvs,
         tmp_path / "out.csv", boot=BOOT,
     )  # fmt: skip
     assert report.label == H5

@@ -25,6 +25,7 @@ from finmlops.features.target import LabelSpec
 from finmlops.provenance import Real, Result, write_text_atomic
 from finmlops.stats import Comparison
 from finmlops.stats.bootstrap import PairedTest
+from finmlops.stats.comparison import format_interval, format_number
 
 EVALUATION_FILE = "evaluation.json"
 BACKTEST_FILE = "backtest.json"
@@ -77,6 +78,33 @@ class Metrics(Result):
     def values(self) -> dict[str, float]:
         """``{metric: point estimate}``, e.g. for MLflow."""
         return {name: getattr(self, name).value for name in type(self).model_fields if name != "n_rows"}
+
+
+def pooled_header(level: float) -> list[str]:
+    """The column names of :func:`pooled_cells`, with the CI ``level`` (0.95)."""
+    return [f"accuracy [{level:.0%} CI]", "balanced acc.", f"ROC AUC [{level:.0%} CI]", "log loss", "Brier", "MCC",
+            "up share", "IC [CI]", "rank IC", "ICIR"]  # fmt: skip
+
+
+def pooled_cells(m: Metrics) -> list[str]:
+    """One model's pooled metrics as the evaluation's tables print them (markdown and the report's HTML): the
+    point estimates, accuracy, ROC AUC and IC with their intervals, a dash where undefined."""
+
+    def with_ci(e: Estimate, undefined: str = "–") -> str:
+        return format_interval(e.value, e.ci_low, e.ci_high) if e.defined else undefined
+
+    return [
+        with_ci(m.accuracy),
+        format_number(m.balanced_accuracy.value, ".3f"),
+        with_ci(m.roc_auc, undefined="n/a"),  # a forecast constant within every fold (majority) ranks nothing
+        format_number(m.log_loss.value, ".4f"),
+        format_number(m.brier.value, ".4f"),
+        format_number(m.mcc.value, "+.3f"),
+        format_number(m.up_share.value, ".2f"),
+        with_ci(m.ic),
+        format_number(m.rank_ic.value, "+.4f"),
+        format_number(m.icir.value, "+.3f"),
+    ]
 
 
 class FoldMetrics(Metrics):

@@ -34,6 +34,8 @@ from finmlops.evaluation.results import (
     Provenance,
     WalkForwardReport,
     load_evaluation,
+    pooled_cells,
+    pooled_header,
     write_result,
 )
 from finmlops.executor import ExecutorConfig
@@ -64,36 +66,12 @@ def _fmt_p(test: BaselineTest | None, baseline: str) -> str:
 def markdown_table(evaluation: Evaluation) -> str:
     """Every model and baseline side by side: pooled metrics with 95 % CIs, and the paired tests."""
     level = evaluation.bootstrap.level
-    header = [
-        "model",
-        f"accuracy [{level:.0%} CI]",
-        "balanced acc.",
-        "ROC AUC [CI]",
-        "log loss",
-        "Brier",
-        "MCC",
-        "up share",
-        "IC [CI]",
-        "rank IC",
-        "ICIR",
-        *(f"vs {b}" for b in PAIRED_BASELINES),
-    ]
+    header = ["model", *pooled_header(level), *(f"vs {b}" for b in PAIRED_BASELINES)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, m in evaluation.models.items():
-        p = m.pooled
         cells = [
             name + (" (baseline)" if m.is_baseline else ""),
-            _fmt_ci(p.accuracy),
-            format_number(p.balanced_accuracy.value, ".3f"),
-            # Undefined for a forecast constant within every fold (majority), which ranks nothing.
-            _fmt_ci(p.roc_auc, undefined="n/a"),
-            format_number(p.log_loss.value, ".4f"),
-            format_number(p.brier.value, ".4f"),
-            format_number(p.mcc.value, "+.3f"),
-            format_number(p.up_share.value, ".2f"),
-            _fmt_ci(p.ic),
-            format_number(p.rank_ic.value, "+.4f"),
-            format_number(p.icir.value, "+.3f"),
+            *pooled_cells(m.pooled),
             *(_fmt_p(m.vs_baselines.get(b), b) for b in PAIRED_BASELINES),
         ]
         lines.append("| " + " | ".join(cells) + " |")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -18,10 +18,38 @@ from finmlops.evaluation.results import Evaluation
 from finmlops.features import compute_features, make_target, make_windows
 from finmlops.features.target import LabelSpec
 from finmlops.models.variants import VariantConfig
+from finmlops.provenance import Result
 from finmlops.settings import Settings
 
 DRIFT_REFERENCE_WINDOWS = 5000  # training windows kept as the drift reference (evenly spaced): plenty for PSI bins
 PROMOTION_MARGIN = 0.005
+
+
+class FinalModel(Result):
+    """A variant's registered final model: its registry name and version, training run, the training span (ISO
+    dates), its pooled walk-forward accuracy (a fraction), and ``max_abs_diff_last_fold``: how far its P(up) on the
+    last test year is from the walk-forward's (0 when training is deterministic; None without shared rows)."""
+
+    name: str
+    version: int
+    run_id: str
+    train_start: str
+    train_end: str
+    wf_accuracy: float | None = None
+    max_abs_diff_last_fold: float | None = None
+
+
+class ChampionDecision(Result):
+    """What the run did with ``champion`` for one registered model (see :func:`decide_champion`): the decision,
+    the version that holds it now, and why, in words."""
+
+    decision: Literal["promoted", "kept", "bootstrapped"]
+    champion: int
+    detail: str
+
+
+class RegisteredChampion(FinalModel, ChampionDecision):
+    """One entry of the register step's output: the final model and the champion decision about it."""
 
 
 def final_fit(
@@ -77,14 +105,10 @@ def register_final_model(
     gap_seq_len: int,
     test_years: Sequence[int],
     epochs: int,
-) -> dict[str, Any]:
+) -> FinalModel:
     """Fit, log (ONNX pyfunc + the variant's walk-forward predictions) and register one variant's final model:
     ``variant`` with the run config's hyperparameters, on the run's ``label``, so the registered model is the one
-    the walk-forward evaluated.
-
-    Returns ``name``, ``version``, ``run_id``, the training span and ``max_abs_diff_last_fold``: how far the final
-    model's P(up) on the last test year is from the walk-forward's (0 when training is deterministic).
-    """
+    the walk-forward evaluated."""
     import mlflow  # deferred: mlflow
 
     from finmlops.tracking import TrainedNetwork, log_training_run  # deferred: mlflow, onnxruntime
@@ -129,17 +153,13 @@ def register_final_model(
         register=True,
     )
     (version,) = mlflow.MlflowClient().search_model_versions(f"run_id = '{run_id}'")
-    return {
-        "name": version.name,
-        "version": int(version.version),
-        "run_id": run_id,
-        **span,
-        "wf_accuracy": metrics.get("wf_accuracy"),
-        "max_abs_diff_last_fold": float(diff.max()) if len(diff) else None,
-    }
+    return FinalModel(
+        name=version.name, version=int(version.version), run_id=run_id, **span,
+        wf_accuracy=metrics.get("wf_accuracy"), max_abs_diff_last_fold=float(diff.max()) if len(diff) else None,
+    )  # fmt: skip
 
 
-def decide_champion(name: str, version: int, boot: Any) -> dict[str, Any]:
+def decide_champion(name: str, version: int, boot: Any) -> ChampionDecision:
     """Give ``champion`` to ``name`` v``version`` by the promotion rule with the run's bootstrap ``boot`` (a
     ``finmlops.stats.bootstrap.BootstrapConfig``, the evaluation's), or bootstrap it.
 
@@ -154,17 +174,14 @@ def decide_champion(name: str, version: int, boot: Any) -> dict[str, Any]:
     holder = alias_holder(name, "champion")
     try:
         decision = promote(name, version, "champion", margin=PROMOTION_MARGIN, boot=boot)
-        return {
-            "decision": "promoted",
-            "champion": version,
-            "detail": decision.summary if isinstance(decision, TestedPromotion) else decision.reason,
-        }
+        detail = decision.summary if isinstance(decision, TestedPromotion) else decision.reason
+        return ChampionDecision(decision="promoted", champion=version, detail=detail)
     except PromotionRefused as exc:
         if holder is not None:
-            return {"decision": "kept", "champion": int(holder.version), "detail": str(exc)}
+            return ChampionDecision(decision="kept", champion=int(holder.version), detail=str(exc))
         reason = (
             "bootstrap by `finmlops run`: nobody held champion and the promotion rule refused "
             f"({exc}); set so that the A/B experiment can serve a model, not because it is better"
         )
         promote(name, version, "champion", force=True, reason=reason)
-        return {"decision": "bootstrapped", "champion": version, "detail": str(exc)}
+        return ChampionDecision(decision="bootstrapped", champion=version, detail=str(exc))

@@ -32,7 +32,7 @@ from finmlops.monitoring.drift import run_drift
 from finmlops.provenance import file_sha256, stamp, write_json_atomic
 from finmlops.settings import Settings
 from finmlops.stats import describe_comparison
-from finmlops.workflow.champions import decide_champion, register_final_model
+from finmlops.workflow.champions import RegisteredChampion, decide_champion, register_final_model
 from finmlops.workflow.config import RunConfig, shipped_config, write_resolved
 from finmlops.workflow.engine import (
     Context,
@@ -321,29 +321,29 @@ def _register(ctx: Context) -> Outcome:
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     plan: RunConfig = ctx.plan
     evaluation = load_evaluation(ctx.settings.results_dir)
-    models: dict[str, Any] = {}
+    models: dict[str, RegisteredChampion] = {}
     for config in plan.variant_configs():
         variant = config.name
         if variant not in plan.registered_names:
             continue
         ctx.log(f"[register] {variant}: final fit on every date before {plan.test_years[-1]}, ONNX export, register")
-        entry = register_final_model(
+        final = register_final_model(
             ctx.settings, config, label=plan.label, universe=_universe(ctx), predictions=_predictions(ctx),
             evaluation=evaluation, data_hash=ctx.output("ingest")["dataset_hash"], gap_seq_len=plan.gap_seq_len,
             test_years=plan.test_years, epochs=plan.epochs,
         )  # fmt: skip
         # The evaluation's bootstrap, so the promotion test is the one evaluation.json recorded for the pair.
-        entry |= decide_champion(entry["name"], entry["version"], _bootstrap(plan, ctx.settings.seed))
-        ctx.log(f"[register] {entry['name']} v{entry['version']}: {entry['decision']} ({entry['detail']})")
-        models[variant] = entry
+        decision = decide_champion(final.name, final.version, _bootstrap(plan, ctx.settings.seed))
+        ctx.log(f"[register] {final.name} v{final.version}: {decision.decision} ({decision.detail})")
+        models[variant] = RegisteredChampion(**final.model_dump(), **decision.model_dump())
     by_decision: dict[str, list[str]] = {}
     for variant, entry in models.items():
-        by_decision.setdefault(entry["decision"], []).append(f"{variant} v{entry['champion']}")
+        by_decision.setdefault(entry.decision, []).append(f"{variant} v{entry.champion}")
     words = {"promoted": "promoted by the rule", "bootstrapped": "bootstrapped (forced, recorded)", "kept": "kept"}
     return Outcome(
         figure=f"{len(models)} registered; champion "
         + "; ".join(f"{words[d]}: {', '.join(v)}" for d, v in by_decision.items()),
-        data={"models": models},
+        data={"models": {variant: entry.model_dump() for variant, entry in models.items()}},
     )
 
 

@@ -5,8 +5,15 @@ from __future__ import annotations
 
 from html import escape
 
-from finmlops.evaluation.results import BaselineTest, Estimate, EvaluationResult, load_evaluation
-from finmlops.report.base import Section, ci, comparison, empty, note, num, table
+from finmlops.evaluation.results import (
+    BaselineTest,
+    Estimate,
+    EvaluationResult,
+    load_evaluation,
+    pooled_cells,
+    pooled_header,
+)
+from finmlops.report.base import Section, comparison, empty, note, num, table
 from finmlops.report.charts import Interval, colors, interval_chart, legend
 from finmlops.report.inputs import read_if_written
 from finmlops.settings import Settings
@@ -27,27 +34,11 @@ def _test_cell(test: BaselineTest, baseline: str) -> str:
 def render(ev: EvaluationResult) -> str:
     """The table, the per-fold interval charts and their legend."""
     level = f"{ev.bootstrap.level:.0%}"
-    header = ["model", "rows", f"accuracy [{level} CI]", "balanced acc.", f"ROC AUC [{level} CI]", "log loss", "Brier"]
-    header += ["MCC", "up share", "IC [CI]", "rank IC", "ICIR"]
-    rows = []
-    for name, m in ev.models.items():
-        p = m.pooled
-        rows.append(
-            [
-                name + (" (baseline)" if m.is_baseline else ""),
-                str(m.n_rows),
-                ci(p.accuracy),
-                num(p.balanced_accuracy.value, ".3f"),
-                ci(p.roc_auc),
-                num(p.log_loss.value, ".4f"),
-                num(p.brier.value, ".4f"),
-                num(p.mcc.value, "+.3f"),
-                num(p.up_share.value, ".2f"),
-                ci(p.ic),
-                num(p.rank_ic.value, "+.4f"),
-                num(p.icir.value, "+.3f"),
-            ]
-        )
+    header = ["model", "rows", *pooled_header(ev.bootstrap.level)]
+    rows = [
+        [name + (" (baseline)" if m.is_baseline else ""), str(m.n_rows), *pooled_cells(m.pooled)]
+        for name, m in ev.models.items()
+    ]
     tests = [
         [escape(name), _test_cell(m.vs_baselines[b], b)]
         for name, m in ev.models.items()
