@@ -86,6 +86,18 @@ def test_load_and_unload_under_concurrent_rest_and_grpc_load_fail_no_request(tmp
     stop = threading.Event()
     results: list[tuple[str, int]] = []
     lock = threading.Lock()
+    answered = [0]  # requests answered so far, by all clients
+
+    def note_answer() -> None:
+        with lock:
+            answered[0] += 1
+
+    def wait_for_answers(n: int) -> None:
+        """Until ``n`` more requests have been answered (the clients are running), or fail after 60 s."""
+        target, deadline = answered[0] + n, time.monotonic() + 60
+        while answered[0] < target:
+            assert time.monotonic() < deadline, f"only {answered[0]} requests answered"
+            time.sleep(0.01)
 
     with serve(app, grpc=True) as base:
 
@@ -93,6 +105,7 @@ def test_load_and_unload_under_concurrent_rest_and_grpc_load_fail_no_request(tmp
             client, seen = Client(base), []
             while not stop.is_set():
                 seen.append(("rest", client.request("POST", path, v2_body(x))[0]))
+                note_answer()
             with lock:
                 results.extend(seen)
 
@@ -107,6 +120,7 @@ def test_load_and_unload_under_concurrent_rest_and_grpc_load_fail_no_request(tmp
                     seen.append(("grpc", 200))
                 except grpc.RpcError as exc:
                     seen.append(("grpc", exc.code().value[0]))
+                note_answer()
             with lock:
                 results.extend(seen)
 
@@ -121,13 +135,13 @@ def test_load_and_unload_under_concurrent_rest_and_grpc_load_fail_no_request(tmp
         for t in threads:
             t.start()
         operator = Client(base)
-        time.sleep(0.5)
+        wait_for_answers(50)  # every kind of client is in flight before the first load
         for _ in range(5):
             for name in ("baseline-predictor", "enhanced-predictor"):
                 assert operator.request("POST", f"/v2/repository/models/{name}/load", headers=auth)[0] == 200
         assert operator.request("POST", "/v2/repository/models/solo/unload", headers=auth)[0] == 200
         assert operator.request("POST", "/v2/repository/models/solo/load", headers=auth)[0] == 200
-        time.sleep(0.5)
+        wait_for_answers(50)  # and still answering after the last one
         stop.set()
         for t in threads:
             t.join(timeout=60)
