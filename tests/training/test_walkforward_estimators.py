@@ -52,6 +52,29 @@ def test_kdh_gbt_on_the_cross_sectional_label_scores_every_row_of_the_baselines(
     assert {f["model"] for f in preds.attrs["fit_seconds"]} == {"majority", "reversal", "random", "kdh_gbt"}
 
 
+def test_estimator_params_change_the_forest_and_a_typo_fails_before_any_fit(
+    universe: dict[str, pd.DataFrame],
+) -> None:
+    def forest(trees: int) -> pd.Series:
+        preds = _run(universe, baselines=["majority"], estimators=["kdh_rf"],
+                     estimator_params={"kdh_rf": {"n_estimators": trees, "max_depth": 4}})  # fmt: skip
+        return preds.loc[preds["model"] == "kdh_rf", "prob_up"].reset_index(drop=True)
+
+    three, again, five = forest(3), forest(3), forest(5)
+    assert three.equals(again) and not three.equals(five)
+    with pytest.raises(ValueError, match="kdh_rf has no hyperparameter trees"):
+        _run(universe, estimators=["kdh_rf"], estimator_params={"kdh_rf": {"trees": 3}})
+
+
+def test_the_ensembles_members_take_their_own_params() -> None:
+    from finmlops.training.walkforward import estimator, train_config
+
+    ensemble = estimator("kdh_ensemble", train_config(epochs=1, seed=1, threads=1),
+                         {"kdh_rf": {"n_estimators": 7}, "kdh_gbt": {"n_estimators": 9}})  # fmt: skip
+    _, gbt, rf = ensemble.members  # type: ignore[attr-defined]
+    assert (gbt.model.n_estimators, rf.model.n_estimators) == (9, 7)
+
+
 def test_study_periods_trade_blocks_of_trade_days_after_the_training_block(universe: dict[str, pd.DataFrame]) -> None:
     preds = _run(universe, baselines=["majority"], study_periods=(500, 120), val_frac=0.2, test_years=[2020])
     folds = preds[preds["model"] == "kdh_gbt"].groupby("fold")["date"]

@@ -12,7 +12,7 @@ from finmlops.data import DataSourceError
 from finmlops.settings import Settings
 from finmlops.workflow.config import RunConfigError, parse_run_config, shipped_config
 from finmlops.workflow.engine import Context
-from finmlops.workflow.steps import _source_digest, _universe_source
+from finmlops.workflow.steps import _source_digest, _universe_source, settings_differences
 
 
 def _config(source: str, tickers: list[str] | None = None) -> str:
@@ -35,6 +35,18 @@ def test_sp500_resolves_to_the_shipped_list_and_reads_its_folder(tmp_path: Path)
         _universe_source(_context(tmp_path, text))
     source = _universe_source(_context(tmp_path, text, sp500_dir=sp500_dir()))
     assert (source.source, source.data_dir) == ("csv", sp500_dir())
+
+
+def test_the_note_that_a_config_declares_other_tickers_gives_their_count_not_all_443() -> None:
+    plan = parse_run_config(_config("sp500"), "run.yaml").resolve()
+    (tickers,) = [d for d in settings_differences(Settings(), plan) if d.startswith("tickers")]
+    first, last = plan.tickers[0], plan.tickers[-1]
+    assert tickers.endswith(f"config 443 tickers [{', '.join(plan.tickers[:4])}, …, {last}]"), tickers
+    assert len(tickers) < 200 and first in tickers
+    few = parse_run_config(_config("sp500", ["AAPL", "MSFT"]), "run.yaml").resolve()
+    assert next(d for d in settings_differences(Settings(), few) if d.startswith("tickers")).endswith(
+        "config [AAPL, MSFT]"
+    )
 
 
 def test_a_csv_folder_is_a_universe(tmp_path: Path) -> None:
@@ -74,3 +86,19 @@ def test_a_run_config_rejects_unknown_estimators_and_registers_only_variants() -
         parse_run_config(yaml.safe_dump(raw | {"register_variants": ["kdh_gbt"]}), "run.yaml")
     with pytest.raises(RunConfigError, match="folds"):
         parse_run_config(yaml.safe_dump(raw | {"folds": "monthly"}), "run.yaml")
+
+
+def test_estimator_params_set_a_run_estimators_hyperparameters_and_name_what_is_wrong() -> None:
+    raw = shipped_config("quick").model_dump(mode="json") | {"estimators": ["kdh_ensemble"]}
+    plan = parse_run_config(yaml.safe_dump(raw | {"estimator_params": {"kdh_rf": {"n_estimators": 100}}}), "r.yaml")
+    assert plan.estimator_params == {"kdh_rf": {"n_estimators": 100}}  # the ensemble's member
+    wrong = {
+        "kdh_gbt": ({"lgbm_alpha158": {"n_estimators": 5}}, r"estimator_params.lgbm_alpha158: .*not an estimator"),
+        "kdh_rf": ({"kdh_rf": {"trees": 5}}, r"estimator_params.kdh_rf: kdh_rf has no hyperparameter trees; it takes"),
+        "kdh_ensemble": ({"kdh_ensemble": {"n_estimators": 5}}, r"kdh_ensemble has no hyperparameter .*kdh_rf's"),
+        "lgbm_alpha158": ({"kdh_rf": {"max_depth": 0}}, r"kdh_rf.max_depth must be an integer >= 1, got 0"),
+    }
+    for estimator, (params, message) in wrong.items():
+        estimators = sorted({estimator, "kdh_ensemble"})
+        with pytest.raises(RunConfigError, match=message):
+            parse_run_config(yaml.safe_dump(raw | {"estimators": estimators, "estimator_params": params}), "r.yaml")

@@ -22,7 +22,7 @@ walk-forward and are not registered or served.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,6 +132,42 @@ QLIB_LGBM_PARAMS: dict[str, Any] = {
     "n_estimators": 1000, "learning_rate": 0.2, "max_depth": 8, "num_leaves": 210, "colsample_bytree": 0.8879,
     "subsample": 0.8789, "subsample_freq": 1, "reg_alpha": 205.6999, "reg_lambda": 580.9768,
 }  # fmt: skip
+
+
+_RF_PARAMS = ("n_estimators", "max_depth")
+# Set by the model itself from the run's seed and threads, or fixed for determinism: not a run's to override.
+_MANAGED = {"random_state", "n_jobs", "deterministic", "force_row_wise", "verbose", "self", "kwargs"}
+
+
+def estimator_param_names(name: str) -> set[str]:
+    """The hyperparameters a run config may set for ``name`` (``kdh_ensemble`` has none of its own: its members
+    read ``kdh_gbt``'s and ``kdh_rf``'s)."""
+    if name not in ESTIMATORS:
+        raise KeyError(f"unknown estimator {name!r}; known: {', '.join(ESTIMATORS)}")
+    if name == "kdh_rf":
+        return set(_RF_PARAMS)
+    if name == "kdh_ensemble":
+        return set()
+    import inspect
+
+    import lightgbm as lgb  # deferred: lightgbm, scipy, sklearn; optional heavy dependency, loaded on use
+
+    return set(inspect.signature(lgb.LGBMModel.__init__).parameters) - _MANAGED
+
+
+def check_estimator_params(name: str, params: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming each hyperparameter ``name`` does not take, or a value that is not a positive
+    integer where the forest needs one (the first fit would otherwise fail, minutes into a run)."""
+    allowed = estimator_param_names(name)
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        takes = f"it takes {', '.join(sorted(allowed))}" if allowed else "set kdh_gbt's and kdh_rf's, its members'"
+        raise ValueError(f"{name} has no hyperparameter {', '.join(unknown)}; {takes}")
+    for key, value in params.items():
+        if not isinstance(value, int | float | str | bool | None):
+            raise ValueError(f"{name}.{key} must be a number, string, boolean or null, got {value!r}")
+        if key in _RF_PARAMS and name == "kdh_rf" and not (isinstance(value, int) and value >= 1):
+            raise ValueError(f"{name}.{key} must be an integer >= 1, got {value!r}")
 
 
 def make_estimator(

@@ -27,7 +27,7 @@ from finmlops.features.target import LabelSpec
 from finmlops.features.windows import Windows
 from finmlops.models.base import Predictor
 from finmlops.models.baselines import ALL_BASELINES, BASELINES, make_baseline
-from finmlops.models.estimators import ESTIMATORS, make_estimator
+from finmlops.models.estimators import ESTIMATORS, check_estimator_params, make_estimator
 from finmlops.models.variants import VARIANTS, VariantConfig, get_variant
 from finmlops.training.config import TrainConfig
 from finmlops.training.trainer import DeepModel
@@ -187,6 +187,7 @@ def walk_forward_predictions(
     label: LabelSpec | None = None,
     label_transform: Callable[[pd.Series], pd.Series] | None = None,
     estimators: Sequence[str] = (),
+    estimator_params: Mapping[str, Mapping[str, Any]] | None = None,
     executor: ExecutorConfig | None = None,
     study_periods: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
@@ -200,7 +201,8 @@ def walk_forward_predictions(
     embargo are ``min_gap(seq_len, label.reach)`` with the largest ``seq_len`` of the requested
     variants, so no training window or label overlaps the test year. ``variants`` are preset names or configs;
     ``baselines`` are names from ``ALL_BASELINES`` (logistic and LightGBM read ``baseline_feature_set``);
-    ``estimators`` names from ``ESTIMATORS`` (tree models on their own feature set, :func:`estimator`). The label is
+    ``estimators`` names from ``ESTIMATORS`` (tree models on their own feature set, :func:`estimator`), with
+    ``estimator_params[name]`` over the papers' hyperparameters (``{"kdh_rf": {"n_estimators": 100}}``). The label is
     ``make_target(universe, label)`` (default ``LabelSpec()``). ``label_transform``, if given, maps that label
     series to the one used for training and ``y_true`` (the leakage audit's label-permutation control; features,
     windows and the traded return stay the real ones). ``epochs`` and ``patience`` bound each deep fit (early
@@ -229,6 +231,8 @@ def walk_forward_predictions(
         if b not in ALL_BASELINES:
             raise KeyError(f"unknown baseline {b!r}; known: {', '.join(ALL_BASELINES)}")
 
+    for e, params in (estimator_params or {}).items():
+        check_estimator_params(e, params)  # before any fit: a typo fails now, not after the first hour
     target = make_target(universe, label)
     if label_transform is not None:
         target = label_transform(target)
@@ -262,7 +266,7 @@ def walk_forward_predictions(
     factories |= {
         b: _BaselineFactory(b, universe if b in ("momentum", "reversal") else None, seed, threads) for b in baselines
     }
-    factories |= {e: _EstimatorFactory(e, loop) for e in estimators}
+    factories |= {e: _EstimatorFactory(e, loop, dict(estimator_params or {})) for e in estimators}
     shared = _FitInputs(windows=windows, folds=list(folds), label=label, factories=factories)
     items = [(name, i) for name in names for i in range(len(folds))]
     fit_seconds = []
@@ -304,18 +308,20 @@ def walk_forward_predictions(
     return out
 
 
-def estimator(name: str, loop: TrainConfig) -> Predictor:
-    """A fresh tree model of ``finmlops.models.ESTIMATORS`` seeded by ``loop.seed`` on ``loop.threads`` threads;
-    ``kdh_ensemble`` is the equal-weight mean of ``kdh_dnn`` (a :class:`DeepModel` trained with ``loop``),
-    ``kdh_gbt`` and ``kdh_rf``."""
+def estimator(name: str, loop: TrainConfig, params: Mapping[str, Mapping[str, Any]] | None = None) -> Predictor:
+    """A fresh tree model of ``finmlops.models.ESTIMATORS`` seeded by ``loop.seed`` on ``loop.threads`` threads,
+    with the hyperparameters ``params[name]`` over the paper's; ``kdh_ensemble`` is the equal-weight mean of
+    ``kdh_dnn`` (a :class:`DeepModel` trained with ``loop``), ``kdh_gbt`` and ``kdh_rf``, each with its own
+    ``params`` entry, so the ensemble's members are the models fitted beside it."""
+    params = params or {}
+
+    def tree(member: str) -> Predictor:
+        return make_estimator(member, seed=loop.seed, threads=loop.threads, **params.get(member, {}))
+
     if name == "kdh_ensemble":
-        members = [
-            DeepModel(get_variant("kdh_dnn"), loop),
-            make_estimator("kdh_gbt", seed=loop.seed, threads=loop.threads),
-            make_estimator("kdh_rf", seed=loop.seed, threads=loop.threads),
-        ]
+        members = [DeepModel(get_variant("kdh_dnn"), loop), tree("kdh_gbt"), tree("kdh_rf")]
         return make_estimator(name, members=members)
-    return make_estimator(name, seed=loop.seed, threads=loop.threads)
+    return tree(name)
 
 
 class _DeepFactory:
@@ -341,11 +347,11 @@ class _BaselineFactory:
 class _EstimatorFactory:
     """A fresh seeded tree model of ``ESTIMATORS`` per call (:func:`estimator`)."""
 
-    def __init__(self, name: str, loop: TrainConfig) -> None:
-        self.name, self.loop = name, loop
+    def __init__(self, name: str, loop: TrainConfig, params: Mapping[str, Mapping[str, Any]]) -> None:
+        self.name, self.loop, self.params = name, loop, params
 
     def __call__(self) -> Predictor:
-        return estimator(self.name, self.loop)
+        return estimator(self.name, self.loop, self.params)
 
 
 @dataclass(frozen=True)

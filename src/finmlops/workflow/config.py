@@ -22,7 +22,7 @@ from finmlops.data import DataError, universe_source, universe_tickers
 from finmlops.executor import ExecutorConfig, ExecutorKind, RayConfig
 from finmlops.features.target import LabelSpec
 from finmlops.models.baselines import ALL_BASELINES
-from finmlops.models.estimators import ESTIMATORS
+from finmlops.models.estimators import ESTIMATORS, check_estimator_params
 from finmlops.models.variants import PRESETS, VariantConfig, get_variant
 from finmlops.provenance import write_text_atomic
 from finmlops.settings import validation_message
@@ -140,6 +140,11 @@ class RunConfig(_Section):
         description="Tree models of finmlops.models.ESTIMATORS (kdh_gbt, kdh_rf, kdh_ensemble, lgbm_alpha158), "
         "fitted by the walk-forward beside the variants and baselines; evaluated and backtested, not registered.",
     )
+    estimator_params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Hyperparameters over the papers' for an estimator of this run, by name "
+        "({kdh_rf: {n_estimators: 100}}); kdh_ensemble's members read kdh_gbt's and kdh_rf's.",
+    )
     folds: Literal["yearly", "study_periods"] = Field(
         default="yearly",
         description="yearly: expanding walk-forward with one test fold per test year; study_periods: Fischer & "
@@ -190,6 +195,14 @@ class RunConfig(_Section):
         bad = [e for e in self.estimators if e not in ESTIMATORS]
         if bad:
             raise ValueError(f"unknown estimator(s) {bad}; known: {', '.join(ESTIMATORS)}")
+        used = set(self.estimators) | ({"kdh_gbt", "kdh_rf"} if "kdh_ensemble" in self.estimators else set())
+        for name, params in self.estimator_params.items():
+            if name not in used:
+                raise ValueError(f"estimator_params.{name}: {name} is not an estimator of this run ({self.estimators})")
+            try:
+                check_estimator_params(name, params)
+            except ValueError as exc:
+                raise ValueError(f"estimator_params.{name}: {exc}") from None
         names = [*self.variant_names, *self.baselines, *self.estimators]
         if len(set(names)) != len(names):
             raise ValueError(f"model names must be unique across variants, baselines and estimators, got {names}")

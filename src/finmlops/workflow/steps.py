@@ -87,12 +87,22 @@ def settings_differences(settings: Settings, config: RunConfig) -> list[str]:
     """The settings a run does not follow because its config declares them (tickers, label, seed, threads), as
     ``name: settings X, config Y``, so that ``finmlops run`` can say so instead of silently ignoring them."""
     pairs = {
-        "tickers": (list(settings.tickers), list(config.tickers)), "horizon": (settings.horizon, config.label.horizon),
+        "tickers": (_ticker_list(settings.tickers), _ticker_list(config.tickers)),
+        "horizon": (settings.horizon, config.label.horizon),
         "threshold": (settings.threshold, config.label.threshold),
         "execution": (settings.execution, config.label.execution), "seed": (settings.seed, config.seed),
         "threads": (settings.threads, config.threads),
     }  # fmt: skip
     return [f"{name}: settings {ours}, config {theirs}" for name, (ours, theirs) in pairs.items() if ours != theirs]
+
+
+def _ticker_list(tickers: Sequence[str], shown: int = 4) -> str:
+    """A ticker list short enough for one log line: all of a few, or the count with the first and last
+    (a universe's 443 tickers would otherwise fill the terminal)."""
+    tickers = list(tickers)
+    if len(tickers) <= shown + 1:
+        return "[" + ", ".join(tickers) + "]"
+    return f"{len(tickers)} tickers [{', '.join(tickers[:shown])}, …, {tickers[-1]}]"
 
 
 # --- helpers the steps share -----------------------------------------------------------------------------------------
@@ -216,7 +226,9 @@ def _features(ctx: Context) -> Outcome:
 
 def _train_inputs(ctx: Context) -> dict[str, Any]:
     plan: RunConfig = ctx.plan
-    return {
+    # Only when set, so that a workspace trained before estimator_params existed is not retrained for nothing.
+    params = {"estimator_params": plan.estimator_params} if plan.estimator_params else {}
+    return params | {
         "dataset_hash": ctx.output("ingest")["dataset_hash"],
         "features": ctx.output("features")["sha256"],
         "variants": [v.model_dump() for v in plan.variants],
@@ -256,7 +268,7 @@ def _train(ctx: Context) -> Outcome:
         universe, variants=plan.variant_configs(), baselines=plan.baselines, test_years=plan.test_years,
         epochs=plan.epochs, seed=seed, threads=ctx.settings.threads, device="auto",
         progress=ctx.cache.get("progress", False), label=plan.label, executor=plan.executor_config,
-        estimators=plan.estimators, **_walk_forward_folds(plan),
+        estimators=plan.estimators, estimator_params=plan.estimator_params, **_walk_forward_folds(plan),
     )  # fmt: skip
     ctx.cache["predictions"] = preds
     fit_seconds: dict[str, float] = {}
@@ -265,7 +277,8 @@ def _train(ctx: Context) -> Outcome:
     boot = _bootstrap(plan, seed)
     config = {
         "variants": [v.model_dump() for v in plan.variants], "baselines": list(plan.baselines),
-        "estimators": list(plan.estimators), "epochs": plan.epochs, "test_years": list(plan.test_years),
+        "estimators": list(plan.estimators), "estimator_params": plan.estimator_params, "epochs": plan.epochs,
+        "test_years": list(plan.test_years),
         "folds": _fold_inputs(plan), "tickers": sorted(universe), "bootstrap": asdict(boot),
         "label": ctx.plan.label.model_dump(),
     }  # fmt: skip
