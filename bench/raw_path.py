@@ -25,7 +25,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -34,6 +33,7 @@ import numpy as np
 from finmlops.data import load_snapshot
 from finmlops.features import compute_features, feature_names, market_returns
 from finmlops.serving.traffic import raw_body, tensor_body
+from serve import wait_ready  # bench/serve.py, beside this script (its directory is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "lstm"
@@ -99,21 +99,6 @@ def post(url: str, body: bytes) -> float:
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=30) as r:
         return float(json.loads(r.read())["outputs"][0]["data"][0])
-
-
-def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise SystemExit(f"{base} not ready after {timeout_s} s")
 
 
 def cpu_seconds(pid: int) -> float:
