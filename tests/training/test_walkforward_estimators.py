@@ -75,6 +75,25 @@ def test_the_ensembles_members_take_their_own_params() -> None:
     assert (gbt.model.n_estimators, rf.model.n_estimators) == (9, 7)
 
 
+def test_the_ensemble_beside_its_members_is_their_mean_and_the_same_as_refitting_them(
+    universe: dict[str, pd.DataFrame],
+) -> None:
+    small = {"kdh_rf": {"n_estimators": 5, "max_depth": 4}}
+    alone = _run(universe, baselines=["majority"], estimators=["kdh_ensemble"], estimator_params=small, epochs=1)
+    beside = _run(universe, variants=["kdh_dnn"], baselines=["majority"], epochs=1, estimator_params=small,
+                  estimators=["kdh_gbt", "kdh_rf", "kdh_ensemble"])  # fmt: skip
+    refit = alone[alone["model"] == "kdh_ensemble"].reset_index(drop=True)
+    mean = beside[beside["model"] == "kdh_ensemble"].reset_index(drop=True)
+    assert len(mean) == len(refit) > 1000
+    np.testing.assert_array_equal(mean["prob_up"].to_numpy(), refit["prob_up"].to_numpy())
+    members = beside[beside["model"].isin(["kdh_dnn", "kdh_gbt", "kdh_rf"])].pivot_table(
+        index=["date", "ticker"], columns="model", values="prob_up"
+    )
+    np.testing.assert_allclose(mean.set_index(["date", "ticker"])["prob_up"], members.mean(axis=1), rtol=1e-12)
+    seconds = {f["model"]: f["seconds"] for f in beside.attrs["fit_seconds"]}
+    assert seconds["kdh_ensemble"] == 0.0 and seconds["kdh_rf"] > 0  # not fitted a second time
+
+
 def test_study_periods_trade_blocks_of_trade_days_after_the_training_block(universe: dict[str, pd.DataFrame]) -> None:
     preds = _run(universe, baselines=["majority"], study_periods=(500, 120), val_frac=0.2, test_years=[2020])
     folds = preds[preds["model"] == "kdh_gbt"].groupby("fold")["date"]

@@ -13,7 +13,8 @@ row-wise; scikit-learn's forest is deterministic for a given ``random_state`` wh
   200 leaves-class trees, strong L1/L2, learning rate 0.2, early stopping 50 rounds on the validation block), as a
   classifier of the label instead of Qlib's regression on the return.
 - ``kdh_ensemble``: :class:`EnsembleModel`, the mean of the three KDH models' probabilities (the DNN is the
-  ``kdh_dnn`` deep preset, so the ensemble is assembled in ``finmlops.training``, which owns torch).
+  ``kdh_dnn`` deep preset, so the ensemble is assembled in ``finmlops.training``, which owns torch, and averages
+  the members' walk-forward predictions when the run fits them beside it).
 
 No ONNX export: the registry and the server take ONNX graphs of the torch networks; converting forests needs
 skl2onnx/onnxmltools (not installed) and a 1,000-tree forest is a large graph. These models are evaluated by the

@@ -268,7 +268,8 @@ def walk_forward_predictions(
     }
     factories |= {e: _EstimatorFactory(e, loop, dict(estimator_params or {})) for e in estimators}
     shared = _FitInputs(windows=windows, folds=list(folds), label=label, factories=factories)
-    items = [(name, i) for name in names for i in range(len(folds))]
+    averaged = _reused_ensemble(configs, estimators)
+    items = [(name, i) for name in names if name != averaged for i in range(len(folds))]
     fit_seconds = []
     with _tasks(len(items), progress) as advance, open_executor(executor) as run:
 
@@ -280,9 +281,13 @@ def walk_forward_predictions(
     scored: dict[str, pd.DataFrame] = {}
     for name in names:
         parts = [results[k][0] for k, item in enumerate(items) if item[0] == name]
-        scored[name] = pd.concat(parts, ignore_index=True)
+        if parts:
+            scored[name] = pd.concat(parts, ignore_index=True)
     for (name, i), (_, seconds) in zip(items, results, strict=True):
         fit_seconds.append({"fold": folds[i].name, "model": name, "seconds": seconds})
+    if averaged:
+        scored[averaged] = _ensemble_mean(scored, ENSEMBLE_MEMBERS)
+        fit_seconds += [{"fold": f.name, "model": averaged, "seconds": 0.0} for f in folds]  # no fit of its own
 
     out_parts, reports = [], []
     for fold in folds:
@@ -306,6 +311,29 @@ def walk_forward_predictions(
     out.attrs["fit_seconds"] = fit_seconds
     out.attrs["label"] = label.model_dump()
     return out
+
+
+ENSEMBLE_MEMBERS = ("kdh_dnn", "kdh_gbt", "kdh_rf")
+"""``kdh_ensemble``'s members, in the order :func:`estimator` builds them."""
+
+
+def _reused_ensemble(configs: Sequence[VariantConfig], estimators: Sequence[str]) -> str | None:
+    """``"kdh_ensemble"`` when the run also fits all its members as they would be inside it (the ``kdh_dnn`` preset
+    unchanged, ``kdh_gbt`` and ``kdh_rf`` with the same ``estimator_params``): its predictions are then their mean,
+    the same numbers as refitting the three, without the second fit. ``None``: it fits its own members."""
+    if "kdh_ensemble" not in estimators or not {"kdh_gbt", "kdh_rf"} <= set(estimators):
+        return None
+    return "kdh_ensemble" if get_variant("kdh_dnn") in configs else None
+
+
+def _ensemble_mean(scored: Mapping[str, pd.DataFrame], members: Sequence[str]) -> pd.DataFrame:
+    """The equal-weight mean of the members' ``prob_up`` on the ``(fold, date, ticker)`` rows all of them scored,
+    in the ensemble's order of summation (:class:`finmlops.models.estimators.EnsembleModel`), as ``date, ticker,
+    fold, prob_up``."""
+    keys = ["fold", "date", "ticker"]
+    joined = pd.concat([scored[m].set_index(keys)["prob_up"].rename(m) for m in members], axis=1, join="inner")
+    mean = np.mean([joined[m].to_numpy(dtype=np.float64) for m in members], axis=0)
+    return joined.index.to_frame(index=False).assign(prob_up=mean)[["date", "ticker", "fold", "prob_up"]]
 
 
 def estimator(name: str, loop: TrainConfig, params: Mapping[str, Mapping[str, Any]] | None = None) -> Predictor:
