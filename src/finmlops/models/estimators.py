@@ -3,7 +3,8 @@ that :func:`finmlops.training.cross_val_predict` fits them like any other model,
 
 Each reads the decision day's features, ``X[:, -1, :]`` of windows with ``seq_len`` 1 (:data:`ESTIMATORS` gives
 the feature set). All are seeded and deterministic with a fixed thread count (LightGBM ``deterministic=True``,
-row-wise; scikit-learn's forest is deterministic for a given ``random_state`` whatever ``n_jobs``).
+row-wise; scikit-learn's forest grows the same trees for a given ``random_state`` whatever ``n_jobs``, and
+predicts on one thread, whose sum over trees has one order).
 
 - ``kdh_gbt``: Krauss, Do & Huck's gradient-boosted trees on ``kdh``: 100 trees of depth 3, learning rate 0.1,
   15 of the 31 features per tree (LightGBM).
@@ -95,7 +96,7 @@ class RandomForestModel:
     def __init__(self, name: str, *, seed: int, threads: int, n_estimators: int = 1000, max_depth: int = 20) -> None:
         from sklearn.ensemble import RandomForestClassifier  # deferred: scipy, sklearn
 
-        self.name = name
+        self.name, self.threads = name, threads
         self.model = RandomForestClassifier(
             n_estimators=n_estimators, max_depth=max_depth, max_features="sqrt", random_state=seed, n_jobs=threads
         )
@@ -106,7 +107,14 @@ class RandomForestModel:
         return self
 
     def predict_proba(self, windows: WindowsLike) -> np.ndarray:
-        return self.model.predict_proba(np.asarray(windows.X[:, -1, :], dtype=np.float64))[:, 1]
+        # On one thread: scikit-learn adds the trees' probabilities in the order its threads finish, so with
+        # n_jobs > 1 the last bits change from call to call (2e-16 between two S&P 500 runs) and so would the
+        # predictions' SHA-256. The fit stays parallel: each tree is seeded, whatever thread grows it.
+        self.model.set_params(n_jobs=1)
+        try:
+            return self.model.predict_proba(np.asarray(windows.X[:, -1, :], dtype=np.float64))[:, 1]
+        finally:
+            self.model.set_params(n_jobs=self.threads)
 
 
 class EnsembleModel:
