@@ -42,6 +42,9 @@ class EstimatorSpec:
     reference: str
 
 
+ENSEMBLE_MEMBERS = ("kdh_dnn", "kdh_gbt", "kdh_rf")
+"""``kdh_ensemble``'s members, in the order the ensemble averages them (``kdh_dnn`` is a deep preset)."""
+
 ESTIMATORS: dict[str, EstimatorSpec] = {
     s.name: s
     for s in (

@@ -27,7 +27,7 @@ from finmlops.features.target import LabelSpec
 from finmlops.features.windows import Windows
 from finmlops.models.base import Predictor
 from finmlops.models.baselines import ALL_BASELINES, BASELINES, make_baseline
-from finmlops.models.estimators import ESTIMATORS, check_estimator_params, make_estimator
+from finmlops.models.estimators import ENSEMBLE_MEMBERS, ESTIMATORS, check_estimator_params, make_estimator
 from finmlops.models.variants import VARIANTS, VariantConfig, get_variant
 from finmlops.training.config import TrainConfig
 from finmlops.training.trainer import DeepModel
@@ -238,21 +238,19 @@ def walk_forward_predictions(
         target = label_transform(target)
     traded = forward_return(universe, label)
     features: dict[str, pd.DataFrame] = {}
-    windows: dict[str, Windows] = {}
-    for c in configs:
-        if c.feature_set not in features:
-            features[c.feature_set] = compute_features(universe, c.feature_set)
-        windows[c.name] = make_windows(features[c.feature_set], target, c.seq_len)
-    for e in estimators:
-        spec = ESTIMATORS[e]  # KeyError names it
-        if spec.feature_set not in features:
-            features[spec.feature_set] = compute_features(universe, spec.feature_set)
-        windows[e] = make_windows(features[spec.feature_set], target, 1)
-    if baselines:
-        if baseline_feature_set not in features:
-            features[baseline_feature_set] = compute_features(universe, baseline_feature_set)
-        base = make_windows(features[baseline_feature_set], target, 1)
-        windows.update(dict.fromkeys(baselines, base))
+    built: dict[tuple[str, int], Windows] = {}
+
+    def windows_of(feature_set: str, seq_len: int) -> Windows:
+        """Built once per (feature set, seq_len): models that read the same windows share them (read-only)."""
+        if (feature_set, seq_len) not in built:
+            if feature_set not in features:
+                features[feature_set] = compute_features(universe, feature_set)
+            built[feature_set, seq_len] = make_windows(features[feature_set], target, seq_len)
+        return built[feature_set, seq_len]
+
+    windows: dict[str, Windows] = {c.name: windows_of(c.feature_set, c.seq_len) for c in configs}
+    windows |= {e: windows_of(ESTIMATORS[e].feature_set, 1) for e in estimators}  # KeyError names an unknown one
+    windows |= {b: windows_of(baseline_feature_set, 1) for b in baselines}
 
     gap_seq = max([c.seq_len for c in configs], default=1)
     if study_periods is None:
@@ -266,7 +264,8 @@ def walk_forward_predictions(
     factories |= {
         b: _BaselineFactory(b, universe if b in ("momentum", "reversal") else None, seed, threads) for b in baselines
     }
-    factories |= {e: _EstimatorFactory(e, loop, dict(estimator_params or {})) for e in estimators}
+    params = dict(estimator_params or {})
+    factories |= {e: _EstimatorFactory(e, loop, params) for e in estimators}
     shared = _FitInputs(windows=windows, folds=list(folds), label=label, factories=factories)
     averaged = _reused_ensemble(configs, estimators)
     items = [(name, i) for name in names if name != averaged for i in range(len(folds))]
@@ -313,17 +312,14 @@ def walk_forward_predictions(
     return out
 
 
-ENSEMBLE_MEMBERS = ("kdh_dnn", "kdh_gbt", "kdh_rf")
-"""``kdh_ensemble``'s members, in the order :func:`estimator` builds them."""
-
-
 def _reused_ensemble(configs: Sequence[VariantConfig], estimators: Sequence[str]) -> str | None:
     """``"kdh_ensemble"`` when the run also fits all its members as they would be inside it (the ``kdh_dnn`` preset
     unchanged, ``kdh_gbt`` and ``kdh_rf`` with the same ``estimator_params``): its predictions are then their mean,
     the same numbers as refitting the three, without the second fit. ``None``: it fits its own members."""
-    if "kdh_ensemble" not in estimators or not {"kdh_gbt", "kdh_rf"} <= set(estimators):
+    deep, *trees = ENSEMBLE_MEMBERS
+    if "kdh_ensemble" not in estimators or not set(trees) <= set(estimators):
         return None
-    return "kdh_ensemble" if get_variant("kdh_dnn") in configs else None
+    return "kdh_ensemble" if get_variant(deep) in configs else None
 
 
 def _ensemble_mean(scored: Mapping[str, pd.DataFrame], members: Sequence[str]) -> pd.DataFrame:
@@ -347,8 +343,8 @@ def estimator(name: str, loop: TrainConfig, params: Mapping[str, Mapping[str, An
         return make_estimator(member, seed=loop.seed, threads=loop.threads, **params.get(member, {}))
 
     if name == "kdh_ensemble":
-        members = [DeepModel(get_variant("kdh_dnn"), loop), tree("kdh_gbt"), tree("kdh_rf")]
-        return make_estimator(name, members=members)
+        deep, *trees = ENSEMBLE_MEMBERS
+        return make_estimator(name, members=[DeepModel(get_variant(deep), loop), *map(tree, trees)])
     return tree(name)
 
 

@@ -22,7 +22,7 @@ from finmlops.data import DataError, universe_source, universe_tickers
 from finmlops.executor import ExecutorConfig, ExecutorKind, RayConfig
 from finmlops.features.target import LabelSpec
 from finmlops.models.baselines import ALL_BASELINES
-from finmlops.models.estimators import ESTIMATORS, check_estimator_params
+from finmlops.models.estimators import ENSEMBLE_MEMBERS, ESTIMATORS, check_estimator_params
 from finmlops.models.variants import PRESETS, VariantConfig, get_variant
 from finmlops.provenance import write_text_atomic
 from finmlops.settings import validation_message
@@ -195,7 +195,8 @@ class RunConfig(_Section):
         bad = [e for e in self.estimators if e not in ESTIMATORS]
         if bad:
             raise ValueError(f"unknown estimator(s) {bad}; known: {', '.join(ESTIMATORS)}")
-        used = set(self.estimators) | ({"kdh_gbt", "kdh_rf"} if "kdh_ensemble" in self.estimators else set())
+        members = {m for m in ENSEMBLE_MEMBERS if m in ESTIMATORS} if "kdh_ensemble" in self.estimators else set()
+        used = set(self.estimators) | members
         for name, params in self.estimator_params.items():
             if name not in used:
                 raise ValueError(f"estimator_params.{name}: {name} is not an estimator of this run ({self.estimators})")
