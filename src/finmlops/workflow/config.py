@@ -31,6 +31,12 @@ CONFIG_FILE = "run_config.yaml"  # the resolved config every run writes to its r
 SHIPPED = ("default", "quick")
 
 
+# The pipeline's steps in order (finmlops.workflow.steps.build_steps builds them; a test keeps the two equal).
+STEP_NAMES = (
+    "ingest", "features", "train", "backtest", "register", "traffic", "abtest", "drift", "importance", "report",
+)  # fmt: skip
+
+
 class RunConfigError(ValueError):
     """A run config that cannot be read or does not validate; the message names the file and the field."""
 
@@ -170,6 +176,11 @@ class RunConfig(_Section):
         default="serial", description="serial, or ray: the walk-forward's fold x model fits as Ray tasks."
     )
     ray: RayConfig = RayConfig()
+    steps: list[str] | None = Field(
+        default=None,
+        description="The pipeline steps this run runs (STEP_NAMES), each with every step it needs; None: all ten. "
+        "A research run on the universe stops after [ingest, features, train, backtest].",
+    )
 
     @field_validator("test_years")
     @classmethod
@@ -177,6 +188,16 @@ class RunConfig(_Section):
         if sorted(set(value)) != value:
             raise ValueError("test_years must be strictly increasing")
         return value
+
+    @field_validator("steps")
+    @classmethod
+    def _known_steps(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        bad = [s for s in value if s not in STEP_NAMES]
+        if bad or not value or len(set(value)) != len(value):
+            raise ValueError(f"steps {value}: give each once, from {', '.join(STEP_NAMES)}")
+        return [s for s in STEP_NAMES if s in value]  # the pipeline's order
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:

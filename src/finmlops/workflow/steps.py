@@ -576,6 +576,17 @@ def run_pipeline(
     if unknown:
         raise ValueError(f"unknown step(s) {', '.join(unknown)}; the steps are {', '.join(s.name for s in pipeline)}")
     config = (config or shipped_config("quick" if quick else "default")).resolve()
+    if config.steps is not None:
+        pipeline = [s for s in pipeline if s.name in config.steps]
+        for s in pipeline:
+            missing = [a for a in s.after if a not in config.steps]
+            if missing:
+                raise ValueError(f"steps: {s.name} needs {', '.join(missing)}; add it to the run config's steps")
+        unlisted = sorted(set(steps) - set(config.steps))
+        if unlisted:
+            raise ValueError(
+                f"--step {', '.join(unlisted)}: not among the run config's steps ({', '.join(config.steps)})"
+            )
     if executor is not None:
         config = config.model_copy(update={"executor": executor.kind, "ray": executor.ray})
     for difference in settings_differences(settings, config):
