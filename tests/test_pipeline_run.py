@@ -356,3 +356,18 @@ def test_a_failing_step_is_named_with_exit_code_1(tmp_path: Path) -> None:
     assert code == 1
     assert "step 'ingest' failed" in stderr and "ZZZZ" in stderr
     assert [p.name for p in (tmp_path / "quick" / "results").iterdir()] == ["run_config.yaml"]
+
+
+def test_a_run_config_runs_only_its_steps_and_each_needs_its_inputs(tmp_path: Path) -> None:
+    code, _, stderr = _invoke(tmp_path, "--dry-run", config=_quick_config(tmp_path, steps=["ingest", "train"]))
+    assert code == 1 and "steps: train needs features; add it to the run config's steps" in stderr
+    assert not (tmp_path / "quick" / "run_state.json").exists()
+    result = CliRunner().invoke(
+        app, ["run", "--config", str(_quick_config(tmp_path, steps=["ingest", "features"]))], env=_env(tmp_path)
+    )
+    assert result.exit_code == 0, result.stderr[-3000:]
+    state = json.loads((tmp_path / "quick" / "run_state.json").read_text())
+    assert set(state["steps"]) == {"ingest", "features"}
+    assert "report: none (the run config's steps are ingest, features)" in result.stdout
+    code, _, stderr = _invoke(tmp_path, "--step", "train", config=_quick_config(tmp_path, steps=["ingest"]))
+    assert code == 1 and "--step train: not among the run config's steps (ingest)" in stderr

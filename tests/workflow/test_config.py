@@ -98,3 +98,18 @@ def test_the_steps_own_helpers_are_part_of_its_code(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(steps_module, "_bootstrap", _bootstrap)
     assert code_parts(by_name["train"].action)[code_parts_key] != train_before[code_parts_key]
     assert code_parts(by_name["ingest"].action) == ingest_before
+
+
+def test_the_configs_step_names_are_the_pipelines() -> None:
+    from finmlops.workflow.config import STEP_NAMES
+
+    assert tuple(s.name for s in build_steps()) == STEP_NAMES
+
+
+def test_steps_are_named_once_from_the_pipeline_and_kept_in_its_order() -> None:
+    raw = shipped_config("quick").model_dump(mode="json")
+    config = parse_run_config(yaml.safe_dump(raw | {"steps": ["train", "ingest", "features"]}), "mine.yaml")
+    assert config.steps == ["ingest", "features", "train"]
+    for bad in (["ingest", "serve"], ["ingest", "ingest"], []):
+        with pytest.raises(RunConfigError, match=r"mine.yaml: steps: .*give each once, from ingest, features"):
+            parse_run_config(yaml.safe_dump(raw | {"steps": bad}), "mine.yaml")

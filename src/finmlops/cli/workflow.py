@@ -104,7 +104,12 @@ def run_command(
     console.print(table)
     for c in result.champions.values():
         console.print(f"champion of {c['name']}: v{c['champion']} ({c['decision']}: {c['detail']})", highlight=False)
-    console.print(f"report: {result.report}" if result.report else "report: none (see the report step)")
+    if result.report:
+        console.print(f"report: {result.report}")
+    elif result.plan.steps is not None and "report" not in result.plan.steps:
+        console.print(f"report: none (the run config's steps are {', '.join(result.plan.steps)})")
+    else:
+        console.print("report: none (see the report step)")
 
 
 class LiveFeed(StrEnum):
