@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from finmlops.data import load_snapshot
 from finmlops.features import FeatureScaler, compute_features, make_target, make_windows
-from finmlops.models import BASELINES, VARIANTS, build_network, forward_flops
+from finmlops.models import BASELINES, PRESETS, VARIANTS, build_network, forward_flops
 from finmlops.training import TrainConfig, deterministic, train_network, walk_forward_predictions
 
 FLOOR_GOAL = 1.5  # the goal: an epoch within 1.5x the time the matmul floor allows for its FLOPs
@@ -79,8 +79,8 @@ def reference_epoch_seconds(name: str, x: np.ndarray, y: np.ndarray, epochs: int
 
 
 def variant_speed(name: str, universe: Any, epochs: int, threads: int, floor: float, ref_epochs: int) -> dict:
-    """One variant's training speed over every labelled window of ``universe``."""
-    variant = VARIANTS[name]
+    """One variant's (or paper model's, ``PRESETS``) training speed over every labelled window of ``universe``."""
+    variant = PRESETS[name]
     windows = make_windows(compute_features(universe, variant.feature_set), make_target(universe), variant.seq_len)
     x = FeatureScaler().fit_transform(windows.X)
     y = windows.y.astype(np.float32)

@@ -15,9 +15,11 @@ own subprocess, so its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) 
 * ``reference-<set>``: the panel against the one-ticker-at-a-time reference (``compute_features_per_ticker``, the
   code as it was before the panel) on a slice of ``--slice`` tickers, side by side in one process: the ratio, and
   whether the two agree bit for bit;
-* ``walk-forward-serial`` / ``walk-forward-ray`` and ``fk-lstm``: placeholders for issue 12 section 6's
-  walk-forward serial vs Ray (goal Ray >= 1.7x) and Fischer-Krauss LSTM samples/s rows. A later change adds
-  each as a function in ``CASES``; until then they print "not measured".
+* ``walk-forward-kdh``: the KDH DNN, GBT and a ``--trees`` forest on every ticker, four F&K study periods
+  (2017-2020), serial (1 and 2 threads per fit) vs Ray with 2 workers x 1 thread (``bench/ray_walkforward.py``):
+  the ratio, goal Ray >= 1.7x serial, and whether the predictions agree bit for bit;
+* ``fk-lstm``: the Fischer & Krauss LSTM's samples/s per epoch on 2017-2020 of the universe against the float32
+  matmul floor of ``bench/train.py``, in one process.
 
 Figures on a shared 2-core machine are noisy: compare ratios measured in one run, not absolute times across runs.
 """
@@ -178,11 +180,47 @@ def case_memory_floor(args: argparse.Namespace) -> Result:
     }  # fmt: skip
 
 
-def _pending(what: str) -> Callable[[argparse.Namespace], Result]:
-    def run(args: argparse.Namespace) -> Result:
-        return {"status": f"not measured: {what} (issue 12 section 6, added with that feature)"}
+def case_walk_forward(args: argparse.Namespace) -> Result:
+    """The KDH models' walk-forward on the whole universe, serial vs Ray with 2 workers (ray_walkforward.py)."""
+    from datetime import date
 
-    return run
+    from finmlops.data import DataStore
+    from ray_walkforward import END, START, walkforward_rows
+
+    universe = DataStore(_store_of(args)).read(start=date.fromisoformat(START), end=date.fromisoformat(END))
+    r = walkforward_rows(universe, epochs=2, trees=args.trees)
+    s = r["seconds"]
+    return {
+        "tickers": r["workload"]["tickers"], "rows": r["workload"]["rows"], "fits": r["workload"]["fits"],
+        "trees": r["workload"]["trees"], "serial_1_thread_s": s["serial_1_thread"],
+        "serial_2_threads_s": s["serial_2_threads"], "ray_warm_s": s["ray_2_workers_warm"],
+        "ray_start_s": s["ray_start_and_warm_up"], "ratio": r["speedup_vs_serial_1_thread"]["warm"],
+        "ratio_vs_2_threads": r["speedup_vs_serial_2_threads"]["warm"],
+        "ratio_cold": r["speedup_vs_serial_1_thread"]["cold"], "bitwise_equal": r["predictions_sha256_equal"],
+        "load_before": r["load_average_1min"]["before"], "load_after": r["load_average_1min"]["after"],
+        "goal": r["goal"], "met": r["met"],
+    }  # fmt: skip
+
+
+def case_fk_lstm(args: argparse.Namespace) -> Result:
+    """The Fischer & Krauss LSTM's training speed on one study period's worth of the universe (443 tickers,
+    2017-2020, 240 x 1 windows) against the float32 matmul floor of bench/train.py, measured in this process."""
+    from datetime import date
+
+    import torch
+
+    from finmlops.data import DataStore
+    from train import matmul_gflops, variant_speed
+
+    torch.set_num_threads(2)
+    universe = DataStore(_store_of(args)).read(start=date(2017, 1, 1), end=date(2020, 12, 31))
+    floor = matmul_gflops()
+    r = variant_speed("fk_lstm", universe, epochs=2, threads=2, floor=floor, ref_epochs=0)
+    return {
+        "tickers": len(universe), "windows": r["windows"], "seconds_per_epoch": r["seconds_per_epoch"],
+        "samples_per_s": r["samples_per_second"], "achieved_gflops": r["achieved_gflops"],
+        "matmul_floor_gflops": floor, "ratio_to_floor": r["ratio_to_floor"], "peak_rss_mb": _peak_rss_mb(),
+    }  # fmt: skip
 
 
 CASES: dict[str, Callable[[argparse.Namespace], Result]] = {
@@ -196,10 +234,8 @@ CASES: dict[str, Callable[[argparse.Namespace], Result]] = {
     "windows-60": case_windows,
     "reference-advanced": _reference_case("advanced"),
     "reference-alpha158": _reference_case("alpha158"),
-    # Hooks for later rows: replace each placeholder by a function taking the parsed args, returning a dict.
-    "walk-forward-serial": _pending("the KDH models' walk-forward, serial executor"),
-    "walk-forward-ray": _pending("the same walk-forward on Ray with 2 workers; report the ratio to serial"),
-    "fk-lstm": _pending("Fischer-Krauss LSTM samples/s per epoch against bench/train.py's matmul floor"),
+    "walk-forward-kdh": case_walk_forward,
+    "fk-lstm": case_fk_lstm,
 }
 
 
@@ -210,7 +246,9 @@ def _format(name: str, result: Result) -> str:
     for key in ("tickers", "rows", "windows", "features", "dtype", "seconds", "cpu_s", "rows_per_s",
                 "panel_rows_per_s", "per_ticker_rows_per_s", "ratio", "peak_rss_mb", "frame_mb", "rows_mb",
                 "copy_per_window_mb", "batch_windows_per_s", "bitwise_equal", "gb", "first_touch_s", "rewrite_s",
-                "floor_rows_per_s", "met"):  # fmt: skip
+                "floor_rows_per_s", "fits", "trees", "serial_1_thread_s", "serial_2_threads_s", "ray_warm_s",
+                "ray_start_s", "ratio_vs_2_threads", "ratio_cold", "load_before", "load_after", "seconds_per_epoch",
+                "samples_per_s", "achieved_gflops", "matmul_floor_gflops", "ratio_to_floor", "met"):  # fmt: skip
         if key in result:
             value = result[key]
             parts.append(f"{key} {value:,.2f}" if isinstance(value, float) else f"{key} {value}")
@@ -222,6 +260,7 @@ def main() -> None:
     parser.add_argument("--sp500-dir", default=str(DEFAULT_SP500), help="The S&P 500 CSV folder (../shared).")
     parser.add_argument("--only", nargs="*", choices=list(CASES), help="Run only these cases (in this order).")
     parser.add_argument("--slice", type=int, default=30, help="Tickers in the reference cases' slice.")
+    parser.add_argument("--trees", type=int, default=25, help="The walk-forward case's forest size (paper: 1,000).")
     parser.add_argument("--json", action="store_true", help="Print the results as one JSON object.")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case in this process
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -239,7 +278,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="finmlops-universe-") as workdir:
         for name in args.only or list(CASES):
             command = [sys.executable, __file__, "--case", name, "--workdir", workdir, "--sp500-dir", args.sp500_dir]
-            done = subprocess.run([*command, "--slice", str(args.slice)], capture_output=True, text=True)
+            command += ["--slice", str(args.slice), "--trees", str(args.trees)]
+            done = subprocess.run(command, capture_output=True, text=True)
             lines = done.stdout.strip().splitlines()
             try:
                 results[name] = json.loads(lines[-1])
