@@ -498,7 +498,7 @@ def test_raw_rows_the_store_rejects_are_refused_by_the_stores_own_rule(
         "POST", "/v2/models/baseline-predictor/versions/1/infer", body
     )
     assert status == 400 and f"rule '{rule}' failed" in payload["error"], payload
-    assert "batch row 1" in payload["error"], payload
+    assert "batch row 1" in payload["error"] and payload["row"] == 1, payload  # a client can resend the others
     if rule != "dtype":
         assert f"day {day}" in payload["error"], payload
 

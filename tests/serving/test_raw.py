@@ -67,8 +67,9 @@ def test_a_bad_row_older_than_the_tail_is_still_refused_by_the_stores_rule(unive
     """Only the tail is computed, but every row sent is checked: day 0 of a 3,000-day history is refused."""
     inputs = _inputs(universe, 3000)
     inputs["high"][2, 0] = inputs["low"][2, 0] * 0.5
-    with pytest.raises(BadRequest, match=r"batch row 2, day 0: rule 'high_bound' failed"):
+    with pytest.raises(BadRequest, match=r"batch row 2, day 0: rule 'high_bound' failed") as refused:
         raw_windows(inputs, "basic", feature_names("basic"), SEQ_LEN)
+    assert refused.value.row == 2
 
 
 def test_each_batch_row_is_scored_as_if_it_came_alone(universe: dict) -> None:

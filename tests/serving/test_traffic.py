@@ -392,3 +392,38 @@ def test_two_replays_log_the_same_requests_and_reach_the_same_decision(tmp_path:
     pd.testing.assert_frame_equal(fb1, fb2)
     assert decision1 == decision2
     assert log1["id"].str.startswith("s7-").all()
+
+
+def test_a_day_request_scores_every_ticker_and_feeds_back_each_row(tmp_path: Path) -> None:
+    """per="day": one binary [n, T] request per trading day, one arm a day, feedback per row id."""
+    from finmlops.serving.requestlog import read_feedback, read_requests
+
+    universe = load_snapshot(["AAPL", "MSFT", "XOM"], start=date(2022, 6, 1), end=date(2023, 3, 31))
+    with _tiny_server(tmp_path) as (url, app):
+        days = replay_days(universe, start=date(2023, 3, 1), history=90, per="day")
+        result = run_traffic(days, url=url, experiment="ab", seed=3)
+    n_days = len(universe["AAPL"].loc["2023-03-01":])
+    assert (result.per, result.days, result.requests, result.requests_per_day) == ("day", n_days, n_days, 1)
+    assert result.errors == {} and result.ok == n_days and result.rows_scored == 3 * n_days
+    assert result.rows_dropped == {} and sum(result.arms.values()) == n_days
+    log = read_requests(tmp_path / "requests.db")
+    assert len(log) == 3 * n_days and log["id"].str.fullmatch(r"s3-\d{8}/[012]").all()
+    assert (log.groupby("as_of")["model"].nunique() == 1).all()  # one arm answers the whole day
+    feedback = read_feedback(tmp_path / "requests.db")
+    assert result.feedback_ok == result.feedback_sent == len(feedback) > 0
+    assert set(feedback["id"]) <= set(log["id"])
+    assert sum(s.n for s in app.ledger.stats().values()) == result.feedback_ok
+
+
+def test_a_day_request_leaves_out_the_row_the_server_refuses_and_says_why(tmp_path: Path) -> None:
+    universe = load_snapshot(["AAPL", "MSFT", "XOM"], start=date(2022, 6, 1), end=date(2023, 3, 31))
+    msft = universe["MSFT"].copy()
+    msft.loc["2023-01-03":, "volume"] = 0  # volume_change is undefined on a zero-volume day
+    universe["MSFT"] = msft
+    with _tiny_server(tmp_path) as (url, _):
+        days = replay_days(universe, start=date(2023, 3, 1), history=90, per="day")
+        result = run_traffic(days, url=url, experiment="ab", max_days=3)
+    assert result.ok == result.requests == 3 and result.errors == {}
+    assert result.rows_dropped and all(key.startswith("MSFT 2023-03-") for key in result.rows_dropped)
+    assert all("volume" in reason and "row 1" in reason for reason in result.rows_dropped.values())
+    assert result.rows_scored == 3 * 3 - len(result.rows_dropped)

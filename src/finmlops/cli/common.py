@@ -20,7 +20,7 @@ from finmlops.executor import ExecutorConfig, RayConfig
 from finmlops.features.registry import FEATURE_SETS
 from finmlops.features.target import Execution
 from finmlops.models.variants import PRESETS
-from finmlops.serving.traffic import ModelInput
+from finmlops.serving.traffic import ModelInput, Per
 from finmlops.settings import (
     Settings,
     SettingsError,
@@ -61,6 +61,7 @@ FeatureSet = choices("FeatureSet", FEATURE_SETS)
 Variant = choices("Variant", PRESETS)  # the project's VARIANTS and the papers' presets
 ExecutionChoice = choices("ExecutionChoice", get_args(Execution))
 ModelInputChoice = choices("ModelInputChoice", get_args(ModelInput))
+PerChoice = choices("PerChoice", get_args(Per))
 # The stages below define these where importing them would load torch, MLflow or scipy at every command's start;
 # tests/cli/test_common.py checks that each equals its stage's tuple.
 Device = choices("Device", ("auto", "cpu", "cuda", "mps"))  # finmlops.training.config.Device (torch)

@@ -16,6 +16,7 @@ from finmlops.cli.common import (
     FeatureSet,
     LogLevel,
     ModelInputChoice,
+    PerChoice,
     app,
     bootstrap_config,
     console,
@@ -52,6 +53,9 @@ def traffic_command(
     ),
     model_input: ModelInputChoice = typer.Option(
         "raw", "--model-input", help="raw (OHLCV history; works for any arm) or tensor (one feature window)."
+    ),
+    per: PerChoice = typer.Option(
+        "ticker", "--per", help="ticker: a request per ticker per day; day: one binary [n, T] request per day."
     ),
     seed: int = typer.Option(
         0, "--seed", help="Names the request ids (the server routes by them) and draws the users; new log, new seed."
@@ -97,6 +101,7 @@ def traffic_command(
             model_input=model_input.value,
             feature_set=feature_set.value,
             seq_len=seq_len,
+            per=per.value,
         )
     except (ValueError, DataError) as exc:
         fail(str(exc), code=2)
@@ -139,6 +144,9 @@ def traffic_command(
             highlight=False,
         )
         console.print(f"arms: {pairs(summary.arms)}", highlight=False)
+        if summary.per == "day":
+            left_out = "; ".join(f"{k}: {v}" for k, v in summary.rows_dropped.items()) or "none"
+            console.print(f"rows scored: {summary.rows_scored}; left out: {left_out}", highlight=False)
         console.print(f"errors: {describe_errors(summary.errors, summary.error_text)}", highlight=False)
         if latency := summary.latency_ms:  # the help promises it: client-side, over the answered infer requests
             console.print(

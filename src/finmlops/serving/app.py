@@ -208,7 +208,7 @@ class ServingApp:
         try:
             status, body, ctype, extra = await self._handle(method, path, headers, receive, scope)
         except ServingError as exc:
-            status, body, ctype, extra = exc.status, error_body(exc.message), JSON, _error_headers(exc)
+            status, body, ctype, extra = exc.status, error_body(exc.message, exc.row), JSON, _error_headers(exc)
         except Exception as exc:
             log.exception("%s %s failed", method, path)
             status, body, ctype, extra = 500, error_body(f"internal error: {type(exc).__name__}"), JSON, None
@@ -419,7 +419,7 @@ def _error_headers(exc: ServingError) -> list[tuple[bytes, bytes]] | None:
 
 async def _respond_error(send: Send, exc: ServingError) -> None:
     """A V2 error body with the error's status (and a bearer challenge for a 401)."""
-    await _respond(send, exc.status, error_body(exc.message), JSON, _error_headers(exc))
+    await _respond(send, exc.status, error_body(exc.message, exc.row), JSON, _error_headers(exc))
 
 
 def _anonymous(headers: dict[str, str], scope: dict[str, Any]) -> str:

@@ -11,14 +11,17 @@ from typing import ClassVar
 
 
 class ServingError(Exception):
-    """A request the server refuses or cannot answer. Subclasses fix ``status`` and ``grpc_code``."""
+    """A request the server refuses or cannot answer. Subclasses fix ``status`` and ``grpc_code``. ``row``: the
+    batch row at fault when one is (a raw batch's ticker with an undefined feature), so that a client can resend
+    the other rows; the REST error body carries it as ``"row"``."""
 
     status: ClassVar[int] = 500
     grpc_code: ClassVar[str] = "INTERNAL"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, row: int | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.row = row
 
 
 class BadRequest(ServingError):

@@ -31,9 +31,9 @@ _NAMES = {dtype: name for name, dtype in DTYPES.items()}
 _NON_FINITE = re.compile(rb"-?(?:nan|inf(?:inity)?)", re.IGNORECASE)
 
 
-def error_body(message: str) -> bytes:
-    """The V2 error body ``{"error": "..."}``."""
-    return orjson.dumps({"error": message})
+def error_body(message: str, row: int | None = None) -> bytes:
+    """The V2 error body ``{"error": "..."}``, with ``"row"``: the batch row at fault, when the error names one."""
+    return orjson.dumps({"error": message} if row is None else {"error": message, "row": row})
 
 
 def loads_json(body: bytes | memoryview) -> Any:

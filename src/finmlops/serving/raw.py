@@ -88,7 +88,7 @@ def raw_windows(inputs: dict[str, np.ndarray], feature_set: str, feature_names: 
         )
     if MARKET in columns and not np.isfinite(columns[MARKET]).all():
         row, day = (int(v) for v in np.argwhere(~np.isfinite(columns[MARKET]))[0])
-        raise BadRequest(f"input {MARKET!r}: row {row}, day {day}: must be finite")
+        raise BadRequest(f"input {MARKET!r}: row {row}, day {day}: must be finite", row=row)
     features = _card_features(feature_set, feature_names)
     ohlcv = {n: columns.get(n, columns["close"]) for n in OHLCV_COLUMNS}
     broken = np.flatnonzero(broken_rows(ohlcv))
@@ -109,6 +109,7 @@ def raw_windows(inputs: dict[str, np.ndarray], feature_set: str, feature_names: 
         raise BadRequest(
             f"raw inputs: row {row}: feature {feature_names[j]!r} is undefined on day "
             f"{days - seq_len + step} (a constant or zero-range history?)",
+            row=row,
         )
     return windows
 
@@ -146,5 +147,5 @@ def _frame(columns: dict[str, np.ndarray], row: int, dates: pd.DatetimeIndex) ->
         validate_ohlcv(frame, f"raw inputs, batch row {row}", rows=range(len(dates)))
     except DataValidationError as exc:
         day = "" if exc.row is None else f", day {exc.row}"
-        raise BadRequest(f"raw inputs: batch row {row}{day}: rule {exc.rule!r} failed: {exc.detail}") from None
+        raise BadRequest(f"raw inputs: batch row {row}{day}: rule {exc.rule!r} failed: {exc.detail}", row=row) from None
     return frame

@@ -1,4 +1,5 @@
-"""Replay real market history against a running V2 server: one infer per ticker per simulated day, then feedback.
+"""Replay real market history against a running V2 server: one infer per ticker (or one per day) per simulated day,
+then feedback.
 
 Each simulated trading day ``d``, every ticker sends its OHLCV history up to and including ``d`` (raw inputs, so
 arms with different feature sets answer the same request) or a ready feature window (``model_input="tensor"``),
@@ -12,6 +13,13 @@ What is sent is a function of the data, the days (``start``..``end``, or a numbe
 request per ticker per trading day, request ids ``s<seed>-<YYYYMMDD>-<ticker>`` (the server routes a request
 without a sticky key by a hash of its id), users drawn from a seeded generator in request order. The optional
 rate cap and the keep-alive connections change only how fast it goes, never what is sent or where it is routed.
+
+With ``per="day"`` each trading day is instead **one** request that scores every ticker: a ``[n, T]`` batch of
+binary V2 tensors (row i is ``parameters.tickers[i]``), id ``s<seed>-<YYYYMMDD>``, so one arm answers the whole
+day (the A/B test's unit is then the day, as the mSPRT already counts it). Feedback goes to each row's id
+(``<id>/<i>``). A row the server refuses (a 400 whose body names its ``row``, e.g. a ticker whose features are
+undefined on a zero-volume day) is left out and the rest resent (id ``<id>-retry<k>``), at most
+``MAX_DROPPED_ROWS`` times; the summary lists every row left out with the server's reason.
 """
 
 from __future__ import annotations
@@ -38,6 +46,8 @@ from finmlops.features import LabelSpec, make_target, market_returns
 from finmlops.serving.experiments import SELDON_ROUTE_HEADER
 
 ModelInput = Literal["raw", "tensor"]
+Per = Literal["ticker", "day"]
+MAX_DROPPED_ROWS = 20  # rows a day request may lose to refusals before the day counts as failed
 RAW_COLUMNS = ("open", "high", "low", "close", "adj_close", "volume")
 # Sent with every raw request: models with cross-asset features need the universe's market return (see serving.raw).
 MARKET_COLUMN = "market_return"
@@ -56,6 +66,41 @@ class Item:
 
 
 @dataclass(frozen=True, slots=True)
+class DayItem:
+    """One request for every ticker of a day. ``tensors``: name -> ``[n, ...]`` (raw: FP64 ``[n, T]`` OHLCV and the
+    market return; tensor: FP32 ``[n, seq_len, n_features]`` ``input_data``), row i is ``tickers[i]``, whose
+    realised label is ``outcomes[i]``; ``regime``: the most common of the tickers' volatility regimes."""
+
+    day: date
+    tickers: tuple[str, ...]
+    tensors: dict[str, np.ndarray]
+    regime: str
+    outcomes: tuple[int | None, ...]
+
+    def without(self, row: int) -> DayItem:
+        """This request less batch row ``row``."""
+        keep = [i for i in range(len(self.tickers)) if i != row]
+        return DayItem(
+            self.day, tuple(self.tickers[i] for i in keep), {n: a[keep] for n, a in self.tensors.items()},
+            self.regime, tuple(self.outcomes[i] for i in keep),
+        )  # fmt: skip
+
+    def encode(self, request_id: str) -> tuple[bytes, int]:
+        """The V2 body: a JSON header and the tensors' little-endian bytes; returns ``(body, header length)``, the
+        ``Inference-Header-Content-Length``."""
+        parts, inputs = [], []
+        for name, array in self.tensors.items():
+            data = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+            datatype = "FP64" if array.dtype == np.float64 else "FP32"
+            inputs.append({"name": name, "shape": list(array.shape), "datatype": datatype,
+                           "parameters": {"binary_data_size": len(data)}})  # fmt: skip
+            parts.append(data)
+        parameters = {"as_of": self.day.isoformat(), "regime": self.regime, "tickers": list(self.tickers)}
+        head = json.dumps({"id": request_id, "parameters": parameters, "inputs": inputs}, separators=(",", ":"))
+        return head.encode() + b"".join(parts), len(head.encode())
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """What the server said to one request. ``error`` names the failure (``status:<code>``, ``connection``, ...)."""
 
@@ -65,6 +110,23 @@ class Answer:
     latency_ms: float = 0.0
     error: str | None = None
     detail: str | None = None  # the server's error text (its JSON ``error`` field) or the exception's message
+    probs: tuple[float, ...] = ()  # every row's probability (a day request's batch)
+    row: int | None = None  # the batch row a refusal names (its error body's ``row``)
+
+
+@dataclass(frozen=True, slots=True)
+class DayAnswer:
+    """What a day request ended with: the last ``answer``, the request id and rows it was sent with (``sent``), and
+    the rows left out on the way, ``(ticker, server's reason)``."""
+
+    answer: Answer
+    request_id: str
+    sent: DayItem
+    dropped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def error(self) -> str | None:
+        return self.answer.error
 
 
 class Latency(Result):
@@ -91,11 +153,16 @@ class TrafficSummary(Result):
     server message of each kind (``feedback <kind>`` for feedback errors). ``arms``: answered requests per arm.
     ``elapsed_s`` seconds; ``target_rate``/``achieved_rate`` HTTP requests per second (infer and feedback).
     ``latency_ms`` None when nothing was answered. ``arm_accuracy``: the client's view (the server's gauges are the
-    record)."""
+    record). ``per``: ``ticker`` (a request per ticker per day) or ``day`` (one request per day); ``rows_scored``
+    the rows answered (equal to ``ok`` per ticker); ``rows_dropped`` the rows day requests left out,
+    ``"<ticker> <day>"`` -> the server's reason."""
 
     experiment: str
     url: str
     model_input: str
+    per: str = "ticker"
+    rows_scored: int = 0
+    rows_dropped: dict[str, str] = Field(default_factory=dict)
     days: int = 0
     first_day: date | None = None
     last_day: date | None = None
@@ -133,6 +200,9 @@ class _Tally:
     url: str
     model_input: str
     target_rate: float | None
+    per: str = "ticker"
+    rows_scored: int = 0
+    rows_dropped: dict[str, str] = field(default_factory=dict)
     requests_per_day: int = 0
     requests: int = 0
     ok: int = 0
@@ -158,6 +228,9 @@ class _Tally:
             experiment=self.experiment,
             url=self.url,
             model_input=self.model_input,
+            per=self.per,
+            rows_scored=self.rows_scored,
+            rows_dropped=dict(self.rows_dropped),
             days=self.days,
             first_day=self.first_day,
             last_day=self.last_day,
@@ -227,8 +300,10 @@ def replay_days(
     seq_len: int = 10,
     end: date | None = None,
     label: LabelSpec | None = None,
-) -> Iterator[list[Item]]:
-    """Per trading day in ``start``..``end`` (inclusive) that every ticker traded, one :class:`Item` per ticker.
+    per: Per = "ticker",
+) -> Iterator[list[Item]] | Iterator[list[DayItem]]:
+    """Per trading day in ``start``..``end`` (inclusive) that every ticker traded, one :class:`Item` per ticker, or
+    with ``per="day"`` one :class:`DayItem` holding every ticker as a batch row.
 
     Each item's outcome (the feedback posted for it) is ``make_target(universe, label)`` on its day: the label the
     served models were fit on (``ModelCard.kind`` etc.; default ``LabelSpec()``), so that a cross-sectional model's
@@ -242,6 +317,8 @@ def replay_days(
         raise ValueError("the universe is empty: no tickers to replay")
     if history < 2 or seq_len < 1:
         raise ValueError(f"history must be at least 2 and seq_len at least 1, got {history} and {seq_len}")
+    if per not in ("ticker", "day"):
+        raise ValueError(f"per must be 'ticker' or 'day', got {per!r}")
     features: dict[str, np.ndarray] = {}
     if model_input == "tensor":
         from finmlops.features import compute_features  # only tensor mode needs the (slower) feature pass
@@ -262,10 +339,23 @@ def replay_days(
     labels = {t: target.xs(t, level="ticker").reindex(f.index).to_numpy() for t, f in universe.items()}
     calendar = sorted(set.intersection(*(set(f.index) for f in universe.values())))
     days = [d for d in calendar if (start is None or d.date() >= start) and (end is None or d.date() <= end)]
-    return _items(universe, days, columns, features, regimes, labels, history if not features else seq_len)
+    rows = _day_rows(universe, days, columns, features, regimes, labels, history if not features else seq_len)
+    if per == "day":
+        return ([_day_item(day, picked)] for day, picked in rows)
+    return ([_ticker_item(day, row) for row in picked] for day, picked in rows)
 
 
-def _items(
+@dataclass(frozen=True, slots=True)
+class _Row:
+    """One ticker's part of a day: its arrays (raw columns ``[T]``, or ``input_data`` ``[seq_len, n_features]``)."""
+
+    ticker: str
+    arrays: dict[str, np.ndarray]
+    regime: str
+    outcome: int | None
+
+
+def _day_rows(
     universe: dict[str, pd.DataFrame],
     days: list[pd.Timestamp],
     columns: dict[str, dict[str, np.ndarray]],
@@ -273,27 +363,42 @@ def _items(
     regimes: dict[str, np.ndarray],
     labels: dict[str, np.ndarray],
     rows: int,
-) -> Iterator[list[Item]]:
+) -> Iterator[tuple[date, list[_Row]]]:
+    """Each replayed day with every ticker's row; a day on which a ticker lacks ``rows`` of history (or has a NaN
+    feature in its window) is skipped."""
     for day in days:
-        items = []
+        picked = []
         for ticker, frame in universe.items():
             end = frame.index.get_loc(day) + 1
             if end < rows:
                 break
-            regime = str(regimes[ticker][end - 1])
             if features:
                 window = features[ticker][end - rows : end]
                 if np.isnan(window).any():
                     break
-                body = tensor_body(window, ticker, day.date(), regime)
+                arrays = {"input_data": window}
             else:
-                body = raw_body(
-                    {c: v[end - rows : end] for c, v in columns[ticker].items()}, ticker, day.date(), regime
-                )
+                arrays = {c: v[end - rows : end] for c, v in columns[ticker].items()}
             label = labels[ticker][end - 1]
-            items.append(Item(ticker, day.date(), body, regime, None if np.isnan(label) else int(label)))
+            picked.append(_Row(ticker, arrays, str(regimes[ticker][end - 1]), None if np.isnan(label) else int(label)))
         else:
-            yield items
+            yield day.date(), picked
+
+
+def _ticker_item(day: date, row: _Row) -> Item:
+    if "input_data" in row.arrays:
+        body = tensor_body(row.arrays["input_data"], row.ticker, day, row.regime)
+    else:
+        body = raw_body(row.arrays, row.ticker, day, row.regime)
+    return Item(row.ticker, day, body, row.regime, row.outcome)
+
+
+def _day_item(day: date, picked: list[_Row]) -> DayItem:
+    names = list(picked[0].arrays)
+    dtype = np.float32 if names == ["input_data"] else np.float64
+    tensors = {n: np.stack([r.arrays[n] for r in picked]).astype(dtype, copy=False) for n in names}
+    regime = Counter(r.regime for r in picked).most_common(1)[0][0]
+    return DayItem(day, tuple(r.ticker for r in picked), tensors, regime, tuple(r.outcome for r in picked))
 
 
 # --- HTTP ----------------------------------------------------------------------------------------------------------
@@ -356,15 +461,21 @@ class _Connections:
 
 def _error_text(raw: bytes, limit: int = 300) -> str:
     """The server's message: a V2 error body's ``error`` field, else the body's first ``limit`` characters."""
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        doc = None
-    text = str(doc["error"]) if isinstance(doc, dict) and "error" in doc else raw.decode("utf-8", "replace")
+    text = _error_doc(raw).get("error")
+    text = str(text) if text is not None else raw.decode("utf-8", "replace")
     return " ".join(text.split())[:limit] or "(empty body)"
 
 
-def _infer(conns: _Connections, path: str, payload: bytes, headers: dict[str, str]) -> Answer:
+def _error_doc(raw: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _infer(conns: _Connections, path: str, payload: bytes, headers: dict[str, str], rows: int = 1) -> Answer:
+    """One infer; a 200 must hold ``rows`` probabilities in its first output."""
     began = time.perf_counter()
     try:
         status, route, raw = conns.post(path, payload, headers)
@@ -372,13 +483,34 @@ def _infer(conns: _Connections, path: str, payload: bytes, headers: dict[str, st
         return Answer(0, error=f"connection:{type(exc).__name__}", detail=str(exc) or type(exc).__name__)
     latency = (time.perf_counter() - began) * 1000
     if status != 200:
-        return Answer(status, latency_ms=latency, error=f"status:{status}", detail=_error_text(raw))
+        row = _error_doc(raw).get("row")
+        return Answer(status, latency_ms=latency, error=f"status:{status}", detail=_error_text(raw),
+                      row=row if type(row) is int else None)  # fmt: skip
     try:
         body = json.loads(raw)
-        prob = float(body["outputs"][0]["data"][0])
+        probs = tuple(float(p) for p in body["outputs"][0]["data"])
+        if len(probs) != rows:
+            raise ValueError(f"{len(probs)} probabilities for {rows} rows")
     except (ValueError, KeyError, IndexError, TypeError):
         return Answer(status, latency_ms=latency, error="bad-body", detail=_error_text(raw))
-    return Answer(status, _arm_of(route, body), prob, latency)
+    return Answer(status, _arm_of(route, body), probs[0], latency, probs=probs)
+
+
+def _infer_day(conns: _Connections, path: str, item: DayItem, request_id: str, headers: dict[str, str]) -> DayAnswer:
+    """A day request; each refused row the server names is left out and the rest resent, up to
+    ``MAX_DROPPED_ROWS`` times."""
+    dropped: list[tuple[str, str]] = []
+    sent, rid = item, request_id
+    while True:
+        body, head = sent.encode(rid)
+        answer = _infer(conns, path, body, headers | {"inference-header-content-length": str(head)}, len(sent.tickers))
+        row = answer.row
+        if answer.status != 400 or row is None or not 0 <= row < len(sent.tickers) or len(sent.tickers) == 1:
+            return DayAnswer(answer, rid, sent, tuple(dropped))
+        if len(dropped) == MAX_DROPPED_ROWS:
+            return DayAnswer(answer, rid, sent, tuple(dropped))
+        dropped.append((sent.tickers[row], answer.detail or ""))
+        sent, rid = sent.without(row), f"{request_id}-retry{len(dropped)}"
 
 
 def _feedback(conns: _Connections, payload: bytes, headers: dict[str, str]) -> Answer:
@@ -411,7 +543,7 @@ class _Pacer:
 
 
 def run_traffic(
-    days: Iterator[list[Item]],
+    days: Iterator[list[Item]] | Iterator[list[DayItem]],
     *,
     url: str,
     experiment: str,
@@ -433,8 +565,9 @@ def run_traffic(
     replayed are posted (the data knows them), so every answered request with a known direction gets its feedback.
     ``rate``: a cap on HTTP requests per second (infer and feedback together; None: none); it changes the timing
     only. ``feedback_delay``: the outcome of day d is posted when the replay reaches day d + delay (before that
-    day's requests). ``seed``: names the request ids (``s<seed>-<YYYYMMDD>-<ticker>``, so a second replay into the
-    same request log needs another seed) and draws the users of the sticky ``key_header`` from a pool of ``users``.
+    day's requests). ``seed``: names the request ids (``s<seed>-<YYYYMMDD>-<ticker>``, or ``s<seed>-<YYYYMMDD>``
+    for a :class:`DayItem`, so a second replay into the same request log needs another seed) and draws the users
+    of the sticky ``key_header`` from a pool of ``users``.
     """
     if (rate is not None and rate <= 0) or (max_days is not None and max_days < 1):
         raise ValueError(f"rate and days must be positive, got rate {rate} and {max_days} days")
@@ -450,11 +583,11 @@ def run_traffic(
     path = f"/v2/models/{experiment}/infer"
     pacer = _Pacer(rate)
     slots = threading.BoundedSemaphore(concurrency * 2)  # bounds the queue, not only the workers
-    pending: deque[tuple[int, str, Item, Future[Answer]]] = deque()
+    pending: deque[tuple[int, str, Item | DayItem, Future[Any]]] = deque()
     feedback: list[Future[Answer]] = []
-    infers: list[Future[Answer]] = []
+    infers: list[Future[Any]] = []
 
-    def submit(pool: ThreadPoolExecutor, fn: Callable[..., Answer], *args: Any) -> Future[Answer]:
+    def submit(pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         pacer.wait()
         slots.acquire()
         future = pool.submit(fn, conns, *args)
@@ -463,16 +596,29 @@ def run_traffic(
             future.add_done_callback(lambda _: on_request())
         return future
 
+    def send_feedback(pool: ThreadPoolExecutor, rid: str, arm: str | None, prob: float | None, outcome: int) -> None:
+        if arm is not None:
+            summary.labelled[arm] += 1
+            summary.hits[arm] += (prob is not None and prob > 0.5) == outcome
+        payload = json.dumps({"id": rid, "outcome": outcome}).encode()
+        feedback.append(submit(pool, _feedback, payload, base))
+
     def post_feedback(pool: ThreadPoolExecutor, upto: int) -> None:
         while pending and pending[0][0] <= upto:
             _, rid, item, future = pending.popleft()
-            answer = future.result()
-            if answer.error is None and item.outcome is not None:
-                if answer.arm is not None:
-                    summary.labelled[answer.arm] += 1
-                    summary.hits[answer.arm] += (answer.prob_up is not None and answer.prob_up > 0.5) == item.outcome
-                payload = json.dumps({"id": rid, "outcome": item.outcome}).encode()
-                feedback.append(submit(pool, _feedback, payload, base))
+            result = future.result()
+            if isinstance(result, DayAnswer):
+                answer, sent = result.answer, result.sent
+                if answer.error is None:
+                    # The server's feedback ids: the request id for a batch of 1, "<id>/<row>" otherwise.
+                    ids = [result.request_id] if len(sent.tickers) == 1 else [
+                        f"{result.request_id}/{i}" for i in range(len(sent.tickers))
+                    ]  # fmt: skip
+                    for row_id, prob, outcome in zip(ids, answer.probs, sent.outcomes, strict=True):
+                        if outcome is not None:
+                            send_feedback(pool, row_id, answer.arm, prob, outcome)
+            elif isinstance(item, Item) and result.error is None and item.outcome is not None:
+                send_feedback(pool, rid, result.arm, result.prob_up, item.outcome)
 
     index = -1
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="traffic")
@@ -487,10 +633,18 @@ def run_traffic(
             summary.days += 1
             summary.requests_per_day = len(items)
             for item in items:
-                rid = f"{run_id}-{item.day:%Y%m%d}-{item.ticker}"
-                headers = {**base, key_header: f"user-{rng.randrange(users)}", "x-volatility-regime": item.regime}
-                payload = json.dumps({"id": rid, **item.body}, separators=(",", ":")).encode()
-                future = submit(pool, _infer, path, payload, headers)
+                user = f"user-{rng.randrange(users)}"
+                if isinstance(item, DayItem):
+                    summary.per = "day"
+                    rid = f"{run_id}-{item.day:%Y%m%d}"
+                    headers = {**base, "content-type": "application/octet-stream", key_header: user,
+                               "x-volatility-regime": item.regime}  # fmt: skip
+                    future = submit(pool, _infer_day, path, item, rid, headers)
+                else:
+                    rid = f"{run_id}-{item.day:%Y%m%d}-{item.ticker}"
+                    headers = {**base, key_header: user, "x-volatility-regime": item.regime}
+                    payload = json.dumps({"id": rid, **item.body}, separators=(",", ":")).encode()
+                    future = submit(pool, _infer, path, payload, headers)
                 infers.append(future)
                 pending.append((index, rid, item, future))
         else:
@@ -501,10 +655,15 @@ def run_traffic(
         summary.elapsed_s = time.perf_counter() - pacer.start
         conns.close()
     for future in infers:
-        answer = future.result()
+        result = future.result()
+        answer = result.answer if isinstance(result, DayAnswer) else result
+        if isinstance(result, DayAnswer):
+            for ticker, reason in result.dropped:
+                summary.rows_dropped[f"{ticker} {result.sent.day}"] = reason
         summary.requests += 1
         if answer.error is None:
             summary.ok += 1
+            summary.rows_scored += len(answer.probs)
             summary.arms[answer.arm or "?"] += 1
             summary.latencies_ms.append(answer.latency_ms)
         else:

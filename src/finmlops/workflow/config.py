@@ -105,11 +105,15 @@ class CostsConfig(_Section):
 
 class TrafficConfig(_Section):
     """The A/B replay through the served champions: one request per ticker per trading day from ``start`` to
-    ``end`` (default: the whole last test year, which the final models never trained on), seeded routing, so the
-    request log is a function of the config (finmlops.serving.traffic)."""
+    ``end`` (default: the whole last test year, which the final models never trained on), or with ``per: day`` one
+    request per day scoring every ticker; seeded routing, so the request log is a function of the config
+    (finmlops.serving.traffic)."""
 
     start: date | None = None
     end: date | None = None
+    per: Literal["ticker", "day"] = Field(
+        default="ticker", description="ticker: a request per ticker per day; day: one [n, T] request per day."
+    )
 
 
 class StudyPeriodsConfig(_Section):

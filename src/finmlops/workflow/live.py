@@ -18,7 +18,7 @@ from pydantic import Field
 
 from finmlops.features.target import LabelSpec
 from finmlops.serving.config import DEFAULT_EXPERIMENT, default_config
-from finmlops.serving.traffic import TrafficSummary, replay_days, run_traffic
+from finmlops.serving.traffic import Per, TrafficSummary, replay_days, run_traffic
 from finmlops.settings import Settings
 
 
@@ -78,9 +78,11 @@ def serve_and_replay(
     end: date,
     seed: int,
     label: LabelSpec | None = None,
+    per: Per = "ticker",
 ) -> ReplayResult:
     """Archive the old request log, serve the champions, replay ``universe``'s trading days ``start``..``end``
-    through the A/B test (one raw OHLCV request per ticker per day, feedback one simulated day later), stop the
+    through the A/B test (one raw OHLCV request per ticker per day, or with ``per="day"`` one request per day for
+    every ticker; feedback two simulated days later), stop the
     server. Returns the traffic summary with the served models and the log path. Raises RuntimeError, with the
     server's error text, when most requests failed."""
     from finmlops.serving.server import build_app, running_server  # deferred: onnxruntime, prometheus_client
@@ -89,7 +91,7 @@ def serve_and_replay(
     log_path = request_log_path(settings)
     archived = archive_request_log(log_path)
     app = build_app(settings, config=config)
-    days = replay_days(dict(universe), start=start, end=end, model_input="raw", label=label)
+    days = replay_days(dict(universe), start=start, end=end, model_input="raw", label=label, per=per)
     with running_server(app) as url:
         summary = run_traffic(
             days, url=url, experiment=DEFAULT_EXPERIMENT, model_input="raw", feedback_delay=2, seed=seed

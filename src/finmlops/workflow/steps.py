@@ -373,7 +373,7 @@ def _traffic_inputs(ctx: Context) -> dict[str, Any]:
         "champions": champion_versions(ctx.settings),
         "dataset_hash": ctx.output("ingest")["dataset_hash"],
         # What the replay sends depends on these only (see finmlops.serving.traffic).
-        "traffic": [plan.traffic_start, plan.traffic_end, ctx.settings.seed],
+        "traffic": [plan.traffic_start, plan.traffic_end, ctx.settings.seed, plan.traffic.per],
     }
 
 
@@ -386,15 +386,21 @@ def _traffic(ctx: Context) -> Outcome:
         end=plan.traffic_end,
         seed=ctx.settings.seed,
         label=plan.label,
+        per=plan.traffic.per,
     )
     summary.provenance = stamp(data_hash=ctx.output("ingest")["dataset_hash"], config=_traffic_inputs(ctx))
     path = write_json_atomic(ctx.settings.results_dir / "traffic.json", summary.model_dump(mode="json"))
     log = summary.request_log
     arms = ", ".join(f"{a} {n}" for a, n in sorted(summary.arms.items()))
     p50 = summary.latency_ms.p50 if summary.latency_ms else float("nan")
+    what = (
+        f"day requests ok ({summary.rows_scored} rows scored, {len(summary.rows_dropped)} left out)"
+        if summary.per == "day"
+        else "infers ok"
+    )
     return Outcome(
-        figure=f"{summary.ok}/{summary.requests} infers ok ({arms}), feedback {summary.feedback_ok}, "
-        f"p50 {p50:.1f} ms, days {summary.first_day}..{summary.last_day}",
+        figure=f"{summary.ok}/{summary.requests} {what} ({arms}), feedback {summary.feedback_ok}, p50 {p50:.1f} ms, "
+        f"days {summary.first_day}..{summary.last_day}",
         files=[path, log],
         # The log's digest makes the A/B and drift steps rerun whenever new traffic was logged.
         data={"experiment": summary.experiment, "request_log": str(log), "log_sha256": file_sha256(log)},
