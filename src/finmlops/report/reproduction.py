@@ -578,7 +578,7 @@ def render_markdown(rep: Reproduction) -> str:
         "above 0.45% | – |",
         "",
         "Both papers trade the S&P 500's constituents month by month (no survivorship bias), from 1992; this run "
-        "trades a fixed list of today's survivors from 2001 (next section).",
+        f"trades a fixed list of today's survivors from {rep.covered[0]} (next section).",
         "",
         "## This run",
         "",
@@ -661,7 +661,8 @@ def _survivorship(rep: Reproduction) -> list[str]:
         "## Survivorship bias: what it does to the comparison, and in which direction",
         "",
         "The S&P 500 set (`../shared/data/sp500`, its PROVENANCE.md) holds only the 443 names that were in the index "
-        "in April 2021. Every stock this run trades on a date in 2001-2021 is therefore known, with hindsight, to "
+        f"in April 2021. Every stock this run trades on a date from {rep.covered[0]} to {rep.covered[1]} is therefore "
+        "known, with hindsight, to "
         "have survived to 2021 and to have grown or stayed large enough to be in the index then. Names that failed, "
         "were delisted, were acquired or fell out of the index before 2021 are absent. Fischer & Krauss and Krauss, "
         "Do & Huck used the constituents as of each month instead, which has no such bias. So:",
@@ -676,8 +677,8 @@ def _survivorship(rep: Reproduction) -> list[str]:
         "the collapses a short leg profits from most are missing.",
         "- **The long-short spread has no guaranteed direction**: it is the sum of the two, and which bias is larger "
         "depends on how strongly each leg tilts to distressed names. The legs' table above shows each one's "
-        "figure, so a reader can see which dominates here. The bias is larger in 2001-2009 (more years before the "
-        "2021 list, more names missing, and a smaller universe of future index members) than in 2010-2021.",
+        "figure, so a reader can see which dominates here. The bias is larger in earlier years (more years before "
+        "the 2021 list, more names missing, and a smaller universe of future index members) than in later ones.",
         "- The cross-sectional median (the label of `cross_sectional`) is taken over survivors too, so the "
         "accuracy and the IC are measured within a survivor cross-section, not the one the papers ranked.",
         "",
