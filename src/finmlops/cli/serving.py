@@ -55,7 +55,7 @@ def traffic_command(
         "raw", "--model-input", help="raw (OHLCV history; works for any arm) or tensor (one feature window)."
     ),
     per: PerChoice = typer.Option(
-        "ticker", "--per", help="ticker: a request per ticker per day; day: one binary request a day, every ticker a row."
+        "ticker", "--per", help="ticker: a request per ticker per day; day: one binary request a day, a row per ticker."
     ),
     seed: int = typer.Option(
         0, "--seed", help="Names the request ids (the server routes by them) and draws the users; new log, new seed."
