@@ -106,14 +106,17 @@ def _markets(
 
 
 def feature_matrix(inputs: TickerInputs, features: Sequence[Feature]) -> np.ndarray:
-    """One ticker's features ``[n, len(features)]`` float64, in the order of ``features``; warm-up rows and
-    undefined values (a division by zero) are NaN. The per-ticker core of ``compute_features``; the server's raw
-    inputs call it on the arrays of a request (no frame, no index), so both compute with the same code."""
-    block = np.empty((len(inputs.close), len(features)), dtype=np.float64)
+    """One ticker's features ``[n, len(features)]`` float64, in the order of ``features``, or a panel's
+    ``[k, n, len(features)]`` when the inputs are ``[k, n]`` (every feature computes along the last axis, row by
+    row the same values: ``finmlops.features.panel``); warm-up rows and undefined values (a division by zero) are
+    NaN. The per-ticker core of ``compute_features``; the server's raw inputs call it on a request's ``[batch, T]``
+    arrays (no frame, no index), so both compute with the same code."""
+    # Feature-major while filling (each feature's values one contiguous write), then the [..., n, F] view.
+    block = np.empty((len(features), *np.shape(inputs.close)), dtype=np.float64)
     for j, feature in enumerate(features):
-        block[:, j] = feature.compute(inputs)
+        block[j] = feature.compute(inputs)
     block[~np.isfinite(block)] = np.nan
-    return block
+    return np.moveaxis(block, 0, -1)
 
 
 def settled_history(features: Sequence[Feature], seq_len: int) -> int:

@@ -18,6 +18,7 @@ copy, no second pass.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -41,10 +42,24 @@ def _rowwise(function: Callable[..., Any]) -> Callable[..., Any]:
     def call(*args: Any) -> Any:
         if args[0].ndim == 1:
             return function(*args)
-        results = [function(*(a[k] if isinstance(a, np.ndarray) else a for a in args)) for k in range(len(args[0]))]
-        if isinstance(results[0], tuple):
-            return tuple(np.stack([r[j] for r in results]) for j in range(len(results[0])))
-        return np.stack(results)
+        k = len(args[0])
+        # Iterating a [k, n] array yields its row views in C; a scalar argument repeats. (A raw day request pays
+        # one call per ticker and per TA-Lib function: the loop's own overhead is most of its features' time.)
+        rows = zip(*(a if isinstance(a, np.ndarray) else itertools.repeat(a, k) for a in args), strict=False)
+        first = function(*next(rows))
+        if isinstance(first, tuple):
+            outs = tuple(np.empty((k, *r.shape), dtype=r.dtype) for r in first)
+            for out, r in zip(outs, first, strict=True):
+                out[0] = r
+            for i, row in enumerate(rows, start=1):
+                for out, r in zip(outs, function(*row), strict=True):
+                    out[i] = r
+            return outs
+        out = np.empty((k, *first.shape), dtype=first.dtype)
+        out[0] = first
+        for i, row in enumerate(rows, start=1):
+            out[i] = function(*row)
+        return out
 
     return call
 

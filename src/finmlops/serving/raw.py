@@ -95,14 +95,12 @@ def raw_windows(inputs: dict[str, np.ndarray], feature_set: str, feature_names: 
     if broken.size:
         _frame(columns, int(broken[0]), pd.bdate_range(end=_END, periods=days, name="date"))  # raises its message
         raise InternalError(f"raw inputs: batch row {int(broken[0])} breaks an OHLCV rule the store's check missed")
-    # Only the rows the last seq_len windows can depend on (finmlops.features.settled_history), vectorised per row.
+    # Only the rows the last seq_len windows can depend on (finmlops.features.settled_history), the whole batch as
+    # one [batch, T'] panel: each feature computes along the last axis, row by row what a lone request gets.
     start = max(0, days - settled_history(features, seq_len))
-    no_market = np.full(days - start, np.nan)
-    windows = np.empty((batch, seq_len, len(features)), dtype=np.float32)
-    for i in range(batch):
-        market = columns[MARKET][i, start:] if cross_asset else no_market
-        ticker = TickerInputs.from_arrays(*(ohlcv[n][i, start:] for n in OHLCV_COLUMNS), market)
-        windows[i] = feature_matrix(ticker, features)[-seq_len:]
+    market = columns[MARKET][:, start:] if cross_asset else np.full((batch, days - start), np.nan)
+    panel = TickerInputs.from_arrays(*(ohlcv[n][:, start:] for n in OHLCV_COLUMNS), market)
+    windows = feature_matrix(panel, features)[:, -seq_len:].astype(np.float32)
     bad = ~np.isfinite(windows)
     if bad.any():
         row, step, j = (int(v) for v in np.argwhere(bad)[0])
