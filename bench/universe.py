@@ -18,6 +18,8 @@ own subprocess, so its peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) 
 * ``walk-forward-kdh``: the KDH DNN, GBT and a ``--trees`` forest on every ticker, four F&K study periods
   (2017-2020), serial (1 and 2 threads per fit) vs Ray with 2 workers x 1 thread (``bench/ray_walkforward.py``):
   the ratio, goal Ray >= 1.7x serial, and whether the predictions agree bit for bit;
+* ``raw-day``: a raw day request's features (443 tickers x 120 days, advanced set) as one panel against the
+  per-row loop it replaced, bit for bit;
 * ``fk-lstm``: the Fischer & Krauss LSTM's samples/s per epoch on 2017-2020 of the universe against the float32
   matmul floor of ``bench/train.py``, in one process.
 
@@ -223,6 +225,55 @@ def case_fk_lstm(args: argparse.Namespace) -> Result:
     }  # fmt: skip
 
 
+def case_raw_day(args: argparse.Namespace) -> Result:
+    """A raw day request's features: ``finmlops.serving.raw.raw_windows`` on every ticker's last 120 days up to
+    2021-04-14 (advanced set, seq_len 10), the batch as one panel, against the loop of one ``feature_matrix`` per
+    row that it replaced, side by side in one process, and whether the two agree bit for bit."""
+    from datetime import date
+
+    import numpy as np
+
+    from finmlops.data import DataStore
+    from finmlops.features import feature_names, features_of, market_returns
+    from finmlops.features.compute import feature_matrix, settled_history
+    from finmlops.features.registry import TickerInputs
+    from finmlops.serving.raw import raw_windows
+
+    history, seq_len, feature_set = 120, 10, "advanced"
+    universe = DataStore(_store_of(args)).read(start=date(2020, 6, 1), end=date(2021, 4, 14))
+    universe = {t: f for t, f in universe.items() if len(f) >= history}
+    market = market_returns(universe)
+    columns = ("open", "high", "low", "close", "adj_close", "volume")
+    inputs = {c: np.stack([f[c].to_numpy(float)[-history:] for f in universe.values()]) for c in columns}
+    inputs["market_return"] = np.stack(
+        [np.nan_to_num(market.reindex(f.index).to_numpy(float)[-history:]) for f in universe.values()]
+    )
+    names, features = feature_names(feature_set), features_of(feature_set)
+    start = max(0, history - settled_history(features, seq_len))
+
+    def per_row() -> np.ndarray:
+        rows = []
+        for i in range(len(universe)):
+            one = TickerInputs.from_arrays(*(inputs[c][i, start:] for c in columns), inputs["market_return"][i, start:])
+            rows.append(feature_matrix(one, features)[-seq_len:])
+        return np.stack(rows).astype(np.float32)
+
+    timings: dict[str, list[float]] = {"panel": [], "per_row": []}
+    for _ in range(args.reps):
+        for name, run in (("panel", lambda: raw_windows(inputs, feature_set, names, seq_len)), ("per_row", per_row)):
+            started = time.perf_counter()
+            result = run()
+            timings[name].append(time.perf_counter() - started)
+            if name == "panel":
+                panel = result
+    panel_s, per_row_s = min(timings["panel"]), min(timings["per_row"])
+    return {
+        "tickers": len(universe), "rows": history, "features": len(names), "panel_ms": 1000 * panel_s,
+        "per_row_ms": 1000 * per_row_s, "ratio": per_row_s / panel_s,
+        "bitwise_equal": bool(np.array_equal(panel, per_row(), equal_nan=True)),
+    }  # fmt: skip
+
+
 CASES: dict[str, Callable[[argparse.Namespace], Result]] = {
     "ingest": case_ingest,
     "memory-floor": case_memory_floor,
@@ -236,6 +287,7 @@ CASES: dict[str, Callable[[argparse.Namespace], Result]] = {
     "reference-alpha158": _reference_case("alpha158"),
     "walk-forward-kdh": case_walk_forward,
     "fk-lstm": case_fk_lstm,
+    "raw-day": case_raw_day,
 }
 
 
@@ -248,7 +300,8 @@ def _format(name: str, result: Result) -> str:
                 "copy_per_window_mb", "batch_windows_per_s", "bitwise_equal", "gb", "first_touch_s", "rewrite_s",
                 "floor_rows_per_s", "fits", "trees", "serial_1_thread_s", "serial_2_threads_s", "ray_warm_s",
                 "ray_start_s", "ratio_vs_2_threads", "ratio_cold", "load_before", "load_after", "seconds_per_epoch",
-                "samples_per_s", "achieved_gflops", "matmul_floor_gflops", "ratio_to_floor", "met"):  # fmt: skip
+                "samples_per_s", "achieved_gflops", "matmul_floor_gflops", "ratio_to_floor", "panel_ms", "per_row_ms",
+                "met"):  # fmt: skip
         if key in result:
             value = result[key]
             parts.append(f"{key} {value:,.2f}" if isinstance(value, float) else f"{key} {value}")
@@ -260,6 +313,7 @@ def main() -> None:
     parser.add_argument("--sp500-dir", default=str(DEFAULT_SP500), help="The S&P 500 CSV folder (../shared).")
     parser.add_argument("--only", nargs="*", choices=list(CASES), help="Run only these cases (in this order).")
     parser.add_argument("--slice", type=int, default=30, help="Tickers in the reference cases' slice.")
+    parser.add_argument("--reps", type=int, default=5, help="Repeats of the raw-day case (best of).")
     parser.add_argument("--trees", type=int, default=25, help="The walk-forward case's forest size (paper: 1,000).")
     parser.add_argument("--json", action="store_true", help="Print the results as one JSON object.")
     parser.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case in this process
@@ -278,7 +332,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="finmlops-universe-") as workdir:
         for name in args.only or list(CASES):
             command = [sys.executable, __file__, "--case", name, "--workdir", workdir, "--sp500-dir", args.sp500_dir]
-            command += ["--slice", str(args.slice), "--trees", str(args.trees)]
+            command += ["--slice", str(args.slice), "--trees", str(args.trees), "--reps", str(args.reps)]
             done = subprocess.run(command, capture_output=True, text=True)
             lines = done.stdout.strip().splitlines()
             try:
