@@ -371,3 +371,15 @@ def test_a_run_config_runs_only_its_steps_and_each_needs_its_inputs(tmp_path: Pa
     assert "report: none (the run config's steps are ingest, features)" in result.stdout
     code, _, stderr = _invoke(tmp_path, "--step", "train", config=_quick_config(tmp_path, steps=["ingest"]))
     assert code == 1 and "--step train: not among the run config's steps (ingest)" in stderr
+
+
+def test_a_run_without_the_majority_baseline_compares_its_best_model_with_a_coin_flip(tmp_path: Path) -> None:
+    """configs/sp500-fk.yaml's baselines are random and reversal: its train step failed on a missing 'majority'."""
+    config = _quick_config(
+        tmp_path, steps=["ingest", "features", "train"], baselines=["random"], variants=[{"name": "lightweight"}],
+        epochs=1, test_years=[2023], register_variants=None, importance={"folds": 1, "repeats": 1},
+    )  # fmt: skip
+    code, _, stderr = _invoke(tmp_path, config=config)
+    assert code == 0, stderr[-3000:]
+    figure = json.loads((tmp_path / "quick" / "run_state.json").read_text())["steps"]["train"]["figure"]
+    assert re.search(r"^1 folds, 2 models; best deep lightweight accuracy .*a coin flip \(0\.5\)", figure), figure

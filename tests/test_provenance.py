@@ -37,3 +37,19 @@ def test_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
         write_json_atomic(path, {"v": object.__new__(type("Unserialisable", (), {"__str__": None}))})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_git_commit_is_the_one_the_process_first_saw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that takes hours records the commit it started from, not one committed while it ran."""
+    import subprocess
+
+    monkeypatch.delenv("FINMLOPS_GIT_COMMIT", raising=False)
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("1")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    first = git_commit(tmp_path)
+    (tmp_path / "a.txt").write_text("2")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "second")
+    assert first is not None and len(first) == 40 and git_commit(tmp_path) == first

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -33,12 +34,20 @@ def file_sha256(path: Path) -> str:
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
-    """The current git commit (with ``-dirty`` when the tree has changes), or None outside a checkout.
+    """The git commit of the checkout at ``cwd`` (with ``-dirty`` when the tree had changes), or None outside a
+    checkout, as it was the **first** time this process asked: the code a process runs is the code it loaded, so a
+    run that takes hours records the commit it started from, not one committed while it ran (``finmlops run``
+    asks as it starts).
 
     Inside an image there is no ``.git``: the build passes the commit as ``FINMLOPS_GIT_COMMIT``.
     """
     if baked := os.environ.get("FINMLOPS_GIT_COMMIT"):
         return baked
+    return _checkout_commit(None if cwd is None else Path(cwd).resolve())
+
+
+@functools.cache
+def _checkout_commit(cwd: Path | None) -> str | None:
     try:
         run = lambda *args: subprocess.run(  # noqa: E731
             ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=True

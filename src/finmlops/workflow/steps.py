@@ -29,7 +29,7 @@ from finmlops.features import FEATURE_SETS, compute_features, save_features
 from finmlops.models.estimators import ESTIMATORS
 from finmlops.monitoring.abtest import ArmComparison, run_abtest
 from finmlops.monitoring.drift import run_drift
-from finmlops.provenance import file_sha256, stamp, write_json_atomic
+from finmlops.provenance import file_sha256, git_commit, stamp, write_json_atomic
 from finmlops.settings import Settings
 from finmlops.stats import describe_comparison
 from finmlops.workflow.champions import RegisteredChampion, decide_champion, register_final_model
@@ -287,13 +287,17 @@ def _train(ctx: Context) -> Outcome:
     )
     deep = {m: payload.models[m] for m in plan.variant_names}
     best = max(deep, key=lambda m: deep[m].pooled.accuracy.value)
-    vs = describe_comparison(deep[best].vs_baselines["majority"].comparison("accuracy", "majority"))
-    majority = payload.models["majority"].pooled.accuracy.value
+    if "majority" in deep[best].vs_baselines:
+        vs = describe_comparison(deep[best].vs_baselines["majority"].comparison("accuracy", "majority"))
+        versus = f"majority {payload.models['majority'].pooled.accuracy.value:.3f}: {vs}"
+    else:  # a run without the majority baseline (a research run's random and reversal): against a coin flip
+        versus = describe_comparison(deep[best].signal.accuracy_vs_half)
     results = ctx.settings.results_dir
     run_id = track_evaluation(payload, mlflow_tracker(ctx.settings))
+    folds = len({f["fold"] for f in preds.attrs["fit_seconds"]})
     return Outcome(
-        figure=f"{len(plan.test_years)} folds, {len(payload.models)} models; best deep {best} accuracy "
-        f"{_ci(deep[best].pooled.accuracy)}, majority {majority:.3f}: {vs}",
+        figure=f"{folds} folds, {len(payload.models)} models; best deep {best} accuracy "
+        f"{_ci(deep[best].pooled.accuracy)}, {versus}",
         files=[results / "predictions.parquet", results / "evaluation.json", results / "evaluation.md"],
         data={
             "predictions_sha256": payload.predictions.sha256 if payload.predictions else None,
@@ -577,6 +581,7 @@ def run_pipeline(
     """
 
     started = time.perf_counter()
+    git_commit(Path(__file__).parent)  # the commit this run's code came from, before anything is committed meanwhile
     pipeline = build_steps()
     unknown = sorted(set(steps) - {s.name for s in pipeline})
     if unknown:
