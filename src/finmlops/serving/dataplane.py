@@ -55,7 +55,7 @@ from finmlops.serving.experiments import (
 from finmlops.serving.feedback import FeedbackLedger, FeedbackResult, ModelStats, Prediction, UnknownRequestId
 from finmlops.serving.metrics import ServerMetrics
 from finmlops.serving.models import LoadedModel, ModelLoadError, ModelStore, Registry
-from finmlops.serving.protocol import RAW_INPUTS, InferRequest, as_fp32, as_of_parameter
+from finmlops.serving.protocol import RAW_INPUTS, InferRequest, as_fp32, as_of_parameter, row_ids
 from finmlops.serving.requestlog import AdminRecord, FeedbackRecord, RequestLog, RequestRecord
 
 log = logging.getLogger("finmlops.serving")
@@ -111,8 +111,7 @@ class InferenceEvent:
         """Fill ``probs`` and ``row_ids`` from ``y``."""
         if self.y is not None:
             self.probs = self.y[:, 0].tolist()
-            n = len(self.probs)
-            self.row_ids = [self.id] if n == 1 else [f"{self.id}/{i}" for i in range(n)]
+            self.row_ids = row_ids(self.id, len(self.probs))
 
 
 @dataclass(frozen=True, slots=True)

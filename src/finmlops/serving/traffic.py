@@ -44,6 +44,7 @@ from pydantic import Field
 from finmlops.evaluation.results import Result
 from finmlops.features import LabelSpec, make_target, market_returns
 from finmlops.serving.experiments import SELDON_ROUTE_HEADER
+from finmlops.serving.protocol import row_ids
 
 ModelInput = Literal["raw", "tensor"]
 Per = Literal["ticker", "day"]
@@ -96,8 +97,9 @@ class DayItem:
                            "parameters": {"binary_data_size": len(data)}})  # fmt: skip
             parts.append(data)
         parameters = {"as_of": self.day.isoformat(), "regime": self.regime, "tickers": list(self.tickers)}
-        head = json.dumps({"id": request_id, "parameters": parameters, "inputs": inputs}, separators=(",", ":"))
-        return head.encode() + b"".join(parts), len(head.encode())
+        doc = {"id": request_id, "parameters": parameters, "inputs": inputs}
+        head = json.dumps(doc, separators=(",", ":")).encode()
+        return head + b"".join(parts), len(head)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +125,6 @@ class DayAnswer:
     request_id: str
     sent: DayItem
     dropped: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def error(self) -> str | None:
-        return self.answer.error
 
 
 class Latency(Result):
@@ -505,9 +503,9 @@ def _infer_day(conns: _Connections, path: str, item: DayItem, request_id: str, h
         body, head = sent.encode(rid)
         answer = _infer(conns, path, body, headers | {"inference-header-content-length": str(head)}, len(sent.tickers))
         row = answer.row
-        if answer.status != 400 or row is None or not 0 <= row < len(sent.tickers) or len(sent.tickers) == 1:
-            return DayAnswer(answer, rid, sent, tuple(dropped))
-        if len(dropped) == MAX_DROPPED_ROWS:
+        n = len(sent.tickers)
+        resendable = answer.status == 400 and row is not None and 0 <= row < n and n > 1
+        if not resendable or len(dropped) == MAX_DROPPED_ROWS:
             return DayAnswer(answer, rid, sent, tuple(dropped))
         dropped.append((sent.tickers[row], answer.detail or ""))
         sent, rid = sent.without(row), f"{request_id}-retry{len(dropped)}"
@@ -610,10 +608,7 @@ def run_traffic(
             if isinstance(result, DayAnswer):
                 answer, sent = result.answer, result.sent
                 if answer.error is None:
-                    # The server's feedback ids: the request id for a batch of 1, "<id>/<row>" otherwise.
-                    ids = [result.request_id] if len(sent.tickers) == 1 else [
-                        f"{result.request_id}/{i}" for i in range(len(sent.tickers))
-                    ]  # fmt: skip
+                    ids = row_ids(result.request_id, len(sent.tickers))  # the ids the server gave the rows
                     for row_id, prob, outcome in zip(ids, answer.probs, sent.outcomes, strict=True):
                         if outcome is not None:
                             send_feedback(pool, row_id, answer.arm, prob, outcome)
