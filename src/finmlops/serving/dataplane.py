@@ -52,10 +52,17 @@ from finmlops.serving.experiments import (
     Route,
     UnknownExperiment,
 )
-from finmlops.serving.feedback import FeedbackLedger, FeedbackResult, ModelStats, Prediction, UnknownRequestId
+from finmlops.serving.feedback import (
+    FeedbackLedger,
+    FeedbackResult,
+    ModelStats,
+    Prediction,
+    UnknownRequestId,
+    row_ids,
+)
 from finmlops.serving.metrics import ServerMetrics
 from finmlops.serving.models import LoadedModel, ModelLoadError, ModelStore, Registry
-from finmlops.serving.protocol import RAW_INPUTS, InferRequest, as_fp32, as_of_parameter, row_ids
+from finmlops.serving.protocol import RAW_INPUTS, InferRequest, as_fp32, as_of_parameter
 from finmlops.serving.requestlog import AdminRecord, FeedbackRecord, RequestLog, RequestRecord
 
 log = logging.getLogger("finmlops.serving")

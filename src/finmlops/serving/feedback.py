@@ -28,6 +28,11 @@ class UnknownRequestId(KeyError):
         return str(self.args[0]) if self.args else "unknown request id"
 
 
+def row_ids(request_id: str, rows: int) -> list[str]:
+    """The feedback id of each row of a scored request: the request id for a batch of 1, ``<id>/<row>`` otherwise."""
+    return [request_id] if rows == 1 else [f"{request_id}/{i}" for i in range(rows)]
+
+
 @dataclass(frozen=True, slots=True)
 class Prediction:
     """One model's answer to one request, as registered by the server (or read back from its request log)."""

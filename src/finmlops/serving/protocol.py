@@ -31,11 +31,6 @@ _NAMES = {dtype: name for name, dtype in DTYPES.items()}
 _NON_FINITE = re.compile(rb"-?(?:nan|inf(?:inity)?)", re.IGNORECASE)
 
 
-def row_ids(request_id: str, rows: int) -> list[str]:
-    """The feedback id of each row of a scored request: the request id for a batch of 1, ``<id>/<row>`` otherwise."""
-    return [request_id] if rows == 1 else [f"{request_id}/{i}" for i in range(rows)]
-
-
 def error_body(message: str, row: int | None = None) -> bytes:
     """The V2 error body ``{"error": "..."}``, with ``"row"``: the batch row at fault, when the error names one."""
     return orjson.dumps({"error": message} if row is None else {"error": message, "row": row})

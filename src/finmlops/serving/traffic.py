@@ -44,7 +44,7 @@ from pydantic import Field
 from finmlops.evaluation.results import Result
 from finmlops.features import LabelSpec, make_target, market_returns
 from finmlops.serving.experiments import SELDON_ROUTE_HEADER
-from finmlops.serving.protocol import row_ids
+from finmlops.serving.feedback import row_ids
 
 ModelInput = Literal["raw", "tensor"]
 Per = Literal["ticker", "day"]
