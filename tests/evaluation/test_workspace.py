@@ -13,9 +13,11 @@ from typer.testing import CliRunner
 
 from finmlops.cli import app
 from finmlops.data import DataStore
-from finmlops.evaluation.metrics import BootstrapConfig
+from finmlops.evaluation import workspace
+from finmlops.evaluation.metrics import BootstrapConfig, validate_predictions
 from finmlops.evaluation.results import load_evaluation
 from finmlops.evaluation.workspace import evaluate_and_write, markdown_table
+from finmlops.provenance import file_sha256
 from finmlops.settings import load_settings
 
 BOOT = BootstrapConfig(n_boot=100, block_len=5, seed=3)
@@ -48,6 +50,32 @@ def test_evaluation_files_are_stamped_and_reproducible(home: Path, preds: pd.Dat
     loaded = load_evaluation(results)  # the typed reader: the file's content, NaN read back from null
     assert markdown_table(loaded).count("\n| ") == 3  # one row per model below the header
     assert json.loads(loaded.model_dump_json()) == again
+
+
+def test_a_failed_scoring_keeps_the_predictions_and_no_evaluation_of_others(
+    home: Path, preds: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hours of fits are on disk before the scoring starts; an evaluation of earlier predictions does not stay
+    beside new ones that the scoring never finished."""
+    results = home / "results"
+    newer = preds.assign(prob_up=preds["prob_up"].to_numpy()[::-1])
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise MemoryError("scoring ran out of memory")
+
+    monkeypatch.setattr(workspace, "evaluate_predictions", fail)
+    with pytest.raises(MemoryError):
+        evaluate_and_write(newer, results, data_hash="abc", config={"k": 1}, boot=BOOT)
+    written = pd.read_parquet(results / "predictions.parquet")
+    pd.testing.assert_frame_equal(written, validate_predictions(newer), check_like=True)
+    assert not (results / "evaluation.json").exists() and not (results / "evaluation.md").exists()
+    # The same predictions again: their evaluation is theirs, and a failed rescoring leaves it.
+    monkeypatch.undo()
+    evaluate_and_write(newer, results, data_hash="abc", config={"k": 1}, boot=BOOT)
+    monkeypatch.setattr(workspace, "evaluate_predictions", fail)
+    with pytest.raises(MemoryError):
+        evaluate_and_write(newer, results, data_hash="abc", config={"k": 1}, boot=BOOT)
+    assert load_evaluation(results).predictions.sha256 == file_sha256(results / "predictions.parquet")
 
 
 def test_backtest_cli_writes_json_and_counts_every_trial(home: Path) -> None:

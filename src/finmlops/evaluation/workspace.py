@@ -138,19 +138,34 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def _evaluated_sha256(results_dir: Path) -> str | None:
+    """The predictions' SHA-256 that ``results_dir``'s evaluation records (None when it cannot be read)."""
+    try:
+        return load_evaluation(results_dir).predictions.sha256
+    except (OSError, ValueError):
+        return None
+
+
 def evaluate_and_write(
     preds: pd.DataFrame, results_dir: Path, *, data_hash: str | None, config: dict[str, Any], boot: BootstrapConfig
 ) -> EvaluationResult:
-    """Score a predictions frame, then write the predictions, ``evaluation.json`` and ``evaluation.md``.
+    """Write the predictions, then score them and write ``evaluation.json`` and ``evaluation.md``.
 
-    The walk-forward's ``attrs`` (``row_report``, ``fit_seconds``), when present, go into ``evaluation.json`` under
-    ``walk_forward``, not into the predictions file, whose SHA-256 must depend on the predictions alone.
+    The predictions go first: at universe scale the scoring takes minutes after hours of fits, and a failure there
+    must not lose the fits. An evaluation left from other predictions is removed before scoring, so that a failed
+    scoring never leaves a pair that disagrees. The walk-forward's ``attrs`` (``row_report``, ``fit_seconds``),
+    when present, go into ``evaluation.json`` under ``walk_forward``, not into the predictions file, whose SHA-256
+    must depend on the predictions alone.
     """
-    evaluation = evaluate_predictions(preds, baselines=PAIRED_BASELINES, boot=boot)
     pred_path = write_parquet_atomic(validate_predictions(preds), results_dir / PREDICTIONS_FILE)
+    sha256 = file_sha256(pred_path)
+    if (results_dir / EVALUATION_FILE).exists() and _evaluated_sha256(results_dir) != sha256:
+        for stale in (EVALUATION_FILE, "evaluation.md"):
+            (results_dir / stale).unlink(missing_ok=True)
+    evaluation = evaluate_predictions(preds, baselines=PAIRED_BASELINES, boot=boot)
     payload = EvaluationResult(
         provenance=Provenance.model_validate(stamp(data_hash=data_hash, config=config, seed=boot.seed)),
-        predictions=FileRef(file=PREDICTIONS_FILE, sha256=file_sha256(pred_path)),
+        predictions=FileRef(file=PREDICTIONS_FILE, sha256=sha256),
         walk_forward=WalkForwardReport.model_validate(
             {k: preds.attrs[k] for k in ("row_report", "fit_seconds") if k in preds.attrs}
         ),
