@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from finmlops_testing.serving import Client, serve, tiny_onnx, tiny_reference, v
 
 from finmlops.serving.app import ServingApp
 from finmlops.serving.config import parse_config
+from finmlops.serving.dataplane import InferenceEvent, RequestLogObserver
 from finmlops.serving.requestlog import RequestLog, RequestRecord, connect, read_feedback, read_requests
 
 # The schema before the log was append-only (rows keyed by (id, model), no as_of), as older servers wrote it.
@@ -116,3 +118,28 @@ def test_a_reused_id_keeps_both_rows_and_feedback_uses_the_latest_answer(tmp_pat
     assert rows.loc[rows["id"] == "dup", "status"].tolist() == [200, 400]
     assert len(rows[rows["id"] == "twice"]) == 2
     assert sorted(read_feedback(tmp_path / "requests.db")["id"]) == ["dup", "twice"]
+
+
+def test_a_batch_logs_each_row_with_its_own_digest_and_last_timestep(tmp_path: Path) -> None:
+    """One row per batch row: id ``<id>/<i>``, the SHA-1 of that row's window and its last timestep's features."""
+    log = RequestLog(tmp_path / "requests.db", flush_interval_s=60)
+    x = np.random.default_rng(0).normal(size=(3, 4, 5)).astype(np.float32)
+    event = InferenceEvent(id="day", model="m", started=0.0, version="2", x=x, y=np.full((3, 1), 0.25, "f4"))
+    event._scored()
+    RequestLogObserver(log).on_inference(event)
+    log.close()
+    rows = read_requests(tmp_path / "requests.db").set_index("id")
+    assert list(rows.index) == ["day/0", "day/1", "day/2"]
+    for i in range(3):
+        assert rows.loc[f"day/{i}", "inputs_digest"] == hashlib.sha1(x[i].tobytes()).hexdigest()
+        assert rows.loc[f"day/{i}", "last_features"] == x[i, -1].tobytes()
+    assert (rows["prob_up"] == 0.25).all() and (rows["model_version"] == "2").all()
+
+
+def test_a_batch_beyond_the_buffer_bound_keeps_what_fits_and_counts_the_rest(tmp_path: Path) -> None:
+    log = RequestLog(tmp_path / "requests.db", flush_interval_s=60, max_buffered_rows=100)
+    log.extend(RequestRecord(f"r{i}", "m", 0.0, None, None, None, 0, None, 0.5, 1.0, 200) for i in range(130))
+    log.extend(RequestRecord(f"s{i}", "m", 0.0, None, None, None, 0, None, 0.5, 1.0, 200) for i in range(5))
+    assert log.buffered == 100 and log.dropped_rows == 35
+    log.close()
+    assert list(read_requests(tmp_path / "requests.db")["id"])[-1] == "r99"

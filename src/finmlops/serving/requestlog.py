@@ -17,7 +17,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -171,6 +171,17 @@ class RequestLog:
             self.dropped_rows += 1  # the writer is failing: keep the oldest rows, bounded, and count the rest
             return
         self._buffer.append(record)
+        if len(self._buffer) >= self._batch_rows:
+            self._wake.set()
+
+    def extend(self, records: Iterable[RequestRecord | FeedbackRecord | AdminRecord]) -> None:
+        """:meth:`append` each of ``records`` (the rows of one batch), dropping those beyond the buffer's bound."""
+        room = self.max_buffered_rows - len(self._buffer)
+        batch = list(records)
+        if len(batch) > room:
+            self.dropped_rows += len(batch) - max(room, 0)
+            batch = batch[: max(room, 0)]
+        self._buffer.extend(batch)  # atomic, as append
         if len(self._buffer) >= self._batch_rows:
             self._wake.set()
 
