@@ -189,6 +189,12 @@ def test_an_interval_that_includes_zero_is_never_an_edge(run: Path, page: str) -
             )
     headline = page.split("## Does any edge survive costs?")[1].split("##")[0]
     assert "kdh_rf in 2001-2009" in headline and "fk_lstm" not in headline
+    # Every edge before costs is weighed against the number of books tried, and the page says which survive.
+    tried = sum(c.ok for c in rep.cells)
+    gross = [c for c in rep.cells if c.ok and c.before.verdict == "edge"]
+    strict = [c for c in gross if c.before.mean_daily.p_value * tried < 0.05]
+    assert f"a Bonferroni correction over the {tried} books (p < {0.05 / tried:.4f})" in headline
+    assert ("none survives" in headline) == (not strict) and all(f"{c.model} in {c.period}" in headline for c in strict)
 
 
 def test_a_random_score_gets_no_edge_and_the_headline_says_no(tmp_path: Path) -> None:

@@ -441,6 +441,10 @@ def _borderline(book: Book | None) -> bool:
     return book.mean_daily.ci_low > 0 or book.mean_daily.ci_high < 0
 
 
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def _headline(rep: Reproduction, level: str) -> list[str]:
     """The answer to "does any edge survive costs?", from the verdicts alone."""
     ok = [c for c in rep.cells if c.ok]
@@ -457,9 +461,16 @@ def _headline(rep: Reproduction, level: str) -> list[str]:
         )
     else:
         text = f"**No.** None of the {len(ok)} model x period books has an edge after costs ({rule})."
-    text += (
-        f" Before costs, edges in: {_listed(gross, 'before')}." if gross else " Before costs, none has an edge either."
-    )
+    if gross:
+        strict = [c for c in gross if c.before and (c.before.mean_daily.p_value or 1.0) * len(ok) < ALPHA]
+        names = ", ".join(f"{c.model} in {c.period}" for c in strict)
+        survive = f"{_count(len(strict), 'survives', 'survive')} ({names})" if strict else "none survives"
+        text += (
+            f" Before costs, edges in: {_listed(gross, 'before')}; {survive} a Bonferroni correction over the "
+            f"{len(ok)} books (p < {ALPHA / len(ok):.4f})."
+        )
+    else:
+        text += " Before costs, none has an edge either."
     for which in ("before", "after"):
         border = [c for c in ok if _borderline(getattr(c, which))]
         if border:
