@@ -169,7 +169,11 @@ def ohlcv_frames(draw: st.DrawFn, min_rows: int = 1) -> pd.DataFrame:
 @settings(max_examples=60, deadline=None)
 @given(ohlcv_frames())
 def test_random_valid_frames_pass(frame: pd.DataFrame) -> None:
-    assert validate_ohlcv(frame, "mem") == []
+    """Valid frames raise nothing; the only warning they can get is for their zero-volume days (business days in
+    a row: no gap)."""
+    halted = int((frame["volume"] == 0).sum())
+    expected = [f"mem: {halted} day(s) with zero volume"] if halted else []
+    assert [w.split(" (")[0] for w in validate_ohlcv(frame, "mem")] == expected
 
 
 def _corrupt(frame: pd.DataFrame, i: int, kind: str) -> pd.DataFrame:
@@ -203,3 +207,14 @@ def test_random_corruption_is_caught_with_its_rule(frame: pd.DataFrame, data: st
         validate_ohlcv(corrupted, "mem")
     assert info.value.rule == kind
     assert info.value.row == corrupted.index[i].date().isoformat()
+
+
+def test_zero_volume_days_are_a_warning_that_names_them(aapl: pd.DataFrame) -> None:
+    """A halted day is a valid bar, but its volume features are undefined: the ingest says which days."""
+    assert validate_ohlcv(aapl, "mem") == []
+    halted = aapl.copy()
+    halted.iloc[[3, 4, 10, 11, 12, 13, 14], halted.columns.get_loc("volume")] = 0
+    (warning,) = validate_ohlcv(halted, "mem")
+    days = [d.date().isoformat() for d in aapl.index[[3, 4, 10, 11, 12]]]
+    assert warning.startswith(f"mem: 7 day(s) with zero volume ({', '.join(days)} and 2 more)")
+    assert "left out of training and refused by the server" in warning

@@ -6,7 +6,10 @@ infinity), ``dtype`` (prices float64, volume int64), ``duplicate_date``, ``date_
 ``positive_price``, ``high_bound`` (high >= max(open, close)), ``low_bound`` (low <= min(open, close)),
 ``volume_negative``. A gap of more than ``MAX_GAP_BUSINESS_DAYS`` business days (Mon-Fri; an exchange holiday in
 the gap counts as one) between consecutive rows is a warning, not an error (exchanges close for storms and national
-mourning); the features treat such a gap as a break that no window or label spans (``calendar_breaks``).
+mourning); the features treat such a gap as a break that no window or label spans (``calendar_breaks``). So is a day
+with zero volume (a halted or stale quote): it is a valid bar, but a feature that divides by the volume or takes its
+log is undefined on it or the next day, so a window that holds it is left out of training (``make_windows``) and
+refused by the server (``finmlops.serving.raw``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def validate_ohlcv(frame: pd.DataFrame, source: str, rows: Sequence[int] | None 
     _check_values(frame, source, label)
     _check_dates(frame.index, source, label)
     _check_bounds(frame, source, label)
-    return gap_warnings(frame.index, source)
+    return gap_warnings(frame.index, source) + zero_volume_warnings(frame, source)
 
 
 def _row_labeler(index: pd.Index, rows: Sequence[int] | None) -> RowLabel:
@@ -175,6 +178,21 @@ def calendar_breaks(dates: np.ndarray | pd.DatetimeIndex) -> np.ndarray:
     """Boolean ``[n - 1]``: True where more than ``MAX_GAP_BUSINESS_DAYS`` business days are missing between
     ``dates[i]`` and ``dates[i + 1]``, the gap rule below. Sequence windows and next-day labels never span one."""
     return missing_business_days(dates) > MAX_GAP_BUSINESS_DAYS
+
+
+def zero_volume_warnings(frame: pd.DataFrame, source: str, shown: int = 5) -> list[str]:
+    """One warning naming the days with zero volume (the first ``shown`` of them), or none."""
+    days = frame.index[frame["volume"].to_numpy() == 0]
+    if not len(days):
+        return []
+    listed = ", ".join(d.date().isoformat() for d in days[:shown]) + (
+        f" and {len(days) - shown} more" if len(days) > shown else ""
+    )
+    return [
+        f"{source}: {len(days)} day(s) with zero volume ({listed}); a feature that divides by the volume or takes "
+        "its log is undefined on such a day or the next, and a window that holds an undefined value is left out "
+        "of training and refused by the server"
+    ]
 
 
 def gap_warnings(index: pd.DatetimeIndex, source: str) -> list[str]:
