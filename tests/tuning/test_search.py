@@ -118,12 +118,15 @@ def _finished(study: optuna.Study) -> int:
 
 
 def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes(store: Settings) -> None:
-    worker = _cli(store, *TINY, "--trials", "50", "--json")
-    storage = default_storage(store)
+    # Far more trials than the worker can finish before the signal: with 50, a loaded CI run once saw the worker
+    # exit 0, all of them done, before this test had seen two finished.
+    trials = 2000
+    worker = _cli(store, *TINY, "--trials", str(trials), "--json")
 
     def two_trials_finished_or_worker_gone() -> bool:
         if worker.poll() is not None:
             return True  # it exited early: the return-code check below shows its stderr
+        storage = default_storage(store)  # the journal as it is now
         names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
         study = "lightweight-log_loss"
         return study in names and _finished(optuna.load_study(study_name=study, storage=storage)) >= 2
@@ -133,9 +136,9 @@ def test_ctrl_c_keeps_finished_trials_and_a_rerun_resumes(store: Settings) -> No
     _, err = worker.communicate(timeout=120)
     assert worker.returncode == 130, err
     assert "rerun the same command to resume" in err
-    study = optuna.load_study(study_name="lightweight-log_loss", storage=storage)
+    study = optuna.load_study(study_name="lightweight-log_loss", storage=default_storage(store))
     done = _finished(study)
-    assert 2 <= done < 50
+    assert 2 <= done < trials
     assert all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)  # the interrupted one is FAIL
     rerun = _cli(store, *TINY, "--trials", str(done + 1), "--json")
     out, err = rerun.communicate(timeout=300)
