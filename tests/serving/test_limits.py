@@ -3,6 +3,7 @@ served: oversized headers refused, slow headers and bodies timed out, a connecti
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -154,3 +155,115 @@ def test_the_defaults_are_near_nginx_and_envoy() -> None:
     options = parse_config({"models": [{"name": "a", "source": str(Path("x"))}]}).server
     assert 8 * 1024 <= options.max_header_line_bytes <= 16 * 1024 and 32 * 1024 <= options.max_header_bytes <= 64 * 1024
     assert options.max_headers == 100 and 10 <= options.header_timeout_s <= 60 and options.max_connections >= 100
+
+
+# --- the infer fast path (limits.guarded_protocol with answer_infer) -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServingApp, int]]:
+    graph = tiny_onnx(tmp_path_factory.mktemp("fast") / "m.onnx", 10, 4)
+    app = ServingApp(parse_config({"models": [{"name": "m", "source": str(graph)}]}), registry=None,
+                     request_log=None)  # fmt: skip
+    with serve(app) as base:
+        yield app, int(base.rsplit(":", 1)[1])
+
+
+def infer_request(x: np.ndarray, *, version: str = "1.1", extra: tuple[str, ...] = (), chunked: bool = False) -> bytes:
+    body = json.dumps(v2_body(x)).encode()
+    head = [f"POST /v2/models/m/infer HTTP/{version}", "Host: x", "Content-Type: application/json", *extra]
+    if chunked:
+        head.append("Transfer-Encoding: chunked")
+        half = len(body) // 2
+        body = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:half], body[half:])) + b"0\r\n\r\n"
+    else:
+        head.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """``count`` responses read off ``sock`` in order: (status, headers, body), each body by its Content-Length."""
+    data, out = b"", []
+    while len(out) < count:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(out)} of {count} responses"
+            data += chunk
+        head, data = data.split(b"\r\n\r\n", 1)
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, v in (line.split(":", 1) for line in lines)}
+        length = int(headers["content-length"])
+        while len(data) < length:
+            data += sock.recv(65536)
+        out.append((int(status_line.split(" ")[1]), headers, data[:length]))
+        data = data[length:]
+    return out
+
+
+def outputs(body: bytes) -> list[float]:
+    return json.loads(body)["outputs"][0]["data"]
+
+
+def test_pipelined_requests_are_answered_in_order_on_both_paths(fast: tuple[ServingApp, int]) -> None:
+    """Two infers and a health check in one write: the first infer takes the fast path, the ones queued behind it
+    go through uvicorn's pipeline, and the answers come back in the order asked."""
+    _, port = fast
+    xs = [np.full((1, 10, 4), v, np.float32) for v in (0.1, 0.9)]
+    with connect(port) as sock:
+        sock.sendall(infer_request(xs[0]) + infer_request(xs[1]) + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+        answers = read_responses(sock, 3)
+    assert [status for status, _, _ in answers] == [200, 200, 200]
+    with connect(port) as sock:  # each alone, for the expected values
+        alone = []
+        for x in xs:
+            sock.sendall(infer_request(x))
+            alone.append(outputs(read_responses(sock, 1)[0][2]))
+    assert [outputs(answers[0][2]), outputs(answers[1][2])] == alone
+    assert alone[0] != alone[1]
+
+
+def test_a_chunked_body_takes_the_asgi_path_and_gets_the_same_answer(fast: tuple[ServingApp, int]) -> None:
+    _, port = fast
+    x = np.random.default_rng(0).normal(size=(2, 10, 4)).astype(np.float32)
+    with connect(port) as sock:
+        sock.sendall(infer_request(x))
+        ((status, headers, body),) = read_responses(sock, 1)
+        sock.sendall(infer_request(x, chunked=True))
+        ((status_chunked, headers_chunked, body_chunked),) = read_responses(sock, 1)
+    assert status == status_chunked == 200
+    assert outputs(body) == outputs(body_chunked)
+    for name in ("content-type", "x-seldon-route"):
+        assert headers[name] == headers_chunked[name]
+
+
+@pytest.mark.parametrize(("version", "extra"), [("1.0", ()), ("1.1", ("Connection: close",))])
+def test_a_request_without_keep_alive_is_answered_then_closed(
+    fast: tuple[ServingApp, int], version: str, extra: tuple[str, ...]
+) -> None:
+    _, port = fast
+    with connect(port) as sock:
+        sock.sendall(infer_request(np.zeros((1, 10, 4), np.float32), version=version, extra=extra))
+        ((status, headers, _),) = read_responses(sock, 1)
+        assert status == 200 and headers.get("connection") == "close"
+        sock.settimeout(5)
+        assert sock.recv(1) == b""  # the server closed it
+
+
+def test_a_client_gone_mid_body_leaves_the_arrival_gate(fast: tuple[ServingApp, int]) -> None:
+    """A fast-path request enters the batcher's arrival gate at its headers; a client that leaves before its body
+    is complete must not keep batches waiting for it."""
+    app, port = fast
+    request = infer_request(np.zeros((1, 10, 4), np.float32))
+    sock = connect(port)
+    sock.sendall(request[: len(request) - 10])
+    deadline = time.monotonic() + 5
+    while app.plane.gate.arriving == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert app.plane.gate.arriving == 1
+    sock.close()
+    while app.plane.gate.arriving != 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert app.plane.gate.arriving == 0
+    with connect(port) as again:
+        again.sendall(request)
+        assert read_responses(again, 1)[0][0] == 200

@@ -4,8 +4,9 @@ Seldon-compatible routing) in front of the transport-agnostic data plane (``finm
 This module only speaks HTTP: it matches the path, checks the method, content type, size and bearer token, parses
 the body (``finmlops.serving.protocol``) into an ``InferRequest``, calls the data plane and renders its answer or
 its typed error (``finmlops.serving.errors``: each class has its status). The infer path is hand-written ASGI (no
-framework routing, orjson, numpy parsing) because it is the hot path; the other endpoints share the same small
-dispatcher. Metrics, the request log, the feedback ledger and drift observe the data plane's events. See
+framework routing, orjson, numpy parsing) because it is the hot path, and ``answer_infer`` is its one body: a plain
+infer request is answered by the HTTP protocol itself (``finmlops.serving.limits``) through the same function,
+without the ASGI layer. The other endpoints share the same small dispatcher. Metrics, the request log, the feedback ledger and drift observe the data plane's events. See
 docs/serving.md.
 """
 
@@ -173,22 +174,36 @@ class ServingApp:
 
     async def _infer(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
+        self.plane.gate.enter()  # the arrival phase: batches wait for requests being read; answer_infer ends it
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        limit = self.options.max_body_bytes
+        status, payload, extra = await self.answer_infer(
+            scope["path"], headers, lambda: _read_body(receive, headers, limit), t0
+        )
+        await send({"type": "http.response.start", "status": status, "headers": extra})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def answer_infer(
+        self, path: str, headers: dict[str, str], body: bytes | Callable[[], Awaitable[bytes]], t0: float
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """``POST path`` (an infer route) with ``headers`` (lower-case names) and ``body`` (or a function whose
+        awaitable reads it; not called when the request is refused first) -> ``(status, response body, response
+        headers)``. The one infer path of both HTTP front ends: the ASGI route above and the fast path of
+        ``finmlops.serving.limits``. The caller has entered ``plane.gate`` (when it began reading the request); this
+        leaves it, whatever happens."""
         plane = self.plane
-        plane.gate.enter()  # the arrival phase: batches wait for requests being read; plane.infer ends it
         try:
-            match = _MODEL_PATH.match(scope["path"])
+            match = _MODEL_PATH.match(path)
             if match is None or match.group(3) != "/infer":
-                raise NotFound(f"no route {scope['path']}; infer is POST /v2/models/{{name}}[/versions/{{v}}]/infer")
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+                raise NotFound(f"no route {path}; infer is POST /v2/models/{{name}}[/versions/{{v}}]/infer")
             if self._infer_tokens:
                 self._authorize(headers, self._infer_tokens)
             json_length = _binary_header(headers)
-            request = parse_infer(await _read_body(receive, headers, self.options.max_body_bytes), json_length)
+            request = parse_infer(body if isinstance(body, bytes) else await body(), json_length)
         except ServingError as exc:
             plane.gate.leave()
             plane.refused(exc, t0)
-            await _respond_error(send, exc)
-            return
+            return _error_response(exc)
         except BaseException:
             plane.gate.leave()
             raise
@@ -196,9 +211,8 @@ class ServingApp:
         try:
             event = await plane.infer(request, arriving=True)
         except ServingError as exc:
-            await _respond_error(send, exc)
-            return
-        await _respond_infer(send, event, request.binary_output)
+            return _error_response(exc)
+        return _infer_response(event, request.binary_output)
 
     # --- everything else ------------------------------------------------------------------------------------------
 
@@ -401,25 +415,31 @@ async def _respond(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _respond_infer(send: Send, event: InferenceEvent, binary: bool) -> None:
+def _infer_response(event: InferenceEvent, binary: bool) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     """The V2 infer response (JSON, or the binary extension) with Seldon's ``x-seldon-route`` header."""
     assert event.y is not None and event.version is not None
     payload, json_len = infer_response(
         event.model, event.version, event.id, event.output_name, event.y, event.parameters, binary
     )
-    extra = [(b"x-seldon-route", seldon_route_value(event.model, event.version).encode())]
+    headers = [
+        (b"content-type", b"application/octet-stream" if json_len is not None else JSON),
+        (b"content-length", str(len(payload)).encode()),
+        (b"x-seldon-route", seldon_route_value(event.model, event.version).encode()),
+    ]
     if json_len is not None:
-        extra.append((b"inference-header-content-length", str(json_len).encode()))
-    await _respond(send, 200, payload, b"application/octet-stream" if json_len is not None else JSON, extra)
+        headers.append((b"inference-header-content-length", str(json_len).encode()))
+    return 200, payload, headers
 
 
 def _error_headers(exc: ServingError) -> list[tuple[bytes, bytes]] | None:
     return _CHALLENGE if isinstance(exc, Unauthorized) else None
 
 
-async def _respond_error(send: Send, exc: ServingError) -> None:
-    """A V2 error body with the error's status (and a bearer challenge for a 401)."""
-    await _respond(send, exc.status, error_body(exc.message, exc.row), JSON, _error_headers(exc))
+def _error_response(exc: ServingError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """A V2 error body with the error's status (and a bearer challenge for a 401), as ``(status, body, headers)``."""
+    body = error_body(exc.message, exc.row)
+    headers = [(b"content-type", JSON), (b"content-length", str(len(body)).encode()), *(_error_headers(exc) or ())]
+    return exc.status, body, headers
 
 
 def _anonymous(headers: dict[str, str], scope: dict[str, Any]) -> str:

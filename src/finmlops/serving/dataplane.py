@@ -221,11 +221,18 @@ class RequestLogObserver:
             return
         if not event.probs:
             return
+        model, version, shadow, context = event.model, event.version, int(event.shadow), event.context
+        if len(event.probs) == 1:  # the common request: the same row as below, without the per-row views
+            flat = np.ascontiguousarray(event.x).reshape(-1)
+            digest, last_features = hashlib.sha1(flat).hexdigest(), flat[-event.x.shape[-1] :].tobytes()
+            record = RequestRecord(event.row_ids[0], model, now, experiment, arm, version, shadow, digest,
+                                   event.probs[0], ms, 200, context, last_features, event.as_of)  # fmt: skip
+            self.log.append(record)
+            return
         # Rows as C-contiguous views, hashed and sliced without a copy per row (a day request has hundreds).
         rows = np.ascontiguousarray(event.x).reshape(len(event.probs), -1)
         last = rows[:, -event.x.shape[-1] :].tobytes()  # the last timestep of every row, one copy
         width = len(last) // len(rows)
-        model, version, shadow, context = event.model, event.version, int(event.shadow), event.context
         self.log.extend(
             RequestRecord(
                 row_id,
@@ -840,10 +847,21 @@ class DataPlane:
             return db.execute("SELECT 1 FROM feedback WHERE id = ?", (rid,)).fetchone() is not None
 
 
+_ID_TAILS: list[str] = []  # random id tails, drawn from the OS in bulk (one getrandom call per 512 ids)
+os.register_at_fork(after_in_child=_ID_TAILS.clear)  # a forked child must not draw its parent's tails
+
+
 def _new_id() -> str:
-    """A fresh request id: 32 random hex digits, as ``uuid.uuid4().hex`` but without building a ``UUID`` (a third
-    of the cost); random, so that feedback ids cannot be guessed."""
-    return os.urandom(16).hex()
+    """A fresh request id: 32 hex digits, the unix time in milliseconds (12) then 80 random bits (20), as UUIDv7
+    orders them. Random, so that feedback ids cannot be guessed; time-ordered, so that the request log's index on
+    ``id`` grows at its end instead of at random pages (measured: a third less writer CPU per row)."""
+    try:
+        tail = _ID_TAILS.pop()  # list.pop is atomic: safe from the event loop and worker threads alike
+    except IndexError:
+        pool = os.urandom(10 * 512).hex()
+        _ID_TAILS.extend([pool[i : i + 20] for i in range(0, len(pool), 20)])
+        tail = _ID_TAILS.pop()
+    return f"{time.time_ns() // 1_000_000:012x}{tail}"
 
 
 def _context_value(exp: Experiment, headers: Mapping[str, str], parameters: Mapping[str, Any]) -> str | None:

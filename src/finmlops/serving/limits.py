@@ -12,17 +12,31 @@ it. ``guarded_protocol(options)`` subclasses uvicorn's ``HttpToolsProtocol``:
   the body within ``body_timeout_s`` of the headers; otherwise 408 (when no response was started) and close.
 
 The defaults (config.ServerOptions) are near nginx's and Envoy's.
+
+With ``answer`` (``ServingApp.answer_infer``) the protocol also answers a plain infer request itself, without the
+ASGI layer: ``POST .../infer`` with a ``Content-Length`` within ``max_body_bytes``, no ``Expect``, no upgrade, on the
+main port, and no other request of the connection in flight. Such a request gets no ASGI scope, cycle, events or
+messages, and its response goes out in one write; everything else (other routes and methods, chunked or oversized
+bodies, pipelined requests) goes through uvicorn and the ASGI app as before. Both call the same ``answer_infer``, so
+the two paths cannot answer differently; uvicorn's ASGI machinery cost more per request than the model does
+(docs/serving.md, "The infer fast path").
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httptools
 
+from finmlops.serving.batching import ArrivalGate
 from finmlops.serving.config import ServerOptions
+
+Answer = Callable[[str, dict[str, str], bytes, float], Awaitable[tuple[int, bytes, list[tuple[bytes, bytes]]]]]
+_INTERNAL_ERROR = b'{"error":"internal error"}'
 
 log = logging.getLogger("finmlops.serving")
 
@@ -31,8 +45,42 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing a request that broke a limit."""
 
 
-def guarded_protocol(options: ServerOptions) -> type[asyncio.Protocol]:
-    """A uvicorn HTTP protocol class enforcing ``options``' header limits and read timeouts."""
+class _NoEvent:
+    """uvicorn sets its cycle's event on a disconnect or a body chunk; nothing waits on a fast-path request's."""
+
+    __slots__ = ()
+
+    def set(self) -> None:
+        pass
+
+
+_NO_EVENT = _NoEvent()
+
+
+class _InferCycle:
+    """A request the fast path answers: the attributes of uvicorn's ``RequestResponseCycle`` that its protocol
+    (and this module) read, and what the answer needs."""
+
+    __slots__ = (
+        "body", "chunks", "disconnected", "headers", "keep_alive", "message_event", "more_body", "path", "received",
+        "response_complete", "response_started", "started",
+    )  # fmt: skip
+
+    def __init__(self, path: str, headers: dict[str, str], keep_alive: bool, received: float) -> None:
+        self.path, self.headers, self.keep_alive, self.received = path, headers, keep_alive, received
+        self.body = b""
+        self.chunks: list[bytes] = []
+        self.more_body = True
+        self.started = False  # the answer's task was created (or the request was given up): the gate was left
+        self.response_started = self.response_complete = self.disconnected = False
+        self.message_event = _NO_EVENT
+
+
+def guarded_protocol(
+    options: ServerOptions, answer: Answer | None = None, gate: ArrivalGate | None = None
+) -> type[asyncio.Protocol]:
+    """A uvicorn HTTP protocol class enforcing ``options``' header limits and read timeouts; with ``answer`` and
+    ``gate`` (the data plane's arrival gate), also the infer fast path (module docstring)."""
     from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol  # deferred: uvicorn
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -128,6 +176,10 @@ def guarded_protocol(options: ServerOptions) -> type[asyncio.Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_timer()
+            cycle = self.cycle
+            if type(cycle) is _InferCycle and not cycle.started:  # its body never came: it leaves the gate here
+                cycle.started = True
+                gate.leave()  # type: ignore[union-attr]  # a fast-path cycle exists only with a gate
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -181,15 +233,81 @@ def guarded_protocol(options: ServerOptions) -> type[asyncio.Protocol]:
         def on_headers_complete(self) -> None:
             self._reading_headers = False
             self._disarm()
-            super().on_headers_complete()
+            if not self._take_infer():
+                super().on_headers_complete()
             if self.cycle is not None and self.cycle.more_body:
                 self._arm(
                     self.limits.body_timeout_s, f"request body not received within {self.limits.body_timeout_s:g} s"
                 )
 
+        def on_body(self, body: bytes) -> None:
+            cycle = self.cycle
+            if type(cycle) is _InferCycle:  # no flow control: Content-Length is within max_body_bytes
+                cycle.chunks.append(body)
+                return
+            super().on_body(body)
+
         def on_message_complete(self) -> None:
             self._disarm()
+            cycle = self.cycle
+            if type(cycle) is _InferCycle and not cycle.started:
+                cycle.started, cycle.more_body = True, False
+                cycle.body = cycle.chunks[0] if len(cycle.chunks) == 1 else b"".join(cycle.chunks)
+                task = self.loop.create_task(self._answer(cycle))
+                task.add_done_callback(self.tasks.discard)  # uvicorn's shutdown waits for its tasks to finish
+                self.tasks.add(task)
+                return
             super().on_message_complete()
+
+        # --- the infer fast path ------------------------------------------------------------------------------
+
+        def _take_infer(self) -> bool:
+            """Whether this request is a plain infer the fast path answers (then ``self.cycle`` is its cycle)."""
+            if answer is None or self.parser.get_method() != b"POST" or self.expect_100_continue:
+                return False
+            if (self.cycle is not None and not self.cycle.response_complete) or self.parser.should_upgrade():
+                return False  # one in flight: uvicorn queues this one behind it, in order
+            limit = self.limit_concurrency
+            if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+                return False  # uvicorn's 503
+            if options.admin_port is not None and self.server is not None and self.server[1] == options.admin_port:
+                return False  # the admin port serves no infer: the ASGI app's 404
+            path = self.url.partition(b"?")[0]  # origin-form only; an absolute URL or an escape: the ASGI path
+            if not path.endswith(b"/infer") or path[:1] != b"/" or b"%" in path or b"#" in path or not path.isascii():
+                return False
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in self.headers}
+            length = headers.get("content-length")
+            if length is None or not length.isdigit() or int(length) > options.max_body_bytes:
+                return False  # chunked, or a 413 to give: the ASGI path's body reader
+            if "transfer-encoding" in headers:
+                return False
+            keep_alive = self.parser.get_http_version() != "1.0" and self.parser.should_keep_alive()
+            gate.enter()  # type: ignore[union-attr]  # the arrival phase, as the ASGI path enters it
+            self.cycle = _InferCycle(path.decode("ascii"), headers, keep_alive, time.perf_counter())
+            return True
+
+        async def _answer(self, cycle: _InferCycle) -> None:
+            try:
+                status, body, headers = await answer(  # type: ignore[misc]  # set when a cycle exists
+                    cycle.path, cycle.headers, cycle.body, cycle.received
+                )
+            except Exception:  # as uvicorn answers an app that raised: a 500, and the server keeps serving
+                log.exception("infer failed on %s", cycle.path)
+                status, body = 500, _INTERNAL_ERROR
+                headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+            cycle.response_started = True
+            if not self.transport.is_closing():
+                parts = [STATUS_LINE[status]]
+                for name, value in headers:
+                    parts += (name, b": ", value, b"\r\n")
+                if not cycle.keep_alive:
+                    parts.append(b"connection: close\r\n")
+                parts += (b"\r\n", body)
+                self.transport.write(b"".join(parts))  # one write: status line, headers and body
+            cycle.response_complete = True
+            if not cycle.keep_alive:
+                self.transport.close()
+            self.on_response_complete()  # keep-alive timer, the next pipelined request, the request count
 
     return GuardedHttpToolsProtocol
 

@@ -123,13 +123,16 @@ def uvicorn_config(app: ServingApp, log_level: str = "info") -> Any:
 
     options = app.options
     return uvicorn.Config(
-        Listeners(app, options.admin_port),
+        Listeners(app, options.admin_port) if options.admin_port is not None else app,
         log_level=log_level,
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=30,
         loop="auto",
-        http=guarded_protocol(options),
+        http=guarded_protocol(options, app.answer_infer, app.plane.gate),
+        # No X-Forwarded-* rewriting: a loopback client could otherwise claim any address in the admin audit log,
+        # and the infer fast path (finmlops.serving.limits) reads the peer as it is.
+        proxy_headers=False,
         # uvicorn counts the connection being served itself, so N allowed connections is a limit of N + 1
         limit_concurrency=options.max_connections + 1,
         server_header=False,
