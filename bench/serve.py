@@ -15,7 +15,7 @@ request log. Rows:
   (a small carded model of the baseline variant: [batch, 10, 16]).
 
 Usage: python bench/serve.py [--workdir build/serve-bench] [--reps 1] [--duration 20s] [--skip-mlserver]
-         [--skip-raw]
+         [--skip-raw] [--skip-batch] [--pairs 4] [--pair-duration 5s]
 Needs: wrk and GNU time (apt), taskset, torch in this venv (builds the model). The MLServer venv
 (mlserver==1.7.1, uvloop<0.22) is created under WORKDIR/mlserver-venv on first use.
 """
@@ -180,6 +180,55 @@ def day_rows(base: str, grpc_target: str | None, args: argparse.Namespace, resul
             fh.write(json.dumps(r) + "\n")
 
 
+def interleaved_rest(
+    finmlops_cmd: list[str], floor_cmd: list[str], args: argparse.Namespace, results: Path, **popen: object
+) -> None:
+    """finmlops and the HTTP+JSON floor served at once (both pinned to CPU 1, each idle while the other is
+    measured), then ``--pairs`` rounds of wrk c=32 for ``--pair-duration`` on each, in ABBA order. On a machine
+    whose speed drifts from minute to minute (a shared VM), rows measured minutes apart compare the drift as much as
+    the servers; a ratio within a pair, seconds apart, does not."""
+    body = args.workdir / "body.json"
+    sh([sys.executable, str(HARNESS / "serve_make_payload.py"), "--shape", SHAPE, "--out", str(body)])
+    servers = {"finmlops": (finmlops_cmd, args.port, MODEL), "floor-http-json": (floor_cmd, args.port + 10, "_parse")}
+    procs, logs = {}, []
+    try:
+        for label, (cmd, port, _) in servers.items():
+            logs.append(open(args.workdir / f"pair-{label}.log", "wb"))  # noqa: SIM115  # closed below
+            procs[label] = subprocess.Popen(["taskset", "-c", "1", *cmd, "--port", str(port)], stdout=logs[-1],
+                                            stderr=subprocess.STDOUT, start_new_session=True, **popen)  # type: ignore[call-overload]  # fmt: skip
+            wait_ready(f"http://127.0.0.1:{port}", procs[label])
+
+        def wrk(label: str, seconds: str) -> dict[str, float]:
+            _, port, model = servers[label]
+            pids = descendants(procs[label].pid)
+            hz, t0 = os.sysconf("SC_CLK_TCK"), proc_ticks(pids)
+            out = sh(["taskset", "-c", "0", "wrk", "-t2", "-c32", f"-d{seconds}", "--timeout", "5s", "-s",
+                      str(HARNESS / "serve_v2_post.lua"), f"http://127.0.0.1:{port}/v2/models/{model}/infer"],
+                     capture_output=True, env={**os.environ, "WRK_BODY": str(body)})  # fmt: skip
+            row = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("WRKJSON "))[8:])
+            row["server_cpu_s"] = (proc_ticks(pids) - t0) / hz
+            return row
+
+        for label in servers:
+            wrk(label, "3s")  # warm-up, discarded
+        for pair in range(args.pairs):
+            order = list(servers) if pair % 2 == 0 else list(servers)[::-1]
+            for label in order:
+                row = wrk(label, args.pair_duration)
+                errors = sum(int(row.get(k, 0)) for k in ("c32_non2xx", "c32_err_read", "c32_err_timeout"))
+                record = {"label": f"pair-{label}", "transport": "pair", "pair": pair, "c32_rps": row["c32_rps"],
+                          "cpu_us_per_request": 1e6 * row["server_cpu_s"] / max(row["c32_requests"], 1),
+                          "errors": errors}  # fmt: skip
+                print(json.dumps(record))
+                with results.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+    finally:
+        for proc in procs.values():
+            stop(proc)
+        for log in logs:
+            log.close()
+
+
 def mlserver_venv(workdir: Path) -> Path:
     """The MLServer 1.7.1 venv under ``workdir`` (created on first use: MLServer pins need uvloop<0.22)."""
     venv = workdir / "mlserver-venv"
@@ -217,7 +266,7 @@ def ratios(results: Path) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|")
     for label, rs in rows.items():
-        if rs[0].get("transport") == "day":
+        if rs[0].get("transport") in ("day", "pair"):
             continue
         grpc = rs[0].get("transport") == "grpc"
         errors = sum(r.get("c1_errors", 0) + r.get("c32_errors", 0) + r.get("c32_non2xx", 0)
@@ -246,6 +295,14 @@ def ratios(results: Path) -> None:
         ours, floor = per_cpu_s("finmlops"), per_cpu_s("floor-http-json")
         print(f"REST c=32 per server CPU-second: finmlops {ours:.0f}, the floor {floor:.0f} requests "
               f"({100 * ours / floor:.0f}%; {1e6 / ours:.0f} vs {1e6 / floor:.0f} us of CPU a request)")  # fmt: skip
+    if "pair-finmlops" in rows and "pair-floor-http-json" in rows:
+        pairs = list(zip(rows["pair-finmlops"], rows["pair-floor-http-json"], strict=True))
+        by_rps = [100 * a["c32_rps"] / b["c32_rps"] for a, b in pairs]
+        by_cpu = [100 * b["cpu_us_per_request"] / a["cpu_us_per_request"] for a, b in pairs]
+        print(f"REST c=32, interleaved ({len(pairs)} ABBA pairs, both servers up, seconds apart): finmlops is "
+              f"{statistics.median(by_rps):.0f}% of the floor's throughput (pairs: "
+              f"{', '.join(f'{v:.0f}' for v in by_rps)}) and {statistics.median(by_cpu):.0f}% by CPU per request "
+              f"(pairs: {', '.join(f'{v:.0f}' for v in by_cpu)}; goal >= 85%)")  # fmt: skip
     if "finmlops-grpc" in rows:
         for other in ("mlserver-default-grpc", "mlserver-tuned-grpc"):
             if other in rows:
@@ -323,6 +380,8 @@ def main() -> None:
     ap.add_argument("--skip-mlserver", action="store_true")
     ap.add_argument("--skip-raw", action="store_true")
     ap.add_argument("--skip-batch", action="store_true", help="skip the one-request-per-day batch of 443 rows")
+    ap.add_argument("--pairs", type=int, default=4, help="interleaved REST rounds of finmlops and the floor (0: none)")
+    ap.add_argument("--pair-duration", default="5s")
     ap.add_argument("--summarize", type=Path, help="only print the table and ratios of an earlier results file")
     args = ap.parse_args()
     if args.summarize:
@@ -350,6 +409,10 @@ def main() -> None:
     floor = [sys.executable, str(HARNESS / "serve_floor_server.py"), "--model", str(model), "--name", MODEL,
              "--port", str(args.port)]  # fmt: skip
     measure("floor-http-json", floor, base, args, results, model="_parse")
+    if args.pairs:
+        interleaved_rest([str(finmlops), "serve", "--config", str(finmlops_config(args.workdir, model)),
+                          "--grpc-port", str(args.grpc_port), "--log-level", "warning"], floor[:-2], args, results,
+                         env=env)  # fmt: skip
     # The gRPC floor: a grpc.aio server that answers a constant (bench/grpc_floor_server.py).
     log = open(args.workdir / "floor-grpc.log", "wb")  # noqa: SIM115  # closed after the server stops
     proc = subprocess.Popen(["taskset", "-c", "1", sys.executable, str(ROOT / "bench" / "grpc_floor_server.py"),
