@@ -160,11 +160,12 @@ def test_the_defaults_are_near_nginx_and_envoy() -> None:
 # --- the infer fast path (limits.guarded_protocol with answer_infer) -------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServingApp, int]]:
+@pytest.fixture(scope="module", params=[True, False], ids=["fast-path", "asgi-only"])
+def fast(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[tuple[ServingApp, int]]:
+    """The server with the fast path on, and off (``server.rest_fast_path``): each test holds for both."""
     graph = tiny_onnx(tmp_path_factory.mktemp("fast") / "m.onnx", 10, 4)
-    app = ServingApp(parse_config({"models": [{"name": "m", "source": str(graph)}]}), registry=None,
-                     request_log=None)  # fmt: skip
+    config = {"models": [{"name": "m", "source": str(graph)}], "server": {"rest_fast_path": request.param}}
+    app = ServingApp(parse_config(config), registry=None, request_log=None)
     with serve(app) as base:
         yield app, int(base.rsplit(":", 1)[1])
 

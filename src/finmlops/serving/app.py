@@ -6,8 +6,8 @@ the body (``finmlops.serving.protocol``) into an ``InferRequest``, calls the dat
 its typed error (``finmlops.serving.errors``: each class has its status). The infer path is hand-written ASGI (no
 framework routing, orjson, numpy parsing) because it is the hot path, and ``answer_infer`` is its one body: a plain
 infer request is answered by the HTTP protocol itself (``finmlops.serving.limits``) through the same function,
-without the ASGI layer. The other endpoints share the same small dispatcher. Metrics, the request log, the feedback ledger and drift observe the data plane's events. See
-docs/serving.md.
+without the ASGI layer. The other endpoints share the same small dispatcher. Metrics, the request log, the feedback
+ledger and drift observe the data plane's events. See docs/serving.md.
 """
 
 from __future__ import annotations

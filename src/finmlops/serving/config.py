@@ -68,6 +68,11 @@ class ServerOptions(_Strict):
         "(MLServer's max_batch_time, Triton's max_queue_delay); a client alone never waits for it; 0 turns it off.",
     )
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
+    rest_fast_path: bool = Field(
+        default=True,
+        description="Answer a plain REST infer in the HTTP protocol, without the ASGI layer (the same answer; "
+        "docs/serving.md); false sends every request through uvicorn's ASGI cycle.",
+    )
     # HTTP limits (finmlops.serving.limits), near nginx's and Envoy's defaults.
     max_header_bytes: int = Field(
         default=32 * 1024, ge=1024, description="Request line and headers together; more gets 431 (nginx: 4 x 8 KiB)."

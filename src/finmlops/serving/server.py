@@ -129,7 +129,9 @@ def uvicorn_config(app: ServingApp, log_level: str = "info") -> Any:
         lifespan="on",
         timeout_graceful_shutdown=30,
         loop="auto",
-        http=guarded_protocol(options, app.answer_infer, app.plane.gate),
+        http=guarded_protocol(options, app.answer_infer, app.plane.gate)
+        if options.rest_fast_path
+        else guarded_protocol(options),
         # No X-Forwarded-* rewriting: a loopback client could otherwise claim any address in the admin audit log,
         # and the infer fast path (finmlops.serving.limits) reads the peer as it is.
         proxy_headers=False,
