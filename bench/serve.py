@@ -16,6 +16,7 @@ request log. Rows:
 
 Usage: python bench/serve.py [--workdir build/serve-bench] [--reps 1] [--duration 20s] [--skip-mlserver]
          [--skip-raw] [--skip-batch] [--pairs 4] [--pair-duration 5s]
+         [--fast-path-pairs 0]
 Needs: wrk and GNU time (apt), taskset, torch in this venv (builds the model). The MLServer venv
 (mlserver==1.7.1, uvloop<0.22) is created under WORKDIR/mlserver-venv on first use.
 """
@@ -180,16 +181,15 @@ def day_rows(base: str, grpc_target: str | None, args: argparse.Namespace, resul
             fh.write(json.dumps(r) + "\n")
 
 
-def interleaved_rest(
-    finmlops_cmd: list[str], floor_cmd: list[str], args: argparse.Namespace, results: Path, **popen: object
+def interleaved(
+    servers: dict[str, tuple[list[str], int, str]], args: argparse.Namespace, results: Path, **popen: object
 ) -> None:
-    """finmlops and the HTTP+JSON floor served at once (both pinned to CPU 1, each idle while the other is
-    measured), then ``--pairs`` rounds of wrk c=32 for ``--pair-duration`` on each, in ABBA order. On a machine
-    whose speed drifts from minute to minute (a shared VM), rows measured minutes apart compare the drift as much as
-    the servers; a ratio within a pair, seconds apart, does not."""
+    """Two servers (label -> command without its port, port, model) served at once, both pinned to CPU 1 (each idle
+    while the other is measured), then ``--pairs`` rounds of wrk c=32 for ``--pair-duration`` on each, in ABBA
+    order; rows ``pair-<label>``. On a machine whose speed drifts from minute to minute (a shared VM), rows measured
+    minutes apart compare the drift as much as the servers; a ratio within a pair, seconds apart, does not."""
     body = args.workdir / "body.json"
     sh([sys.executable, str(HARNESS / "serve_make_payload.py"), "--shape", SHAPE, "--out", str(body)])
-    servers = {"finmlops": (finmlops_cmd, args.port, MODEL), "floor-http-json": (floor_cmd, args.port + 10, "_parse")}
     procs, logs = {}, []
     try:
         for label, (cmd, port, _) in servers.items():
@@ -238,14 +238,16 @@ def mlserver_venv(workdir: Path) -> Path:
     return venv
 
 
-def finmlops_config(workdir: Path, model: Path) -> Path:
-    """Serve the model as ``lstm`` through an experiment that takes over its endpoint; log and metrics on."""
+def finmlops_config(workdir: Path, model: Path, name: str = "serving", **server: object) -> Path:
+    """Serve the model as ``lstm`` through an experiment that takes over its endpoint; log and metrics on;
+    ``server`` overrides options (written to ``<workdir>/<name>.json``, its request log ``<name>-requests.db``)."""
+    log = workdir / ("requests.db" if name == "serving" else f"{name}-requests.db")
     config = {
         "models": [{"name": MODEL, "source": str(model)}],
         "experiments": [{"name": "lstm-ab", "default": MODEL, "candidates": [{"name": MODEL, "weight": 1}]}],
-        "server": {"request_log": str(workdir / "requests.db"), "reload_interval_s": 0},
+        "server": {"request_log": str(log), "reload_interval_s": 0, **server},
     }
-    path = workdir / "serving.json"  # YAML is a superset of JSON
+    path = workdir / f"{name}.json"  # YAML is a superset of JSON
     path.write_text(json.dumps(config, indent=2))
     return path
 
@@ -295,14 +297,16 @@ def ratios(results: Path) -> None:
         ours, floor = per_cpu_s("finmlops"), per_cpu_s("floor-http-json")
         print(f"REST c=32 per server CPU-second: finmlops {ours:.0f}, the floor {floor:.0f} requests "
               f"({100 * ours / floor:.0f}%; {1e6 / ours:.0f} vs {1e6 / floor:.0f} us of CPU a request)")  # fmt: skip
-    if "pair-finmlops" in rows and "pair-floor-http-json" in rows:
-        pairs = list(zip(rows["pair-finmlops"], rows["pair-floor-http-json"], strict=True))
-        by_rps = [100 * a["c32_rps"] / b["c32_rps"] for a, b in pairs]
-        by_cpu = [100 * b["cpu_us_per_request"] / a["cpu_us_per_request"] for a, b in pairs]
-        print(f"REST c=32, interleaved ({len(pairs)} ABBA pairs, both servers up, seconds apart): finmlops is "
-              f"{statistics.median(by_rps):.0f}% of the floor's throughput (pairs: "
-              f"{', '.join(f'{v:.0f}' for v in by_rps)}) and {statistics.median(by_cpu):.0f}% by CPU per request "
-              f"(pairs: {', '.join(f'{v:.0f}' for v in by_cpu)}; goal >= 85%)")  # fmt: skip
+    for a, b, what in (("finmlops", "floor-http-json", "the floor (goal >= 85%)"),
+                       ("fast-path-on", "fast-path-off", "the same server without the REST fast path")):  # fmt: skip
+        if f"pair-{a}" in rows and f"pair-{b}" in rows:
+            pairs = list(zip(rows[f"pair-{a}"], rows[f"pair-{b}"], strict=True))
+            by_rps = [100 * x["c32_rps"] / y["c32_rps"] for x, y in pairs]
+            by_cpu = [100 * y["cpu_us_per_request"] / x["cpu_us_per_request"] for x, y in pairs]
+            print(f"REST c=32, interleaved ({len(pairs)} ABBA pairs, both servers up, seconds apart): {a} serves "
+                  f"{statistics.median(by_rps):.0f}% of the throughput of {what} (pairs: "
+                  f"{', '.join(f'{v:.0f}' for v in by_rps)}), {statistics.median(by_cpu):.0f}% by CPU per request "
+                  f"(pairs: {', '.join(f'{v:.0f}' for v in by_cpu)})")  # fmt: skip
     if "finmlops-grpc" in rows:
         for other in ("mlserver-default-grpc", "mlserver-tuned-grpc"):
             if other in rows:
@@ -382,6 +386,8 @@ def main() -> None:
     ap.add_argument("--skip-batch", action="store_true", help="skip the one-request-per-day batch of 443 rows")
     ap.add_argument("--pairs", type=int, default=4, help="interleaved REST rounds of finmlops and the floor (0: none)")
     ap.add_argument("--pair-duration", default="5s")
+    ap.add_argument("--fast-path-pairs", type=int, default=0, help="interleaved REST rounds with and without "
+                    "server.rest_fast_path (0: none)")  # fmt: skip
     ap.add_argument("--summarize", type=Path, help="only print the table and ratios of an earlier results file")
     args = ap.parse_args()
     if args.summarize:
@@ -409,10 +415,21 @@ def main() -> None:
     floor = [sys.executable, str(HARNESS / "serve_floor_server.py"), "--model", str(model), "--name", MODEL,
              "--port", str(args.port)]  # fmt: skip
     measure("floor-http-json", floor, base, args, results, model="_parse")
+
+    def serve_cmd(config: Path, grpc_port: int) -> list[str]:
+        return [str(finmlops), "serve", "--config", str(config), "--grpc-port", str(grpc_port), "--log-level",
+                "warning"]  # fmt: skip
+
     if args.pairs:
-        interleaved_rest([str(finmlops), "serve", "--config", str(finmlops_config(args.workdir, model)),
-                          "--grpc-port", str(args.grpc_port), "--log-level", "warning"], floor[:-2], args, results,
-                         env=env)  # fmt: skip
+        cmd = serve_cmd(finmlops_config(args.workdir, model), args.grpc_port)
+        interleaved({"finmlops": (cmd, args.port, MODEL), "floor-http-json": (floor[:-2], args.port + 10, "_parse")},
+                    args, results, env=env)  # fmt: skip
+    if args.fast_path_pairs:
+        on = serve_cmd(finmlops_config(args.workdir, model, "fast-on", rest_fast_path=True), 0)
+        off = serve_cmd(finmlops_config(args.workdir, model, "fast-off", rest_fast_path=False), 0)
+        pair_args = argparse.Namespace(**{**vars(args), "pairs": args.fast_path_pairs})
+        interleaved({"fast-path-on": (on, args.port, MODEL), "fast-path-off": (off, args.port + 10, MODEL)},
+                    pair_args, results, env=env)  # fmt: skip
     # The gRPC floor: a grpc.aio server that answers a constant (bench/grpc_floor_server.py).
     log = open(args.workdir / "floor-grpc.log", "wb")  # noqa: SIM115  # closed after the server stops
     proc = subprocess.Popen(["taskset", "-c", "1", sys.executable, str(ROOT / "bench" / "grpc_floor_server.py"),
