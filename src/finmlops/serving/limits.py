@@ -19,7 +19,7 @@ main port, and no other request of the connection in flight. Such a request gets
 messages, and its response goes out in one write; everything else (other routes and methods, chunked or oversized
 bodies, pipelined requests) goes through uvicorn and the ASGI app as before. Both call the same ``answer_infer``, so
 the two paths cannot answer differently; uvicorn's ASGI machinery cost more per request than the model does
-(docs/serving.md, "The infer fast path").
+(docs/serving.md, "The REST fast path").
 """
 
 from __future__ import annotations
@@ -62,13 +62,12 @@ class _InferCycle:
     (and this module) read, and what the answer needs."""
 
     __slots__ = (
-        "body", "chunks", "disconnected", "headers", "keep_alive", "message_event", "more_body", "path", "received",
+        "chunks", "disconnected", "headers", "keep_alive", "message_event", "more_body", "path", "received",
         "response_complete", "response_started", "started",
     )  # fmt: skip
 
     def __init__(self, path: str, headers: dict[str, str], keep_alive: bool, received: float) -> None:
         self.path, self.headers, self.keep_alive, self.received = path, headers, keep_alive, received
-        self.body = b""
         self.chunks: list[bytes] = []
         self.more_body = True
         self.started = False  # the answer's task was created (or the request was given up): the gate was left
@@ -252,8 +251,8 @@ def guarded_protocol(
             cycle = self.cycle
             if type(cycle) is _InferCycle and not cycle.started:
                 cycle.started, cycle.more_body = True, False
-                cycle.body = cycle.chunks[0] if len(cycle.chunks) == 1 else b"".join(cycle.chunks)
-                task = self.loop.create_task(self._answer(cycle))
+                body = cycle.chunks[0] if len(cycle.chunks) == 1 else b"".join(cycle.chunks)
+                task = self.loop.create_task(self._answer(cycle, body))
                 task.add_done_callback(self.tasks.discard)  # uvicorn's shutdown waits for its tasks to finish
                 self.tasks.add(task)
                 return
@@ -286,10 +285,10 @@ def guarded_protocol(
             self.cycle = _InferCycle(path.decode("ascii"), headers, keep_alive, time.perf_counter())
             return True
 
-        async def _answer(self, cycle: _InferCycle) -> None:
+        async def _answer(self, cycle: _InferCycle, request_body: bytes) -> None:
             try:
                 status, body, headers = await answer(  # type: ignore[misc]  # set when a cycle exists
-                    cycle.path, cycle.headers, cycle.body, cycle.received
+                    cycle.path, cycle.headers, request_body, cycle.received
                 )
             except Exception:  # as uvicorn answers an app that raised: a 500, and the server keeps serving
                 log.exception("infer failed on %s", cycle.path)
